@@ -1,0 +1,150 @@
+// Allreduce bus bandwidth (NCCL-tests definition: busbw = 2(n-1)/n * bytes / time) vs message
+// size, 2 ranks, for Athanor over tcp, unix and MPI, against OpenMPI's MPI_Allreduce called
+// from C (bench/allreduce-mpi-peer.c, compiled with mpicc at bench time). Medians of >= 5 reps.
+//
+//   node dist/bench/allreduce-bench.js [--max-bytes N] [--reps N]
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { initProcessGroup } from '../src/dist/init.js';
+import type { Communicator } from '../src/dist/communicator.js';
+import { mpiUnavailableReason } from '../src/dist/mpi.js';
+
+const HERE = fileURLToPath(import.meta.url);
+const ROOT = path.resolve(path.dirname(HERE), '..', '..');
+
+export interface BenchRow { bytes: number; busbw: Record<string, number | null> }
+export interface BenchResult { world: number; rows: BenchRow[]; p2p: Record<string, number>; notes: string[] }
+
+function sizes(maxBytes: number): number[] {
+  const out: number[] = [];
+  for (let b = 4096; b <= maxBytes; b *= 4) out.push(b);
+  return out;
+}
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
+const busbw = (bytes: number, n: number, t: number): number => (2 * (n - 1) / n) * bytes / t;
+
+async function timeAllreduce(pg: Communicator, bytes: number, reps: number): Promise<number> {
+  const buf = new Float32Array(bytes / 4);
+  for (let i = 0; i < buf.length; i++) buf[i] = i % 17;
+  const r = bytes <= 1 << 20 ? reps * 10 : reps;
+  await pg.allReduce(buf);
+  const ts: number[] = [];
+  for (let k = 0; k < r; k++) {
+    await pg.barrier();
+    const t0 = performance.now();
+    await pg.allReduce(buf);
+    ts.push((performance.now() - t0) / 1000);
+  }
+  return median(ts);
+}
+
+/** One-way point-to-point bandwidth rank 0 -> rank 1 (the transport's ceiling). */
+async function timeP2P(pg: Communicator, bytes: number, reps: number): Promise<number> {
+  const buf = new Float32Array(bytes / 4);
+  const ts: number[] = [];
+  for (let k = 0; k <= reps; k++) {
+    await pg.barrier();
+    const t0 = performance.now();
+    if (pg.rank === 0) await pg.send(buf, 1); else if (pg.rank === 1) await pg.recv(buf, 0);
+    await pg.barrier();
+    if (k > 0) ts.push((performance.now() - t0) / 1000);
+  }
+  return bytes / median(ts);
+}
+
+/** Runs inside each rank (under mpirun, or under the harness for socket-only runs). */
+async function worker(): Promise<void> {
+  const maxBytes = Number(process.env.BENCH_MAX_BYTES ?? 256 << 20);
+  const reps = Number(process.env.BENCH_REPS ?? 5);
+  const backends = (process.env.BENCH_BACKENDS ?? 'tcp,unix,mpi').split(',');
+  const res: Record<string, Record<number, number>> = {};
+  const p2p: Record<string, number> = {};
+  for (const be of backends) {
+    const pg = await initProcessGroup({ backend: be as 'tcp' | 'unix' | 'mpi' });
+    res[be] = {};
+    for (const b of sizes(maxBytes)) res[be]![b] = await timeAllreduce(pg, b, reps);
+    if (be !== 'mpi' && maxBytes >= 64 << 20) p2p[be] = await timeP2P(pg, 64 << 20, reps);
+    await pg.barrier();
+    await pg.destroy();
+  }
+  if (Number(process.env.OMPI_COMM_WORLD_RANK ?? process.env.ATHANOR_RANK ?? 0) === 0) console.log(`BENCH ${JSON.stringify({ res, p2p })}`);
+}
+
+function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    c.stdout.on('data', (d) => { stdout += d; });
+    c.stderr.on('data', (d) => { stderr += d; });
+    c.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const MPIRUN = ['--allow-run-as-root', '--oversubscribe', '-np', '2'];
+
+export async function runAllreduceBench(o: { maxBytes?: number; reps?: number; log?: (s: string) => void } = {}): Promise<BenchResult> {
+  const maxBytes = o.maxBytes ?? 256 << 20, reps = Math.max(5, o.reps ?? 5);
+  const log = o.log ?? ((s: string) => process.stdout.write(`${s}\n`));
+  const notes: string[] = [];
+  const world = 2;
+  const env = { BENCH_MAX_BYTES: String(maxBytes), BENCH_REPS: String(reps) };
+  const mpiMissing = mpiUnavailableReason() ?? (spawnSync('mpirun', ['--version']).error ? 'mpirun not on PATH' : null);
+  let res: Record<string, Record<number, number>> = {};
+  let p2p: Record<string, number> = {};
+  if (!mpiMissing) {
+    const r = await run('mpirun', [...MPIRUN, '-x', 'BENCH_MAX_BYTES', '-x', 'BENCH_REPS', process.execPath, HERE, '--worker'], env);
+    const line = r.stdout.split('\n').find((l) => l.startsWith('BENCH '));
+    if (r.code !== 0 || !line) throw new Error(`allreduce-bench: worker run failed (${r.code})\n${r.stderr}\n${r.stdout}`);
+    ({ res, p2p } = JSON.parse(line.slice(6)) as { res: typeof res; p2p: typeof p2p });
+  } else {
+    notes.push(`MPI columns skipped: ${mpiMissing}`);
+    const { launch } = await import('../src/dist/launcher.js');
+    void launch;
+    const r = await run(process.execPath, [path.join(ROOT, 'dist/src/dist/launcher.js'), '--nproc-per-node', '2', '--', 'node', HERE, '--worker'], { ...env, BENCH_BACKENDS: 'tcp,unix' });
+    const line = r.stdout.split('\n').find((l) => l.includes('BENCH '));
+    if (r.code !== 0 || !line) throw new Error(`allreduce-bench: worker run failed (${r.code})\n${r.stderr}`);
+    ({ res, p2p } = JSON.parse(line.slice(line.indexOf('BENCH ') + 6)) as { res: typeof res; p2p: typeof p2p });
+  }
+  // Reference: OpenMPI from C.
+  const ref: Record<number, number> = {};
+  if (!mpiMissing) {
+    const exe = path.join(ROOT, 'build', 'allreduce-mpi-peer');
+    mkdirSync(path.dirname(exe), { recursive: true });
+    const cc = spawnSync('mpicc', ['-O2', '-o', exe, path.join(ROOT, 'bench', 'allreduce-mpi-peer.c')], { encoding: 'utf8' });
+    if (cc.status !== 0) notes.push(`C reference skipped: mpicc failed: ${cc.stderr || cc.error?.message}`);
+    else {
+      const r = await run('mpirun', [...MPIRUN, exe, String(reps), ...sizes(maxBytes).map(String)]);
+      for (const l of r.stdout.split('\n')) { const [b, t] = l.trim().split(/\s+/); if (b && t) ref[Number(b)] = Number(t); }
+    }
+  }
+  const cols = ['tcp', 'unix', 'mpi'];
+  const rows: BenchRow[] = sizes(maxBytes).map((b) => {
+    const bw: Record<string, number | null> = {};
+    for (const c of cols) bw[c] = res[c]?.[b] ? busbw(b, world, res[c]![b]!) : null;
+    bw['mpi-c'] = ref[b] ? busbw(b, world, ref[b]!) : null;
+    return { bytes: b, busbw: bw };
+  });
+  const fmtB = (b: number): string => (b >= 1 << 20 ? `${b / (1 << 20)} MiB` : `${b / 1024} KiB`);
+  const gb = (x: number | null | undefined): string => (x ? (x / 1e9).toFixed(3) : '-');
+  const ratio = (x: number | null | undefined, y: number | null | undefined): string => (x && y ? (x / y).toFixed(2) : '-');
+  log(`allreduce float32 sum, ${world} ranks, busbw GB/s (median of >= ${reps} reps; 2(n-1)/n * bytes / time)`);
+  log(['size', 'athanor-tcp', 'athanor-unix', 'athanor-mpi', 'MPI_Allreduce(C)', 'tcp/C', 'unix/C', 'ath-mpi/C'].map((s) => s.padStart(13)).join(''));
+  for (const r of rows) {
+    const c = r.busbw;
+    log([fmtB(r.bytes), gb(c.tcp), gb(c.unix), gb(c.mpi), gb(c['mpi-c']), ratio(c.tcp, c['mpi-c']), ratio(c.unix, c['mpi-c']), ratio(c.mpi, c['mpi-c'])].map((s) => s.padStart(13)).join(''));
+  }
+  for (const [k, v] of Object.entries(p2p)) log(`point-to-point one-way 64 MiB over ${k}: ${(v / 1e9).toFixed(3)} GB/s`);
+  for (const n of notes) log(`note: ${n}`);
+  return { world, rows, p2p, notes };
+}
+
+if (process.argv[1] && pathToFileURL(path.resolve(process.argv[1])).href === import.meta.url) {
+  if (process.argv.includes('--worker')) {
+    worker().catch((e) => { console.error(e); process.exit(1); });
+  } else {
+    const arg = (n: string): number | undefined => { const i = process.argv.indexOf(n); return i > 0 ? Number(process.argv[i + 1]) : undefined; };
+    runAllreduceBench({ maxBytes: arg('--max-bytes'), reps: arg('--reps') }).catch((e) => { console.error(e); process.exit(1); });
+  }
+}

@@ -1,0 +1,470 @@
+/* Neural-network kernels (float32): softmax, log-softmax, cross-entropy, LayerNorm,
+ * RMSNorm, embedding, dropout, the attention softmax pieces and the bias gradient.
+ * GEMM is not here: it is OpenBLAS's job (src/backend/blas.ts).
+ *
+ * Conventions shared with src/backend/reference/nn.ts (the oracle):
+ *  - rows are contiguous, `ld` (when present) is the distance between row starts;
+ *  - every backward kernel ACCUMULATES into its gradient outputs (dx += ...), so a
+ *    tensor used twice needs no temporary; a NULL gradient pointer means "not needed";
+ *    an `acc` flag of 0 means the input-gradient buffer was never written (fresh from
+ *    the pool) and is overwritten instead: that saves zero-filling it and a read pass;
+ *  - row loops run under OpenMP only above 32768 elements, so small calls never pay
+ *    a fork/join; per-thread partial sums (LayerNorm dweight/dbias) are reduced in
+ *    thread order, so results are deterministic for a given thread count.
+ * exp uses a polynomial (Cephes expf, ~1 ulp) written so that gcc vectorizes it:
+ * libm's expf is a scalar call and would make these kernels compute-bound. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define PAR_MIN 32768
+
+static inline float bits_to_float(int32_t i) {
+  union { int32_t i; float f; } u;
+  u.i = i;
+  return u.f;
+}
+
+/* exp(x) for x <= 88.7; below -87.3 it returns the smallest normal (≈1e-38), which
+ * is 0 for every purpose here (softmax terms, probabilities). */
+static inline float fast_expf(float x) {
+  x = x < -87.3f ? -87.3f : x;
+  x = x > 88.7f ? 88.7f : x;
+  float n = rintf(x * 1.44269504088896341f);
+  float r = fmaf(n, -0.693359375f, x);
+  r = fmaf(n, 2.12194440e-4f, r);
+  float r2 = r * r;
+  float p = 1.9875691500e-4f;
+  p = fmaf(p, r, 1.3981999507e-3f);
+  p = fmaf(p, r, 8.3334519073e-3f);
+  p = fmaf(p, r, 4.1665795894e-2f);
+  p = fmaf(p, r, 1.6666665459e-1f);
+  p = fmaf(p, r, 5.0000001201e-1f);
+  p = fmaf(p, r2, r) + 1.0f;
+  return p * bits_to_float(((int32_t)n + 127) << 23);
+}
+
+static inline float row_max(const float *x, int64_t n) {
+  float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+/* y[j] = exp(x[j] - m), returns the sum (y may alias x). */
+static inline float exp_shift_sum(const float *x, float *y, int64_t n, float m) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; j++) {
+    float e = fast_expf(x[j] - m);
+    y[j] = e;
+    s += e;
+  }
+  return s;
+}
+
+static inline float exp_shift_sum_only(const float *x, int64_t n, float m) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; j++) s += fast_expf(x[j] - m);
+  return s;
+}
+
+/* ---------------------------------------------------------------- softmax */
+
+void athn_softmax_fwd_f32(const float *x, float *y, int64_t rows, int64_t cols) {
+#pragma omp parallel for if (rows * cols >= PAR_MIN) schedule(static)
+  for (int64_t i = 0; i < rows; i++) {
+    const float *xr = x + i * cols;
+    float *yr = y + i * cols;
+    float m = row_max(xr, cols);
+    float inv = 1.0f / exp_shift_sum(xr, yr, cols, m);
+#pragma omp simd
+    for (int64_t j = 0; j < cols; j++) yr[j] *= inv;
+  }
+}
+
+void athn_log_softmax_fwd_f32(const float *x, float *y, int64_t rows, int64_t cols) {
+#pragma omp parallel for if (rows * cols >= PAR_MIN) schedule(static)
+  for (int64_t i = 0; i < rows; i++) {
+    const float *xr = x + i * cols;
+    float *yr = y + i * cols;
+    float m = row_max(xr, cols);
+    float lse = m + logf(exp_shift_sum_only(xr, cols, m));
+#pragma omp simd
+    for (int64_t j = 0; j < cols; j++) yr[j] = xr[j] - lse;
+  }
+}
+
+/* dx += y * (dy - sum(dy * y))   (acc = 0: dx = ..., for a gradient buffer not yet written) */
+void athn_softmax_bwd_f32(const float *y, const float *dy, float *dx, int64_t rows, int64_t cols, int acc) {
+#pragma omp parallel for if (rows * cols >= PAR_MIN) schedule(static)
+  for (int64_t i = 0; i < rows; i++) {
+    const float *yr = y + i * cols, *gr = dy + i * cols;
+    float *dr = dx + i * cols;
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < cols; j++) s += yr[j] * gr[j];
+    if (acc) {
+#pragma omp simd
+      for (int64_t j = 0; j < cols; j++) dr[j] += yr[j] * (gr[j] - s);
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < cols; j++) dr[j] = yr[j] * (gr[j] - s);
+    }
+  }
+}
+
+/* dx += dy - exp(y) * sum(dy)   (y = log-softmax output; acc as above) */
+void athn_log_softmax_bwd_f32(const float *y, const float *dy, float *dx, int64_t rows, int64_t cols, int acc) {
+#pragma omp parallel for if (rows * cols >= PAR_MIN) schedule(static)
+  for (int64_t i = 0; i < rows; i++) {
+    const float *yr = y + i * cols, *gr = dy + i * cols;
+    float *dr = dx + i * cols;
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < cols; j++) s += gr[j];
+    if (acc) {
+#pragma omp simd
+      for (int64_t j = 0; j < cols; j++) dr[j] += gr[j] - fast_expf(yr[j]) * s;
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < cols; j++) dr[j] = gr[j] - fast_expf(yr[j]) * s;
+    }
+  }
+}
+
+/* ---------------------------------------------------------- cross-entropy */
+
+/* Per row: lse[i] = logsumexp(logits[i]); loss_i = lse - logits[i][t]. Rows whose target
+ * is ignore_index contribute nothing (their lse is still written). Returns the sum of
+ * the row losses (the caller divides by the count of counted rows). Targets have been
+ * range-checked by the caller. */
+double athn_cross_entropy_fwd_f32(const float *logits, const int32_t *targets, float *lse,
+                                  int64_t rows, int64_t V, int32_t ignore_index) {
+  double total = 0.0;
+#pragma omp parallel for if (rows * V >= PAR_MIN) schedule(static) reduction(+ : total)
+  for (int64_t i = 0; i < rows; i++) {
+    const float *xr = logits + i * V;
+    float m = row_max(xr, V);
+    float l = m + logf(exp_shift_sum_only(xr, V, m));
+    lse[i] = l;
+    int32_t t = targets[i];
+    if (t != ignore_index) total += (double)(l - xr[t]);
+  }
+  return total;
+}
+
+/* dlogits[i] += scale * (softmax(logits[i]) - onehot(t_i)) for counted rows
+ * (acc = 0: written instead, ignored rows become 0). */
+void athn_cross_entropy_bwd_f32(const float *logits, const int32_t *targets, const float *lse,
+                                float *dlogits, int64_t rows, int64_t V, int32_t ignore_index, float scale, int acc) {
+#pragma omp parallel for if (rows * V >= PAR_MIN) schedule(static)
+  for (int64_t i = 0; i < rows; i++) {
+    int32_t t = targets[i];
+    const float *xr = logits + i * V;
+    float *dr = dlogits + i * V;
+    if (t == ignore_index) {
+      if (!acc) memset(dr, 0, (size_t)V * sizeof(float));
+      continue;
+    }
+    float l = lse[i];
+    if (acc) {
+#pragma omp simd
+      for (int64_t j = 0; j < V; j++) dr[j] += scale * fast_expf(xr[j] - l);
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < V; j++) dr[j] = scale * fast_expf(xr[j] - l);
+    }
+    dr[t] -= scale;
+  }
+}
+
+/* -------------------------------------------------------------- LayerNorm */
+
+void athn_layernorm_fwd_f32(const float *x, const float *w, const float *b, float *y, float *mean,
+                            float *rstd, int64_t rows, int64_t C, float eps) {
+#pragma omp parallel for if (rows * C >= PAR_MIN) schedule(static)
+  for (int64_t i = 0; i < rows; i++) {
+    const float *xr = x + i * C;
+    float *yr = y + i * C;
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < C; j++) s += xr[j];
+    float mu = s / (float)C;
+    float v = 0.f;
+#pragma omp simd reduction(+ : v)
+    for (int64_t j = 0; j < C; j++) {
+      float d = xr[j] - mu;
+      v += d * d;
+    }
+    float rs = 1.0f / sqrtf(v / (float)C + eps);
+    if (b) {
+#pragma omp simd
+      for (int64_t j = 0; j < C; j++) yr[j] = (xr[j] - mu) * rs * w[j] + b[j];
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < C; j++) yr[j] = (xr[j] - mu) * rs * w[j];
+    }
+    if (mean) mean[i] = mu;
+    rstd[i] = rs;
+  }
+}
+
+static int n_threads_for(int64_t work) {
+#ifdef _OPENMP
+  return work >= PAR_MIN ? omp_get_max_threads() : 1;
+#else
+  (void)work;
+  return 1;
+#endif
+}
+
+/* dx += rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w   (mean_x NULL: RMSNorm, no centring)
+ * dw += sum_rows dy * xhat ; db += sum_rows dy. Any of dx, dw, db may be NULL. */
+static void norm_bwd(const float *dy, const float *x, const float *w, const float *mean, const float *rstd,
+                     float *dx, float *dw, float *db, int64_t rows, int64_t C, int acc) {
+  int nt = n_threads_for(rows * C);
+  int need_w = dw != NULL || db != NULL;
+  float *part = NULL;
+  if (need_w) {
+    part = (float *)calloc((size_t)nt * 2 * (size_t)C, sizeof(float));
+    if (!part) nt = 1, part = (float *)calloc(2 * (size_t)C, sizeof(float));
+  }
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    int tid = 0, T = 1;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+    T = omp_get_num_threads();
+#endif
+    int64_t r0 = rows * tid / T, r1 = rows * (tid + 1) / T;
+    float *pw = part ? part + (size_t)tid * 2 * C : NULL;
+    float *pb = pw ? pw + C : NULL;
+    for (int64_t i = r0; i < r1; i++) {
+      const float *xr = x + i * C, *gr = dy + i * C;
+      float mu = mean ? mean[i] : 0.f, rs = rstd[i];
+      if (dx) {
+        float sg = 0.f, sgx = 0.f;
+#pragma omp simd reduction(+ : sg, sgx)
+        for (int64_t j = 0; j < C; j++) {
+          float g = gr[j] * w[j];
+          sg += g;
+          sgx += g * (xr[j] - mu) * rs;
+        }
+        float mg = mean ? sg / (float)C : 0.f, mgx = sgx / (float)C;
+        float *dr = dx + i * C;
+        if (acc) {
+#pragma omp simd
+          for (int64_t j = 0; j < C; j++) dr[j] += rs * (gr[j] * w[j] - mg - (xr[j] - mu) * rs * mgx);
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < C; j++) dr[j] = rs * (gr[j] * w[j] - mg - (xr[j] - mu) * rs * mgx);
+        }
+      }
+      if (pw) {
+#pragma omp simd
+        for (int64_t j = 0; j < C; j++) {
+          pw[j] += gr[j] * (xr[j] - mu) * rs;
+          pb[j] += gr[j];
+        }
+      }
+    }
+  }
+  if (part) {
+    for (int t = 0; t < nt; t++) {
+      const float *pw = part + (size_t)t * 2 * C, *pb = pw + C;
+      if (dw)
+        for (int64_t j = 0; j < C; j++) dw[j] += pw[j];
+      if (db)
+        for (int64_t j = 0; j < C; j++) db[j] += pb[j];
+    }
+    free(part);
+  }
+}
+
+void athn_layernorm_bwd_f32(const float *dy, const float *x, const float *w, const float *mean, const float *rstd,
+                            float *dx, float *dw, float *db, int64_t rows, int64_t C, int acc) {
+  norm_bwd(dy, x, w, mean, rstd, dx, dw, db, rows, C, acc);
+}
+
+/* ---------------------------------------------------------------- RMSNorm */
+
+void athn_rmsnorm_fwd_f32(const float *x, const float *w, float *y, float *rstd, int64_t rows, int64_t C, float eps) {
+#pragma omp parallel for if (rows * C >= PAR_MIN) schedule(static)
+  for (int64_t i = 0; i < rows; i++) {
+    const float *xr = x + i * C;
+    float *yr = y + i * C;
+    float v = 0.f;
+#pragma omp simd reduction(+ : v)
+    for (int64_t j = 0; j < C; j++) v += xr[j] * xr[j];
+    float rs = 1.0f / sqrtf(v / (float)C + eps);
+#pragma omp simd
+    for (int64_t j = 0; j < C; j++) yr[j] = xr[j] * rs * w[j];
+    rstd[i] = rs;
+  }
+}
+
+void athn_rmsnorm_bwd_f32(const float *dy, const float *x, const float *w, const float *rstd,
+                          float *dx, float *dw, int64_t rows, int64_t C, int acc) {
+  norm_bwd(dy, x, w, NULL, rstd, dx, dw, NULL, rows, C, acc);
+}
+
+/* -------------------------------------------------------------- embedding */
+
+/* out[i] = w[idx[i]] (rows of C; w rows ldw apart). Indices were range-checked. */
+void athn_embedding_fwd_f32(const float *w, int64_t ldw, const int32_t *idx, float *out, int64_t n, int64_t C) {
+#pragma omp parallel for if (n * C >= PAR_MIN) schedule(static)
+  for (int64_t i = 0; i < n; i++) memcpy(out + i * C, w + (int64_t)idx[i] * ldw, (size_t)C * sizeof(float));
+}
+
+/* dw[idx[i]] += dout[i]. Threads split the columns, so duplicate ids never race and
+ * every row is summed in index order (deterministic). */
+void athn_embedding_bwd_f32(const float *dout, const int32_t *idx, float *dw, int64_t n, int64_t C) {
+  int nt = n_threads_for(n * C);
+  if (C < 64) nt = 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    int tid = 0, T = 1;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+    T = omp_get_num_threads();
+#endif
+    int64_t c0 = C * tid / T, c1 = C * (tid + 1) / T;
+    for (int64_t i = 0; i < n; i++) {
+      const float *g = dout + i * C;
+      float *d = dw + (int64_t)idx[i] * C;
+#pragma omp simd
+      for (int64_t j = c0; j < c1; j++) d[j] += g[j];
+    }
+  }
+}
+
+/* ---------------------------------------------------------------- dropout */
+
+/* Counter-based hash (lowbias32): element i is kept when hash(seed, i) >= threshold,
+ * threshold = p * 2^32. The reference computes the same bits, so mask generation is
+ * identical in both backends and independent of the thread count. */
+static inline uint32_t drop_hash(uint32_t seed, uint32_t i) {
+  uint32_t x = (i * 0x9E3779B9u) ^ seed;
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+
+/* y = x * keep * scale; mask gets one bit per element (bit i%32 of word i/32). */
+void athn_dropout_fwd_f32(const float *x, float *y, uint32_t *mask, int64_t n, uint32_t seed, double threshold, float scale) {
+  int64_t words = (n + 31) / 32;
+#pragma omp parallel for if (n >= PAR_MIN) schedule(static)
+  for (int64_t wi = 0; wi < words; wi++) {
+    uint32_t bits = 0;
+    int64_t base = wi * 32, end = base + 32 < n ? base + 32 : n;
+    for (int64_t i = base; i < end; i++) {
+      uint32_t keep = (double)drop_hash(seed, (uint32_t)i) >= threshold;
+      bits |= keep << (i - base);
+      y[i] = keep ? x[i] * scale : 0.f;
+    }
+    mask[wi] = bits;
+  }
+}
+
+/* dx += dy * keep * scale   (acc = 0: dx = ...) */
+void athn_dropout_bwd_f32(const float *dy, const uint32_t *mask, float *dx, int64_t n, float scale, int acc) {
+  int64_t words = (n + 31) / 32;
+#pragma omp parallel for if (n >= PAR_MIN) schedule(static)
+  for (int64_t wi = 0; wi < words; wi++) {
+    uint32_t bits = mask[wi];
+    int64_t base = wi * 32, end = base + 32 < n ? base + 32 : n;
+    if (acc) {
+      for (int64_t i = base; i < end; i++)
+        if ((bits >> (i - base)) & 1u) dx[i] += dy[i] * scale;
+    } else {
+      for (int64_t i = base; i < end; i++) dx[i] = ((bits >> (i - base)) & 1u) ? dy[i] * scale : 0.f;
+    }
+  }
+}
+
+/* -------------------------------------------------------------- attention */
+
+/* In place on S (mats matrices of Tq x Tk, contiguous): P = softmax(scale * S) per row,
+ * with j > i masked (causal, top-left aligned like PyTorch's is_causal). Masked
+ * entries are written as 0, so callers may leave them uncomputed in S. */
+void athn_attn_softmax_f32(float *S, int64_t mats, int64_t Tq, int64_t Tk, float scale, int causal) {
+  int64_t rows = mats * Tq;
+#pragma omp parallel for if (rows * Tk >= PAR_MIN) schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    float *s = S + r * Tk;
+    int64_t i = r % Tq;
+    int64_t n = causal ? (i + 1 < Tk ? i + 1 : Tk) : Tk;
+    float m, sum = 0.f;
+    if (scale > 0) m = scale * row_max(s, n);
+    else {
+      m = -INFINITY;
+      for (int64_t j = 0; j < n; j++) m = scale * s[j] > m ? scale * s[j] : m;
+    }
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; j++) {
+      float e = fast_expf(scale * s[j] - m);
+      s[j] = e;
+      sum += e;
+    }
+    float inv = 1.0f / sum;
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) s[j] *= inv;
+    for (int64_t j = n; j < Tk; j++) s[j] = 0.f;
+  }
+}
+
+/* In place on dP: dS = alpha * P * (dP - rowsum(dP * P)); masked entries set to 0. */
+void athn_attn_softmax_bwd_f32(const float *P, float *dP, int64_t mats, int64_t Tq, int64_t Tk, float alpha, int causal) {
+  int64_t rows = mats * Tq;
+#pragma omp parallel for if (rows * Tk >= PAR_MIN) schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    const float *p = P + r * Tk;
+    float *g = dP + r * Tk;
+    int64_t i = r % Tq;
+    int64_t n = causal ? (i + 1 < Tk ? i + 1 : Tk) : Tk;
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) s += p[j] * g[j];
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) g[j] = alpha * p[j] * (g[j] - s);
+    for (int64_t j = n; j < Tk; j++) g[j] = 0.f;
+  }
+}
+
+/* ------------------------------------------------------------ bias / misc */
+
+/* db[j] += sum_i dy[i*ld + j]. Threads split the columns (no reduction race). */
+void athn_bias_grad_f32(const float *dy, float *db, int64_t rows, int64_t cols, int64_t ld) {
+  int nt = n_threads_for(rows * cols);
+  if (cols < 64) nt = 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    int tid = 0, T = 1;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+    T = omp_get_num_threads();
+#endif
+    int64_t c0 = cols * tid / T, c1 = cols * (tid + 1) / T;
+    for (int64_t i = 0; i < rows; i++) {
+      const float *g = dy + i * ld;
+#pragma omp simd
+      for (int64_t j = c0; j < c1; j++) db[j] += g[j];
+    }
+  }
+}
+
+/* Each of rows rows (ld apart) of y = bias: the first step of y = x W^T + b before a
+ * GEMM with beta = 1. */
+void athn_fill_rows_f32(float *y, const float *bias, int64_t rows, int64_t cols, int64_t ld) {
+#pragma omp parallel for if (rows * cols >= PAR_MIN) schedule(static)
+  for (int64_t i = 0; i < rows; i++) memcpy(y + i * ld, bias, (size_t)cols * sizeof(float));
+}

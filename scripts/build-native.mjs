@@ -1,0 +1,39 @@
+// Compiles native/*.c into build/libathanor.so with the system C compiler.
+// Never fails the install: without a compiler Athanor runs on its TypeScript
+// reference kernels and says so once at startup.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const outDir = join(root, 'build');
+const out = join(outDir, 'libathanor.so');
+const srcDir = join(root, 'native');
+const sources = existsSync(srcDir) ? readdirSync(srcDir).filter((f) => f.endsWith('.c')).map((f) => join(srcDir, f)) : [];
+if (sources.length === 0) { console.log('athanor: no native sources'); process.exit(0); }
+
+const cc = process.env.CC || 'cc';
+const cpuFlags = (() => {
+  try { return readFileSync('/proc/cpuinfo', 'utf8'); } catch { return ''; }
+})();
+const hasAvx2 = / avx2 /.test(cpuFlags) && / fma /.test(cpuFlags);
+// -march=native picks AVX2/FMA (or better) when present; portable builds set ATHANOR_PORTABLE=1.
+const arch = process.env.ATHANOR_PORTABLE ? [] : ['-march=native'];
+const base = ['-O3', '-std=c11', '-fPIC', '-shared', '-ffp-contract=fast', '-fno-math-errno', ...arch];
+const attempts = [[...base, '-fopenmp'], base];
+mkdirSync(outDir, { recursive: true });
+let lastErr = '';
+for (const flags of attempts) {
+  try {
+    const tmp = out + '.tmp';
+    execFileSync(cc, [...flags, '-o', tmp, ...sources, '-lm'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    renameSync(tmp, out);
+    console.log(`athanor: built ${out} (${cc} ${flags.join(' ')}; avx2+fma: ${hasAvx2})`);
+    process.exit(0);
+  } catch (e) {
+    lastErr = String(e.stderr || e.message);
+  }
+}
+console.warn(`athanor: could not compile native kernels with ${cc}; the TypeScript reference kernels will be used (slow).\n${lastErr.slice(0, 2000)}`);
+process.exit(0);

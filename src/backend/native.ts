@@ -1,0 +1,96 @@
+// Loads the native leaf libraries through koffi: Athanor's own kernel library
+// (build/libathanor.so, compiled by `npm install`) and OpenBLAS. Either may be
+// missing; callers then use the TypeScript reference kernels, and a one-time
+// notice says so. ATHANOR_BACKEND=reference forces the reference path (tests use it
+// to check the fallback).
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const require = createRequire(import.meta.url);
+
+// koffi is typed loosely on purpose: its declaration strings are checked at load time.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type KoffiLib = { func: (decl: string) => any };
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Koffi = any;
+
+let koffiMod: Koffi | null | undefined;
+let kernelLib: KoffiLib | null | undefined;
+let blasLibrary: KoffiLib | null | undefined;
+const notices: string[] = [];
+
+export function forcedReference(): boolean {
+  return process.env.ATHANOR_BACKEND === 'reference';
+}
+
+export function koffi(): Koffi | null {
+  if (koffiMod !== undefined) return koffiMod;
+  try {
+    koffiMod = require('koffi');
+  } catch (e) {
+    koffiMod = null;
+    notice(`koffi could not be loaded (${(e as Error).message}); native kernels and OpenBLAS are unavailable`);
+  }
+  return koffiMod;
+}
+
+/** Project root: the directory holding package.json (dist/src/backend → ../../..). */
+export function projectRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    dir = dirname(dir);
+  }
+  return process.cwd();
+}
+
+export function nativeKernels(): KoffiLib | null {
+  if (kernelLib !== undefined) return kernelLib;
+  kernelLib = null;
+  if (forcedReference()) return null;
+  const k = koffi();
+  if (!k) return null;
+  const path = process.env.ATHANOR_NATIVE_LIB ?? join(projectRoot(), 'build', 'libathanor.so');
+  if (!existsSync(path)) {
+    notice(`native kernel library not found at ${path} (run \`npm install\` with a C compiler present); using TypeScript reference kernels, which are much slower`);
+    return null;
+  }
+  try {
+    kernelLib = k.load(path) as KoffiLib;
+  } catch (e) {
+    notice(`could not load ${path}: ${(e as Error).message}; using TypeScript reference kernels`);
+  }
+  return kernelLib;
+}
+
+export function openblas(): KoffiLib | null {
+  if (blasLibrary !== undefined) return blasLibrary;
+  blasLibrary = null;
+  if (forcedReference()) return null;
+  const k = koffi();
+  if (!k) return null;
+  const candidates = [process.env.ATHANOR_BLAS_LIB, 'libopenblas.so.0', 'libopenblas.so', 'libopenblas.dylib'].filter(Boolean) as string[];
+  for (const c of candidates) {
+    try {
+      blasLibrary = k.load(c) as KoffiLib;
+      return blasLibrary;
+    } catch { /* try the next name */ }
+  }
+  notice('OpenBLAS not found (Debian: apt-get install libopenblas0); matmul uses the TypeScript reference GEMM, about 20x slower');
+  return null;
+}
+
+function notice(msg: string): void {
+  notices.push(msg);
+  if (!process.env.ATHANOR_QUIET) process.stderr.write(`athanor: ${msg}\n`);
+}
+
+export function backendNotices(): readonly string[] {
+  return notices;
+}
+
+export function backendSummary(): { nativeKernels: boolean; openblas: boolean } {
+  return { nativeKernels: nativeKernels() !== null, openblas: openblas() !== null };
+}

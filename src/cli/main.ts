@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+// The `athanor` command. Each subcommand lives in its own file and has --help.
+import { runPrepare, prepareHelp } from './cmd-prepare.js';
+import { runTrain, trainHelp } from './cmd-train.js';
+import { runGenerate, generateHelp } from './cmd-generate.js';
+import { runEval, evalHelp } from './cmd-eval.js';
+import { runDemo, demoHelp } from './cmd-demo.js';
+
+interface Command {
+  help: string;
+  run: (argv: string[]) => Promise<number>;
+}
+
+const commands: Record<string, Command> = {
+  prepare: { help: prepareHelp, run: runPrepare },
+  train: { help: trainHelp, run: runTrain },
+  generate: { help: generateHelp, run: runGenerate },
+  eval: { help: evalHelp, run: runEval },
+  demo: { help: demoHelp, run: runDemo },
+  launch: {
+    help: 'athanor launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] -- <command ...>\n  Starts N ranks per node (like torchrun); see `athanor launch --help`.',
+    run: async (argv) => (await import('../dist/launcher.js')).launchMain(argv),
+  },
+  recsys: {
+    help: 'athanor recsys <config.json> — PERSIA-style hybrid recommender training (embedding servers + dense trainers); see `athanor recsys --help`.',
+    run: async (argv) => (await import('../recsys/recsys-main.js')).recsysMain(argv),
+  },
+};
+
+const usage = `athanor — train large neural networks across cores and machines
+
+usage: athanor <command> [options]
+
+commands:
+${Object.entries(commands).map(([n, c]) => `  ${n.padEnd(9)} ${c.help.split('\n')[0]!.replace(/^athanor \S+ ?/, '')}`).join('\n')}
+
+Run \`athanor <command> --help\` for a command's options.`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(usage);
+    return name ? 0 : 1;
+  }
+  const cmd = commands[name];
+  if (!cmd) {
+    console.error(`athanor: unknown command '${name}'\n\n${usage}`);
+    return 2;
+  }
+  if ((rest.includes('--help') || rest.includes('-h')) && name !== 'launch' && name !== 'recsys') {
+    console.log(cmd.help);
+    return 0;
+  }
+  return cmd.run(rest);
+}
+
+const invokedDirectly = process.argv[1] && /cli[\\/]main\.js$/.test(process.argv[1]);
+if (invokedDirectly) {
+  main(process.argv.slice(2)).then(
+    (code) => { process.exitCode = code; },
+    (err: unknown) => {
+      console.error(`athanor: ${err instanceof Error ? err.message : String(err)}`);
+      if (process.env.ATHANOR_DEBUG) console.error(err);
+      process.exitCode = 1;
+    },
+  );
+}

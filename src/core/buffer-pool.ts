@@ -1,0 +1,65 @@
+// Caching allocator. A training step allocates the same set of activation and
+// gradient sizes every step; recycling exact-size buffers avoids fresh multi-MB
+// ArrayBuffers (zero-filled by V8 and collected late) on every step.
+import { allocStorage, type DType, type Storage } from './dtype.js';
+
+const MIN_POOLED = 256; // smaller arrays are cheaper to allocate than to track
+
+export interface PoolStats {
+  hits: number;
+  misses: number;
+  releases: number;
+  pooledBytes: number;
+  allocatedBytes: number;
+}
+
+export class BufferPool {
+  enabled = true;
+  /** Upper bound on idle pooled bytes; beyond it released buffers are left to the GC. */
+  maxPooledBytes = 8 * 1024 ** 3;
+  private free = new Map<string, Storage[]>();
+  private s: PoolStats = { hits: 0, misses: 0, releases: 0, pooledBytes: 0, allocatedBytes: 0 };
+
+  /** Returns a buffer of exactly `n` elements. Its contents are undefined. */
+  acquire(dtype: DType, n: number): Storage {
+    if (this.enabled && n >= MIN_POOLED) {
+      const list = this.free.get(key(dtype, n));
+      const buf = list?.pop();
+      if (buf) {
+        this.s.hits++;
+        this.s.pooledBytes -= buf.byteLength;
+        return buf;
+      }
+      this.s.misses++;
+    }
+    const buf = allocStorage(dtype, n);
+    this.s.allocatedBytes += buf.byteLength;
+    return buf;
+  }
+
+  release(dtype: DType, buf: Storage): void {
+    if (!this.enabled || buf.length < MIN_POOLED) return;
+    if (this.s.pooledBytes + buf.byteLength > this.maxPooledBytes) return;
+    const k = key(dtype, buf.length);
+    let list = this.free.get(k);
+    if (!list) this.free.set(k, (list = []));
+    list.push(buf);
+    this.s.releases++;
+    this.s.pooledBytes += buf.byteLength;
+  }
+
+  stats(): PoolStats {
+    return { ...this.s };
+  }
+
+  clear(): void {
+    this.free.clear();
+    this.s.pooledBytes = 0;
+  }
+}
+
+function key(dtype: DType, n: number): string {
+  return `${dtype}:${n}`;
+}
+
+export const pool = new BufferPool();

@@ -1,0 +1,205 @@
+// Layout-independent checkpoints. A checkpoint is a directory:
+//   manifest.json        every logical tensor: shape, dtype, and the segments that hold it
+//   rank-<r>.safetensors the flat element ranges [start, end) that rank r owned
+// plus the trainer's JSON state. Any layout (dp=1, dp=4 with ZeRO-3, ...) reads the
+// ranges it needs, so a run saved with one layout resumes with another.
+// Atomicity: ranks write into `.step-N.partial/`, rank 0 writes the manifest, fsyncs
+// and renames the directory to `step-N`, then atomically replaces `latest`.
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { atomicWriteFileSync } from './atomic-write.js';
+import { writeSafetensors, SafetensorsReader } from './safetensors.js';
+import { fromStorage } from '../core/tensor.js';
+import type { DType, Storage } from '../core/dtype.js';
+import { allocStorage } from '../core/dtype.js';
+
+export interface Segment {
+  /** Logical tensor name, e.g. `h.0.attn.c_attn.weight` or `optim.exp_avg.h.0.attn.c_attn.weight`. */
+  name: string;
+  /** Full logical shape. */
+  shape: number[];
+  dtype: DType;
+  /** Flat row-major element range of the logical tensor held in `data`. */
+  start: number;
+  end: number;
+  data: Storage;
+}
+
+interface ManifestEntry {
+  shape: number[];
+  dtype: DType;
+  segments: { file: string; key: string; start: number; end: number }[];
+}
+
+export interface Manifest {
+  format: 'athanor-checkpoint';
+  version: 1;
+  step: number;
+  world: number;
+  tensors: Record<string, ManifestEntry>;
+  state: unknown;
+}
+
+const stepName = (step: number) => `step-${String(step).padStart(8, '0')}`;
+
+export function partialDir(root: string, step: number): string {
+  return join(root, `.${stepName(step)}.partial`);
+}
+
+/** Rank 0, before any rank writes: clears a partial directory left by a crashed save. */
+export function beginCheckpoint(root: string, step: number): string {
+  const dir = partialDir(root, step);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** Every rank: writes its segments (may be none) and a small index of them. */
+export function writeRankShard(root: string, step: number, rank: number, segments: readonly Segment[]): void {
+  const dir = partialDir(root, step);
+  mkdirSync(dir, { recursive: true });
+  const file = `rank-${rank}.safetensors`;
+  const tensors = new Map<string, ReturnType<typeof fromStorage>>();
+  const index: Record<string, { shape: number[]; dtype: DType; start: number; end: number }> = {};
+  for (const s of segments) {
+    if (s.data.length !== s.end - s.start) throw new Error(`checkpoint: segment ${s.name}[${s.start}:${s.end}] has ${s.data.length} elements`);
+    const key = `${s.name}@${s.start}`;
+    tensors.set(key, fromStorage(s.data, [s.data.length], s.dtype));
+    index[key] = { shape: s.shape, dtype: s.dtype, start: s.start, end: s.end };
+  }
+  writeSafetensors(join(dir, file), tensors);
+  atomicWriteFileSync(join(dir, `rank-${rank}.index.json`), JSON.stringify(index));
+}
+
+/** Rank 0, after every rank wrote: manifest, rename into place, update `latest`. */
+export function commitCheckpoint(root: string, step: number, world: number, state: unknown, keep = 3): string {
+  const dir = partialDir(root, step);
+  const tensors: Record<string, ManifestEntry> = {};
+  for (let r = 0; r < world; r++) {
+    const idxPath = join(dir, `rank-${r}.index.json`);
+    if (!existsSync(idxPath)) throw new Error(`checkpoint ${dir}: rank ${r} did not write its shard (missing ${idxPath})`);
+    const index = JSON.parse(readFileSync(idxPath, 'utf8')) as Record<string, { shape: number[]; dtype: DType; start: number; end: number; name?: string }>;
+    for (const [key, e] of Object.entries(index)) {
+      const name = key.slice(0, key.lastIndexOf('@'));
+      const t = (tensors[name] ??= { shape: e.shape, dtype: e.dtype, segments: [] });
+      t.segments.push({ file: `rank-${r}.safetensors`, key, start: e.start, end: e.end });
+    }
+  }
+  for (const [name, t] of Object.entries(tensors)) {
+    // Coverage check: the union of segments must be exactly [0, numel) (duplicates allowed if identical ranges).
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    const segs = [...t.segments].sort((a, b) => a.start - b.start);
+    let covered = 0;
+    for (const s of segs) {
+      if (s.start > covered) break;
+      covered = Math.max(covered, s.end);
+    }
+    if (covered < n) throw new Error(`checkpoint ${dir}: tensor '${name}' is only covered up to element ${covered} of ${n}`);
+  }
+  const manifest: Manifest = { format: 'athanor-checkpoint', version: 1, step, world, tensors, state };
+  atomicWriteFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
+  fsyncPath(dir);
+  const final = join(root, stepName(step));
+  rmSync(final, { recursive: true, force: true });
+  renameSync(dir, final);
+  fsyncPath(root);
+  atomicWriteFileSync(join(root, 'latest'), stepName(step) + '\n');
+  prune(root, keep);
+  return final;
+}
+
+function fsyncPath(p: string): void {
+  try {
+    const fd = openSync(p, 'r');
+    try { fsyncSync(fd); } finally { closeSync(fd); }
+  } catch { /* directory fsync is best effort */ }
+}
+
+function prune(root: string, keep: number): void {
+  const steps = readdirSync(root).filter((n) => /^step-\d{8}$/.test(n)).sort();
+  for (const old of steps.slice(0, Math.max(0, steps.length - keep))) rmSync(join(root, old), { recursive: true, force: true });
+}
+
+/** Path of the newest complete checkpoint under `root`, or null. */
+export function latestCheckpoint(root: string): string | null {
+  const latest = join(root, 'latest');
+  if (!existsSync(latest)) return null;
+  const name = readFileSync(latest, 'utf8').trim();
+  const dir = join(root, name);
+  if (!existsSync(join(dir, 'manifest.json'))) throw new Error(`${latest} points to '${name}', which has no manifest.json (checkpoint directory damaged)`);
+  return dir;
+}
+
+export class CheckpointReader {
+  readonly manifest: Manifest;
+  private readers = new Map<string, SafetensorsReader>();
+
+  constructor(readonly dir: string) {
+    const path = join(dir, 'manifest.json');
+    let m: Manifest;
+    try {
+      m = JSON.parse(readFileSync(path, 'utf8')) as Manifest;
+    } catch (e) {
+      throw new Error(`${path}: cannot read checkpoint manifest: ${(e as Error).message}`);
+    }
+    if (m.format !== 'athanor-checkpoint' || m.version !== 1) throw new Error(`${path}: not an Athanor checkpoint manifest (format ${String(m.format)}, version ${String(m.version)})`);
+    this.manifest = m;
+  }
+
+  get state(): unknown {
+    return this.manifest.state;
+  }
+
+  has(name: string): boolean {
+    return name in this.manifest.tensors;
+  }
+
+  names(): string[] {
+    return Object.keys(this.manifest.tensors);
+  }
+
+  entry(name: string): ManifestEntry {
+    const e = this.manifest.tensors[name];
+    if (!e) throw new Error(`${this.dir}: checkpoint has no tensor '${name}'`);
+    return e;
+  }
+
+  /** Elements [start, end) of a logical tensor, assembled from whichever shards hold them. */
+  readRange(name: string, start: number, end: number, out?: Storage): Storage {
+    const e = this.entry(name);
+    const dst = out ?? allocStorage(e.dtype, end - start);
+    let filled = 0;
+    for (const s of e.segments) {
+      const lo = Math.max(start, s.start), hi = Math.min(end, s.end);
+      if (lo >= hi) continue;
+      const raw = this.reader(s.file).readRaw(s.key).data as Storage;
+      dst.set(raw.subarray(lo - s.start, hi - s.start) as never, lo - start);
+      filled += hi - lo;
+    }
+    if (filled < end - start) throw new Error(`${this.dir}: tensor '${name}' range [${start}, ${end}) is not fully present in the checkpoint`);
+    return dst;
+  }
+
+  readFull(name: string): Storage {
+    const e = this.entry(name);
+    return this.readRange(name, 0, e.shape.reduce((a, b) => a * b, 1));
+  }
+
+  private reader(file: string): SafetensorsReader {
+    let r = this.readers.get(file);
+    if (!r) {
+      r = SafetensorsReader.open(join(this.dir, file));
+      this.readers.set(file, r);
+    }
+    return r;
+  }
+
+  close(): void {
+    for (const r of this.readers.values()) r.close();
+    this.readers.clear();
+  }
+}
+
+export function checkpointRootOf(dir: string): string {
+  return dirname(dir);
+}

@@ -1,0 +1,179 @@
+// GPT decoder (pre-LN), the architecture of DESIGN.md. Plain single-process code:
+// tensor, pipeline and data parallelism are applied to it from src/dist/.
+import type { Tensor } from '../core/tensor.js';
+import { Rng } from '../core/rng.js';
+import type { DType } from '../core/dtype.js';
+import { Module, type Device, type InitContext } from './module.js';
+import { Linear, LayerNorm, Embedding } from './layers.js';
+import { checkpoint } from '../autograd/checkpoint.js';
+import {
+  add, mul, neg, gelu, reshape, permute, slice, concat, attention, crossEntropy, dropout,
+} from '../ops/index.js';
+import { fromStorage } from '../core/tensor.js';
+import { untrack } from '../core/scope.js';
+import { type GptConfig, validateGptConfig } from './gpt-config.js';
+
+export class CausalSelfAttention extends Module {
+  readonly c_attn: Linear;
+  readonly c_proj: Linear;
+  constructor(ctx: InitContext, readonly cfg: GptConfig) {
+    super();
+    const C = cfg.dModel;
+    this.c_attn = this.child('c_attn', new Linear(ctx, C, 3 * C));
+    this.c_proj = this.child('c_proj', new Linear(ctx, C, C, { std: 0.02 / Math.sqrt(2 * cfg.nLayer) }));
+  }
+
+  forward(x: Tensor, rope: Rope | null, rng: Rng): Tensor {
+    const [B, T] = x.shape as [number, number, number];
+    const H = this.cfg.nHead, C = this.cfg.dModel, D = C / H;
+    const qkv = this.c_attn.forward(x); // (B, T, 3C)
+    // (B,T,3,H,D) → three (B,H,T,D) strided views; attention reads them through ld, no copy.
+    const r = reshape(qkv, [B, T, 3, H, D]);
+    const part = (i: number) => permute(reshape(slice(r, 2, i, i + 1), [B, T, H, D]), [0, 2, 1, 3]);
+    let q = part(0), k = part(1);
+    const v = part(2);
+    if (rope) {
+      q = rope.apply(q);
+      k = rope.apply(k);
+    }
+    let y = attention(q, k, v, { causal: true });
+    y = reshape(permute(y, [0, 2, 1, 3]), [B, T, C]);
+    y = this.c_proj.forward(y);
+    return this.cfg.dropout > 0 ? dropout(y, this.cfg.dropout, { rng, training: this.training }) : y;
+  }
+}
+
+export class Mlp extends Module {
+  readonly c_fc: Linear;
+  readonly c_proj: Linear;
+  constructor(ctx: InitContext, readonly cfg: GptConfig) {
+    super();
+    this.c_fc = this.child('c_fc', new Linear(ctx, cfg.dModel, cfg.dFF));
+    this.c_proj = this.child('c_proj', new Linear(ctx, cfg.dFF, cfg.dModel, { std: 0.02 / Math.sqrt(2 * cfg.nLayer) }));
+  }
+  forward(x: Tensor, rng: Rng): Tensor {
+    const y = this.c_proj.forward(gelu(this.c_fc.forward(x)));
+    return this.cfg.dropout > 0 ? dropout(y, this.cfg.dropout, { rng, training: this.training }) : y;
+  }
+}
+
+export class Block extends Module {
+  readonly ln_1: LayerNorm;
+  readonly attn: CausalSelfAttention;
+  readonly ln_2: LayerNorm;
+  readonly mlp: Mlp;
+  constructor(ctx: InitContext, cfg: GptConfig) {
+    super();
+    this.ln_1 = this.child('ln_1', new LayerNorm(ctx, cfg.dModel, cfg.lnEps));
+    this.attn = this.child('attn', new CausalSelfAttention(ctx, cfg));
+    this.ln_2 = this.child('ln_2', new LayerNorm(ctx, cfg.dModel, cfg.lnEps));
+    this.mlp = this.child('mlp', new Mlp(ctx, cfg));
+  }
+  forward(x: Tensor, rope: Rope | null, rng: Rng): Tensor {
+    const h = add(x, this.attn.forward(this.ln_1.forward(x), rope, rng));
+    return add(h, this.mlp.forward(this.ln_2.forward(h), rng));
+  }
+}
+
+/** Rotary position embedding as composite ops: x·cos + rotate_half(x)·sin. */
+export class Rope {
+  private readonly cos: Tensor;
+  private readonly sin: Tensor;
+  constructor(T: number, D: number, dtype: DType, base = 10000) {
+    const cos = new Float64Array(T * D), sin = new Float64Array(T * D);
+    for (let t = 0; t < T; t++) {
+      for (let i = 0; i < D / 2; i++) {
+        const ang = t / base ** ((2 * i) / D);
+        for (const j of [i, i + D / 2]) {
+          cos[t * D + j] = Math.cos(ang);
+          sin[t * D + j] = Math.sin(ang);
+        }
+      }
+    }
+    const table = (v: Float64Array) => {
+      const t = fromStorage(dtype === 'float64' ? v : Float32Array.from(v), [T, D], dtype);
+      untrack(t);
+      return t.keep();
+    };
+    this.cos = table(cos);
+    this.sin = table(sin);
+  }
+  apply(x: Tensor): Tensor {
+    const T = x.shape[2]!, D = x.shape[3]!;
+    const cos = slice(this.cos, 0, 0, T), sin = slice(this.sin, 0, 0, T);
+    const x1 = slice(x, 3, 0, D / 2), x2 = slice(x, 3, D / 2, D);
+    const rot = concat([neg(x2), x1], 3);
+    return add(mul(x, cos), mul(rot, sin));
+  }
+}
+
+export interface GptOptions {
+  device?: Device;
+  dtype?: DType;
+  seed?: number;
+  /** Recompute each block's activations in backward instead of keeping them. */
+  recompute?: boolean;
+}
+
+export class GPT extends Module {
+  readonly wte: Embedding;
+  readonly wpe: Embedding | null;
+  readonly h: Block[] = [];
+  readonly ln_f: LayerNorm;
+  readonly lm_head: Linear;
+  readonly rng: Rng;
+  recompute: boolean;
+  private readonly rope: Rope | null;
+
+  constructor(readonly cfg: GptConfig, opts: GptOptions = {}) {
+    super();
+    validateGptConfig(cfg);
+    const dtype = opts.dtype ?? 'float32';
+    this.rng = new Rng(opts.seed ?? 0);
+    const ctx: InitContext = { device: opts.device ?? 'cpu', dtype, rng: this.rng };
+    this.wte = this.child('wte', new Embedding(ctx, cfg.vocabSize, cfg.dModel));
+    this.wpe = cfg.positions === 'learned' ? this.child('wpe', new Embedding(ctx, cfg.seqLen, cfg.dModel)) : null;
+    for (let i = 0; i < cfg.nLayer; i++) this.h.push(this.child(`h.${i}`, new Block(ctx, cfg)));
+    this.ln_f = this.child('ln_f', new LayerNorm(ctx, cfg.dModel, cfg.lnEps));
+    this.lm_head = this.child('lm_head', new Linear(ctx, cfg.dModel, cfg.vocabSize, { bias: false }));
+    if (cfg.tieEmbeddings) this.lm_head.setParam('weight', this.wte.weight);
+    this.rope = cfg.positions === 'rotary' && ctx.device !== 'meta' ? new Rope(cfg.seqLen, cfg.dModel / cfg.nHead, dtype) : null;
+    this.recompute = opts.recompute ?? false;
+  }
+
+  /** Token + position embeddings for idx (B, T). */
+  embed(idx: Tensor): Tensor {
+    const T = idx.shape[1]!;
+    if (T > this.cfg.seqLen) throw new Error(`GPT: sequence length ${T} exceeds model.seqLen ${this.cfg.seqLen}`);
+    let x = this.wte.forward(idx);
+    if (this.wpe) x = add(x, slice(this.wpe.weight, 0, 0, T));
+    return this.cfg.dropout > 0 ? dropout(x, this.cfg.dropout, { rng: this.rng, training: this.training }) : x;
+  }
+
+  runBlock(i: number, x: Tensor): Tensor {
+    const b = this.h[i]!;
+    if (this.recompute && this.training) {
+      return checkpoint((xs) => b.forward(xs[0]!, this.rope, this.rng), [x], b.parameters(), this.rng);
+    }
+    return b.forward(x, this.rope, this.rng);
+  }
+
+  /** Logits (B, T, V). */
+  head(x: Tensor): Tensor {
+    return this.lm_head.forward(this.ln_f.forward(x));
+  }
+
+  forward(idx: Tensor): Tensor {
+    let x = this.embed(idx);
+    for (let i = 0; i < this.h.length; i++) x = this.runBlock(i, x);
+    return this.head(x);
+  }
+
+  /** Mean cross-entropy of next-token prediction; targets (B, T) int32, -100 ignored. */
+  loss(idx: Tensor, targets: Tensor): Tensor {
+    const logits = this.forward(idx);
+    const [B, T, V] = logits.shape as [number, number, number];
+    return crossEntropy(reshape(logits, [B * T, V]), reshape(targets, [B * T]));
+  }
+}
+

@@ -1,0 +1,332 @@
+// Client of a sharded embedding table. One TCP connection per server; every
+// call deduplicates its ids, routes each distinct id to the server its hash
+// names, sends one request per server (split only when a frame would exceed
+// the servers' limit), and scatters the answers back into request order.
+// Requests are pipelined: any number of lookups and pushes may be in flight,
+// answers are matched by request id.
+import { connect as netConnect, type Socket } from 'node:net';
+import { fmix64, idsToPairs, mixOut, type IdInput } from './embedding-hash.js';
+import type { ShardManifest, LoadResult } from './embedding-checkpoint.js';
+import type { ConfigPatch, ShardStats } from './embedding-shard.js';
+import type { ServerCounters, ServerInfo } from './embedding-server.js';
+import {
+  FrameReader, HEADER_BYTES, LOOKUP_READ_ONLY, MsgType, PRE_AUTH_MAX_PAYLOAD, PUSH_ADVANCE_STEP, RESPONSE,
+  decodeJson, decodeLookupResponse, decodePushResponse, decodeValues, encodeFrame, encodeIdRequest, encodeJsonFrame, wireBytes,
+  type PushResponse, type WireDType,
+} from './protocol.js';
+
+export interface EmbeddingEndpoint { host?: string; port: number }
+
+export interface EmbeddingClientOptions {
+  /** Server i must be shard i of servers.length. */
+  servers: EmbeddingEndpoint[];
+  token: string;
+  /** How rows and gradients travel (default bfloat16). */
+  wireDtype?: WireDType;
+  connectTimeoutMs?: number;
+}
+
+export interface ClusterStats {
+  shards: Array<ShardStats & { server: ServerCounters }>;
+  rows: number;
+  addressableParams: number;
+  residentParams: number;
+  residentBytes: number;
+}
+
+interface Reply { type: number; payload: Uint8Array }
+
+class ServerConnection {
+  info!: ServerInfo;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
+  private readonly reader = new FrameReader(PRE_AUTH_MAX_PAYLOAD);
+  private failure: Error | null = null;
+
+  constructor(readonly sock: Socket, readonly name: string) {
+    sock.setNoDelay(true);
+    sock.on('data', (chunk: Buffer) => {
+      try {
+        this.reader.push(chunk, (h, payload) => {
+          const p = this.pending.get(h.requestId);
+          if (!p) return;
+          this.pending.delete(h.requestId);
+          if (h.type === (MsgType.ERROR | RESPONSE)) p.reject(new Error(`${this.name}: ${Buffer.from(payload).toString('utf8')}`));
+          else p.resolve({ type: h.type, payload });
+        });
+      } catch (e) {
+        this.fail(new Error(`${this.name}: ${e instanceof Error ? e.message : String(e)}`));
+        sock.destroy();
+      }
+    });
+    sock.on('error', (e) => this.fail(new Error(`${this.name}: ${e.message}`)));
+    sock.on('close', () => this.fail(new Error(`${this.name}: connection closed`)));
+  }
+
+  private fail(e: Error): void {
+    if (!this.failure) this.failure = e;
+    for (const p of this.pending.values()) p.reject(this.failure);
+    this.pending.clear();
+  }
+
+  async authenticate(token: string): Promise<ServerInfo> {
+    const r = await this.request((id) => encodeFrame(MsgType.AUTH, id, Buffer.from(token, 'utf8')), MsgType.AUTH);
+    this.info = decodeJson(r.payload, 'auth reply') as ServerInfo;
+    this.reader.maxPayload = this.info.maxFrameBytes - HEADER_BYTES;
+    return this.info;
+  }
+
+  request(make: (requestId: number) => Buffer, type: number): Promise<Reply> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId;
+    this.nextId = (this.nextId + 1) >>> 0 || 1;
+    return new Promise<Reply>((resolve, reject) => {
+      this.pending.set(id, {
+        resolve: (r) => (r.type === (type | RESPONSE) ? resolve(r) : reject(new Error(`${this.name}: reply type ${r.type} to request type ${type}`))),
+        reject,
+      });
+      this.sock.write(make(id));
+    });
+  }
+
+  async json<T>(type: number, body: unknown): Promise<T> {
+    const r = await this.request((id) => encodeJsonFrame(type, id, body), type);
+    return decodeJson(r.payload, `${this.name} reply`) as T;
+  }
+
+  close(): void { this.sock.destroy(); }
+}
+
+function openSocket(ep: EmbeddingEndpoint, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = netConnect({ host: ep.host ?? '127.0.0.1', port: ep.port });
+    const t = setTimeout(() => { s.destroy(); reject(new Error(`embedding client: connecting to ${ep.host ?? '127.0.0.1'}:${ep.port} timed out`)); }, timeoutMs);
+    s.once('connect', () => { clearTimeout(t); s.removeAllListeners('error'); resolve(s); });
+    s.once('error', (e) => { clearTimeout(t); reject(new Error(`embedding client: ${ep.host ?? '127.0.0.1'}:${ep.port}: ${e.message}`)); });
+  });
+}
+
+/** Distinct ids of a batch and where each goes. */
+export interface Routing {
+  /** inverse[i] = distinct index of id i. */
+  inverse: Int32Array;
+  uShard: Int32Array;
+  uPos: Int32Array;
+  /** Per server: its distinct ids as (lo, hi) pairs. */
+  shardIds: Uint32Array[];
+  shardCount: Int32Array;
+}
+
+export function routeIds(pairs: Uint32Array, numShards: number): Routing {
+  const n = pairs.length / 2;
+  let size = 16;
+  while (size < 2 * n) size *= 2;
+  const mask = size - 1;
+  const table = new Int32Array(size).fill(-1);
+  const inverse = new Int32Array(n), uShard = new Int32Array(n), uPos = new Int32Array(n), uAt = new Int32Array(n);
+  const shardCount = new Int32Array(numShards);
+  let nu = 0;
+  for (let i = 0; i < n; i++) {
+    const lo = pairs[2 * i]!, hi = pairs[2 * i + 1]!;
+    let b = fmix64(hi, lo) & mask;
+    const shard = mixOut.hi % numShards;
+    for (;;) {
+      const u = table[b]!;
+      if (u < 0) {
+        table[b] = nu;
+        uAt[nu] = i;
+        uShard[nu] = shard;
+        uPos[nu] = shardCount[shard]++;
+        inverse[i] = nu++;
+        break;
+      }
+      const j = uAt[u]!;
+      if (pairs[2 * j] === lo && pairs[2 * j + 1] === hi) { inverse[i] = u; break; }
+      b = (b + 1) & mask;
+    }
+  }
+  const shardIds = Array.from({ length: numShards }, (_, s) => new Uint32Array(2 * shardCount[s]!));
+  for (let u = 0; u < nu; u++) {
+    const d = shardIds[uShard[u]!]!, p = 2 * uPos[u]!, j = 2 * uAt[u]!;
+    d[p] = pairs[j]!;
+    d[p + 1] = pairs[j + 1]!;
+  }
+  return { inverse, uShard: uShard.subarray(0, nu), uPos: uPos.subarray(0, nu), shardIds, shardCount };
+}
+
+/**
+ * A batch's ids already deduplicated and routed (client.route). A trainer that
+ * looks up a batch and later pushes its gradients routes once and passes this
+ * to both calls.
+ */
+export class RoutedBatch {
+  constructor(readonly group: number, readonly n: number, readonly routing: Routing) {}
+}
+
+export class EmbeddingClient {
+  readonly wireDtype: WireDType;
+  private readonly dims = new Map<number, number>();
+
+  private constructor(private readonly conns: ServerConnection[], wireDtype: WireDType) {
+    this.wireDtype = wireDtype;
+    for (const g of conns[0]!.info.groups) this.dims.set(g.id, g.dim);
+  }
+
+  /** Connects and authenticates to every server; checks they form one table of servers.length shards. */
+  static async connect(o: EmbeddingClientOptions): Promise<EmbeddingClient> {
+    if (o.servers.length === 0) throw new Error('embedding client: no servers given');
+    const timeout = o.connectTimeoutMs ?? 10_000;
+    const conns: ServerConnection[] = [];
+    try {
+      for (let i = 0; i < o.servers.length; i++) {
+        const ep = o.servers[i]!;
+        const c = new ServerConnection(await openSocket(ep, timeout), `embedding server ${i} (${ep.host ?? '127.0.0.1'}:${ep.port})`);
+        conns.push(c);
+        const info = await c.authenticate(o.token);
+        if (info.shardIndex !== i || info.numShards !== o.servers.length) {
+          throw new Error(`${c.name}: is shard ${info.shardIndex} of ${info.numShards}, expected shard ${i} of ${o.servers.length}`);
+        }
+        const g0 = JSON.stringify(conns[0]!.info.groups), gi = JSON.stringify(info.groups);
+        if (g0 !== gi) throw new Error(`${c.name}: feature groups ${gi} differ from server 0's ${g0}`);
+      }
+    } catch (e) {
+      for (const c of conns) c.close();
+      throw e;
+    }
+    return new EmbeddingClient(conns, o.wireDtype ?? 'bfloat16');
+  }
+
+  get numShards(): number { return this.conns.length; }
+  groups(): Array<{ id: number; name: string; dim: number }> { return this.conns[0]!.info.groups; }
+
+  dim(group: number): number {
+    const d = this.dims.get(group);
+    if (d === undefined) throw new Error(`embedding client: unknown feature group ${group} (servers have ${[...this.dims.keys()].join(', ')})`);
+    return d;
+  }
+
+  /** Ids per frame so that neither the request nor its answer exceeds the servers' frame limit. */
+  private maxIds(dim: number): number {
+    const budget = this.conns[0]!.info.maxFrameBytes - HEADER_BYTES - 16;
+    return Math.max(1, Math.floor(budget / (8 + dim * wireBytes(this.wireDtype))));
+  }
+
+  /** Deduplicates and routes a batch once, for a lookup and a push of the same ids. */
+  route(group: number, ids: IdInput): RoutedBatch {
+    this.dim(group);
+    const pairs = idsToPairs(group, ids);
+    return new RoutedBatch(group, pairs.length / 2, routeIds(pairs, this.conns.length));
+  }
+
+  private routed(group: number, ids: IdInput | RoutedBatch): RoutedBatch {
+    if (!(ids instanceof RoutedBatch)) return this.route(group, ids);
+    if (ids.group !== group || ids.routing.shardCount.length !== this.conns.length) throw new Error(`embedding client: batch routed for group ${ids.group} used with group ${group}`);
+    return ids;
+  }
+
+  /** Rows of `ids` (n x dim, float32, request order). Read-only lookups (inference) create and touch nothing. */
+  async lookup(group: number, ids: IdInput | RoutedBatch, opts: { readOnly?: boolean } = {}): Promise<Float32Array> {
+    const dim = this.dim(group);
+    const rb = this.routed(group, ids);
+    const n = rb.n, r = rb.routing;
+    const dtype = this.wireDtype, maxIds = this.maxIds(dim), flags = opts.readOnly ? LOOKUP_READ_ONLY : 0;
+    const shardRows = await Promise.all(this.conns.map(async (c, s) => {
+      const cnt = r.shardCount[s]!;
+      const rows = new Float32Array(cnt * dim);
+      const parts: Promise<void>[] = [];
+      for (let start = 0; start < cnt; start += maxIds) {
+        const k = Math.min(maxIds, cnt - start);
+        parts.push(c.request((id) => encodeIdRequest(MsgType.LOOKUP, id, group, dtype, flags, r.shardIds[s]!, start, k), MsgType.LOOKUP).then((rep) => {
+          const lr = decodeLookupResponse(rep.payload);
+          if (lr.count !== k || lr.dim !== dim) throw new Error(`${c.name}: lookup answered ${lr.count}x${lr.dim}, asked ${k}x${dim}`);
+          decodeValues(lr.dtype, lr.values, k * dim, rows, start * dim);
+        }));
+      }
+      await Promise.all(parts);
+      return rows;
+    }));
+    const out = new Float32Array(n * dim);
+    const { inverse, uShard, uPos } = r;
+    for (let i = 0; i < n; i++) {
+      const u = inverse[i]!;
+      const src = shardRows[uShard[u]!]!, o = uPos[u]! * dim;
+      for (let j = 0; j < dim; j++) out[i * dim + j] = src[o + j]!;
+    }
+    return out;
+  }
+
+  /**
+   * Sends gradients (n x dim, request order); duplicate ids are summed here and
+   * again on the server. With advanceStep (default) every server's step counter
+   * moves on once this push is applied (admission and expiry count these steps);
+   * a trainer pushing several groups per step passes false for all but the last.
+   */
+  async pushGrads(group: number, ids: IdInput | RoutedBatch, grads: Float32Array, opts: { advanceStep?: boolean } = {}): Promise<PushResponse> {
+    const dim = this.dim(group);
+    const rb = this.routed(group, ids);
+    const n = rb.n, r = rb.routing;
+    if (grads.length !== n * dim) throw new Error(`embedding client: pushGrads got ${grads.length} gradient values for ${n} ids of dim ${dim}`);
+    const sums = Array.from({ length: this.conns.length }, (_, s) => new Float32Array(r.shardCount[s]! * dim));
+    const { inverse, uShard, uPos } = r;
+    for (let i = 0; i < n; i++) {
+      const u = inverse[i]!;
+      const d = sums[uShard[u]!]!, o = uPos[u]! * dim;
+      for (let j = 0; j < dim; j++) d[o + j] += grads[i * dim + j]!;
+    }
+    const advance = opts.advanceStep ?? true;
+    const dtype = this.wireDtype, maxIds = this.maxIds(dim);
+    const replies = await Promise.all(this.conns.map(async (c, s) => {
+      const cnt = r.shardCount[s]!;
+      if (cnt === 0 && !advance) return [];
+      const parts: Promise<PushResponse>[] = [];
+      let start = 0;
+      do {
+        const k = Math.min(maxIds, cnt - start);
+        const flags = advance && start + k >= cnt ? PUSH_ADVANCE_STEP : 0;
+        const at = start;
+        parts.push(c.request((id) => encodeIdRequest(MsgType.PUSH, id, group, dtype, flags, r.shardIds[s]!, at, k, { data: sums[s]!, dim }), MsgType.PUSH)
+          .then((rep) => decodePushResponse(rep.payload)));
+        start += k;
+      } while (start < cnt);
+      return Promise.all(parts);
+    }));
+    const total: PushResponse = { applied: 0, dropped: 0, step: 0 };
+    for (const rs of replies) for (const x of rs) { total.applied += x.applied; total.dropped += x.dropped; total.step = Math.max(total.step, x.step); }
+    return total;
+  }
+
+  async stats(): Promise<ClusterStats> {
+    const shards = await Promise.all(this.conns.map((c) => c.json<ShardStats & { server: ServerCounters }>(MsgType.STATS, {})));
+    const sum = (f: (s: ShardStats) => number): number => shards.reduce((a, s) => a + f(s), 0);
+    return {
+      shards,
+      rows: sum((s) => s.groups.reduce((a, g) => a + g.rows, 0)),
+      addressableParams: sum((s) => s.addressableParams),
+      residentParams: sum((s) => s.residentParams),
+      residentBytes: sum((s) => s.residentBytes),
+    };
+  }
+
+  /** Every server writes its shard into `dir` (one consistent dumpId for the set). */
+  dump(dir: string, dumpId = `d${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`): Promise<ShardManifest[]> {
+    return Promise.all(this.conns.map((c) => c.json<ShardManifest>(MsgType.DUMP, { dir, dumpId })));
+  }
+
+  /** Every server replaces its contents with the rows of the checkpoint in `dir` that hash to it (re-sharding if needed). */
+  load(dir: string, dumpId?: string): Promise<LoadResult[]> {
+    return Promise.all(this.conns.map((c) => c.json<LoadResult>(MsgType.LOAD, dumpId === undefined ? { dir } : { dir, dumpId })));
+  }
+
+  /** Changes optimizer hyperparameters (a new optimizer kind resets state), admission probability or expiry. */
+  async setConfig(patch: ConfigPatch): Promise<void> {
+    await Promise.all(this.conns.map((c) => c.json(MsgType.SET_CONFIG, patch)));
+  }
+
+  async ping(): Promise<void> {
+    await Promise.all(this.conns.map((c) => c.request((id) => encodeFrame(MsgType.PING, id), MsgType.PING)));
+  }
+
+  close(): void {
+    for (const c of this.conns) c.close();
+  }
+}

@@ -1,0 +1,206 @@
+// TCP front end of one embedding shard. Single-threaded: each frame is handled
+// to completion before the next, so a lookup and a push never interleave inside
+// a table. Bad input from one client (bad magic, oversized length, missing or
+// wrong token, malformed payload) costs that client its request or its
+// connection, never the server.
+import { createServer, type Server, type Socket } from 'node:net';
+import { dumpShard, loadShard } from './embedding-checkpoint.js';
+import type { ConfigPatch, EmbeddingShard } from './embedding-shard.js';
+import {
+  FrameReader, HEADER_BYTES, LOOKUP_READ_ONLY, MsgType, PRE_AUTH_MAX_PAYLOAD, PROTOCOL_VERSION, ProtocolError, PUSH_ADVANCE_STEP, RESPONSE,
+  decodeIdRequest, decodeJson, decodeValues, encodeErrorFrame, encodeFrame, encodeJsonFrame, allocLookupResponse, encodePushResponse,
+  tokenMatches, type FrameHeader,
+} from './protocol.js';
+
+export interface EmbeddingServerOptions {
+  shard: EmbeddingShard;
+  token: string;
+  /** Loopback unless asked otherwise: the token is the only protection, and it travels in clear. */
+  host?: string;
+  maxFrameBytes?: number;
+  /** A connection that has not authenticated by then is closed. */
+  authTimeoutMs?: number;
+  log?: (msg: string) => void;
+}
+
+/** What the AUTH reply tells a client about this server. */
+export interface ServerInfo {
+  protocolVersion: number;
+  shardIndex: number;
+  numShards: number;
+  maxFrameBytes: number;
+  step: number;
+  groups: Array<{ id: number; name: string; dim: number }>;
+}
+
+export interface ServerCounters { connections: number; rejectedConnections: number; requests: number; errors: number }
+
+interface Conn { sock: Socket; reader: FrameReader; authed: boolean; closed: boolean; timer: NodeJS.Timeout | null }
+
+class CloseConnection extends Error {}
+
+export class EmbeddingServer {
+  readonly shard: EmbeddingShard;
+  readonly counters: ServerCounters = { connections: 0, rejectedConnections: 0, requests: 0, errors: 0 };
+  private readonly token: string;
+  private readonly host: string;
+  private readonly maxFrameBytes: number;
+  private readonly authTimeoutMs: number;
+  private readonly log: (msg: string) => void;
+  private readonly server: Server;
+  private readonly conns = new Set<Conn>();
+  private grads = new Float32Array(0);
+
+  constructor(o: EmbeddingServerOptions) {
+    if (!o.token) throw new Error('embedding server: an empty token is not allowed');
+    this.shard = o.shard;
+    this.token = o.token;
+    this.host = o.host ?? '127.0.0.1';
+    this.maxFrameBytes = o.maxFrameBytes ?? o.shard.config.maxFrameBytes;
+    this.authTimeoutMs = o.authTimeoutMs ?? 10_000;
+    this.log = o.log ?? (() => undefined);
+    this.server = createServer((s) => this.onConnection(s));
+  }
+
+  listen(port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, this.host, () => {
+        this.server.off('error', reject);
+        const a = this.server.address();
+        resolve(typeof a === 'object' && a ? a.port : port);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    for (const c of this.conns) c.sock.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  info(): ServerInfo {
+    const s = this.shard;
+    return {
+      protocolVersion: PROTOCOL_VERSION, shardIndex: s.shardIndex, numShards: s.numShards, maxFrameBytes: this.maxFrameBytes, step: s.step,
+      groups: s.tables.filter((t) => !!t).map((t) => ({ id: t!.cfg.id, name: t!.cfg.name, dim: t!.dim })),
+    };
+  }
+
+  private onConnection(sock: Socket): void {
+    sock.setNoDelay(true);
+    const c: Conn = { sock, reader: new FrameReader(PRE_AUTH_MAX_PAYLOAD), authed: false, closed: false, timer: null };
+    this.conns.add(c);
+    this.counters.connections++;
+    c.timer = setTimeout(() => this.reject(c, 0, 'authentication timeout'), this.authTimeoutMs);
+    sock.on('data', (chunk: Buffer) => {
+      if (c.closed) return;
+      try {
+        c.reader.push(chunk, (h, p) => this.onFrame(c, h, p));
+      } catch (e) {
+        if (e instanceof CloseConnection) return;
+        // A broken header means the stream cannot be resynchronised: answer and hang up.
+        this.reject(c, 0, e instanceof Error ? e.message : String(e));
+      }
+    });
+    sock.on('drain', () => sock.resume());
+    sock.on('error', () => undefined); // resets from misbehaving peers are expected
+    sock.on('close', () => {
+      c.closed = true;
+      if (c.timer) clearTimeout(c.timer);
+      this.conns.delete(c);
+    });
+  }
+
+  private reject(c: Conn, requestId: number, why: string): void {
+    if (c.closed) return;
+    c.closed = true;
+    if (c.timer) clearTimeout(c.timer);
+    this.counters.rejectedConnections++;
+    this.log(`closing connection from ${c.sock.remoteAddress}:${c.sock.remotePort}: ${why}`);
+    c.sock.end(encodeErrorFrame(requestId, why));
+    setTimeout(() => c.sock.destroy(), 1000).unref();
+  }
+
+  private send(c: Conn, frame: Buffer): void {
+    if (c.closed || c.sock.destroyed) return;
+    // Stop reading from a client that does not read its answers.
+    if (!c.sock.write(frame)) c.sock.pause();
+  }
+
+  private onFrame(c: Conn, h: FrameHeader, payload: Uint8Array): void {
+    if (c.closed) throw new CloseConnection();
+    if (!c.authed) {
+      if (h.type !== MsgType.AUTH || !tokenMatches(payload, this.token)) {
+        this.reject(c, h.requestId, h.type === MsgType.AUTH ? 'authentication failed' : 'authentication required');
+        throw new CloseConnection();
+      }
+      c.authed = true;
+      if (c.timer) { clearTimeout(c.timer); c.timer = null; }
+      c.reader.maxPayload = this.maxFrameBytes - HEADER_BYTES;
+      this.send(c, encodeJsonFrame(MsgType.AUTH | RESPONSE, h.requestId, this.info()));
+      return;
+    }
+    this.counters.requests++;
+    try {
+      this.dispatch(c, h, payload);
+    } catch (e) {
+      this.counters.errors++;
+      this.send(c, encodeErrorFrame(h.requestId, e instanceof Error ? e.message : String(e)));
+    }
+  }
+
+  private dispatch(c: Conn, h: FrameHeader, payload: Uint8Array): void {
+    const shard = this.shard;
+    switch (h.type) {
+      case MsgType.LOOKUP: {
+        const r = decodeIdRequest(payload, () => 0, false);
+        const t = shard.table(r.group);
+        const out = allocLookupResponse(h.requestId, r.group, r.dtype, r.count, t.dim);
+        t.lookupWire(r.ids, r.count, r.dtype, out.values, shard.step, (r.flags & LOOKUP_READ_ONLY) !== 0);
+        this.send(c, out.frame);
+        return;
+      }
+      case MsgType.PUSH: {
+        const r = decodeIdRequest(payload, (g) => shard.table(g).dim, true);
+        const dim = shard.table(r.group).dim;
+        const need = r.count * dim;
+        if (this.grads.length < need) this.grads = new Float32Array(need);
+        decodeValues(r.dtype, r.values, need, this.grads);
+        const res = shard.push(r.group, r.ids, r.count, this.grads, (r.flags & PUSH_ADVANCE_STEP) !== 0);
+        this.send(c, encodePushResponse(h.requestId, res));
+        return;
+      }
+      case MsgType.STATS:
+        this.send(c, encodeJsonFrame(MsgType.STATS | RESPONSE, h.requestId, { ...shard.stats(), server: { ...this.counters } }));
+        return;
+      case MsgType.PING:
+        this.send(c, encodeFrame(MsgType.PING | RESPONSE, h.requestId));
+        return;
+      case MsgType.SET_CONFIG: {
+        shard.setConfig(decodeJson(payload, 'set-config') as ConfigPatch);
+        this.send(c, encodeJsonFrame(MsgType.SET_CONFIG | RESPONSE, h.requestId, { ok: true }));
+        return;
+      }
+      case MsgType.LOAD: {
+        const o = decodeJson(payload, 'load') as { dir?: unknown; dumpId?: unknown };
+        if (typeof o.dir !== 'string') throw new ProtocolError(`load: field 'dir' must be a string`);
+        const res = loadShard(shard, o.dir, typeof o.dumpId === 'string' ? o.dumpId : undefined);
+        this.log(`loaded ${res.rowsLoaded} rows from ${o.dir} (${res.fromNumShards} shards, dump ${res.dumpId})`);
+        this.send(c, encodeJsonFrame(MsgType.LOAD | RESPONSE, h.requestId, res));
+        return;
+      }
+      case MsgType.DUMP: {
+        const o = decodeJson(payload, 'dump') as { dir?: unknown; dumpId?: unknown };
+        if (typeof o.dir !== 'string' || typeof o.dumpId !== 'string') throw new ProtocolError(`dump: fields 'dir' and 'dumpId' must be strings`);
+        // The snapshot is taken now (synchronously); the writing overlaps later requests.
+        dumpShard(shard, o.dir, o.dumpId).then(
+          (m) => this.send(c, encodeJsonFrame(MsgType.DUMP | RESPONSE, h.requestId, m)),
+          (e: unknown) => { this.counters.errors++; this.send(c, encodeErrorFrame(h.requestId, `dump: ${e instanceof Error ? e.message : String(e)}`)); },
+        );
+        return;
+      }
+      default:
+        throw new ProtocolError(`unknown message type ${h.type}`);
+    }
+  }
+}

@@ -1,0 +1,462 @@
+// One feature group's rows on one server: float32 row slabs and optimizer-state
+// slabs (chunks of CHUNK_ROWS rows, allocated as the group fills), per-slot
+// metadata in typed arrays, an open-addressing id -> slot index, and an intrusive
+// LRU list. No JS object exists per row, so millions of rows cost the GC nothing.
+//
+// Row lifecycle:
+// - A row is created on first sight with a value drawn from (seed, id) only, so it
+//   does not depend on arrival order or on which server holds it.
+// - Admission: an unseen id is stored only if hash(seed, id, step) < admitProbability.
+//   The decision is deterministic for a given server step and redrawn on later
+//   steps, so a frequent id gets in after about 1/p steps. A refused id is answered
+//   with its init vector (exactly what the row would hold), and its gradient is
+//   dropped unless the push itself admits it.
+// - At capacity the least recently touched row (lookup or push) is evicted.
+// - With expireSteps > 0, rows untouched for more than that many steps are dropped;
+//   LRU order equals last-touch order, so the sweep only looks at the list tail.
+import { f32ToF16 } from '../core/dtype.js';
+import { fmix64, mixOut, u32ToUnit } from './embedding-hash.js';
+import type { GroupConfig } from './embedding-config.js';
+import { applyRow, initState, stateWidth, type SparseOptimizerConfig } from './sparse-optimizer.js';
+
+const CHUNK_SHIFT = 14;
+const CHUNK_ROWS = 1 << CHUNK_SHIFT;
+const CHUNK_MASK = CHUNK_ROWS - 1;
+/** Bytes of per-slot metadata: idLo, idHi, hash, prev, next, rowStep, mark, markPos (4 each) + lastTouch (8). */
+export const META_BYTES_PER_ROW = 40;
+
+export interface GroupCounters {
+  hits: number; misses: number; inserts: number; evictions: number; expired: number;
+  notAdmitted: number; droppedGrads: number; updates: number;
+}
+
+/** Rows of a group in LRU order (oldest first), as dumped to and loaded from checkpoints. */
+export interface RowBlock {
+  count: number;
+  ids: Uint32Array;        // (lo, hi) pairs
+  rows: Float32Array;      // count * dim
+  state: Float32Array;     // count * stateWidth
+  rowStep: Int32Array;     // per-row optimizer step (Adam bias correction)
+  lastTouch: Float64Array; // server step of the last lookup or push
+}
+
+export class GroupTable {
+  readonly dim: number;
+  readonly capacity: number;
+  cfg: GroupConfig;
+  stW: number;
+  count = 0;
+  /** Placement this table serves: ids whose hash maps elsewhere are refused (a misrouting client would break re-sharding). */
+  shardIndex = 0;
+  numShards = 1;
+  readonly counters: GroupCounters = { hits: 0, misses: 0, inserts: 0, evictions: 0, expired: 0, notAdmitted: 0, droppedGrads: 0, updates: 0 };
+
+  private rowChunks: Float32Array[] = [];
+  private rowChunksU: Uint32Array[] = []; // the same slabs as bits, for bfloat16 encoding
+  private rowTmp: Float32Array;
+  private rowTmpU: Uint32Array;
+  private stateChunks: Float32Array[] = [];
+  private metaCap = 0;
+  private idLo = new Uint32Array(0);
+  private idHi = new Uint32Array(0);
+  private hashLo = new Uint32Array(0);
+  private prev = new Int32Array(0);
+  private next = new Int32Array(0);
+  private rowStep = new Int32Array(0);
+  private mark = new Int32Array(0);
+  private markPos = new Int32Array(0);
+  private lastTouch = new Float64Array(0);
+  private free = new Int32Array(0);
+  private freeTop = 0;
+  private nextSlot = 0;
+  private head = -1; // most recently touched
+  private tail = -1; // least recently touched
+  private index = new Int32Array(0);
+  private mask = 0;
+  private stamp = 1;
+  private uniqSlot = new Int32Array(0);
+  private gradSum = new Float32Array(0);
+  private readonly initHi: number;
+  private readonly initLo: number;
+  private readonly admitHi: number;
+  private readonly admitLo: number;
+
+  constructor(cfg: GroupConfig, seed: number) {
+    this.cfg = cfg;
+    this.dim = cfg.dim;
+    this.capacity = cfg.capacity;
+    this.stW = stateWidth(cfg.optimizer, cfg.dim);
+    this.rowTmp = new Float32Array(cfg.dim);
+    this.rowTmpU = new Uint32Array(this.rowTmp.buffer);
+    this.initLo = fmix64(0x243f6a88, seed >>> 0);
+    this.initHi = mixOut.hi;
+    this.admitLo = fmix64(0x85a308d3, seed >>> 0);
+    this.admitHi = mixOut.hi;
+    this.rehash(1024);
+  }
+
+  /** Writes the seeded initial value of id (hi, lo) into out[off .. off+dim). */
+  initRow(hi: number, lo: number, out: Float32Array, off: number): void {
+    const init = this.cfg.init;
+    const dim = this.dim;
+    if (init.kind === 'zeros') { out.fill(0, off, off + dim); return; }
+    const scale = init.scale;
+    let x = (fmix64(hi ^ this.initHi, lo ^ this.initLo) ^ mixOut.hi) | 0;
+    for (let j = 0; j < dim; j++) {
+      // mulberry32: a cheap, well-mixed 32-bit stream per row.
+      x = (x + 0x6d2b79f5) | 0;
+      let t = Math.imul(x ^ (x >>> 15), 1 | x);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      out[off + j] = (2 * u32ToUnit(t ^ (t >>> 14)) - 1) * scale;
+    }
+  }
+
+  /** Whether an unseen id is stored at server step `step` (deterministic in (seed, id, step)). */
+  admits(hi: number, lo: number, step: number): boolean {
+    const p = this.cfg.admitProbability;
+    if (p >= 1) return true;
+    if (p <= 0) return false;
+    const sLo = fmix64(Math.floor(step / 4294967296), step >>> 0);
+    const sHi = mixOut.hi;
+    fmix64(hi ^ this.admitHi ^ sHi, lo ^ this.admitLo ^ sLo);
+    return u32ToUnit(mixOut.hi) < p;
+  }
+
+  /** Slot of id (hi, lo), or -1. */
+  find(hi: number, lo: number): number {
+    const h = fmix64(hi, lo);
+    const index = this.index, mask = this.mask, idLo = this.idLo, idHi = this.idHi;
+    let i = h & mask;
+    for (;;) {
+      const s = index[i]!;
+      if (s < 0) return -1;
+      if (idLo[s] === lo && idHi[s] === hi) return s;
+      i = (i + 1) & mask;
+    }
+  }
+
+  rowsOf(slot: number): Float32Array { return this.rowChunks[slot >>> CHUNK_SHIFT]!; }
+  rowOffset(slot: number): number { return (slot & CHUNK_MASK) * this.dim; }
+
+  /**
+   * Rows of `n` ids (pairs) into out (n * dim). Training lookups create admitted
+   * rows and touch them; read-only lookups (inference) change nothing.
+   */
+  lookup(ids: Uint32Array, n: number, out: Float32Array, step: number, readOnly: boolean): void {
+    const dim = this.dim;
+    for (let i = 0; i < n; i++) {
+      const lo = ids[2 * i]!, hi = ids[2 * i + 1]!;
+      const s = this.lookupSlot(hi, lo, step, readOnly);
+      if (s < 0) { this.initRow(hi, lo, out, i * dim); continue; }
+      const src = this.rowChunks[s >>> CHUNK_SHIFT]!;
+      const o = (s & CHUNK_MASK) * dim;
+      for (let j = 0; j < dim; j++) out[i * dim + j] = src[o + j]!;
+    }
+  }
+
+  /**
+   * Same as lookup, but encodes each row straight from its slab into `dst` (the
+   * response frame) as float16/bfloat16, saving a float32 staging copy per row.
+   */
+  lookupWire(ids: Uint32Array, n: number, dtype: 'float32' | 'float16' | 'bfloat16', dst: Uint8Array, step: number, readOnly: boolean): void {
+    const dim = this.dim;
+    if (dtype === 'float32') { this.lookup(ids, n, new Float32Array(dst.buffer, dst.byteOffset, n * dim), step, readOnly); return; }
+    const out = new Uint16Array(dst.buffer, dst.byteOffset, n * dim);
+    const bf = dtype === 'bfloat16';
+    for (let i = 0; i < n; i++) {
+      const lo = ids[2 * i]!, hi = ids[2 * i + 1]!;
+      const s = this.lookupSlot(hi, lo, step, readOnly);
+      let src: Float32Array, srcU: Uint32Array, o: number;
+      if (s < 0) {
+        this.initRow(hi, lo, this.rowTmp, 0);
+        src = this.rowTmp; srcU = this.rowTmpU; o = 0;
+      } else {
+        const k = s >>> CHUNK_SHIFT;
+        src = this.rowChunks[k]!; srcU = this.rowChunksU[k]!; o = (s & CHUNK_MASK) * dim;
+      }
+      const d = i * dim;
+      if (bf) {
+        for (let j = 0; j < dim; j++) {
+          const x = srcU[o + j]!; // round to nearest even, quiet NaN (as f32ToBf16)
+          out[d + j] = (x & 0x7fffffff) > 0x7f800000 ? ((x >>> 16) | 0x40) & 0xffff : ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+        }
+      } else {
+        for (let j = 0; j < dim; j++) out[d + j] = f32ToF16(src[o + j]!);
+      }
+    }
+  }
+
+  /** Slot answering id (hi, lo) in a lookup (created if admitted, touched unless read-only), or -1: answer the init vector. */
+  private lookupSlot(hi: number, lo: number, step: number, readOnly: boolean): number {
+    const c = this.counters;
+    let s = this.find(hi, lo);
+    if (mixOut.hi % this.numShards !== this.shardIndex || hi >>> 24 !== this.cfg.id) this.misrouted(hi, lo);
+    if (s < 0) {
+      c.misses++;
+      if (readOnly) return -1;
+      if (!this.admits(hi, lo, step)) { c.notAdmitted++; return -1; }
+      s = this.insertNew(hi, lo);
+    } else {
+      c.hits++;
+    }
+    if (!readOnly) this.touch(s, step);
+    return s;
+  }
+
+  /** Sums the gradients of duplicate ids, then applies the optimizer once per distinct stored row. */
+  push(ids: Uint32Array, n: number, grads: Float32Array, step: number): { applied: number; dropped: number } {
+    const dim = this.dim, c = this.counters;
+    if (this.uniqSlot.length < n) {
+      this.uniqSlot = new Int32Array(n);
+      this.gradSum = new Float32Array(n * dim);
+    }
+    if (++this.stamp >= 0x7fffffff) { this.mark.fill(0); this.stamp = 1; }
+    const stamp = this.stamp, uniq = this.uniqSlot, sum = this.gradSum;
+    let nu = 0, dropped = 0;
+    for (let i = 0; i < n; i++) {
+      const lo = ids[2 * i]!, hi = ids[2 * i + 1]!;
+      let s = this.find(hi, lo);
+      if (mixOut.hi % this.numShards !== this.shardIndex || hi >>> 24 !== this.cfg.id) this.misrouted(hi, lo);
+      if (s < 0) {
+        if (!this.admits(hi, lo, step)) { dropped++; continue; }
+        s = this.insertNew(hi, lo);
+      }
+      if (this.mark[s] === stamp) {
+        const o = this.markPos[s]! * dim;
+        for (let j = 0; j < dim; j++) sum[o + j] += grads[i * dim + j]!;
+      } else {
+        this.mark[s] = stamp;
+        this.markPos[s] = nu;
+        uniq[nu] = s;
+        const o = nu * dim;
+        for (let j = 0; j < dim; j++) sum[o + j] = grads[i * dim + j]!;
+        nu++;
+      }
+      this.touch(s, step);
+    }
+    const opt = this.cfg.optimizer, stW = this.stW;
+    let applied = 0;
+    for (let u = 0; u < nu; u++) {
+      const s = uniq[u]!;
+      if (s < 0) { dropped++; continue; } // evicted later in this same batch (batch larger than capacity)
+      const t = ++this.rowStep[s];
+      const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
+      applyRow(opt, dim, this.rowChunks[k]!, r * dim, this.stateChunks[k]!, r * stW, sum, u * dim, t);
+      applied++;
+    }
+    c.updates += applied;
+    c.droppedGrads += dropped;
+    return { applied, dropped };
+  }
+
+  /** Drops rows untouched for more than expireSteps steps (they sit at the LRU tail). */
+  sweepExpired(step: number): number {
+    const e = this.cfg.expireSteps;
+    if (e <= 0) return 0;
+    let k = 0;
+    while (this.tail >= 0 && step - this.lastTouch[this.tail]! > e) {
+      const s = this.tail;
+      this.removeSlot(s);
+      this.free[this.freeTop++] = s;
+      k++;
+    }
+    this.counters.expired += k;
+    return k;
+  }
+
+  /** Ids from least to most recently used (tests, debugging). */
+  lruOrder(): Array<[number, number]> {
+    const out: Array<[number, number]> = [];
+    for (let s = this.tail; s >= 0; s = this.prev[s]!) out.push([this.idHi[s]!, this.idLo[s]!]);
+    return out;
+  }
+
+  /**
+   * Changes hyperparameters; a different optimizer kind resets every row's state
+   * (the old state means nothing to the new optimizer).
+   */
+  setOptimizer(opt: SparseOptimizerConfig): void {
+    const kindChanged = opt.kind !== this.cfg.optimizer.kind;
+    this.cfg = { ...this.cfg, optimizer: opt };
+    if (!kindChanged) return;
+    this.stW = stateWidth(opt, this.dim);
+    this.stateChunks = this.rowChunks.map(() => new Float32Array(CHUNK_ROWS * this.stW));
+    for (let s = this.tail; s >= 0; s = this.prev[s]!) {
+      initState(opt, this.stateChunks[s >>> CHUNK_SHIFT]!, (s & CHUNK_MASK) * this.stW, this.dim);
+      this.rowStep[s] = 0;
+    }
+  }
+
+  setPolicy(p: { admitProbability?: number; expireSteps?: number }): void {
+    this.cfg = { ...this.cfg, ...p };
+  }
+
+  /** Copies every resident row, oldest first. */
+  exportRows(): RowBlock {
+    const n = this.count, dim = this.dim, stW = this.stW;
+    const b: RowBlock = {
+      count: n, ids: new Uint32Array(2 * n), rows: new Float32Array(n * dim), state: new Float32Array(n * stW),
+      rowStep: new Int32Array(n), lastTouch: new Float64Array(n),
+    };
+    let i = 0;
+    for (let s = this.tail; s >= 0; s = this.prev[s]!, i++) {
+      b.ids[2 * i] = this.idLo[s]!;
+      b.ids[2 * i + 1] = this.idHi[s]!;
+      const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
+      b.rows.set(this.rowChunks[k]!.subarray(r * dim, (r + 1) * dim), i * dim);
+      if (stW) b.state.set(this.stateChunks[k]!.subarray(r * stW, (r + 1) * stW), i * stW);
+      b.rowStep[i] = this.rowStep[s]!;
+      b.lastTouch[i] = this.lastTouch[s]!;
+    }
+    return b;
+  }
+
+  /** Inserts (or overwrites) row `i` of a block; inserting in oldest-first order rebuilds the LRU list. */
+  importRow(b: RowBlock, i: number, blockStateWidth: number): void {
+    const lo = b.ids[2 * i]!, hi = b.ids[2 * i + 1]!;
+    let s = this.find(hi, lo);
+    if (s < 0) s = this.insertNew(hi, lo);
+    const dim = this.dim, stW = this.stW;
+    const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
+    this.rowChunks[k]!.set(b.rows.subarray(i * dim, (i + 1) * dim), r * dim);
+    if (stW) {
+      if (blockStateWidth !== stW) throw new Error(`group ${this.cfg.id}: checkpoint state width ${blockStateWidth} != ${stW}`);
+      this.stateChunks[k]!.set(b.state.subarray(i * stW, (i + 1) * stW), r * stW);
+    }
+    this.rowStep[s] = b.rowStep[i]!;
+    this.touch(s, b.lastTouch[i]!);
+  }
+
+  /** Bytes held for resident rows (rows + state + metadata + index share) and bytes allocated in total. */
+  memory(): { residentBytes: number; allocatedBytes: number } {
+    const rowBytes = (this.dim + this.stW) * 4 + META_BYTES_PER_ROW;
+    const indexBytes = this.index.byteLength;
+    return {
+      residentBytes: this.count * rowBytes + (this.count > 0 ? indexBytes : 0),
+      allocatedBytes: this.rowChunks.length * CHUNK_ROWS * (this.dim + this.stW) * 4
+        + this.metaCap * (META_BYTES_PER_ROW + 4) + indexBytes + this.uniqSlot.byteLength + this.gradSum.byteLength,
+    };
+  }
+
+  // ---- internals -------------------------------------------------------------
+
+  private misrouted(hi: number, lo: number): never {
+    const id = ((BigInt(hi) << 32n) | BigInt(lo)).toString(16);
+    throw new Error(`group ${this.cfg.id}: id 0x${id} does not belong to shard ${this.shardIndex} of ${this.numShards} (or to this group)`);
+  }
+
+  private insertNew(hi: number, lo: number): number {
+    let s: number;
+    if (this.freeTop > 0) s = this.free[--this.freeTop]!;
+    else if (this.nextSlot < this.capacity) { s = this.nextSlot++; this.ensureSlot(s); }
+    else {
+      s = this.tail;
+      this.removeSlot(s);
+      this.counters.evictions++;
+    }
+    if ((this.count + 1) * 2 > this.index.length) this.rehash(this.index.length * 2);
+    const h = fmix64(hi, lo);
+    this.idLo[s] = lo;
+    this.idHi[s] = hi;
+    this.hashLo[s] = h;
+    let i = h & this.mask;
+    while (this.index[i]! >= 0) i = (i + 1) & this.mask;
+    this.index[i] = s;
+    this.count++;
+    this.counters.inserts++;
+    const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
+    this.initRow(hi, lo, this.rowChunks[k]!, r * this.dim);
+    initState(this.cfg.optimizer, this.stateChunks[k]!, r * this.stW, this.dim);
+    this.rowStep[s] = 0;
+    this.prev[s] = -1; this.next[s] = -1;
+    this.linkHead(s);
+    return s;
+  }
+
+  /** Unlinks a slot from the LRU list and the index (backward-shift deletion keeps probes short). */
+  private removeSlot(s: number): void {
+    const index = this.index, mask = this.mask, hash = this.hashLo;
+    let i = hash[s]! & mask;
+    while (index[i] !== s) i = (i + 1) & mask;
+    let j = i;
+    for (;;) {
+      index[i] = -1;
+      for (;;) {
+        j = (j + 1) & mask;
+        const t = index[j]!;
+        if (t < 0) { this.finishRemove(s); return; }
+        const home = hash[t]! & mask;
+        const stays = i <= j ? i < home && home <= j : i < home || home <= j;
+        if (!stays) break;
+      }
+      index[i] = index[j]!;
+      i = j;
+    }
+  }
+
+  private finishRemove(s: number): void {
+    this.unlink(s);
+    this.count--;
+    // A row evicted while its gradient is pending in the current push loses that gradient.
+    if (this.mark[s] === this.stamp) { this.uniqSlot[this.markPos[s]!] = -1; this.mark[s] = 0; }
+  }
+
+  private touch(s: number, step: number): void {
+    this.lastTouch[s] = step;
+    if (this.head === s) return;
+    this.unlink(s);
+    this.linkHead(s);
+  }
+
+  private linkHead(s: number): void {
+    this.prev[s] = -1;
+    this.next[s] = this.head;
+    if (this.head >= 0) this.prev[this.head] = s;
+    this.head = s;
+    if (this.tail < 0) this.tail = s;
+  }
+
+  private unlink(s: number): void {
+    const p = this.prev[s]!, n = this.next[s]!;
+    if (p >= 0) this.next[p] = n; else if (this.head === s) this.head = n;
+    if (n >= 0) this.prev[n] = p; else if (this.tail === s) this.tail = p;
+    this.prev[s] = -1; this.next[s] = -1;
+  }
+
+  private ensureSlot(s: number): void {
+    if (s >= this.metaCap) {
+      const cap = Math.min(this.capacity, Math.max(1024, this.metaCap * 2, s + 1));
+      const grow = <T extends Uint32Array | Int32Array | Float64Array>(a: T, make: (n: number) => T): T => { const b = make(cap); b.set(a); return b; };
+      this.idLo = grow(this.idLo, (n) => new Uint32Array(n));
+      this.idHi = grow(this.idHi, (n) => new Uint32Array(n));
+      this.hashLo = grow(this.hashLo, (n) => new Uint32Array(n));
+      this.prev = grow(this.prev, (n) => new Int32Array(n));
+      this.next = grow(this.next, (n) => new Int32Array(n));
+      this.rowStep = grow(this.rowStep, (n) => new Int32Array(n));
+      this.mark = grow(this.mark, (n) => new Int32Array(n));
+      this.markPos = grow(this.markPos, (n) => new Int32Array(n));
+      this.lastTouch = grow(this.lastTouch, (n) => new Float64Array(n));
+      this.free = grow(this.free, (n) => new Int32Array(n));
+      this.metaCap = cap;
+    }
+    const k = s >>> CHUNK_SHIFT;
+    while (this.rowChunks.length <= k) {
+      const rows = new Float32Array(CHUNK_ROWS * this.dim);
+      this.rowChunks.push(rows);
+      this.rowChunksU.push(new Uint32Array(rows.buffer));
+      this.stateChunks.push(new Float32Array(CHUNK_ROWS * this.stW));
+    }
+  }
+
+  private rehash(size: number): void {
+    const index = new Int32Array(size).fill(-1);
+    const mask = size - 1;
+    for (let s = this.tail; s >= 0; s = this.prev[s]!) {
+      let i = this.hashLo[s]! & mask;
+      while (index[i]! >= 0) i = (i + 1) & mask;
+      index[i] = s;
+    }
+    this.index = index;
+    this.mask = mask;
+  }
+}

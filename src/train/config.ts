@@ -1,0 +1,159 @@
+// Typed training configurations. A preset is a factory function returning a full
+// TrainConfig; the CLI applies dotted overrides (`--model.nLayer=6`) on top and
+// validates the result once, with messages naming the offending key.
+import type { GptConfig } from '../nn/gpt-config.js';
+import { validateGptConfig } from '../nn/gpt-config.js';
+
+export interface OptimConfig {
+  lr: number;
+  minLr: number;
+  warmupSteps: number;
+  schedule: 'cosine' | 'linear' | 'constant';
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  gradClip: number;
+}
+
+export interface ParallelConfig {
+  dp: number;
+  tp: number;
+  pp: number;
+  ep: number;
+  /** ZeRO stage: 0 (plain DP), 1 (optimizer state), 2 (+ gradients), 3 (+ parameters). */
+  zero: 0 | 1 | 2 | 3;
+  bucketMB: number;
+  /** Fixed reduction order so results do not depend on arrival timing. */
+  deterministic: boolean;
+  /** Pipeline micro-batches per step (pp > 1). */
+  pipelineChunks: number;
+}
+
+export interface TrainConfig {
+  preset: string;
+  model: GptConfig;
+  data: {
+    /** Directory written by `athanor prepare` (train.bin/.idx, val.bin/.idx, tokenizer.json). */
+    dir: string;
+    seed: number;
+  };
+  train: {
+    /** Sequences per rank per micro-step. */
+    microBatch: number;
+    gradAccum: number;
+    steps: number;
+    evalEvery: number;
+    evalBatches: number;
+    checkpointEvery: number;
+    logEvery: number;
+    outDir: string;
+    seed: number;
+    recompute: boolean;
+    /** Consecutive non-finite steps tolerated before the run stops. */
+    maxBadSteps: number;
+    /** Stop early once validation loss is at or below this (0 = never). */
+    targetLoss: number;
+    /** OpenBLAS + kernel threads per rank (0 = all cores / ranks on this host). */
+    threads: number;
+    /** Stop after this many seconds of training (0 = no limit). */
+    maxSeconds: number;
+  };
+  optim: OptimConfig;
+  parallel: ParallelConfig;
+}
+
+function base(preset: string, model: GptConfig, microBatch: number): TrainConfig {
+  return {
+    preset,
+    model,
+    data: { dir: 'runs/data/demo', seed: 1234 },
+    train: {
+      microBatch, gradAccum: 1, steps: 1000, evalEvery: 100, evalBatches: 20, checkpointEvery: 200, logEvery: 10,
+      outDir: `runs/${preset}`, seed: 1337, recompute: false, maxBadSteps: 5, targetLoss: 0, threads: 0, maxSeconds: 0,
+    },
+    optim: { lr: 3e-4, minLr: 3e-5, warmupSteps: 100, schedule: 'cosine', weightDecay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradClip: 1.0 },
+    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, pipelineChunks: 4 },
+  };
+}
+
+const gpt = (nLayer: number, nHead: number, dModel: number, vocabSize: number, seqLen: number, extra: Partial<GptConfig> = {}): GptConfig => ({
+  nLayer, nHead, dModel, dFF: 4 * dModel, vocabSize, seqLen, tieEmbeddings: false, positions: 'learned', dropout: 0, lnEps: 1e-5, ...extra,
+});
+
+/** The demo: trains in minutes on 2 cores. */
+export function gptTiny(): TrainConfig {
+  const c = base('gpt-tiny', gpt(4, 4, 128, 2048, 128), 16);
+  c.train = { ...c.train, steps: 1200, evalEvery: 100, evalBatches: 16, checkpointEvery: 300, logEvery: 20, maxSeconds: 240, targetLoss: 0 };
+  c.optim = { ...c.optim, lr: 2e-3, minLr: 2e-4, warmupSteps: 60, weightDecay: 0.1 };
+  return c;
+}
+
+/** 4 layers, 8 heads, d 512, ff 2048, V 8192, T 256, B 8, untied: 21,130,240 parameters. */
+export function gptSmall(): TrainConfig {
+  const c = base('gpt-small', gpt(4, 8, 512, 8192, 256), 8);
+  c.optim = { ...c.optim, lr: 6e-4, minLr: 6e-5 };
+  return c;
+}
+
+export function gpt2_124m(): TrainConfig {
+  const c = base('gpt2-124m', gpt(12, 12, 768, 50257, 1024, { tieEmbeddings: true }), 8);
+  c.optim = { ...c.optim, lr: 6e-4, minLr: 6e-5, warmupSteps: 700 };
+  return c;
+}
+
+/** Yuan 1.0 4.7B shape used in ASC22: 40 layers, hidden 3072, 24 heads, seq 2048, vocab 53,248. */
+export function yuan4_7b(): TrainConfig {
+  const c = base('yuan-4.7b', gpt(40, 24, 3072, 53248, 2048), 1);
+  c.train = { ...c.train, recompute: true };
+  c.optim = { ...c.optim, lr: 1.6e-4, minLr: 1.6e-5, warmupSteps: 2000 };
+  return c;
+}
+
+/** Fugaku-LLM 13B shape (GPT-2 architecture): 40 layers, hidden 5184, 36 heads, ff 20736, seq 2048, vocab 49,152. */
+export function fugaku13b(): TrainConfig {
+  const c = base('fugaku-13b', gpt(40, 36, 5184, 49152, 2048), 1);
+  c.train = { ...c.train, recompute: true };
+  c.optim = { ...c.optim, lr: 1e-4, minLr: 1e-5, warmupSteps: 2000 };
+  c.parallel = { ...c.parallel, tp: 4, pp: 8 };
+  return c;
+}
+
+export const PRESETS: Record<string, () => TrainConfig> = {
+  'gpt-tiny': gptTiny,
+  'gpt-small': gptSmall,
+  'gpt2-124m': gpt2_124m,
+  'yuan-4.7b': yuan4_7b,
+  'fugaku-13b': fugaku13b,
+};
+
+export function presetConfig(name: string): TrainConfig {
+  const f = PRESETS[name];
+  if (!f) throw new Error(`unknown preset '${name}' (available: ${Object.keys(PRESETS).join(', ')})`);
+  return f();
+}
+
+export function globalBatch(c: TrainConfig): number {
+  return c.train.microBatch * c.train.gradAccum * c.parallel.dp;
+}
+
+/** Checks every invariant once, so a bad run fails at start rather than at step 10,000. */
+export function validateTrainConfig(c: TrainConfig, world = 1): void {
+  validateGptConfig(c.model, 'model');
+  const posInt = (v: number, k: string) => { if (!Number.isInteger(v) || v <= 0) throw new Error(`${k} must be a positive integer, got ${v}`); };
+  posInt(c.train.microBatch, 'train.microBatch');
+  posInt(c.train.gradAccum, 'train.gradAccum');
+  posInt(c.train.steps, 'train.steps');
+  for (const k of ['dp', 'tp', 'pp', 'ep'] as const) posInt(c.parallel[k], `parallel.${k}`);
+  if (![0, 1, 2, 3].includes(c.parallel.zero)) throw new Error(`parallel.zero must be 0, 1, 2 or 3, got ${c.parallel.zero}`);
+  const prod = c.parallel.dp * c.parallel.tp * c.parallel.pp;
+  if (prod !== world) {
+    throw new Error(`parallel.dp × parallel.tp × parallel.pp = ${c.parallel.dp} × ${c.parallel.tp} × ${c.parallel.pp} = ${prod}, but the world size is ${world}`);
+  }
+  if (c.parallel.tp > 1 && c.model.nHead % c.parallel.tp !== 0) throw new Error(`model.nHead (${c.model.nHead}) must be divisible by parallel.tp (${c.parallel.tp})`);
+  if (c.parallel.pp > 1 && c.model.nLayer < c.parallel.pp) throw new Error(`model.nLayer (${c.model.nLayer}) must be at least parallel.pp (${c.parallel.pp})`);
+  if (!(c.optim.lr > 0)) throw new Error(`optim.lr must be > 0, got ${c.optim.lr}`);
+  if (c.optim.minLr < 0 || c.optim.minLr > c.optim.lr) throw new Error(`optim.minLr must be in [0, optim.lr], got ${c.optim.minLr}`);
+  if (!['cosine', 'linear', 'constant'].includes(c.optim.schedule)) throw new Error(`optim.schedule must be cosine, linear or constant, got '${c.optim.schedule}'`);
+  if (c.train.maxBadSteps < 1) throw new Error(`train.maxBadSteps must be >= 1`);
+}

@@ -1,0 +1,240 @@
+// A rank process for the dist tests (spawned by test/helpers/dist-harness.ts, by the
+// launcher, or by mpirun). DIST_MODE selects the scenario; results go to stdout as one
+// `RESULT {json}` line.
+import { initProcessGroup } from '../../src/dist/init.js';
+import type { CommBuffer, CommDType, Communicator, ReduceOp } from '../../src/dist/communicator.js';
+import { evenCounts } from '../../src/dist/collectives.js';
+import { ParallelDims } from '../../src/dist/parallel-dims.js';
+import { bf16ToF32, f32ToBf16 } from '../../src/core/dtype.js';
+import { createHash } from 'node:crypto';
+
+const mode = process.env.DIST_MODE ?? 'collectives';
+const sizes = (process.env.DIST_SIZES ?? '0,1,7,1000003').split(',').map(Number);
+const dtypes = (process.env.DIST_DTYPES ?? 'float32,bfloat16,int32').split(',') as CommDType[];
+
+// Integer-valued inputs keep every reduction exact, so results must equal the reference
+// bit for bit whatever the summation order.
+function value(d: CommDType, rank: number, i: number, salt: number): number {
+  if (d === 'int32') return (Math.imul(i + 1, 2654435761) ^ Math.imul(rank + 7, 40503) ^ salt) | 0;
+  return ((i * 7 + rank * 13 + salt * 5) % 17) - 8;
+}
+function make(d: CommDType, n: number): CommBuffer {
+  return d === 'float32' ? new Float32Array(n) : d === 'int32' ? new Int32Array(n) : new Uint16Array(n);
+}
+function fill(d: CommDType, rank: number, n: number, salt: number, off = 0): CommBuffer {
+  const b = make(d, n);
+  for (let i = 0; i < n; i++) { const v = value(d, rank, i + off, salt); b[i] = d === 'bfloat16' ? f32ToBf16(v) : v; }
+  return b;
+}
+function decode(d: CommDType, b: CommBuffer, i: number): number { return d === 'bfloat16' ? bf16ToF32(b[i]!) : b[i]!; }
+function reduceRef(d: CommDType, op: ReduceOp, W: number, n: number, salt: number, off = 0): CommBuffer {
+  const out = make(d, n);
+  for (let i = 0; i < n; i++) {
+    let acc = value(d, 0, i + off, salt);
+    for (let r = 1; r < W; r++) {
+      const v = value(d, r, i + off, salt);
+      acc = op === 'max' ? Math.max(acc, v) : d === 'int32' ? (acc + v) | 0 : acc + v;
+    }
+    if (op === 'avg') acc = acc / W;
+    out[i] = d === 'bfloat16' ? f32ToBf16(acc) : acc;
+  }
+  return out;
+}
+
+const failures: string[] = [];
+const hashes: Record<string, string> = {};
+function same(name: string, d: CommDType, got: CommBuffer, want: CommBuffer): void {
+  if (got.length !== want.length) { failures.push(`${name}: length ${got.length} != ${want.length}`); return; }
+  for (let i = 0; i < got.length; i++) {
+    if (got[i] !== want[i]) { failures.push(`${name}: element ${i}: got ${decode(d, got, i)} want ${decode(d, want, i)}`); return; }
+  }
+}
+function hashOf(b: CommBuffer): string {
+  return createHash('sha1').update(new Uint8Array(b.buffer, b.byteOffset, b.byteLength)).digest('hex').slice(0, 16);
+}
+
+async function collectives(pg: Communicator): Promise<void> {
+  const W = pg.size, r = pg.rank;
+  let salt = 0;
+  for (const d of dtypes) {
+    for (const n of sizes) {
+      const ops: ReduceOp[] = d === 'int32' ? ['sum', 'max'] : ['sum', 'avg', 'max'];
+      for (const op of ops) {
+        for (const algorithm of [undefined, 'ring', 'direct'] as const) {
+          if (algorithm === 'direct' && n > 100_000) continue;
+          salt++;
+          const b = fill(d, r, n, salt);
+          await pg.allReduce(b, { op, algorithm });
+          same(`allreduce ${d} n=${n} ${op} ${algorithm ?? 'auto'}`, d, b, reduceRef(d, op, W, n, salt));
+        }
+      }
+      // reduce-scatter (uneven and even), all-gather (uneven and even)
+      salt++;
+      {
+        const counts = evenCounts(n, W);
+        const off = counts.slice(0, r).reduce((a, c) => a + c, 0);
+        const out = make(d, counts[r]!);
+        const inp = fill(d, r, n, salt);
+        const copy = inp.slice();
+        await pg.reduceScatterV(inp, out, counts);
+        same(`reduceScatterV ${d} n=${n}`, d, out, reduceRef(d, 'sum', W, n, salt).subarray(off, off + counts[r]!));
+        same(`reduceScatterV ${d} n=${n} leaves input alone`, d, inp, copy);
+        const k = Math.ceil(n / W);
+        const inp2 = fill(d, r, k * W, salt), out2 = make(d, k);
+        await pg.reduceScatter(inp2, out2, d === 'int32' ? 'sum' : 'avg');
+        same(`reduceScatter ${d} n=${k * W}`, d, out2, reduceRef(d, d === 'int32' ? 'sum' : 'avg', W, k * W, salt).subarray(r * k, (r + 1) * k));
+
+        const gin = fill(d, r, counts[r]!, salt, off);
+        const gout = make(d, n);
+        await pg.allGatherV(gin, gout, counts);
+        const want = make(d, n);
+        let o = 0;
+        for (let j = 0; j < W; j++) { want.set(fill(d, j, counts[j]!, salt, o) as Float32Array & Uint16Array & Int32Array, o); o += counts[j]!; }
+        same(`allGatherV ${d} n=${n}`, d, gout, want);
+        const m = Math.min(n, 1000);
+        const gout2 = make(d, m * W);
+        await pg.allGather(fill(d, r, m, salt), gout2);
+        const want2 = make(d, m * W);
+        for (let j = 0; j < W; j++) want2.set(fill(d, j, m, salt) as Float32Array & Uint16Array & Int32Array, j * m);
+        same(`allGather ${d} n=${m}`, d, gout2, want2);
+      }
+      // broadcast from the last rank
+      salt++;
+      {
+        const root = W - 1;
+        const b = r === root ? fill(d, root, n, salt) : make(d, n);
+        await pg.broadcast(b, root);
+        same(`broadcast ${d} n=${n}`, d, b, fill(d, root, n, salt));
+      }
+      // all-to-all-v with awkward counts: rank s sends (n + s + t) % 11 (+ n/W for big n) to t
+      salt++;
+      {
+        const cnt = (s: number, t: number): number => ((n + 3 * s + t) % 11) + (n > 1000 ? Math.floor(n / (W * 4)) : 0) * (n > 0 ? 1 : 0);
+        const sendCounts = Array.from({ length: W }, (_, t) => (n === 0 ? 0 : cnt(r, t)));
+        const recvCounts = Array.from({ length: W }, (_, s) => (n === 0 ? 0 : cnt(s, r)));
+        const inp = fill(d, r, sendCounts.reduce((a, c) => a + c, 0), salt);
+        const out = make(d, recvCounts.reduce((a, c) => a + c, 0));
+        await pg.allToAllV(inp, sendCounts, out, recvCounts);
+        const want = make(d, out.length);
+        let o = 0;
+        for (let s = 0; s < W; s++) {
+          const sc = Array.from({ length: W }, (_, t) => (n === 0 ? 0 : cnt(s, t)));
+          const so = sc.slice(0, r).reduce((a, c) => a + c, 0);
+          want.set(fill(d, s, so + sc[r]!, salt).subarray(so) as Float32Array & Uint16Array & Int32Array, o);
+          o += sc[r]!;
+        }
+        same(`allToAllV ${d} n=${n}`, d, out, want);
+        const chunk = Math.min(n, 997);
+        const a2 = fill(d, r, chunk * W, salt), o2 = make(d, chunk * W);
+        await pg.allToAll(a2, o2);
+        const w2 = make(d, chunk * W);
+        for (let s = 0; s < W; s++) w2.set(fill(d, s, chunk * W, salt).subarray(r * chunk, (r + 1) * chunk) as Float32Array & Uint16Array & Int32Array, s * chunk);
+        same(`allToAll ${d} chunk=${chunk}`, d, o2, w2);
+      }
+    }
+  }
+  // send/recv around a ring, two tags in flight at once
+  if (W > 1) {
+    const a = fill('float32', r, 1001, 99), b = fill('int32', r, 5, 98);
+    const ra = new Float32Array(1001), rb = new Int32Array(5);
+    const next = (r + 1) % W, prev = (r + W - 1) % W;
+    await Promise.all([pg.send(a, next, 1).wait(), pg.send(b, next, 2).wait(), pg.recv(rb, prev, 2).wait(), pg.recv(ra, prev, 1).wait()]);
+    same('send/recv f32', 'float32', ra, fill('float32', prev, 1001, 99));
+    same('send/recv i32', 'int32', rb, fill('int32', prev, 5, 98));
+  }
+  await pg.barrier();
+  // Several collectives in flight at once (overlap), completed in any order.
+  {
+    const bufs = [0, 1, 2, 3].map((k) => fill('float32', r, k === 2 ? 300_001 : 1000 + k, 500 + k));
+    const works = bufs.map((b) => pg.allReduce(b));
+    for (const w of works.reverse()) await w.wait();
+    bufs.forEach((b, k) => same(`overlapped allreduce #${k}`, 'float32', b, reduceRef('float32', 'sum', W, b.length, 500 + k)));
+  }
+  // Non-integer data: ring result must be bit-identical on every rank.
+  for (const n of [1000, 1_000_003]) {
+    const b = new Float32Array(n);
+    for (let i = 0; i < n; i++) b[i] = Math.sin(i * 0.37 + r * 1.3) * 1e3;
+    const h = new Uint16Array(n);
+    for (let i = 0; i < n; i++) h[i] = f32ToBf16(Math.cos(i * 0.11 + r));
+    await pg.allReduce(b);
+    await pg.allReduce(h);
+    hashes[`f32-${n}`] = hashOf(b);
+    hashes[`bf16-${n}`] = hashOf(h);
+  }
+  // Sub-groups: even ranks and odd ranks.
+  if (W > 1) {
+    const mine = [...Array(W).keys()].filter((x) => x % 2 === r % 2);
+    const g = pg.newGroup(mine);
+    const b = new Float32Array(10).fill(r + 1);
+    await g.allReduce(b);
+    const want = mine.reduce((a, x) => a + x + 1, 0);
+    if (b[9] !== want) failures.push(`subgroup allreduce: got ${b[9]} want ${want}`);
+    await g.barrier();
+  }
+}
+
+async function main(): Promise<void> {
+  const pg = await initProcessGroup();
+  const r = pg.rank;
+  if (mode === 'collectives') {
+    await collectives(pg);
+    console.log(`RESULT ${JSON.stringify({ rank: r, world: pg.size, backend: pg.backend, failures, hashes })}`);
+  } else if (mode === 'watchdog') {
+    // Rank DIST_SKIP skips the 3rd allreduce and then idles (its event loop stays responsive).
+    const skip = Number(process.env.DIST_SKIP ?? '1');
+    const b = new Float32Array(100);
+    await pg.allReduce(b);
+    await pg.barrier();
+    if (r === skip) {
+      // Idle past the others' watchdog; by then the group has been aborted by its peers.
+      await new Promise((res) => setTimeout(res, Number(process.env.ATHANOR_WATCHDOG_S ?? '2') * 1000 + 3000));
+      try { await pg.allReduce(b); console.log('RESULT {"unexpected":"completed"}'); }
+      catch (e) { console.log(`RESULT ${JSON.stringify({ rank: r, error: (e as Error).message })}`); process.exit(7); }
+    } else {
+      try { await pg.allReduce(b); console.log('RESULT {"unexpected":"completed"}'); }
+      catch (e) { console.log(`RESULT ${JSON.stringify({ rank: r, error: (e as Error).message })}`); process.exit(7); }
+    }
+  } else if (mode === 'mismatch') {
+    const b = new Float32Array(100);
+    await pg.barrier();
+    try {
+      if (r === 0) await pg.broadcast(b, 0); else await pg.allReduce(b);
+      console.log('RESULT {"unexpected":"completed"}');
+    } catch (e) { console.log(`RESULT ${JSON.stringify({ rank: r, error: (e as Error).message })}`); process.exit(7); }
+  } else if (mode === 'peer-death') {
+    const victim = Number(process.env.DIST_VICTIM ?? '1');
+    const b = new Float32Array(1 << 20);
+    await pg.allReduce(b);
+    if (r === victim) { setTimeout(() => process.exit(9), 200); await new Promise(() => {}); }
+    try { await pg.allReduce(b); await pg.allReduce(b); console.log('RESULT {"unexpected":"completed"}'); }
+    catch (e) { console.log(`RESULT ${JSON.stringify({ rank: r, error: (e as Error).message })}`); process.exit(7); }
+  } else if (mode === 'launch-fail') {
+    // Rank DIST_VICTIM fails (exit 3 or SIGKILL itself); the others would idle for a minute.
+    const victim = Number(process.env.DIST_VICTIM ?? '1');
+    console.log(`hello from rank ${r} pid ${process.pid}`);
+    await pg.barrier();
+    if (r === victim) {
+      if (process.env.DIST_HOW === 'kill') process.kill(process.pid, 'SIGKILL');
+      else process.exit(3);
+    }
+    await new Promise((res) => setTimeout(res, 60_000));
+  } else if (mode === 'mesh') {
+    const dims = new ParallelDims({ world: pg.size, tp: Number(process.env.DIST_TP ?? '1'), pp: Number(process.env.DIST_PP ?? '1'), ep: Number(process.env.DIST_EP ?? '1') });
+    const mesh = dims.build(pg);
+    const got: Record<string, unknown> = {};
+    for (const d of ['tp', 'dp', 'pp', 'ep', 'edp'] as const) {
+      const g = mesh.get(d);
+      const b = new Int32Array([1 << r]);
+      await g.allReduce(b);
+      got[d] = { ranks: g.ranks, mask: b[0], rank: g.rank };
+    }
+    console.log(`RESULT ${JSON.stringify({ rank: r, coords: mesh.coords, groups: got })}`);
+  } else if (mode === 'launch-ok') {
+    const b = new Int32Array([r]);
+    await pg.allReduce(b);
+    console.log(`sum=${b[0]} rank=${r} world=${pg.size} env=${process.env.RANK}/${process.env.WORLD_SIZE}/${process.env.LOCAL_RANK}`);
+  }
+  await pg.destroy();
+}
+
+main().catch((e) => { console.error(`worker rank ${process.env.ATHANOR_RANK ?? process.env.OMPI_COMM_WORLD_RANK}: ${(e as Error).stack ?? e}`); process.exit(1); });
