@@ -82,7 +82,11 @@ function run(cmd: string, args: string[], env: Record<string, string> = {}): Pro
   });
 }
 
+// Measured on the 2-core dev box: OpenMPI's polling needs its default core binding (unbound,
+// small MPI allreduces took ~30 ms instead of ~70 us), while the socket transports lose ~10x
+// when node (main thread + libuv/GC threads) is pinned to one core. So: two runs.
 const MPIRUN = ['--allow-run-as-root', '--oversubscribe', '-np', '2'];
+const MPIRUN_UNBOUND = ['--allow-run-as-root', '--oversubscribe', '--bind-to', 'none', '-np', '2'];
 
 export async function runAllreduceBench(o: { maxBytes?: number; reps?: number; log?: (s: string) => void } = {}): Promise<BenchResult> {
   const maxBytes = o.maxBytes ?? 256 << 20, reps = Math.max(5, o.reps ?? 5);
@@ -94,14 +98,15 @@ export async function runAllreduceBench(o: { maxBytes?: number; reps?: number; l
   let res: Record<string, Record<number, number>> = {};
   let p2p: Record<string, number> = {};
   if (!mpiMissing) {
-    const r = await run('mpirun', [...MPIRUN, '-x', 'BENCH_MAX_BYTES', '-x', 'BENCH_REPS', process.execPath, HERE, '--worker'], env);
-    const line = r.stdout.split('\n').find((l) => l.startsWith('BENCH '));
-    if (r.code !== 0 || !line) throw new Error(`allreduce-bench: worker run failed (${r.code})\n${r.stderr}\n${r.stdout}`);
-    ({ res, p2p } = JSON.parse(line.slice(6)) as { res: typeof res; p2p: typeof p2p });
+    for (const [flags, backends] of [[MPIRUN_UNBOUND, 'tcp,unix'], [MPIRUN, 'mpi']] as const) {
+      const r = await run('mpirun', [...flags, '-x', 'BENCH_MAX_BYTES', '-x', 'BENCH_REPS', '-x', 'BENCH_BACKENDS', process.execPath, HERE, '--worker'], { ...env, BENCH_BACKENDS: backends });
+      const line = r.stdout.split('\n').find((l) => l.startsWith('BENCH '));
+      if (r.code !== 0 || !line) throw new Error(`allreduce-bench: worker run failed (${r.code})\n${r.stderr}\n${r.stdout}`);
+      const got = JSON.parse(line.slice(6)) as { res: typeof res; p2p: typeof p2p };
+      Object.assign(res, got.res); Object.assign(p2p, got.p2p);
+    }
   } else {
     notes.push(`MPI columns skipped: ${mpiMissing}`);
-    const { launch } = await import('../src/dist/launcher.js');
-    void launch;
     const r = await run(process.execPath, [path.join(ROOT, 'dist/src/dist/launcher.js'), '--nproc-per-node', '2', '--', 'node', HERE, '--worker'], { ...env, BENCH_BACKENDS: 'tcp,unix' });
     const line = r.stdout.split('\n').find((l) => l.includes('BENCH '));
     if (r.code !== 0 || !line) throw new Error(`allreduce-bench: worker run failed (${r.code})\n${r.stderr}`);

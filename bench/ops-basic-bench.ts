@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Rng } from '../src/core/rng.js';
-import { fromStorage, type Tensor } from '../src/core/tensor.js';
+import { empty, type Tensor } from '../src/core/tensor.js';
 import { scope } from '../src/core/scope.js';
 import { noGrad } from '../src/autograd/tape.js';
 import { kernelThreads, setKernelThreads } from '../src/backend/dispatch.js';
@@ -62,10 +62,11 @@ function timeit(fn: () => void, reps: number, minRep: number): number {
   return times[Math.floor(times.length / 2)]!;
 }
 
+/** Inputs come from the buffer pool like the activations they stand for. */
 function randn(n: number, rng: Rng): Tensor {
-  const d = new Float32Array(n);
-  rng.fillNormal(d);
-  return fromStorage(d, [n], 'float32').keep();
+  const t = empty([n], 'float32').keep();
+  rng.fillNormal(t.data as Float32Array);
+  return t;
 }
 
 interface PeerKey { op: string; variant: string; n: number }
@@ -102,7 +103,7 @@ function athanorSeconds(op: 'add' | 'gelu' | 'bf16_cast', variant: 'alloc' | 'ou
     ? variant === 'alloc' ? () => noGrad(() => scope(() => { add(a, b); })) : (() => { const c = randn(n, rng); return () => binaryInto(BIN.add, c, a, b); })()
     : op === 'gelu' ? () => noGrad(() => scope(() => { gelu(a); }))
     : variant === 'alloc' ? () => noGrad(() => scope(() => { cast(a, 'bfloat16'); }))
-    : (() => { const y = new Uint16Array(n); const x = a.data as Float32Array; return () => castContig(n, 'float32', x, 0, 'bfloat16', y, 0); })();
+    : (() => { const y = empty([n], 'bfloat16').keep().data; const x = a.data as Float32Array; return () => castContig(n, 'float32', x, 0, 'bfloat16', y, 0); })();
   return timeit(fn, reps, minRep);
 }
 

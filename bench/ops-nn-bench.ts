@@ -27,8 +27,10 @@ export interface OpsNnRow {
   bytes: number;
   athanorGBps: number;
   torchGBps: number | null;
-  /** athanor / torch (> 1: Athanor faster). */
+  /** athanor / torch on medians (> 1: Athanor faster). */
   ratio: number | null;
+  /** The same on the fastest rep of each side: steadier when the machine is shared. */
+  ratioMin: number | null;
 }
 
 export interface OpsNnBenchOptions {
@@ -71,7 +73,7 @@ function shapeOf(s: Spec): Record<string, number> {
   return out;
 }
 
-function timeit(fn: () => void, reps: number, minRep: number): number {
+function timeit(fn: () => void, reps: number, minRep: number): { median: number; min: number } {
   const run = (k: number) => {
     const t = process.hrtime.bigint();
     for (let i = 0; i < k; i++) fn();
@@ -84,7 +86,7 @@ function timeit(fn: () => void, reps: number, minRep: number): number {
   const times: number[] = [];
   for (let r = 0; r < reps; r++) times.push(run(inner) / inner);
   times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]!;
+  return { median: times[Math.floor(times.length / 2)]!, min: times[0]! };
 }
 
 function randn(shape: number[], rng: Rng): Tensor {
@@ -94,7 +96,7 @@ function randn(shape: number[], rng: Rng): Tensor {
 }
 
 /** Seconds per op on the Athanor side. */
-function athanorSeconds(s: Spec, reps: number, minRep: number): number {
+function athanorSeconds(s: Spec, reps: number, minRep: number): { median: number; min: number } {
   const rng = new Rng(1);
   const { rows, cols } = s;
   switch (s.op) {
@@ -140,20 +142,20 @@ function athanorSeconds(s: Spec, reps: number, minRep: number): number {
   }
 }
 
-function torchRows(specs: Spec[], threads: number, reps: number, minRep: number, log: (s: string) => void): Map<string, number> {
+function torchRows(specs: Spec[], threads: number, reps: number, minRep: number, log: (s: string) => void): Map<string, { median: number; min: number }> {
   const script = join(projectRoot(), 'bench', 'peers', 'torch-ops.py');
   const spec = JSON.stringify({ threads, reps, ops: specs.map(torchSpec) });
   const r = spawnSync('/usr/bin/python3', [script, '--threads', String(threads), '--min-rep-s', String(minRep), spec], { encoding: 'utf8', timeout: 600_000 });
-  const out = new Map<string, number>();
+  const out = new Map<string, { median: number; min: number }>();
   if (r.status !== 0) {
     log(`torch peer unavailable (${r.error?.message ?? (r.stderr || '').trim().split('\n').pop() ?? `exit ${r.status}`}); ratios omitted`);
     return out;
   }
   for (const line of r.stdout.split('\n')) {
     if (!line.trim()) continue;
-    const rec = JSON.parse(line) as { op: string; shape?: Record<string, number>; gb_per_s?: number };
-    if (rec.gb_per_s === undefined || !rec.shape) continue;
-    out.set(`${rec.op}:${JSON.stringify(rec.shape)}`, rec.gb_per_s);
+    const rec = JSON.parse(line) as { op: string; shape?: Record<string, number>; median_s?: number; min_s?: number };
+    if (rec.median_s === undefined || rec.min_s === undefined || !rec.shape) continue;
+    out.set(`${rec.op}:${JSON.stringify(rec.shape)}`, { median: rec.median_s, min: rec.min_s });
   }
   return out;
 }
@@ -167,16 +169,21 @@ export async function runOpsNnBench(opts: OpsNnBenchOptions = {}): Promise<OpsNn
     setKernelThreads(threads);
     setBlasThreads(threads);
     const peer = torchRows(SPECS, threads, reps, minRep, log);
-    log(`threads ${threads}: op            shape                      Athanor GB/s   PyTorch GB/s   ratio`);
+    log(`threads ${threads}: op            shape                      Athanor GB/s   PyTorch GB/s   ratio   (on best reps: GB/s, GB/s, ratio)`);
     for (const s of SPECS) {
       const sec = athanorSeconds(s, reps, minRep);
       const bytes = bytesOf(s);
-      const gbps = bytes / sec / 1e9;
+      const gbps = bytes / sec.median / 1e9, gbpsMin = bytes / sec.min / 1e9;
       const shape = shapeOf(s);
-      const tg = peer.get(`${s.op}:${JSON.stringify(shape)}`) ?? null;
-      const row: OpsNnRow = { op: s.op, shape, threads, bytes, athanorGBps: gbps, torchGBps: tg, ratio: tg ? gbps / tg : null };
+      const t = peer.get(`${s.op}:${JSON.stringify(shape)}`) ?? null;
+      const tg = t ? bytes / t.median / 1e9 : null, tgMin = t ? bytes / t.min / 1e9 : null;
+      const row: OpsNnRow = {
+        op: s.op, shape, threads, bytes, athanorGBps: gbps, torchGBps: tg,
+        ratio: tg ? gbps / tg : null, ratioMin: tgMin ? gbpsMin / tgMin : null,
+      };
       rows.push(row);
-      log(`  ${s.op.padEnd(14)} ${JSON.stringify(shape).padEnd(26)} ${gbps.toFixed(2).padStart(12)}   ${tg === null ? '         -' : tg.toFixed(2).padStart(12)}   ${row.ratio === null ? '-' : row.ratio.toFixed(2) + 'x'}`);
+      const f = (v: number | null, w = 12) => (v === null ? '-'.padStart(w) : v.toFixed(2).padStart(w));
+      log(`  ${s.op.padEnd(14)} ${JSON.stringify(shape).padEnd(26)} ${f(gbps)}   ${f(tg)}   ${row.ratio === null ? '  -  ' : row.ratio.toFixed(2) + 'x'}   (${f(gbpsMin, 6)}, ${f(tgMin, 6)}, ${row.ratioMin === null ? '-' : row.ratioMin.toFixed(2) + 'x'})`);
     }
   }
   return rows;

@@ -258,6 +258,26 @@ static void norm_bwd(const float *dy, const float *x, const float *w, const floa
         }
         float mg = mean ? sg / (float)C : 0.f, mgx = sgx / (float)C;
         float *dr = dx + i * C;
+        if (pw) { /* one pass: dx and the dweight/dbias partials together */
+          if (acc) {
+#pragma omp simd
+            for (int64_t j = 0; j < C; j++) {
+              float xh = (xr[j] - mu) * rs;
+              dr[j] += rs * (gr[j] * w[j] - mg - xh * mgx);
+              pw[j] += gr[j] * xh;
+              pb[j] += gr[j];
+            }
+          } else {
+#pragma omp simd
+            for (int64_t j = 0; j < C; j++) {
+              float xh = (xr[j] - mu) * rs;
+              dr[j] = rs * (gr[j] * w[j] - mg - xh * mgx);
+              pw[j] += gr[j] * xh;
+              pb[j] += gr[j];
+            }
+          }
+          continue;
+        }
         if (acc) {
 #pragma omp simd
           for (int64_t j = 0; j < C; j++) dr[j] += rs * (gr[j] * w[j] - mg - (xr[j] - mu) * rs * mgx);

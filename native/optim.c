@@ -4,25 +4,11 @@
  * Scalars that depend only on the step (bias corrections, decayed lr) are computed
  * in double by the caller and passed in, exactly as PyTorch computes them in Python.
  * Float math is float32 per element, in PyTorch's operation order. */
-#define _GNU_SOURCE
-#include <dlfcn.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #define PAR_MIN 32768
-
-/* koffi dlclose()s this library when node exits; if an OpenMP worker is still
- * spinning in libgomp at that moment, unmapping libgomp crashes the process
- * (SIGSEGV at exit, seen in about half of short runs). Pinning this library and
- * libgomp with RTLD_NODELETE keeps their code mapped until the process is gone.
- * Belongs in runtime.c (or -Wl,-z,nodelete in the build); harmless twice. */
-__attribute__((constructor)) static void athn_optim_pin_library(void) {
-  Dl_info info;
-  if (dladdr((void *)&athn_optim_pin_library, &info) && info.dli_fname)
-    dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
-  dlopen("libgomp.so.1", RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
-}
 
 /* PyTorch torch.optim.AdamW (single-tensor path):
  *   p *= 1 - lr*wd;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;

@@ -27,7 +27,7 @@ let lastErr = '';
 for (const flags of attempts) {
   try {
     const tmp = out + '.tmp';
-    execFileSync(cc, [...flags, '-o', tmp, ...sources, '-lm'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    execFileSync(cc, [...flags, '-o', tmp, ...sources, '-lm', '-ldl', '-Wl,-z,nodelete'], { stdio: ['ignore', 'pipe', 'pipe'] });
     renameSync(tmp, out);
     console.log(`athanor: built ${out} (${cc} ${flags.join(' ')}; avx2+fma: ${hasAvx2})`);
     process.exit(0);

@@ -10,8 +10,9 @@ import { Rng } from '../src/core/rng.js';
 import type { GradCase } from './gradcheck-cases/types.js';
 import { basicCases } from './gradcheck-cases/basic.js';
 import { nnCases } from './gradcheck-cases/nn.js';
+import { autogradCases } from './gradcheck-cases/autograd.js';
 
-const cases: GradCase[] = [...basicCases, ...nnCases];
+const cases: GradCase[] = [...basicCases, ...nnCases, ...autogradCases];
 
 test('every gradient rule has a finite-difference check', () => {
   const covered = new Set(cases.map((c) => c.op));

@@ -35,6 +35,24 @@ ENGLISH_FILES = [
 ]
 CHINESE_FILES = ["tang300", "song100", "chinese"]
 
+BOOKS = {  # `bible -f` abbreviations -> names used in the chapter headings
+    "Ge": "Genesis", "Exo": "Exodus", "Lev": "Leviticus", "Num": "Numbers", "Deu": "Deuteronomy",
+    "Josh": "Joshua", "Jdgs": "Judges", "Ruth": "Ruth", "1Sm": "1 Samuel", "2Sm": "2 Samuel",
+    "1Ki": "1 Kings", "2Ki": "2 Kings", "1Chr": "1 Chronicles", "2Chr": "2 Chronicles",
+    "Ezra": "Ezra", "Neh": "Nehemiah", "Est": "Esther", "Job": "Job", "Psa": "Psalms",
+    "Prv": "Proverbs", "Eccl": "Ecclesiastes", "SSol": "Song of Solomon", "Isa": "Isaiah",
+    "Jer": "Jeremiah", "Lam": "Lamentations", "Eze": "Ezekiel", "Dan": "Daniel", "Hos": "Hosea",
+    "Joel": "Joel", "Amos": "Amos", "Obad": "Obadiah", "Jonah": "Jonah", "Mic": "Micah",
+    "Nahum": "Nahum", "Hab": "Habakkuk", "Zep": "Zephaniah", "Hag": "Haggai", "Zec": "Zechariah",
+    "Mal": "Malachi", "Mat": "Matthew", "Mark": "Mark", "Luke": "Luke", "John": "John",
+    "Acts": "Acts", "Rom": "Romans", "1Cor": "1 Corinthians", "2Cor": "2 Corinthians",
+    "Gal": "Galatians", "Eph": "Ephesians", "Phi": "Philippians", "Col": "Colossians",
+    "1Th": "1 Thessalonians", "2Th": "2 Thessalonians", "1Tim": "1 Timothy", "2Tim": "2 Timothy",
+    "Titus": "Titus", "Phmn": "Philemon", "Heb": "Hebrews", "Jas": "James", "1Pet": "1 Peter",
+    "2Pet": "2 Peter", "1Jn": "1 John", "2Jn": "2 John", "3Jn": "3 John", "Jude": "Jude",
+    "Rev": "Revelation",
+}
+
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[@-Z\\-_]")
 OVERSTRIKE_RE = re.compile(r".\x08")  # nroff-style bold/underline: "_\bx" -> "x"
 # CJK ideographs plus CJK and fullwidth punctuation: what "Chinese bytes" means in the stats.
@@ -92,7 +110,7 @@ def read_bible(max_bytes, rng):
             chapters[key] = []
             order.append(key)
         chapters[key].append(f"{m.group(3)} {m.group(4)}")
-    docs = [clean(f"{b} {c}\n\n" + "\n".join(chapters[(b, c)])) for (b, c) in order]
+    docs = [clean(f"{BOOKS.get(b, b)} {c}\n\n" + "\n".join(chapters[(b, c)])) for (b, c) in order]
     rng.shuffle(docs)
     picked, total = [], 0
     for d in docs:

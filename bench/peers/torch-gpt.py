@@ -14,7 +14,8 @@ Both torch's intra-op pool and OpenBLAS's pool (Debian torch's float32 matmul) g
 Output: one JSON line
   {"bench": "torch-gpt", "model": "gpt-small", "params", "threads", "batch", "seq", "steps",
    "tokens_per_s" (median over timed steps of batch*seq / step seconds),
-   "tokens_per_s_mean", "step_s", "forward_s", "backward_s", "optimizer_s" (medians per step),
+   "tokens_per_s_mean", "tokens_per_s_best" (fastest step: least disturbed by other load),
+   "step_s", "forward_s", "backward_s", "optimizer_s" (medians per step),
    "peak_rss_mb" (ru_maxrss), "torch", "openblas" (library whose thread count was set), "foreach"}
 """
 import argparse
@@ -86,6 +87,7 @@ def main():
         "batch": a.batch, "seq": a.seq, "steps": a.steps, "warmup_steps": a.warmup_steps,
         "tokens_per_s": round(tokens / med(step), 2),
         "tokens_per_s_mean": round(tokens * len(step) / sum(step), 2),
+        "tokens_per_s_best": round(tokens / min(step), 2),
         "step_s": round(med(step), 4), "forward_s": round(med(fwd), 4), "backward_s": round(med(bwd), 4),
         "optimizer_s": round(med(optim), 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

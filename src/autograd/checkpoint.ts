@@ -12,18 +12,25 @@ export interface CheckpointCtx {
   nInputs: number;
   rng?: Rng;
   rngState?: number[];
+  /** Runs before the recomputation (e.g. gather sharded parameters). */
+  before?: () => void;
+  /** Runs after the recomputed graph's backward (e.g. reduce-scatter and release parameters). */
+  after?: () => void;
 }
 
-export function checkpoint(run: (xs: Tensor[]) => Tensor, inputs: Tensor[], params: Tensor[] = [], rng?: Rng): Tensor {
+export function checkpoint(
+  run: (xs: Tensor[]) => Tensor, inputs: Tensor[], params: Tensor[] = [], rng?: Rng,
+  hooks: { before?: () => void; after?: () => void } = {},
+): Tensor {
   if (!isGradEnabled() || ![...inputs, ...params].some((t) => t.requiresGrad)) return run(inputs);
   const rngState = rng?.getState();
   const out = noGrad(() => run(inputs));
-  return record('checkpoint', { run, nInputs: inputs.length, rng, rngState }, [...inputs, ...params], out);
+  return record('checkpoint', { run, nInputs: inputs.length, rng, rngState, ...hooks }, [...inputs, ...params], out);
 }
 
 /** Gradient rule for 'checkpoint' (joined into the table by grad-rules.ts). */
 export function checkpointGrad(node: { attrs: CheckpointCtx; inputs: readonly Tensor[] }, gOut: Tensor): void {
-  const { run, nInputs, rng, rngState } = node.attrs;
+  const { run, nInputs, rng, rngState, before, after: afterHook } = node.attrs;
   const inputs = node.inputs.slice(0, nInputs);
   // Detached leaves share storage with the real inputs; their grads are folded back after.
   const detached = inputs.map((x) => {
@@ -33,6 +40,7 @@ export function checkpointGrad(node: { attrs: CheckpointCtx; inputs: readonly Te
   });
   const after = rng?.getState();
   if (rng && rngState) rng.setState(rngState);
+  before?.();
   const prev = setGradEnabled(true);
   try {
     const out = run(detached);
@@ -41,6 +49,7 @@ export function checkpointGrad(node: { attrs: CheckpointCtx; inputs: readonly Te
     setGradEnabled(prev);
     if (rng && after) rng.setState(after);
   }
+  afterHook?.();
   detached.forEach((d, i) => {
     if (d.grad) {
       accumulateGrad(inputs[i]!, d.grad, true);

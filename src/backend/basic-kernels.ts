@@ -21,6 +21,10 @@ export interface View {
 
 const MAX_DIMS = 16;
 
+// Bind the native kernels up front so the buffer pool's huge-page advice is in place
+// before the first large activations are allocated.
+nativeBasic();
+
 function count(shape: readonly number[]): number {
   let n = 1;
   for (let i = 0; i < shape.length; i++) n *= shape[i]!;
@@ -47,6 +51,7 @@ function fillMeta(meta: Int32Array, shape: readonly number[], strides: readonly 
 const UNIT_SHAPE: number[] = [0];
 const UNIT: number[] = [1];
 const UNIT3: number[][] = [UNIT, UNIT, UNIT];
+const UNIT_SCALAR: number[][] = [UNIT, UNIT, [0]];
 
 function flatContiguous(v: View): boolean {
   return isContiguous(v.shape, v.strides);
@@ -65,6 +70,11 @@ export function binaryInto(op: BinCode, out: View, a: View, b: View): void {
     UNIT_SHAPE[0] = n;
     shape = UNIT_SHAPE;
     strides = UNIT3;
+  } else if (count(b.shape) === 1 && sameShape(a.shape, out.shape) && flatContiguous(out) && flatContiguous(a)) {
+    // tensor op scalar: the common `x * 0.5` case, without broadcast bookkeeping
+    UNIT_SHAPE[0] = n;
+    shape = UNIT_SHAPE;
+    strides = UNIT_SCALAR;
   } else {
     const c = coalesce(out.shape, [out.strides, broadcastStrides(a.shape, a.strides, out.shape), broadcastStrides(b.shape, b.strides, out.shape)]);
     shape = c.shape;
@@ -76,7 +86,7 @@ export function binaryInto(op: BinCode, out: View, a: View, b: View): void {
     lib.binary(op, nd, lib.meta, out.data as Float32Array, out.offset, a.data, a.offset, b.data, b.offset);
     return;
   }
-  if (shape === UNIT_SHAPE) ref.binaryRow(op, n, out.data as FArr, out.offset, 1, a.data as FArr, a.offset, 1, b.data as FArr, b.offset, 1);
+  if (shape === UNIT_SHAPE) ref.binaryRow(op, n, out.data as FArr, out.offset, 1, a.data as FArr, a.offset, 1, b.data as FArr, b.offset, strides === UNIT3 ? 1 : 0);
   else ref.binaryRef(op, shape, strides, out.data as FArr, out.offset, a.data as FArr, a.offset, b.data as FArr, b.offset);
 }
 
@@ -137,7 +147,7 @@ export function sumInto(out: FArr, oOff: number, x: View, reduced: readonly bool
   const os = contiguousStrides(keptShape).map((s, i) => (reduced[i] ? 0 : s));
   const n = count(x.shape);
   if (n === 0) {
-    for (let k = 0; k < outN; k++) out[oOff + k] = 0;
+    for (let k = 0; k < outN; k++) out[oOff + k] = 0 * scale; // mean of nothing is NaN, as in PyTorch
     return;
   }
   const c = coalesce(x.shape, [x.strides, os]);
@@ -164,7 +174,7 @@ export function maxAlong(x: View, axis: number, vals: FArr, idx: Int32Array): vo
   else ref.maxRef(outer, len, inner, x.data as FArr, x.offset, vals, 0, idx, 0);
 }
 
-function axisLayout(x: View, index: View, axis: number): { xs: number[]; axStride: number; axLen: number } {
+function axisLayout(x: View, axis: number): { xs: number[]; axStride: number; axLen: number } {
   const xs = x.strides.slice();
   const axStride = xs[axis]!;
   xs[axis] = 0;
@@ -175,7 +185,7 @@ function axisLayout(x: View, index: View, axis: number): { xs: number[]; axStrid
 export function gatherInto(out: View, x: View, index: View, axis: number): void {
   const n = count(index.shape);
   if (n === 0) return;
-  const { xs, axStride, axLen } = axisLayout(x, index, axis);
+  const { xs, axStride, axLen } = axisLayout(x, axis);
   const c = coalesce(index.shape, [out.strides, xs, index.strides]);
   const lib = nat(x.data, n);
   let bad: number;
@@ -192,7 +202,7 @@ export function gatherInto(out: View, x: View, index: View, axis: number): void 
 export function scatterAddInto(dx: View, g: View, index: View, axis: number): void {
   const n = count(index.shape);
   if (n === 0) return;
-  const { xs, axStride, axLen } = axisLayout(dx, index, axis);
+  const { xs, axStride, axLen } = axisLayout(dx, axis);
   const c = coalesce(index.shape, [xs, g.strides, index.strides]);
   const lib = nat(dx.data, n);
   let bad: number;

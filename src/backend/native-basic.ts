@@ -3,6 +3,7 @@
 // their layout from one shared Int32Array (`meta`): shape[nd], then one strides[nd]
 // block per operand.
 import { nativeKernels } from './native.js';
+import { pool } from '../core/buffer-pool.js';
 
 type Arr = Float32Array | Float64Array | Int32Array | Uint16Array;
 
@@ -60,10 +61,23 @@ export function nativeBasic(): NativeBasic | null {
       f32ToF64: lib.func('void athn_f32_to_f64(int, const float *, int, double *, int)'),
       f64ToF32: lib.func('void athn_f64_to_f32(int, const double *, int, float *, int)'),
     };
+    installHugePageAdvice(lib);
   } catch (e) {
     // An older build/libathanor.so without basic.c: stay on the reference kernels.
     process.stderr.write(`athanor: native basic kernels unavailable (${(e as Error).message}); rebuild with \`npm install\`\n`);
     fns = null;
   }
   return fns;
+}
+
+/** Buffers at least this big get transparent huge pages (ATHANOR_HUGEPAGES=0 turns it off). */
+const HUGE_MIN_BYTES = 4 << 20;
+
+function installHugePageAdvice(lib: NonNullable<ReturnType<typeof nativeKernels>>): void {
+  if (process.env.ATHANOR_HUGEPAGES === '0' || process.platform !== 'linux' || pool.onAllocate) return;
+  const advise: (p: ArrayBufferView, bytes: number) => number = lib.func('int athn_advise_hugepages(void *, double)');
+  // Fresh pool buffers are untouched (calloc'ed) pages, so the advice takes effect on first write.
+  pool.onAllocate = (buf) => {
+    if (buf.byteLength >= HUGE_MIN_BYTES) advise(buf, buf.byteLength);
+  };
 }

@@ -46,6 +46,19 @@ export function projectRoot(): string {
   return process.cwd();
 }
 
+/**
+ * OpenMP (our kernels) and OpenBLAS (GEMM) keep separate thread pools, and both spin
+ * after finishing work by default (libgomp ~300k iterations, OpenBLAS 2^28 cycles).
+ * A training step alternates kernel → GEMM → kernel, so each pool's spinning threads
+ * steal the cores the other pool needs: measured 10x slower attention with 2 threads
+ * on 2 cores. Both read these variables once, when their library is loaded, so they
+ * are defaulted here (never overriding the user's) before the first load.
+ */
+function quietThreadPools(): void {
+  if (process.env.OMP_WAIT_POLICY === undefined && process.env.GOMP_SPINCOUNT === undefined) process.env.GOMP_SPINCOUNT = '0';
+  if (process.env.OPENBLAS_THREAD_TIMEOUT === undefined && process.env.GOTO_THREAD_TIMEOUT === undefined) process.env.OPENBLAS_THREAD_TIMEOUT = '4';
+}
+
 export function nativeKernels(): KoffiLib | null {
   if (kernelLib !== undefined) return kernelLib;
   kernelLib = null;
@@ -57,6 +70,7 @@ export function nativeKernels(): KoffiLib | null {
     notice(`native kernel library not found at ${path} (run \`npm install\` with a C compiler present); using TypeScript reference kernels, which are much slower`);
     return null;
   }
+  quietThreadPools();
   try {
     kernelLib = k.load(path) as KoffiLib;
   } catch (e) {
@@ -72,6 +86,7 @@ export function openblas(): KoffiLib | null {
   const k = koffi();
   if (!k) return null;
   const candidates = [process.env.ATHANOR_BLAS_LIB, 'libopenblas.so.0', 'libopenblas.so', 'libopenblas.dylib'].filter(Boolean) as string[];
+  quietThreadPools();
   for (const c of candidates) {
     try {
       blasLibrary = k.load(c) as KoffiLib;

@@ -17,6 +17,8 @@ export class BufferPool {
   enabled = true;
   /** Upper bound on idle pooled bytes; beyond it released buffers are left to the GC. */
   maxPooledBytes = 8 * 1024 ** 3;
+  /** Sees each newly allocated buffer before first use (the native backend requests huge pages for big ones). */
+  onAllocate: ((buf: Storage) => void) | null = null;
   private free = new Map<string, Storage[]>();
   private s: PoolStats = { hits: 0, misses: 0, releases: 0, pooledBytes: 0, allocatedBytes: 0 };
 
@@ -33,6 +35,7 @@ export class BufferPool {
       this.s.misses++;
     }
     const buf = allocStorage(dtype, n);
+    if (this.onAllocate) this.onAllocate(buf);
     this.s.allocatedBytes += buf.byteLength;
     return buf;
   }

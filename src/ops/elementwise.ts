@@ -23,7 +23,7 @@ function binary(op: BinCode, name: 'add' | 'sub' | 'mul' | 'div', a: Tensor, b: 
   const bt = typeof b === 'number' ? scalar(b, a.dtype) : b;
   if (a.dtype !== bt.dtype) throw new Error(`${name}: dtype mismatch ${a.dtype} vs ${bt.dtype}`);
   assertFloat(a, name);
-  const shape = sameShape(a.shape, bt.shape) ? a.shape : broadcastShapes(a.shape, bt.shape, name);
+  const shape = bt.shape.length === 0 || sameShape(a.shape, bt.shape) ? a.shape : broadcastShapes(a.shape, bt.shape, name);
   const out = empty(shape, a.dtype);
   binaryInto(op, out, a, bt);
   return record(name, NO_ATTRS, [a, bt], out);

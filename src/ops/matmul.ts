@@ -167,14 +167,9 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
 /** x (..., in) @ weight (out, in)^T + bias (out,) → (..., out); weight in PyTorch layout. */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   if (weight.ndim !== 2) throw new Error(`linear: weight must be 2-D (out, in), got ${shapeStr(weight.shape)}`);
-  if (x.ndim < 1 || x.shape[x.ndim - 1] !== weight.shape[1]) {
+  if (x.ndim < 2) throw new Error(`linear: input must have at least 2 dims (N, in), got ${shapeStr(x.shape)}`);
+  if (x.shape[x.ndim - 1] !== weight.shape[1]) {
     throw new Error(`linear: input ${shapeStr(x.shape)} does not end in in_features=${weight.shape[1]} of weight ${shapeStr(weight.shape)}`);
-  }
-  if (x.ndim === 1) {
-    const x2 = x.view([1, x.shape[0]!], [0, x.strides[0]!], x.offset);
-    if (x.requiresGrad) throw new Error('linear: 1-D inputs that require grad are not supported; pass (1, in)');
-    const y = matmul(x2, weight, { transB: true, bias: bias ?? null });
-    return y.view([weight.shape[0]!], [1], 0);
   }
   return matmul(x, weight, { transB: true, bias: bias ?? null });
 }

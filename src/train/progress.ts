@@ -17,11 +17,13 @@ export interface StepMetrics {
 
 export class Progress {
   private readonly tty: boolean;
+  private readonly quiet: boolean;
   private lastLine = 0;
   private readonly start = Date.now();
 
   constructor(private readonly totalSteps: number, private readonly metricsPath: string | null, opts: { tty?: boolean; quiet?: boolean } = {}) {
-    this.tty = !opts.quiet && (opts.tty ?? Boolean(process.stderr.isTTY));
+    this.quiet = Boolean(opts.quiet);
+    this.tty = !this.quiet && (opts.tty ?? Boolean(process.stderr.isTTY));
     if (metricsPath) mkdirSync(dirname(metricsPath), { recursive: true });
   }
 
@@ -32,6 +34,7 @@ export class Progress {
 
   step(m: StepMetrics, logEvery: number, startStep: number): void {
     this.record('step', { ...m });
+    if (this.quiet) return;
     const done = m.step - startStep;
     const rate = done / Math.max(1e-9, (Date.now() - this.start) / 1000);
     const eta = rate > 0 ? (this.totalSteps - m.step) / rate : 0;
@@ -51,6 +54,7 @@ export class Progress {
 
   /** A line that must stay visible (evaluation, checkpoint, warnings). */
   log(msg: string): void {
+    if (this.quiet) return;
     if (this.tty) process.stderr.write('\r\x1b[2K');
     console.log(msg);
   }

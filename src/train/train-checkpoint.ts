@@ -91,13 +91,14 @@ export function loadParams(r: CheckpointReader, named: [string, Tensor][], range
 }
 
 /** Restores AdamW state for whatever ranges this optimizer's slots cover. */
-export function loadOptimizer(r: CheckpointReader, opt: AdamW, meta: NonNullable<TrainState['optimizer']>): void {
+export function loadOptimizer(r: CheckpointReader, opt: AdamW, meta: NonNullable<TrainState['optimizer']>, offsetOf: (slot: string) => number = () => 0): void {
   const state: OptimizerStateDict['state'] = {};
   for (const s of opt.slots()) {
     const step = meta.slotSteps[s.name] ?? 0;
     if (step === 0) continue;
     const buffers: Record<string, Float32Array | Float64Array> = {};
-    for (const buf of ['exp_avg', 'exp_avg_sq']) buffers[buf] = r.readRange(`optim.${buf}.${s.name}`, s.start, s.end) as Float32Array;
+    const off = offsetOf(s.name);
+    for (const buf of ['exp_avg', 'exp_avg_sq']) buffers[buf] = r.readRange(`optim.${buf}.${s.name}`, off + s.start, off + s.end) as Float32Array;
     state[s.name] = { step, start: s.start, end: s.end, buffers };
   }
   const sd = opt.stateDict();

@@ -37,6 +37,10 @@ export interface GradSync {
   saveCheckpoint?: (root: string, model: GPT, optim: TrainOptimizer, st: TrainState) => Promise<string>;
   /** Collective checkpoint load. */
   loadCheckpoint?: (dir: string, model: GPT, optim: TrainOptimizer) => TrainState;
+  /** Runs before each micro-batch forward (e.g. ZeRO-3 gathers the embedding/head parameters). */
+  beforeForward?: () => void;
+  /** Runs after an evaluation pass (ZeRO-3 releases what beforeForward gathered). */
+  afterEval?: () => void;
   /** Prepares the model after construction (e.g. ZeRO-3 parameter sharding). */
   setupModel?: (model: GPT) => void;
 }
@@ -132,6 +136,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     let lossSum = 0;
     for (let micro = 0; micro < cfg.train.gradAccum; micro++) {
       const batch = loader.next(B);
+      sync.beforeForward?.();
       lossSum += scope(() => {
         const x = fromStorage(batch.x, [B, T], 'int32');
         const y = fromStorage(batch.y, [B, T], 'int32');
@@ -168,7 +173,10 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     const timeUp = cfg.train.maxSeconds > 0 && elapsed >= cfg.train.maxSeconds;
     const last = step === cfg.train.steps || timeUp;
     if ((cfg.train.evalEvery > 0 && step % cfg.train.evalEvery === 0) || last) {
-      const vl = await sync.meanScalar(evaluate(model, valSrc, cfg));
+      sync.beforeForward?.();
+      const local = evaluate(model, valSrc, cfg, sync.rank, sync.world);
+      sync.afterEval?.();
+      const vl = await sync.meanScalar(local);
       valLosses.push({ step, loss: vl });
       progress.record('eval', { step, valLoss: vl });
       if (isMain) progress.log(`step ${step}: validation loss ${vl.toFixed(4)} (elapsed ${fmtTime(elapsed)})`);
@@ -208,11 +216,13 @@ function openData(cfg: TrainConfig) {
 }
 
 /** Mean validation loss over the first `evalBatches` sequential batches (same batches every time). */
-export function evaluate(model: GPT, src: ReturnType<typeof openIndexedDataset>, cfg: TrainConfig): number {
+export function evaluate(model: GPT, src: ReturnType<typeof openIndexedDataset>, cfg: TrainConfig, rank = 0, world = 1): number {
+  // The same global validation batches whatever the data-parallel layout: each rank
+  // takes its B rows of every global batch of B × world.
   const T = cfg.model.seqLen, B = cfg.train.microBatch;
-  const loader = new TokenLoader(src, { T, seed: 0, shuffle: false });
-  const n = Math.min(cfg.train.evalBatches, Math.max(1, Math.floor(loader.numWindows / B)));
-  const rows = Math.min(B, loader.numWindows);
+  const loader = new TokenLoader(src, { T, seed: 0, shuffle: false, rank, worldSize: world });
+  const n = Math.min(cfg.train.evalBatches, Math.max(1, Math.floor(loader.numWindows / (B * world))));
+  const rows = Math.max(1, Math.min(B, Math.floor(loader.numWindows / world)));
   let sum = 0;
   const wasTraining = model.training;
   model.eval();

@@ -196,8 +196,9 @@ async function main(): Promise<void> {
     }
   } else if (mode === 'mismatch') {
     const b = new Float32Array(100);
-    await pg.barrier();
     try {
+      // Inside the try: a rank still finishing the barrier can already be told to abort.
+      await pg.barrier();
       if (r === 0) await pg.broadcast(b, 0); else await pg.allReduce(b);
       console.log('RESULT {"unexpected":"completed"}');
     } catch (e) { console.log(`RESULT ${JSON.stringify({ rank: r, error: (e as Error).message })}`); process.exit(7); }

@@ -1,0 +1,355 @@
+// PERSIA-style hybrid training of DLRM on one trainer:
+// - dense part: data parallel, gradients averaged with a synchronous allreduce every step;
+// - embeddings: on the embedding servers, updated asynchronously with bounded staleness k.
+//
+// The embedding pipeline: batch j's lookup is issued as soon as batch (j - k - 1)'s
+// gradient push has been acknowledged, up to k batches ahead of compute, so it sees
+// every update up to batch j - k - 1 and maybe some later ones (staleness <= k). Pushes
+// are never awaited by compute. k = 0 is fully synchronous: batch j's lookup is issued
+// after batch j - 1's push is acknowledged.
+//
+// Checkpoints (every N steps): lookups never run ahead across a checkpoint step, so at
+// the checkpoint every push is acknowledged and the servers hold exactly the state of
+// "all batches < step applied"; the servers dump, then rank 0 writes the dense file.
+import { mkdirSync } from 'node:fs';
+import { backward, noGrad } from '../autograd/tape.js';
+import { scope } from '../core/scope.js';
+import { fromStorage, type Tensor } from '../core/tensor.js';
+import type { Communicator } from '../dist/communicator.js';
+import { AdamW, Adagrad, SGD, type BaseHyper, type Optimizer } from '../optim/index.js';
+import type { EmbeddingClient, RoutedBatch } from './embedding-client.js';
+import type { RecBatch } from './criteo.js';
+import { DLRM, bceWithLogits, embeddingBag, rowsLeaf } from './dlrm.js';
+import { aucExact, logLoss } from './metrics.js';
+import {
+  dumpIdOf, embDirOf, latestCheckpoint, pruneCheckpoints, readDenseCheckpoint, writeDenseCheckpoint, type HybridCheckpointInfo,
+} from './hybrid-checkpoint.js';
+
+/** This trainer's batches; `open(step)` starts at the batch of global step `step` (resuming). */
+export interface BatchSource {
+  open(step: number): AsyncIterator<RecBatch>;
+}
+
+export interface DenseOptimizerConfig {
+  kind: 'adamw' | 'sgd' | 'adagrad';
+  lr: number;
+  weightDecay?: number;
+}
+
+export interface HybridTrainerOptions {
+  model: DLRM;
+  client: EmbeddingClient;
+  /** Dense gradient allreduce across trainers; null/absent = a single trainer. */
+  comm?: Communicator | null;
+  /** k: how many batches embedding lookups may run ahead of the applied gradients. */
+  staleness: number;
+  /** Feature group of each sparse field (default: the field index). */
+  groups?: number[];
+  dense?: DenseOptimizerConfig;
+  /** Embedding gradients are multiplied by this before the push (default 1 / world: gradient of the global mean loss). */
+  embGradScale?: number;
+  checkpoint?: { dir: string; every: number; keep?: number };
+  /**
+   * Single-trainer fault tolerance: called when an embedding request fails; returns a
+   * connected client once the servers are back. Training then rolls back to the last
+   * checkpoint (dense state, every shard, data position) and goes on.
+   */
+  recover?: (err: Error) => Promise<EmbeddingClient>;
+  maxRecoveries?: number;
+  /** Called after every step (awaited). */
+  onStep?: (step: number, loss: number) => void | Promise<void>;
+  log?: (line: string) => void;
+}
+
+export interface TrainReport {
+  steps: number;
+  /** Local loss of every step run in this call, by global step (after a rollback, the re-run steps overwrite). */
+  losses: Map<number, number>;
+  samples: number;
+  seconds: number;
+  samplesPerSec: number;
+  recoveries: number;
+}
+
+export interface EvalReport { auc: number; logLoss: number; samples: number; positives: number }
+
+interface Ticket {
+  step: number;
+  batch: RecBatch;
+  routed: RoutedBatch[];
+  rows: Promise<Float32Array[]>;
+}
+
+function makeOptimizer(params: Tensor[], c: DenseOptimizerConfig): Optimizer<BaseHyper> {
+  const wd = c.weightDecay ?? 0;
+  switch (c.kind) {
+    case 'adamw': return new AdamW(params, { lr: c.lr, weightDecay: wd }) as unknown as Optimizer<BaseHyper>;
+    case 'sgd': return new SGD(params, { lr: c.lr, weightDecay: wd }) as unknown as Optimizer<BaseHyper>;
+    case 'adagrad': return new Adagrad(params, { lr: c.lr, weightDecay: wd }) as unknown as Optimizer<BaseHyper>;
+  }
+}
+
+export class HybridTrainer {
+  readonly model: DLRM;
+  client: EmbeddingClient;
+  readonly optimizer: Optimizer<BaseHyper>;
+  readonly comm: Communicator | null;
+  readonly rank: number;
+  readonly world: number;
+  readonly k: number;
+  readonly groups: number[];
+  readonly dim: number;
+  /** Global steps done. */
+  step = 0;
+  private readonly params: Tensor[];
+  private flat: Float32Array;
+  private tickets: Ticket[] = [];
+  private pushAcks = new Map<number, Promise<void>>();
+  private asyncError: Error | null = null;
+  private source: AsyncIterator<RecBatch> | null = null;
+  private nextIssue = 0;
+
+  constructor(readonly o: HybridTrainerOptions) {
+    this.model = o.model;
+    this.client = o.client;
+    this.comm = o.comm ?? null;
+    this.rank = this.comm?.rank ?? 0;
+    this.world = this.comm?.size ?? 1;
+    if (!Number.isInteger(o.staleness) || o.staleness < 0) throw new Error(`HybridTrainer: staleness must be an integer >= 0 (got ${o.staleness})`);
+    this.k = o.staleness;
+    const F = o.model.cfg.numSparse;
+    this.groups = o.groups ?? Array.from({ length: F }, (_, f) => f);
+    if (this.groups.length !== F) throw new Error(`HybridTrainer: ${this.groups.length} groups for ${F} sparse fields`);
+    this.dim = o.model.cfg.embDim;
+    for (const g of this.groups) if (this.client.dim(g) !== this.dim) throw new Error(`HybridTrainer: feature group ${g} has dim ${this.client.dim(g)} on the servers, the model's embDim is ${this.dim}`);
+    this.params = o.model.parameters();
+    this.optimizer = makeOptimizer(this.params, o.dense ?? { kind: 'adamw', lr: 1e-3 });
+    this.flat = new Float32Array(this.params.reduce((s, p) => s + p.size, 0));
+  }
+
+  private log(s: string): void { this.o.log?.(s); }
+
+  // ------------------------------------------------------------ pipeline
+
+  private ckptEvery(): number { return this.o.checkpoint?.every ?? 0; }
+
+  /** Issues tickets (read batch, route, gated lookup) up to batch `upTo` inclusive. */
+  private async issueUpTo(upTo: number): Promise<void> {
+    while (this.nextIssue <= upTo) {
+      const j = this.nextIssue;
+      const r = await this.source!.next();
+      if (r.done) throw new Error(`HybridTrainer: the data source ran out at step ${j}`);
+      const batch = r.value;
+      const routed = this.groups.map((g, f) => this.client.route(g, batch.sparse[f]!));
+      const gate = this.pushAcks.get(j - this.k - 1) ?? Promise.resolve();
+      const client = this.client;
+      const rows = gate.then(() => Promise.all(routed.map((rb, f) => client.lookup(this.groups[f]!, rb))));
+      rows.catch(() => undefined); // observed when the step awaits it
+      this.tickets.push({ step: j, batch, routed, rows });
+      this.nextIssue++;
+    }
+  }
+
+  private async drainPushes(): Promise<void> {
+    const acks = [...this.pushAcks.values()];
+    await Promise.all(acks);
+    this.pushAcks.clear();
+    if (this.asyncError) throw this.asyncError;
+  }
+
+  /** Forward + backward of one batch; returns the loss and per-field row gradients. */
+  private compute(batch: RecBatch, rows: Float32Array[]): { loss: number; grads: Float32Array[] } {
+    const B = batch.size, D = this.dim, F = this.groups.length;
+    const scale = this.o.embGradScale ?? 1 / this.world;
+    return scope(() => {
+      const leaves = rows.map((r) => rowsLeaf(r, r.length / D, D));
+      const emb = leaves.map((l, f) => embeddingBag(l, batch.offsets?.[f], B, this.model.cfg.pooling ?? 'sum'));
+      const dense = fromStorage(batch.dense, [B, this.model.cfg.numDense], 'float32');
+      const loss = bceWithLogits(this.model.forward(dense, emb), batch.labels);
+      const lv = loss.item();
+      backward(loss);
+      const grads: Float32Array[] = [];
+      for (let f = 0; f < F; f++) {
+        const g = leaves[f]!.grad;
+        const out = new Float32Array(rows[f]!.length);
+        if (g) {
+          const d = g.data as Float32Array;
+          for (let i = 0; i < out.length; i++) out[i] = d[i]! * scale;
+          g.dispose();
+          leaves[f]!.grad = null;
+        }
+        grads.push(out);
+      }
+      return { loss: lv, grads };
+    });
+  }
+
+  private async allReduceDense(): Promise<void> {
+    if (!this.comm || this.world === 1) return;
+    const flat = this.flat;
+    let o = 0;
+    for (const p of this.params) {
+      if (p.grad) flat.set(p.grad.data as Float32Array, o); else flat.fill(0, o, o + p.size);
+      o += p.size;
+    }
+    await this.comm.allReduce(flat, 'avg');
+    o = 0;
+    for (const p of this.params) {
+      if (p.grad) (p.grad.data as Float32Array).set(flat.subarray(o, o + p.size));
+      o += p.size;
+    }
+  }
+
+  private async runStep(total: number): Promise<number> {
+    const i = this.step;
+    const every = this.ckptEvery();
+    const boundary = every > 0 ? (Math.floor(i / every) + 1) * every : Infinity;
+    await this.issueUpTo(Math.min(i + this.k, boundary - 1, total - 1));
+    const t = this.tickets.shift()!;
+    if (t.step !== i) throw new Error(`HybridTrainer: internal error: ticket for step ${t.step} at step ${i}`);
+    const rows = await t.rows;
+    if (this.asyncError) throw this.asyncError;
+    this.optimizer.zeroGrad();
+    const { loss, grads } = this.compute(t.batch, rows);
+    const client = this.client;
+    const last = this.groups.length - 1;
+    const ack = Promise.all(t.routed.map((rb, f) => client.pushGrads(this.groups[f]!, rb, grads[f]!, { advanceStep: f === last })))
+      .then(() => undefined, (e: unknown) => { this.asyncError ??= e instanceof Error ? e : new Error(String(e)); throw this.asyncError; });
+    ack.catch(() => undefined);
+    this.pushAcks.set(i, ack);
+    this.pushAcks.delete(i - this.k - 2);
+    await this.allReduceDense();
+    this.optimizer.step();
+    this.step = i + 1;
+    return loss;
+  }
+
+  // ------------------------------------------------------------ checkpoints
+
+  /** Drains the pipeline, dumps the servers (rank 0), writes the dense file (rank 0). */
+  async saveCheckpoint(batchSize: number): Promise<void> {
+    const c = this.o.checkpoint;
+    if (!c) throw new Error('HybridTrainer: no checkpoint directory configured');
+    await this.drainPushes();
+    await this.comm?.barrier();
+    if (this.rank === 0) {
+      mkdirSync(c.dir, { recursive: true });
+      await this.client.dump(embDirOf(c.dir, this.step), dumpIdOf(this.step));
+      writeDenseCheckpoint(c.dir, this.model, this.optimizer, {
+        step: this.step, batchSize, worldSize: this.world, samplesPerRank: this.step * batchSize,
+      });
+      pruneCheckpoints(c.dir, c.keep ?? 2);
+      this.log(`checkpoint: step ${this.step} -> ${c.dir}`);
+    }
+    await this.comm?.barrier();
+  }
+
+  /** Restores the newest checkpoint (dense state everywhere; rank 0 reloads the servers). Returns it, or null. */
+  async resume(): Promise<HybridCheckpointInfo | null> {
+    const c = this.o.checkpoint;
+    if (!c) return null;
+    const info = latestCheckpoint(c.dir);
+    if (!info) return null;
+    readDenseCheckpoint(info.densePath, this.model, this.optimizer);
+    if (this.rank === 0) await this.client.load(info.embDir, info.dumpId);
+    await this.comm?.barrier();
+    this.step = info.step;
+    this.log(`resumed from step ${info.step} (${info.densePath})`);
+    return info;
+  }
+
+  private async resetPipeline(src: BatchSource): Promise<void> {
+    for (const t of this.tickets) await t.rows.catch(() => undefined);
+    await Promise.allSettled([...this.pushAcks.values()]);
+    this.tickets = [];
+    this.pushAcks.clear();
+    this.asyncError = null;
+    await this.source?.return?.();
+    this.source = src.open(this.step);
+    this.nextIssue = this.step;
+  }
+
+  // ------------------------------------------------------------ public loops
+
+  /** Trains until global step `total`; returns per-step losses and throughput. */
+  async train(src: BatchSource, total: number, batchSize: number): Promise<TrainReport> {
+    const losses = new Map<number, number>();
+    const c = this.o.checkpoint;
+    let recoveries = 0;
+    if (c) {
+      // A checkpoint at the start step, so a failure before the first periodic one can roll back too.
+      await this.comm?.barrier();
+      const need = latestCheckpoint(c.dir) === null;
+      await this.comm?.barrier();
+      if (need) await this.saveCheckpoint(batchSize);
+    }
+    await this.resetPipeline(src);
+    const startStep = this.step;
+    const t0 = performance.now();
+    let done = 0;
+    while (this.step < total) {
+      try {
+        const s = this.step;
+        const loss = await this.runStep(total);
+        losses.set(s, loss);
+        done++;
+        if (c && c.every > 0 && this.step % c.every === 0) await this.saveCheckpoint(batchSize);
+        await this.o.onStep?.(this.step, loss);
+      } catch (e) {
+        const err = e instanceof Error ? e : new Error(String(e));
+        if (!this.o.recover || !c || recoveries >= (this.o.maxRecoveries ?? 3)) throw err;
+        recoveries++;
+        this.log(`step ${this.step}: ${err.message}; recovering from the last checkpoint`);
+        await this.resetPipeline(src).catch(() => undefined);
+        this.client.close();
+        this.client = await this.o.recover(err);
+        const info = await this.resume();
+        if (!info) throw err;
+        await this.resetPipeline(src);
+      }
+    }
+    await this.drainPushes();
+    await this.source?.return?.();
+    this.source = null;
+    const seconds = (performance.now() - t0) / 1000;
+    const samples = done * batchSize * this.world;
+    return { steps: this.step - startStep, losses, samples, seconds, samplesPerSec: samples / seconds, recoveries };
+  }
+
+  /** AUC and log-loss over batches, with read-only lookups (the next batch's lookups overlap this batch's compute). */
+  async evaluate(batches: AsyncIterable<RecBatch> | Iterable<RecBatch>): Promise<EvalReport> {
+    const scores: number[] = [], labels: number[] = [];
+    const look = (b: RecBatch): Promise<Float32Array[]> => Promise.all(this.groups.map((g, f) => this.client.lookup(g, b.sparse[f]!, { readOnly: true })));
+    let prev: { b: RecBatch; rows: Promise<Float32Array[]> } | null = null;
+    const run = async (p: { b: RecBatch; rows: Promise<Float32Array[]> }): Promise<void> => {
+      const rows = await p.rows;
+      const B = p.b.size, D = this.dim;
+      const logits = noGrad(() => scope(() => {
+        const emb = rows.map((r, f) => embeddingBag(fromStorage(r, [r.length / D, D], 'float32'), p.b.offsets?.[f], B, this.model.cfg.pooling ?? 'sum'));
+        const y = this.model.forward(fromStorage(p.b.dense, [B, this.model.cfg.numDense], 'float32'), emb);
+        return Float32Array.from(y.data as Float32Array);
+      }));
+      for (let i = 0; i < B; i++) { scores.push(logits[i]!); labels.push(p.b.labels[i]!); }
+    };
+    for await (const b of batches as AsyncIterable<RecBatch>) {
+      const cur = { b, rows: look(b) };
+      cur.rows.catch(() => undefined);
+      if (prev) await run(prev);
+      prev = cur;
+    }
+    if (prev) await run(prev);
+    let pos = 0;
+    for (const y of labels) pos += y;
+    return { auc: aucExact(scores, labels), logLoss: logLoss(scores, labels), samples: scores.length, positives: pos };
+  }
+}
+
+/** A BatchSource over batches already in memory (tests, benchmarks); step s is batches[s % length]. */
+export function arraySource(batches: readonly RecBatch[]): BatchSource {
+  return {
+    open(step: number): AsyncIterator<RecBatch> {
+      let s = step;
+      return { next: async () => ({ done: false, value: batches[s++ % batches.length]! }) };
+    },
+  };
+}
