@@ -117,6 +117,23 @@ export function rand(shape: Shape, rng: Rng = globalRng, dtype: DType = 'float32
 /** Uniform samples in [lo, hi). */
 export function uniform(shape: Shape, lo: number, hi: number, rng: Rng = globalRng, dtype: DType = 'float32'): Tensor {
   const t = randomFloat(shape, dtype, 'uniform');
-  rng.fillUniform(t.data as Float32Array | Float64Array, lo, hi);
+  const d = t.data as Float32Array | Float64Array;
+  rng.fillUniform(d, lo, hi);
+  if (d instanceof Float32Array && hi > lo) {
+    // Rounding to float32 can land exactly on hi; keep the interval half-open.
+    const below = nextBelowF32(hi);
+    for (let i = 0; i < d.length; i++) if (d[i]! >= hi) d[i] = below;
+  }
   return t;
+}
+
+/** The largest float32 strictly below x. */
+function nextBelowF32(x: number): number {
+  const f = Math.fround(x);
+  if (f < x) return f;
+  if (f === 0) return -1.401298464324817e-45;
+  const a = new Float32Array([f]);
+  const u = new Int32Array(a.buffer);
+  u[0]! += f > 0 ? -1 : 1; // one ulp toward -Infinity
+  return a[0]!;
 }

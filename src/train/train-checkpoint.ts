@@ -94,7 +94,9 @@ export function loadParams(r: CheckpointReader, named: [string, Tensor][], range
 export function loadOptimizer(r: CheckpointReader, opt: AdamW, meta: NonNullable<TrainState['optimizer']>, offsetOf: (slot: string) => number = () => 0): void {
   const state: OptimizerStateDict['state'] = {};
   for (const s of opt.slots()) {
-    const step = meta.slotSteps[s.name] ?? 0;
+    // Under ZeRO only rank 0's slots are listed; every slot steps together, so a slot
+    // with saved moments but no entry took meta.stepCount steps.
+    const step = meta.slotSteps[s.name] ?? (r.has(`optim.exp_avg.${s.name}`) ? meta.stepCount : 0);
     if (step === 0) continue;
     const buffers: Record<string, Float32Array | Float64Array> = {};
     const off = offsetOf(s.name);
