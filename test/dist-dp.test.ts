@@ -5,9 +5,9 @@
 // 1e-5 (block recomputation changes the order of residual-gradient additions).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execSync } from 'node:child_process';
+import { execSync, spawnSync } from 'node:child_process';
 import { cpSync } from 'node:fs';
-import { tinyData, tinyArgs, runCli, stepLosses, tmp } from './helpers/train-fixture.js';
+import { tinyData, tinyArgs, runCli, stepLosses, tmp, CLI } from './helpers/train-fixture.js';
 
 const TOL = 1e-5;
 
@@ -88,4 +88,17 @@ test('a killed rank stops the job promptly; checkpoints resume across layouts (d
   close(await resume(z3copy, 4, 2), base, 'dp=2 ZeRO-3 → dp=4 ZeRO-2');
   const single = await killedRun('kill-dp1', 1, 0);
   close(await resume(single, 2, 3), base, 'dp=1 → dp=2 ZeRO-3');
+});
+
+test('data parallelism under mpirun (MPI world, gradient thread over sockets) matches the launcher', async (t) => {
+  const which = spawnSync('which', ['mpirun']);
+  if (which.status !== 0) { t.skip('mpirun not installed (Debian: openmpi-bin)'); return; }
+  const data = await tinyData();
+  const launched = await run('mpi-ref', 2, 2);
+  const out = tmp('mpi');
+  const args = [...tinyArgs(data, out), '--parallel.dp=2', '--parallel.zero=2', '--train.microBatch=4'];
+  const r = spawnSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, CLI, 'train', ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, ATHANOR_QUIET: '1' } });
+  assert.equal(r.status, 0, (r.stdout + r.stderr).slice(-3000));
+  assert.match(r.stdout + r.stderr, /mpi transport/);
+  assert.deepEqual([...stepLosses(out)], [...launched]);
 });

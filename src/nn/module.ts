@@ -50,6 +50,13 @@ export class Module {
     return m;
   }
 
+  /** The current tensor registered under `name` (after any setParam). */
+  getParam(name: string): Tensor {
+    const t = this.ownParams.get(name);
+    if (!t) throw new Error(`${this.constructor.name}: no parameter '${name}'`);
+    return t;
+  }
+
   /** Replaces a parameter in place (used to tie weights or to install a sharded view). */
   setParam(name: string, t: Tensor): void {
     if (!this.ownParams.has(name)) throw new Error(`setParam: no parameter '${name}'`);

@@ -309,9 +309,12 @@ export class HybridTrainer {
       }
     }
     await this.drainPushes();
+    const seconds0 = (performance.now() - t0) / 1000;
     await this.source?.return?.();
     this.source = null;
-    const seconds = (performance.now() - t0) / 1000;
+    // A final checkpoint, so a rerun of a finished job resumes at its end.
+    if (c && c.every > 0 && this.step % c.every !== 0) await this.saveCheckpoint(batchSize);
+    const seconds = seconds0;
     const samples = done * batchSize * this.world;
     return { steps: this.step - startStep, losses, samples, seconds, samplesPerSec: samples / seconds, recoveries };
   }

@@ -84,7 +84,7 @@ const gpt = (nLayer: number, nHead: number, dModel: number, vocabSize: number, s
 /** The demo: trains in minutes on 2 cores. */
 export function gptTiny(): TrainConfig {
   const c = base('gpt-tiny', gpt(4, 4, 128, 2048, 128), 16);
-  c.train = { ...c.train, steps: 1200, evalEvery: 100, evalBatches: 16, checkpointEvery: 300, logEvery: 20, maxSeconds: 240, targetLoss: 0 };
+  c.train = { ...c.train, steps: 700, evalEvery: 100, evalBatches: 16, checkpointEvery: 100, logEvery: 20, maxSeconds: 0, targetLoss: 0 };
   c.optim = { ...c.optim, lr: 2e-3, minLr: 2e-4, warmupSteps: 60, weightDecay: 0.1 };
   return c;
 }

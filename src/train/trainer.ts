@@ -41,6 +41,8 @@ export interface GradSync {
   beforeForward?: () => void;
   /** Runs after an evaluation pass (ZeRO-3 releases what beforeForward gathered). */
   afterEval?: () => void;
+  /** One line describing the parallel layout and its memory per rank. */
+  describe?: () => string;
   /** Prepares the model after construction (e.g. ZeRO-3 parameter sharding). */
   setupModel?: (model: GPT) => void;
 }
@@ -119,7 +121,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     progress.log(`athanor train: ${cfg.preset} ${nParams.toLocaleString('en-US')} parameters (closed form ${gptParamCount(cfg.model).toLocaleString('en-US')}), ` +
       `global batch ${globalBatch(cfg)} × ${T} tokens, ${sync.world} rank(s) × ${blasThreads()} thread(s), ` +
       `kernels ${be.nativeKernels ? 'native' : 'reference'}, GEMM ${be.openblas ? 'OpenBLAS' : 'reference'} (ceiling ${(ceiling / 1e9).toFixed(1)} GFLOP/s)`);
-    progress.record('config', { config: cfg, params: nParams, world: sync.world, threads });
+    if (sync.describe) progress.log(sync.describe());
+    progress.record('config', { config: cfg, params: nParams, world: sync.world, threads, layout: sync.describe?.() });
   }
 
   const losses: number[] = [];
@@ -193,7 +196,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   progress.end();
   const seconds = (performance.now() - t0) / 1000;
   const tokensPerSec = ((step - startStep) * tokensPerStep) / Math.max(seconds, 1e-9);
-  if (isMain) progress.record('summary', { steps: step, seconds, tokensPerSec, stoppedEarly });
+  if (isMain) progress.record('summary', { steps: step, seconds, tokensPerSec, stoppedEarly, maxRssMB: process.resourceUsage().maxRSS / 1024 });
   return { steps: step, losses, valLosses, skippedSteps: skipped, tokensPerSec, model, stoppedEarly };
 }
 

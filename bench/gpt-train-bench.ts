@@ -1,0 +1,99 @@
+// gpt-small training throughput: Athanor (1 rank × 2 threads, and 2 ranks × 1
+// thread through the launcher) against the PyTorch reference (bench/peers/torch-gpt.py,
+// 2 threads), same model, batch 8 × 256 tokens, AdamW with clipping 1.0, interleaved
+// reps in one invocation. Reports medians of per-step tokens/s after warm-up.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { IndexedDatasetWriter } from '../src/data/indexed-dataset-writer.js';
+import { projectRoot } from '../src/backend/native.js';
+import { Rng } from '../src/core/rng.js';
+
+export interface GptTrainBenchRow {
+  config: string;
+  tokensPerSec: number;
+  perRun: number[];
+  mfu?: number;
+}
+
+const PY = '/usr/bin/python3';
+
+function syntheticData(dir: string): void {
+  const rng = new Rng(7);
+  for (const [split, n] of [['train', 400_000], ['val', 40_000]] as const) {
+    const w = new IndexedDatasetWriter(join(dir, split), { dtype: 'uint16' });
+    const doc = new Uint16Array(1000);
+    for (let i = 0; i < n; i += doc.length) {
+      for (let j = 0; j < doc.length; j++) doc[j] = rng.int(8192);
+      w.addDocument(doc);
+    }
+    w.finish();
+  }
+  writeFileSync(join(dir, 'meta.json'), JSON.stringify({ tokenizer: { vocabSize: 8192 } }));
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+function athanor(dataDir: string, ranks: number, threads: number, steps: number, warmup: number): { tps: number; mfu: number } {
+  const out = mkdtempSync(join(tmpdir(), 'athanor-gptbench-'));
+  const cli = join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
+  const args = ['--preset', 'gpt-small', `--data.dir=${dataDir}`, `--train.steps=${steps}`, '--train.evalEvery=0', '--train.checkpointEvery=0',
+    `--train.threads=${threads}`, `--train.outDir=${out}`, `--parallel.dp=${ranks}`, `--train.microBatch=${8 / ranks}`, '--train.evalBatches=1'];
+  const cmd = ranks === 1 ? [cli, 'train', ...args] : [cli, 'launch', '--nproc-per-node', String(ranks), '--', 'train', ...args];
+  try {
+    const r = spawnSync(process.execPath, cmd, { encoding: 'utf8', env: { ...process.env, ATHANOR_QUIET: '1' } });
+    if (r.status !== 0) throw new Error(`athanor ${ranks}x${threads} failed:\n${(r.stdout + r.stderr).slice(-2000)}`);
+    const recs = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; step: number; tokensPerSec: number; mfu: number });
+    const st = recs.filter((x) => x.kind === 'step' && x.step > warmup);
+    return { tps: median(st.map((x) => x.tokensPerSec)), mfu: median(st.map((x) => x.mfu)) };
+  } finally {
+    rmSync(out, { recursive: true, force: true }); // the run's final checkpoint is 0.25-0.4 GB
+  }
+}
+
+function torch(threads: number, steps: number, warmup: number): number | null {
+  if (!existsSync(PY)) return null;
+  const r = spawnSync(PY, [join(projectRoot(), 'bench', 'peers', 'torch-gpt.py'), '--threads', String(threads), '--steps', String(steps - warmup), '--warmup-steps', String(warmup), '--grad-clip', '1.0'], { encoding: 'utf8' });
+  if (r.status !== 0) return null;
+  const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+  return line ? (JSON.parse(line) as { tokens_per_s: number }).tokens_per_s : null;
+}
+
+export async function runGptTrainBench(opts: { reps?: number; steps?: number; warmup?: number; log?: (s: string) => void } = {}): Promise<GptTrainBenchRow[]> {
+  const reps = opts.reps ?? 3, steps = opts.steps ?? 8, warmup = opts.warmup ?? 2;
+  const log = opts.log ?? console.log;
+  const data = mkdtempSync(join(tmpdir(), 'athanor-gptdata-'));
+  syntheticData(data);
+  const runs: Record<string, number[]> = { 'athanor 1 rank x 2 threads': [], 'athanor 2 ranks x 1 thread (dp=2)': [], 'pytorch 1.13, 2 threads': [] };
+  const mfus: Record<string, number[]> = {};
+  try {
+    for (let rep = 0; rep < reps; rep++) {
+      for (const [name, ranks, threads] of [['athanor 1 rank x 2 threads', 1, 2], ['athanor 2 ranks x 1 thread (dp=2)', 2, 1]] as const) {
+        const r = athanor(data, ranks, threads, steps, warmup);
+        runs[name]!.push(r.tps);
+        (mfus[name] ??= []).push(r.mfu);
+        log(`  rep ${rep + 1}: ${name}: ${r.tps.toFixed(0)} tokens/s`);
+      }
+      const t = torch(2, steps, warmup);
+      if (t !== null) { runs['pytorch 1.13, 2 threads']!.push(t); log(`  rep ${rep + 1}: pytorch: ${t.toFixed(0)} tokens/s`); }
+      else if (rep === 0) log('  PyTorch (Debian python3-torch at /usr/bin/python3) not available: no peer numbers');
+    }
+  } finally {
+    rmSync(data, { recursive: true, force: true });
+  }
+  const rows = Object.entries(runs).filter(([, v]) => v.length).map(([config, v]) => ({ config, tokensPerSec: median(v), perRun: v, mfu: mfus[config] ? median(mfus[config]!) : undefined }));
+  const torchRow = rows.find((r) => r.config.startsWith('pytorch'));
+  log('\ngpt-small training (B8 T256, 21,130,240 params), median tokens/s over interleaved reps:');
+  for (const r of rows) {
+    log(`  ${r.config.padEnd(36)} ${r.tokensPerSec.toFixed(0).padStart(6)} tokens/s${r.mfu !== undefined ? `  MFU ${(100 * r.mfu).toFixed(0)}% of measured GEMM ceiling` : ''}${torchRow && r !== torchRow ? `  ratio vs PyTorch ${(r.tokensPerSec / torchRow.tokensPerSec).toFixed(2)}x` : ''}`);
+  }
+  return rows;
+}
+
+if (process.argv[1] && /gpt-train-bench\.js$/.test(process.argv[1])) {
+  runGptTrainBench({ reps: Number(process.argv[2] ?? 3) }).catch((e: unknown) => { console.error(e); process.exit(1); });
+}

@@ -1,0 +1,594 @@
+// Runs the benchmarks in sequence, each in its own child process (a crash or a leaked
+// thread pool in one cannot disturb the next), streams their output, prints one table
+// per benchmark, and writes runs/bench/<timestamp>.json (everything, machine-readable)
+// and runs/bench/<timestamp>.md (a fragment to paste into BENCHMARKS.md).
+// Nothing here asserts a timing: the exit status is non-zero only when a benchmark crashed.
+//
+//   node dist/bench/run-all.js [NAME ...] [--quick] [--skip NAME,...] [--out-dir DIR] [--list]
+//
+// Names (default: all, in the order of BENCHES below): gemm, ops-basic, ops-nn, optim, pool,
+// tokenizer, data, allreduce, embedding-server, recsys-capacity, recsys-hybrid, gpt-train;
+// groups: ops (= ops-basic ops-nn), gpt (= gpt-train), embedding, recsys (both recsys ones).
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { GemmBenchRow } from './gemm-bench.js';
+import type { OpsBasicRow } from './ops-basic-bench.js';
+import type { OpsNnRow } from './ops-nn-bench.js';
+import type { OptimBenchRow } from './optim-bench.js';
+import type { PoolBenchResult } from './pool-bench.js';
+import type { TokenizerBenchResult } from './tokenizer-bench.js';
+import type { DataBenchResult } from './data-bench.js';
+import type { BenchResult as AllreduceResult } from './allreduce-bench.js';
+import type { EmbeddingBenchResult } from './embedding-server-bench.js';
+import type { CapacityResult } from './recsys-capacity.js';
+import type { RecsysHybridBenchResult } from './recsys-hybrid-bench.js';
+import type { ZeroMemoryRow } from './zero-memory-bench.js';
+import type { AccuracyResult } from './accuracy-bench.js';
+import type { GptTrainBenchRow } from './gpt-train-bench.js';
+
+const HERE = fileURLToPath(import.meta.url);
+/** dist/bench/run-all.js -> the project root. */
+const ROOT = resolve(HERE, '..', '..', '..');
+const PY = '/usr/bin/python3';
+
+type Log = (line: string) => void;
+type Cell = string | number | null | undefined;
+
+/** One row of a report table: Athanor's number, the peer's, and a ratio where > 1 means Athanor is better. */
+interface Row { case: string; unit: string; athanor: Cell; peer: Cell; ratio: Cell; notes?: string }
+interface Table { title: string; peer: string; about: string; rows: Row[] }
+
+interface BenchDef {
+  name: string;
+  title: string;
+  /** Runs inside the child process. */
+  run(quick: boolean, log: Log): Promise<unknown>;
+  /** Formats the result in the parent. */
+  tables(result: any): Table[];
+}
+
+const ratioOf = (a: number | null | undefined, b: number | null | undefined): number | null =>
+  a !== null && a !== undefined && b !== null && b !== undefined && b > 0 && Number.isFinite(a) && Number.isFinite(b) ? a / b : null;
+const sizeStr = (n: number): string => (n >= 1 << 20 && n % (1 << 20) === 0 ? `${n / (1 << 20)}M` : n >= 1024 && n % 1024 === 0 ? `${n / 1024}K` : String(n));
+const bytesStr = (b: number): string => (b >= 1 << 20 ? `${b / (1 << 20)} MiB` : `${b / 1024} KiB`);
+const bytesHuman = (b: number): string => (b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(1)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b.toFixed(0)} B`);
+
+const BENCHES: BenchDef[] = [
+  {
+    name: 'gemm',
+    title: 'matmul through the Athanor op path vs a bare cblas_sgemm call (same OpenBLAS)',
+    async run(quick, log) {
+      const { runGemmBench } = await import('./gemm-bench.js');
+      return runGemmBench(quick ? { sizes: [[256, 256, 256], [1024, 1024, 1024]], minRepSeconds: 0.01, log } : { log });
+    },
+    tables: (rows: GemmBenchRow[]) => [{
+      title: 'GEMM', peer: 'cblas_sgemm', about: '2·M·N·K flops / median time; ratio = Athanor / direct (1 = no op-path overhead)',
+      rows: rows.map((r) => ({
+        case: `${r.m}×${r.k}×${r.n} ${r.form}, ${r.threads} thr`, unit: 'GFLOP/s', athanor: r.athanorGflops, peer: r.directGflops, ratio: r.ratio,
+        notes: `best-rep ratio ${r.ratioMin.toFixed(3)}`,
+      })),
+    }],
+  },
+  {
+    name: 'ops-basic',
+    title: 'element-wise ops (add, gelu, bf16 cast) and per-op dispatch overhead vs PyTorch',
+    async run(quick, log) {
+      const { runOpsBasicBench } = await import('./ops-basic-bench.js');
+      return runOpsBasicBench(quick ? { sizes: [1 << 20], minRepSeconds: 0.01, log } : { log });
+    },
+    tables: (rows: OpsBasicRow[]) => [{
+      title: 'Element-wise ops', peer: 'PyTorch', about: 'GB/s from add 12·N, gelu 8·N, bf16 cast 6·N bytes; dispatch in µs per a + b on 16 floats (ratio = PyTorch µs / Athanor µs)',
+      rows: rows.map((r) => r.op === 'dispatch'
+        ? { case: `dispatch (a + b, 16 floats), ${r.threads} thr`, unit: 'µs/op', athanor: r.athanorUs, peer: r.torchUs, ratio: ratioOf(r.torchUs, r.athanorUs) }
+        : { case: `${r.op} ${r.variant} N=${sizeStr(r.size)}, ${r.threads} thr`, unit: 'GB/s', athanor: r.athanorGBs, peer: r.torchGBs, ratio: r.ratio }),
+    }],
+  },
+  {
+    name: 'ops-nn',
+    title: 'softmax, layerNorm (forward and backward), cross-entropy forward + backward vs PyTorch',
+    async run(quick, log) {
+      const { runOpsNnBench } = await import('./ops-nn-bench.js');
+      return runOpsNnBench(quick ? { threads: [1], minRepSeconds: 0.01, log } : { log });
+    },
+    tables: (rows: OpsNnRow[]) => [{
+      title: 'NN kernels', peer: 'PyTorch', about: 'GB/s from softmax/layernorm 8·R·C, their backwards and cross-entropy 12·R·C bytes',
+      rows: rows.map((r) => ({
+        case: `${r.op} ${Object.entries(r.shape).map(([k, v]) => `${k}=${v}`).join(' ')}, ${r.threads} thr`, unit: 'GB/s', athanor: r.athanorGBps, peer: r.torchGBps, ratio: r.ratio,
+        notes: r.ratioMin === null ? '' : `best-rep ratio ${r.ratioMin.toFixed(2)}`,
+      })),
+    }],
+  },
+  {
+    name: 'optim',
+    title: 'AdamW step vs torch.optim.AdamW, and the global gradient norm',
+    async run(quick, log) {
+      const { runOptimBench } = await import('./optim-bench.js');
+      return runOptimBench(quick ? { sizes: [1 << 20, 1 << 22], threads: [1], minRepSeconds: 0.01, log } : { log });
+    },
+    tables: (rows: OptimBenchRow[]) => [{
+      title: 'Optimizer', peer: 'PyTorch', about: 'GB/s from AdamW 28·N bytes (best of torch single-tensor / foreach), grad norm 4·N bytes (no peer)',
+      rows: rows.map((r) => ({ case: `${r.op} N=${sizeStr(r.n)}, ${r.threads} thr`, unit: 'GB/s', athanor: r.athanorGBps, peer: r.torchGBps, ratio: r.ratio })),
+    }],
+  },
+  {
+    name: 'pool',
+    title: 'caching buffer pool on vs off, GPT training steps',
+    async run(quick, log) {
+      const { runPoolBench } = await import('./pool-bench.js');
+      return runPoolBench({ quick, log });
+    },
+    tables: (r: PoolBenchResult) => {
+      const presets = [...new Set(r.rows.map((x) => x.preset))];
+      const rows: Row[] = [];
+      for (const p of presets) {
+        const on = r.rows.find((x) => x.preset === p && x.mode === 'on'), off = r.rows.find((x) => x.preset === p && x.mode === 'off');
+        if (!on || !off) continue;
+        const lower = (a: number | null, b: number | null) => ratioOf(b, a); // lower is better: peer / athanor
+        const tag = `${p} B${on.B} T${on.T}, ${on.threads} thr`;
+        rows.push({ case: `${tag}: time per step (median)`, unit: 'ms', athanor: on.msPerStep, peer: off.msPerStep, ratio: lower(on.msPerStep, off.msPerStep), notes: `min ${on.msPerStepMin.toFixed(1)} vs ${off.msPerStepMin.toFixed(1)} ms` });
+        rows.push({ case: `${tag}: fresh allocations per step`, unit: 'bytes', athanor: bytesHuman(on.freshBytesPerStep), peer: bytesHuman(off.freshBytesPerStep), ratio: null, notes: `${on.freshAllocsPerStep.toFixed(1)} vs ${off.freshAllocsPerStep.toFixed(1)} buffers; ${on.missesPerStep.toFixed(1)} pool misses` });
+        rows.push({ case: `${tag}: GC pause per step`, unit: 'ms', athanor: on.gcMsPerStep, peer: off.gcMsPerStep, ratio: lower(on.gcMsPerStep, off.gcMsPerStep), notes: on.gcPerStep === null ? '' : `${on.gcPerStep.toFixed(1)} vs ${off.gcPerStep!.toFixed(1)} GCs (major ${on.majorGcPerStep!.toFixed(1)} vs ${off.majorGcPerStep!.toFixed(1)})` });
+        rows.push({ case: `${tag}: RSS at segment end (median)`, unit: 'MiB', athanor: on.rssMiB, peer: off.rssMiB, ratio: null, notes: `max ${on.rssMaxMiB.toFixed(0)} vs ${off.rssMaxMiB.toFixed(0)}` });
+      }
+      return [{ title: 'Buffer pool', peer: 'pool off', about: '"Athanor" = pool on; time ratio = off / on (> 1: the pool helps)', rows }];
+    },
+  },
+  {
+    name: 'tokenizer',
+    title: 'byte-level BPE: training, encode, decode throughput',
+    async run(quick, log) {
+      const { runTokenizerBench } = await import('./tokenizer-bench.js');
+      const r = await runTokenizerBench(quick ? { targetMB: 2, vocabSize: 2048 } : {});
+      log(JSON.stringify(r, null, 2));
+      return r;
+    },
+    tables: (r: TokenizerBenchResult) => [{
+      title: 'Tokenizer', peer: '-', about: `${r.corpusMB} MB of ${r.source} text, ${r.documents} documents, vocabulary ${r.vocabSize}, ${r.bytesPerToken} bytes/token, round trip ${r.roundTripOk ? 'exact' : 'MISMATCH'}`,
+      rows: [
+        { case: `train (${r.merges} merges)`, unit: 's', athanor: r.trainSeconds, peer: null, ratio: null, notes: `${r.trainCpuSeconds} CPU-s` },
+        { case: 'encode, per document', unit: 'MB/s', athanor: r.encodeMBps, peer: null, ratio: null, notes: `${r.encodeCpuMBps} MB per CPU-s` },
+        { case: 'encode, one big string (cold cache)', unit: 'MB/s', athanor: r.encodeBigStringMBps, peer: null, ratio: null },
+        { case: 'decode', unit: 'MB/s', athanor: r.decodeMBps, peer: null, ratio: null },
+      ],
+    }],
+  },
+  {
+    name: 'data',
+    title: '`prepare` throughput and TokenLoader batches/s',
+    async run(quick, log) {
+      const { runDataBench } = await import('./data-bench.js');
+      return runDataBench({ corpusMB: quick ? 5 : 50, log });
+    },
+    tables: (r: DataBenchResult) => [{
+      title: 'Data pipeline', peer: '-', about: `${(r.corpusBytes / 1e6).toFixed(1)} MB corpus, ${r.documents} documents, ${r.tokens} tokens (byte-level tokenizer)`,
+      rows: [
+        { case: 'prepare', unit: 'MB/s', athanor: r.prepareMBps, peer: null, ratio: null, notes: `${(r.corpusBytes / 1e6 / r.prepareCpuSeconds).toFixed(1)} MB per CPU-s` },
+        ...r.loader.map((l) => ({ case: `loader B=${l.B} T=${l.T}`, unit: 'batches/s', athanor: l.batchesPerSec, peer: null, ratio: null, notes: `${(l.tokensPerSec / 1e6).toFixed(1)} M tokens/s` })),
+      ],
+    }],
+  },
+  {
+    name: 'allreduce',
+    title: 'allreduce bus bandwidth, 2 ranks, Athanor transports vs MPI_Allreduce from C',
+    async run(quick, log) {
+      const { runAllreduceBench } = await import('./allreduce-bench.js');
+      return runAllreduceBench(quick ? { maxBytes: 4 << 20, log } : { log });
+    },
+    tables: (r: AllreduceResult) => {
+      const rows: Row[] = [];
+      for (const x of r.rows) {
+        for (const t of ['tcp', 'unix', 'mpi']) {
+          const v = x.busbw[t];
+          if (v === null || v === undefined) continue;
+          rows.push({ case: `${t} ${bytesStr(x.bytes)}`, unit: 'GB/s busbw', athanor: v / 1e9, peer: x.busbw['mpi-c'] ? x.busbw['mpi-c']! / 1e9 : null, ratio: ratioOf(v, x.busbw['mpi-c']) });
+        }
+      }
+      for (const [k, v] of Object.entries(r.p2p)) rows.push({ case: `point-to-point one-way 64 MiB, ${k}`, unit: 'GB/s', athanor: v / 1e9, peer: null, ratio: null });
+      return [{ title: 'Allreduce', peer: 'MPI_Allreduce (C)', about: `float32 sum, ${r.world} ranks, busbw = 2(n-1)/n · bytes / time${r.notes.length ? `; ${r.notes.join('; ')}` : ''}`, rows }];
+    },
+  },
+  {
+    name: 'embedding-server',
+    title: 'embedding parameter server lookup + gradient push throughput per server core',
+    async run(quick, log) {
+      const { runEmbeddingServerBench } = await import('./embedding-server-bench.js');
+      const r = await runEmbeddingServerBench(quick ? { dims: [16, 64], secondsPerDim: 1 } : {});
+      log(`single-core memcpy ${r.memcpyGBps.toFixed(2)} GB/s; ${r.dims.map((d) => `dim ${d.dim}: ${(d.rowsPerServerCoreSec / 1e6).toFixed(3)} M rows/server-core-s`).join(', ')}`);
+      return r;
+    },
+    tables: (r: EmbeddingBenchResult) => [{
+      title: 'Embedding server', peer: 'memcpy bound', about: `wire ${r.wireDtype}, ${r.optimizer}; bound = single-core memcpy ${r.memcpyGBps.toFixed(2)} GB/s ÷ bytes per row (ratio = fraction of the bound)`,
+      rows: r.dims.map((d) => ({
+        case: `dim ${d.dim}, ${d.idsPerBatch} ids/batch (${d.uniquePerBatch.toFixed(0)} unique)`, unit: 'M rows/server-core-s', athanor: d.rowsPerServerCoreSec / 1e6,
+        peer: (r.memcpyGBps * 1e9) / d.bytesPerRow / 1e6, ratio: d.fractionOfBound, notes: `${(d.idsPerSec / 1e6).toFixed(3)} M ids/s wall, ${d.bytesPerRow} B/row`,
+      })),
+    }],
+  },
+  {
+    name: 'recsys-capacity',
+    title: 'embedding capacity: 10^12+ addressable parameters served under an LRU bound',
+    async run(quick, log) {
+      const { runRecsysCapacity } = await import('./recsys-capacity.js');
+      const r = await runRecsysCapacity(quick ? { batches: 10 } : {});
+      log(JSON.stringify(r));
+      return r;
+    },
+    tables: (r: CapacityResult) => [{
+      title: 'Recsys capacity', peer: '-', about: `${r.groups} groups × 2^${r.idBits} ids × ${r.dim} dims on 2 servers, LRU capacity ${r.capacityPerGroupPerServer} rows per group per server`,
+      rows: [
+        { case: 'addressable parameters', unit: 'count', athanor: r.addressableParams.toExponential(3), peer: null, ratio: null },
+        { case: 'resident parameters (with optimizer state)', unit: 'count', athanor: r.residentParams.toExponential(3), peer: null, ratio: null, notes: `${r.residentRows} rows, ${(r.residentBytes / 2 ** 20).toFixed(0)} MiB` },
+        { case: 'ids looked up and updated', unit: 'M ids/s', athanor: r.idsTouched / r.seconds / 1e6, peer: null, ratio: null, notes: `${r.idsTouched} ids, ${r.evictions} evictions` },
+        { case: 'server RSS', unit: 'MiB', athanor: r.serverRssMiB.map((x) => x.toFixed(0)).join(', '), peer: null, ratio: null },
+      ],
+    }],
+  },
+  {
+    name: 'recsys-hybrid',
+    title: 'hybrid (staleness 4) vs synchronous recommender training, 2 servers + 2 trainers',
+    async run(quick, log) {
+      const { runRecsysHybridBench } = await import('./recsys-hybrid-bench.js');
+      const r = await runRecsysHybridBench(quick ? { trainRows: 20_000, testRows: 5_000 } : {});
+      log(JSON.stringify(r));
+      return r;
+    },
+    tables: (r: RecsysHybridBenchResult) => [{
+      title: 'Recsys hybrid training', peer: 'k = 0 (synchronous)', about: `${r.trainRows} training samples, ground-truth AUC ${r.groundTruthAUC.toFixed(4)}`,
+      rows: r.runs.map((x) => {
+        const sync = r.runs.find((y) => y.staleness === 0);
+        return { case: `staleness k=${x.staleness}`, unit: 'samples/s', athanor: x.samplesPerSec, peer: sync?.samplesPerSec, ratio: ratioOf(x.samplesPerSec, sync?.samplesPerSec), notes: `AUC ${x.auc.toFixed(4)}, log-loss ${x.logLoss.toFixed(4)}, ${x.steps} steps` };
+      }),
+    }],
+  },
+  {
+    name: 'gpt-train',
+    title: 'gpt-small training throughput vs PyTorch',
+    async run(quick, log) {
+      const { runGptTrainBench } = await import('./gpt-train-bench.js');
+      return runGptTrainBench(quick ? { reps: 1, steps: 4, warmup: 1, log } : { log });
+    },
+    tables: (rows: GptTrainBenchRow[]) => {
+      const torch = rows.find((r) => r.config.startsWith('pytorch'));
+      return [{
+        title: 'GPT training', peer: torch ? torch.config : 'PyTorch', about: 'gpt-small (21,130,240 parameters) B8 × T256, AdamW + clip 1.0; median per-step tokens/s after warm-up over interleaved reps',
+        rows: rows.filter((r) => r !== torch).map((r) => ({
+          case: r.config, unit: 'tokens/s', athanor: r.tokensPerSec, peer: torch?.tokensPerSec, ratio: ratioOf(r.tokensPerSec, torch?.tokensPerSec),
+          notes: `${r.mfu !== undefined ? `MFU ${(100 * r.mfu).toFixed(0)}% of measured GEMM ceiling; ` : ''}runs ${r.perRun.map((x) => x.toFixed(0)).join(', ')}`,
+        })),
+      }];
+    },
+  },
+  {
+    name: 'zero-memory',
+    title: 'memory per rank for each ZeRO stage (gpt-small, dp=2)',
+    async run(quick, log) {
+      const { runZeroMemoryBench } = await import('./zero-memory-bench.js');
+      return runZeroMemoryBench({ steps: quick ? 2 : 4, log });
+    },
+    tables: (rows: ZeroMemoryRow[]) => [{
+      title: 'ZeRO memory per rank', peer: '-', about: 'gpt-small, 2 ranks x 1 thread; persistent state as accounted by the runtime, and rank 0 peak RSS',
+      rows: rows.map((r) => ({ case: `ZeRO-${r.zero}`, unit: 'MiB (peak RSS)', athanor: r.maxRssMB, peer: null, ratio: null, notes: `${r.layout.replace(/^.*per-rank state: /, '')}; ${r.tokensPerSec.toFixed(0)} tokens/s` })),
+    }],
+  },
+  {
+    name: 'accuracy',
+    title: 'gpt-tiny validation curve vs the PyTorch reference trainer (several minutes)',
+    async run(quick, log) {
+      const { runAccuracyBench } = await import('./accuracy-bench.js');
+      return runAccuracyBench({ log, steps: quick ? 100 : undefined });
+    },
+    tables: (r: AccuracyResult) => [{
+      title: 'Accuracy vs PyTorch', peer: 'tools/train-ref.py (PyTorch)', about: 'gpt-tiny on data/demo/corpus.txt, same prepared data, config and schedule; validation loss',
+      rows: r.athanor.map((a) => {
+        const p = r.torch.find((x) => x.step === a.step);
+        return { case: `step ${a.step}`, unit: 'val loss', athanor: a.valLoss, peer: p?.valLoss ?? null, ratio: p ? p.valLoss / a.valLoss : null };
+      }),
+    }],
+  },
+];
+
+const GROUPS: Record<string, string[]> = {
+  ops: ['ops-basic', 'ops-nn'],
+  gpt: ['gpt-train'],
+  embedding: ['embedding-server'],
+  recsys: ['recsys-capacity', 'recsys-hybrid'],
+  all: BENCHES.map((b) => b.name),
+};
+
+function resolveNames(args: string[]): string[] {
+  const out: string[] = [];
+  for (const raw of args) {
+    const a = raw.replace(/-bench$/, '');
+    const names = GROUPS[a] ?? (BENCHES.some((b) => b.name === a) ? [a] : null);
+    if (!names) throw new Error(`run-all: unknown benchmark '${raw}' (available: ${BENCHES.map((b) => b.name).join(', ')}; groups: ${Object.keys(GROUPS).join(', ')})`);
+    for (const n of names) if (!out.includes(n)) out.push(n);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- machine description
+
+export interface MachineInfo {
+  cpuModel: string;
+  logicalCpus: number;
+  physicalCores: number | null;
+  availableParallelism: number;
+  cgroupCpuLimit: string | null;
+  memoryGiB: number;
+  kernel: string;
+  node: string;
+  openblas: string | null;
+  torch: string | null;
+  torchUnavailable: string | null;
+  python: string | null;
+  nativeKernels: boolean | null;
+  git: string | null;
+}
+
+function readText(p: string): string | null {
+  try { return readFileSync(p, 'utf8'); } catch { return null; }
+}
+
+function cpuInfo(): { model: string; physical: number | null } {
+  const txt = readText('/proc/cpuinfo');
+  if (!txt) return { model: cpus()[0]?.model ?? 'unknown', physical: null };
+  const field = (k: string): string | undefined => new RegExp(`^${k}\\s*:\\s*(.+)$`, 'm').exec(txt)?.[1]?.trim();
+  const name = field('model name') ?? field('Hardware') ?? field('cpu model') ?? cpus()[0]?.model ?? 'unknown';
+  // Virtual machines often show a bare "AMD EPYC": family/model/stepping still identify the part.
+  const ids = [['vendor_id', ''], ['cpu family', 'family '], ['model', 'model '], ['stepping', 'stepping ']]
+    .map(([k, label]) => (field(k!) !== undefined ? `${label}${field(k!)}` : null)).filter(Boolean);
+  const model = ids.length ? `${name} (${ids.join(', ')})` : name;
+  const cores = new Set<string>();
+  for (const block of txt.split(/\n\s*\n/)) {
+    const phys = /^physical id\s*:\s*(\d+)/m.exec(block)?.[1], core = /^core id\s*:\s*(\d+)/m.exec(block)?.[1];
+    if (phys !== undefined && core !== undefined) cores.add(`${phys}:${core}`);
+  }
+  return { model, physical: cores.size || null };
+}
+
+async function openblasVersion(): Promise<string | null> {
+  try {
+    const { openblas } = await import('../src/backend/native.js');
+    const lib = openblas();
+    if (lib) {
+      const config = (lib.func('const char *openblas_get_config()') as () => string)();
+      let core = '';
+      try { core = (lib.func('const char *openblas_get_corename()') as () => string)(); } catch { /* older builds */ }
+      return `${config.trim()}${core && !config.includes(core) ? ` (core ${core})` : ''}`;
+    }
+  } catch { /* fall through to the package manager */ }
+  const r = spawnSync('dpkg-query', ['-W', '-f', '${Version}', 'libopenblas0-pthread'], { encoding: 'utf8' });
+  return r.status === 0 && r.stdout.trim() ? `OpenBLAS ${r.stdout.trim()} (dpkg; not loadable)` : null;
+}
+
+function torchInfo(): { torch: string | null; python: string | null; why: string | null } {
+  if (!existsSync(PY)) return { torch: null, python: null, why: `${PY} not found` };
+  const r = spawnSync(PY, ['-c', 'import sys; print(sys.version.split()[0]); import torch; print(torch.__version__)'], { encoding: 'utf8', timeout: 120_000 });
+  const lines = (r.stdout ?? '').trim().split('\n');
+  if (r.status !== 0) return { torch: null, python: lines[0] || null, why: (r.error?.message ?? (r.stderr || '').trim().split('\n').pop()) || `exit ${r.status}` };
+  return { torch: lines[1] ?? null, python: lines[0] ?? null, why: null };
+}
+
+function gitInfo(): string | null {
+  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
+  if (head.status !== 0) return null;
+  const st = spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' });
+  return `${head.stdout.trim()}${st.status === 0 && st.stdout.trim() ? ' + uncommitted changes' : ''}`;
+}
+
+async function machineInfo(): Promise<MachineInfo> {
+  const cpu = cpuInfo();
+  const quota = readText('/sys/fs/cgroup/cpu.max')?.trim() ?? null;
+  let cgroupCpuLimit: string | null = null;
+  if (quota && !quota.startsWith('max')) {
+    const [q, p] = quota.split(/\s+/).map(Number);
+    if (q && p) cgroupCpuLimit = `${(q / p).toFixed(2)} CPUs (cgroup cpu.max ${quota})`;
+  }
+  let nativeKernels: boolean | null = null;
+  try { nativeKernels = (await import('../src/backend/native.js')).backendSummary().nativeKernels; } catch { /* reported as unknown */ }
+  const t = torchInfo();
+  return {
+    cpuModel: cpu.model, logicalCpus: cpus().length, physicalCores: cpu.physical, availableParallelism: availableParallelism(), cgroupCpuLimit,
+    memoryGiB: +(totalmem() / 2 ** 30).toFixed(1), kernel: `${process.platform} ${release()} ${process.arch}`, node: process.version,
+    openblas: await openblasVersion(), torch: t.torch, torchUnavailable: t.why, python: t.python, nativeKernels, git: gitInfo(),
+  };
+}
+
+// ---------------------------------------------------------------- formatting
+
+function fmtNum(v: Cell): string {
+  if (v === null || v === undefined) return '–';
+  if (typeof v === 'string') return v;
+  if (!Number.isFinite(v)) return String(v);
+  const a = Math.abs(v);
+  return a >= 1000 ? Math.round(v).toLocaleString('en-US') : a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : a >= 0.1 || a === 0 ? v.toFixed(2) : v.toPrecision(2);
+}
+
+const fmtRatio = (v: Cell): string => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(2) : v === null || v === undefined ? '–' : String(v));
+const fmtLoad = (l: number[]): string => l.map((x) => x.toFixed(2)).join(' / ');
+const esc = (s: string): string => s.replace(/\|/g, '\\|');
+
+function tableMd(t: Table): string {
+  const notes = t.rows.some((r) => r.notes);
+  const head = ['case', 'unit', 'Athanor', `peer: ${t.peer}`, 'ratio', ...(notes ? ['notes'] : [])];
+  const lines = [`| ${head.map(esc).join(' | ')} |`, `|${head.map((_, i) => (i >= 2 && i <= 4 ? '---:' : '---')).join('|')}|`];
+  for (const r of t.rows) {
+    const cells = [r.case, r.unit, fmtNum(r.athanor), fmtNum(r.peer), fmtRatio(r.ratio), ...(notes ? [r.notes ?? ''] : [])];
+    lines.push(`| ${cells.map(esc).join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
+interface BenchRecord {
+  name: string;
+  title: string;
+  status: 'ok' | 'failed';
+  seconds: number;
+  loadBefore: number[];
+  loadAfter: number[];
+  error?: string;
+  result?: unknown;
+  tables?: Table[];
+}
+
+function machineMd(m: MachineInfo, loadBefore: number[], loadAfter: number[] | null): string {
+  return [
+    `- Machine: ${m.cpuModel}; ${m.logicalCpus} logical CPUs${m.physicalCores ? ` (${m.physicalCores} physical cores)` : ''}${m.cgroupCpuLimit ? `, limited to ${m.cgroupCpuLimit}` : ''}; ${m.memoryGiB} GiB RAM; ${m.kernel}`,
+    `- Load average (1/5/15 min): ${fmtLoad(loadBefore)} before${loadAfter ? `, ${fmtLoad(loadAfter)} after` : ''}`,
+    `- Software: Node ${m.node}; ${m.openblas ?? 'OpenBLAS not found'}; ${m.torch ? `PyTorch ${m.torch} (Python ${m.python})` : `PyTorch not available (${m.torchUnavailable})`}; Athanor native kernels ${m.nativeKernels === null ? 'unknown' : m.nativeKernels ? 'built' : 'NOT built (TypeScript reference kernels)'}${m.git ? `; commit ${m.git}` : ''}`,
+  ].join('\n');
+}
+
+function reportMd(o: { stamp: string; quick: boolean; argv: string[]; machine: MachineInfo; loadBefore: number[]; loadAfter: number[]; benches: BenchRecord[] }): string {
+  const out = [
+    `## Benchmark run ${o.stamp}${o.quick ? ' (--quick: fewer sizes and reps, indicative only)' : ''}`,
+    '',
+    machineMd(o.machine, o.loadBefore, o.loadAfter),
+    `- Command: \`node dist/bench/run-all.js${o.argv.length ? ` ${o.argv.join(' ')}` : ''}\`; benchmarks: ${o.benches.map((b) => b.name).join(', ')}`,
+    '- Ratio: > 1 means Athanor is better (higher throughput, or less time where the unit is a time); "–" where there is no peer.',
+    '',
+  ];
+  for (const b of o.benches) {
+    out.push(`### ${b.name}: ${b.title}`, '');
+    if (b.status !== 'ok') {
+      out.push(`Failed after ${b.seconds.toFixed(0)} s: \`${(b.error ?? '').split('\n').filter(Boolean).pop() ?? 'unknown error'}\``, '');
+      continue;
+    }
+    out.push(`${b.seconds.toFixed(0)} s; 1-minute load average ${b.loadBefore[0]!.toFixed(2)} before, ${b.loadAfter[0]!.toFixed(2)} after.`, '');
+    for (const t of b.tables ?? []) out.push(`${t.title}: ${t.about}.`, '', tableMd(t), '');
+  }
+  return out.join('\n');
+}
+
+// ---------------------------------------------------------------- running
+
+/** Runs one benchmark in a child; its TMPDIR is a fresh directory removed afterwards, so temporary files a benchmark leaves behind do not pile up. */
+function runChild(name: string, quick: boolean, resultFile: string, tmp: string): Promise<{ code: number | null; tail: string }> {
+  mkdirSync(tmp, { recursive: true });
+  return new Promise((resolvePromise) => {
+    const child = spawn(process.execPath, [HERE, '--child', name, '--result', resultFile, ...(quick ? ['--quick'] : [])], {
+      stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT, env: { ...process.env, TMPDIR: tmp },
+    });
+    let tail = '';
+    const keep = (s: string) => { tail = (tail + s).slice(-6000); };
+    child.stdout.on('data', (d: Buffer) => { process.stdout.write(d); keep(d.toString()); });
+    child.stderr.on('data', (d: Buffer) => { process.stderr.write(d); keep(d.toString()); });
+    child.on('error', (e) => { keep(String(e)); });
+    child.on('close', (code, signal) => {
+      rmSync(tmp, { recursive: true, force: true });
+      resolvePromise({ code: code ?? (signal ? 128 : null), tail: signal ? `${tail}\nkilled by ${signal}` : tail });
+    });
+  });
+}
+
+async function childMain(name: string, resultFile: string, quick: boolean): Promise<void> {
+  const def = BENCHES.find((b) => b.name === name);
+  if (!def) throw new Error(`run-all --child: unknown benchmark '${name}'`);
+  const result = await def.run(quick, (s) => console.log(s));
+  writeFileSync(resultFile, JSON.stringify(result ?? null));
+}
+
+const USAGE = `usage: node dist/bench/run-all.js [NAME ...] [--quick] [--skip NAME,...] [--out-dir DIR] [--list]
+  NAME: ${BENCHES.map((b) => b.name).join(', ')}
+  groups: ${Object.entries(GROUPS).filter(([k]) => k !== 'all').map(([k, v]) => `${k} (${v.join(' ')})`).join(', ')}, all (default)
+  --quick   fewer sizes, reps and steps (a smoke test; numbers are indicative only)
+  writes runs/bench/<timestamp>.json and runs/bench/<timestamp>.md (--out-dir to change)`;
+
+async function main(argv: string[]): Promise<number> {
+  const names: string[] = [];
+  let quick = false, outDir = join(ROOT, 'runs', 'bench');
+  const skip: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--quick') quick = true;
+    else if (a === '--out-dir') outDir = resolve(argv[++i] ?? '.');
+    else if (a === '--skip') skip.push(...(argv[++i] ?? '').split(',').filter(Boolean));
+    else if (a === '--list') { for (const b of BENCHES) console.log(`${b.name.padEnd(18)} ${b.title}`); return 0; }
+    else if (a === '--help' || a === '-h') { console.log(USAGE); return 0; }
+    else if (a.startsWith('-')) { console.error(`run-all: unknown option '${a}'\n${USAGE}`); return 2; }
+    else names.push(a);
+  }
+  let selected: string[];
+  try {
+    const skipped = resolveNames(skip);
+    selected = resolveNames(names.length ? names : ['all']).filter((n) => !skipped.includes(n));
+  } catch (e) {
+    console.error((e as Error).message);
+    return 2;
+  }
+
+  const started = new Date();
+  const stamp = started.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+  const loadBefore = loadavg();
+  const machine = await machineInfo();
+  console.log(`Athanor benchmarks${quick ? ' (--quick)' : ''}: ${selected.join(', ')}`);
+  console.log(machineMd(machine, loadBefore, null));
+  if (!machine.torch) console.log(`PyTorch is not available (${machine.torchUnavailable}): the peer columns stay empty; Athanor's side still runs.`);
+
+  const tmp = mkdtempSync(join(tmpdir(), 'athanor-bench-'));
+  const records: BenchRecord[] = [];
+  try {
+    for (const name of selected) {
+      const def = BENCHES.find((b) => b.name === name)!;
+      console.log(`\n=== ${name}: ${def.title}`);
+      const rec: BenchRecord = { name, title: def.title, status: 'failed', seconds: 0, loadBefore: loadavg(), loadAfter: [] };
+      const file = join(tmp, `${name}.json`);
+      const t0 = performance.now();
+      const { code, tail } = await runChild(name, quick, file, join(tmp, name));
+      rec.seconds = (performance.now() - t0) / 1000;
+      rec.loadAfter = loadavg();
+      if (code === 0 && existsSync(file)) {
+        rec.result = JSON.parse(readFileSync(file, 'utf8'));
+        try {
+          rec.tables = def.tables(rec.result);
+          rec.status = 'ok';
+        } catch (e) {
+          rec.error = `formatting the result failed: ${(e as Error).stack ?? e}`;
+        }
+      } else {
+        rec.error = `exit ${code}: ${tail.trim().split('\n').slice(-15).join('\n')}`;
+      }
+      records.push(rec);
+      if (rec.status === 'ok') {
+        console.log(`\n--- ${name} (${rec.seconds.toFixed(0)} s)`);
+        for (const t of rec.tables!) console.log(`${t.title}: ${t.about}.\n${tableMd(t)}`);
+      } else {
+        console.log(`\n--- ${name} FAILED after ${rec.seconds.toFixed(0)} s (${rec.error?.split('\n')[0]}); continuing`);
+      }
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+
+  const loadAfter = loadavg();
+  const { atomicWriteFileSync } = await import('../src/io/atomic-write.js');
+  const summary = {
+    version: 1, startedAt: started.toISOString(), finishedAt: new Date().toISOString(), quick, argv, selected,
+    machine: { ...machine, loadBefore, loadAfter }, benches: records,
+  };
+  const jsonPath = join(outDir, `${stamp}.json`), mdPath = join(outDir, `${stamp}.md`);
+  atomicWriteFileSync(jsonPath, JSON.stringify(summary, null, 2) + '\n');
+  atomicWriteFileSync(mdPath, reportMd({ stamp, quick, argv, machine, loadBefore, loadAfter, benches: records }));
+  const failed = records.filter((r) => r.status !== 'ok');
+  console.log(`\n${records.length - failed.length}/${records.length} benchmarks ran${failed.length ? `; failed: ${failed.map((r) => r.name).join(', ')}` : ''}. Load average ${fmtLoad(loadBefore)} before, ${fmtLoad(loadAfter)} after.`);
+  console.log(`wrote ${jsonPath}\nwrote ${mdPath}`);
+  return failed.length ? 1 : 0;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  const argv = process.argv.slice(2);
+  const ci = argv.indexOf('--child');
+  if (ci >= 0) {
+    const ri = argv.indexOf('--result');
+    childMain(argv[ci + 1] ?? '', argv[ri + 1] ?? '', argv.includes('--quick')).then(
+      // Some benchmarks leave handles (servers, thread pools) that would keep the child alive.
+      () => process.exit(0),
+      (e: unknown) => { console.error(e); process.exit(1); },
+    );
+  } else {
+    main(argv).then((code) => { process.exitCode = code; }, (e: unknown) => { console.error(e); process.exitCode = 1; });
+  }
+}

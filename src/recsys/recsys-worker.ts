@@ -1,0 +1,96 @@
+// One dense trainer process of `athanor recsys` (started by the dist launcher): joins the
+// process group, connects to the embedding servers named in its environment, streams its
+// shard of the training file, trains, and (rank 0) evaluates and writes result.json.
+import { join } from 'node:path';
+import { atomicWriteFileSync } from '../io/atomic-write.js';
+import { initProcessGroup } from '../dist/init.js';
+import type { BackendRequest } from '../dist/communicator.js';
+import { EmbeddingClient, type EmbeddingEndpoint } from './embedding-client.js';
+import { countLines, readCriteoBatches, type CriteoFormat, type RecBatch } from './criteo.js';
+import { DLRM } from './dlrm.js';
+import { HybridTrainer, type BatchSource } from './hybrid-trainer.js';
+import { loadRecsysConfig, type RecsysConfig } from './recsys-config.js';
+
+export const ENDPOINTS_ENV = 'ATHANOR_RECSYS_ENDPOINTS';
+export const TOKEN_ENV = 'ATHANOR_EMBEDDING_TOKEN';
+
+/** Steps per epoch when `world` trainers each take `batchSize` samples per step: every trainer gets equally many. */
+export function stepsPerEpoch(lines: number, world: number, batchSize: number): number {
+  return Math.floor(Math.floor(lines / world) / batchSize);
+}
+
+/** Trainer `rank`'s batches of a Criteo file, epoch after epoch, starting at any global step. */
+export function criteoFileSource(path: string, o: { rank: number; world: number; batchSize: number; stepsPerEpoch: number; format: CriteoFormat }): BatchSource {
+  return {
+    open(step: number): AsyncIterator<RecBatch> {
+      const spe = o.stepsPerEpoch;
+      async function* gen(): AsyncGenerator<RecBatch> {
+        for (let e = Math.floor(step / spe), first = true; ; e++, first = false) {
+          const within = first ? step % spe : 0;
+          yield* readCriteoBatches(path, { batchSize: o.batchSize, rank: o.rank, worldSize: o.world, skip: within * o.batchSize, limit: (spe - within) * o.batchSize, format: o.format });
+        }
+      }
+      return gen();
+    },
+  };
+}
+
+export interface RecsysResult {
+  auc: number; logLoss: number; evalSamples: number; steps: number; trainSamples: number;
+  samplesPerSec: number; seconds: number; trainers: number; staleness: number; finalLoss: number;
+}
+
+export async function runRecsysWorker(configPath: string): Promise<number> {
+  const c: RecsysConfig = loadRecsysConfig(configPath);
+  const token = process.env[TOKEN_ENV];
+  const eps = process.env[ENDPOINTS_ENV];
+  if (!token || !eps) throw new Error(`recsys worker: env ${TOKEN_ENV} and ${ENDPOINTS_ENV} must be set (start it with 'athanor recsys <config>')`);
+  const pg = await initProcessGroup({ backend: c.train.backend as BackendRequest });
+  const rank = pg.rank, world = pg.size;
+  if (world !== c.train.trainers) throw new Error(`recsys worker: world size ${world} but train.trainers = ${c.train.trainers}`);
+  const client = await EmbeddingClient.connect({ servers: JSON.parse(eps) as EmbeddingEndpoint[], token, wireDtype: c.servers.wireDtype });
+  const log = (s: string): void => { if (rank === 0) process.stdout.write(`${s}\n`); };
+  try {
+    const fmt: CriteoFormat = { numDense: c.data.numDense, numSparse: c.data.numSparse };
+    const B = c.train.batchSize;
+    const spe = stepsPerEpoch(countLines(c.data.train), world, B);
+    if (spe < 1) throw new Error(`${c.data.train}: too few samples for ${world} trainers x batch ${B}`);
+    let total = spe * c.train.epochs;
+    if (c.train.maxSteps > 0) total = Math.min(total, c.train.maxSteps);
+    const model = new DLRM({ numDense: fmt.numDense, numSparse: fmt.numSparse, embDim: c.model.embDim, bottom: c.model.bottom, top: c.model.top, pooling: c.model.pooling, seed: c.model.seed });
+    let t0 = performance.now(), acc = 0, n = 0;
+    const trainer = new HybridTrainer({
+      model, client, comm: pg, staleness: c.train.staleness, dense: c.train.dense,
+      ...(c.train.checkpointEvery > 0 ? { checkpoint: { dir: join(c.workDir, 'checkpoints'), every: c.train.checkpointEvery, keep: c.train.keepCheckpoints } } : {}),
+      log,
+      onStep: (s, loss) => {
+        acc += loss; n++;
+        if (s % c.train.logEvery === 0 || s === total) {
+          const dt = (performance.now() - t0) / 1000;
+          log(`step ${s}/${total}  loss ${(acc / n).toFixed(4)}  ${((n * B * world) / dt).toFixed(0)} samples/s`);
+          acc = 0; n = 0; t0 = performance.now();
+        }
+      },
+    });
+    if (c.train.resume && c.train.checkpointEvery > 0) await trainer.resume();
+    log(`recsys: ${world} trainers x batch ${B}, ${total} steps (${spe} per epoch), staleness k=${c.train.staleness}, ${client.numShards} embedding servers, ${model.numParameters()} dense parameters`);
+    const rep = await trainer.train(criteoFileSource(c.data.train, { rank, world, batchSize: B, stepsPerEpoch: spe, format: fmt }), total, B);
+    // Ranks must not leave the group while another may still allreduce.
+    await pg.barrier();
+    if (rank === 0) {
+      const limit = c.data.evalRows > 0 ? c.data.evalRows : undefined;
+      const ev = await trainer.evaluate(readCriteoBatches(c.data.test, { batchSize: 1024, keepLast: true, format: fmt, ...(limit ? { limit } : {}) }));
+      const last = [...rep.losses.entries()].sort((a, b) => a[0] - b[0]).at(-1)?.[1] ?? NaN;
+      const result: RecsysResult = {
+        auc: ev.auc, logLoss: ev.logLoss, evalSamples: ev.samples, steps: trainer.step, trainSamples: rep.samples,
+        samplesPerSec: rep.samplesPerSec, seconds: rep.seconds, trainers: world, staleness: c.train.staleness, finalLoss: last,
+      };
+      atomicWriteFileSync(join(c.workDir, 'result.json'), JSON.stringify(result, null, 1));
+    }
+    await pg.barrier();
+    return 0;
+  } finally {
+    client.close();
+    await pg.destroy();
+  }
+}
