@@ -42,7 +42,7 @@ export async function runAccuracyBench(o: { log?: (s: string) => void; steps?: n
       '--eval-every', String(t.evalEvery), '--eval-batches', String(t.evalBatches), '--threads', '2', '--seed', '0', '--out-jsonl', jsonl], { encoding: 'utf8' });
     if (r.status === 0) {
       torch = readFileSync(jsonl, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step?: number; val_loss?: number })
-        .filter((x) => x.val_loss !== undefined && x.step !== undefined).map((x) => ({ step: x.step!, valLoss: x.val_loss! }));
+        .filter((x) => x.val_loss !== undefined && x.step !== undefined).map((x) => ({ step: x.step! + 1, valLoss: x.val_loss! })); // its steps are 0-based
     } else log(`PyTorch reference failed: ${(r.stderr || r.stdout).slice(-1500)}`);
   } else log('PyTorch (Debian python3-torch at /usr/bin/python3) not available: Athanor curve only');
   log('\nvalidation loss, gpt-tiny on data/demo/corpus.txt (same data, config, schedule):');

@@ -1,10 +1,16 @@
 // Allreduce bus bandwidth (NCCL-tests definition: busbw = 2(n-1)/n * bytes / time) vs message
 // size, 2 ranks, for Athanor over tcp, unix and MPI, against OpenMPI's MPI_Allreduce called
-// from C (bench/allreduce-mpi-peer.c, compiled with mpicc at bench time). Medians of >= 5 reps.
+// from C (bench/allreduce-mpi-peer.c, compiled with mpicc at bench time).
 //
-//   node dist/bench/allreduce-bench.js [--max-bytes N] [--reps N]
+// The machine is shared and noisy, so competitors are interleaved: each of `rounds` rounds
+// launches every competitor once (in a rotating order), each launch times `reps` runs per size
+// and reports their median; the table shows the median over rounds, and the spread over rounds
+// for large messages. The load average is printed before and after.
+//
+//   node dist/bench/allreduce-bench.js [--max-bytes N] [--reps N] [--rounds N]
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { initProcessGroup } from '../src/dist/init.js';
@@ -15,7 +21,12 @@ const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), '..', '..');
 
 export interface BenchRow { bytes: number; busbw: Record<string, number | null> }
-export interface BenchResult { world: number; rows: BenchRow[]; p2p: Record<string, number>; notes: string[] }
+export interface BenchResult {
+  world: number; rows: BenchRow[]; p2p: Record<string, number>; notes: string[];
+  /** busbw per round, per column, per size (for spreads). */
+  rounds: Record<string, Record<number, number[]>>;
+  load: { before: number[]; after: number[] };
+}
 
 function sizes(maxBytes: number): number[] {
   const out: number[] = [];
@@ -29,7 +40,8 @@ async function timeAllreduce(pg: Communicator, bytes: number, reps: number): Pro
   const buf = new Float32Array(bytes / 4);
   for (let i = 0; i < buf.length; i++) buf[i] = i % 17;
   const r = bytes <= 1 << 20 ? reps * 10 : reps;
-  await pg.allReduce(buf);
+  // Warm-up: the JIT needs a few dozen calls before small-message latency settles.
+  for (let k = bytes <= 1 << 20 ? 50 : 1; k > 0; k--) await pg.allReduce(buf);
   const ts: number[] = [];
   for (let k = 0; k < r; k++) {
     await pg.barrier();
@@ -88,61 +100,86 @@ function run(cmd: string, args: string[], env: Record<string, string> = {}): Pro
 const MPIRUN = ['--allow-run-as-root', '--oversubscribe', '-np', '2'];
 const MPIRUN_UNBOUND = ['--allow-run-as-root', '--oversubscribe', '--bind-to', 'none', '-np', '2'];
 
-export async function runAllreduceBench(o: { maxBytes?: number; reps?: number; log?: (s: string) => void } = {}): Promise<BenchResult> {
-  const maxBytes = o.maxBytes ?? 256 << 20, reps = Math.max(5, o.reps ?? 5);
+export async function runAllreduceBench(o: { maxBytes?: number; reps?: number; rounds?: number; log?: (s: string) => void } = {}): Promise<BenchResult> {
+  const maxBytes = o.maxBytes ?? 256 << 20, reps = Math.max(1, o.reps ?? 5), nRounds = Math.max(1, o.rounds ?? 5);
   const log = o.log ?? ((s: string) => process.stdout.write(`${s}\n`));
   const notes: string[] = [];
   const world = 2;
   const env = { BENCH_MAX_BYTES: String(maxBytes), BENCH_REPS: String(reps) };
   const mpiMissing = mpiUnavailableReason() ?? (spawnSync('mpirun', ['--version']).error ? 'mpirun not on PATH' : null);
-  let res: Record<string, Record<number, number>> = {};
-  let p2p: Record<string, number> = {};
-  if (!mpiMissing) {
-    for (const [flags, backends] of [[MPIRUN_UNBOUND, 'tcp,unix'], [MPIRUN, 'mpi']] as const) {
-      const r = await run('mpirun', [...flags, '-x', 'BENCH_MAX_BYTES', '-x', 'BENCH_REPS', '-x', 'BENCH_BACKENDS', process.execPath, HERE, '--worker'], { ...env, BENCH_BACKENDS: backends });
-      const line = r.stdout.split('\n').find((l) => l.startsWith('BENCH '));
-      if (r.code !== 0 || !line) throw new Error(`allreduce-bench: worker run failed (${r.code})\n${r.stderr}\n${r.stdout}`);
-      const got = JSON.parse(line.slice(6)) as { res: typeof res; p2p: typeof p2p };
-      Object.assign(res, got.res); Object.assign(p2p, got.p2p);
-    }
-  } else {
-    notes.push(`MPI columns skipped: ${mpiMissing}`);
-    const r = await run(process.execPath, [path.join(ROOT, 'dist/src/dist/launcher.js'), '--nproc-per-node', '2', '--', 'node', HERE, '--worker'], { ...env, BENCH_BACKENDS: 'tcp,unix' });
+  const load = { before: os.loadavg(), after: [] as number[] };
+  // Per column and size, one time (median of `reps`) per round.
+  const times: Record<string, Record<number, number[]>> = {};
+  const p2pRounds: Record<string, number[]> = {};
+  const record = (res: Record<string, Record<number, number>>, p2p: Record<string, number>): void => {
+    for (const [c, bySize] of Object.entries(res)) for (const [b, t] of Object.entries(bySize)) ((times[c] ??= {})[Number(b)] ??= []).push(t);
+    for (const [c, v] of Object.entries(p2p)) (p2pRounds[c] ??= []).push(v);
+  };
+  const athanor = async (flags: readonly string[] | null, backends: string): Promise<void> => {
+    const r = flags
+      ? await run('mpirun', [...flags, '-x', 'BENCH_MAX_BYTES', '-x', 'BENCH_REPS', '-x', 'BENCH_BACKENDS', process.execPath, HERE, '--worker'], { ...env, BENCH_BACKENDS: backends })
+      : await run(process.execPath, [path.join(ROOT, 'dist/src/dist/launcher.js'), '--nproc-per-node', '2', '--', 'node', HERE, '--worker'], { ...env, BENCH_BACKENDS: backends });
     const line = r.stdout.split('\n').find((l) => l.includes('BENCH '));
-    if (r.code !== 0 || !line) throw new Error(`allreduce-bench: worker run failed (${r.code})\n${r.stderr}`);
-    ({ res, p2p } = JSON.parse(line.slice(line.indexOf('BENCH ') + 6)) as { res: typeof res; p2p: typeof p2p });
-  }
+    if (r.code !== 0 || !line) throw new Error(`allreduce-bench: worker run failed (${r.code})\n${r.stderr}\n${r.stdout}`);
+    const got = JSON.parse(line.slice(line.indexOf('BENCH ') + 6)) as { res: Record<string, Record<number, number>>; p2p: Record<string, number> };
+    record(got.res, got.p2p);
+  };
   // Reference: OpenMPI from C.
-  const ref: Record<number, number> = {};
+  let exe: string | null = null;
   if (!mpiMissing) {
-    const exe = path.join(ROOT, 'build', 'allreduce-mpi-peer');
+    exe = path.join(ROOT, 'build', 'allreduce-mpi-peer');
     mkdirSync(path.dirname(exe), { recursive: true });
     const cc = spawnSync('mpicc', ['-O2', '-o', exe, path.join(ROOT, 'bench', 'allreduce-mpi-peer.c')], { encoding: 'utf8' });
-    if (cc.status !== 0) notes.push(`C reference skipped: mpicc failed: ${cc.stderr || cc.error?.message}`);
-    else {
-      const r = await run('mpirun', [...MPIRUN, exe, String(reps), ...sizes(maxBytes).map(String)]);
-      for (const l of r.stdout.split('\n')) { const [b, t] = l.trim().split(/\s+/); if (b && t) ref[Number(b)] = Number(t); }
-    }
+    if (cc.status !== 0) { notes.push(`C reference skipped: mpicc failed: ${cc.stderr || cc.error?.message}`); exe = null; }
+  } else notes.push(`MPI columns skipped: ${mpiMissing}`);
+  const mpiC = async (): Promise<void> => {
+    const r = await run('mpirun', [...MPIRUN, exe!, String(reps), ...sizes(maxBytes).map(String)]);
+    const ref: Record<number, number> = {};
+    for (const l of r.stdout.split('\n')) { const [b, t] = l.trim().split(/\s+/); if (b && t) ref[Number(b)] = Number(t); }
+    record({ 'mpi-c': ref }, {});
+  };
+  // tcp and unix share a launch; their order alternates between rounds.
+  const sockets = (k: number): string => (k % 2 ? 'unix,tcp' : 'tcp,unix');
+  const competitors: ((k: number) => Promise<void>)[] = [];
+  if (mpiMissing) competitors.push((k) => athanor(null, sockets(k)));
+  else {
+    competitors.push((k) => athanor(MPIRUN_UNBOUND, sockets(k)), () => athanor(MPIRUN, 'mpi'));
+    if (exe) competitors.push(mpiC);
   }
-  const cols = ['tcp', 'unix', 'mpi'];
+  for (let k = 0; k < nRounds; k++) {
+    for (let i = 0; i < competitors.length; i++) await competitors[(i + k) % competitors.length]!(k);
+  }
+  load.after = os.loadavg();
+  const cols = ['tcp', 'unix', 'mpi', 'mpi-c'];
+  const rounds: BenchResult['rounds'] = {};
+  for (const c of cols) for (const [b, ts] of Object.entries(times[c] ?? {})) (rounds[c] ??= {})[Number(b)] = ts.map((t) => busbw(Number(b), world, t));
   const rows: BenchRow[] = sizes(maxBytes).map((b) => {
     const bw: Record<string, number | null> = {};
-    for (const c of cols) bw[c] = res[c]?.[b] ? busbw(b, world, res[c]![b]!) : null;
-    bw['mpi-c'] = ref[b] ? busbw(b, world, ref[b]!) : null;
+    for (const c of cols) { const ts = times[c]?.[b]; bw[c] = ts?.length ? busbw(b, world, median(ts)) : null; }
     return { bytes: b, busbw: bw };
   });
+  const p2p: Record<string, number> = {};
+  for (const [c, v] of Object.entries(p2pRounds)) p2p[c] = median(v);
   const fmtB = (b: number): string => (b >= 1 << 20 ? `${b / (1 << 20)} MiB` : `${b / 1024} KiB`);
   const gb = (x: number | null | undefined): string => (x ? (x / 1e9).toFixed(3) : '-');
   const ratio = (x: number | null | undefined, y: number | null | undefined): string => (x && y ? (x / y).toFixed(2) : '-');
-  log(`allreduce float32 sum, ${world} ranks, busbw GB/s (median of >= ${reps} reps; 2(n-1)/n * bytes / time)`);
+  const la = (l: number[]): string => l.map((x) => x.toFixed(2)).join(' ');
+  log(`allreduce float32 sum, ${world} ranks, busbw GB/s (2(n-1)/n * bytes / time): median over ${nRounds} interleaved rounds of the median of ${reps} reps (x10 up to 1 MiB)`);
+  log(`load average before: ${la(load.before)}; after: ${la(load.after)} (${os.cpus().length} cores)`);
   log(['size', 'athanor-tcp', 'athanor-unix', 'athanor-mpi', 'MPI_Allreduce(C)', 'tcp/C', 'unix/C', 'ath-mpi/C'].map((s) => s.padStart(13)).join(''));
   for (const r of rows) {
     const c = r.busbw;
     log([fmtB(r.bytes), gb(c.tcp), gb(c.unix), gb(c.mpi), gb(c['mpi-c']), ratio(c.tcp, c['mpi-c']), ratio(c.unix, c['mpi-c']), ratio(c.mpi, c['mpi-c'])].map((s) => s.padStart(13)).join(''));
   }
+  log('spread over rounds (min-max busbw GB/s), messages >= 16 MiB:');
+  for (const r of rows.filter((x) => x.bytes >= 16 << 20)) {
+    log(`${fmtB(r.bytes).padStart(13)}${cols.map((c) => { const v = rounds[c]?.[r.bytes]; return (v?.length ? `${(Math.min(...v) / 1e9).toFixed(2)}-${(Math.max(...v) / 1e9).toFixed(2)}` : '-').padStart(13); }).join('')}`);
+  }
+  const lat = rows[0];
+  if (lat) log(`${fmtB(lat.bytes)} latency (us): ${cols.map((c) => { const t = times[c]?.[lat.bytes]; return `${c} ${t?.length ? (median(t) * 1e6).toFixed(1) : '-'}`; }).join(', ')}`);
   for (const [k, v] of Object.entries(p2p)) log(`point-to-point one-way 64 MiB over ${k}: ${(v / 1e9).toFixed(3)} GB/s`);
   for (const n of notes) log(`note: ${n}`);
-  return { world, rows, p2p, notes };
+  return { world, rows, p2p, notes, rounds, load };
 }
 
 if (process.argv[1] && pathToFileURL(path.resolve(process.argv[1])).href === import.meta.url) {
@@ -150,6 +187,6 @@ if (process.argv[1] && pathToFileURL(path.resolve(process.argv[1])).href === imp
     worker().catch((e) => { console.error(e); process.exit(1); });
   } else {
     const arg = (n: string): number | undefined => { const i = process.argv.indexOf(n); return i > 0 ? Number(process.argv[i + 1]) : undefined; };
-    runAllreduceBench({ maxBytes: arg('--max-bytes'), reps: arg('--reps') }).catch((e) => { console.error(e); process.exit(1); });
+    runAllreduceBench({ maxBytes: arg('--max-bytes'), reps: arg('--reps'), rounds: arg('--rounds') }).catch((e) => { console.error(e); process.exit(1); });
   }
 }

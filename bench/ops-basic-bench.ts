@@ -7,19 +7,17 @@
 //   bf16_cast   6·N bytes  y = x.to(bfloat16)           ("alloc" and "out" like add)
 //   dispatch    µs per a + b on 16 floats: the full op path incl. output tensor and scope
 // Run: node dist/bench/ops-basic-bench.js [threads,...]   (default 1,2)
-import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Rng } from '../src/core/rng.js';
 import { empty, type Tensor } from '../src/core/tensor.js';
 import { scope } from '../src/core/scope.js';
 import { noGrad } from '../src/autograd/tape.js';
 import { kernelThreads, setKernelThreads } from '../src/backend/dispatch.js';
-import { projectRoot } from '../src/backend/native.js';
 import { nativeBasic } from '../src/backend/native-basic.js';
 import { BIN, binaryInto, castContig } from '../src/backend/basic-kernels.js';
 import { add } from '../src/ops/elementwise.js';
 import { cast, gelu } from '../src/ops/unary.js';
+import { runTorchPeer } from './torch-peer.js';
 
 export interface OpsBasicRow {
   op: 'add' | 'gelu' | 'bf16_cast' | 'dispatch';
@@ -72,19 +70,10 @@ function randn(n: number, rng: Rng): Tensor {
 interface PeerKey { op: string; variant: string; n: number }
 
 function torchPeer(sizes: number[], threads: number, reps: number, minRep: number, log: (s: string) => void): Map<string, number> {
-  const script = join(projectRoot(), 'bench', 'peers', 'torch-ops.py');
   const ops: Record<string, unknown>[] = [{ op: 'dispatch' }];
   for (const n of sizes) ops.push({ op: 'add', n }, { op: 'gelu', n }, { op: 'bf16_cast', n });
-  const spec = JSON.stringify({ threads, reps, ops });
-  const r = spawnSync('/usr/bin/python3', [script, '--threads', String(threads), '--min-rep-s', String(minRep), spec], { encoding: 'utf8', timeout: 900_000 });
   const out = new Map<string, number>();
-  if (r.status !== 0) {
-    log(`torch peer unavailable (${r.error?.message ?? ((r.stderr || '').trim().split('\n').pop() || `exit ${r.status}`)}); ratios omitted`);
-    return out;
-  }
-  for (const line of r.stdout.split('\n')) {
-    if (!line.trim()) continue;
-    const rec = JSON.parse(line) as { op: string; variant?: string; shape?: { n?: number }; gb_per_s?: number; us_per_op?: number };
+  for (const rec of runTorchPeer(ops, { threads, reps, minRep, log, timeoutMs: 900_000 })) {
     if (rec.op === 'dispatch' && rec.us_per_op !== undefined) out.set(key({ op: 'dispatch', variant: 'alloc', n: 16 }), rec.us_per_op);
     else if (rec.gb_per_s !== undefined && rec.shape?.n !== undefined) out.set(key({ op: rec.op, variant: rec.variant ?? 'alloc', n: rec.shape.n }), rec.gb_per_s);
   }

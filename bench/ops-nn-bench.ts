@@ -6,8 +6,6 @@
 // on a fresh gradient buffer; cross-entropy is the full op: forward + backward()
 // through the tape, like torch's F.cross_entropy(...).backward().
 // Run: node dist/bench/ops-nn-bench.js [threads,...]   (default 1,2)
-import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Rng } from '../src/core/rng.js';
 import { empty, fromStorage, type Tensor } from '../src/core/tensor.js';
@@ -15,10 +13,10 @@ import { scope } from '../src/core/scope.js';
 import { backward, noGrad } from '../src/autograd/tape.js';
 import { setKernelThreads } from '../src/backend/dispatch.js';
 import { setBlasThreads } from '../src/backend/blas.js';
-import { projectRoot } from '../src/backend/native.js';
 import { nativeNn } from '../src/backend/native-nn.js';
 import * as K from '../src/backend/nn-kernels.js';
 import { crossEntropy, layerNorm, softmax } from '../src/ops/nn.js';
+import { runTorchPeer } from './torch-peer.js';
 
 export interface OpsNnRow {
   op: string;
@@ -143,17 +141,8 @@ function athanorSeconds(s: Spec, reps: number, minRep: number): { median: number
 }
 
 function torchRows(specs: Spec[], threads: number, reps: number, minRep: number, log: (s: string) => void): Map<string, { median: number; min: number }> {
-  const script = join(projectRoot(), 'bench', 'peers', 'torch-ops.py');
-  const spec = JSON.stringify({ threads, reps, ops: specs.map(torchSpec) });
-  const r = spawnSync('/usr/bin/python3', [script, '--threads', String(threads), '--min-rep-s', String(minRep), spec], { encoding: 'utf8', timeout: 600_000 });
   const out = new Map<string, { median: number; min: number }>();
-  if (r.status !== 0) {
-    log(`torch peer unavailable (${r.error?.message ?? (r.stderr || '').trim().split('\n').pop() ?? `exit ${r.status}`}); ratios omitted`);
-    return out;
-  }
-  for (const line of r.stdout.split('\n')) {
-    if (!line.trim()) continue;
-    const rec = JSON.parse(line) as { op: string; shape?: Record<string, number>; median_s?: number; min_s?: number };
+  for (const rec of runTorchPeer(specs.map(torchSpec), { threads, reps, minRep, log })) {
     if (rec.median_s === undefined || rec.min_s === undefined || !rec.shape) continue;
     out.set(`${rec.op}:${JSON.stringify(rec.shape)}`, { median: rec.median_s, min: rec.min_s });
   }

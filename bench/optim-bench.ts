@@ -7,15 +7,13 @@
 // kernel per parameter). The global grad norm (4 * N bytes: read g once) is
 // reported without a peer: torch-ops.py has no grad-norm op.
 // Run: node dist/bench/optim-bench.js [threads,...]   (default 1,2)
-import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Rng } from '../src/core/rng.js';
 import { fromStorage, type Tensor } from '../src/core/tensor.js';
 import { setKernelThreads } from '../src/backend/dispatch.js';
-import { projectRoot } from '../src/backend/native.js';
 import { nativeOptim } from '../src/backend/native-optim.js';
 import { AdamW, gradNorm } from '../src/optim/index.js';
+import { runTorchPeer } from './torch-peer.js';
 
 export interface OptimBenchRow {
   op: 'adamw' | 'grad_norm';
@@ -66,18 +64,9 @@ function flatParam(n: number, rng: Rng): Tensor {
 }
 
 function torchAdamw(sizes: number[], threads: number, reps: number, minRep: number, log: (s: string) => void): Map<number, number> {
-  const script = join(projectRoot(), 'bench', 'peers', 'torch-ops.py');
-  const spec = JSON.stringify({ threads, reps, ops: sizes.map((n) => ({ op: 'adamw', n })) });
-  const r = spawnSync('/usr/bin/python3', [script, '--threads', String(threads), '--min-rep-s', String(minRep), spec], { encoding: 'utf8', timeout: 600_000 });
   const out = new Map<number, number>();
-  if (r.status !== 0) {
-    log(`torch peer unavailable (${r.error?.message ?? (r.stderr || '').trim().split('\n').pop() ?? `exit ${r.status}`}); ratios omitted`);
-    return out;
-  }
-  for (const line of r.stdout.split('\n')) {
-    if (!line.trim()) continue;
-    const rec = JSON.parse(line) as { op: string; variant?: string; shape?: { n: number }; gb_per_s?: number };
-    if (rec.op === 'adamw' && rec.variant === 'best' && rec.shape && rec.gb_per_s !== undefined) out.set(rec.shape.n, rec.gb_per_s);
+  for (const rec of runTorchPeer(sizes.map((n) => ({ op: 'adamw', n })), { threads, reps, minRep, log })) {
+    if (rec.op === 'adamw' && rec.variant === 'best' && rec.shape?.n !== undefined && rec.gb_per_s !== undefined) out.set(rec.shape.n, rec.gb_per_s);
   }
   return out;
 }

@@ -5,16 +5,14 @@
  * into rows: the innermost dim when nd > 1, else fixed-size chunks of the single dim, so
  * one OpenMP loop over rows parallelises every layout. Inner loops are specialised for the
  * unit/zero-stride cases that -O3 turns into vector code. Pointers arrive with element
- * offsets as ints (JS passes whole typed arrays, zero-copy). */
+ * offsets as ints (JS passes whole typed arrays, zero-copy). dtype casts are in cast.c. */
 #define _GNU_SOURCE /* madvise */
 #include <math.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__F16C__) || defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include "kernel-math.h"
 
 typedef int64_t i64;
 #define MAXD 16
@@ -59,10 +57,7 @@ static inline i64 iter_row(const iter_t *it, int nops, i64 r, i64 *off) {
 
 /* ---------- fast math that vectorises (no libm calls in the loops) ---------- */
 
-static inline float f_as(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-static inline uint32_t u_as(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-
-/* exp with ~1 ulp error on the whole float range: Cephes polynomial on
+/* exp with ~1 ulp error on the whole float range: the kernel-math.h polynomial on
  * r = x - n ln2, then 2^n applied as two factors so overflow gives Inf and
  * deep underflow gives subnormals/0 without special cases. */
 static inline float athn_expf(float x) {
@@ -73,13 +68,7 @@ static inline float athn_expf(float x) {
   float n = rintf(xc * 1.44269504088896341f);
   float r = fmaf(n, -0.693359375f, xc);
   r = fmaf(n, 2.12194440e-4f, r);
-  float p = 1.9875691500e-4f;
-  p = fmaf(p, r, 1.3981999507e-3f);
-  p = fmaf(p, r, 8.3334519073e-3f);
-  p = fmaf(p, r, 4.1665795894e-2f);
-  p = fmaf(p, r, 1.6666665459e-1f);
-  p = fmaf(p, r, 5.0000001201e-1f);
-  p = fmaf(p, r * r, r) + 1.0f;
+  float p = exp_poly(r);
   int32_t ni = (int32_t)n;
   int32_t n1 = ni >> 1, n2 = ni - n1;
   float res = p * f_as((uint32_t)(n1 + 127) << 23) * f_as((uint32_t)(n2 + 127) << 23);
@@ -407,105 +396,6 @@ void NAME(int nd, const int *meta, float *out, int oOff, const CT *cond, int cOf
 }
 WHERE_KERNEL(athn_where_i32_f32, int)
 WHERE_KERNEL(athn_where_f32_f32, float)
-
-/* ---------- dtype casts (contiguous), bit-exact with src/core/dtype.ts ---------- */
-
-void athn_f32_to_bf16(int n, const float *x, int xOff, uint16_t *y, int yOff) {
-  const float *px = x + xOff;
-  uint16_t *py = y + yOff;
-  #pragma omp parallel for if(n >= 32768) schedule(static)
-  for (int i = 0; i < n; i++) {
-    const uint32_t u = u_as(px[i]);
-    const uint16_t rounded = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    const uint16_t quiet = (uint16_t)((u >> 16) | 0x40u);
-    py[i] = (u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
-  }
-}
-
-void athn_bf16_to_f32(int n, const uint16_t *x, int xOff, float *y, int yOff) {
-  const uint16_t *px = x + xOff;
-  float *py = y + yOff;
-  #pragma omp parallel for if(n >= 32768) schedule(static)
-  for (int i = 0; i < n; i++) py[i] = f_as((uint32_t)px[i] << 16);
-}
-
-/* Portable round-to-nearest-even f32 -> f16 (the dtype.ts algorithm, branch-free). */
-static inline uint16_t f32_to_f16_bits(float f) {
-  const uint32_t u = u_as(f);
-  const uint32_t sign = (u >> 16) & 0x8000u;
-  const int32_t exp = (int32_t)((u >> 23) & 0xff);
-  const uint32_t mant = u & 0x7fffffu;
-  const int32_t e = exp - 127 + 15;
-  /* normal */
-  uint32_t rn = ((uint32_t)e << 10) | (mant >> 13);
-  const uint32_t remn = mant & 0x1fffu;
-  rn += (remn > 0x1000u || (remn == 0x1000u && (rn & 1u))) ? 1u : 0u;
-  /* subnormal: shift in [14, 24] */
-  const uint32_t m2 = mant | 0x800000u;
-  const int32_t shift = 14 - e;
-  const uint32_t sh = (uint32_t)(shift > 24 ? 24 : shift < 14 ? 14 : shift);
-  uint32_t rs = m2 >> sh;
-  const uint32_t rem = m2 & ((1u << sh) - 1u), half = 1u << (sh - 1u);
-  rs += (rem > half || (rem == half && (rs & 1u))) ? 1u : 0u;
-  uint32_t r = e >= 0x1f ? 0x7c00u : e <= 0 ? (e < -10 ? 0u : rs) : rn;
-  r = exp == 0xff ? (0x7c00u | (mant ? 0x200u : 0u)) : r;
-  return (uint16_t)(sign | r);
-}
-
-static inline float f16_bits_to_f32(uint16_t h) {
-  const uint32_t s = ((uint32_t)h & 0x8000u) << 16, e = ((uint32_t)h >> 10) & 0x1fu, m = (uint32_t)h & 0x3ffu;
-  const float sub = (float)m * 5.9604644775390625e-8f;
-  const uint32_t subBits = u_as(sub) | s;
-  const uint32_t normal = s | ((e + 112u) << 23) | (m << 13);
-  const uint32_t special = s | 0x7f800000u | (m << 13);
-  return f_as(e == 0 ? subBits : e == 0x1f ? special : normal);
-}
-
-void athn_f32_to_f16(int n, const float *x, int xOff, uint16_t *y, int yOff) {
-  const float *px = x + xOff;
-  uint16_t *py = y + yOff;
-#if defined(__F16C__)
-  /* Hardware conversion rounds to nearest even like dtype.ts; NaN payloads are then
-   * canonicalised to sign|0x7e00 as dtype.ts does. */
-  const int nv = n & ~7;
-  #pragma omp parallel for if(n >= 32768) schedule(static)
-  for (int i = 0; i < nv; i += 8) {
-    __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(px + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m128i absH = _mm_and_si128(h, _mm_set1_epi16(0x7fff));
-    const __m128i isNan = _mm_cmpgt_epi16(absH, _mm_set1_epi16(0x7c00));
-    h = _mm_blendv_epi8(h, _mm_and_si128(h, _mm_set1_epi16((short)0xfe00)), isNan);
-    _mm_storeu_si128((__m128i *)(py + i), h);
-  }
-  for (int i = nv; i < n; i++) py[i] = f32_to_f16_bits(px[i]);
-#else
-  #pragma omp parallel for if(n >= 32768) schedule(static)
-  for (int i = 0; i < n; i++) py[i] = f32_to_f16_bits(px[i]);
-#endif
-}
-
-void athn_f16_to_f32(int n, const uint16_t *x, int xOff, float *y, int yOff) {
-  const uint16_t *px = x + xOff;
-  float *py = y + yOff;
-#if defined(__F16C__)
-  const int nv = n & ~7;
-  #pragma omp parallel for if(n >= 32768) schedule(static)
-  for (int i = 0; i < nv; i += 8) _mm256_storeu_ps(py + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(px + i))));
-  for (int i = nv; i < n; i++) py[i] = f16_bits_to_f32(px[i]);
-#else
-  #pragma omp parallel for if(n >= 32768) schedule(static)
-  for (int i = 0; i < n; i++) py[i] = f16_bits_to_f32(px[i]);
-#endif
-}
-
-void athn_f32_to_f64(int n, const float *x, int xOff, double *y, int yOff) {
-  #pragma omp parallel for if(n >= 32768) schedule(static)
-  for (int i = 0; i < n; i++) y[yOff + i] = (double)x[xOff + i];
-}
-
-void athn_f64_to_f32(int n, const double *x, int xOff, float *y, int yOff) {
-  #pragma omp parallel for if(n >= 32768) schedule(static)
-  for (int i = 0; i < n; i++) y[yOff + i] = (float)x[xOff + i];
-}
 
 /* ---------- memory advice ---------- */
 

@@ -1,4 +1,4 @@
-/* Reduction loops and socket helpers for the collectives in src/dist/ (bound by
+/* Reduction loops and the same-host single-copy read for the collectives in src/dist/ (bound by
  * src/dist/native-reduce.ts). Results must equal the TypeScript fallback in
  * src/dist/reduce-kernels.ts bit for bit, so:
  *  - float32 sum is a plain float add (the JS double add rounded to float32 is the same:
@@ -13,7 +13,6 @@
 #include <string.h>
 #include <errno.h>
 #include <sys/types.h>
-#include <sys/socket.h>
 #include <sys/uio.h>
 
 enum { OP_SUM = 0, OP_MAX = 1 };
@@ -57,17 +56,6 @@ void athn_comm_acc_bf16(int op, int first, int64_t n, float *acc, const uint16_t
 
 void athn_comm_round_bf16(int64_t n, const float *x, uint16_t *out) {
   for (int64_t i = 0; i < n; i++) out[i] = c_to_bf(x[i]);
-}
-
-/* Kernel socket buffer sizes (node exposes none for stream sockets). Returns the
- * effective SO_SNDBUF (the kernel doubles and caps the request), or -errno. */
-int athn_comm_sockbuf(int fd, int bytes) {
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes) != 0) return -errno;
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes) != 0) return -errno;
-  int got = 0;
-  socklen_t len = sizeof got;
-  if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &got, &len) != 0) return -errno;
-  return got;
 }
 
 /* Address of a buffer as koffi passes it (typed arrays cross as a pointer to their first

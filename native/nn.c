@@ -1,6 +1,6 @@
 /* Neural-network kernels (float32): softmax, log-softmax, cross-entropy, LayerNorm,
- * RMSNorm, embedding, dropout, the attention softmax pieces and the bias gradient.
- * GEMM is not here: it is OpenBLAS's job (src/backend/blas.ts).
+ * RMSNorm, embedding, dropout and the bias gradient (the attention softmax pieces are
+ * in attention.c). GEMM is not here: it is OpenBLAS's job (src/backend/blas.ts).
  *
  * Conventions shared with src/backend/reference/nn.ts (the oracle):
  *  - rows are contiguous, `ld` (when present) is the distance between row starts;
@@ -11,7 +11,7 @@
  *  - row loops run under OpenMP only above 32768 elements, so small calls never pay
  *    a fork/join; per-thread partial sums (LayerNorm dweight/dbias) are reduced in
  *    thread order, so results are deterministic for a given thread count.
- * exp uses a polynomial (Cephes expf, ~1 ulp) written so that gcc vectorizes it:
+ * exp is fast_expf (kernel-math.h), a polynomial written so that gcc vectorizes it:
  * libm's expf is a scalar call and would make these kernels compute-bound. */
 #include <math.h>
 #include <stdint.h>
@@ -20,40 +20,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-#define PAR_MIN 32768
-
-static inline float bits_to_float(int32_t i) {
-  union { int32_t i; float f; } u;
-  u.i = i;
-  return u.f;
-}
-
-/* exp(x) for x <= 88.7; below -87.3 it returns the smallest normal (≈1e-38), which
- * is 0 for every purpose here (softmax terms, probabilities). */
-static inline float fast_expf(float x) {
-  x = x < -87.3f ? -87.3f : x;
-  x = x > 88.7f ? 88.7f : x;
-  float n = rintf(x * 1.44269504088896341f);
-  float r = fmaf(n, -0.693359375f, x);
-  r = fmaf(n, 2.12194440e-4f, r);
-  float r2 = r * r;
-  float p = 1.9875691500e-4f;
-  p = fmaf(p, r, 1.3981999507e-3f);
-  p = fmaf(p, r, 8.3334519073e-3f);
-  p = fmaf(p, r, 4.1665795894e-2f);
-  p = fmaf(p, r, 1.6666665459e-1f);
-  p = fmaf(p, r, 5.0000001201e-1f);
-  p = fmaf(p, r2, r) + 1.0f;
-  return p * bits_to_float(((int32_t)n + 127) << 23);
-}
-
-static inline float row_max(const float *x, int64_t n) {
-  float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-  for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
-  return m;
-}
+#include "kernel-math.h"
 
 /* y[j] = exp(x[j] - m), returns the sum (y may alias x). */
 static inline float exp_shift_sum(const float *x, float *y, int64_t n, float m) {
@@ -224,6 +191,19 @@ static int n_threads_for(int64_t work) {
 #endif
 }
 
+/* The calling thread's contiguous share [*lo, *hi) of n items, inside a parallel region.
+ * Fixed shares (not an omp for) let a thread keep its own partial sums, or own a column
+ * range outright, which keeps reductions deterministic. */
+static inline void thread_share(int64_t n, int64_t *lo, int64_t *hi) {
+  int tid = 0, T = 1;
+#ifdef _OPENMP
+  tid = omp_get_thread_num();
+  T = omp_get_num_threads();
+#endif
+  *lo = n * tid / T;
+  *hi = n * (tid + 1) / T;
+}
+
 /* dx += rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w   (mean_x NULL: RMSNorm, no centring)
  * dw += sum_rows dy * xhat ; db += sum_rows dy. Any of dx, dw, db may be NULL. */
 static void norm_bwd(const float *dy, const float *x, const float *w, const float *mean, const float *rstd,
@@ -237,12 +217,12 @@ static void norm_bwd(const float *dy, const float *x, const float *w, const floa
   }
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    int tid = 0, T = 1;
+    int tid = 0;
 #ifdef _OPENMP
     tid = omp_get_thread_num();
-    T = omp_get_num_threads();
 #endif
-    int64_t r0 = rows * tid / T, r1 = rows * (tid + 1) / T;
+    int64_t r0, r1;
+    thread_share(rows, &r0, &r1);
     float *pw = part ? part + (size_t)tid * 2 * C : NULL;
     float *pb = pw ? pw + C : NULL;
     for (int64_t i = r0; i < r1; i++) {
@@ -349,12 +329,8 @@ void athn_embedding_bwd_f32(const float *dout, const int32_t *idx, float *dw, in
   if (C < 64) nt = 1;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    int tid = 0, T = 1;
-#ifdef _OPENMP
-    tid = omp_get_thread_num();
-    T = omp_get_num_threads();
-#endif
-    int64_t c0 = C * tid / T, c1 = C * (tid + 1) / T;
+    int64_t c0, c1;
+    thread_share(C, &c0, &c1);
     for (int64_t i = 0; i < n; i++) {
       const float *g = dout + i * C;
       float *d = dw + (int64_t)idx[i] * C;
@@ -411,55 +387,6 @@ void athn_dropout_bwd_f32(const float *dy, const uint32_t *mask, float *dx, int6
   }
 }
 
-/* -------------------------------------------------------------- attention */
-
-/* In place on S (mats matrices of Tq x Tk, contiguous): P = softmax(scale * S) per row,
- * with j > i masked (causal, top-left aligned like PyTorch's is_causal). Masked
- * entries are written as 0, so callers may leave them uncomputed in S. */
-void athn_attn_softmax_f32(float *S, int64_t mats, int64_t Tq, int64_t Tk, float scale, int causal) {
-  int64_t rows = mats * Tq;
-#pragma omp parallel for if (rows * Tk >= PAR_MIN) schedule(static)
-  for (int64_t r = 0; r < rows; r++) {
-    float *s = S + r * Tk;
-    int64_t i = r % Tq;
-    int64_t n = causal ? (i + 1 < Tk ? i + 1 : Tk) : Tk;
-    float m, sum = 0.f;
-    if (scale > 0) m = scale * row_max(s, n);
-    else {
-      m = -INFINITY;
-      for (int64_t j = 0; j < n; j++) m = scale * s[j] > m ? scale * s[j] : m;
-    }
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < n; j++) {
-      float e = fast_expf(scale * s[j] - m);
-      s[j] = e;
-      sum += e;
-    }
-    float inv = 1.0f / sum;
-#pragma omp simd
-    for (int64_t j = 0; j < n; j++) s[j] *= inv;
-    for (int64_t j = n; j < Tk; j++) s[j] = 0.f;
-  }
-}
-
-/* In place on dP: dS = alpha * P * (dP - rowsum(dP * P)); masked entries set to 0. */
-void athn_attn_softmax_bwd_f32(const float *P, float *dP, int64_t mats, int64_t Tq, int64_t Tk, float alpha, int causal) {
-  int64_t rows = mats * Tq;
-#pragma omp parallel for if (rows * Tk >= PAR_MIN) schedule(static)
-  for (int64_t r = 0; r < rows; r++) {
-    const float *p = P + r * Tk;
-    float *g = dP + r * Tk;
-    int64_t i = r % Tq;
-    int64_t n = causal ? (i + 1 < Tk ? i + 1 : Tk) : Tk;
-    float s = 0.f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; j++) s += p[j] * g[j];
-#pragma omp simd
-    for (int64_t j = 0; j < n; j++) g[j] = alpha * p[j] * (g[j] - s);
-    for (int64_t j = n; j < Tk; j++) g[j] = 0.f;
-  }
-}
-
 /* ------------------------------------------------------------ bias / misc */
 
 /* db[j] += sum_i dy[i*ld + j]. Threads split the columns (no reduction race). */
@@ -468,12 +395,8 @@ void athn_bias_grad_f32(const float *dy, float *db, int64_t rows, int64_t cols, 
   if (cols < 64) nt = 1;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    int tid = 0, T = 1;
-#ifdef _OPENMP
-    tid = omp_get_thread_num();
-    T = omp_get_num_threads();
-#endif
-    int64_t c0 = cols * tid / T, c1 = cols * (tid + 1) / T;
+    int64_t c0, c1;
+    thread_share(cols, &c0, &c1);
     for (int64_t i = 0; i < rows; i++) {
       const float *g = dy + i * ld;
 #pragma omp simd

@@ -29,6 +29,14 @@ for (const backend of ['unix', 'tcp']) {
   }
 }
 
+test('collectives over unix when peers refuse single-copy reads (falls back to inline sends), world size 3', async () => {
+  checkAll(await runRanks({ world: 3, env: { ATHANOR_BACKEND: 'unix', ATHANOR_CMA: 'refuse' } }), 3, 'unix');
+});
+
+test('collectives over unix without the single-copy path and without native reduction loops, world size 2', async () => {
+  checkAll(await runRanks({ world: 2, env: { ATHANOR_BACKEND: 'unix', ATHANOR_CMA: '0', ATHANOR_DIST_NATIVE: '0' } }), 2, 'unix');
+});
+
 test('tcp between two loopback addresses (127.0.0.2 and 127.0.0.3, different host ids: auto picks tcp)', async () => {
   const outs = await runRanks({
     world: 2,

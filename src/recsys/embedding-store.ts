@@ -1,7 +1,8 @@
 // One feature group's rows on one server: float32 row slabs and optimizer-state
 // slabs (chunks of CHUNK_ROWS rows, allocated as the group fills), per-slot
-// metadata in typed arrays, an open-addressing id -> slot index, and an intrusive
-// LRU list. No JS object exists per row, so millions of rows cost the GC nothing.
+// metadata in typed arrays, an open-addressing id -> slot index (id-index.ts), and an
+// intrusive LRU list (lru-list.ts). No JS object exists per row, so millions of rows
+// cost the GC nothing.
 //
 // Row lifecycle:
 // - A row is created on first sight with a value drawn from (seed, id) only, so it
@@ -17,6 +18,8 @@
 import { f32ToF16 } from '../core/dtype.js';
 import { fmix64, mixOut, u32ToUnit } from './embedding-hash.js';
 import type { GroupConfig } from './embedding-config.js';
+import { IdIndex } from './id-index.js';
+import { LruList } from './lru-list.js';
 import { applyRow, initState, stateWidth, type SparseOptimizerConfig } from './sparse-optimizer.js';
 
 const CHUNK_SHIFT = 14;
@@ -57,11 +60,8 @@ export class GroupTable {
   private rowTmpU: Uint32Array;
   private stateChunks: Float32Array[] = [];
   private metaCap = 0;
-  private idLo = new Uint32Array(0);
-  private idHi = new Uint32Array(0);
-  private hashLo = new Uint32Array(0);
-  private prev = new Int32Array(0);
-  private next = new Int32Array(0);
+  private readonly ids = new IdIndex();
+  private readonly lru = new LruList();
   private rowStep = new Int32Array(0);
   private mark = new Int32Array(0);
   private markPos = new Int32Array(0);
@@ -69,10 +69,6 @@ export class GroupTable {
   private free = new Int32Array(0);
   private freeTop = 0;
   private nextSlot = 0;
-  private head = -1; // most recently touched
-  private tail = -1; // least recently touched
-  private index = new Int32Array(0);
-  private mask = 0;
   private stamp = 1;
   private uniqSlot = new Int32Array(0);
   private gradSum = new Float32Array(0);
@@ -122,18 +118,8 @@ export class GroupTable {
     return u32ToUnit(mixOut.hi) < p;
   }
 
-  /** Slot of id (hi, lo), or -1. */
-  find(hi: number, lo: number): number {
-    const h = fmix64(hi, lo);
-    const index = this.index, mask = this.mask, idLo = this.idLo, idHi = this.idHi;
-    let i = h & mask;
-    for (;;) {
-      const s = index[i]!;
-      if (s < 0) return -1;
-      if (idLo[s] === lo && idHi[s] === hi) return s;
-      i = (i + 1) & mask;
-    }
-  }
+  /** Slot of id (hi, lo), or -1. Leaves the id's hash hi word in mixOut (the shard check reads it). */
+  find(hi: number, lo: number): number { return this.ids.find(hi, lo); }
 
   rowsOf(slot: number): Float32Array { return this.rowChunks[slot >>> CHUNK_SHIFT]!; }
   rowOffset(slot: number): number { return (slot & CHUNK_MASK) * this.dim; }
@@ -254,8 +240,8 @@ export class GroupTable {
     const e = this.cfg.expireSteps;
     if (e <= 0) return 0;
     let k = 0;
-    while (this.tail >= 0 && step - this.lastTouch[this.tail]! > e) {
-      const s = this.tail;
+    while (this.lru.tail >= 0 && step - this.lastTouch[this.lru.tail]! > e) {
+      const s = this.lru.tail;
       this.removeSlot(s);
       this.free[this.freeTop++] = s;
       k++;
@@ -267,7 +253,8 @@ export class GroupTable {
   /** Ids from least to most recently used (tests, debugging). */
   lruOrder(): Array<[number, number]> {
     const out: Array<[number, number]> = [];
-    for (let s = this.tail; s >= 0; s = this.prev[s]!) out.push([this.idHi[s]!, this.idLo[s]!]);
+    const prev = this.lru.prev, idLo = this.ids.idLo, idHi = this.ids.idHi;
+    for (let s = this.lru.tail; s >= 0; s = prev[s]!) out.push([idHi[s]!, idLo[s]!]);
     return out;
   }
 
@@ -281,7 +268,7 @@ export class GroupTable {
     if (!kindChanged) return;
     this.stW = stateWidth(opt, this.dim);
     this.stateChunks = this.rowChunks.map(() => new Float32Array(CHUNK_ROWS * this.stW));
-    for (let s = this.tail; s >= 0; s = this.prev[s]!) {
+    for (let s = this.lru.tail; s >= 0; s = this.lru.prev[s]!) {
       initState(opt, this.stateChunks[s >>> CHUNK_SHIFT]!, (s & CHUNK_MASK) * this.stW, this.dim);
       this.rowStep[s] = 0;
     }
@@ -298,10 +285,11 @@ export class GroupTable {
       count: n, ids: new Uint32Array(2 * n), rows: new Float32Array(n * dim), state: new Float32Array(n * stW),
       rowStep: new Int32Array(n), lastTouch: new Float64Array(n),
     };
+    const prev = this.lru.prev, idLo = this.ids.idLo, idHi = this.ids.idHi;
     let i = 0;
-    for (let s = this.tail; s >= 0; s = this.prev[s]!, i++) {
-      b.ids[2 * i] = this.idLo[s]!;
-      b.ids[2 * i + 1] = this.idHi[s]!;
+    for (let s = this.lru.tail; s >= 0; s = prev[s]!, i++) {
+      b.ids[2 * i] = idLo[s]!;
+      b.ids[2 * i + 1] = idHi[s]!;
       const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
       b.rows.set(this.rowChunks[k]!.subarray(r * dim, (r + 1) * dim), i * dim);
       if (stW) b.state.set(this.stateChunks[k]!.subarray(r * stW, (r + 1) * stW), i * stW);
@@ -330,7 +318,7 @@ export class GroupTable {
   /** Bytes held for resident rows (rows + state + metadata + index share) and bytes allocated in total. */
   memory(): { residentBytes: number; allocatedBytes: number } {
     const rowBytes = (this.dim + this.stW) * 4 + META_BYTES_PER_ROW;
-    const indexBytes = this.index.byteLength;
+    const indexBytes = this.ids.tableBytes;
     return {
       residentBytes: this.count * rowBytes + (this.count > 0 ? indexBytes : 0),
       allocatedBytes: this.rowChunks.length * CHUNK_ROWS * (this.dim + this.stW) * 4
@@ -350,52 +338,26 @@ export class GroupTable {
     if (this.freeTop > 0) s = this.free[--this.freeTop]!;
     else if (this.nextSlot < this.capacity) { s = this.nextSlot++; this.ensureSlot(s); }
     else {
-      s = this.tail;
+      s = this.lru.tail;
       this.removeSlot(s);
       this.counters.evictions++;
     }
-    if ((this.count + 1) * 2 > this.index.length) this.rehash(this.index.length * 2);
-    const h = fmix64(hi, lo);
-    this.idLo[s] = lo;
-    this.idHi[s] = hi;
-    this.hashLo[s] = h;
-    let i = h & this.mask;
-    while (this.index[i]! >= 0) i = (i + 1) & this.mask;
-    this.index[i] = s;
+    if ((this.count + 1) * 2 > this.ids.size) this.rehash(this.ids.size * 2);
+    this.ids.insert(s, hi, lo);
     this.count++;
     this.counters.inserts++;
     const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
     this.initRow(hi, lo, this.rowChunks[k]!, r * this.dim);
     initState(this.cfg.optimizer, this.stateChunks[k]!, r * this.stW, this.dim);
     this.rowStep[s] = 0;
-    this.prev[s] = -1; this.next[s] = -1;
-    this.linkHead(s);
+    this.lru.pushHead(s);
     return s;
   }
 
-  /** Unlinks a slot from the LRU list and the index (backward-shift deletion keeps probes short). */
+  /** Takes a slot out of the index and the LRU list. */
   private removeSlot(s: number): void {
-    const index = this.index, mask = this.mask, hash = this.hashLo;
-    let i = hash[s]! & mask;
-    while (index[i] !== s) i = (i + 1) & mask;
-    let j = i;
-    for (;;) {
-      index[i] = -1;
-      for (;;) {
-        j = (j + 1) & mask;
-        const t = index[j]!;
-        if (t < 0) { this.finishRemove(s); return; }
-        const home = hash[t]! & mask;
-        const stays = i <= j ? i < home && home <= j : i < home || home <= j;
-        if (!stays) break;
-      }
-      index[i] = index[j]!;
-      i = j;
-    }
-  }
-
-  private finishRemove(s: number): void {
-    this.unlink(s);
+    this.ids.remove(s);
+    this.lru.unlink(s);
     this.count--;
     // A row evicted while its gradient is pending in the current push loses that gradient.
     if (this.mark[s] === this.stamp) { this.uniqSlot[this.markPos[s]!] = -1; this.mark[s] = 0; }
@@ -403,35 +365,15 @@ export class GroupTable {
 
   private touch(s: number, step: number): void {
     this.lastTouch[s] = step;
-    if (this.head === s) return;
-    this.unlink(s);
-    this.linkHead(s);
-  }
-
-  private linkHead(s: number): void {
-    this.prev[s] = -1;
-    this.next[s] = this.head;
-    if (this.head >= 0) this.prev[this.head] = s;
-    this.head = s;
-    if (this.tail < 0) this.tail = s;
-  }
-
-  private unlink(s: number): void {
-    const p = this.prev[s]!, n = this.next[s]!;
-    if (p >= 0) this.next[p] = n; else if (this.head === s) this.head = n;
-    if (n >= 0) this.prev[n] = p; else if (this.tail === s) this.tail = p;
-    this.prev[s] = -1; this.next[s] = -1;
+    this.lru.moveToHead(s);
   }
 
   private ensureSlot(s: number): void {
     if (s >= this.metaCap) {
       const cap = Math.min(this.capacity, Math.max(1024, this.metaCap * 2, s + 1));
       const grow = <T extends Uint32Array | Int32Array | Float64Array>(a: T, make: (n: number) => T): T => { const b = make(cap); b.set(a); return b; };
-      this.idLo = grow(this.idLo, (n) => new Uint32Array(n));
-      this.idHi = grow(this.idHi, (n) => new Uint32Array(n));
-      this.hashLo = grow(this.hashLo, (n) => new Uint32Array(n));
-      this.prev = grow(this.prev, (n) => new Int32Array(n));
-      this.next = grow(this.next, (n) => new Int32Array(n));
+      this.ids.growSlots(cap);
+      this.lru.growSlots(cap);
       this.rowStep = grow(this.rowStep, (n) => new Int32Array(n));
       this.mark = grow(this.mark, (n) => new Int32Array(n));
       this.markPos = grow(this.markPos, (n) => new Int32Array(n));
@@ -448,15 +390,9 @@ export class GroupTable {
     }
   }
 
+  /** Resizes the index, re-adding the live slots in LRU order (oldest first). */
   private rehash(size: number): void {
-    const index = new Int32Array(size).fill(-1);
-    const mask = size - 1;
-    for (let s = this.tail; s >= 0; s = this.prev[s]!) {
-      let i = this.hashLo[s]! & mask;
-      while (index[i]! >= 0) i = (i + 1) & mask;
-      index[i] = s;
-    }
-    this.index = index;
-    this.mask = mask;
+    this.ids.reset(size);
+    for (let s = this.lru.tail; s >= 0; s = this.lru.prev[s]!) this.ids.place(s);
   }
 }

@@ -1,0 +1,96 @@
+// Open-addressing (linear probing) index from a 64-bit id, held as a (hi, lo)
+// uint32 pair, to the slot that stores its row. Slots are small integers owned by
+// the caller; the index keeps each slot's id and hash in typed arrays so that
+// millions of ids allocate nothing per id. The caller keeps the table at most
+// half full (see GroupTable.insertNew), which keeps probes short.
+import { fmix64 } from './embedding-hash.js';
+
+export class IdIndex {
+  /** Per slot: the id's lo and hi words, and the lo word of its hash (the probe start). */
+  idLo = new Uint32Array(0);
+  idHi = new Uint32Array(0);
+  private hashLo = new Uint32Array(0);
+  private table = new Int32Array(0); // slot per bucket, -1 when empty
+  private mask = 0;
+
+  /** Number of buckets. */
+  get size(): number { return this.table.length; }
+  get tableBytes(): number { return this.table.byteLength; }
+
+  /**
+   * Slot of id (hi, lo), or -1. Leaves fmix64(hi, lo)'s hi word in `mixOut`: callers
+   * read it for the shard-placement check without hashing the id a second time.
+   */
+  find(hi: number, lo: number): number {
+    const h = fmix64(hi, lo);
+    const table = this.table, mask = this.mask, idLo = this.idLo, idHi = this.idHi;
+    let i = h & mask;
+    for (;;) {
+      const s = table[i]!;
+      if (s < 0) return -1;
+      if (idLo[s] === lo && idHi[s] === hi) return s;
+      i = (i + 1) & mask;
+    }
+  }
+
+  /** Records id (hi, lo) for slot s and adds it to the table; the id must be absent and a bucket free. */
+  insert(s: number, hi: number, lo: number): void {
+    const h = fmix64(hi, lo);
+    this.idLo[s] = lo;
+    this.idHi[s] = hi;
+    this.hashLo[s] = h;
+    let i = h & this.mask;
+    while (this.table[i]! >= 0) i = (i + 1) & this.mask;
+    this.table[i] = s;
+  }
+
+  /** Removes slot s from the table (backward-shift deletion: no tombstones, so probes stay short). */
+  remove(s: number): void {
+    const table = this.table, mask = this.mask, hash = this.hashLo;
+    let i = hash[s]! & mask;
+    while (table[i] !== s) i = (i + 1) & mask;
+    let j = i;
+    for (;;) {
+      table[i] = -1;
+      for (;;) {
+        j = (j + 1) & mask;
+        const t = table[j]!;
+        if (t < 0) return;
+        const home = hash[t]! & mask;
+        const stays = i <= j ? i < home && home <= j : i < home || home <= j;
+        if (!stays) break;
+      }
+      table[i] = table[j]!;
+      i = j;
+    }
+  }
+
+  /**
+   * Empties the table and resizes it to `size` buckets (a power of two). The caller
+   * then re-adds every live slot with `place`: only it knows which slots are live.
+   */
+  reset(size: number): void {
+    this.table = new Int32Array(size).fill(-1);
+    this.mask = size - 1;
+  }
+
+  /** Re-adds slot s, whose id is already recorded, after `reset`. */
+  place(s: number): void {
+    let i = this.hashLo[s]! & this.mask;
+    while (this.table[i]! >= 0) i = (i + 1) & this.mask;
+    this.table[i] = s;
+  }
+
+  /** Grows the per-slot arrays to `cap` slots, keeping their contents. */
+  growSlots(cap: number): void {
+    this.idLo = growU32(this.idLo, cap);
+    this.idHi = growU32(this.idHi, cap);
+    this.hashLo = growU32(this.hashLo, cap);
+  }
+}
+
+function growU32(a: Uint32Array, cap: number) {
+  const b = new Uint32Array(cap);
+  b.set(a);
+  return b;
+}

@@ -1,0 +1,43 @@
+// Intrusive doubly linked LRU list over slot numbers: prev/next live in typed
+// arrays indexed by slot, so touching a row moves two integers and allocates
+// nothing. Head is the most recently touched slot, tail the least; -1 ends the list.
+
+export class LruList {
+  prev = new Int32Array(0);
+  next = new Int32Array(0);
+  head = -1; // most recently touched
+  tail = -1; // least recently touched
+
+  /** Links a slot that is not in the list at the head. */
+  pushHead(s: number): void {
+    this.prev[s] = -1;
+    this.next[s] = this.head;
+    if (this.head >= 0) this.prev[this.head] = s;
+    this.head = s;
+    if (this.tail < 0) this.tail = s;
+  }
+
+  /** Moves a listed slot to the head. */
+  moveToHead(s: number): void {
+    if (this.head === s) return;
+    this.unlink(s);
+    this.pushHead(s);
+  }
+
+  /** Takes a listed slot out of the list. */
+  unlink(s: number): void {
+    const p = this.prev[s]!, n = this.next[s]!;
+    if (p >= 0) this.next[p] = n; else if (this.head === s) this.head = n;
+    if (n >= 0) this.prev[n] = p; else if (this.tail === s) this.tail = p;
+    this.prev[s] = -1; this.next[s] = -1;
+  }
+
+  /** Grows the per-slot arrays to `cap` slots, keeping their contents. */
+  growSlots(cap: number): void {
+    const prev = new Int32Array(cap), next = new Int32Array(cap);
+    prev.set(this.prev);
+    next.set(this.next);
+    this.prev = prev;
+    this.next = next;
+  }
+}
