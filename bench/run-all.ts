@@ -9,9 +9,9 @@
 // Names (default: all, in the order of BENCHES below): gemm, ops-basic, ops-nn, optim, pool,
 // tokenizer, data, allreduce, embedding-server, recsys-capacity, recsys-hybrid, gpt-train;
 // groups: ops (= ops-basic ops-nn), gpt (= gpt-train), embedding, recsys (both recsys ones).
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { GemmBenchRow } from './gemm-bench.js';
@@ -28,18 +28,14 @@ import type { RecsysHybridBenchResult } from './recsys-hybrid-bench.js';
 import type { ZeroMemoryRow } from './zero-memory-bench.js';
 import type { AccuracyResult } from './accuracy-bench.js';
 import type { GptTrainBenchRow } from './gpt-train-bench.js';
+import { machineInfo } from './machine-info.js';
+import { fmtLoad, machineMd, reportMd, tableMd, type BenchRecord, type Row, type Table } from './report.js';
 
 const HERE = fileURLToPath(import.meta.url);
 /** dist/bench/run-all.js -> the project root. */
 const ROOT = resolve(HERE, '..', '..', '..');
-const PY = '/usr/bin/python3';
 
 type Log = (line: string) => void;
-type Cell = string | number | null | undefined;
-
-/** One row of a report table: Athanor's number, the peer's, and a ratio where > 1 means Athanor is better. */
-interface Row { case: string; unit: string; athanor: Cell; peer: Cell; ratio: Cell; notes?: string }
-interface Table { title: string; peer: string; about: string; rows: Row[] }
 
 interface BenchDef {
   name: string;
@@ -309,160 +305,6 @@ function resolveNames(args: string[]): string[] {
   return out;
 }
 
-// ---------------------------------------------------------------- machine description
-
-export interface MachineInfo {
-  cpuModel: string;
-  logicalCpus: number;
-  physicalCores: number | null;
-  availableParallelism: number;
-  cgroupCpuLimit: string | null;
-  memoryGiB: number;
-  kernel: string;
-  node: string;
-  openblas: string | null;
-  torch: string | null;
-  torchUnavailable: string | null;
-  python: string | null;
-  nativeKernels: boolean | null;
-  git: string | null;
-}
-
-function readText(p: string): string | null {
-  try { return readFileSync(p, 'utf8'); } catch { return null; }
-}
-
-function cpuInfo(): { model: string; physical: number | null } {
-  const txt = readText('/proc/cpuinfo');
-  if (!txt) return { model: cpus()[0]?.model ?? 'unknown', physical: null };
-  const field = (k: string): string | undefined => new RegExp(`^${k}\\s*:\\s*(.+)$`, 'm').exec(txt)?.[1]?.trim();
-  const name = field('model name') ?? field('Hardware') ?? field('cpu model') ?? cpus()[0]?.model ?? 'unknown';
-  // Virtual machines often show a bare "AMD EPYC": family/model/stepping still identify the part.
-  const ids = [['vendor_id', ''], ['cpu family', 'family '], ['model', 'model '], ['stepping', 'stepping ']]
-    .map(([k, label]) => (field(k!) !== undefined ? `${label}${field(k!)}` : null)).filter(Boolean);
-  const model = ids.length ? `${name} (${ids.join(', ')})` : name;
-  const cores = new Set<string>();
-  for (const block of txt.split(/\n\s*\n/)) {
-    const phys = /^physical id\s*:\s*(\d+)/m.exec(block)?.[1], core = /^core id\s*:\s*(\d+)/m.exec(block)?.[1];
-    if (phys !== undefined && core !== undefined) cores.add(`${phys}:${core}`);
-  }
-  return { model, physical: cores.size || null };
-}
-
-async function openblasVersion(): Promise<string | null> {
-  try {
-    const { openblas } = await import('../src/backend/native.js');
-    const lib = openblas();
-    if (lib) {
-      const config = (lib.func('const char *openblas_get_config()') as () => string)();
-      let core = '';
-      try { core = (lib.func('const char *openblas_get_corename()') as () => string)(); } catch { /* older builds */ }
-      return `${config.trim()}${core && !config.includes(core) ? ` (core ${core})` : ''}`;
-    }
-  } catch { /* fall through to the package manager */ }
-  const r = spawnSync('dpkg-query', ['-W', '-f', '${Version}', 'libopenblas0-pthread'], { encoding: 'utf8' });
-  return r.status === 0 && r.stdout.trim() ? `OpenBLAS ${r.stdout.trim()} (dpkg; not loadable)` : null;
-}
-
-function torchInfo(): { torch: string | null; python: string | null; why: string | null } {
-  if (!existsSync(PY)) return { torch: null, python: null, why: `${PY} not found` };
-  const r = spawnSync(PY, ['-c', 'import sys; print(sys.version.split()[0]); import torch; print(torch.__version__)'], { encoding: 'utf8', timeout: 120_000 });
-  const lines = (r.stdout ?? '').trim().split('\n');
-  if (r.status !== 0) return { torch: null, python: lines[0] || null, why: (r.error?.message ?? (r.stderr || '').trim().split('\n').pop()) || `exit ${r.status}` };
-  return { torch: lines[1] ?? null, python: lines[0] ?? null, why: null };
-}
-
-function gitInfo(): string | null {
-  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
-  if (head.status !== 0) return null;
-  const st = spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' });
-  return `${head.stdout.trim()}${st.status === 0 && st.stdout.trim() ? ' + uncommitted changes' : ''}`;
-}
-
-async function machineInfo(): Promise<MachineInfo> {
-  const cpu = cpuInfo();
-  const quota = readText('/sys/fs/cgroup/cpu.max')?.trim() ?? null;
-  let cgroupCpuLimit: string | null = null;
-  if (quota && !quota.startsWith('max')) {
-    const [q, p] = quota.split(/\s+/).map(Number);
-    if (q && p) cgroupCpuLimit = `${(q / p).toFixed(2)} CPUs (cgroup cpu.max ${quota})`;
-  }
-  let nativeKernels: boolean | null = null;
-  try { nativeKernels = (await import('../src/backend/native.js')).backendSummary().nativeKernels; } catch { /* reported as unknown */ }
-  const t = torchInfo();
-  return {
-    cpuModel: cpu.model, logicalCpus: cpus().length, physicalCores: cpu.physical, availableParallelism: availableParallelism(), cgroupCpuLimit,
-    memoryGiB: +(totalmem() / 2 ** 30).toFixed(1), kernel: `${process.platform} ${release()} ${process.arch}`, node: process.version,
-    openblas: await openblasVersion(), torch: t.torch, torchUnavailable: t.why, python: t.python, nativeKernels, git: gitInfo(),
-  };
-}
-
-// ---------------------------------------------------------------- formatting
-
-function fmtNum(v: Cell): string {
-  if (v === null || v === undefined) return '–';
-  if (typeof v === 'string') return v;
-  if (!Number.isFinite(v)) return String(v);
-  const a = Math.abs(v);
-  return a >= 1000 ? Math.round(v).toLocaleString('en-US') : a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : a >= 0.1 || a === 0 ? v.toFixed(2) : v.toPrecision(2);
-}
-
-const fmtRatio = (v: Cell): string => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(2) : v === null || v === undefined ? '–' : String(v));
-const fmtLoad = (l: number[]): string => l.map((x) => x.toFixed(2)).join(' / ');
-const esc = (s: string): string => s.replace(/\|/g, '\\|');
-
-function tableMd(t: Table): string {
-  const notes = t.rows.some((r) => r.notes);
-  const head = ['case', 'unit', 'Athanor', `peer: ${t.peer}`, 'ratio', ...(notes ? ['notes'] : [])];
-  const lines = [`| ${head.map(esc).join(' | ')} |`, `|${head.map((_, i) => (i >= 2 && i <= 4 ? '---:' : '---')).join('|')}|`];
-  for (const r of t.rows) {
-    const cells = [r.case, r.unit, fmtNum(r.athanor), fmtNum(r.peer), fmtRatio(r.ratio), ...(notes ? [r.notes ?? ''] : [])];
-    lines.push(`| ${cells.map(esc).join(' | ')} |`);
-  }
-  return lines.join('\n');
-}
-
-interface BenchRecord {
-  name: string;
-  title: string;
-  status: 'ok' | 'failed';
-  seconds: number;
-  loadBefore: number[];
-  loadAfter: number[];
-  error?: string;
-  result?: unknown;
-  tables?: Table[];
-}
-
-function machineMd(m: MachineInfo, loadBefore: number[], loadAfter: number[] | null): string {
-  return [
-    `- Machine: ${m.cpuModel}; ${m.logicalCpus} logical CPUs${m.physicalCores ? ` (${m.physicalCores} physical cores)` : ''}${m.cgroupCpuLimit ? `, limited to ${m.cgroupCpuLimit}` : ''}; ${m.memoryGiB} GiB RAM; ${m.kernel}`,
-    `- Load average (1/5/15 min): ${fmtLoad(loadBefore)} before${loadAfter ? `, ${fmtLoad(loadAfter)} after` : ''}`,
-    `- Software: Node ${m.node}; ${m.openblas ?? 'OpenBLAS not found'}; ${m.torch ? `PyTorch ${m.torch} (Python ${m.python})` : `PyTorch not available (${m.torchUnavailable})`}; Athanor native kernels ${m.nativeKernels === null ? 'unknown' : m.nativeKernels ? 'built' : 'NOT built (TypeScript reference kernels)'}${m.git ? `; commit ${m.git}` : ''}`,
-  ].join('\n');
-}
-
-function reportMd(o: { stamp: string; quick: boolean; argv: string[]; machine: MachineInfo; loadBefore: number[]; loadAfter: number[]; benches: BenchRecord[] }): string {
-  const out = [
-    `## Benchmark run ${o.stamp}${o.quick ? ' (--quick: fewer sizes and reps, indicative only)' : ''}`,
-    '',
-    machineMd(o.machine, o.loadBefore, o.loadAfter),
-    `- Command: \`node dist/bench/run-all.js${o.argv.length ? ` ${o.argv.join(' ')}` : ''}\`; benchmarks: ${o.benches.map((b) => b.name).join(', ')}`,
-    '- Ratio: > 1 means Athanor is better (higher throughput, or less time where the unit is a time); "–" where there is no peer.',
-    '',
-  ];
-  for (const b of o.benches) {
-    out.push(`### ${b.name}: ${b.title}`, '');
-    if (b.status !== 'ok') {
-      out.push(`Failed after ${b.seconds.toFixed(0)} s: \`${(b.error ?? '').split('\n').filter(Boolean).pop() ?? 'unknown error'}\``, '');
-      continue;
-    }
-    out.push(`${b.seconds.toFixed(0)} s; 1-minute load average ${b.loadBefore[0]!.toFixed(2)} before, ${b.loadAfter[0]!.toFixed(2)} after.`, '');
-    for (const t of b.tables ?? []) out.push(`${t.title}: ${t.about}.`, '', tableMd(t), '');
-  }
-  return out.join('\n');
-}
-
 // ---------------------------------------------------------------- running
 
 /** Runs one benchmark in a child; its TMPDIR is a fresh directory removed afterwards, so temporary files a benchmark leaves behind do not pile up. */
@@ -523,7 +365,7 @@ async function main(argv: string[]): Promise<number> {
   const started = new Date();
   const stamp = started.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
   const loadBefore = loadavg();
-  const machine = await machineInfo();
+  const machine = await machineInfo(ROOT);
   console.log(`Athanor benchmarks${quick ? ' (--quick)' : ''}: ${selected.join(', ')}`);
   console.log(machineMd(machine, loadBefore, null));
   if (!machine.torch) console.log(`PyTorch is not available (${machine.torchUnavailable}): the peer columns stay empty; Athanor's side still runs.`);
