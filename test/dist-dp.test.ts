@@ -1,15 +1,20 @@
 // Data parallelism and ZeRO through the real launcher: real rank processes on
-// loopback. dp=2 and dp=4 must match dp=1 at the same global batch (tolerance 1e-5
+// loopback. dp=2 and dp=4 must match dp=1 at the same global batch (tolerance 1e-6
 // relative: different per-rank GEMM sizes round differently), ZeRO-1 and ZeRO-2 must
 // equal plain DP bit for bit (same reductions, element-wise optimizer), ZeRO-3 within
-// 1e-5 (block recomputation changes the order of residual-gradient additions).
+// 1e-6 (block recomputation changes the order of residual-gradient additions).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execSync, spawnSync } from 'node:child_process';
 import { cpSync } from 'node:fs';
 import { tinyData, tinyArgs, runCli, stepLosses, tmp, CLI } from './helpers/train-fixture.js';
 
-const TOL = 1e-5;
+const TOL = 1e-6;
+
+// Kill tests train long enough (LONG steps, a checkpoint every 4) that the kill lands
+// mid-run however slowly the test process reacts; the resume starts from whatever
+// checkpoint was last committed.
+const LONG = ['--train.steps=120', '--train.evalEvery=40'];
 
 async function run(label: string, dp: number, zero: number, extra: string[] = []): Promise<Map<number, number>> {
   const data = await tinyData();
@@ -18,7 +23,8 @@ async function run(label: string, dp: number, zero: number, extra: string[] = []
   const r = dp === 1 ? await runCli(['train', ...args]) : await runCli(['launch', '--nproc-per-node', String(dp), '--', 'train', ...args]);
   assert.equal(r.code, 0, `${label} failed:\n${r.out.slice(-3000)}`);
   const losses = stepLosses(out);
-  assert.equal(losses.size, 8, `${label}: expected 8 steps, got ${losses.size}`);
+  const expected = extra.includes(LONG[0]!) ? 120 : 8;
+  assert.equal(losses.size, expected, `${label}: expected ${expected} steps, got ${losses.size}`);
   return losses;
 }
 
@@ -47,7 +53,7 @@ test('dp=2 and dp=4 match dp=1; ZeRO-1/2 equal plain DP bit for bit; ZeRO-3 matc
 async function killedRun(label: string, dp: number, zero: number): Promise<string> {
   const data = await tinyData();
   const out = tmp(label);
-  const args = [...tinyArgs(data, out), `--parallel.dp=${dp}`, `--parallel.zero=${zero}`, `--train.microBatch=${8 / dp}`];
+  const args = [...tinyArgs(data, out), `--parallel.dp=${dp}`, `--parallel.zero=${zero}`, `--train.microBatch=${8 / dp}`, ...LONG];
   let killedAt = 0;
   let victim = '';
   const r = await runCli(dp === 1 ? ['train', ...args] : ['launch', '--nproc-per-node', String(dp), '--', 'train', ...args], {
@@ -70,24 +76,32 @@ async function killedRun(label: string, dp: number, zero: number): Promise<strin
   return out;
 }
 
+/** Resumes a killed run with another layout; returns the losses of the steps it ran. */
 async function resume(out: string, dp: number, zero: number): Promise<Map<number, number>> {
   const data = await tinyData();
-  const args = [...tinyArgs(data, out), `--parallel.dp=${dp}`, `--parallel.zero=${zero}`, `--train.microBatch=${8 / dp}`, '--resume'];
+  const args = [...tinyArgs(data, out), `--parallel.dp=${dp}`, `--parallel.zero=${zero}`, `--train.microBatch=${8 / dp}`, ...LONG, '--resume'];
   const r = dp === 1 ? await runCli(['train', ...args]) : await runCli(['launch', '--nproc-per-node', String(dp), '--', 'train', ...args]);
   assert.equal(r.code, 0, r.out.slice(-3000));
-  assert.match(r.out, /resumed from .*step-00000004 at step 4/);
-  return stepLosses(out);
+  const m = /resumed from .*step-(\d{8}) at step (\d+)/.exec(r.out);
+  assert.ok(m, `no resume line:\n${r.out.slice(-2000)}`);
+  const from = Number(m[2]);
+  assert.ok(from >= 4 && from < 120, `resumed from step ${from}`);
+  const all = stepLosses(out);
+  return new Map([...all].filter(([s]) => s > from));
 }
 
 test('a killed rank stops the job promptly; checkpoints resume across layouts (dp=2 ZeRO-3 → dp=1 and dp=4, dp=1 → dp=2 ZeRO-3)', async () => {
-  const base = await run('base', 1, 0);
+  const base = await run('base', 1, 0, LONG);
   const z3 = await killedRun('kill-z3', 2, 3);
   const z3copy = tmp('kill-z3-copy');
   cpSync(z3, z3copy, { recursive: true });
-  close(await resume(z3, 1, 0), base, 'dp=2 ZeRO-3 → dp=1');
-  close(await resume(z3copy, 4, 2), base, 'dp=2 ZeRO-3 → dp=4 ZeRO-2');
+  // Layout switches only change rounding (dp=1 vs dp=2 drift stays ~1e-7 over 120
+  // steps); lost or misplaced state (a moment, a shard, weight decay) moves it > 1e-4.
+  const XTOL = 1e-5;
+  close(await resume(z3, 1, 0), base, 'dp=2 ZeRO-3 → dp=1', XTOL);
+  close(await resume(z3copy, 4, 2), base, 'dp=2 ZeRO-3 → dp=4 ZeRO-2', XTOL);
   const single = await killedRun('kill-dp1', 1, 0);
-  close(await resume(single, 2, 3), base, 'dp=1 → dp=2 ZeRO-3');
+  close(await resume(single, 2, 3), base, 'dp=1 → dp=2 ZeRO-3', XTOL);
 });
 
 test('data parallelism under mpirun (MPI world, gradient thread over sockets) matches the launcher', async (t) => {

@@ -267,8 +267,8 @@ export class DataParallel implements DistSync {
         s.grad = fromStorage(this.shardGrad!.subarray(o, o + (s.end - s.start)), [s.end - s.start], 'float32');
       }
     }
-    const target = this.zero3 ? this.zero3.shardSegments(segs) : segs;
-    const adamw = newAdamW(target, cfg.optim);
+    const zero3 = this.zero3;
+    const adamw = newAdamW(segs, cfg.optim, zero3 ? (ps) => zero3.shardSegments(ps as ParamSegment[]) : undefined);
     const sumSq = () => gradSumSquares(segs.map((s) => ({ param: s.param, start: s.start, end: s.end, grad: s.grad })));
     return this.optimizerFor(adamw, async () => this.allSum(sumSq()), () => this.gatherParams());
   };

@@ -33,8 +33,13 @@ export function adamwGroups(params: readonly ParamLike[], cfg: OptimConfig) {
   ].filter((g) => g.params.length > 0);
 }
 
-export function newAdamW(params: readonly ParamLike[], cfg: OptimConfig): AdamW {
-  return new AdamW(adamwGroups(params, cfg), { lr: cfg.lr, betas: [cfg.beta1, cfg.beta2], eps: cfg.eps, weightDecay: cfg.weightDecay });
+/**
+ * AdamW with the two groups. `relocate` maps each group's entries after grouping
+ * (ZeRO-3 swaps parameters for flat shard views, which would otherwise all look 1-D).
+ */
+export function newAdamW(params: readonly ParamLike[], cfg: OptimConfig, relocate?: (ps: ParamLike[]) => ParamLike[]): AdamW {
+  const groups = adamwGroups(params, cfg).map((g) => (relocate ? { ...g, params: relocate(g.params) } : g));
+  return new AdamW(groups, { lr: cfg.lr, betas: [cfg.beta1, cfg.beta2], eps: cfg.eps, weightDecay: cfg.weightDecay });
 }
 
 export function setLr(opt: AdamW, lr: number): void {
