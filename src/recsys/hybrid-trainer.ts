@@ -2,11 +2,12 @@
 // - dense part: data parallel, gradients averaged with a synchronous allreduce every step;
 // - embeddings: on the embedding servers, updated asynchronously with bounded staleness k.
 //
-// The embedding pipeline: batch j's lookup is issued as soon as batch (j - k - 1)'s
-// gradient push has been acknowledged, up to k batches ahead of compute, so it sees
-// every update up to batch j - k - 1 and maybe some later ones (staleness <= k). Pushes
-// are never awaited by compute. k = 0 is fully synchronous: batch j's lookup is issued
-// after batch j - 1's push is acknowledged.
+// The embedding pipeline: batch j's lookup is sent right after batch (j - k - 1)'s
+// gradient push, k batches ahead of compute. Each server handles a connection's
+// requests in order, so the lookup sees exactly the pushes up to batch j - k - 1 of
+// this trainer (staleness exactly k, deterministic for one trainer; other trainers'
+// pushes interleave as they arrive). Pushes are never awaited by compute. k = 0 is
+// fully synchronous: batch j's lookup follows batch j - 1's push on the wire.
 //
 // Checkpoints (every N steps): lookups never run ahead across a checkpoint step, so at
 // the checkpoint every push is acknowledged and the servers hold exactly the state of
@@ -133,7 +134,7 @@ export class HybridTrainer {
 
   private ckptEvery(): number { return this.o.checkpoint?.every ?? 0; }
 
-  /** Issues tickets (read batch, route, gated lookup) up to batch `upTo` inclusive. */
+  /** Issues tickets (read batch, route, send the lookup) up to batch `upTo` inclusive. */
   private async issueUpTo(upTo: number): Promise<void> {
     while (this.nextIssue <= upTo) {
       const j = this.nextIssue;
@@ -141,9 +142,8 @@ export class HybridTrainer {
       if (r.done) throw new Error(`HybridTrainer: the data source ran out at step ${j}`);
       const batch = r.value;
       const routed = this.groups.map((g, f) => this.client.route(g, batch.sparse[f]!));
-      const gate = this.pushAcks.get(j - this.k - 1) ?? Promise.resolve();
-      const client = this.client;
-      const rows = gate.then(() => Promise.all(routed.map((rb, f) => client.lookup(this.groups[f]!, rb))));
+      // Sent now: the caller orders this after push j - k - 1 and before push j - k.
+      const rows = Promise.all(routed.map((rb, f) => this.client.lookup(this.groups[f]!, rb)));
       rows.catch(() => undefined); // observed when the step awaits it
       this.tickets.push({ step: j, batch, routed, rows });
       this.nextIssue++;
@@ -218,6 +218,7 @@ export class HybridTrainer {
     ack.catch(() => undefined);
     this.pushAcks.set(i, ack);
     this.pushAcks.delete(i - this.k - 2);
+    await this.issueUpTo(Math.min(i + this.k + 1, boundary - 1, total - 1));
     await this.allReduceDense();
     this.optimizer.step();
     this.step = i + 1;
