@@ -17,7 +17,7 @@ export interface RecsysHybridBenchResult {
   speedup: number;
 }
 
-export async function runRecsysHybridBench(o: { trainRows?: number; testRows?: number; batchSize?: number } = {}): Promise<RecsysHybridBenchResult> {
+export async function runRecsysHybridBench(o: { trainRows?: number; testRows?: number; batchSize?: number; epochs?: number } = {}): Promise<RecsysHybridBenchResult> {
   const trainRows = o.trainRows ?? 200_000, testRows = o.testRows ?? 20_000;
   const dir = mkdtempSync(join(tmpdir(), 'recsys-bench-'));
   try {
@@ -32,7 +32,7 @@ export async function runRecsysHybridBench(o: { trainRows?: number; testRows?: n
         data: { train: join(dir, 'train.tsv'), test: join(dir, 'test.tsv') },
         servers: { numShards: 2, wireDtype: 'bfloat16', optimizer: { kind: 'adagrad', lr: 0.05 }, init: { kind: 'uniform', scale: 0.3 } },
         model: { embDim: 16, bottom: [64], top: [64], seed: 1 },
-        train: { trainers: 2, batchSize: o.batchSize ?? 512, epochs: 1, staleness: k, dense: { kind: 'adamw', lr: 0.003 }, checkpointEvery: 0, logEvery: 1000000 },
+        train: { trainers: 2, batchSize: o.batchSize ?? 512, epochs: o.epochs ?? 3, staleness: k, dense: { kind: 'adamw', lr: 0.003 }, checkpointEvery: 0, logEvery: 1000000 },
       };
       const path = join(dir, `k${k}.json`);
       writeFileSync(path, JSON.stringify(cfg));
