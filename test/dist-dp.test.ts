@@ -5,7 +5,7 @@
 // 1e-6 (block recomputation changes the order of residual-gradient additions).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execSync, spawnSync } from 'node:child_process';
+import { execSync, spawn, spawnSync } from 'node:child_process';
 import { cpSync } from 'node:fs';
 import { tinyData, tinyArgs, runCli, stepLosses, tmp, CLI } from './helpers/train-fixture.js';
 
@@ -115,4 +115,29 @@ test('data parallelism under mpirun (MPI world, gradient thread over sockets) ma
   assert.equal(r.status, 0, (r.stdout + r.stderr).slice(-3000));
   assert.match(r.stdout + r.stderr, /mpi transport/);
   assert.deepEqual([...stepLosses(out)], [...launched]);
+});
+
+test('two "nodes" (separate launchers, distinct host ids, 127.0.0.2 vs 127.0.0.3 over TCP) train like one launcher', async () => {
+  const data = await tinyData();
+  const ref = await run('mn-ref', 4, 1);
+  const out = tmp('multinode');
+  const args = [...tinyArgs(data, out), '--parallel.dp=4', '--parallel.zero=1', '--train.microBatch=2'];
+  const port = String(20000 + Math.floor(Math.random() * 20000));
+  const node = (rank: number) => new Promise<{ code: number | null; out: string }>((resolve) => {
+    const child = spawn(process.execPath, [CLI, 'launch', '--nproc-per-node', '2', '--nnodes', '2', '--node-rank', String(rank),
+      '--master-addr', '127.0.0.2', '--master-port', port, '--', 'train', ...args], {
+      env: { ...process.env, ATHANOR_QUIET: '1', ATHANOR_STORE_TOKEN: 'multinode-test-secret', ATHANOR_HOST_ID: `node${rank}`, ATHANOR_BIND_ADDR: `127.0.0.${2 + rank}` },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let o = '';
+    child.stdout.on('data', (c) => { o += c; });
+    child.stderr.on('data', (c) => { o += c; });
+    const t = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.on('close', (code) => { clearTimeout(t); resolve({ code, out: o }); });
+  });
+  const [a, b] = await Promise.all([node(0), node(1)]);
+  assert.equal(a.code, 0, a.out.slice(-2000));
+  assert.equal(b.code, 0, b.out.slice(-2000));
+  assert.match(a.out, /4 ranks, ZeRO-1, .* tcp transport/);
+  assert.deepEqual([...stepLosses(out)], [...ref]);
 });

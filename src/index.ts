@@ -1,0 +1,31 @@
+// Athanor's public API. Models and ops are single-process code; parallelism is applied
+// to them from `dist` (data parallelism, ZeRO) and `recsys` (embedding servers).
+export * from './core/dtype.js';
+export * from './core/layout.js';
+export { Tensor, empty, zeros, ones, full, tensor, scalar, arange, fromStorage, metaTensor } from './core/tensor.js';
+export { scope, beginScope, endScope } from './core/scope.js';
+export { pool, BufferPool } from './core/buffer-pool.js';
+export { Rng, manualSeed, globalRng } from './core/rng.js';
+export { backward, noGrad, isGradEnabled } from './autograd/tape.js';
+export { checkpoint } from './autograd/checkpoint.js';
+export { gradRuleTable } from './autograd/grad-rules.js';
+export * from './ops/index.js';
+export { setBlasThreads, blasThreads, gemm } from './backend/blas.js';
+export { setKernelThreads, kernelThreads } from './backend/dispatch.js';
+export { backendSummary } from './backend/native.js';
+export { Module, parameter } from './nn/module.js';
+export { Linear, LayerNorm, Embedding } from './nn/layers.js';
+export { GPT } from './nn/gpt.js';
+export { gptParamCount, type GptConfig } from './nn/gpt-config.js';
+export { generate } from './nn/generate.js';
+export * from './optim/index.js';
+export { readSafetensors, writeSafetensors, SafetensorsReader } from './io/safetensors.js';
+export { atomicWriteFileSync, atomicWriteFile } from './io/atomic-write.js';
+export { BpeTokenizer } from './text/index.js';
+export { prepare } from './data/prepare.js';
+export { TokenLoader } from './data/token-loader.js';
+export { openIndexedDataset, IndexedDataset } from './data/indexed-dataset-reader.js';
+export { IndexedDatasetWriter } from './data/indexed-dataset-writer.js';
+export { PRESETS, presetConfig, type TrainConfig } from './train/config.js';
+export { train, evaluate } from './train/trainer.js';
+export * as dist from './dist/index.js';
