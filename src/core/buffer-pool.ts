@@ -19,13 +19,14 @@ export class BufferPool {
   maxPooledBytes = 8 * 1024 ** 3;
   /** Sees each newly allocated buffer before first use (the native backend requests huge pages for big ones). */
   onAllocate: ((buf: Storage) => void) | null = null;
-  private free = new Map<string, Storage[]>();
+  // Keyed by dtype, then element count: no key string is built (and hashed) per acquire/release.
+  private free = new Map<DType, Map<number, Storage[]>>();
   private s: PoolStats = { hits: 0, misses: 0, releases: 0, pooledBytes: 0, allocatedBytes: 0 };
 
   /** Returns a buffer of exactly `n` elements. Its contents are undefined. */
   acquire(dtype: DType, n: number): Storage {
     if (this.enabled && n >= MIN_POOLED) {
-      const list = this.free.get(key(dtype, n));
+      const list = this.free.get(dtype)?.get(n);
       const buf = list?.pop();
       if (buf) {
         this.s.hits++;
@@ -43,9 +44,10 @@ export class BufferPool {
   release(dtype: DType, buf: Storage): void {
     if (!this.enabled || buf.length < MIN_POOLED) return;
     if (this.s.pooledBytes + buf.byteLength > this.maxPooledBytes) return;
-    const k = key(dtype, buf.length);
-    let list = this.free.get(k);
-    if (!list) this.free.set(k, (list = []));
+    let byLen = this.free.get(dtype);
+    if (!byLen) this.free.set(dtype, (byLen = new Map()));
+    let list = byLen.get(buf.length);
+    if (!list) byLen.set(buf.length, (list = []));
     list.push(buf);
     this.s.releases++;
     this.s.pooledBytes += buf.byteLength;
@@ -59,10 +61,6 @@ export class BufferPool {
     this.free.clear();
     this.s.pooledBytes = 0;
   }
-}
-
-function key(dtype: DType, n: number): string {
-  return `${dtype}:${n}`;
 }
 
 export const pool = new BufferPool();
