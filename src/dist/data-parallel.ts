@@ -119,6 +119,7 @@ export class DataParallel implements DistSync {
   private stagingNext = 0;
   private ranges: [number, number][] = [];
   private zero3: Zero3 | null = null;
+  private readonly gatherIn: Float32Array[] = [];
   private model!: GPT;
 
   constructor(readonly cfg: TrainConfig, readonly pg: ProcessGroup, readonly comm: CommThread) {
@@ -304,7 +305,9 @@ export class DataParallel implements DistSync {
     const works: Promise<void>[] = [];
     this.layout.buckets.forEach((b, i) => {
       const [lo, hi] = this.ranges[i]!;
-      const mine = sharedF32(hi - lo);
+      // The gather's input must not alias its output, so each rank's slice goes through a
+      // (reused) shared staging buffer.
+      const mine = (this.gatherIn[i] ??= sharedF32(hi - lo));
       mine.set(this.flatParams.subarray(lo, hi));
       works.push(this.comm.allGatherV(mine, this.flatParams.subarray(b.lo, b.hi), b.counts).done);
     });
