@@ -1,9 +1,10 @@
 // The CLI rejects bad input with messages that name the file, field or option.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { writeFileSync, symlinkSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { runCli, tmp, tinyData } from './helpers/train-fixture.js';
+import { runCli, tmp, tinyData, CLI } from './helpers/train-fixture.js';
 
 async function fails(args: string[], re: RegExp): Promise<void> {
   const r = await runCli(args);
@@ -31,4 +32,13 @@ test('dry run reports parameters and memory without allocating', async () => {
   assert.equal(r.code, 0, r.out);
   assert.match(r.out, /fugaku-13b: [\d,]+ parameters \(closed form [\d,]+, equal\)/);
   assert.match(r.out, /memory per rank: weights/);
+});
+
+test('the CLI runs through a symlinked bin (as npm links `athanor`)', async () => {
+  const dir = tmp('bin');
+  const link = join(dir, 'athanor');
+  symlinkSync(CLI, link);
+  const r = spawnSync(process.execPath, [link, '--help'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /usage: athanor <command>/);
 });

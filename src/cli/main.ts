@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 // The `athanor` command. Each subcommand lives in its own file and has --help.
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { runPrepare, prepareHelp } from './cmd-prepare.js';
 import { runTrain, trainHelp } from './cmd-train.js';
 import { runGenerate, generateHelp } from './cmd-generate.js';
@@ -54,7 +56,14 @@ export async function main(argv: string[]): Promise<number> {
   return cmd.run(rest);
 }
 
-const invokedDirectly = process.argv[1] && /cli[\\/]main\.js$/.test(process.argv[1]);
+// Run when executed as a program: directly, or through the npm bin link (npx athanor).
+const invokedDirectly = (() => {
+  try {
+    return Boolean(process.argv[1]) && realpathSync(process.argv[1]!) === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+})();
 if (invokedDirectly) {
   main(process.argv.slice(2)).then(
     (code) => { process.exitCode = code; },
