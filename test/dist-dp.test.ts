@@ -141,3 +141,10 @@ test('two "nodes" (separate launchers, distinct host ids, 127.0.0.2 vs 127.0.0.3
   assert.match(a.out, /4 ranks, ZeRO-1, .* tcp transport/);
   assert.deepEqual([...stepLosses(out)], [...ref]);
 });
+
+test('gradient accumulation: dp=2 × 2 micro-steps (ZeRO-0 and ZeRO-3) matches dp=1 with the whole batch', async () => {
+  const base = await run('acc-base', 1, 0);
+  close(await run('acc-1x2', 1, 0, ['--train.microBatch=4', '--train.gradAccum=2']), base, 'dp=1 accumulation 2');
+  close(await run('acc-z0', 2, 0, ['--train.microBatch=2', '--train.gradAccum=2']), base, 'dp=2 ZeRO-0 accumulation 2');
+  close(await run('acc-z3', 2, 3, ['--train.microBatch=2', '--train.gradAccum=2']), base, 'dp=2 ZeRO-3 accumulation 2');
+});

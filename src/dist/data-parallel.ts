@@ -188,8 +188,8 @@ export class DataParallel implements DistSync {
     };
   }
 
-  beforeForward(): void {
-    this.zero3?.beforeForward();
+  beforeForward(lastMicro = true): void {
+    this.zero3?.beforeForward(lastMicro);
   }
 
   afterEval(): void {

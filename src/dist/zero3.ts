@@ -50,7 +50,9 @@ export class Zero3 {
       const params = b.params;
       const out = checkpoint((xs) => run(xs[0]!), [x], params, model.rng, {
         before: () => this.gather(b),
-        after: () => { this.host.launch(b); this.release(b); },
+        // Gradients accumulate in full-size buffers over micro-steps (as ZeRO-2 does) and are
+        // reduce-scattered once, after the last one: a reduce-scatter overwrites its output.
+        after: () => { if (this.lastMicro) this.host.launch(b); this.release(b); },
       });
       this.release(b);
       return out;
@@ -88,7 +90,10 @@ export class Zero3 {
     this.spare.set(buf.length, list);
   }
 
-  beforeForward(): void {
+  private lastMicro = true;
+
+  beforeForward(lastMicro: boolean): void {
+    this.lastMicro = lastMicro;
     this.gather(this.outer);
   }
 

@@ -37,8 +37,11 @@ export interface GradSync {
   saveCheckpoint?: (root: string, model: GPT, optim: TrainOptimizer, st: TrainState) => Promise<string>;
   /** Collective checkpoint load. */
   loadCheckpoint?: (dir: string, model: GPT, optim: TrainOptimizer) => TrainState;
-  /** Runs before each micro-batch forward (e.g. ZeRO-3 gathers the embedding/head parameters). */
-  beforeForward?: () => void;
+  /**
+   * Runs before each micro-batch forward (e.g. ZeRO-3 gathers the embedding/head
+   * parameters); `lastMicro` says whether gradients are reduced after this micro-batch.
+   */
+  beforeForward?: (lastMicro: boolean) => void;
   /** Runs after an evaluation pass (ZeRO-3 releases what beforeForward gathered). */
   afterEval?: () => void;
   /** One line describing the parallel layout and its memory per rank. */
@@ -139,7 +142,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     let lossSum = 0;
     for (let micro = 0; micro < cfg.train.gradAccum; micro++) {
       const batch = loader.next(B);
-      sync.beforeForward?.();
+      sync.beforeForward?.(micro === cfg.train.gradAccum - 1);
       lossSum += scope(() => {
         const x = fromStorage(batch.x, [B, T], 'int32');
         const y = fromStorage(batch.y, [B, T], 'int32');
@@ -176,7 +179,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     const timeUp = cfg.train.maxSeconds > 0 && elapsed >= cfg.train.maxSeconds;
     const last = step === cfg.train.steps || timeUp;
     if ((cfg.train.evalEvery > 0 && step % cfg.train.evalEvery === 0) || last) {
-      sync.beforeForward?.();
+      sync.beforeForward?.(false);
       const local = evaluate(model, valSrc, cfg, sync.rank, sync.world);
       sync.afterEval?.();
       const vl = await sync.meanScalar(local);
