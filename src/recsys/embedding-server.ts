@@ -11,6 +11,7 @@ import {
   decodeIdRequest, decodeJson, decodeValues, encodeErrorFrame, encodeFrame, encodeJsonFrame, allocLookupResponse, encodePushResponse,
   tokenMatches, type FrameHeader,
 } from './protocol.js';
+import { decodeHalf } from './native-sparse.js';
 
 export interface EmbeddingServerOptions {
   shard: EmbeddingShard;
@@ -165,7 +166,10 @@ export class EmbeddingServer {
         const dim = shard.table(r.group).dim;
         const need = r.count * dim;
         if (this.grads.length < need) this.grads = new Float32Array(need);
-        decodeValues(r.dtype, r.values, need, this.grads);
+        // Half-precision gradients decode in bulk natively (payload arrays are 8-aligned); float32 or no library: TS.
+        if (r.dtype === 'float32' || !decodeHalf(r.dtype === 'bfloat16', need, new Uint16Array(r.values.buffer, r.values.byteOffset, need), this.grads)) {
+          decodeValues(r.dtype, r.values, need, this.grads);
+        }
         const res = shard.push(r.group, r.ids, r.count, this.grads, (r.flags & PUSH_ADVANCE_STEP) !== 0);
         this.send(c, encodePushResponse(h.requestId, res));
         return;

@@ -15,12 +15,18 @@
 // - At capacity the least recently touched row (lookup or push) is evicted.
 // - With expireSteps > 0, rows untouched for more than that many steps are dropped;
 //   LRU order equals last-touch order, so the sweep only looks at the list tail.
+//
+// With the native library, a batch's id lookups, row gathers, gradient sums and
+// optimizer updates are one C call each (native-sparse.ts, native/sparse.c); the
+// per-row bookkeeping (admission, LRU, counters) stays here, in id order, so both
+// paths leave bit-identical tables. Without it the TypeScript loops below run.
 import { f32ToF16 } from '../core/dtype.js';
 import { fmix64, mixOut, u32ToUnit } from './embedding-hash.js';
 import type { GroupConfig } from './embedding-config.js';
 import { IdIndex } from './id-index.js';
 import { LruList } from './lru-list.js';
 import { applyRow, initState, stateWidth, type SparseOptimizerConfig } from './sparse-optimizer.js';
+import { encodeHalf, nativeSparse, type NativeSparse } from './native-sparse.js';
 
 const CHUNK_SHIFT = 14;
 const CHUNK_ROWS = 1 << CHUNK_SHIFT;
@@ -72,6 +78,20 @@ export class GroupTable {
   private stamp = 1;
   private uniqSlot = new Int32Array(0);
   private gradSum = new Float32Array(0);
+  // Native batch path (native-sparse.ts): chunk address tables and reused per-batch scratch.
+  private readonly nat: NativeSparse | null = nativeSparse();
+  private rowTab = new BigUint64Array(0);
+  private stateTab = new BigUint64Array(0);
+  private slotBuf = new Int32Array(0);
+  private stage = new Float32Array(0);
+  private uOf = new Int32Array(0);
+  private firstRow = new Int32Array(0);
+  private adamStep = new Float64Array(0);
+  private adamBc2 = new Float64Array(0);
+  private foundBuf = new Int32Array(0);
+  private hashHiBuf = new Uint32Array(0);
+  /** Bumped whenever the id index changes: batch-found slots are rechecked after that. */
+  private mutations = 0;
   private readonly initHi: number;
   private readonly initLo: number;
   private readonly admitHi: number;
@@ -129,6 +149,7 @@ export class GroupTable {
    * rows and touch them; read-only lookups (inference) change nothing.
    */
   lookup(ids: Uint32Array, n: number, out: Float32Array, step: number, readOnly: boolean): void {
+    if (this.gatherNative(ids, n, out, step, readOnly)) return;
     const dim = this.dim;
     for (let i = 0; i < n; i++) {
       const lo = ids[2 * i]!, hi = ids[2 * i + 1]!;
@@ -149,6 +170,10 @@ export class GroupTable {
     if (dtype === 'float32') { this.lookup(ids, n, new Float32Array(dst.buffer, dst.byteOffset, n * dim), step, readOnly); return; }
     const out = new Uint16Array(dst.buffer, dst.byteOffset, n * dim);
     const bf = dtype === 'bfloat16';
+    if (this.nat && n <= this.capacity) {
+      if (this.stage.length < n * dim) this.stage = new Float32Array(n * dim);
+      if (this.gatherNative(ids, n, this.stage, step, readOnly) && encodeHalf(bf, n * dim, this.stage, out)) return;
+    }
     for (let i = 0; i < n; i++) {
       const lo = ids[2 * i]!, hi = ids[2 * i + 1]!;
       const s = this.lookupSlot(hi, lo, step, readOnly);
@@ -172,11 +197,42 @@ export class GroupTable {
     }
   }
 
+  /**
+   * lookup() as one native gather: slots are resolved (and created/touched) in id
+   * order first, then copied. Deferring the copy is exact while n <= capacity: a row
+   * touched earlier in the batch cannot then be evicted by a later one (an untouched
+   * row is always older). False (nothing done) without the native library or beyond that.
+   */
+  private gatherNative(ids: Uint32Array, n: number, out: Float32Array, step: number, readOnly: boolean): boolean {
+    const nat = this.nat;
+    if (!nat || n > this.capacity) return false;
+    if (this.slotBuf.length < n) this.slotBuf = new Int32Array(Math.max(n, 2 * this.slotBuf.length));
+    const slots = this.slotBuf;
+    let missing = 0;
+    const m0 = this.prefind(nat, ids, n), hashHi = this.hashHiBuf;
+    for (let i = 0; i < n; i++) {
+      const lo = ids[2 * i]!, hi = ids[2 * i + 1]!;
+      const s = this.lookupFound(this.slotAt(i, hi, lo, m0), hashHi[i]!, hi, lo, step, readOnly);
+      slots[i] = s;
+      if (s < 0) missing++;
+    }
+    nat.gather(n, this.dim, slots, this.rowTab, CHUNK_SHIFT, out);
+    for (let i = 0; missing > 0 && i < n; i++) {
+      if (slots[i]! < 0) { this.initRow(ids[2 * i + 1]!, ids[2 * i]!, out, i * this.dim); missing--; }
+    }
+    return true;
+  }
+
   /** Slot answering id (hi, lo) in a lookup (created if admitted, touched unless read-only), or -1: answer the init vector. */
   private lookupSlot(hi: number, lo: number, step: number, readOnly: boolean): number {
+    const s = this.find(hi, lo);
+    return this.lookupFound(s, mixOut.hi, hi, lo, step, readOnly);
+  }
+
+  /** lookupSlot once the index answered slot s (or -1) and hash hi word hh for the id. */
+  private lookupFound(s: number, hh: number, hi: number, lo: number, step: number, readOnly: boolean): number {
     const c = this.counters;
-    let s = this.find(hi, lo);
-    if (mixOut.hi % this.numShards !== this.shardIndex || hi >>> 24 !== this.cfg.id) this.misrouted(hi, lo);
+    if (hh % this.numShards !== this.shardIndex || hi >>> 24 !== this.cfg.id) this.misrouted(hi, lo);
     if (s < 0) {
       c.misses++;
       if (readOnly) return -1;
@@ -192,36 +248,67 @@ export class GroupTable {
   /** Sums the gradients of duplicate ids, then applies the optimizer once per distinct stored row. */
   push(ids: Uint32Array, n: number, grads: Float32Array, step: number): { applied: number; dropped: number } {
     const dim = this.dim, c = this.counters;
+    const nat = this.nat;
     if (this.uniqSlot.length < n) {
       this.uniqSlot = new Int32Array(n);
       this.gradSum = new Float32Array(n * dim);
+      if (nat) { this.uOf = new Int32Array(n); this.firstRow = new Int32Array(n); }
     }
     if (++this.stamp >= 0x7fffffff) { this.mark.fill(0); this.stamp = 1; }
     const stamp = this.stamp, uniq = this.uniqSlot, sum = this.gradSum;
-    let nu = 0, dropped = 0;
+    // Native: record where each gradient row goes (uOf, firstRow) and sum only when ids repeat.
+    const uOf = this.uOf, firstRow = this.firstRow;
+    let nu = 0, dropped = 0, dup = false;
+    const m0 = nat ? this.prefind(nat, ids, n) : 0, hashHi = this.hashHiBuf;
     for (let i = 0; i < n; i++) {
       const lo = ids[2 * i]!, hi = ids[2 * i + 1]!;
-      let s = this.find(hi, lo);
-      if (mixOut.hi % this.numShards !== this.shardIndex || hi >>> 24 !== this.cfg.id) this.misrouted(hi, lo);
+      let s = nat ? this.slotAt(i, hi, lo, m0) : this.find(hi, lo);
+      if ((nat ? hashHi[i]! : mixOut.hi) % this.numShards !== this.shardIndex || hi >>> 24 !== this.cfg.id) this.misrouted(hi, lo);
       if (s < 0) {
-        if (!this.admits(hi, lo, step)) { dropped++; continue; }
+        if (!this.admits(hi, lo, step)) { dropped++; if (nat) uOf[i] = -1; continue; }
         s = this.insertNew(hi, lo);
       }
       if (this.mark[s] === stamp) {
-        const o = this.markPos[s]! * dim;
-        for (let j = 0; j < dim; j++) sum[o + j] += grads[i * dim + j]!;
+        if (nat) { uOf[i] = this.markPos[s]!; dup = true; } else {
+          const o = this.markPos[s]! * dim;
+          for (let j = 0; j < dim; j++) sum[o + j] += grads[i * dim + j]!;
+        }
       } else {
         this.mark[s] = stamp;
         this.markPos[s] = nu;
         uniq[nu] = s;
-        const o = nu * dim;
-        for (let j = 0; j < dim; j++) sum[o + j] = grads[i * dim + j]!;
+        if (nat) { uOf[i] = nu; firstRow[nu] = i; } else {
+          const o = nu * dim;
+          for (let j = 0; j < dim; j++) sum[o + j] = grads[i * dim + j]!;
+        }
         nu++;
       }
       this.touch(s, step);
     }
     const opt = this.cfg.optimizer, stW = this.stW;
     let applied = 0;
+    if (nat) {
+      if (dup) nat.accum(n, dim, uOf, firstRow, grads, sum);
+      const g = dup ? sum : grads, gRow = dup ? null : firstRow;
+      const adam = opt.kind === 'adam';
+      if (adam && this.adamStep.length < nu) { this.adamStep = new Float64Array(this.uniqSlot.length); this.adamBc2 = new Float64Array(this.uniqSlot.length); }
+      for (let u = 0; u < nu; u++) {
+        const s = uniq[u]!;
+        if (s < 0) { dropped++; continue; } // evicted later in this same batch (batch larger than capacity)
+        const t = ++this.rowStep[s];
+        if (adam) {
+          this.adamStep[u] = opt.lr / (1 - Math.pow(opt.beta1, t)); // as applyRow
+          this.adamBc2[u] = Math.sqrt(1 - Math.pow(opt.beta2, t));
+        }
+        applied++;
+      }
+      if (opt.kind === 'sgd') nat.sgd(nu, dim, uniq, this.rowTab, CHUNK_SHIFT, g, gRow, opt.lr);
+      else if (opt.kind === 'adagrad') nat.adagrad(nu, dim, uniq, this.rowTab, this.stateTab, CHUNK_SHIFT, g, gRow, opt.lr, opt.eps);
+      else nat.adam(nu, dim, uniq, this.rowTab, this.stateTab, CHUNK_SHIFT, g, gRow, this.adamStep, this.adamBc2, opt.beta1, opt.beta2, opt.eps);
+      c.updates += applied;
+      c.droppedGrads += dropped;
+      return { applied, dropped };
+    }
     for (let u = 0; u < nu; u++) {
       const s = uniq[u]!;
       if (s < 0) { dropped++; continue; } // evicted later in this same batch (batch larger than capacity)
@@ -268,6 +355,10 @@ export class GroupTable {
     if (!kindChanged) return;
     this.stW = stateWidth(opt, this.dim);
     this.stateChunks = this.rowChunks.map(() => new Float32Array(CHUNK_ROWS * this.stW));
+    if (this.nat) {
+      this.stateTab = new BigUint64Array(this.rowTab.length);
+      if (this.stW) this.stateChunks.forEach((c, k) => this.nat!.setPtr(this.stateTab, k, c));
+    }
     for (let s = this.lru.tail; s >= 0; s = this.lru.prev[s]!) {
       initState(opt, this.stateChunks[s >>> CHUNK_SHIFT]!, (s & CHUNK_MASK) * this.stW, this.dim);
       this.rowStep[s] = 0;
@@ -333,7 +424,26 @@ export class GroupTable {
     throw new Error(`group ${this.cfg.id}: id 0x${id} does not belong to shard ${this.shardIndex} of ${this.numShards} (or to this group)`);
   }
 
+  /** Finds the slots of n ids in one native call (foundBuf, hashHiBuf); returns the mutation count they are valid for. */
+  private prefind(nat: NativeSparse, ids: Uint32Array, n: number): number {
+    if (this.foundBuf.length < n) { this.foundBuf = new Int32Array(Math.max(n, 2 * this.foundBuf.length)); this.hashHiBuf = new Uint32Array(this.foundBuf.length); }
+    this.ids.findBatch(nat, ids, n, this.foundBuf, this.hashHiBuf);
+    return this.mutations;
+  }
+
+  /**
+   * Slot of id i of a prefind batch. Once the index has changed, a found slot still
+   * holds this id exactly when its id words match (an evicted slot is re-used at once
+   * for another id); an id not found may have been inserted since: ask the index.
+   */
+  private slotAt(i: number, hi: number, lo: number, m0: number): number {
+    const s = this.foundBuf[i]!;
+    if (this.mutations === m0 || (s >= 0 && this.ids.idLo[s] === lo && this.ids.idHi[s] === hi)) return s;
+    return this.find(hi, lo);
+  }
+
   private insertNew(hi: number, lo: number): number {
+    this.mutations++;
     let s: number;
     if (this.freeTop > 0) s = this.free[--this.freeTop]!;
     else if (this.nextSlot < this.capacity) { s = this.nextSlot++; this.ensureSlot(s); }
@@ -356,6 +466,7 @@ export class GroupTable {
 
   /** Takes a slot out of the index and the LRU list. */
   private removeSlot(s: number): void {
+    this.mutations++;
     this.ids.remove(s);
     this.lru.unlink(s);
     this.count--;
@@ -387,6 +498,17 @@ export class GroupTable {
       this.rowChunks.push(rows);
       this.rowChunksU.push(new Uint32Array(rows.buffer));
       this.stateChunks.push(new Float32Array(CHUNK_ROWS * this.stW));
+      if (this.nat) {
+        // The chunk tables hold raw addresses: these slabs stay referenced by rowChunks/stateChunks.
+        if (this.rowTab.length <= k) {
+          const grow = (a: BigUint64Array<ArrayBuffer>): BigUint64Array<ArrayBuffer> => { const b = new BigUint64Array(Math.max(8, 2 * a.length, this.rowChunks.length)); b.set(a); return b; };
+          this.rowTab = grow(this.rowTab);
+          this.stateTab = grow(this.stateTab);
+        }
+        const j = this.rowChunks.length - 1;
+        this.nat.setPtr(this.rowTab, j, rows);
+        if (this.stW) this.nat.setPtr(this.stateTab, j, this.stateChunks[j]!);
+      }
     }
   }
 

@@ -4,6 +4,7 @@
 // millions of ids allocate nothing per id. The caller keeps the table at most
 // half full (see GroupTable.insertNew), which keeps probes short.
 import { fmix64 } from './embedding-hash.js';
+import type { NativeSparse } from './native-sparse.js';
 
 export class IdIndex {
   /** Per slot: the id's lo and hi words, and the lo word of its hash (the probe start). */
@@ -31,6 +32,14 @@ export class IdIndex {
       if (idLo[s] === lo && idHi[s] === hi) return s;
       i = (i + 1) & mask;
     }
+  }
+
+  /**
+   * `find` for n (lo, hi) pairs at once in C: slots[i] = slot or -1 and hashHi[i] = mixOut.hi
+   * of find. Valid until the index next changes (see GroupTable.slotAt).
+   */
+  findBatch(nat: NativeSparse, ids: Uint32Array, n: number, slots: Int32Array, hashHi: Uint32Array): void {
+    nat.find(n, ids, this.table, this.mask, this.idLo, this.idHi, slots, hashHi);
   }
 
   /** Records id (hi, lo) for slot s and adds it to the table; the id must be absent and a bucket free. */

@@ -1,0 +1,68 @@
+// koffi bindings of native/sparse.c (embedding-server row gather and per-row
+// optimizers) plus bulk wire codecs on top of the cast kernels of native/cast.c.
+// Everything returns null / false when the native library is unavailable (or
+// ATHANOR_BACKEND=reference); callers then keep their TypeScript loops.
+//
+// Row slabs are addressed through a chunk table (BigUint64Array of addresses filled
+// by `setPtr`): ArrayBuffer backing stores of this size never move, and the table's
+// owner keeps the slabs referenced for as long as the table is used.
+import { nativeKernels } from '../backend/native.js';
+import { nativeBasic } from '../backend/native-basic.js';
+
+export interface NativeSparse {
+  find(n: number, ids: Uint32Array, table: Int32Array, mask: number, idLo: Uint32Array, idHi: Uint32Array, slots: Int32Array, hashHi: Uint32Array): void;
+  setPtr(tab: BigUint64Array, k: number, p: Float32Array): void;
+  gather(n: number, dim: number, slots: Int32Array, tab: BigUint64Array, shift: number, out: Float32Array): void;
+  accum(n: number, dim: number, uOf: Int32Array, first: Int32Array, g: Float32Array, sum: Float32Array): void;
+  sgd(nu: number, dim: number, slots: Int32Array, rows: BigUint64Array, shift: number, g: Float32Array, gRow: Int32Array | null, lr: number): void;
+  adagrad(nu: number, dim: number, slots: Int32Array, rows: BigUint64Array, state: BigUint64Array, shift: number,
+    g: Float32Array, gRow: Int32Array | null, lr: number, eps: number): void;
+  adam(nu: number, dim: number, slots: Int32Array, rows: BigUint64Array, state: BigUint64Array, shift: number,
+    g: Float32Array, gRow: Int32Array | null, stepSize: Float64Array, bc2Sqrt: Float64Array, b1: number, b2: number, eps: number): void;
+}
+
+let bound: NativeSparse | null | undefined;
+
+export function nativeSparse(): NativeSparse | null {
+  if (bound !== undefined) return bound;
+  bound = null;
+  const lib = nativeKernels();
+  if (!lib || !nativeBasic()) return null;
+  try {
+    bound = {
+      find: lib.func('void athn_sparse_find(int n, const uint32_t *ids, const int32_t *table, int mask, const uint32_t *idLo, const uint32_t *idHi, _Inout_ int32_t *slots, _Inout_ uint32_t *hashHi)'),
+      setPtr: lib.func('void athn_sparse_set_ptr(_Inout_ uint64_t *tab, int k, const void *p)'),
+      gather: lib.func('void athn_sparse_gather(int n, int dim, const int *slots, const uint64_t *tab, int shift, _Inout_ float *out)'),
+      accum: lib.func('void athn_sparse_accum(int n, int dim, const int *uOf, const int *first, const float *g, _Inout_ float *sum)'),
+      sgd: lib.func('void athn_sparse_sgd(int nu, int dim, const int *slots, const uint64_t *rows, int shift, const float *g, const int *gRow, double lr)'),
+      adagrad: lib.func('void athn_sparse_adagrad(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift, const float *g, const int *gRow, double lr, double eps)'),
+      adam: lib.func('void athn_sparse_adam(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift, const float *g, const int *gRow, const double *stepSize, const double *bc2Sqrt, double b1, double b2, double eps)'),
+    };
+  } catch {
+    // An older build/libathanor.so without sparse.c: stay on the TypeScript loops.
+    bound = null;
+  }
+  return bound;
+}
+
+// The cast kernels go multi-threaded (OpenMP) from 32768 elements; an embedding
+// server is one core per shard, so bulk conversions are fed in serial pieces.
+const SERIAL_PIECE = 32768 - 8;
+
+/** Encodes n float32 values as bfloat16/float16 into out (bit-exact with core/dtype); false without the native library. */
+export function encodeHalf(bf16: boolean, n: number, src: Float32Array, out: Uint16Array): boolean {
+  const b = nativeBasic();
+  if (!b) return false;
+  const f = bf16 ? b.f32ToBf16 : b.f32ToF16;
+  for (let o = 0; o < n; o += SERIAL_PIECE) f(Math.min(SERIAL_PIECE, n - o), src, o, out, o);
+  return true;
+}
+
+/** Decodes n bfloat16/float16 values into dst; false without the native library. */
+export function decodeHalf(bf16: boolean, n: number, src: Uint16Array, dst: Float32Array): boolean {
+  const b = nativeBasic();
+  if (!b) return false;
+  const f = bf16 ? b.bf16ToF32 : b.f16ToF32;
+  for (let o = 0; o < n; o += SERIAL_PIECE) f(Math.min(SERIAL_PIECE, n - o), src, o, dst, o);
+  return true;
+}
