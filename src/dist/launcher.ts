@@ -109,7 +109,9 @@ export async function launch(o: LaunchOptions): Promise<number> {
   let exitCode = 0;
   let killTimer: NodeJS.Timeout | null = null;
 
+  const sentSignals = new Set<NodeJS.Signals>();
   const killAll = (sig: NodeJS.Signals): void => {
+    sentSignals.add(sig);
     for (const c of children) {
       if (c.exited || c.child.pid === undefined) continue;
       try { process.kill(-c.child.pid, sig); } catch { try { c.child.kill(sig); } catch { /* gone */ } }
@@ -146,11 +148,17 @@ export async function launch(o: LaunchOptions): Promise<number> {
       });
       child.on('exit', (code, signal) => {
         entry.exited = true;
-        if ((code !== 0 || signal) && !failure) {
-          failure = `athanor launch: rank ${rank} (local rank ${lr}, pid ${child.pid}) ${describeExit(code, signal)}; terminating the other ranks`;
+        if (code === 0 && !signal) return;
+        const what = `rank ${rank} (local rank ${lr}, pid ${child.pid}) ${describeExit(code, signal)}`;
+        if (!failure) {
+          failure = `athanor launch: ${what}; terminating the other ranks`;
           process.stderr.write(`${failure}\n`);
           exitCode = code && code > 0 ? code : 1;
           teardown();
+        } else if (!(signal && sentSignals.has(signal))) {
+          // A second rank failing on its own (not from our teardown) may be the root cause:
+          // when one rank is killed, a peer that loses its connection can exit first.
+          process.stderr.write(`athanor launch: also ${what}\n`);
         }
       });
       child.on('close', () => { if (--remaining === 0) resolve(); });
