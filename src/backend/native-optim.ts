@@ -1,6 +1,6 @@
 // koffi bindings of native/optim.c. Arrays are passed as (sub)array views, which
 // koffi hands to C as pointers without copying; lengths are element counts.
-import { nativeKernels } from './native.js';
+import { nativeFamily } from './native.js';
 
 export interface NativeOptim {
   /** See athn_adamw_f32: scalars precomputed in double by the caller. */
@@ -15,26 +15,17 @@ export interface NativeOptim {
   scale(x: Float32Array, n: number, s: number): void;
 }
 
-let bound: NativeOptim | null | undefined;
+const bind = nativeFamily<NativeOptim>({
+  adamw: 'void athn_adamw_f32(_Inout_ float *p, const float *g, _Inout_ float *m, _Inout_ float *v, int64_t n, float decay, float beta1, float omb1, float beta2, float omb2, float eps, float step_size, float bc2_sqrt, float grad_scale)',
+  sgd: 'void athn_sgd_f32(_Inout_ float *p, const float *g, _Inout_ float *buf, int64_t n, float lr, float momentum, float omd, float wd, int nesterov, int first, float grad_scale)',
+  adagrad: 'void athn_adagrad_f32(_Inout_ float *p, const float *g, _Inout_ float *sum, int64_t n, float clr, float wd, float eps, float grad_scale)',
+  sumsq: 'double athn_sumsq_f32(const float *x, int64_t n)',
+  scale: 'void athn_scale_f32(_Inout_ float *x, int64_t n, float s)',
+});
 
-/** The native optimizer kernels, or null (no library, or ATHANOR_BACKEND=reference). */
+/** The bound kernels, or null (no library, forced reference, or an older build without them). */
 export function nativeOptim(): NativeOptim | null {
-  if (bound !== undefined) return bound;
-  const lib = nativeKernels();
-  if (!lib) return (bound = null);
-  try {
-    bound = {
-      adamw: lib.func('void athn_adamw_f32(_Inout_ float *p, const float *g, _Inout_ float *m, _Inout_ float *v, int64_t n, float decay, float beta1, float omb1, float beta2, float omb2, float eps, float step_size, float bc2_sqrt, float grad_scale)'),
-      sgd: lib.func('void athn_sgd_f32(_Inout_ float *p, const float *g, _Inout_ float *buf, int64_t n, float lr, float momentum, float omd, float wd, int nesterov, int first, float grad_scale)'),
-      adagrad: lib.func('void athn_adagrad_f32(_Inout_ float *p, const float *g, _Inout_ float *sum, int64_t n, float clr, float wd, float eps, float grad_scale)'),
-      sumsq: lib.func('double athn_sumsq_f32(const float *x, int64_t n)'),
-      scale: lib.func('void athn_scale_f32(_Inout_ float *x, int64_t n, float s)'),
-    };
-  } catch {
-    // An old library without optim.c: fall back rather than fail.
-    bound = null;
-  }
-  return bound;
+  return bind();
 }
 
 /** `a[off, off+n)` as a view (the whole array when it already is exactly that). */

@@ -109,3 +109,26 @@ export function backendNotices(): readonly string[] {
 export function backendSummary(): { nativeKernels: boolean; openblas: boolean } {
   return { nativeKernels: nativeKernels() !== null, openblas: openblas() !== null };
 }
+
+/**
+ * Binds one family of kernels (a `name: 'C declaration'` record) from the native library,
+ * once. Null when the library is missing or forced off, when `enabled()` says no, or when
+ * the library lacks these symbols (an older build): callers then use the TypeScript loops.
+ */
+export function nativeFamily<T>(decls: { [K in keyof T]: string }, enabled: () => boolean = () => true): () => T | null {
+  let bound: T | null | undefined;
+  return () => {
+    if (bound !== undefined) return bound;
+    bound = null;
+    const lib = enabled() ? nativeKernels() : null;
+    if (!lib) return bound;
+    try {
+      const out: Record<string, unknown> = {};
+      for (const [k, d] of Object.entries(decls)) out[k] = lib.func(d as string);
+      bound = out as T;
+    } catch {
+      bound = null;
+    }
+    return bound;
+  };
+}

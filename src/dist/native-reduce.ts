@@ -3,7 +3,7 @@
 // pointers to their first element (subarray views included, SharedArrayBuffer-backed ones
 // too, so this also works on the communication thread). null when the native library is
 // missing or predates comm.c; reduce-kernels.ts then runs its TypeScript loops.
-import { nativeKernels } from '../backend/native.js';
+import { nativeFamily } from '../backend/native.js';
 
 export const NATIVE_OP_SUM = 0;
 export const NATIVE_OP_MAX = 1;
@@ -21,27 +21,18 @@ export interface NativeReduce {
   vmRead: (pid: number, local: Uint8Array, remote: number, n: number) => number | bigint;
 }
 
-let fns: NativeReduce | null | undefined;
+const bind = nativeFamily<NativeReduce>({
+  combineF32: 'void athn_comm_combine_f32(int, int64_t, float *, const float *, const float *, double)',
+  combineBf16: 'void athn_comm_combine_bf16(int, int64_t, uint16_t *, const uint16_t *, const uint16_t *, double)',
+  divF32: 'void athn_comm_div_f32(int64_t, float *, double)',
+  divBf16: 'void athn_comm_div_bf16(int64_t, uint16_t *, double)',
+  accBf16: 'void athn_comm_acc_bf16(int, int, int64_t, float *, const uint16_t *)',
+  roundBf16: 'void athn_comm_round_bf16(int64_t, const float *, uint16_t *)',
+  addr: 'uint64_t athn_comm_addr(const void *)',
+  vmRead: 'int64_t athn_comm_vm_read(int, void *, uint64_t, int64_t)',
+}, () => process.env.ATHANOR_DIST_NATIVE !== '0');
 
+/** The bound kernels, or null (no library, forced reference, or an older build without them). */
 export function nativeReduce(): NativeReduce | null {
-  if (fns !== undefined) return fns;
-  fns = null;
-  if (process.env.ATHANOR_DIST_NATIVE === '0') return null;
-  const lib = nativeKernels();
-  if (!lib) return null;
-  try {
-    fns = {
-      combineF32: lib.func('void athn_comm_combine_f32(int, int64_t, float *, const float *, const float *, double)'),
-      combineBf16: lib.func('void athn_comm_combine_bf16(int, int64_t, uint16_t *, const uint16_t *, const uint16_t *, double)'),
-      divF32: lib.func('void athn_comm_div_f32(int64_t, float *, double)'),
-      divBf16: lib.func('void athn_comm_div_bf16(int64_t, uint16_t *, double)'),
-      accBf16: lib.func('void athn_comm_acc_bf16(int, int, int64_t, float *, const uint16_t *)'),
-      roundBf16: lib.func('void athn_comm_round_bf16(int64_t, const float *, uint16_t *)'),
-      addr: lib.func('uint64_t athn_comm_addr(const void *)'),
-      vmRead: lib.func('int64_t athn_comm_vm_read(int, void *, uint64_t, int64_t)'),
-    };
-  } catch {
-    fns = null; // an older build/libathanor.so without comm.c
-  }
-  return fns;
+  return bind();
 }

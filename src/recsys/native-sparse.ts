@@ -6,7 +6,7 @@
 // Row slabs are addressed through a chunk table (BigUint64Array of addresses filled
 // by `setPtr`): ArrayBuffer backing stores of this size never move, and the table's
 // owner keeps the slabs referenced for as long as the table is used.
-import { nativeKernels } from '../backend/native.js';
+import { nativeFamily } from '../backend/native.js';
 import { nativeBasic } from '../backend/native-basic.js';
 
 export interface NativeSparse {
@@ -21,28 +21,19 @@ export interface NativeSparse {
     g: Float32Array, gRow: Int32Array | null, stepSize: Float64Array, bc2Sqrt: Float64Array, b1: number, b2: number, eps: number): void;
 }
 
-let bound: NativeSparse | null | undefined;
+const bind = nativeFamily<NativeSparse>({
+  find: 'void athn_sparse_find(int n, const uint32_t *ids, const int32_t *table, int mask, const uint32_t *idLo, const uint32_t *idHi, _Inout_ int32_t *slots, _Inout_ uint32_t *hashHi)',
+  setPtr: 'void athn_sparse_set_ptr(_Inout_ uint64_t *tab, int k, const void *p)',
+  gather: 'void athn_sparse_gather(int n, int dim, const int *slots, const uint64_t *tab, int shift, _Inout_ float *out)',
+  accum: 'void athn_sparse_accum(int n, int dim, const int *uOf, const int *first, const float *g, _Inout_ float *sum)',
+  sgd: 'void athn_sparse_sgd(int nu, int dim, const int *slots, const uint64_t *rows, int shift, const float *g, const int *gRow, double lr)',
+  adagrad: 'void athn_sparse_adagrad(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift, const float *g, const int *gRow, double lr, double eps)',
+  adam: 'void athn_sparse_adam(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift, const float *g, const int *gRow, const double *stepSize, const double *bc2Sqrt, double b1, double b2, double eps)',
+}, () => nativeBasic() !== null);
 
+/** The bound kernels, or null (no library, forced reference, or an older build without them). */
 export function nativeSparse(): NativeSparse | null {
-  if (bound !== undefined) return bound;
-  bound = null;
-  const lib = nativeKernels();
-  if (!lib || !nativeBasic()) return null;
-  try {
-    bound = {
-      find: lib.func('void athn_sparse_find(int n, const uint32_t *ids, const int32_t *table, int mask, const uint32_t *idLo, const uint32_t *idHi, _Inout_ int32_t *slots, _Inout_ uint32_t *hashHi)'),
-      setPtr: lib.func('void athn_sparse_set_ptr(_Inout_ uint64_t *tab, int k, const void *p)'),
-      gather: lib.func('void athn_sparse_gather(int n, int dim, const int *slots, const uint64_t *tab, int shift, _Inout_ float *out)'),
-      accum: lib.func('void athn_sparse_accum(int n, int dim, const int *uOf, const int *first, const float *g, _Inout_ float *sum)'),
-      sgd: lib.func('void athn_sparse_sgd(int nu, int dim, const int *slots, const uint64_t *rows, int shift, const float *g, const int *gRow, double lr)'),
-      adagrad: lib.func('void athn_sparse_adagrad(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift, const float *g, const int *gRow, double lr, double eps)'),
-      adam: lib.func('void athn_sparse_adam(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift, const float *g, const int *gRow, const double *stepSize, const double *bc2Sqrt, double b1, double b2, double eps)'),
-    };
-  } catch {
-    // An older build/libathanor.so without sparse.c: stay on the TypeScript loops.
-    bound = null;
-  }
-  return bound;
+  return bind();
 }
 
 // The cast kernels go multi-threaded (OpenMP) from 32768 elements; an embedding
