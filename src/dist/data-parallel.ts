@@ -33,6 +33,8 @@ import { evenCounts } from './collectives.js';
 import { Zero3 } from './zero3.js';
 
 export interface Bucket {
+  /** Position in FlatLayout.buckets. */
+  index: number;
   /** Flat element range [lo, hi). */
   lo: number;
   hi: number;
@@ -67,7 +69,7 @@ export function planBuckets(named: [string, Tensor][], world: number, bucketElem
   const flush = () => {
     if (!cur.length) return;
     const lo = curHi - curN;
-    const b: Bucket = { lo, hi: curHi, params: cur, counts: evenCounts(curN, world), pending: cur.length, work: null };
+    const b: Bucket = { index: buckets.length, lo, hi: curHi, params: cur, counts: evenCounts(curN, world), pending: cur.length, work: null };
     for (const p of cur) bucketOf.set(p, b);
     buckets.push(b);
     curHi = lo; curN = 0; cur = [];
@@ -94,6 +96,14 @@ export function shardRanges(layout: FlatLayout, rank: number): [number, number][
   });
 }
 
+/** Where each bucket's slice starts inside this rank's concatenated shard. */
+export function shardOffsets(ranges: [number, number][]): number[] {
+  const out: number[] = [];
+  let off = 0;
+  for (const [lo, hi] of ranges) { out.push(off); off += hi - lo; }
+  return out;
+}
+
 /** Optimizer segments (param-relative) for flat ranges. */
 export function segmentsFor(layout: FlatLayout, ranges: [number, number][]): ParamSegment[] {
   const out: ParamSegment[] = [];
@@ -118,6 +128,8 @@ export class DataParallel implements DistSync {
   private stagingReq: number[] = [];
   private stagingNext = 0;
   private ranges: [number, number][] = [];
+  private shardOff: number[] = [];
+  private readonly scalar = sharedF32(1);
   private zero3: Zero3 | null = null;
   private readonly gatherIn: Float32Array[] = [];
   private model!: GPT;
@@ -146,6 +158,7 @@ export class DataParallel implements DistSync {
     }
     this.layout = planBuckets(named, this.world, Math.max(1, Math.floor((this.cfg.parallel.bucketMB * 1024 * 1024) / 4)), units);
     this.ranges = shardRanges(this.layout, this.rank);
+    this.shardOff = shardOffsets(this.ranges);
     // Every rank starts from rank 0's initial weights (they are equal by seed, but this makes it a guarantee).
     this.flatParams = sharedF32(this.layout.total);
     for (const [, p] of named) this.flatParams.set(p.data as Float32Array, this.layout.offsets.get(p)!);
@@ -227,10 +240,9 @@ export class DataParallel implements DistSync {
         st.fill(0, off, off + p.size);
       }
     }
-    const bi = this.layout.buckets.indexOf(b);
-    const [lo, hi] = this.ranges[bi]!;
-    const shardOff = this.ranges.slice(0, bi).reduce((s, [a, c]) => s + c - a, 0);
-    const out = this.shardGrad!.subarray(shardOff, shardOff + (hi - lo));
+    const [lo, hi] = this.ranges[b.index]!;
+    const off = this.shardOff[b.index]!;
+    const out = this.shardGrad!.subarray(off, off + (hi - lo));
     const req = this.comm.reduceScatterV(st, out, b.counts, 'avg');
     this.stagingReq[slot] = req.id;
     b.work = req.done;
@@ -315,7 +327,7 @@ export class DataParallel implements DistSync {
   }
 
   private async allSum(x: number): Promise<number> {
-    const buf = sharedF32(1);
+    const buf = this.scalar;
     buf[0] = x;
     await this.comm.allReduce(buf, 'sum').done;
     return buf[0]!;

@@ -12,7 +12,7 @@ import type { GPT } from '../nn/gpt.js';
 import { checkpoint } from '../autograd/checkpoint.js';
 import type { AdamW, ParamSegment } from '../optim/index.js';
 import type { CheckpointReader, Segment } from '../io/checkpoint.js';
-import type { Bucket, FlatLayout } from './data-parallel.js';
+import { shardOffsets, type Bucket, type FlatLayout } from './data-parallel.js';
 import { sharedF32, type CommThread } from './comm-thread.js';
 
 interface Host {
@@ -24,7 +24,7 @@ interface Host {
 export class Zero3 {
   /** This rank's parameter shard: its slice of every unit, concatenated in bucket order. */
   private readonly shard: Float32Array;
-  private readonly shardOff: number[] = [];
+  private readonly shardOff: number[];
   private readonly gathered = new Map<Bucket, Float32Array>();
   private readonly spare = new Map<number, Float32Array[]>();
   /** Slot name → element offset of the shard slot inside its parameter. */
@@ -33,14 +33,9 @@ export class Zero3 {
   private readonly blockBucket: Bucket[];
 
   constructor(private readonly host: Host, model: GPT, private readonly layout: FlatLayout, full: Float32Array, private readonly ranges: [number, number][]) {
-    const n = ranges.reduce((s, [lo, hi]) => s + hi - lo, 0);
-    this.shard = sharedF32(n);
-    let off = 0;
-    for (const [lo, hi] of ranges) {
-      this.shardOff.push(off);
-      this.shard.set(full.subarray(lo, hi), off);
-      off += hi - lo;
-    }
+    this.shardOff = shardOffsets(ranges);
+    this.shard = sharedF32(ranges.reduce((s, [lo, hi]) => s + hi - lo, 0));
+    ranges.forEach(([lo, hi], i) => this.shard.set(full.subarray(lo, hi), this.shardOff[i]!));
     for (const [, p] of layout.named) p.box.data = null; // full parameters exist only while gathered
     this.blockBucket = model.h.map((b) => layout.bucketOf.get(b.parameters()[0]!)!);
     this.outer = layout.bucketOf.get(model.wte.weight)!;
@@ -59,16 +54,12 @@ export class Zero3 {
     };
   }
 
-  private bucketIndex(b: Bucket): number {
-    return this.layout.buckets.indexOf(b);
-  }
-
   /** All-gathers a unit's parameters into a (reused) shared buffer and points the tensors at it. */
   gather(b: Bucket): void {
     if (this.gathered.has(b)) return;
     const n = b.hi - b.lo;
     const buf = this.spare.get(n)?.pop() ?? sharedF32(n);
-    const i = this.bucketIndex(b);
+    const i = b.index;
     const [lo, hi] = this.ranges[i]!;
     const mine = this.shard.subarray(this.shardOff[i]!, this.shardOff[i]! + (hi - lo));
     const req = this.host.comm.allGatherV(mine, buf, b.counts);
@@ -106,7 +97,7 @@ export class Zero3 {
     return segs.map((s) => {
       const p = s.param;
       const flat = this.layout.offsets.get(p)! + s.start;
-      const i = this.layout.buckets.indexOf(this.layout.bucketOf.get(p)!);
+      const i = this.layout.bucketOf.get(p)!.index;
       const o = this.shardOff[i]! + (flat - this.ranges[i]![0]);
       const t = fromStorage(this.shard.subarray(o, o + (s.end - s.start)), [s.end - s.start], 'float32');
       t.kept = true;
