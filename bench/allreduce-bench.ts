@@ -13,9 +13,9 @@ import { mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { initProcessGroup } from '../src/dist/init.js';
-import type { Communicator } from '../src/dist/communicator.js';
-import { mpiUnavailableReason } from '../src/dist/mpi.js';
+import { initProcessGroup } from '../src/runtime/init.js';
+import type { Communicator } from '../src/runtime/communicator.js';
+import { mpiUnavailableReason } from '../src/runtime/mpi.js';
 
 const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), '..', '..');
@@ -118,7 +118,7 @@ export async function runAllreduceBench(o: { maxBytes?: number; reps?: number; r
   const athanor = async (flags: readonly string[] | null, backends: string): Promise<void> => {
     const r = flags
       ? await run('mpirun', [...flags, '-x', 'BENCH_MAX_BYTES', '-x', 'BENCH_REPS', '-x', 'BENCH_BACKENDS', process.execPath, HERE, '--worker'], { ...env, BENCH_BACKENDS: backends })
-      : await run(process.execPath, [path.join(ROOT, 'dist/src/dist/launcher.js'), '--nproc-per-node', '2', '--', 'node', HERE, '--worker'], { ...env, BENCH_BACKENDS: backends });
+      : await run(process.execPath, [path.join(ROOT, 'dist/src/runtime/launcher.js'), '--nproc-per-node', '2', '--', 'node', HERE, '--worker'], { ...env, BENCH_BACKENDS: backends });
     const line = r.stdout.split('\n').find((l) => l.includes('BENCH '));
     if (r.code !== 0 || !line) throw new Error(`allreduce-bench: worker run failed (${r.code})\n${r.stderr}\n${r.stdout}`);
     const got = JSON.parse(line.slice(line.indexOf('BENCH ') + 6)) as { res: Record<string, Record<number, number>>; p2p: Record<string, number> };

@@ -28,4 +28,5 @@ export { openIndexedDataset, IndexedDataset } from './data/indexed-dataset-reade
 export { IndexedDatasetWriter } from './data/indexed-dataset-writer.js';
 export { PRESETS, presetConfig, type TrainConfig } from './train/config.js';
 export { train, evaluate } from './train/trainer.js';
-export * as dist from './dist/index.js';
+export * as runtime from './runtime/index.js';
+export * as parallel from './parallel/index.js';

@@ -21,7 +21,7 @@ const commands: Record<string, Command> = {
   demo: { help: demoHelp, run: runDemo },
   launch: {
     help: 'athanor launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] -- <command ...>\n  Starts N ranks per node (like torchrun); see `athanor launch --help`.',
-    run: async (argv) => (await import('../dist/launcher.js')).launchMain(argv),
+    run: async (argv) => (await import('../runtime/launcher.js')).launchMain(argv),
   },
   recsys: {
     help: 'athanor recsys <config.json> — PERSIA-style hybrid recommender training (embedding servers + dense trainers); see `athanor recsys --help`.',

@@ -1,5 +1,5 @@
 // GPT decoder (pre-LN), the architecture of DESIGN.md. Plain single-process code:
-// tensor, pipeline and data parallelism are applied to it from src/dist/.
+// tensor, pipeline and data parallelism are applied to it from src/parallel/.
 import type { Tensor } from '../core/tensor.js';
 import { Rng } from '../core/rng.js';
 import type { DType } from '../core/dtype.js';

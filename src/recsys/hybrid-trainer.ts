@@ -16,7 +16,7 @@ import { mkdirSync } from 'node:fs';
 import { backward, noGrad } from '../autograd/tape.js';
 import { scope } from '../core/scope.js';
 import { fromStorage, type Tensor } from '../core/tensor.js';
-import type { Communicator } from '../dist/communicator.js';
+import type { Communicator } from '../runtime/communicator.js';
 import { AdamW, Adagrad, SGD, type BaseHyper, type Optimizer } from '../optim/index.js';
 import type { EmbeddingClient, RoutedBatch } from './embedding-client.js';
 import type { RecBatch } from './criteo.js';

@@ -4,7 +4,7 @@
 // from their dump of that step, trainers from the dense file) up to train.maxRestarts times.
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { launch } from '../dist/launcher.js';
+import { launch } from '../runtime/launcher.js';
 import { atomicWriteFileSync } from '../io/atomic-write.js';
 import { generateCriteo, type GenerateReport } from './criteo-generate.js';
 import { launchEmbeddingServers, type EmbeddingCluster } from './embedding-launch.js';

@@ -3,8 +3,8 @@
 // shard of the training file, trains, and (rank 0) evaluates and writes result.json.
 import { join } from 'node:path';
 import { atomicWriteFileSync } from '../io/atomic-write.js';
-import { initProcessGroup } from '../dist/init.js';
-import type { BackendRequest } from '../dist/communicator.js';
+import { initProcessGroup } from '../runtime/init.js';
+import type { BackendRequest } from '../runtime/communicator.js';
 import { EmbeddingClient, type EmbeddingEndpoint } from './embedding-client.js';
 import { countLines, readCriteoBatches, type CriteoFormat, type RecBatch } from './criteo.js';
 import { DLRM } from './dlrm.js';

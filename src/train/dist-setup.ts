@@ -11,6 +11,6 @@ export function worldFromEnv(): number {
 
 export async function distributedSyncFromEnv(cfg: TrainConfig): Promise<DistSync | null> {
   if (worldFromEnv() <= 1) return null;
-  const { dataParallelSync } = await import('../dist/data-parallel.js');
+  const { dataParallelSync } = await import('../parallel/data-parallel.js');
   return dataParallelSync(cfg);
 }

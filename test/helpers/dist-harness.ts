@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TcpStoreServer } from '../../src/dist/tcp-store.js';
+import { TcpStoreServer } from '../../src/runtime/tcp-store.js';
 
 export const WORKER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'dist-worker.js');
 

@@ -1,10 +1,10 @@
 // A rank process for the dist tests (spawned by test/helpers/dist-harness.ts, by the
 // launcher, or by mpirun). DIST_MODE selects the scenario; results go to stdout as one
 // `RESULT {json}` line.
-import { initProcessGroup } from '../../src/dist/init.js';
-import type { CommBuffer, CommDType, Communicator, ReduceOp } from '../../src/dist/communicator.js';
-import { evenCounts } from '../../src/dist/collectives.js';
-import { ParallelDims } from '../../src/dist/parallel-dims.js';
+import { initProcessGroup } from '../../src/runtime/init.js';
+import type { CommBuffer, CommDType, Communicator, ReduceOp } from '../../src/runtime/communicator.js';
+import { evenCounts } from '../../src/runtime/collectives.js';
+import { ParallelDims } from '../../src/parallel/parallel-dims.js';
 import { bf16ToF32, f32ToBf16 } from '../../src/core/dtype.js';
 import { createHash } from 'node:crypto';
 

@@ -26,10 +26,10 @@ import { gradSumSquares, clipCoefficient, type AdamW, type ParamSegment } from '
 import type { DistSync } from '../train/dist-setup.js';
 import { randomBytes } from 'node:crypto';
 import { networkInterfaces } from 'node:os';
-import { initProcessGroup, type InitOptions, type ProcessGroup } from './init.js';
-import { TcpStoreServer } from './tcp-store.js';
-import { CommThread, sharedF32 } from './comm-thread.js';
-import { evenCounts } from './collectives.js';
+import { initProcessGroup, type InitOptions, type ProcessGroup } from '../runtime/init.js';
+import { TcpStoreServer } from '../runtime/tcp-store.js';
+import { CommThread, sharedF32 } from '../runtime/comm-thread.js';
+import { evenCounts } from '../runtime/collectives.js';
 import { Zero3 } from './zero3.js';
 
 export interface Bucket {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { TcpStore, TcpStoreServer, storeWire } from '../src/dist/tcp-store.js';
+import { TcpStore, TcpStoreServer, storeWire } from '../src/runtime/tcp-store.js';
 
 const TOKEN = 'test-secret';
 

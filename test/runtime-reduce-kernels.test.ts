@@ -4,8 +4,8 @@
 // and compilers alike).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Accumulator, combine, divideInPlace, useNativeReduce } from '../src/dist/reduce-kernels.js';
-import type { CommBuffer, CommDType, ReduceOp } from '../src/dist/communicator.js';
+import { Accumulator, combine, divideInPlace, useNativeReduce } from '../src/runtime/reduce-kernels.js';
+import type { CommBuffer, CommDType, ReduceOp } from '../src/runtime/communicator.js';
 
 function rand(seed: number): () => number {
   let s = seed >>> 0;

@@ -8,8 +8,8 @@
 // group is ranks that share pp, tp and the "expert data parallel" index edp_i. Expert
 // parameters are sharded over ep and their gradients are reduced over edp (dp / ep ranks);
 // dense parameters are reduced over the whole dp group.
-import type { Communicator } from './communicator.js';
-import { DistError } from './communicator.js';
+import type { Communicator } from '../runtime/communicator.js';
+import { DistError } from '../runtime/communicator.js';
 
 export type MeshDim = 'dp' | 'tp' | 'pp' | 'ep' | 'edp';
 

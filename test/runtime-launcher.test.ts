@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseLaunchArgs, resolveCommand, cliMainPath } from '../src/dist/launcher.js';
+import { parseLaunchArgs, resolveCommand, cliMainPath } from '../src/runtime/launcher.js';
 import { WORKER } from './helpers/dist-harness.js';
 
-const LAUNCHER = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'dist', 'launcher.js');
+const LAUNCHER = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'runtime', 'launcher.js');
 
 function runLauncher(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

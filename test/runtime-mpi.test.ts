@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mpiUnavailableReason } from '../src/dist/mpi.js';
+import { mpiUnavailableReason } from '../src/runtime/mpi.js';
 import { WORKER, parseResult } from './helpers/dist-harness.js';
 
 function skipReason(): string | null {

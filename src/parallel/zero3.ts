@@ -13,7 +13,7 @@ import { checkpoint } from '../autograd/checkpoint.js';
 import type { AdamW, ParamSegment } from '../optim/index.js';
 import type { CheckpointReader, Segment } from '../io/checkpoint.js';
 import { shardOffsets, type Bucket, type FlatLayout } from './data-parallel.js';
-import { sharedF32, type CommThread } from './comm-thread.js';
+import { sharedF32, type CommThread } from '../runtime/comm-thread.js';
 
 interface Host {
   readonly comm: CommThread;

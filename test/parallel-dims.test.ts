@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ParallelDims } from '../src/dist/parallel-dims.js';
+import { ParallelDims } from '../src/parallel/parallel-dims.js';
 
 test('ParallelDims validates once with clear messages', () => {
   assert.throws(() => new ParallelDims({ world: 8, dp: 2, tp: 2, pp: 1 }), /dp\*tp\*pp = 2\*2\*1 = 4 does not equal the world size 8/);

@@ -194,7 +194,7 @@ export async function launchMain(argv: readonly string[]): Promise<number> {
   try { return await launch(o); } catch (e) { process.stderr.write(`${(e as Error).message}\n`); return 1; }
 }
 
-// Runnable directly: node dist/src/dist/launcher.js --nproc-per-node 2 -- node script.js
+// Runnable directly: node dist/src/runtime/launcher.js --nproc-per-node 2 -- node script.js
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   launchMain(process.argv.slice(2)).then((c) => process.exit(c));
 }

@@ -6,8 +6,6 @@ export { TcpStore, TcpStoreServer, STORE_DEFAULT_MAX_FRAME } from './tcp-store.j
 export type { StoreClientOptions, StoreServerOptions } from './tcp-store.js';
 export { launch, launchMain, parseLaunchArgs, resolveCommand } from './launcher.js';
 export type { LaunchOptions } from './launcher.js';
-export { ParallelDims, DeviceMesh } from './parallel-dims.js';
-export type { MeshCoords, MeshDim, ParallelDimsSpec } from './parallel-dims.js';
 export { MpiCommunicator, mpiUnavailableReason, underMpirun } from './mpi.js';
 export { DEFAULT_TUNING, evenCounts } from './collectives.js';
 export type { Tuning } from './collectives.js';
