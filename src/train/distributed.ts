@@ -9,10 +9,15 @@ import { initProcessGroup, type InitOptions, type ProcessGroup } from '../runtim
 import { TcpStoreServer } from '../runtime/tcp-store.js';
 import { CommThread } from '../runtime/comm-thread.js';
 import { buildMesh, type DeviceMesh } from '../parallel/mesh.js';
-import type { DataParallel } from '../parallel/data-parallel.js';
-import { applyDataParallel } from '../parallel/plans/gpt.js';
+import { SingleMemberComm, type DataParallel, type GradComm } from '../parallel/data-parallel.js';
+import { applyDataParallel, buildTensorParallelGpt } from '../parallel/plans/gpt.js';
+import { ThreadGroup } from '../parallel/thread-group.js';
+import { TensorParallelCheckpoint } from '../parallel/tp-checkpoint.js';
+import type { Shard } from '../parallel/placement.js';
+import type { Tensor } from '../core/tensor.js';
 import { CheckpointReader } from '../io/checkpoint.js';
 import { optimizerMeta } from '../optim/state-segments.js';
+import { validateTrainConfig } from './config.js';
 import type { TrainConfig } from './config.js';
 import { saveCheckpoint, type TrainState } from './train-checkpoint.js';
 import { newAdamW, type TrainOptimizer } from './optim-setup.js';
@@ -26,26 +31,46 @@ export class DistributedLayer implements ParallelLayer {
   readonly dataWorld: number;
   private dp: DataParallel | null = null;
   private readonly scalar = new Float32Array(1);
+  /** Tensor-parallel placement of every split parameter (empty at tp = 1). */
+  private shards = new Map<string, Shard>();
+  private shardedParams = new Set<Tensor>();
+  /** The tensor-parallel group's synchronous collectives (null at tp = 1). */
+  readonly tpGroup: ThreadGroup | null;
 
-  private constructor(readonly cfg: TrainConfig, readonly pg: ProcessGroup, readonly mesh: DeviceMesh, readonly comm: CommThread) {
+  private constructor(readonly cfg: TrainConfig, readonly pg: ProcessGroup, readonly mesh: DeviceMesh,
+    readonly comm: GradComm, private readonly threads: CommThread[], tpThread: CommThread | null) {
     this.rank = pg.rank;
     this.world = pg.size;
     this.dataRank = mesh.coords.dp;
     this.dataWorld = mesh.dims.dp;
+    this.tpGroup = tpThread ? new ThreadGroup(tpThread, mesh.coords.tp, mesh.dims.tp) : null;
   }
 
   static async create(cfg: TrainConfig): Promise<DistributedLayer> {
     const pg = await initProcessGroup();
+    const threads: CommThread[] = [];
     try {
+      // Every invariant is checked here, before any thread starts or any model is allocated.
+      validateTrainConfig(cfg, pg.size);
       const { tp, pp, dp } = cfg.parallel;
-      if (tp !== 1 || pp !== 1) {
-        throw new Error(`rank ${pg.rank}: parallel.tp=${tp}, parallel.pp=${pp}: athanor train runs data parallelism (with ZeRO); set parallel.dp to the world size (${pg.size}) and tp = pp = 1`);
-      }
-      if (dp * tp * pp !== pg.size) throw new Error(`rank ${pg.rank}: parallel.dp is ${dp} but ${pg.size} ranks were started; pass --parallel.dp=${pg.size}`);
+      if (pp !== 1) throw new Error(`rank ${pg.rank}: parallel.pp=${pp}: athanor train runs tensor and data parallelism; set parallel.pp=1`);
+      if (tp > 1 && cfg.parallel.zero === 3) throw new Error(`parallel.zero=3 with parallel.tp=${tp}: ZeRO-3 is not combined with tensor parallelism; use parallel.zero=1 or 2 on the data-parallel dimension`);
       const mesh = buildMesh(pg, { tp, pp, dp });
-      const comm = await CommThread.start(await commThreadInit(pg), [...mesh.dp.ranks]);
-      return new DistributedLayer(cfg, pg, mesh, comm);
+      const info = await commThreadInit(pg);
+      let comm: GradComm = new SingleMemberComm();
+      if (mesh.dp.size > 1) {
+        const t = await CommThread.start({ ...info, prefix: 'athanor/grad' }, [...mesh.dp.ranks]);
+        threads.push(t);
+        comm = t;
+      }
+      let tpThread: CommThread | null = null;
+      if (mesh.tp.size > 1) {
+        tpThread = await CommThread.start({ ...info, prefix: 'athanor/tp' }, [...mesh.tp.ranks]);
+        threads.push(tpThread);
+      }
+      return new DistributedLayer(cfg, pg, mesh, comm, threads, tpThread);
     } catch (e) {
+      for (const t of threads) await t.close().catch(() => undefined);
       await pg.destroy().catch(() => undefined);
       throw e;
     }
@@ -57,7 +82,16 @@ export class DistributedLayer implements ParallelLayer {
   }
 
   buildModel(cfg: TrainConfig): GPT {
-    const model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute });
+    let model: GPT;
+    if (this.tpGroup) {
+      const built = buildTensorParallelGpt(cfg.model, this.tpGroup, { seed: cfg.train.seed, recompute: cfg.train.recompute, sequenceParallel: cfg.parallel.sp });
+      model = built.model;
+      this.shards = built.shards;
+      const byName = new Map(model.namedParameters());
+      this.shardedParams = new Set([...built.shards.keys()].map((n) => byName.get(n)!));
+    } else {
+      model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute });
+    }
     this.dp = applyDataParallel(model, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
       zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend,
     });
@@ -86,11 +120,27 @@ export class DistributedLayer implements ParallelLayer {
   }
 
   buildOptimizer(_model: GPT, cfg: TrainConfig): TrainOptimizer {
-    return this.data.buildOptimizer({ makeAdamW: (ps, relocate) => newAdamW(ps, cfg.optim, relocate) });
+    const tp = this.mesh.tp;
+    const tpRank = this.mesh.coords.tp;
+    const buf = new Float32Array(1);
+    return this.data.buildOptimizer({
+      makeAdamW: (ps, relocate) => newAdamW(ps, cfg.optim, relocate),
+      // Replicated parameters (norms, some biases) count once per tensor-parallel group.
+      countInNorm: (p) => tpRank === 0 || this.shardedParams.has(p),
+      sumOutsideDp: tp.size === 1 ? undefined : async (x) => {
+        buf[0] = x;
+        await tp.allReduce(buf, { op: 'sum', deterministic: true }).wait();
+        return buf[0]!;
+      },
+    });
+  }
+
+  private get tpView(): TensorParallelCheckpoint {
+    return new TensorParallelCheckpoint(this.shards, this.mesh.coords.tp);
   }
 
   async saveCheckpoint(root: string, _model: GPT, optim: TrainOptimizer, st: TrainState): Promise<string> {
-    const segs = this.data.checkpointSegments(optim.adamw);
+    const segs = this.tpView.toGlobal(this.data.checkpointSegments(optim.adamw));
     return saveCheckpoint(root, { ...st, optimizer: optimizerMeta(optim.adamw) }, segs, { rank: this.rank, world: this.world, barrier: () => this.barrier() });
   }
 
@@ -98,7 +148,7 @@ export class DistributedLayer implements ParallelLayer {
     const r = new CheckpointReader(dir);
     try {
       const st = r.state as TrainState;
-      this.data.loadCheckpoint(r, optim.adamw, st.optimizer);
+      this.data.loadCheckpoint(this.tpView.reader(r), optim.adamw, st.optimizer);
       return st;
     } finally {
       r.close();
@@ -106,7 +156,15 @@ export class DistributedLayer implements ParallelLayer {
   }
 
   describe(): string {
-    return this.data.describe();
+    const { tp, dp, pp } = this.mesh.dims;
+    const layout = `mesh tp ${tp} × dp ${dp} × pp ${pp} (order ${this.mesh.dims.order.join(', ')}, fastest first)` +
+      (tp > 1 ? `, tensor parallel${this.cfg.parallel.sp ? ' + sequence parallel' : ''} over ${tp} ranks` : '');
+    return `${layout}; ${this.data.describe()}`;
+  }
+
+  /** Elements this rank sent in tensor-parallel collectives so far (0 at tp = 1). */
+  get tpSentElements(): number {
+    return this.tpGroup?.sentElements ?? 0;
   }
 
   private async barrier(): Promise<void> {
@@ -114,7 +172,7 @@ export class DistributedLayer implements ParallelLayer {
   }
 
   async close(): Promise<void> {
-    await this.comm.close();
+    for (const t of this.threads) await t.close();
     await this.pg.destroy();
     await storeServer?.close();
     storeServer = null;
