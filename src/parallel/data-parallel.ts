@@ -24,10 +24,7 @@ import { CheckpointReader, type Segment } from '../io/checkpoint.js';
 import { nameParameters, newAdamW, setLr, type TrainOptimizer } from '../train/optim-setup.js';
 import { gradSumSquares, clipCoefficient, type AdamW, type ParamSegment } from '../optim/index.js';
 import type { DistSync } from '../train/dist-setup.js';
-import { randomBytes } from 'node:crypto';
-import { networkInterfaces } from 'node:os';
-import { initProcessGroup, type InitOptions, type ProcessGroup } from '../runtime/init.js';
-import { TcpStoreServer } from '../runtime/tcp-store.js';
+import { initProcessGroup, type ProcessGroup } from '../runtime/init.js';
 import { CommThread, sharedF32 } from '../runtime/comm-thread.js';
 import { evenCounts } from '../runtime/collectives.js';
 import { Zero3 } from './zero3.js';
@@ -186,7 +183,7 @@ export class DataParallel implements DistSync {
   describe(): string {
     const m = this.memoryReport();
     const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
-    return `data parallel: ${this.world} ranks, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s), ${this.pg.backend} transport; ` +
+    return `data parallel: ${this.world} ranks, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s), ${this.pg.backend} transport (gradient thread: ${this.comm.backend}); ` +
       `per-rank state: weights ${mb(m.weights)}, grads ${mb(m.grads)}, AdamW ${mb(m.optimizer)} (total ${mb(m.weights + m.grads + m.optimizer)})`;
   }
 
@@ -223,7 +220,7 @@ export class DataParallel implements DistSync {
   /** Starts a bucket's reduction on the communication thread. */
   launch(b: Bucket): void {
     if (this.stage < 2) {
-      b.work = this.comm.allReduce(this.flatGrads!.subarray(b.lo, b.hi), 'avg', this.cfg.parallel.deterministic).done;
+      b.work = this.comm.allReduce(this.flatGrads!.subarray(b.lo, b.hi), { op: 'avg', deterministic: this.cfg.parallel.deterministic }).done;
       return;
     }
     const slot = this.stagingNext;
@@ -329,7 +326,7 @@ export class DataParallel implements DistSync {
   private async allSum(x: number): Promise<number> {
     const buf = this.scalar;
     buf[0] = x;
-    await this.comm.allReduce(buf, 'sum').done;
+    await this.comm.allReduce(buf, 'sum').wait();
     return buf[0]!;
   }
 
@@ -369,7 +366,6 @@ export class DataParallel implements DistSync {
   async close(): Promise<void> {
     await this.comm.close();
     await this.pg.destroy();
-    await closeCommStore();
   }
 }
 
@@ -380,34 +376,6 @@ export async function dataParallelSync(cfg: TrainConfig): Promise<DistSync> {
     throw new Error(`rank ${pg.rank}: parallel.tp=${tp}, parallel.pp=${pp}: athanor train runs data parallelism (with ZeRO); set parallel.dp to the world size (${pg.size}) and tp = pp = 1`);
   }
   if (cfg.parallel.dp !== pg.size) throw new Error(`rank ${pg.rank}: parallel.dp is ${cfg.parallel.dp} but ${pg.size} ranks were started; pass --parallel.dp=${pg.size}`);
-  const comm = await CommThread.start(await commThreadInit(pg));
+  const comm = await CommThread.start(pg);
   return new DataParallel(cfg, pg, comm);
-}
-
-/**
- * How the communication thread joins its own group. Under the launcher it rendezvous
- * through the launcher's store; under mpirun (where MPI must stay on the main thread)
- * rank 0 hosts a store and announces it over MPI, and the thread uses sockets.
- */
-async function commThreadInit(pg: ProcessGroup): Promise<InitOptions> {
-  const base: InitOptions = { prefix: 'athanor/grad', hostStore: false };
-  if (pg.backend !== 'mpi') return { ...base, backend: pg.backend === 'local' ? 'auto' : pg.backend };
-  const msg = new Uint8Array(512);
-  if (pg.rank === 0) {
-    const token = randomBytes(24).toString('hex');
-    const local = process.env.OMPI_COMM_WORLD_LOCAL_SIZE === process.env.OMPI_COMM_WORLD_SIZE;
-    storeServer = await TcpStoreServer.start({ host: local ? '127.0.0.1' : '0.0.0.0', port: 0, token });
-    const addr = local ? '127.0.0.1' : Object.values(networkInterfaces()).flat().find((i) => i && i.family === 'IPv4' && !i.internal)?.address ?? '127.0.0.1';
-    msg.set(Buffer.from(JSON.stringify({ a: addr, p: storeServer.port, t: token, l: local })));
-  }
-  await pg.broadcast(new Uint16Array(msg.buffer), 0).wait();
-  const info = JSON.parse(Buffer.from(msg).toString('utf8').replace(/\0+$/, '')) as { a: string; p: number; t: string; l: boolean };
-  return { ...base, backend: info.l ? 'unix' : 'tcp', rank: pg.rank, worldSize: pg.size, masterAddr: info.a, masterPort: info.p, token: info.t };
-}
-
-let storeServer: TcpStoreServer | null = null;
-
-export async function closeCommStore(): Promise<void> {
-  await storeServer?.close();
-  storeServer = null;
 }

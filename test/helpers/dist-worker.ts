@@ -7,6 +7,7 @@ import { evenCounts } from '../../src/runtime/collectives.js';
 import { ParallelDims } from '../../src/parallel/parallel-dims.js';
 import { bf16ToF32, f32ToBf16 } from '../../src/core/dtype.js';
 import { createHash } from 'node:crypto';
+import { CommThread } from '../../src/runtime/comm-thread.js';
 
 const mode = process.env.DIST_MODE ?? 'collectives';
 const sizes = (process.env.DIST_SIZES ?? '0,1,7,1000003').split(',').map(Number);
@@ -161,13 +162,14 @@ async function collectives(pg: Communicator): Promise<void> {
     hashes[`f32-${n}`] = hashOf(b);
     hashes[`bf16-${n}`] = hashOf(h);
   }
-  // Sub-groups: even ranks and odd ranks.
+  // Sub-groups: even ranks and odd ranks (of this communicator).
   if (W > 1) {
-    const mine = [...Array(W).keys()].filter((x) => x % 2 === r % 2);
+    const idx = [...Array(W).keys()].filter((x) => x % 2 === r % 2);
+    const mine = idx.map((i) => pg.ranks[i]!);
     const g = pg.newGroup(mine);
     const b = new Float32Array(10).fill(r + 1);
     await g.allReduce(b);
-    const want = mine.reduce((a, x) => a + x + 1, 0);
+    const want = idx.reduce((a, x) => a + x + 1, 0);
     if (b[9] !== want) failures.push(`subgroup allreduce: got ${b[9]} want ${want}`);
     await g.barrier();
   }
@@ -179,6 +181,41 @@ async function main(): Promise<void> {
   if (mode === 'collectives') {
     await collectives(pg);
     console.log(`RESULT ${JSON.stringify({ rank: r, world: pg.size, backend: pg.backend, failures, hashes })}`);
+  } else if (mode === 'commthread') {
+    // The whole suite on the communication thread's world, then again on a sub-group of it
+    // (even / odd ranks), plus waitSync on shared and on ordinary buffers.
+    const ct = await CommThread.start(pg);
+    await collectives(ct);
+    const worldFailures = failures.splice(0);
+    const worldHashes = { ...hashes };
+    const sub = ct.newGroup([...Array(pg.size).keys()].filter((x) => x % 2 === r % 2), 'parity');
+    await collectives(sub);
+    const subFailures = failures.splice(0);
+    const sab = new Int32Array(new SharedArrayBuffer(12)).fill(r + 1), plain = new Int32Array(3).fill(r + 1);
+    ct.waitSync(ct.allReduce(sab));
+    ct.waitSync(sub.allReduce(plain));
+    const wsum = (pg.size * (pg.size + 1)) / 2, ssum = sub.ranks.reduce((a, x) => a + x + 1, 0);
+    if (sab[2] !== wsum) failures.push(`waitSync shared: ${sab[2]} != ${wsum}`);
+    if (plain[2] !== ssum) failures.push(`waitSync plain buffer: ${plain[2]} != ${ssum}`);
+    await ct.close();
+    console.log(`RESULT ${JSON.stringify({ rank: r, world: pg.size, backend: ct.backend, failures: [...worldFailures, ...subFailures.map((f) => `sub: ${f}`), ...failures], hashes: worldHashes, subRanks: sub.ranks })}`);
+  } else if (mode === 'p2p-hang') {
+    // Rank 0 waits for a message rank 1 never sends (on the comm thread or the main communicator).
+    const comm: Communicator = process.env.DIST_VIA === 'main' ? pg : await CommThread.start(pg);
+    await comm.barrier();
+    if (r === 0) await comm.recv(new Float32Array(16), 1, 7);
+    else await new Promise((res) => setTimeout(res, 90_000));
+    console.log('RESULT {"unexpected":"completed"}');
+  } else if (mode === 'thread-watchdog') {
+    // On the comm thread: rank DIST_SKIP never enters the 3rd collective.
+    const ct = await CommThread.start(pg);
+    const skip = Number(process.env.DIST_SKIP ?? '1');
+    const b = new Float32Array(100);
+    await ct.allReduce(b);
+    await ct.barrier();
+    if (r !== skip) await ct.allReduce(b);
+    else await new Promise((res) => setTimeout(res, 90_000));
+    console.log('RESULT {"unexpected":"completed"}');
   } else if (mode === 'watchdog') {
     // Rank DIST_SKIP skips the 3rd allreduce and then idles (its event loop stays responsive).
     const skip = Number(process.env.DIST_SKIP ?? '1');
