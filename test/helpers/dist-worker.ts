@@ -180,6 +180,14 @@ async function main(): Promise<void> {
   const r = pg.rank;
   if (mode === 'collectives') {
     await collectives(pg);
+    if (process.env.DIST_SUB === '1' && pg.size > 1) {
+      // The suite again on a sub-group (even / odd ranks) of this communicator.
+      const worldHashes = { ...hashes };
+      const before = failures.length;
+      await collectives(pg.newGroup([...Array(pg.size).keys()].filter((x) => x % 2 === r % 2), 'parity'));
+      for (let i = before; i < failures.length; i++) failures[i] = `sub: ${failures[i]}`;
+      Object.assign(hashes, worldHashes);
+    }
     console.log(`RESULT ${JSON.stringify({ rank: r, world: pg.size, backend: pg.backend, failures, hashes })}`);
   } else if (mode === 'commthread') {
     // The whole suite on the communication thread's world, then again on a sub-group of it
@@ -257,8 +265,9 @@ async function main(): Promise<void> {
     }
     await new Promise((res) => setTimeout(res, 60_000));
   } else if (mode === 'mesh') {
+    const via: Communicator = process.env.DIST_VIA === 'thread' ? await CommThread.start(pg) : pg;
     const dims = new ParallelDims({ world: pg.size, tp: Number(process.env.DIST_TP ?? '1'), pp: Number(process.env.DIST_PP ?? '1'), ep: Number(process.env.DIST_EP ?? '1') });
-    const mesh = dims.build(pg);
+    const mesh = dims.build(via);
     const got: Record<string, unknown> = {};
     for (const d of ['tp', 'dp', 'pp', 'ep', 'edp'] as const) {
       const g = mesh.get(d);
@@ -266,7 +275,8 @@ async function main(): Promise<void> {
       await g.allReduce(b);
       got[d] = { ranks: g.ranks, mask: b[0], rank: g.rank };
     }
-    console.log(`RESULT ${JSON.stringify({ rank: r, coords: mesh.coords, groups: got })}`);
+    console.log(`RESULT ${JSON.stringify({ rank: r, coords: mesh.coords, groups: got, backend: via.backend })}`);
+    if (via !== pg) await via.destroy();
   } else if (mode === 'launch-ok') {
     const b = new Int32Array([r]);
     await pg.allReduce(b);
