@@ -5,6 +5,9 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mpiUnavailableReason } from '../src/runtime/mpi.js';
 import { WORKER, parseResult } from './helpers/dist-harness.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tinyData, tinyArgs, tmp, CLI } from './helpers/train-fixture.js';
 
 function skipReason(): string | null {
   const r = mpiUnavailableReason();
@@ -103,3 +106,14 @@ for (const via of ['main', 'thread']) {
     }
   });
 }
+
+test('under mpirun, threads per rank default to cores ÷ ranks on the node (OMPI_COMM_WORLD_LOCAL_SIZE)', { skip: skip ?? false }, async () => {
+  const data = await tinyData();
+  const out = tmp('mpi-threads');
+  const args = [...tinyArgs(data, out), '--parallel.dp=2', '--train.microBatch=4', '--train.steps=1', '--train.threads=0'];
+  const r = spawnSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', '-x', 'ATHANOR_CORES', process.execPath, CLI, 'train', ...args],
+    { encoding: 'utf8', timeout: 120_000, env: { ...process.env, ATHANOR_QUIET: '1', ATHANOR_CORES: '6' } });
+  assert.equal(r.status, 0, (r.stdout + r.stderr).slice(-3000));
+  const cfg = readFileSync(join(out, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { kind: string; threads?: number }).find((x) => x.kind === 'config');
+  assert.equal(cfg?.threads, 3);
+});
