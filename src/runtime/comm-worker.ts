@@ -43,6 +43,14 @@ export type CommWorkerData = {
 } & ({ mode: 'socket'; init: InitOptions } | { mode: 'mpi'; comm: bigint; statusComm: bigint; watchdogS: number });
 
 const data = workerData as CommWorkerData;
+/**
+ * Milliseconds the MPI loop keeps polling after the last completion or post before it sleeps
+ * (env ATHANOR_MPI_SPIN_MS). Short on purpose: mpirun binds a rank's threads to one core by
+ * default, where a spinning communication thread takes time from the compute thread and from
+ * the main thread's handling of its replies (on the loaded 2-core dev box, spinning for 1 s
+ * made a 1 MiB allreduce ~25x slower than 0.2 ms did).
+ */
+const SPIN_MS = Number(process.env.ATHANOR_MPI_SPIN_MS ?? 0.2);
 const port = data.port;
 const bell = data.bell;
 
@@ -89,7 +97,7 @@ function mpiMode(comm: bigint, statusComm: bigint, watchdogS: number): void {
   const engine = new MpiEngine(rank, statusComm, watchdogS);
   new EngineGroup(engine, data.worldId, [...Array(size).keys()], 'world', comm);
   reply({ type: 'ready', rank, size, backend: 'mpi' });
-  let seen = 0, idle = 0;
+  let seen = 0, lastEvent = performance.now();
   for (;;) {
     let closing: number | null = null;
     for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
@@ -124,13 +132,15 @@ function mpiMode(comm: bigint, statusComm: bigint, watchdogS: number): void {
     }
     const progressed = engine.poll();
     const posts = Atomics.load(bell, 0);
-    if (progressed || posts !== seen) { idle = 0; seen = posts; continue; }
-    // Nothing moved: spin a little (MPI progresses only inside our calls), then sleep in
-    // growing steps until a request is posted. Idle, it still wakes every 10 ms to answer
-    // the other ranks' watchdog queries.
-    idle++;
-    if (idle < 64) continue;
-    const ms = engine.ops.length ? Math.min(0.5, 0.01 * 2 ** Math.min(6, (idle - 64) >> 4)) : 10;
+    const now = performance.now();
+    if (progressed || posts !== seen) { lastEvent = now; seen = posts; continue; }
+    // Nothing completed: Open MPI moves a large message's fragments only inside our calls, so
+    // keep polling for SPIN_MS after the last event, then sleep in growing steps (woken at
+    // once when a request is posted). Idle, it still wakes every 10 ms to answer the other
+    // ranks' watchdog queries.
+    const quiet = now - lastEvent;
+    if (engine.ops.length && quiet < SPIN_MS) continue;
+    const ms = engine.ops.length ? Math.min(0.2, 0.01 * 2 ** Math.min(5, Math.floor((quiet - SPIN_MS) / 2))) : 10;
     Atomics.wait(bell, 0, posts, ms);
   }
 }
