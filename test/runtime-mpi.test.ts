@@ -117,3 +117,13 @@ test('under mpirun, threads per rank default to cores ÷ ranks on the node (OMPI
   const cfg = readFileSync(join(out, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { kind: string; threads?: number }).find((x) => x.kind === 'config');
   assert.equal(cfg?.threads, 3);
 });
+
+for (const via of ['thread', 'main']) {
+  test(`under mpirun a rank that fails after start-up ends the job (MPI_Abort, not a hung MPI_Finalize), ${via === 'thread' ? 'peer waiting on the communication thread' : 'peer waiting on the main thread'}`, { skip: skip ?? false }, async () => {
+    const r = await mpirun(2, { DIST_MODE: 'rank-error', DIST_VIA: via, ATHANOR_WATCHDOG_S: '100' });
+    assert.equal(typeof r.code, 'number', `mpirun was killed by the test's timeout:\n${r.stderr}`);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /rank 1 failed on purpose/);
+    assert.doesNotMatch(r.stderr, /watchdog/);
+  });
+}

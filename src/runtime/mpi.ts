@@ -135,7 +135,17 @@ export function mpiInit(): { rank: number; size: number } {
       if (rc !== 0) throw new DistError(`MPI_Init_thread failed with code ${rc}`);
       // The communication thread calls MPI while the main thread may be in a collective too.
       if (prov[0]! < 3) throw new DistError(`MPI_Init_thread: ${MPI_LIB} provides thread level ${THREAD_LEVELS[prov[0]!] ?? prov[0]}, but athanor needs MPI_THREAD_MULTIPLE (its communication thread calls MPI beside the main thread); use an MPI built with thread support (OpenMPI: ompi_info | grep 'MPI_THREAD_MULTIPLE: yes')`);
-      process.once('exit', () => { if (aborting) return; try { const f = [0]; a.fns.finalized!(f); if (!f[0]) a.fns.finalize!(); } catch { /* exiting anyway */ } });
+      // A failed rank must not wait in MPI_Finalize (which synchronises with every rank) for
+      // peers that are stuck waiting for it: it aborts the job instead, so mpirun stops all.
+      process.once('exit', (code) => {
+        if (aborting) return;
+        try {
+          const f = [0];
+          a.fns.finalized!(f);
+          if (f[0]) return;
+          if (code !== 0) { aborting = true; a.fns.abort!(a.h.world, code || 1); } else a.fns.finalize!();
+        } catch { /* exiting anyway */ }
+      });
     }
     initialized = true;
   }

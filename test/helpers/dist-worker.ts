@@ -214,6 +214,13 @@ async function main(): Promise<void> {
     if (r === 0) await comm.recv(new Float32Array(16), 1, 7);
     else await new Promise((res) => setTimeout(res, 90_000));
     console.log('RESULT {"unexpected":"completed"}');
+  } else if (mode === 'rank-error') {
+    // Rank 1 fails (an error after start-up) while rank 0 waits in a collective for it.
+    const comm: Communicator = process.env.DIST_VIA === 'main' ? pg : await CommThread.start(pg);
+    await comm.barrier();
+    if (r === 1) throw new Error('rank 1 failed on purpose');
+    await comm.allReduce(new Float32Array(8));
+    console.log('RESULT {"unexpected":"completed"}');
   } else if (mode === 'thread-watchdog') {
     // On the comm thread: rank DIST_SKIP never enters the 3rd collective.
     const ct = await CommThread.start(pg);
