@@ -20,13 +20,13 @@ const PARAM_TOL = 2e-5;
 // 4 heads so that tp = 4 splits attention; batch 8 × 16 tokens per step.
 const MODEL = ['--model.nHead=4'];
 
-interface Layout { tp?: number; dp?: number; zero?: number; sp?: boolean }
+interface Layout { tp?: number; dp?: number; zero?: number; sp?: boolean; order?: string }
 
 async function run(label: string, l: Layout, extra: string[] = [], out = tmp(label)): Promise<string> {
   const data = await tinyData();
   const tp = l.tp ?? 1, dp = l.dp ?? 1;
   const args = [...tinyArgs(data, out), ...MODEL, `--parallel.tp=${tp}`, `--parallel.dp=${dp}`, `--parallel.zero=${l.zero ?? 0}`,
-    `--train.microBatch=${8 / dp}`, ...(l.sp ? ['--parallel.sp=true'] : []), ...extra];
+    `--train.microBatch=${8 / dp}`, ...(l.sp ? ['--parallel.sp=true'] : []), ...(l.order ? [`--parallel.order=${l.order}`] : []), ...extra];
   const n = tp * dp;
   const r = n === 1 ? await runCli(['train', ...args]) : await runCli(['launch', '--nproc-per-node', String(n), '--', 'train', ...args]);
   assert.equal(r.code, 0, `${label} failed:\n${r.out.slice(-3000)}`);
@@ -62,12 +62,14 @@ function sameCheckpoint(a: string, b: string, what: string, step = 8): void {
   }
 }
 
-test('tensor parallel matches one process: tp=2, tp=4, tp2×dp2 (ZeRO-1 and ZeRO-2), sequence parallel tp=2', async () => {
+test('tensor parallel matches one process: tp=2, tp=4, tp2×dp2 (ZeRO-1 and ZeRO-2, and with the mesh order dp,tp,pp), sequence parallel tp=2', async () => {
   const base = await run('tp-base', {});
   const baseLosses = stepLosses(base);
   assert.equal(baseLosses.size, 8);
   for (const [label, l] of [
     ['tp2', { tp: 2 }], ['tp4', { tp: 4 }], ['tp2dp2z1', { tp: 2, dp: 2, zero: 1 }], ['tp2dp2z2', { tp: 2, dp: 2, zero: 2 }], ['tp2sp', { tp: 2, sp: true }],
+    // The mesh order changed: data-parallel replicas on neighbouring ranks, tp groups strided.
+    ['tp2dp2-dp-fastest', { tp: 2, dp: 2, zero: 1, order: 'dp,tp,pp' }],
   ] as [string, Layout][]) {
     const out = await run(label, l);
     const losses = stepLosses(out);
@@ -107,6 +109,7 @@ test('invalid layouts are refused at start with the field named, before any mode
     [['--parallel.tp=2', '--parallel.dp=1'], 4, /parallel\.dp × parallel\.tp × parallel\.pp = 1 × 2 × 1 = 2, but the world size is 4/],
     [['--parallel.tp=2', '--parallel.sp=true', '--model.seqLen=15'], 2, /model\.seqLen \(15\) must be divisible by parallel\.tp \(2\) when parallel\.sp=true/],
     [['--parallel.tp=2', '--parallel.zero=3'], 2, /parallel\.zero=3 with parallel\.tp=2/],
+    [['--parallel.tp=2', '--parallel.order=tp,pp'], 2, /parallel\.order must list tp, dp and pp once each/],
   ];
   for (const [extra, n, re] of cases) {
     const r = await runCli(['launch', '--nproc-per-node', String(n), '--', 'train', ...tinyArgs(data, out), ...extra]);
