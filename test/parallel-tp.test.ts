@@ -30,7 +30,7 @@ async function run(label: string, l: Layout, extra: string[] = [], out = tmp(lab
   const n = tp * dp;
   const r = n === 1 ? await runCli(['train', ...args]) : await runCli(['launch', '--nproc-per-node', String(n), '--', 'train', ...args]);
   assert.equal(r.code, 0, `${label} failed:\n${r.out.slice(-3000)}`);
-  if (tp > 1) assert.match(r.out, new RegExp(`tensor parallel${l.sp ? ' \\+ sequence parallel' : ''} over ${tp} ranks`), `${label}: layout line`);
+  if (tp > 1) assert.match(r.out, new RegExp(`tensor parallel${l.sp ? ' \\+ sequence parallel' : ''} over ${tp} ranks \\(thread: (unix|tcp)\\)`), `${label}: layout line`);
   return out;
 }
 
@@ -123,15 +123,19 @@ test('invalid layouts are refused at start with the field named, before any mode
   assert.match(dry.out, /model\.dFF \(127\) must be divisible by parallel\.tp \(2\)/);
 });
 
-test('tensor parallel under mpirun (MPI world) matches the launcher', async (t) => {
+test('tensor parallel under mpirun (every collective over MPI) matches the launcher: tp=2, tp2×dp2 ZeRO-1, tp=2 + sp', async (t) => {
   if (spawnSync('which', ['mpirun']).status !== 0) { t.skip('mpirun not installed (Debian: openmpi-bin)'); return; }
   const data = await tinyData();
-  const launched = await run('tp-mpi-ref', { tp: 2 });
-  const out = tmp('tp-mpi');
-  const args = [...tinyArgs(data, out), ...MODEL, '--parallel.tp=2', '--parallel.dp=1'];
-  const r = spawnSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, CLI, 'train', ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, ATHANOR_QUIET: '1' } });
-  assert.equal(r.status, 0, (r.stdout + r.stderr).slice(-3000));
-  assert.match(r.stdout + r.stderr, /tensor parallel over 2 ranks/);
-  assert.deepEqual([...stepLosses(out)], [...stepLosses(launched)]);
-  sameCheckpoint(out, launched, 'mpirun vs launcher');
+  for (const [label, l] of [['tp2', { tp: 2 }], ['tp2dp2z1', { tp: 2, dp: 2, zero: 1 }], ['tp2sp', { tp: 2, sp: true }]] as [string, Layout][]) {
+    const tp = l.tp ?? 1, dp = l.dp ?? 1;
+    const launched = await run(`tp-mpi-ref-${label}`, l);
+    const out = tmp(`tp-mpi-${label}`);
+    const args = [...tinyArgs(data, out), ...MODEL, `--parallel.tp=${tp}`, `--parallel.dp=${dp}`, `--parallel.zero=${l.zero ?? 0}`, `--train.microBatch=${8 / dp}`, ...(l.sp ? ['--parallel.sp=true'] : [])];
+    const r = spawnSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(tp * dp), process.execPath, CLI, 'train', ...args],
+      { encoding: 'utf8', timeout: 180_000, env: { ...process.env, ATHANOR_QUIET: '1' } });
+    assert.equal(r.status, 0, `${label}: ${(r.stdout + r.stderr).slice(-3000)}`);
+    assert.match(r.stdout + r.stderr, /tensor parallel.* over 2 ranks \(thread: mpi\); data parallel: .* mpi transport/, label);
+    assert.deepEqual([...stepLosses(out)], [...stepLosses(launched)], `${label}: losses under mpirun vs the launcher`);
+    sameCheckpoint(out, launched, `${label}: mpirun vs launcher`);
+  }
 });

@@ -17,6 +17,11 @@ export class ThreadGroup implements GroupCollectives {
 
   constructor(private readonly comm: GradComm, readonly rank: number, readonly size: number) {}
 
+  /** The transport the collectives use (mpi under mpirun, else unix / tcp sockets). */
+  get backend(): string {
+    return this.comm.backend ?? 'unknown';
+  }
+
   private stage(n: number, which: 'a' | 'b'): Float32Array {
     if (this[which].length < n) this[which] = sharedF32(Math.max(n, Math.ceil(this[which].length * 1.5)));
     return this[which].subarray(0, n);

@@ -158,7 +158,7 @@ export class DistributedLayer implements ParallelLayer {
   describe(): string {
     const { tp, dp, pp } = this.mesh.dims;
     const layout = `mesh tp ${tp} × dp ${dp} × pp ${pp} (order ${this.mesh.dims.order.join(', ')}, fastest first)` +
-      (tp > 1 ? `, tensor parallel${this.cfg.parallel.sp ? ' + sequence parallel' : ''} over ${tp} ranks` : '');
+      (tp > 1 ? `, tensor parallel${this.cfg.parallel.sp ? ' + sequence parallel' : ''} over ${tp} ranks (thread: ${this.tpGroup?.backend ?? '?'})` : '');
     return `${layout}; ${this.data.describe()}`;
   }
 
