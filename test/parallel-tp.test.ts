@@ -20,13 +20,13 @@ const PARAM_TOL = 2e-5;
 // 4 heads so that tp = 4 splits attention; batch 8 × 16 tokens per step.
 const MODEL = ['--model.nHead=4'];
 
-interface Layout { tp?: number; dp?: number; zero?: number; sp?: boolean; order?: string }
+interface Layout { tp?: number; dp?: number; zero?: number; sp?: boolean; order?: string; accum?: number; recompute?: boolean }
 
 async function run(label: string, l: Layout, extra: string[] = [], out = tmp(label)): Promise<string> {
   const data = await tinyData();
   const tp = l.tp ?? 1, dp = l.dp ?? 1;
   const args = [...tinyArgs(data, out), ...MODEL, `--parallel.tp=${tp}`, `--parallel.dp=${dp}`, `--parallel.zero=${l.zero ?? 0}`,
-    `--train.microBatch=${8 / dp}`, ...(l.sp ? ['--parallel.sp=true'] : []), ...(l.order ? [`--parallel.order=${l.order}`] : []), ...extra];
+    `--train.microBatch=${8 / dp / (l.accum ?? 1)}`, `--train.gradAccum=${l.accum ?? 1}`, ...(l.recompute ? ['--train.recompute=true'] : []), ...(l.sp ? ['--parallel.sp=true'] : []), ...(l.order ? [`--parallel.order=${l.order}`] : []), ...extra];
   const n = tp * dp;
   const r = n === 1 ? await runCli(['train', ...args]) : await runCli(['launch', '--nproc-per-node', String(n), '--', 'train', ...args]);
   assert.equal(r.code, 0, `${label} failed:\n${r.out.slice(-3000)}`);
@@ -62,7 +62,7 @@ function sameCheckpoint(a: string, b: string, what: string, step = 8): void {
   }
 }
 
-test('tensor parallel matches one process: tp=2, tp=4, tp2×dp2 (ZeRO-1 and ZeRO-2, and with the mesh order dp,tp,pp), sequence parallel tp=2', async () => {
+test('tensor parallel matches one process: tp=2, tp=4, tp2×dp2 (ZeRO-1 and ZeRO-2, and with the mesh order dp,tp,pp), sequence parallel tp=2, recomputation, sp × dp with accumulation', async () => {
   const base = await run('tp-base', {});
   const baseLosses = stepLosses(base);
   assert.equal(baseLosses.size, 8);
@@ -70,6 +70,9 @@ test('tensor parallel matches one process: tp=2, tp=4, tp2×dp2 (ZeRO-1 and ZeRO
     ['tp2', { tp: 2 }], ['tp4', { tp: 4 }], ['tp2dp2z1', { tp: 2, dp: 2, zero: 1 }], ['tp2dp2z2', { tp: 2, dp: 2, zero: 2 }], ['tp2sp', { tp: 2, sp: true }],
     // The mesh order changed: data-parallel replicas on neighbouring ranks, tp groups strided.
     ['tp2dp2-dp-fastest', { tp: 2, dp: 2, zero: 1, order: 'dp,tp,pp' }],
+    // Recomputation re-runs a block's collectives in backward; accumulation sums micro-steps.
+    ['tp2-recompute', { tp: 2, recompute: true }],
+    ['tp2dp2-sp-accum2-z2', { tp: 2, dp: 2, zero: 2, sp: true, accum: 2 }],
   ] as [string, Layout][]) {
     const out = await run(label, l);
     const losses = stepLosses(out);
