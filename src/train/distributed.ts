@@ -1,0 +1,203 @@
+// The multi-process ParallelLayer for `athanor train`: the world communicator, a mesh
+// over ParallelDims (tp fastest, then dp, then pp), the communication thread over the
+// data-parallel group, and the GPT plan (src/parallel/plans/gpt.ts) applied to a plain
+// model. The trainer sees only the ParallelLayer interface.
+import { randomBytes } from 'node:crypto';
+import { networkInterfaces } from 'node:os';
+import { GPT } from '../nn/gpt.js';
+import { initProcessGroup, type InitOptions, type ProcessGroup } from '../runtime/init.js';
+import { TcpStoreServer } from '../runtime/tcp-store.js';
+import { CommThread } from '../runtime/comm-thread.js';
+import { buildMesh, type DeviceMesh } from '../parallel/mesh.js';
+import { SingleMemberComm, type DataParallel, type GradComm } from '../parallel/data-parallel.js';
+import { applyDataParallel, buildTensorParallelGpt } from '../parallel/plans/gpt.js';
+import { ThreadGroup } from '../parallel/thread-group.js';
+import { TensorParallelCheckpoint } from '../parallel/tp-checkpoint.js';
+import type { Shard } from '../parallel/placement.js';
+import type { Tensor } from '../core/tensor.js';
+import { CheckpointReader } from '../io/checkpoint.js';
+import { optimizerMeta } from '../optim/state-segments.js';
+import { validateTrainConfig } from './config.js';
+import type { TrainConfig } from './config.js';
+import { saveCheckpoint, type TrainState } from './train-checkpoint.js';
+import { newAdamW, type TrainOptimizer } from './optim-setup.js';
+import { accumulationSchedule, type StepSchedule } from './step-schedule.js';
+import type { ParallelLayer } from './parallel-layer.js';
+
+export class DistributedLayer implements ParallelLayer {
+  readonly rank: number;
+  readonly world: number;
+  readonly dataRank: number;
+  readonly dataWorld: number;
+  private dp: DataParallel | null = null;
+  private readonly scalar = new Float32Array(1);
+  /** Tensor-parallel placement of every split parameter (empty at tp = 1). */
+  private shards = new Map<string, Shard>();
+  private shardedParams = new Set<Tensor>();
+  /** The tensor-parallel group's synchronous collectives (null at tp = 1). */
+  readonly tpGroup: ThreadGroup | null;
+
+  private constructor(readonly cfg: TrainConfig, readonly pg: ProcessGroup, readonly mesh: DeviceMesh,
+    readonly comm: GradComm, private readonly threads: CommThread[], tpThread: CommThread | null) {
+    this.rank = pg.rank;
+    this.world = pg.size;
+    this.dataRank = mesh.coords.dp;
+    this.dataWorld = mesh.dims.dp;
+    this.tpGroup = tpThread ? new ThreadGroup(tpThread, mesh.coords.tp, mesh.dims.tp) : null;
+  }
+
+  static async create(cfg: TrainConfig): Promise<DistributedLayer> {
+    const pg = await initProcessGroup();
+    const threads: CommThread[] = [];
+    try {
+      // Every invariant is checked here, before any thread starts or any model is allocated.
+      validateTrainConfig(cfg, pg.size);
+      const { tp, pp, dp } = cfg.parallel;
+      if (pp !== 1) throw new Error(`rank ${pg.rank}: parallel.pp=${pp}: athanor train runs tensor and data parallelism; set parallel.pp=1`);
+      if (tp > 1 && cfg.parallel.zero === 3) throw new Error(`parallel.zero=3 with parallel.tp=${tp}: ZeRO-3 is not combined with tensor parallelism; use parallel.zero=1 or 2 on the data-parallel dimension`);
+      const mesh = buildMesh(pg, { tp, pp, dp });
+      const info = await commThreadInit(pg);
+      let comm: GradComm = new SingleMemberComm();
+      if (mesh.dp.size > 1) {
+        const t = await CommThread.start({ ...info, prefix: 'athanor/grad' }, [...mesh.dp.ranks]);
+        threads.push(t);
+        comm = t;
+      }
+      let tpThread: CommThread | null = null;
+      if (mesh.tp.size > 1) {
+        tpThread = await CommThread.start({ ...info, prefix: 'athanor/tp' }, [...mesh.tp.ranks]);
+        threads.push(tpThread);
+      }
+      return new DistributedLayer(cfg, pg, mesh, comm, threads, tpThread);
+    } catch (e) {
+      for (const t of threads) await t.close().catch(() => undefined);
+      await pg.destroy().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private get data(): DataParallel {
+    if (!this.dp) throw new Error('distributed training: buildModel must run first');
+    return this.dp;
+  }
+
+  buildModel(cfg: TrainConfig): GPT {
+    let model: GPT;
+    if (this.tpGroup) {
+      const built = buildTensorParallelGpt(cfg.model, this.tpGroup, { seed: cfg.train.seed, recompute: cfg.train.recompute, sequenceParallel: cfg.parallel.sp });
+      model = built.model;
+      this.shards = built.shards;
+      const byName = new Map(model.namedParameters());
+      this.shardedParams = new Set([...built.shards.keys()].map((n) => byName.get(n)!));
+    } else {
+      model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute });
+    }
+    this.dp = applyDataParallel(model, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
+      zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.threads[0] ? `${this.pg.backend} (gradient thread: ${this.threads[0].backend})` : this.pg.backend,
+    });
+    return model;
+  }
+
+  schedule(model: GPT): StepSchedule {
+    const dp = this.data;
+    return accumulationSchedule(model, {
+      onGradReady: dp.onGradReady,
+      beforeForward: (last) => dp.beforeForward(last),
+      afterEval: () => dp.afterEval(),
+      meanLoss: (x) => this.meanScalar(x),
+    });
+  }
+
+  reduceGrads(): Promise<void> {
+    return this.data.reduceGrads();
+  }
+
+  async meanScalar(x: number): Promise<number> {
+    if (this.mesh.dp.size === 1) return x;
+    this.scalar[0] = x;
+    await this.mesh.dp.allReduce(this.scalar, { op: 'avg', deterministic: this.cfg.parallel.deterministic }).wait();
+    return this.scalar[0]!;
+  }
+
+  buildOptimizer(_model: GPT, cfg: TrainConfig): TrainOptimizer {
+    const tp = this.mesh.tp;
+    const tpRank = this.mesh.coords.tp;
+    const buf = new Float32Array(1);
+    return this.data.buildOptimizer({
+      makeAdamW: (ps, relocate) => newAdamW(ps, cfg.optim, relocate),
+      // Replicated parameters (norms, some biases) count once per tensor-parallel group.
+      countInNorm: (p) => tpRank === 0 || this.shardedParams.has(p),
+      sumOutsideDp: tp.size === 1 ? undefined : async (x) => {
+        buf[0] = x;
+        await tp.allReduce(buf, { op: 'sum', deterministic: true }).wait();
+        return buf[0]!;
+      },
+    });
+  }
+
+  private get tpView(): TensorParallelCheckpoint {
+    return new TensorParallelCheckpoint(this.shards, this.mesh.coords.tp);
+  }
+
+  async saveCheckpoint(root: string, _model: GPT, optim: TrainOptimizer, st: TrainState): Promise<string> {
+    const segs = this.tpView.toGlobal(this.data.checkpointSegments(optim.adamw));
+    return saveCheckpoint(root, { ...st, optimizer: optimizerMeta(optim.adamw) }, segs, { rank: this.rank, world: this.world, barrier: () => this.barrier() });
+  }
+
+  loadCheckpoint(dir: string, _model: GPT, optim: TrainOptimizer): TrainState {
+    const r = new CheckpointReader(dir);
+    try {
+      const st = r.state as TrainState;
+      this.data.loadCheckpoint(this.tpView.reader(r), optim.adamw, st.optimizer);
+      return st;
+    } finally {
+      r.close();
+    }
+  }
+
+  describe(): string {
+    const { tp, dp, pp } = this.mesh.dims;
+    const layout = `mesh tp ${tp} × dp ${dp} × pp ${pp} (order ${this.mesh.dims.order.join(', ')}, fastest first)` +
+      (tp > 1 ? `, tensor parallel${this.cfg.parallel.sp ? ' + sequence parallel' : ''} over ${tp} ranks` : '');
+    return `${layout}; ${this.data.describe()}`;
+  }
+
+  /** Elements this rank sent in tensor-parallel collectives so far (0 at tp = 1). */
+  get tpSentElements(): number {
+    return this.tpGroup?.sentElements ?? 0;
+  }
+
+  private async barrier(): Promise<void> {
+    await this.pg.barrier().wait();
+  }
+
+  async close(): Promise<void> {
+    for (const t of this.threads) await t.close();
+    await this.pg.destroy();
+    await storeServer?.close();
+    storeServer = null;
+  }
+}
+
+/**
+ * How the communication thread joins its own group. Under the launcher it rendezvous
+ * through the launcher's store; under mpirun (where MPI must stay on the main thread)
+ * rank 0 hosts a store and announces it over MPI, and the thread uses sockets.
+ */
+export async function commThreadInit(pg: ProcessGroup): Promise<InitOptions> {
+  const base: InitOptions = { prefix: 'athanor/grad', hostStore: false };
+  if (pg.backend !== 'mpi') return { ...base, backend: pg.backend === 'local' ? 'auto' : pg.backend };
+  const msg = new Uint8Array(512);
+  if (pg.rank === 0) {
+    const token = randomBytes(24).toString('hex');
+    const local = process.env.OMPI_COMM_WORLD_LOCAL_SIZE === process.env.OMPI_COMM_WORLD_SIZE;
+    storeServer = await TcpStoreServer.start({ host: local ? '127.0.0.1' : '0.0.0.0', port: 0, token });
+    const addr = local ? '127.0.0.1' : Object.values(networkInterfaces()).flat().find((i) => i && i.family === 'IPv4' && !i.internal)?.address ?? '127.0.0.1';
+    msg.set(Buffer.from(JSON.stringify({ a: addr, p: storeServer.port, t: token, l: local })));
+  }
+  await pg.broadcast(new Uint16Array(msg.buffer), 0).wait();
+  const info = JSON.parse(Buffer.from(msg).toString('utf8').replace(/\0+$/, '')) as { a: string; p: number; t: string; l: boolean };
+  return { ...base, backend: info.l ? 'unix' : 'tcp', rank: pg.rank, worldSize: pg.size, masterAddr: info.a, masterPort: info.p, token: info.t };
+}
+
+let storeServer: TcpStoreServer | null = null;
