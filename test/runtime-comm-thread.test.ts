@@ -18,3 +18,13 @@ for (const [backend, world] of [['unix', 3], ['tcp', 4]] as const) {
     }
   });
 }
+
+test('communication thread, older call form (InitOptions + group ranks, allReduce(buf, op, deterministic), waitSync(id)) over sockets', async () => {
+  const outs = await runRanks({ world: 3, env: { DIST_MODE: 'commthread-legacy' } });
+  for (const o of outs) {
+    assert.equal(o.code, 0, `rank ${o.rank}: ${o.stderr.slice(-2000)}`);
+    assert.deepEqual(o.result!.failures, []);
+    assert.deepEqual(o.result!.ranks, o.rank % 2 === 0 ? [0, 2] : [1]);
+    assert.equal(o.result!.backend, 'unix');
+  }
+});

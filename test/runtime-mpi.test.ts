@@ -127,3 +127,15 @@ for (const via of ['thread', 'main']) {
     assert.doesNotMatch(r.stderr, /watchdog/);
   });
 }
+
+test('communication thread, older call form (InitOptions naming a socket backend + group ranks) under mpirun runs over MPI', { skip: skip ?? false }, async () => {
+  const r = await mpirun(4, { DIST_MODE: 'commthread-legacy' });
+  assert.equal(r.code, 0, r.stderr + r.stdout.slice(-3000));
+  const results = r.stdout.split('\n').filter((l) => l.startsWith('RESULT ')).map((l) => parseResult(l)!);
+  assert.equal(results.length, 4);
+  for (const o of results) {
+    assert.equal(o.backend, 'mpi');
+    assert.deepEqual(o.failures, []);
+    assert.deepEqual(o.ranks, (o.rank as number) % 2 === 0 ? [0, 2] : [1, 3]);
+  }
+});

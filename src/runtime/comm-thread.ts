@@ -126,8 +126,10 @@ export class ThreadComm implements Communicator {
     return this.core.post(this.gid, `rank ${this.core.rank}: ${name}#${seq} in group '${this.name}' (communication thread)`, seq, body, after);
   }
 
-  allReduce(buf: CommBuffer, o?: AllReduceOptions | ReduceOp): ThreadWork {
-    const opts: AllReduceOptions = typeof o === 'string' ? { op: o } : (o ?? {});
+  /** `deterministic` (third argument) is the older call form's; it overrides opts.deterministic. */
+  allReduce(buf: CommBuffer, o?: AllReduceOptions | ReduceOp, deterministic?: boolean): ThreadWork {
+    const opts: AllReduceOptions = typeof o === 'string' ? { op: o } : { ...o };
+    if (deterministic !== undefined) opts.deterministic = deterministic;
     dtypeOf(buf);
     const backs: (() => void)[] = [];
     const b = shared(buf, true, backs);
@@ -224,28 +226,41 @@ export interface CommThreadOptions {
 }
 
 export class CommThread extends ThreadComm {
-  private constructor(core: Core, gid: number, ranks: readonly number[]) { super(core, gid, ranks, 'world'); }
+  private constructor(core: Core, gid: number, ranks: readonly number[], name: string) { super(core, gid, ranks, name); }
 
   /**
    * Starts the thread beside `pg` (every rank calls it at the same point). Under MPI the main
    * thread duplicates the world communicator twice for it (data and watchdog status), so its
    * traffic never matches the main thread's.
+   *
+   * The older form `start(init, group?)` (InitOptions for the thread's own socket group, and
+   * optionally the global ranks its collectives run over) still works; when this process's
+   * group is MPI it ignores the socket rendezvous in `init` and uses MPI as well.
    */
-  static async start(pg: ProcessGroup, opts: CommThreadOptions = {}): Promise<CommThread> {
-    const watchdogS = opts.watchdogS ?? (process.env.ATHANOR_WATCHDOG_S ? Number(process.env.ATHANOR_WATCHDOG_S) : 300);
-    const worldId = groupIdOf([...Array(pg.size).keys()], 1) | 0;
+  static async start(pg: ProcessGroup | InitOptions, o?: CommThreadOptions | number[]): Promise<CommThread> {
+    const isGroup = typeof (pg as Partial<ProcessGroup>).allReduce === 'function';
+    const opts: CommThreadOptions = Array.isArray(o) ? {} : (o ?? {});
+    const init0 = isGroup ? null : (pg as InitOptions);
+    const watchdogS = opts.watchdogS ?? init0?.watchdogS ?? (process.env.ATHANOR_WATCHDOG_S ? Number(process.env.ATHANOR_WATCHDOG_S) : 300);
     const { port1, port2 } = new MessageChannel();
     const bell = new Int32Array(new SharedArrayBuffer(8));
-    let data: CommWorkerData;
-    if (pg.backend === 'mpi') {
-      if (!(pg instanceof MpiCommunicator)) throw new DistError('CommThread.start: an MPI process group must be the MPI world communicator');
-      const comm = await pg.dupHandle();
-      const statusComm = await pg.dupHandle();
-      data = { mode: 'mpi', port: port2, bell, worldId, comm, statusComm, watchdogS };
+    const mpiWorld = isGroup ? ((pg as ProcessGroup).backend === 'mpi' ? pg : null) : MpiCommunicator.processWorld;
+    let data: CommWorkerData, size: number;
+    if (mpiWorld) {
+      if (!(mpiWorld instanceof MpiCommunicator)) throw new DistError('CommThread.start: an MPI process group must be the MPI world communicator');
+      size = mpiWorld.size;
+      const comm = await mpiWorld.dupHandle();
+      const statusComm = await mpiWorld.dupHandle();
+      data = { mode: 'mpi', port: port2, bell, worldId: worldIdOf(size), comm, statusComm, watchdogS };
+    } else if (isGroup) {
+      const g = pg as ProcessGroup;
+      size = g.size;
+      const init: InitOptions = { prefix: opts.prefix ?? 'athanor/comm-thread', hostStore: false, rank: g.rank, worldSize: g.size, watchdogS, backend: g.backend === 'local' ? 'auto' : g.backend };
+      if (g.rendezvous) Object.assign(init, { masterAddr: g.rendezvous.host, masterPort: g.rendezvous.port, token: g.rendezvous.token });
+      data = { mode: 'socket', port: port2, bell, worldId: 0, init };
     } else {
-      const init: InitOptions = { prefix: opts.prefix ?? 'athanor/comm-thread', hostStore: false, rank: pg.rank, worldSize: pg.size, watchdogS, backend: pg.backend === 'local' ? 'auto' : pg.backend };
-      if (pg.rendezvous) Object.assign(init, { masterAddr: pg.rendezvous.host, masterPort: pg.rendezvous.port, token: pg.rendezvous.token });
-      data = { mode: 'socket', port: port2, bell, worldId, init };
+      size = -1;
+      data = { mode: 'socket', port: port2, bell, worldId: 0, init: { ...init0!, watchdogS } };
     }
     const worker = new Worker(new URL('./comm-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
     const core = new Core(worker, port1, bell);
@@ -260,7 +275,13 @@ export class CommThread extends ThreadComm {
     });
     worker.unref();
     port1.unref();
-    return new CommThread(core, worldId, [...Array(core.size).keys()]);
+    if (size < 0) size = core.size;
+    const world = new CommThread(core, data.mode === 'mpi' ? data.worldId : 0, [...Array(core.size).keys()], 'world');
+    const group = Array.isArray(o) ? o : null;
+    if (!group || group.length === core.size) return world;
+    // The older form's sub-group: the returned handle runs over it; close() ends the thread.
+    const sub = world.newGroup(group, 'comm-thread');
+    return new CommThread(core, sub.gid, sub.ranks, sub.name);
   }
 
   /** Finishes everything posted, closes the thread's connections and ends it. */
@@ -272,6 +293,10 @@ export class CommThread extends ThreadComm {
   }
 
   override async destroy(): Promise<void> { await this.close(); }
+}
+
+function worldIdOf(size: number): number {
+  return groupIdOf([...Array(size).keys()], 1) | 0;
 }
 
 /** A Float32Array in shared memory (visible to the communication thread). */

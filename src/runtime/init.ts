@@ -89,6 +89,7 @@ export async function initProcessGroup(opts: InitOptions = {}): Promise<ProcessG
 
   if (backend === 'mpi' || (backend === 'auto' && mpi)) {
     const world = MpiCommunicator.world({ watchdogS });
+    MpiCommunicator.processWorld = world;
     return Object.assign(world, {
       worldSize: world.size,
       localRank: envInt(['OMPI_COMM_WORLD_LOCAL_RANK']) ?? 0,

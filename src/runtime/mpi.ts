@@ -182,6 +182,9 @@ export class MpiCommunicator implements Communicator {
     this.commP = Promise.resolve(comm);
   }
 
+  /** The world communicator initProcessGroup returned as this process's group (null when the group is not MPI). */
+  static processWorld: MpiCommunicator | null = null;
+
   static world(opts: MpiOptions): MpiCommunicator {
     const { rank, size } = mpiInit();
     return new MpiCommunicator([...Array(size).keys()], opts.name ?? 'world', rank, need().h.world, opts);

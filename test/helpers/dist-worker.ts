@@ -207,6 +207,22 @@ async function main(): Promise<void> {
     if (plain[2] !== ssum) failures.push(`waitSync plain buffer: ${plain[2]} != ${ssum}`);
     await ct.close();
     console.log(`RESULT ${JSON.stringify({ rank: r, world: pg.size, backend: ct.backend, failures: [...worldFailures, ...subFailures.map((f) => `sub: ${f}`), ...failures], hashes: worldHashes, subRanks: sub.ranks })}`);
+  } else if (mode === 'commthread-legacy') {
+    // The older call form other modules use: start(InitOptions, group ranks), allReduce(buf, op,
+    // deterministic), waitSync(id). Under mpirun the socket backend it names is ignored: MPI.
+    const group = [...Array(pg.size).keys()].filter((x) => x % 2 === r % 2);
+    const t = await CommThread.start({ prefix: 'athanor/legacy', hostStore: false, backend: pg.backend === 'mpi' ? 'tcp' : 'auto' }, group);
+    const b = new Float32Array(new SharedArrayBuffer(16)).fill(r + 1);
+    const w = t.allReduce(b, 'sum', true);
+    t.waitSync(w.id);
+    await w.done;
+    const want = group.reduce((a, x) => a + x + 1, 0);
+    if (b[3] !== want) failures.push(`legacy allreduce over [${group}]: ${b[3]} != ${want}`);
+    const rs = new Float32Array(new SharedArrayBuffer(4 * group.length)).fill(1), out = new Float32Array(new SharedArrayBuffer(4));
+    await t.reduceScatterV(rs, out, new Array<number>(group.length).fill(1), 'avg').done;
+    if (out[0] !== 1) failures.push(`legacy reduceScatterV avg: ${out[0]}`);
+    await t.close();
+    console.log(`RESULT ${JSON.stringify({ rank: r, backend: t.backend, ranks: t.ranks, failures })}`);
   } else if (mode === 'p2p-hang') {
     // Rank 0 waits for a message rank 1 never sends (on the comm thread or the main communicator).
     const comm: Communicator = process.env.DIST_VIA === 'main' ? pg : await CommThread.start(pg);
