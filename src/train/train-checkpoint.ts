@@ -7,7 +7,7 @@ import type { AdamW, OptimizerStateDict } from '../optim/index.js';
 import { GPT } from '../nn/gpt.js';
 import { BpeTokenizer } from '../text/index.js';
 import {
-  beginCheckpoint, writeRankShard, commitCheckpoint, latestCheckpoint as latestIn, CheckpointReader, type Segment,
+  beginCheckpoint, writeRankShard, commitCheckpoint, latestCheckpoint as latestIn, CheckpointReader, findIntactCheckpoint, type Segment,
 } from '../io/checkpoint.js';
 import type { TrainConfig } from './config.js';
 import type { TrainOptimizer } from './optim-setup.js';
@@ -122,6 +122,15 @@ export function loadTrainCheckpoint(dir: string, model: Module, optim: TrainOpti
 
 export function latestCheckpoint(root: string): string | null {
   return latestIn(root);
+}
+
+/**
+ * The checkpoint `--resume` continues from: the newest one whose every file matches
+ * its manifest's checksums. Damaged ones are skipped with a warning through `warn`;
+ * if all are damaged this throws rather than train on corrupted weights.
+ */
+export function findResumeCheckpoint(root: string, warn: (msg: string) => void): string | null {
+  return findIntactCheckpoint(root, warn);
 }
 
 /** Loads the newest checkpoint of a run directory for generation or evaluation. */
