@@ -138,4 +138,22 @@ export function verifyFile(path: string, fc: FileChecksum, describe: (r: Checksu
   }
 }
 
+/** verifyFile for a file already read into memory (one read serves both the check and the load). */
+export function verifyBytes(path: string, bytes: Uint8Array, fc: FileChecksum, describe: (r: ChecksumRange) => string = (r) => r.name): void {
+  if (bytes.byteLength !== fc.bytes) {
+    const first = fc.ranges.find((r) => r.end > bytes.byteLength);
+    throw new ChecksumError(path, first ? describe(first) : null,
+      `${path}: ${bytes.byteLength} bytes, the manifest records ${fc.bytes} (truncated or overwritten)${first ? `; first damaged: ${describe(first)} (bytes ${first.begin}..${first.end})` : ''}`);
+  }
+  let whole = 0;
+  for (const r of fc.ranges) {
+    const c = crc32c(bytes.subarray(r.begin, r.end));
+    if (c !== r.crc32c) {
+      throw new ChecksumError(path, describe(r), `${path}: checksum mismatch in ${describe(r)} (bytes ${r.begin}..${r.end}: crc32c ${hex(c)}, manifest ${hex(r.crc32c)}); the file is corrupted`);
+    }
+    whole = crc32cCombine(whole, c, r.end - r.begin);
+  }
+  if (whole !== fc.crc32c) throw new ChecksumError(path, null, `${path}: file checksum ${hex(whole)} != manifest ${hex(fc.crc32c)} (manifest inconsistent)`);
+}
+
 const hex = (c: number): string => c.toString(16).padStart(8, '0');
