@@ -5,6 +5,7 @@
 // 1e-6 (block recomputation changes the order of residual-gradient additions).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { required } from './helpers/require-native.js';
 import { execSync, spawn, spawnSync } from 'node:child_process';
 import { cpSync } from 'node:fs';
 import { tinyData, tinyArgs, runCli, stepLosses, tmp, CLI } from './helpers/train-fixture.js';
@@ -106,7 +107,10 @@ test('a killed rank stops the job promptly; checkpoints resume across layouts (d
 
 test('data parallelism under mpirun (MPI world, gradient thread over sockets) matches the launcher', async (t) => {
   const which = spawnSync('which', ['mpirun']);
-  if (which.status !== 0) { t.skip('mpirun not installed (Debian: openmpi-bin)'); return; }
+  if (which.status !== 0) {
+    if (required('mpi')) throw new Error('ATHANOR_REQUIRE_MPI=1 but mpirun is not installed (Debian: openmpi-bin)');
+    t.skip('mpirun not installed (Debian: openmpi-bin)'); return;
+  }
   const data = await tinyData();
   const launched = await run('mpi-ref', 2, 2);
   const out = tmp('mpi');
