@@ -13,6 +13,19 @@ import { cpSync } from 'node:fs';
 import { join } from 'node:path';
 import { tinyData, tinyArgs, runCli, stepLosses, tmp, CLI } from './helpers/train-fixture.js';
 import { CheckpointReader, latestCheckpoint } from '../src/io/checkpoint.js';
+import { createServer } from 'node:net';
+
+/** A TCP port that nothing is bound to on any address (node 0's launcher binds 0.0.0.0). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '0.0.0.0', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
 
 const TOL = 1e-6;
 // Parameters after 8 (120) steps, max |a - b| / max |b| per tensor: measured ≤ 8e-6
@@ -126,8 +139,11 @@ async function killedRun(label: string, dp: number, zero: number): Promise<strin
   assert.ok(killedAt > 0, `${label}: never reached the step-4 checkpoint:\n${r.out.slice(-2000)}`);
   assert.notEqual(r.code, 0, `${label}: the run should fail once a rank is killed`);
   if (dp > 1) {
-    const waited = (Date.now() - killedAt) / 1000;
-    assert.ok(waited < 20, `${label}: ranks took ${waited} s to exit after the kill (watchdog 20 s)`);
+    // Promptly = torn down by the launcher (or peer-death detection), not by a watchdog
+    // timeout or the test's own time limit. Checked by what happened, not by a wall-clock
+    // bound, which a loaded machine can exceed.
+    assert.equal(r.signal, null, `${label}: the launcher did not exit by itself:\n${r.out.slice(-2000)}`);
+    assert.doesNotMatch(r.out, /athanor watchdog/, `${label}: a rank waited for the watchdog instead of being torn down:\n${r.out.slice(-2000)}`);
     assert.match(r.out, new RegExp(`rank \\d+ \\(local rank \\d+, pid ${victim}\\) was killed by signal SIGKILL`), r.out.slice(-2000));
   }
   return out;
@@ -188,7 +204,9 @@ test('two "nodes" (separate launchers, distinct host ids, 127.0.0.2 vs 127.0.0.3
   const ref = await run('mn-ref', 4, 1);
   const out = tmp('multinode');
   const args = [...tinyArgs(data, out), '--parallel.dp=4', '--parallel.zero=1', '--train.microBatch=2'];
-  const port = String(20000 + Math.floor(Math.random() * 20000));
+  // A port that was free a moment ago (the kernel's pick), not a random one that another
+  // process on this machine (a parallel test suite, an outgoing connection) may hold.
+  const port = String(await freePort());
   const node = (rank: number) => new Promise<{ code: number | null; out: string }>((resolve) => {
     const child = spawn(process.execPath, [CLI, 'launch', '--nproc-per-node', '2', '--nnodes', '2', '--node-rank', String(rank),
       '--master-addr', '127.0.0.2', '--master-port', port, '--', 'train', ...args], {
