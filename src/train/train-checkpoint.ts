@@ -120,17 +120,20 @@ export function loadTrainCheckpoint(dir: string, model: Module, optim: TrainOpti
   }
 }
 
-export function latestCheckpoint(root: string): string | null {
-  return latestIn(root);
-}
-
 /**
  * The checkpoint `--resume` continues from: the newest one whose every file matches
- * its manifest's checksums. Damaged ones are skipped with a warning through `warn`;
- * if all are damaged this throws rather than train on corrupted weights.
+ * its manifest's checksums (`latest` first, then older ones). Damaged ones are skipped
+ * with a loud warning — by default on stderr from rank 0 only: every rank verifies the
+ * same files and so picks the same checkpoint. If all are damaged this throws rather
+ * than train on corrupted weights.
  */
-export function findResumeCheckpoint(root: string, warn: (msg: string) => void): string | null {
+export function latestCheckpoint(root: string, warn: (msg: string) => void = warnOnRankZero): string | null {
   return findIntactCheckpoint(root, warn);
+}
+
+function warnOnRankZero(msg: string): void {
+  const rank = process.env.ATHANOR_RANK ?? process.env.RANK ?? process.env.OMPI_COMM_WORLD_RANK ?? '0';
+  if (rank === '0') process.stderr.write(`athanor: ${msg}\n`);
 }
 
 /** Loads the newest checkpoint of a run directory for generation or evaluation. */

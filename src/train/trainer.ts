@@ -18,7 +18,7 @@ import { type TrainConfig, validateTrainConfig, globalBatch } from './config.js'
 import { Progress, fmtTime } from './progress.js';
 import { measureGemmCeiling } from './gemm-ceiling.js';
 import { buildOptimizer, lrAt, type TrainOptimizer } from './optim-setup.js';
-import { saveTrainCheckpoint, loadTrainCheckpoint, findResumeCheckpoint, type TrainState } from './train-checkpoint.js';
+import { saveTrainCheckpoint, loadTrainCheckpoint, latestCheckpoint, type TrainState } from './train-checkpoint.js';
 
 /** Gradient synchronisation for data parallelism; the single-process default does nothing. */
 export interface GradSync {
@@ -103,8 +103,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   let step = 0;
   const ckptRoot = join(cfg.train.outDir, 'checkpoints');
   if (opts.resume) {
-    // Every rank verifies the same files and so picks the same checkpoint; only rank 0 warns.
-    const latest = findResumeCheckpoint(ckptRoot, (m) => { if (isMain) process.stderr.write(`athanor: ${m}\n`); });
+    const latest = latestCheckpoint(ckptRoot);
     if (latest) {
       const st = sync.loadCheckpoint ? sync.loadCheckpoint(latest, model, optim) : loadTrainCheckpoint(latest, model, optim);
       step = st.step;
