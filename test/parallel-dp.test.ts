@@ -10,8 +10,8 @@ import assert from 'node:assert/strict';
 import { execSync, spawn, spawnSync } from 'node:child_process';
 import { cpSync } from 'node:fs';
 import { join } from 'node:path';
-import { tinyData, tinyArgs, runCli, stepLosses, tmp, CLI } from './helpers/train-fixture.js';
 import { CheckpointReader, latestCheckpoint } from '../src/io/checkpoint.js';
+import { tinyData, tinyArgs, runCli, stepLosses, tmp, CLI } from './helpers/train-fixture.js';
 import { createServer } from 'node:net';
 
 /** A TCP port that nothing is bound to on any address (node 0's launcher binds 0.0.0.0). */
