@@ -100,16 +100,16 @@ export function openblas(): KoffiLib | null {
   return null;
 }
 
+function notice(msg: string): void {
+  notices.push(msg);
+  if (!process.env.ATHANOR_QUIET) process.stderr.write(`athanor: ${msg}\n`);
+}
+
 /** A missing native dependency: a notice, or an error under ATHANOR_REQUIRE_NATIVE=1. */
 let requireError: Error | null = null;
 function missing(msg: string): void {
   if (process.env.ATHANOR_REQUIRE_NATIVE === '1') throw (requireError = new Error(`ATHANOR_REQUIRE_NATIVE=1: ${msg}`));
   notice(msg);
-}
-
-function notice(msg: string): void {
-  notices.push(msg);
-  if (!process.env.ATHANOR_QUIET) process.stderr.write(`athanor: ${msg}\n`);
 }
 
 export function backendNotices(): readonly string[] {
