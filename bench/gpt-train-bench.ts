@@ -1,7 +1,9 @@
-// gpt-small training throughput: Athanor (1 rank × 2 threads, and 2 ranks × 1
-// thread through the launcher) against the PyTorch reference (bench/peers/torch-gpt.py,
-// 2 threads), same model, batch 8 × 256 tokens, AdamW with clipping 1.0, interleaved
-// reps in one invocation. Reports medians of per-step tokens/s after warm-up.
+// gpt-small training throughput, like against like: Athanor 1 rank × 2 threads against
+// PyTorch in one process with 2 threads, and Athanor 2 ranks × 1 thread (the launcher,
+// dp=2) against PyTorch DistributedDataParallel over gloo with 2 processes × 1 thread
+// (bench/peers/torch-gpt.py --ddp 2). Same model, global batch 8 × 256 tokens, AdamW
+// with clipping 1.0, all four interleaved in every rep of one invocation. Reports
+// medians of per-step tokens/s after warm-up.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +14,8 @@ import { Rng } from '../src/core/rng.js';
 
 export interface GptTrainBenchRow {
   config: string;
+  /** The PyTorch row this one is compared with (absent on PyTorch rows). */
+  peer?: string;
   tokensPerSec: number;
   perRun: number[];
   mfu?: number;
@@ -55,10 +59,14 @@ function athanor(dataDir: string, ranks: number, threads: number, steps: number,
   }
 }
 
-function torch(threads: number, steps: number, warmup: number): number | null {
+function torch(threads: number, steps: number, warmup: number, ddp = 0, log?: (s: string) => void): number | null {
   if (!existsSync(PY)) return null;
-  const r = spawnSync(PY, [join(projectRoot(), 'bench', 'peers', 'torch-gpt.py'), '--threads', String(threads), '--steps', String(steps - warmup), '--warmup-steps', String(warmup), '--grad-clip', '1.0'], { encoding: 'utf8' });
-  if (r.status !== 0) return null;
+  const r = spawnSync(PY, [join(projectRoot(), 'bench', 'peers', 'torch-gpt.py'), '--threads', String(threads), '--steps', String(steps - warmup), '--warmup-steps', String(warmup), '--grad-clip', '1.0',
+    ...(ddp ? ['--ddp', String(ddp)] : [])], { encoding: 'utf8' });
+  if (r.status !== 0) {
+    log?.(`  torch-gpt.py${ddp ? ` --ddp ${ddp}` : ''} failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}`);
+    return null;
+  }
   const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
   return line ? (JSON.parse(line) as { tokens_per_s: number }).tokens_per_s : null;
 }
@@ -68,7 +76,9 @@ export async function runGptTrainBench(opts: { reps?: number; steps?: number; wa
   const log = opts.log ?? console.log;
   const data = mkdtempSync(join(tmpdir(), 'athanor-gptdata-'));
   syntheticData(data);
-  const runs: Record<string, number[]> = { 'athanor 1 rank x 2 threads': [], 'athanor 2 ranks x 1 thread (dp=2)': [], 'pytorch 1.13, 2 threads': [] };
+  const TORCH1 = 'pytorch 1.13, 1 process x 2 threads', DDP = 'pytorch 1.13 DDP (gloo), 2 processes x 1 thread';
+  const runs: Record<string, number[]> = { 'athanor 1 rank x 2 threads': [], 'athanor 2 ranks x 1 thread (dp=2)': [], [TORCH1]: [], [DDP]: [] };
+  const peerOf: Record<string, string> = { 'athanor 1 rank x 2 threads': TORCH1, 'athanor 2 ranks x 1 thread (dp=2)': DDP };
   const mfus: Record<string, number[]> = {};
   try {
     for (let rep = 0; rep < reps; rep++) {
@@ -78,18 +88,20 @@ export async function runGptTrainBench(opts: { reps?: number; steps?: number; wa
         (mfus[name] ??= []).push(r.mfu);
         log(`  rep ${rep + 1}: ${name}: ${r.tps.toFixed(0)} tokens/s`);
       }
-      const t = torch(2, steps, warmup);
-      if (t !== null) { runs['pytorch 1.13, 2 threads']!.push(t); log(`  rep ${rep + 1}: pytorch: ${t.toFixed(0)} tokens/s`); }
-      else if (rep === 0) log('  PyTorch (Debian python3-torch at /usr/bin/python3) not available: no peer numbers');
+      for (const [name, threads, ddp] of [[TORCH1, 2, 0], [DDP, 1, 2]] as const) {
+        const t = torch(threads, steps, warmup, ddp, log);
+        if (t !== null) { runs[name]!.push(t); log(`  rep ${rep + 1}: ${name}: ${t.toFixed(0)} tokens/s`); }
+        else if (rep === 0) log(`  ${name}: not available (Debian python3-torch at /usr/bin/python3): no peer number`);
+      }
     }
   } finally {
     rmSync(data, { recursive: true, force: true });
   }
-  const rows = Object.entries(runs).filter(([, v]) => v.length).map(([config, v]) => ({ config, tokensPerSec: median(v), perRun: v, mfu: mfus[config] ? median(mfus[config]!) : undefined }));
-  const torchRow = rows.find((r) => r.config.startsWith('pytorch'));
+  const rows: GptTrainBenchRow[] = Object.entries(runs).filter(([, v]) => v.length).map(([config, v]) => ({ config, peer: peerOf[config], tokensPerSec: median(v), perRun: v, mfu: mfus[config] ? median(mfus[config]!) : undefined }));
   log('\ngpt-small training (B8 T256, 21,130,240 params), median tokens/s over interleaved reps:');
   for (const r of rows) {
-    log(`  ${r.config.padEnd(36)} ${r.tokensPerSec.toFixed(0).padStart(6)} tokens/s${r.mfu !== undefined ? `  MFU ${(100 * r.mfu).toFixed(0)}% of measured GEMM ceiling` : ''}${torchRow && r !== torchRow ? `  ratio vs PyTorch ${(r.tokensPerSec / torchRow.tokensPerSec).toFixed(2)}x` : ''}`);
+    const p = rows.find((x) => x.config === r.peer);
+    log(`  ${r.config.padEnd(48)} ${r.tokensPerSec.toFixed(0).padStart(6)} tokens/s${r.mfu !== undefined ? `  MFU ${(100 * r.mfu).toFixed(0)}% of measured GEMM ceiling` : ''}${p ? `  ratio vs ${p.config}: ${(r.tokensPerSec / p.tokensPerSec).toFixed(2)}x` : ''}`);
   }
   return rows;
 }

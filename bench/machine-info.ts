@@ -10,6 +10,8 @@ const PY = '/usr/bin/python3';
 
 export interface MachineInfo {
   cpuModel: string;
+  /** The instruction-set flags kernels and peers depend on (avx2, fma, avx512f, avx512_bf16, ...). */
+  isa: string[];
   logicalCpus: number;
   physicalCores: number | null;
   availableParallelism: number;
@@ -29,9 +31,13 @@ function readText(p: string): string | null {
   try { return readFileSync(p, 'utf8'); } catch { return null; }
 }
 
-function cpuInfo(): { model: string; physical: number | null } {
+const ISA_FLAGS = ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni', 'avx512_bf16', 'amx_bf16', 'amx_tile', 'asimd', 'sve'];
+
+function cpuInfo(): { model: string; physical: number | null; isa: string[] } {
   const txt = readText('/proc/cpuinfo');
-  if (!txt) return { model: cpus()[0]?.model ?? 'unknown', physical: null };
+  if (!txt) return { model: cpus()[0]?.model ?? 'unknown', physical: null, isa: [] };
+  const flags = new Set((/^(?:flags|Features)\s*:\s*(.+)$/m.exec(txt)?.[1] ?? '').split(/\s+/));
+  const isa = ISA_FLAGS.filter((f) => flags.has(f));
   const field = (k: string): string | undefined => new RegExp(`^${k}\\s*:\\s*(.+)$`, 'm').exec(txt)?.[1]?.trim();
   const name = field('model name') ?? field('Hardware') ?? field('cpu model') ?? cpus()[0]?.model ?? 'unknown';
   // Virtual machines often show a bare "AMD EPYC": family/model/stepping still identify the part.
@@ -43,7 +49,31 @@ function cpuInfo(): { model: string; physical: number | null } {
     const phys = /^physical id\s*:\s*(\d+)/m.exec(block)?.[1], core = /^core id\s*:\s*(\d+)/m.exec(block)?.[1];
     if (phys !== undefined && core !== undefined) cores.add(`${phys}:${core}`);
   }
-  return { model, physical: cores.size || null };
+  return { model, physical: cores.size || null, isa };
+}
+
+function busyJiffies(): { busy: number; total: number } | null {
+  const line = readText('/proc/stat')?.split('\n')[0];
+  if (!line?.startsWith('cpu ')) return null;
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0); // idle + iowait
+  const total = v.slice(0, 8).reduce((a, b) => a + b, 0); // user..steal; guest time is already in user
+  return { busy: total - idle, total };
+}
+
+/**
+ * How many CPUs other processes keep busy right now: the busy fraction of all CPUs
+ * over `ms`, times their count, sampled while this process waits. Unlike the load
+ * average it is not polluted by the previous benchmark's own threads for a minute
+ * afterwards. Null where /proc/stat is missing.
+ */
+export async function sampleBusyCpus(ms = 1000): Promise<number | null> {
+  const a = busyJiffies();
+  if (!a) return null;
+  await new Promise((r) => setTimeout(r, ms));
+  const b = busyJiffies()!;
+  const dt = b.total - a.total;
+  return dt > 0 ? +(((b.busy - a.busy) / dt) * cpus().length).toFixed(2) : null;
 }
 
 async function openblasVersion(): Promise<string | null> {
@@ -89,7 +119,7 @@ export async function machineInfo(root: string): Promise<MachineInfo> {
   try { nativeKernels = (await import('../src/backend/native.js')).backendSummary().nativeKernels; } catch { /* reported as unknown */ }
   const t = torchInfo();
   return {
-    cpuModel: cpu.model, logicalCpus: cpus().length, physicalCores: cpu.physical, availableParallelism: availableParallelism(), cgroupCpuLimit,
+    cpuModel: cpu.model, isa: cpu.isa, logicalCpus: cpus().length, physicalCores: cpu.physical, availableParallelism: availableParallelism(), cgroupCpuLimit,
     memoryGiB: +(totalmem() / 2 ** 30).toFixed(1), kernel: `${process.platform} ${release()} ${process.arch}`, node: process.version,
     openblas: await openblasVersion(), torch: t.torch, torchUnavailable: t.why, python: t.python, nativeKernels, git: gitInfo(root),
   };

@@ -19,6 +19,7 @@ function fmtNum(v: Cell): string {
 
 const fmtRatio = (v: Cell): string => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(2) : v === null || v === undefined ? '–' : String(v));
 export const fmtLoad = (l: number[]): string => l.map((x) => x.toFixed(2)).join(' / ');
+const fmtBusy = (v: number | null | undefined): string => (typeof v === 'number' ? v.toFixed(2) : 'unknown');
 const esc = (s: string): string => s.replace(/\|/g, '\\|');
 
 export function tableMd(t: Table): string {
@@ -39,6 +40,11 @@ export interface BenchRecord {
   seconds: number;
   loadBefore: number[];
   loadAfter: number[];
+  /** CPUs kept busy by other processes just before and just after (sampleBusyCpus). */
+  busyBefore?: number | null;
+  busyAfter?: number | null;
+  /** Either sample exceeded the run's threshold: the numbers are disturbed, not headline material. */
+  loaded?: boolean;
   error?: string;
   result?: unknown;
   tables?: Table[];
@@ -46,17 +52,21 @@ export interface BenchRecord {
 
 export function machineMd(m: MachineInfo, loadBefore: number[], loadAfter: number[] | null): string {
   return [
-    `- Machine: ${m.cpuModel}; ${m.logicalCpus} logical CPUs${m.physicalCores ? ` (${m.physicalCores} physical cores)` : ''}${m.cgroupCpuLimit ? `, limited to ${m.cgroupCpuLimit}` : ''}; ${m.memoryGiB} GiB RAM; ${m.kernel}`,
+    `- Machine: ${m.cpuModel}${m.isa?.length ? ` [${m.isa.join(' ')}]` : ''}; ${m.logicalCpus} logical CPUs${m.physicalCores ? ` (${m.physicalCores} physical cores)` : ''}${m.cgroupCpuLimit ? `, limited to ${m.cgroupCpuLimit}` : ''}; ${m.memoryGiB} GiB RAM; ${m.kernel}`,
     `- Load average (1/5/15 min): ${fmtLoad(loadBefore)} before${loadAfter ? `, ${fmtLoad(loadAfter)} after` : ''}`,
     `- Software: Node ${m.node}; ${m.openblas ?? 'OpenBLAS not found'}; ${m.torch ? `PyTorch ${m.torch} (Python ${m.python})` : `PyTorch not available (${m.torchUnavailable})`}; Athanor native kernels ${m.nativeKernels === null ? 'unknown' : m.nativeKernels ? 'built' : 'NOT built (TypeScript reference kernels)'}${m.git ? `; commit ${m.git}` : ''}`,
   ].join('\n');
 }
 
-export function reportMd(o: { stamp: string; quick: boolean; argv: string[]; machine: MachineInfo; loadBefore: number[]; loadAfter: number[]; benches: BenchRecord[] }): string {
+export interface LoadPolicy { maxBusyCpus: number; allowed: boolean }
+
+export function reportMd(o: { stamp: string; quick: boolean; argv: string[]; machine: MachineInfo; loadBefore: number[]; loadAfter: number[]; benches: BenchRecord[]; load?: LoadPolicy }): string {
+  const loaded = o.benches.filter((b) => b.loaded);
   const out = [
-    `## Benchmark run ${o.stamp}${o.quick ? ' (--quick: fewer sizes and reps, indicative only)' : ''}`,
+    `## Benchmark run ${o.stamp}${o.quick ? ' (--quick: fewer sizes and reps, indicative only)' : ''}${loaded.length ? ' (LOADED: other processes were busy; not for headline figures)' : ''}`,
     '',
     machineMd(o.machine, o.loadBefore, o.loadAfter),
+    ...(o.load ? [`- Other processes' CPU use (sampled 1 s before and after each benchmark): threshold ${o.load.maxBusyCpus} CPUs; ${loaded.length ? `exceeded for ${loaded.map((b) => b.name).join(', ')}${o.load.allowed ? ' (run with --allow-load)' : ''}` : 'never exceeded'}`] : []),
     `- Command: \`node dist/bench/run-all.js${o.argv.length ? ` ${o.argv.join(' ')}` : ''}\`; benchmarks: ${o.benches.map((b) => b.name).join(', ')}`,
     '- Ratio: > 1 means Athanor is better (higher throughput, or less time where the unit is a time); "–" where there is no peer.',
     '',
@@ -67,7 +77,8 @@ export function reportMd(o: { stamp: string; quick: boolean; argv: string[]; mac
       out.push(`Failed after ${b.seconds.toFixed(0)} s: \`${(b.error ?? '').split('\n').filter(Boolean).pop() ?? 'unknown error'}\``, '');
       continue;
     }
-    out.push(`${b.seconds.toFixed(0)} s; 1-minute load average ${b.loadBefore[0]!.toFixed(2)} before, ${b.loadAfter[0]!.toFixed(2)} after.`, '');
+    const busy = b.busyBefore !== undefined ? `; other processes busy ${fmtBusy(b.busyBefore)} CPUs before, ${fmtBusy(b.busyAfter)} after` : '';
+    out.push(`${b.seconds.toFixed(0)} s; 1-minute load average ${b.loadBefore[0]!.toFixed(2)} before, ${b.loadAfter[0]!.toFixed(2)} after${busy}.${b.loaded ? ' **LOADED: disturbed by other processes.**' : ''}`, '');
     for (const t of b.tables ?? []) out.push(`${t.title}: ${t.about}.`, '', tableMd(t), '');
   }
   return out.join('\n');

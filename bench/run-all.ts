@@ -5,6 +5,13 @@
 // Nothing here asserts a timing: the exit status is non-zero only when a benchmark crashed.
 //
 //   node dist/bench/run-all.js [NAME ...] [--quick] [--skip NAME,...] [--out-dir DIR] [--list]
+//                              [--max-load CPUS] [--allow-load]
+//
+// Load: before starting, and before and after each benchmark, it samples how many CPUs
+// other processes keep busy (1 s of /proc/stat while it waits) next to the load average.
+// A run whose first sample exceeds --max-load (default 0.5 CPUs) is refused unless
+// --allow-load is given; any benchmark with a sample above it is marked LOADED in the
+// JSON and the markdown, so disturbed numbers cannot pass for headline figures.
 //
 // Names (default: all, in the order of BENCHES below): gemm, ops-basic, ops-nn, optim, pool,
 // tokenizer, data, allreduce, embedding-server, recsys-capacity, recsys-hybrid, gpt-train;
@@ -28,8 +35,8 @@ import type { RecsysHybridBenchResult } from './recsys-hybrid-bench.js';
 import type { ZeroMemoryRow } from './zero-memory-bench.js';
 import type { AccuracyResult } from './accuracy-bench.js';
 import type { GptTrainBenchRow } from './gpt-train-bench.js';
-import { machineInfo } from './machine-info.js';
-import { fmtLoad, machineMd, reportMd, tableMd, type BenchRecord, type Row, type Table } from './report.js';
+import { machineInfo, sampleBusyCpus } from './machine-info.js';
+import { fmtLoad, machineMd, reportMd, tableMd, type BenchRecord, type LoadPolicy, type Row, type Table } from './report.js';
 
 const HERE = fileURLToPath(import.meta.url);
 /** dist/bench/run-all.js -> the project root. */
@@ -245,18 +252,18 @@ const BENCHES: BenchDef[] = [
     title: 'gpt-small training throughput vs PyTorch',
     async run(quick, log) {
       const { runGptTrainBench } = await import('./gpt-train-bench.js');
-      return runGptTrainBench(quick ? { reps: 1, steps: 4, warmup: 1, log } : { log });
+      return runGptTrainBench(quick ? { reps: 1, steps: 3, warmup: 1, log } : { log });
     },
-    tables: (rows: GptTrainBenchRow[]) => {
-      const torch = rows.find((r) => r.config.startsWith('pytorch'));
-      return [{
-        title: 'GPT training', peer: torch ? torch.config : 'PyTorch', about: 'gpt-small (21,130,240 parameters) B8 × T256, AdamW + clip 1.0; median per-step tokens/s after warm-up over interleaved reps',
-        rows: rows.filter((r) => r !== torch).map((r) => ({
-          case: r.config, unit: 'tokens/s', athanor: r.tokensPerSec, peer: torch?.tokensPerSec, ratio: ratioOf(r.tokensPerSec, torch?.tokensPerSec),
-          notes: `${r.mfu !== undefined ? `MFU ${(100 * r.mfu).toFixed(0)}% of measured GEMM ceiling; ` : ''}runs ${r.perRun.map((x) => x.toFixed(0)).join(', ')}`,
-        })),
-      }];
-    },
+    tables: (rows: GptTrainBenchRow[]) => [{
+      title: 'GPT training', peer: 'PyTorch, same processes × threads', about: 'gpt-small (21,130,240 parameters) global batch 8 × 256 tokens, AdamW + clip 1.0; median per-step tokens/s after warm-up over interleaved reps; 1 rank × 2 threads vs PyTorch 1 process × 2 threads, 2 ranks × 1 thread vs PyTorch DDP (gloo) 2 processes × 1 thread',
+      rows: rows.filter((r) => !r.config.startsWith('pytorch')).map((r) => {
+        const p = rows.find((x) => x.config === r.peer);
+        return {
+          case: r.config, unit: 'tokens/s', athanor: r.tokensPerSec, peer: p?.tokensPerSec, ratio: ratioOf(r.tokensPerSec, p?.tokensPerSec),
+          notes: `${r.mfu !== undefined ? `MFU ${(100 * r.mfu).toFixed(0)}% of measured GEMM ceiling; ` : ''}runs ${r.perRun.map((x) => x.toFixed(0)).join(', ')}${p ? `; peer ${p.config}: ${p.perRun.map((x) => x.toFixed(0)).join(', ')}` : ''}`,
+        };
+      }),
+    }],
   },
   {
     name: 'zero-memory',
@@ -338,15 +345,23 @@ const USAGE = `usage: node dist/bench/run-all.js [NAME ...] [--quick] [--skip NA
   NAME: ${BENCHES.map((b) => b.name).join(', ')}
   groups: ${Object.entries(GROUPS).filter(([k]) => k !== 'all').map(([k, v]) => `${k} (${v.join(' ')})`).join(', ')}, all (default)
   --quick   fewer sizes, reps and steps (a smoke test; numbers are indicative only)
+  --max-load CPUS  most CPUs other processes may keep busy (sampled before and after each benchmark) [0.5]
+  --allow-load     run even when the machine is busier than --max-load; such results are marked LOADED
   writes runs/bench/<timestamp>.json and runs/bench/<timestamp>.md (--out-dir to change)`;
 
 async function main(argv: string[]): Promise<number> {
   const names: string[] = [];
   let quick = false, outDir = join(ROOT, 'runs', 'bench');
   const skip: string[] = [];
+  const load: LoadPolicy = { maxBusyCpus: 0.5, allowed: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--quick') quick = true;
+    else if (a === '--allow-load') load.allowed = true;
+    else if (a === '--max-load') {
+      load.maxBusyCpus = Number(argv[++i]);
+      if (!(load.maxBusyCpus >= 0)) { console.error(`run-all: --max-load needs a number of CPUs >= 0, got '${argv[i] ?? ''}'`); return 2; }
+    }
     else if (a === '--out-dir') outDir = resolve(argv[++i] ?? '.');
     else if (a === '--skip') skip.push(...(argv[++i] ?? '').split(',').filter(Boolean));
     else if (a === '--list') { for (const b of BENCHES) console.log(`${b.name.padEnd(18)} ${b.title}`); return 0; }
@@ -366,9 +381,16 @@ async function main(argv: string[]): Promise<number> {
   const started = new Date();
   const stamp = started.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
   const loadBefore = loadavg();
+  const busyAtStart = await sampleBusyCpus();
+  if (busyAtStart !== null && busyAtStart > load.maxBusyCpus && !load.allowed) {
+    console.error(`run-all: other processes keep ${busyAtStart} CPUs busy (load average ${fmtLoad(loadBefore)}), above --max-load ${load.maxBusyCpus}: `
+      + 'timings would be disturbed. Wait for a quiet machine, or pass --allow-load to run anyway (results are then marked LOADED).');
+    return 3;
+  }
   const machine = await machineInfo(ROOT);
   console.log(`Athanor benchmarks${quick ? ' (--quick)' : ''}: ${selected.join(', ')}`);
   console.log(machineMd(machine, loadBefore, null));
+  console.log(`- Other processes keep ${busyAtStart ?? 'an unknown number of'} CPUs busy (threshold ${load.maxBusyCpus}${load.allowed ? ', --allow-load' : ''})`);
   if (!machine.torch) console.log(`PyTorch is not available (${machine.torchUnavailable}): the peer columns stay empty; Athanor's side still runs.`);
 
   const tmp = mkdtempSync(join(tmpdir(), 'athanor-bench-'));
@@ -377,12 +399,16 @@ async function main(argv: string[]): Promise<number> {
     for (const name of selected) {
       const def = BENCHES.find((b) => b.name === name)!;
       console.log(`\n=== ${name}: ${def.title}`);
-      const rec: BenchRecord = { name, title: def.title, status: 'failed', seconds: 0, loadBefore: loadavg(), loadAfter: [] };
+      const busyBefore = await sampleBusyCpus();
+      const rec: BenchRecord = { name, title: def.title, status: 'failed', seconds: 0, loadBefore: loadavg(), loadAfter: [], busyBefore };
       const file = join(tmp, `${name}.json`);
       const t0 = performance.now();
       const { code, tail } = await runChild(name, quick, file, join(tmp, name));
       rec.seconds = (performance.now() - t0) / 1000;
       rec.loadAfter = loadavg();
+      rec.busyAfter = await sampleBusyCpus();
+      rec.loaded = [busyBefore, rec.busyAfter].some((b) => b !== null && b !== undefined && b > load.maxBusyCpus);
+      if (rec.loaded) console.log(`\n*** ${name}: LOADED: other processes kept ${busyBefore} CPUs busy before, ${rec.busyAfter} after (threshold ${load.maxBusyCpus}); not headline material`);
       if (code === 0 && existsSync(file)) {
         rec.result = JSON.parse(readFileSync(file, 'utf8'));
         try {
@@ -410,11 +436,11 @@ async function main(argv: string[]): Promise<number> {
   const { atomicWriteFileSync } = await import('../src/io/atomic-write.js');
   const summary = {
     version: 1, startedAt: started.toISOString(), finishedAt: new Date().toISOString(), quick, argv, selected,
-    machine: { ...machine, loadBefore, loadAfter }, benches: records,
+    machine: { ...machine, loadBefore, loadAfter, busyAtStart }, load, loaded: records.some((r) => r.loaded), benches: records,
   };
   const jsonPath = join(outDir, `${stamp}.json`), mdPath = join(outDir, `${stamp}.md`);
   atomicWriteFileSync(jsonPath, JSON.stringify(summary, null, 2) + '\n');
-  atomicWriteFileSync(mdPath, reportMd({ stamp, quick, argv, machine, loadBefore, loadAfter, benches: records }));
+  atomicWriteFileSync(mdPath, reportMd({ stamp, quick, argv, machine, loadBefore, loadAfter, benches: records, load }));
   const failed = records.filter((r) => r.status !== 'ok');
   console.log(`\n${records.length - failed.length}/${records.length} benchmarks ran${failed.length ? `; failed: ${failed.map((r) => r.name).join(', ')}` : ''}. Load average ${fmtLoad(loadBefore)} before, ${fmtLoad(loadAfter)} after.`);
   console.log(`wrote ${jsonPath}\nwrote ${mdPath}`);

@@ -1,6 +1,6 @@
 // Compiles native/*.c into build/libathanor.so with the system C compiler.
-// Never fails the install: without a compiler Athanor runs on its TypeScript
-// reference kernels and says so once at startup.
+// Never fails the install (unless ATHANOR_REQUIRE_NATIVE=1, as in CI): without a
+// compiler Athanor runs on its TypeScript reference kernels and says so once at startup.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from 'node:fs';
 import { join, dirname } from 'node:path';
@@ -11,7 +11,7 @@ const outDir = join(root, 'build');
 const out = join(outDir, 'libathanor.so');
 const srcDir = join(root, 'native');
 const sources = existsSync(srcDir) ? readdirSync(srcDir).filter((f) => f.endsWith('.c')).map((f) => join(srcDir, f)) : [];
-if (sources.length === 0) { console.log('athanor: no native sources'); process.exit(0); }
+if (sources.length === 0) { console.log('athanor: no native sources'); process.exit(process.env.ATHANOR_REQUIRE_NATIVE === '1' ? 1 : 0); }
 
 const cc = process.env.CC || 'cc';
 const cpuFlags = (() => {
@@ -36,4 +36,7 @@ for (const flags of attempts) {
   }
 }
 console.warn(`athanor: could not compile native kernels with ${cc}; the TypeScript reference kernels will be used (slow).\n${lastErr.slice(0, 2000)}`);
+// CI sets ATHANOR_REQUIRE_NATIVE=1: there a failed compile fails the install instead of passing on the fallback.
+if (process.env.ATHANOR_REQUIRE_NATIVE === '1') process.exit(1);
+
 process.exit(0);

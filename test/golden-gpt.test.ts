@@ -1,6 +1,9 @@
 // Golden test against PyTorch (tools/gen-golden.py wrote the file): the tiny GPT's
 // logits, loss, every parameter gradient and 10 AdamW steps. Per tensor we report
-// max |athanor - torch| / max |torch| and require it ≤ 1e-4.
+// max |athanor - torch| / max |torch| and require it ≤ 1e-6 for logits, loss and
+// gradients (measured ≤ 4e-7: float32 rounding only) and ≤ 1e-5 for parameters after
+// 10 AdamW steps (measured ≤ 2.3e-6: Adam divides by sqrt(v) + eps, which magnifies
+// rounding in near-zero gradients such as the output-projection biases).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -12,7 +15,8 @@ import type { Tensor } from '../src/core/tensor.js';
 import { projectRoot } from '../src/backend/native.js';
 import { nameParameters, newAdamW } from '../src/train/optim-setup.js';
 
-const TOL = 1e-4;
+const TOL = 1e-6;
+const TOL_ADAM = 1e-5;
 const golden = readSafetensors(join(projectRoot(), 'test', 'golden', 'tiny-gpt.safetensors'));
 const g = (k: string): Tensor => {
   const t = golden.tensors.get(k);
@@ -94,10 +98,10 @@ test('golden: 10 AdamW steps match PyTorch', () => {
     }
     const dp = relDiff(mine, theirs);
     report.push(`param_after.${n} ${dp.toExponential(2)}`);
-    assert.ok(dp <= TOL, `param_after.${n} rel diff ${dp}`);
+    assert.ok(dp <= TOL_ADAM, `param_after.${n} rel diff ${dp}`);
   }
 });
 
 test('golden: report', () => {
-  console.log(`max relative difference per tensor (tolerance ${TOL}):\n  ${report.join('\n  ')}`);
+  console.log(`max relative difference per tensor (tolerance ${TOL}, ${TOL_ADAM} after AdamW):\n  ${report.join('\n  ')}`);
 });

@@ -3,6 +3,7 @@
 // on non-contiguous views (native path) against float64 ops (reference path).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { skipUnless } from './helpers/require-native.js';
 import { Rng } from '../src/core/rng.js';
 import { fromStorage, type Tensor } from '../src/core/tensor.js';
 import { contiguousStrides } from '../src/core/layout.js';
@@ -18,7 +19,7 @@ import { scope } from '../src/core/scope.js';
 
 setNativeMinElements(0);
 const nat = nativeNn();
-const skip = nat ? false : 'native kernel library not built (node scripts/build-native.mjs)';
+const skip = skipUnless(nat !== null, 'native kernel library (node scripts/build-native.mjs)');
 const COLS = [1, 7, 33, 1000];
 const rng = new Rng(42);
 
@@ -192,7 +193,7 @@ test('bias gradient and row fill with ld > cols', { skip }, () => {
   }
 });
 
-test('blas.gemm matches gemmReference: NN/NT/TN/TT, offsets, ld > cols, alpha/beta', { skip: hasBlas() ? false : 'OpenBLAS not found' }, () => {
+test('blas.gemm matches gemmReference: NN/NT/TN/TT, offsets, ld > cols, alpha/beta', { skip: skipUnless(hasBlas(), 'OpenBLAS') }, () => {
   for (const [m, n, k] of [[1, 1, 1], [7, 33, 5], [33, 7, 64], [64, 65, 31]] as const) {
     for (const ta of [false, true]) {
       for (const tb of [false, true]) {

@@ -3,6 +3,7 @@
 // full updates; state dict round trips.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { requireNative } from './helpers/require-native.js';
 import { fromStorage, type Tensor } from '../src/core/tensor.js';
 import { Rng } from '../src/core/rng.js';
 import { setNativeMinElements } from '../src/backend/dispatch.js';
@@ -102,7 +103,7 @@ test('AdamW on float64 parameters matches the reference to 1e-12', () => {
 });
 
 test('native AdamW kernel equals the TS reference kernel on sizes that are not multiples of 8', (t) => {
-  const nat = nativeOptim();
+  const nat = requireNative(nativeOptim(), 'native optimizer kernels');
   if (!nat) { t.skip('native library not built'); return; }
   const rng = new Rng(3);
   for (const n of [1, 3, 7, 9, 15, 17, 31, 33, 1023, 40001, 100003]) {

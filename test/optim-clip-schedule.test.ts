@@ -1,6 +1,7 @@
 // Global grad-norm clipping and LR schedules.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { requireNative } from './helpers/require-native.js';
 import { fromStorage, type Tensor } from '../src/core/tensor.js';
 import { Rng } from '../src/core/rng.js';
 import { setNativeMinElements } from '../src/backend/dispatch.js';
@@ -74,7 +75,7 @@ test('clipGradNorm: NaN and Inf give a non-finite norm and leave the gradients a
 });
 
 test('native sum of squares uses double accumulation and does not depend on thread count', (t) => {
-  const nat = nativeOptim();
+  const nat = requireNative(nativeOptim(), 'native optimizer kernels');
   if (!nat) { t.skip('native library not built'); return; }
   // 2^24 + many small values: float accumulation would lose them all
   const n = 1_000_001;

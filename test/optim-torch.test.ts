@@ -2,6 +2,7 @@
 // the same initial parameters and per-step gradients go through both, via safetensors.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { skipUnless } from './helpers/require-native.js';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -95,7 +96,7 @@ function runBoth(kind: string, cfg: Record<string, unknown>, make: (ps: Tensor[]
 }
 
 for (const [label, minNative] of [['native', 0], ['reference', Infinity]] as const) {
-  test(`AdamW/SGD/Adagrad (${label}) match torch.optim on 6 steps`, { skip: !pyOk && 'no /usr/bin/python3 with torch' }, () => {
+  test(`AdamW/SGD/Adagrad (${label}) match torch.optim on 6 steps`, { skip: skipUnless(pyOk, '/usr/bin/python3 with numpy and torch (Debian: python3-torch)', 'torch') }, () => {
     setNativeMinElements(minNative);
     try {
       const wd = [0.1, 0, 0.05];

@@ -3,6 +3,8 @@
 // relative: different per-rank GEMM sizes round differently), ZeRO-1 and ZeRO-2 must
 // equal plain DP bit for bit (same reductions, element-wise optimizer), ZeRO-3 within
 // 1e-6 (block recomputation changes the order of residual-gradient additions).
+// Every comparison covers the losses and the final parameters (read from each run's
+// last checkpoint, which is layout-independent).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execSync, spawn, spawnSync } from 'node:child_process';
@@ -10,8 +12,64 @@ import { cpSync } from 'node:fs';
 import { join } from 'node:path';
 import { CheckpointReader, latestCheckpoint } from '../src/io/checkpoint.js';
 import { tinyData, tinyArgs, runCli, stepLosses, tmp, CLI } from './helpers/train-fixture.js';
+import { createServer } from 'node:net';
+
+/** A TCP port that nothing is bound to on any address (node 0's launcher binds 0.0.0.0). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '0.0.0.0', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
 
 const TOL = 1e-6;
+// Parameters after 8 (120) steps, max |a - b| / max |b| per tensor: measured ≤ 8e-6
+// (biases whose small gradients Adam normalises: rounding noise becomes O(lr) relative
+// steps); a lost or misplaced update (one Adam step is lr on O(0.01..0.1) weights) is ≥ 1e-2.
+const PTOL = 5e-5;
+
+/** Where each run's losses came from, so that its final parameters can be compared too. */
+const outOf = new WeakMap<Map<number, number>, string>();
+
+/** Model parameters (not optimizer state) of the newest checkpoint of a run. */
+function paramsOfRun(out: string): Map<string, Float32Array> {
+  const dir = latestCheckpoint(join(out, 'checkpoints'));
+  assert.ok(dir, `${out}: no checkpoint`);
+  const r = new CheckpointReader(dir);
+  try {
+    return new Map(r.names().filter((n) => !n.startsWith('optim.')).map((n) => [n, r.readFull(n) as Float32Array]));
+  } finally {
+    r.close();
+  }
+}
+
+/** Final parameters of two runs: bit-identical with tol 0, else max |a - b| / max |b| per tensor <= tol. */
+function sameParams(a: Map<number, number>, b: Map<number, number>, what: string, tol: number): void {
+  const pa = paramsOfRun(outOf.get(a)!), pb = paramsOfRun(outOf.get(b)!);
+  assert.deepEqual([...pa.keys()].sort(), [...pb.keys()].sort(), `${what}: parameter names`);
+  let worst = 0;
+  for (const [n, x0] of pa) {
+    let x = x0, y = pb.get(n)!;
+    if (tol === 0) { assert.deepEqual(x, y, `${what}: parameter ${n}`); continue; }
+    if (n.endsWith('attn.c_attn.bias')) {
+      // The key bias has an exactly-zero true gradient (softmax is invariant to adding
+      // q·b_k to every score of a row): its gradient is rounding noise that Adam scales
+      // to ±lr steps, so it is not comparable across layouts. Compare q and v biases.
+      const C = x.length / 3;
+      x = Float32Array.from([...x.subarray(0, C), ...x.subarray(2 * C)]);
+      y = Float32Array.from([...y.subarray(0, C), ...y.subarray(2 * C)]);
+    }
+    let d = 0, m = 0;
+    for (let i = 0; i < y.length; i++) { d = Math.max(d, Math.abs(x[i]! - y[i]!)); m = Math.max(m, Math.abs(y[i]!)); }
+    worst = Math.max(worst, d / m);
+    assert.ok(d <= tol * m, `${what}: parameter ${n} differs by ${d} (max |value| ${m}, relative ${d / m} > ${tol})`);
+  }
+  if (tol > 0) console.log(`${what}: final parameters within ${worst.toExponential(2)} (relative, tolerance ${tol})`);
+}
 
 // Kill tests train long enough (LONG steps, a checkpoint every 4) that the kill lands
 // mid-run however slowly the test process reacts; the resume starts from whatever
@@ -30,6 +88,7 @@ async function run(label: string, dp: number, zero: number, extra: string[] = []
   const losses = stepLosses(out);
   const expected = extra.includes(LONG[0]!) ? 120 : 8;
   assert.equal(losses.size, expected, `${label}: expected ${expected} steps, got ${losses.size}`);
+  outOf.set(losses, out);
   return losses;
 }
 
@@ -44,14 +103,22 @@ test('dp=2 and dp=4 match dp=1; ZeRO-1/2 equal plain DP bit for bit; ZeRO-3 matc
   const base = await run('dp1', 1, 0);
   const dp2 = await run('dp2', 2, 0);
   close(dp2, base, 'dp=2 vs dp=1');
+  sameParams(dp2, base, 'dp=2 vs dp=1', PTOL);
   const z1 = await run('dp2z1', 2, 1);
   const z2 = await run('dp2z2', 2, 2);
   assert.deepEqual([...z1], [...dp2], 'ZeRO-1 vs DP');
   assert.deepEqual([...z2], [...dp2], 'ZeRO-2 vs DP');
-  close(await run('dp2z3', 2, 3), dp2, 'ZeRO-3 vs DP');
+  sameParams(z1, dp2, 'ZeRO-1 vs DP', 0);
+  sameParams(z2, dp2, 'ZeRO-2 vs DP', 0);
+  const z3 = await run('dp2z3', 2, 3);
+  close(z3, dp2, 'ZeRO-3 vs DP');
+  sameParams(z3, dp2, 'ZeRO-3 vs DP', PTOL);
   const dp4 = await run('dp4', 4, 0);
   close(dp4, base, 'dp=4 vs dp=1');
-  close(await run('dp4z2', 4, 2), dp4, 'dp=4 ZeRO-2 vs dp=4', 1e-6);
+  sameParams(dp4, base, 'dp=4 vs dp=1', PTOL);
+  const dp4z2 = await run('dp4z2', 4, 2);
+  close(dp4z2, dp4, 'dp=4 ZeRO-2 vs dp=4', 1e-6);
+  sameParams(dp4z2, dp4, 'dp=4 ZeRO-2 vs dp=4', 0);
 });
 
 /** Launches `dp` ranks, SIGKILLs one rank right after the step-4 checkpoint, and checks the launcher's report. */
@@ -74,8 +141,11 @@ async function killedRun(label: string, dp: number, zero: number): Promise<strin
   assert.ok(killedAt > 0, `${label}: never reached the step-4 checkpoint:\n${r.out.slice(-2000)}`);
   assert.notEqual(r.code, 0, `${label}: the run should fail once a rank is killed`);
   if (dp > 1) {
-    const waited = (Date.now() - killedAt) / 1000;
-    assert.ok(waited < 20, `${label}: ranks took ${waited} s to exit after the kill (watchdog 20 s)`);
+    // Promptly = torn down by the launcher (or peer-death detection), not by a watchdog
+    // timeout or the test's own time limit. Checked by what happened, not by a wall-clock
+    // bound, which a loaded machine can exceed.
+    assert.equal(r.signal, null, `${label}: the launcher did not exit by itself:\n${r.out.slice(-2000)}`);
+    assert.doesNotMatch(r.out, /athanor watchdog/, `${label}: a rank waited for the watchdog instead of being torn down:\n${r.out.slice(-2000)}`);
     assert.match(r.out, new RegExp(`rank \\d+ \\(local rank \\d+, pid ${victim}\\) was killed by signal SIGKILL`), r.out.slice(-2000));
   }
   return out;
@@ -92,7 +162,9 @@ async function resume(out: string, dp: number, zero: number): Promise<Map<number
   const from = Number(m[2]);
   assert.ok(from >= 4 && from < 120, `resumed from step ${from}`);
   const all = stepLosses(out);
-  return new Map([...all].filter(([s]) => s > from));
+  const rest = new Map([...all].filter(([s]) => s > from));
+  outOf.set(rest, out);
+  return rest;
 }
 
 test('a killed rank stops the job promptly; checkpoints resume across layouts (dp=2 ZeRO-3 → dp=1 and dp=4, dp=1 → dp=2 ZeRO-3)', async () => {
@@ -103,10 +175,11 @@ test('a killed rank stops the job promptly; checkpoints resume across layouts (d
   // Layout switches only change rounding (dp=1 vs dp=2 drift stays ~1e-7 over 120
   // steps); lost or misplaced state (a moment, a shard, weight decay) moves it > 1e-4.
   const XTOL = 1e-5;
-  close(await resume(z3, 1, 0), base, 'dp=2 ZeRO-3 → dp=1', XTOL);
-  close(await resume(z3copy, 4, 2), base, 'dp=2 ZeRO-3 → dp=4 ZeRO-2', XTOL);
+  const both = (r: Map<number, number>, what: string): void => { close(r, base, what, XTOL); sameParams(r, base, what, PTOL); };
+  both(await resume(z3, 1, 0), 'dp=2 ZeRO-3 → dp=1');
+  both(await resume(z3copy, 4, 2), 'dp=2 ZeRO-3 → dp=4 ZeRO-2');
   const single = await killedRun('kill-dp1', 1, 0);
-  close(await resume(single, 2, 3), base, 'dp=1 → dp=2 ZeRO-3', XTOL);
+  both(await resume(single, 2, 3), 'dp=1 → dp=2 ZeRO-3');
 });
 
 test('data parallelism under mpirun (gradients on the communication thread over MPI) matches the launcher bit for bit, ZeRO-0/2/3', async (t) => {
@@ -147,7 +220,9 @@ test('two "nodes" (separate launchers, distinct host ids, 127.0.0.2 vs 127.0.0.3
   const ref = await run('mn-ref', 4, 1);
   const out = tmp('multinode');
   const args = [...tinyArgs(data, out), '--parallel.dp=4', '--parallel.zero=1', '--train.microBatch=2'];
-  const port = String(20000 + Math.floor(Math.random() * 20000));
+  // A port that was free a moment ago (the kernel's pick), not a random one that another
+  // process on this machine (a parallel test suite, an outgoing connection) may hold.
+  const port = String(await freePort());
   const node = (rank: number) => new Promise<{ code: number | null; out: string }>((resolve) => {
     const child = spawn(process.execPath, [CLI, 'launch', '--nproc-per-node', '2', '--nnodes', '2', '--node-rank', String(rank),
       '--master-addr', '127.0.0.2', '--master-port', port, '--', 'train', ...args], {
@@ -169,7 +244,10 @@ test('two "nodes" (separate launchers, distinct host ids, 127.0.0.2 vs 127.0.0.3
 
 test('gradient accumulation: dp=2 × 2 micro-steps (ZeRO-0 and ZeRO-3) matches dp=1 with the whole batch', async () => {
   const base = await run('acc-base', 1, 0);
-  close(await run('acc-1x2', 1, 0, ['--train.microBatch=4', '--train.gradAccum=2']), base, 'dp=1 accumulation 2');
-  close(await run('acc-z0', 2, 0, ['--train.microBatch=2', '--train.gradAccum=2']), base, 'dp=2 ZeRO-0 accumulation 2');
-  close(await run('acc-z3', 2, 3, ['--train.microBatch=2', '--train.gradAccum=2']), base, 'dp=2 ZeRO-3 accumulation 2');
+  for (const [label, dp, zero, micro, what] of [['acc-1x2', 1, 0, 4, 'dp=1 accumulation 2'], ['acc-z0', 2, 0, 2, 'dp=2 ZeRO-0 accumulation 2'],
+    ['acc-z3', 2, 3, 2, 'dp=2 ZeRO-3 accumulation 2']] as const) {
+    const r = await run(label, dp, zero, [`--train.microBatch=${micro}`, '--train.gradAccum=2']);
+    close(r, base, what);
+    sameParams(r, base, what, PTOL);
+  }
 });

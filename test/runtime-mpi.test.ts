@@ -2,6 +2,7 @@
 // libmpi or mpirun is missing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { skipUnless } from './helpers/require-native.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { mpiUnavailableReason } from '../src/runtime/mpi.js';
 import { WORKER, parseResult } from './helpers/dist-harness.js';
@@ -15,7 +16,8 @@ function skipReason(): string | null {
   if (spawnSync('mpirun', ['--version']).error) return 'mpirun is not on PATH (install openmpi-bin)';
   return null;
 }
-const skip = skipReason();
+const reason = skipReason();
+const skip = skipUnless(reason === null, `MPI (${reason})`, 'mpi') || null;
 
 function mpirun(np: number, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -3,6 +3,7 @@
 // writer, and the golden file from tools/gen-golden.py.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { skipUnless } from './helpers/require-native.js';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -199,7 +200,7 @@ def write(path, tensors, meta):
         for r in blobs: f.write(r)
 `;
 
-test('a file written by Athanor reads correctly in an independent Python reader', { skip: !pyOk && 'no /usr/bin/python3 with numpy and torch' }, () => {
+test('a file written by Athanor reads correctly in an independent Python reader', { skip: skipUnless(pyOk, '/usr/bin/python3 with numpy and torch (Debian: python3-torch)', 'torch') }, () => {
   const path = join(dir, 'to-py.safetensors');
   writeSafetensors(path, {
     w: tensor([0.5, -1.25, 3, 1e-8, 7, 8], [3, 2], 'float32'),
@@ -226,7 +227,7 @@ print(json.dumps({"meta": meta, "t": {k: {"shape": list(v.shape), "dtype": str(v
   assert.deepEqual(r.t.l!.v, [-(2 ** 40)]);
 });
 
-test('a file written by Python reads correctly in Athanor', { skip: !pyOk && 'no /usr/bin/python3 with numpy and torch' }, () => {
+test('a file written by Python reads correctly in Athanor', { skip: skipUnless(pyOk, '/usr/bin/python3 with numpy and torch (Debian: python3-torch)', 'torch') }, () => {
   const path = join(dir, 'from-py.safetensors');
   execFileSync(PY, ['-c', PY_LIB + String.raw`
 bf = torch.tensor([1.0, -3.5, 0.1]).to(torch.bfloat16).view(torch.int16).numpy().astype("<u2")

@@ -2,7 +2,15 @@
 """PyTorch training speed of `gpt-small` (DESIGN.md): the peer number for Athanor's GPT benchmark.
 
 Usage: /usr/bin/python3 bench/peers/torch-gpt.py [--threads 2] [--steps 10] [--warmup-steps 2]
-           [--batch 8] [--seq 256] [--foreach auto|on|off] [--grad-clip 0]
+           [--batch 8] [--seq 256] [--foreach auto|on|off] [--grad-clip 0] [--ddp N]
+
+--ddp N: N processes on this machine, DistributedDataParallel over gloo (the peer of
+Athanor's `athanor launch --nproc-per-node N -- train --parallel.dp=N`), each with
+--threads threads and batch/N sequences, so the global batch stays --batch. Every rank
+starts from the same seed, as Athanor's ranks do. A step is timed on rank 0 from its
+forward to the end of its optimizer step (DDP's gradient allreduce sits in between, so
+the slowest rank sets the pace). Bool buffers (a causal mask, if a model registers one)
+are excluded from DDP's state broadcast: PyTorch 1.13's gloo cannot broadcast bool tensors.
 
 Model: tools/gpt_ref.py GPT, L4 H8 C512 F2048 V8192 T256 B8, untied, learned positions
 (21,130,240 parameters, asserted). Inputs: random tokens (torch.manual_seed(0)), a fresh batch
@@ -22,11 +30,14 @@ import argparse
 import json
 import os
 import resource
+import socket
 import statistics
 import sys
 import time
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
@@ -34,6 +45,12 @@ from gpt_ref import GPT, count_params, param_groups, set_threads  # noqa: E402
 
 GPT_SMALL = dict(vocab=8192, seq=256, n_layer=4, n_head=8, d_model=512, d_ff=2048)
 GPT_SMALL_PARAMS = 21_130_240
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def main():
@@ -46,24 +63,44 @@ def main():
     ap.add_argument("--foreach", choices=["auto", "on", "off"], default="auto",
                     help="AdamW implementation: torch's default, foreach, or single-tensor loop")
     ap.add_argument("--grad-clip", type=float, default=0.0, help="global-norm clip in the optimizer phase; 0 = off")
+    ap.add_argument("--ddp", type=int, default=0, help="processes for DistributedDataParallel over gloo; 0 = one process, no DDP")
     a = ap.parse_args()
+    if a.ddp > 0:
+        if a.batch % a.ddp:
+            ap.error(f"--batch {a.batch} must be divisible by --ddp {a.ddp}")
+        mp.spawn(run, args=(a, free_port()), nprocs=a.ddp, join=True)
+    else:
+        run(0, a, None)
 
+
+def run(rank, a, port):
+    world = max(a.ddp, 1)
     blas = set_threads(a.threads)
+    if a.ddp > 0:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = GPT(**GPT_SMALL)
     n_params = count_params(model)
-    print(f"gpt-small parameters: {n_params:,}", file=sys.stderr)
+    if rank == 0:
+        print(f"gpt-small parameters: {n_params:,}", file=sys.stderr)
     assert n_params == GPT_SMALL_PARAMS, f"gpt-small has {n_params} parameters, expected {GPT_SMALL_PARAMS}"
     model.train()
     foreach = {"auto": None, "on": True, "off": False}[a.foreach]
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=6e-4, betas=(0.9, 0.95), eps=1e-8, foreach=foreach)
+    net = model
+    if a.ddp > 0:
+        bool_buffers = [n for n, b in model.named_buffers() if b.dtype == torch.bool]
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, bool_buffers)
+        net = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+        torch.manual_seed(1000 + rank)  # each rank draws its own batches
+    local_batch = a.batch // world
 
     fwd, bwd, optim, step = [], [], [], []
     for s in range(a.warmup_steps + a.steps):
-        x = torch.randint(0, GPT_SMALL["vocab"], (a.batch, a.seq))
-        y = torch.randint(0, GPT_SMALL["vocab"], (a.batch, a.seq))
+        x = torch.randint(0, GPT_SMALL["vocab"], (local_batch, a.seq))
+        y = torch.randint(0, GPT_SMALL["vocab"], (local_batch, a.seq))
         t0 = time.perf_counter()
-        _, loss = model(x, y)
+        _, loss = net(x, y)
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
@@ -77,10 +114,16 @@ def main():
             bwd.append(t2 - t1)
             optim.append(t3 - t2)
             step.append(t3 - t0)
-        print(f"step {s}{' (warm-up)' if s < a.warmup_steps else ''}: loss {loss.item():.4f} "
-              f"{t3 - t0:.3f}s (f {t1 - t0:.3f} b {t2 - t1:.3f} o {t3 - t2:.3f})", file=sys.stderr)
+        if rank == 0:
+            print(f"step {s}{' (warm-up)' if s < a.warmup_steps else ''}: loss {loss.item():.4f} "
+                  f"{t3 - t0:.3f}s (f {t1 - t0:.3f} b {t2 - t1:.3f} o {t3 - t2:.3f})", file=sys.stderr)
 
-    tokens = a.batch * a.seq
+    if a.ddp > 0:
+        dist.barrier()
+        dist.destroy_process_group()
+    if rank != 0:
+        return
+    tokens = a.batch * a.seq  # global: every rank's sequences count
     med = statistics.median
     print(json.dumps({
         "bench": "torch-gpt", "model": "gpt-small", "params": n_params, "threads": a.threads,
@@ -92,6 +135,7 @@ def main():
         "optimizer_s": round(med(optim), 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "torch": torch.__version__, "openblas": blas, "foreach": a.foreach, "grad_clip": a.grad_clip,
+        "ddp": a.ddp, "backend": "gloo" if a.ddp > 0 else None,
     }), flush=True)
 
 

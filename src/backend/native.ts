@@ -2,7 +2,8 @@
 // (build/libathanor.so, compiled by `npm install`) and OpenBLAS. Either may be
 // missing; callers then use the TypeScript reference kernels, and a one-time
 // notice says so. ATHANOR_BACKEND=reference forces the reference path (tests use it
-// to check the fallback).
+// to check the fallback). ATHANOR_REQUIRE_NATIVE=1 (set by CI) turns a missing
+// library, OpenBLAS or kernel symbol into an error, so a failed compile cannot pass.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -31,7 +32,7 @@ export function koffi(): Koffi | null {
     koffiMod = require('koffi');
   } catch (e) {
     koffiMod = null;
-    notice(`koffi could not be loaded (${(e as Error).message}); native kernels and OpenBLAS are unavailable`);
+    missing(`koffi could not be loaded (${(e as Error).message}); native kernels and OpenBLAS are unavailable`);
   }
   return koffiMod;
 }
@@ -60,6 +61,7 @@ function quietThreadPools(): void {
 }
 
 export function nativeKernels(): KoffiLib | null {
+  if (kernelLib === null && requireError) throw requireError; // every caller fails, not only the first
   if (kernelLib !== undefined) return kernelLib;
   kernelLib = null;
   if (forcedReference()) return null;
@@ -67,19 +69,20 @@ export function nativeKernels(): KoffiLib | null {
   if (!k) return null;
   const path = process.env.ATHANOR_NATIVE_LIB ?? join(projectRoot(), 'build', 'libathanor.so');
   if (!existsSync(path)) {
-    notice(`native kernel library not found at ${path} (run \`npm install\` with a C compiler present); using TypeScript reference kernels, which are much slower`);
+    missing(`native kernel library not found at ${path} (run \`npm install\` with a C compiler present); using TypeScript reference kernels, which are much slower`);
     return null;
   }
   quietThreadPools();
   try {
     kernelLib = k.load(path) as KoffiLib;
   } catch (e) {
-    notice(`could not load ${path}: ${(e as Error).message}; using TypeScript reference kernels`);
+    missing(`could not load ${path}: ${(e as Error).message}; using TypeScript reference kernels`);
   }
   return kernelLib;
 }
 
 export function openblas(): KoffiLib | null {
+  if (blasLibrary === null && requireError) throw requireError;
   if (blasLibrary !== undefined) return blasLibrary;
   blasLibrary = null;
   if (forcedReference()) return null;
@@ -93,13 +96,20 @@ export function openblas(): KoffiLib | null {
       return blasLibrary;
     } catch { /* try the next name */ }
   }
-  notice('OpenBLAS not found (Debian: apt-get install libopenblas0); matmul uses the TypeScript reference GEMM, about 20x slower');
+  missing('OpenBLAS not found (Debian: apt-get install libopenblas0); matmul uses the TypeScript reference GEMM, about 20x slower');
   return null;
 }
 
 function notice(msg: string): void {
   notices.push(msg);
   if (!process.env.ATHANOR_QUIET) process.stderr.write(`athanor: ${msg}\n`);
+}
+
+/** A missing native dependency: a notice, or an error under ATHANOR_REQUIRE_NATIVE=1. */
+let requireError: Error | null = null;
+function missing(msg: string): void {
+  if (process.env.ATHANOR_REQUIRE_NATIVE === '1') throw (requireError = new Error(`ATHANOR_REQUIRE_NATIVE=1: ${msg}`));
+  notice(msg);
 }
 
 export function backendNotices(): readonly string[] {
@@ -126,8 +136,9 @@ export function nativeFamily<T>(decls: { [K in keyof T]: string }, enabled: () =
       const out: Record<string, unknown> = {};
       for (const [k, d] of Object.entries(decls)) out[k] = lib.func(d as string);
       bound = out as T;
-    } catch {
+    } catch (e) {
       bound = null;
+      missing(`the native library lacks a kernel (${(e as Error).message}); rebuild it with \`npm install\``);
     }
     return bound;
   };

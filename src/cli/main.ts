@@ -64,13 +64,22 @@ const invokedDirectly = (() => {
     return false;
   }
 })();
+// A failure must end the process even when it came after distributed start-up: the
+// store server, mesh sockets and communication thread opened before the error would
+// otherwise keep the event loop alive (every rank printed its error, then hung). So
+// every non-zero outcome exits explicitly once the message is written (stderr to a
+// pipe or file is synchronous on Linux and macOS); peers see the sockets close and
+// fail in turn, and the launcher reports the first failed rank.
 if (invokedDirectly) {
   main(process.argv.slice(2)).then(
-    (code) => { process.exitCode = code; },
+    (code) => {
+      process.exitCode = code;
+      if (code !== 0) process.exit(code);
+    },
     (err: unknown) => {
       console.error(`athanor: ${err instanceof Error ? err.message : String(err)}`);
       if (process.env.ATHANOR_DEBUG) console.error(err);
-      process.exitCode = 1;
+      process.exit(1);
     },
   );
 }

@@ -20,6 +20,7 @@ import { fromStorage, forEachIndex, type Tensor } from '../core/tensor.js';
 import type { DType, Storage } from '../core/dtype.js';
 import { checkShape, numel, shapeStr } from '../core/layout.js';
 import { atomicWriteFile, atomicWriteFileSync } from './atomic-write.js';
+import { ChecksumBuilder, type FileChecksum } from './checksum.js';
 
 export type SafetensorsDType =
   | 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8'
@@ -102,6 +103,11 @@ function tensorBytes(name: string, t: WritableTensor, where: string): { dtype: S
  * is aligned to its element size within the file, as the reference writer does.
  */
 export function encodeSafetensors(tensors: TensorMap, metadata?: Readonly<Record<string, string>>, where = 'safetensors'): Uint8Array[] {
+  return encodeSafetensorsNamed(tensors, metadata, where).chunks;
+}
+
+/** encodeSafetensors, with what each chunk holds ('(header)' or the tensor's name), for checksums. */
+export function encodeSafetensorsNamed(tensors: TensorMap, metadata?: Readonly<Record<string, string>>, where = 'safetensors'): { chunks: Uint8Array[]; names: string[] } {
   checkHost();
   const items = (tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors)) as [string, WritableTensor][];
   const enc = items.map(([name, t], i) => {
@@ -128,12 +134,21 @@ export function encodeSafetensors(tensors: TensorMap, metadata?: Readonly<Record
   if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
   const len = new Uint8Array(8);
   new DataView(len.buffer).setBigUint64(0, BigInt(json.byteLength), true);
-  return [len, json, ...order.map((e) => e.bytes)];
+  return { chunks: [len, json, ...order.map((e) => e.bytes)], names: ['(header)', '(header)', ...order.map((e) => e.name)] };
 }
 
 /** Writes a safetensors file atomically (temporary file, fsync, rename). */
 export function writeSafetensors(path: string, tensors: TensorMap, metadata?: Readonly<Record<string, string>>): void {
   atomicWriteFileSync(path, encodeSafetensors(tensors, metadata, path));
+}
+
+/** writeSafetensors that also returns the file's checksum, computed from the buffers as they are written. */
+export function writeSafetensorsChecksummed(path: string, tensors: TensorMap, metadata?: Readonly<Record<string, string>>): FileChecksum {
+  const { chunks, names } = encodeSafetensorsNamed(tensors, metadata, path);
+  const sum = new ChecksumBuilder();
+  chunks.forEach((c, i) => sum.add(names[i]!, c));
+  atomicWriteFileSync(path, chunks);
+  return sum.finish();
 }
 
 export async function writeSafetensorsAsync(path: string, tensors: TensorMap, metadata?: Readonly<Record<string, string>>): Promise<void> {

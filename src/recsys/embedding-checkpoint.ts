@@ -1,6 +1,9 @@
 // Shard checkpoints. Each server writes, into a shared directory:
 //   embedding-shard-<i>-of-<n>.<dumpId>.bin   rows, optimizer state, per-row step and last touch
-//   embedding-shard-<i>-of-<n>.json           manifest (groups, dims, optimizer, counts, offsets, crc32)
+//   embedding-shard-<i>-of-<n>.json           manifest (groups, dims, optimizer, counts, offsets, checksum)
+// The checksum is CRC-32C of the .bin, per block of ROWS_PER_CRC rows of each section
+// and for the whole file, computed from the buffers as they are written; a load names
+// the group, section and row range of the first damaged block.
 // The .bin is written first, then the manifest (the commit point), both with
 // atomic-write (temp file, fsync, rename). Rows are stored oldest-first, so
 // inserting them in order rebuilds the LRU list.
@@ -12,6 +15,7 @@ import { readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import * as zlib from 'node:zlib';
 import { atomicWriteFile } from '../io/atomic-write.js';
+import { ChecksumBuilder, ChecksumError, verifyBytes, type FileChecksum } from '../io/checksum.js';
 import { fmix64, mixOut } from './embedding-hash.js';
 import type { EmbeddingShard } from './embedding-shard.js';
 import type { RowBlock } from './embedding-store.js';
@@ -37,7 +41,9 @@ export interface ShardManifest {
   seed: number;
   binFile: string;
   byteLength: number;
-  crc32: number | null;
+  /** zlib CRC-32 of manifests written before `checksum` existed (still verified when present). */
+  crc32?: number | null;
+  checksum?: FileChecksum;
   groups: ManifestGroup[];
 }
 
@@ -45,12 +51,8 @@ export interface LoadResult { rowsLoaded: number; fromNumShards: number; filesSc
 
 const crc32 = (zlib as unknown as { crc32?: (b: Uint8Array, v?: number) => number }).crc32;
 
-function crcOf(parts: Uint8Array[]): number | null {
-  if (!crc32) return null;
-  let c = 0;
-  for (const p of parts) c = crc32(p, c);
-  return c >>> 0;
-}
+/** Rows per checksummed block: a damaged byte is located to within this many rows. */
+export const ROWS_PER_CRC = 4096;
 
 const pad8 = (n: number): number => (n + 7) & ~7;
 const bytes = (a: ArrayBufferView): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
@@ -63,25 +65,44 @@ export async function dumpShard(shard: EmbeddingShard, dir: string, dumpId: stri
   const { shardIndex: i, numShards: n } = shard;
   const parts: Uint8Array[] = [];
   const groups: ManifestGroup[] = [];
+  const sum = new ChecksumBuilder();
   let off = 0;
-  const add = (a: ArrayBufferView): number => {
+  /** Appends one section (`count` rows), checksummed per block of ROWS_PER_CRC rows. */
+  const add = (a: ArrayBufferView, label: string, count: number): number => {
     const at = off;
-    parts.push(bytes(a));
+    const all = bytes(a);
+    const rowBytes = count > 0 ? all.byteLength / count : 0;
+    if (count === 0 && all.byteLength > 0) { parts.push(all); sum.add(label, all); }
+    for (let r = 0; r < count; r += ROWS_PER_CRC) {
+      const hi = Math.min(count, r + ROWS_PER_CRC);
+      const piece = all.subarray(r * rowBytes, hi * rowBytes);
+      parts.push(piece);
+      sum.add(`${label} rows [${r}, ${hi})`, piece);
+    }
     off += a.byteLength;
     const p = pad8(off) - off;
-    if (p) { parts.push(new Uint8Array(p)); off += p; }
+    if (p) {
+      const z = new Uint8Array(p);
+      parts.push(z);
+      sum.add(`${label} padding`, z);
+      off += p;
+    }
     return at;
   };
   for (const t of shard.tables) {
     if (!t) continue;
     const b = t.exportRows();
-    const offsets: Sections = { ids: add(b.ids), rows: add(b.rows), state: add(b.state), rowStep: add(b.rowStep), lastTouch: add(b.lastTouch) };
+    const g = `group ${t.cfg.id} '${t.cfg.name}'`;
+    const offsets: Sections = {
+      ids: add(b.ids, `${g} ids`, b.count), rows: add(b.rows, `${g} embeddings`, b.count), state: add(b.state, `${g} optimizer state`, b.count),
+      rowStep: add(b.rowStep, `${g} row steps`, b.count), lastTouch: add(b.lastTouch, `${g} last touch`, b.count),
+    };
     groups.push({ id: t.cfg.id, name: t.cfg.name, dim: t.dim, optimizer: t.cfg.optimizer, stateWidth: t.stW, count: b.count, offsets });
   }
   const binFile = `embedding-shard-${i}-of-${n}.${dumpId}.bin`;
   const m: ShardManifest = {
     format: MANIFEST_FORMAT, version: MANIFEST_VERSION, dumpId, createdAt: new Date().toISOString(),
-    shardIndex: i, numShards: n, step: shard.step, seed: shard.config.seed, binFile, byteLength: off, crc32: crcOf(parts), groups,
+    shardIndex: i, numShards: n, step: shard.step, seed: shard.config.seed, binFile, byteLength: off, checksum: sum.finish(), groups,
   };
   await atomicWriteFile(join(dir, binFile), parts);
   await atomicWriteFile(join(dir, manifestName(i, n)), JSON.stringify(m, null, 1));
@@ -95,7 +116,12 @@ export async function dumpShard(shard: EmbeddingShard, dir: string, dumpId: stri
 }
 
 function readManifest(path: string): ShardManifest {
-  const m = JSON.parse(readFileSync(path, 'utf8')) as ShardManifest;
+  let m: ShardManifest;
+  try {
+    m = JSON.parse(readFileSync(path, 'utf8')) as ShardManifest;
+  } catch (e) {
+    throw new ChecksumError(path, null, `${path}: unreadable embedding shard manifest (${(e as Error).message})`);
+  }
   if (m.format !== MANIFEST_FORMAT || m.version !== MANIFEST_VERSION) throw new Error(`${path}: not an embedding shard manifest (format ${m.format} v${m.version})`);
   if (!Number.isInteger(m.shardIndex) || !Number.isInteger(m.numShards) || !Array.isArray(m.groups)) throw new Error(`${path}: malformed manifest`);
   return m;
@@ -122,12 +148,31 @@ export function findCheckpointSet(dir: string, dumpId?: string): ShardManifest[]
   return best.sort((a, b) => a.shardIndex - b.shardIndex);
 }
 
+/** The shard's .bin, read once and checked against the manifest's checksum (naming the first damaged rows). */
+function readBin(dir: string, m: ShardManifest): Buffer {
+  const path = join(dir, m.binFile);
+  let raw: Buffer;
+  try {
+    raw = readFileSync(path);
+  } catch (e) {
+    throw new ChecksumError(path, null, `${path}: cannot read embedding shard file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); the checkpoint is incomplete`);
+  }
+  if (m.checksum) verifyBytes(path, raw, m.checksum);
+  else if (raw.byteLength !== m.byteLength) throw new ChecksumError(path, null, `${path}: ${raw.byteLength} bytes, manifest says ${m.byteLength}`);
+  else if (typeof m.crc32 === 'number' && crc32 && (crc32(raw) >>> 0) !== m.crc32) throw new ChecksumError(path, null, `${path}: crc32 mismatch (torn or corrupted shard file)`);
+  return raw.byteOffset % 8 === 0 ? raw : Buffer.from(raw); // typed-array views need aligned offsets
+}
+
+/** Reads and checks every shard file of one complete set (for choosing a checkpoint before loading it). */
+export function verifyCheckpointSet(dir: string, dumpId?: string): ShardManifest[] {
+  const set = findCheckpointSet(dir, dumpId);
+  for (const m of set) readBin(dir, m);
+  return set;
+}
+
 function readBlocks(dir: string, m: ShardManifest): Map<number, { g: ManifestGroup; b: RowBlock }> {
   const path = join(dir, m.binFile);
-  const raw = readFileSync(path);
-  if (raw.byteLength !== m.byteLength) throw new Error(`${path}: ${raw.byteLength} bytes, manifest says ${m.byteLength}`);
-  const buf = raw.byteOffset % 8 === 0 ? raw : Buffer.from(raw); // typed-array views need aligned offsets
-  if (m.crc32 !== null && crc32 && (crc32(buf) >>> 0) !== m.crc32) throw new Error(`${path}: crc32 mismatch (torn or corrupted shard file)`);
+  const buf = readBin(dir, m);
   const ab = buf.buffer, base = buf.byteOffset;
   const out = new Map<number, { g: ManifestGroup; b: RowBlock }>();
   for (const g of m.groups) {

@@ -1,12 +1,21 @@
 // Checkpoints of a hybrid run, all in one directory:
-//   emb-<step>/                     the embedding servers' dump at that step (their own format)
+//   emb-<step>/                     the embedding servers' dump at that step (their own format,
+//                                   each .bin checksummed in its shard manifest)
 //   dense-<step>.safetensors        dense parameters, dense optimizer state, and in its
 //                                   metadata the step, data position and embedding dump id
-// The embedding dump is written first, the dense file last (atomically): the dense
-// file is the commit point, so a crash in between leaves the previous step current.
-import { existsSync, mkdirSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
+//   checkpoint-<step>.json          the commit point: CRC-32C of the dense file (per tensor)
+//                                   and of each embedding shard manifest
+// The embedding dump is written first, then the dense file, then the manifest (each
+// atomically), so a crash in between leaves the previous step current.
+// Retention: the newest `keep` (train.keepCheckpoints, default 2) steps stay;
+// latestCheckpoint() verifies every file of a step and falls back to an older intact
+// step, with a warning, when the newest is damaged.
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { readSafetensors, writeSafetensors, type RawTensor, type WritableTensor } from '../io/safetensors.js';
+import { readSafetensors, writeSafetensorsChecksummed, type RawTensor, type WritableTensor } from '../io/safetensors.js';
+import { atomicWriteFileSync } from '../io/atomic-write.js';
+import { crc32c, verifyFile, ChecksumError, type FileChecksum } from '../io/checksum.js';
+import { verifyCheckpointSet } from './embedding-checkpoint.js';
 import type { Optimizer, BaseHyper, OptimizerStateDict } from '../optim/optimizer.js';
 import type { Module } from '../nn/module.js';
 
@@ -28,29 +37,80 @@ export interface HybridCheckpointInfo {
   data: DataPosition;
 }
 
+export const HYBRID_MANIFEST_FORMAT = 'athanor-hybrid-manifest';
+
+interface HybridManifest {
+  format: typeof HYBRID_MANIFEST_FORMAT;
+  version: 1;
+  step: number;
+  dumpId: string;
+  dense: FileChecksum;
+  /** Embedding shard manifest file name → CRC-32C of its bytes. */
+  embManifests: Record<string, number>;
+}
+
+export function manifestPathOf(dir: string, step: number): string { return join(dir, `checkpoint-${step}.json`); }
 export function embDirOf(dir: string, step: number): string { return join(dir, `emb-${step}`); }
 export function densePathOf(dir: string, step: number): string { return join(dir, `dense-${step}.safetensors`); }
 export function dumpIdOf(step: number): string { return `step${step}`; }
 
-/** Steps with a committed dense file (ascending). */
+/** Steps with a committed manifest (ascending). */
 export function checkpointSteps(dir: string): number[] {
   if (!existsSync(dir)) return [];
   const out: number[] = [];
   for (const f of readdirSync(dir)) {
-    const m = /^dense-(\d+)\.safetensors$/.exec(f);
+    const m = /^checkpoint-(\d+)\.json$/.exec(f);
     if (m) out.push(Number(m[1]));
   }
   return out.sort((a, b) => a - b);
 }
 
-export function latestCheckpoint(dir: string): HybridCheckpointInfo | null {
-  const steps = checkpointSteps(dir);
-  if (!steps.length) return null;
-  const s = steps[steps.length - 1]!;
-  const { metadata } = readSafetensors(densePathOf(dir, s), []);
-  if (metadata.format !== HYBRID_CKPT_FORMAT) throw new Error(`${densePathOf(dir, s)}: not a hybrid checkpoint (format '${metadata.format}')`);
+/** Checks every file of step `s` against its checksums; throws naming the file and the first damaged tensor or rows. */
+export function verifyHybridCheckpoint(dir: string, s: number): HybridCheckpointInfo {
+  const mp = manifestPathOf(dir, s);
+  let m: HybridManifest;
+  try {
+    m = JSON.parse(readFileSync(mp, 'utf8')) as HybridManifest;
+  } catch (e) {
+    throw new ChecksumError(mp, null, `${mp}: unreadable checkpoint manifest (${(e as Error).message})`);
+  }
+  if (m.format !== HYBRID_MANIFEST_FORMAT || m.step !== s) throw new ChecksumError(mp, null, `${mp}: not a hybrid checkpoint manifest for step ${s}`);
+  const densePath = densePathOf(dir, s);
+  verifyFile(densePath, m.dense, (r) => (r.name === '(header)' ? 'the header' : `tensor '${r.name}'`));
+  const embDir = embDirOf(dir, s);
+  for (const [f, c] of Object.entries(m.embManifests)) {
+    const p = join(embDir, f);
+    let got: number;
+    try { got = crc32c(readFileSync(p)); } catch { throw new ChecksumError(p, null, `${p}: embedding shard manifest is missing`); }
+    if (got !== c) throw new ChecksumError(p, null, `${p}: checksum mismatch (embedding shard manifest corrupted)`);
+  }
+  verifyCheckpointSet(embDir, m.dumpId);
+  const { metadata } = readSafetensors(densePath, []);
+  if (metadata.format !== HYBRID_CKPT_FORMAT) throw new Error(`${densePath}: not a hybrid checkpoint (format '${metadata.format}')`);
   const data = JSON.parse(metadata.data ?? 'null') as DataPosition;
-  return { step: s, densePath: densePathOf(dir, s), embDir: embDirOf(dir, s), dumpId: metadata.dumpId ?? dumpIdOf(s), data };
+  return { step: s, densePath, embDir, dumpId: m.dumpId, data };
+}
+
+/**
+ * The newest intact checkpoint (every file verified), or null when there is none.
+ * Damaged steps are skipped with a loud warning; if every step is damaged this throws
+ * rather than silently start over.
+ */
+export function latestCheckpoint(dir: string, warn: (msg: string) => void = (m) => process.stderr.write(`athanor: ${m}\n`)): HybridCheckpointInfo | null {
+  const steps = checkpointSteps(dir).reverse();
+  const bad: number[] = [];
+  for (const s of steps) {
+    try {
+      const info = verifyHybridCheckpoint(dir, s);
+      if (bad.length) warn(`WARNING: falling back to the previous intact checkpoint, step ${s} (skipped damaged step${bad.length > 1 ? 's' : ''} ${bad.join(', ')})`);
+      return info;
+    } catch (e) {
+      bad.push(s);
+      warn(`WARNING: checkpoint step ${s} in ${dir} is damaged and will not be used: ${(e as Error).message}`);
+    }
+  }
+  if (bad.length) throw new Error(`${dir}: every checkpoint is damaged (steps ${bad.join(', ')}); refusing to resume from corrupted state`);
+  return null;
 }
 
 /** Writes the dense file (the commit point; the embedding dump must already be complete). */
@@ -68,10 +128,18 @@ export function writeDenseCheckpoint(dir: string, model: Module, opt: Optimizer<
     }
   }
   const path = densePathOf(dir, data.step);
-  writeSafetensors(path, t, {
+  const dense = writeSafetensorsChecksummed(path, t, {
     format: HYBRID_CKPT_FORMAT, step: String(data.step), dumpId: dumpIdOf(data.step), data: JSON.stringify(data),
     optimizer: JSON.stringify({ step: sd.step, groups: sd.groups, slots }),
   });
+  // The shard manifests are a few hundred bytes each; their .bin files are checksummed inside them.
+  const embDir = embDirOf(dir, data.step);
+  const embManifests: Record<string, number> = {};
+  for (const f of existsSync(embDir) ? readdirSync(embDir) : []) {
+    if (/^embedding-shard-\d+-of-\d+\.json$/.test(f)) embManifests[f] = crc32c(readFileSync(join(embDir, f)));
+  }
+  const m: HybridManifest = { format: HYBRID_MANIFEST_FORMAT, version: 1, step: data.step, dumpId: dumpIdOf(data.step), dense, embManifests };
+  atomicWriteFileSync(manifestPathOf(dir, data.step), JSON.stringify(m));
   return path;
 }
 
@@ -102,12 +170,13 @@ export function pruneCheckpoints(dir: string, keep: number): void {
   const keepSet = new Set(steps.slice(Math.max(0, steps.length - keep)));
   for (const s of steps) {
     if (keepSet.has(s)) continue;
+    try { unlinkSync(manifestPathOf(dir, s)); } catch { /* gone */ }
     try { unlinkSync(densePathOf(dir, s)); } catch { /* gone */ }
     rmSync(embDirOf(dir, s), { recursive: true, force: true });
   }
-  // Embedding dumps without a dense file are uncommitted leftovers of a crash.
+  // Embedding dumps and dense files without a manifest are uncommitted leftovers of a crash.
   for (const f of readdirSync(dir)) {
-    const m = /^emb-(\d+)$/.exec(f);
+    const m = /^emb-(\d+)$/.exec(f) ?? /^dense-(\d+)\.safetensors$/.exec(f);
     if (m && !keepSet.has(Number(m[1])) && Number(m[1]) < Math.max(-1, ...keepSet)) rmSync(join(dir, f), { recursive: true, force: true });
   }
 }

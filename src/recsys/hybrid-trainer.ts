@@ -23,7 +23,7 @@ import type { RecBatch } from './criteo.js';
 import { DLRM, bceWithLogits, embeddingBag, rowsLeaf } from './dlrm.js';
 import { aucExact, logLoss } from './metrics.js';
 import {
-  dumpIdOf, embDirOf, latestCheckpoint, pruneCheckpoints, readDenseCheckpoint, writeDenseCheckpoint, type HybridCheckpointInfo,
+  checkpointSteps, dumpIdOf, embDirOf, latestCheckpoint, pruneCheckpoints, readDenseCheckpoint, writeDenseCheckpoint, type HybridCheckpointInfo,
 } from './hybrid-checkpoint.js';
 
 /** This trainer's batches; `open(step)` starts at the batch of global step `step` (resuming). */
@@ -249,7 +249,8 @@ export class HybridTrainer {
   async resume(): Promise<HybridCheckpointInfo | null> {
     const c = this.o.checkpoint;
     if (!c) return null;
-    const info = latestCheckpoint(c.dir);
+    // Every rank verifies the same files, so all pick the same step; rank 0 warns about skipped ones.
+    const info = latestCheckpoint(c.dir, (m) => { if (this.rank === 0) process.stderr.write(`athanor: ${m}\n`); });
     if (!info) return null;
     readDenseCheckpoint(info.densePath, this.model, this.optimizer);
     if (this.rank === 0) await this.client.load(info.embDir, info.dumpId);
@@ -280,7 +281,7 @@ export class HybridTrainer {
     if (c) {
       // A checkpoint at the start step, so a failure before the first periodic one can roll back too.
       await this.comm?.barrier();
-      const need = latestCheckpoint(c.dir) === null;
+      const need = checkpointSteps(c.dir).length === 0;
       await this.comm?.barrier();
       if (need) await this.saveCheckpoint(batchSize);
     }

@@ -184,6 +184,8 @@ export async function launch(o: LaunchOptions): Promise<number> {
 
 /** CLI entry: `athanor launch ...` calls this with the arguments after `launch`. */
 export async function launchMain(argv: readonly string[]): Promise<number> {
+  const own = argv.indexOf('--') < 0 ? argv : argv.slice(0, argv.indexOf('--')); // `-- train --help` is the child's
+  if (own.includes('--help') || own.includes('-h')) { console.log(USAGE); return 0; }
   let o: LaunchOptions;
   try { o = parseLaunchArgs(argv); } catch (e) { process.stderr.write(`${(e as Error).message}\n`); return 2; }
   const { file } = resolveCommand(o.command);

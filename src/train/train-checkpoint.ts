@@ -7,7 +7,7 @@ import { optimizerSegments, optimizerMeta, loadParams, loadOptimizer, type Optim
 import { GPT } from '../nn/gpt.js';
 import { BpeTokenizer } from '../text/index.js';
 import {
-  beginCheckpoint, writeRankShard, commitCheckpoint, latestCheckpoint as latestIn, CheckpointReader, type Segment,
+  beginCheckpoint, writeRankShard, commitCheckpoint, latestCheckpoint as latestIn, CheckpointReader, findIntactCheckpoint, type Segment,
 } from '../io/checkpoint.js';
 import type { TrainConfig } from './config.js';
 import type { TrainOptimizer } from './optim-setup.js';
@@ -74,8 +74,20 @@ export function loadTrainCheckpoint(dir: string, model: Module, optim: TrainOpti
   }
 }
 
-export function latestCheckpoint(root: string): string | null {
-  return latestIn(root);
+/**
+ * The checkpoint `--resume` continues from: the newest one whose every file matches
+ * its manifest's checksums (`latest` first, then older ones). Damaged ones are skipped
+ * with a loud warning — by default on stderr from rank 0 only: every rank verifies the
+ * same files and so picks the same checkpoint. If all are damaged this throws rather
+ * than train on corrupted weights.
+ */
+export function latestCheckpoint(root: string, warn: (msg: string) => void = warnOnRankZero): string | null {
+  return findIntactCheckpoint(root, warn);
+}
+
+function warnOnRankZero(msg: string): void {
+  const rank = process.env.ATHANOR_RANK ?? process.env.RANK ?? process.env.OMPI_COMM_WORLD_RANK ?? '0';
+  if (rank === '0') process.stderr.write(`athanor: ${msg}\n`);
 }
 
 /** Loads the newest checkpoint of a run directory for generation or evaluation. */

@@ -254,8 +254,12 @@ async function main(): Promise<void> {
     await pg.allReduce(b);
     await pg.barrier();
     if (r === skip) {
-      // Idle past the others' watchdog; by then the group has been aborted by its peers.
-      await new Promise((res) => setTimeout(res, Number(process.env.ATHANOR_WATCHDOG_S ?? '2') * 1000 + 3000));
+      // Stay away until the others' watchdog has aborted the group, then try. Waiting for
+      // the abort itself, not for a fixed time: under load the watchdog's status queries
+      // can take seconds, and a rank that joined before the abort arrived would complete
+      // the allreduce with everyone (the test then failed once in a while).
+      const group = pg as unknown as { aborted: Error | null };
+      while (!group.aborted) await new Promise((res) => setTimeout(res, 50));
       try { await pg.allReduce(b); console.log('RESULT {"unexpected":"completed"}'); }
       catch (e) { console.log(`RESULT ${JSON.stringify({ rank: r, error: (e as Error).message })}`); process.exit(7); }
     } else {
