@@ -102,3 +102,37 @@ void athn_f64_to_f32(int n, const double *x, int xOff, float *y, int yOff) {
   #pragma omp parallel for if(n >= 32768) schedule(static)
   for (int i = 0; i < n; i++) y[yOff + i] = (float)x[xOff + i];
 }
+
+/* Strided 2-D conversions for mixed-precision GEMM operands (a rows x cols matrix with
+ * leading dimension ld, e.g. one head's (T, D) slice of a (B, T, 3C) projection).
+ * to16: y = round16(x * scale) (scale carries the fp16 loss scale), kind 1 = bf16,
+ * 2 = f16. from16: y = float(x). Oracle: src/backend/reference/lowp.ts. */
+void athn_f32_to_16_2d(int kind, int64_t rows, int64_t cols, const float *x, int64_t xOff, int64_t ldx,
+                       uint16_t *y, int64_t yOff, int64_t ldy, float scale) {
+  #pragma omp parallel for if(rows * cols >= PAR_MIN) schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    const float *px = x + xOff + r * ldx;
+    uint16_t *py = y + yOff + r * ldy;
+    if (kind == 1) {
+      for (int64_t i = 0; i < cols; i++) {
+        const uint32_t u = u_as(px[i] * scale);
+        const uint16_t rounded = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        const uint16_t quiet = (uint16_t)((u >> 16) | 0x40u);
+        py[i] = (u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
+      }
+    } else {
+      for (int64_t i = 0; i < cols; i++) py[i] = f32_to_f16_bits(px[i] * scale);
+    }
+  }
+}
+
+void athn_16_to_f32_2d(int kind, int64_t rows, int64_t cols, const uint16_t *x, int64_t xOff, int64_t ldx,
+                       float *y, int64_t yOff, int64_t ldy) {
+  #pragma omp parallel for if(rows * cols >= PAR_MIN) schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    const uint16_t *px = x + xOff + r * ldx;
+    float *py = y + yOff + r * ldy;
+    if (kind == 1) for (int64_t i = 0; i < cols; i++) py[i] = f_as((uint32_t)px[i] << 16);
+    else for (int64_t i = 0; i < cols; i++) py[i] = f16_bits_to_f32(px[i]);
+  }
+}
