@@ -30,3 +30,7 @@ export { PRESETS, presetConfig, type TrainConfig } from './train/config.js';
 export { train, evaluate } from './train/trainer.js';
 export * as runtime from './runtime/index.js';
 export * as parallel from './parallel/index.js';
+export { setPrecision, getPrecision, withPrecision, PRECISIONS, type Precision } from './backend/precision.js';
+export { markWeightsUpdated } from './backend/lowp-tensor.js';
+export { gemmLowp } from './backend/gemm-lowp.js';
+export { dnnlStatus } from './backend/dnnl.js';

@@ -1,6 +1,7 @@
 // Training checkpoints on top of io/checkpoint.ts: model weights, AdamW state (per
 // parameter range, so ZeRO shards save and load in any layout), and the JSON state
 // that makes a resumed run continue exactly (step, RNG, loader position, config).
+import { markWeightsUpdated } from '../backend/lowp-tensor.js';
 import { join } from 'node:path';
 import type { Tensor } from '../core/tensor.js';
 import type { AdamW, OptimizerStateDict } from '../optim/index.js';
@@ -20,6 +21,8 @@ export interface TrainState {
   modelRng: number[];
   config: TrainConfig;
   optimizer?: { stepCount: number; slotSteps: Record<string, number>; groups: { lr: number }[] };
+  /** fp16 dynamic loss scale (train.precision = fp16). */
+  lossScaler?: { scale: number; goodSteps: number };
 }
 
 export interface CheckpointComm {
@@ -88,6 +91,7 @@ export function loadParams(r: CheckpointReader, named: [string, Tensor][], range
     }
     r.readRange(name, lo, hi, p.data.subarray(p.offset, p.offset + (hi - lo)));
   }
+  markWeightsUpdated();
 }
 
 /** Restores AdamW state for whatever ranges this optimizer's slots cover. */

@@ -19,6 +19,9 @@ import { Progress, fmtTime } from './progress.js';
 import { measureGemmCeiling } from './gemm-ceiling.js';
 import { buildOptimizer, lrAt, type TrainOptimizer } from './optim-setup.js';
 import { saveTrainCheckpoint, loadTrainCheckpoint, latestCheckpoint, type TrainState } from './train-checkpoint.js';
+import { getPrecision, setPrecision, setLossScale } from '../backend/precision.js';
+import { DynamicLossScaler } from '../optim/loss-scaler.js';
+import { precisionSummary } from './precision-info.js';
 
 /** Gradient synchronisation for data parallelism; the single-process default does nothing. */
 export interface GradSync {
@@ -83,9 +86,21 @@ export function defaultThreads(localWorld: number): number {
   return Math.max(1, Math.floor(cores / Math.max(1, localWorld)));
 }
 
+/** Trains with cfg.train.precision in effect; the previous precision is restored after. */
 export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
+  const prevPrecision = getPrecision();
+  try {
+    return await trainWithPrecision(cfg, opts);
+  } finally {
+    setPrecision(prevPrecision);
+  }
+}
+
+async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise<TrainResult> {
   const sync = opts.sync ?? singleProcess;
   validateTrainConfig(cfg, sync.world);
+  setPrecision(cfg.train.precision);
+  const scaler = cfg.train.precision === 'fp16' ? new DynamicLossScaler({ initScale: cfg.train.lossScale, growthInterval: cfg.train.lossScaleWindow }) : null;
   const isMain = sync.rank === 0;
   const threads = cfg.train.threads || defaultThreads(Number(process.env.ATHANOR_LOCAL_WORLD_SIZE ?? 1));
   setBlasThreads(threads);
@@ -109,6 +124,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
       step = st.step;
       loader.restore(st.loader as TokenLoaderState);
       model.rng.setState(st.modelRng);
+      if (scaler && st.lossScaler) scaler.restore(st.lossScaler);
       if (isMain) progress.log(`resumed from ${latest} at step ${step}`);
     } else if (isMain) {
       progress.log(`--resume: no checkpoint under ${ckptRoot}; starting from step 0`);
@@ -118,12 +134,13 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   const nParams = model.numParameters();
   const tokensPerStep = globalBatch(cfg) * T;
   const flopsPerToken = 3 * gptFlopsPerToken(cfg.model, T);
-  const ceiling = measureGemmCeiling() * sync.world;
+  const ceiling = measureGemmCeiling(1024, 8, cfg.train.precision) * sync.world;
   if (isMain) {
     const be = backendSummary();
     progress.log(`athanor train: ${cfg.preset} ${nParams.toLocaleString('en-US')} parameters (closed form ${gptParamCount(cfg.model).toLocaleString('en-US')}), ` +
       `global batch ${globalBatch(cfg)} × ${T} tokens, ${sync.world} rank(s) × ${blasThreads()} thread(s), ` +
       `kernels ${be.nativeKernels ? 'native' : 'reference'}, GEMM ${be.openblas ? 'OpenBLAS' : 'reference'} (ceiling ${(ceiling / 1e9).toFixed(1)} GFLOP/s)`);
+    if (cfg.train.precision !== 'fp32') progress.log(precisionSummary(cfg.train.precision));
     if (sync.describe) progress.log(sync.describe());
     progress.record('config', { config: cfg, params: nParams, world: sync.world, threads, layout: sync.describe?.() });
   }
@@ -139,6 +156,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
 
   while (step < cfg.train.steps) {
     const ts = performance.now();
+    if (scaler) setLossScale(scaler.scale);
+    const stepScale = scaler?.scale;
     let lossSum = 0;
     for (let micro = 0; micro < cfg.train.gradAccum; micro++) {
       const batch = loader.next(B);
@@ -159,7 +178,13 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     const loss = await sync.meanScalar(lossSum / cfg.train.gradAccum);
     const { gradNorm, applied } = await optim.step(lr, cfg.optim.gradClip);
     const bad = !applied || !Number.isFinite(loss);
-    if (bad) {
+    // fp16: an overflow in the scaled gradients is the loss scale's business, not a failed step.
+    const overflow = scaler !== null && !applied && Number.isFinite(loss) && scaler.canBackOff();
+    if (scaler) scaler.update(!applied);
+    if (overflow) {
+      skipped.push(step);
+      progress.log(`step ${step}: fp16 gradient overflow at loss scale ${stepScale}; update skipped, loss scale → ${scaler!.scale}`);
+    } else if (bad) {
       skipped.push(step);
       badInARow++;
       progress.log(`step ${step}: non-finite ${Number.isFinite(loss) ? `gradient norm (${gradNorm})` : `loss (${loss})`}; update skipped (${badInARow} in a row)`);
@@ -173,7 +198,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     opts.onStep?.({ step, loss, skipped: bad });
     const dt = (performance.now() - ts) / 1000;
     const tps = tokensPerStep / dt;
-    progress.step({ step, loss, lr, tokensPerSec: tps, mfu: (tps * flopsPerToken) / ceiling, gradNorm, seconds: dt, skipped: bad }, cfg.train.logEvery, startStep);
+    progress.step({ step, loss, lr, tokensPerSec: tps, mfu: (tps * flopsPerToken) / ceiling, gradNorm, seconds: dt, skipped: bad, ...(scaler ? { lossScale: stepScale } : {}) }, cfg.train.logEvery, startStep);
 
     const elapsed = (performance.now() - t0) / 1000;
     const timeUp = cfg.train.maxSeconds > 0 && elapsed >= cfg.train.maxSeconds;
@@ -190,7 +215,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     }
     if (timeUp && !stoppedEarly) stoppedEarly = 'time';
     if ((cfg.train.checkpointEvery > 0 && step % cfg.train.checkpointEvery === 0) || last || stoppedEarly) {
-      const st: TrainState = { step, loader: loader.state(), modelRng: model.rng.getState(), config: cfg };
+      const st: TrainState = { step, loader: loader.state(), modelRng: model.rng.getState(), config: cfg, ...(scaler ? { lossScaler: scaler.state() } : {}) };
       const dir = sync.saveCheckpoint ? await sync.saveCheckpoint(ckptRoot, model, optim, st) : await saveTrainCheckpoint(ckptRoot, model, optim, st);
       if (isMain) progress.log(`step ${step}: checkpoint ${dir}`);
     }
