@@ -121,7 +121,18 @@ void athn_f32_to_16_2d(int kind, int64_t rows, int64_t cols, const float *x, int
         py[i] = (u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
       }
     } else {
-      for (int64_t i = 0; i < cols; i++) py[i] = f32_to_f16_bits(px[i] * scale);
+      int64_t i = 0;
+#if defined(__F16C__)
+      /* Hardware RNE conversion (the scalar loop does not vectorise); NaNs canonicalised as in athn_f32_to_f16. */
+      const __m256 vs = _mm256_set1_ps(scale);
+      for (; i + 8 <= cols; i += 8) {
+        __m128i h = _mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(px + i), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m128i isNan = _mm_cmpgt_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7fff)), _mm_set1_epi16(0x7c00));
+        h = _mm_blendv_epi8(h, _mm_and_si128(h, _mm_set1_epi16((short)0xfe00)), isNan);
+        _mm_storeu_si128((__m128i *)(py + i), h);
+      }
+#endif
+      for (; i < cols; i++) py[i] = f32_to_f16_bits(px[i] * scale);
     }
   }
 }
@@ -133,6 +144,12 @@ void athn_16_to_f32_2d(int kind, int64_t rows, int64_t cols, const uint16_t *x, 
     const uint16_t *px = x + xOff + r * ldx;
     float *py = y + yOff + r * ldy;
     if (kind == 1) for (int64_t i = 0; i < cols; i++) py[i] = f_as((uint32_t)px[i] << 16);
-    else for (int64_t i = 0; i < cols; i++) py[i] = f16_bits_to_f32(px[i]);
+    else {
+      int64_t i = 0;
+#if defined(__F16C__)
+      for (; i + 8 <= cols; i += 8) _mm256_storeu_ps(py + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(px + i))));
+#endif
+      for (; i < cols; i++) py[i] = f16_bits_to_f32(px[i]);
+    }
   }
 }
