@@ -2,7 +2,7 @@
 """PyTorch training speed of `gpt-small` (DESIGN.md): the peer number for Athanor's GPT benchmark.
 
 Usage: /usr/bin/python3 bench/peers/torch-gpt.py [--threads 2] [--steps 10] [--warmup-steps 2]
-           [--batch 8] [--seq 256] [--foreach auto|on|off] [--grad-clip 0]
+           [--batch 8] [--seq 256] [--foreach auto|on|off] [--grad-clip 0] [--autocast off|bf16]
 
 Model: tools/gpt_ref.py GPT, L4 H8 C512 F2048 V8192 T256 B8, untied, learned positions
 (21,130,240 parameters, asserted). Inputs: random tokens (torch.manual_seed(0)), a fresh batch
@@ -46,6 +46,8 @@ def main():
     ap.add_argument("--foreach", choices=["auto", "on", "off"], default="auto",
                     help="AdamW implementation: torch's default, foreach, or single-tensor loop")
     ap.add_argument("--grad-clip", type=float, default=0.0, help="global-norm clip in the optimizer phase; 0 = off")
+    ap.add_argument("--autocast", choices=["off", "bf16"], default="off",
+                    help="bf16: forward under torch.autocast('cpu', dtype=torch.bfloat16) (fp32 master weights)")
     a = ap.parse_args()
 
     blas = set_threads(a.threads)
@@ -63,7 +65,11 @@ def main():
         x = torch.randint(0, GPT_SMALL["vocab"], (a.batch, a.seq))
         y = torch.randint(0, GPT_SMALL["vocab"], (a.batch, a.seq))
         t0 = time.perf_counter()
-        _, loss = model(x, y)
+        if a.autocast == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                _, loss = model(x, y)
+        else:
+            _, loss = model(x, y)
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
@@ -91,7 +97,7 @@ def main():
         "step_s": round(med(step), 4), "forward_s": round(med(fwd), 4), "backward_s": round(med(bwd), 4),
         "optimizer_s": round(med(optim), 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "torch": torch.__version__, "openblas": blas, "foreach": a.foreach, "grad_clip": a.grad_clip,
+        "torch": torch.__version__, "openblas": blas, "foreach": a.foreach, "grad_clip": a.grad_clip, "autocast": a.autocast,
     }), flush=True)
 
 
