@@ -8,8 +8,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setNativeMinElements } from '../src/backend/dispatch.js';
 import { nativeKernels } from '../src/backend/native.js';
-import { gemmLowp, to16, from16 } from '../src/backend/gemm-lowp.js';
-import { from16Ref, to16Ref, type Lowp } from '../src/backend/reference/lowp.js';
+import { gemmLowp, to16, from16, attnSoftmax16, attnSoftmaxBwd16 } from '../src/backend/gemm-lowp.js';
+import { from16Ref, to16Ref, attnSoftmax16Ref, attnSoftmaxBwd16Ref, type Lowp } from '../src/backend/reference/lowp.js';
 import { gemmReference, gemm } from '../src/backend/blas.js';
 import { dnnlMatmul, dnnlExec, dnnlStatus } from '../src/backend/dnnl.js';
 import { setF32GemmMode, gemmChoices } from '../src/backend/gemm-select.js';
@@ -44,6 +44,28 @@ test('strided 16-bit conversions match the TypeScript reference bit for bit (odd
         from16Ref(kind, rows, cols, yN, 1, cols + 2, zR, 0, ldx);
         assert.deepEqual(new Uint32Array(zN.buffer), new Uint32Array(zR.buffer), `${kind} from16 ${rows}x${cols}`);
       }
+    }
+  }
+});
+
+test('attention softmax with 16-bit probabilities (forward out, backward in) matches its reference', { skip: nativeKernels() ? false : 'native library not built' }, () => {
+  for (const kind of KINDS) {
+    for (const [mats, Tq, Tk, causal] of [[1, 1, 1, true], [2, 7, 7, true], [3, 33, 45, false], [2, 130, 130, true]] as const) {
+      const n = mats * Tq * Tk, S = randArr(n, 2), dP = randArr(n);
+      const pN = new Uint16Array(n), pR = new Uint16Array(n);
+      attnSoftmax16(S.slice(), pN, mats, Tq, Tk, 0.3, causal, kind);
+      attnSoftmax16Ref(S.slice(), pR, mats, Tq, Tk, 0.3, causal, kind);
+      const fN = new Float32Array(n), fR = new Float32Array(n);
+      from16Ref(kind, 1, n, pN, 0, n, fN, 0, n);
+      from16Ref(kind, 1, n, pR, 0, n, fR, 0, n);
+      // fast_expf vs Math.exp can move a value across a 16-bit rounding boundary: one ulp.
+      const ulp = kind === 'bfloat16' ? 2 ** -7 : 2 ** -10;
+      for (let i = 0; i < n; i++) assert.ok(Math.abs(fN[i]! - fR[i]!) <= ulp * Math.abs(fR[i]!) + 1e-7, `${kind} P[${i}] ${fN[i]} vs ${fR[i]}`);
+      if (causal) for (let r = 0; r < mats * Tq; r++) for (let j: number = (r % Tq) + 1; j < Tk; j++) assert.equal(pN[r * Tk + j], 0, 'masked');
+      const gN = dP.slice(), gR = dP.slice();
+      attnSoftmaxBwd16(pR, gN, mats, Tq, Tk, 0.7, causal, kind);
+      attnSoftmaxBwd16Ref(pR, gR, mats, Tq, Tk, 0.7, causal, kind);
+      for (let i = 0; i < n; i++) assert.ok(Math.abs(gN[i]! - gR[i]!) <= 1e-5 * (1 + Math.abs(gR[i]!)), `${kind} dS[${i}] ${gN[i]} vs ${gR[i]}`);
     }
   }
 });

@@ -11,7 +11,7 @@ import { nativeFamily, notice } from './native.js';
 import { nativeMinElements } from './dispatch.js';
 import { gemm } from './blas.js';
 import { dnnlMatmul, dnnlExec, dnnlStatus } from './dnnl.js';
-import { from16Ref, to16Ref, type Lowp } from './reference/lowp.js';
+import { attnSoftmax16Ref, attnSoftmaxBwd16Ref, from16Ref, to16Ref, type Lowp } from './reference/lowp.js';
 
 export type { Lowp } from './reference/lowp.js';
 const KIND: Record<Lowp, number> = { bfloat16: 1, float16: 2 };
@@ -88,4 +88,28 @@ export function gemmLowp(kind: Lowp, transA: boolean, transB: boolean, m: number
   from16(kind, ar, ac, a, aOff, lda, scratchA, 0, ac);
   from16(kind, br, bc, b, bOff, ldb, scratchB, 0, bc);
   gemm(transA, transB, m, n, k, alpha, scratchA, 0, ac, scratchB, 0, bc, beta, c, cOff, ldc);
+}
+
+interface AttnLowpNative {
+  softmax16: (S: Float32Array, P16: Uint16Array, mats: number, Tq: number, Tk: number, scale: number, causal: number, kind: number) => void;
+  softmaxBwd16: (P16: Uint16Array, dP: Float32Array, mats: number, Tq: number, Tk: number, alpha: number, causal: number, kind: number) => void;
+}
+
+const attnLowpNative = nativeFamily<AttnLowpNative>({
+  softmax16: 'void athn_attn_softmax_16out(_Inout_ float *, _Inout_ uint16_t *, int64_t, int64_t, int64_t, float, int, int)',
+  softmaxBwd16: 'void athn_attn_softmax_bwd_16in(const uint16_t *, _Inout_ float *, int64_t, int64_t, int64_t, float, int, int)',
+});
+
+/** Attention softmax (fp32 math) writing the probabilities in 16 bits (native/attention-lowp.c). */
+export function attnSoftmax16(S: Float32Array, P16: Uint16Array, mats: number, Tq: number, Tk: number, scale: number, causal: boolean, kind: Lowp): void {
+  const k = mats * Tq * Tk >= nativeMinElements() ? attnLowpNative() : null;
+  if (k) k.softmax16(S, P16, mats, Tq, Tk, scale, causal ? 1 : 0, KIND[kind]);
+  else attnSoftmax16Ref(S, P16, mats, Tq, Tk, scale, causal, kind);
+}
+
+/** Attention softmax backward reading 16-bit probabilities, fp32 math, in place on dP. */
+export function attnSoftmaxBwd16(P16: Uint16Array, dP: Float32Array, mats: number, Tq: number, Tk: number, alpha: number, causal: boolean, kind: Lowp): void {
+  const k = mats * Tq * Tk >= nativeMinElements() ? attnLowpNative() : null;
+  if (k) k.softmaxBwd16(P16, dP, mats, Tq, Tk, alpha, causal ? 1 : 0, KIND[kind]);
+  else attnSoftmaxBwd16Ref(P16, dP, mats, Tq, Tk, alpha, causal, kind);
 }

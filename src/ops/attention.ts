@@ -22,7 +22,7 @@
 import { empty, type Tensor } from '../core/tensor.js';
 import { shapeStr } from '../core/layout.js';
 import { gemm as gemmF } from '../backend/blas.js';
-import { gemmLowp, to16, type Lowp } from '../backend/gemm-lowp.js';
+import { attnSoftmax16, attnSoftmaxBwd16, gemmLowp, to16, type Lowp } from '../backend/gemm-lowp.js';
 import { gradOperandScale, lowpKind } from '../backend/precision.js';
 import { castLowp } from '../backend/lowp-tensor.js';
 import { record } from '../autograd/tape.js';
@@ -101,13 +101,14 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   if (v.shape[0] !== B || v.shape[1] !== H || v.shape[2] !== Tk) throw new Error(`attention: v ${shapeStr(v.shape)} does not match k ${shapeStr(k.shape)} (expected [${B}, ${H}, ${Tk}, Dv])`);
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   // Mixed precision (train.precision bf16/fp16): Q, K, V and P enter the GEMMs as 16-bit
-  // copies; scores, softmax and the output stay fp32. The 16-bit Q, K, V are saved for backward.
+  // copies; scores, softmax math and the output stay fp32. The softmax kernel writes P in
+  // 16 bits directly (no fp32 P is kept), and the 16-bit P, Q, K, V are saved for backward.
   const kind = q.dtype === 'float32' ? lowpKind() : null;
   const gemm = gemmFor(kind);
   const q16 = kind ? castLowp(q, kind) : null, k16 = kind ? castLowp(k, kind) : null, v16 = kind ? castLowp(v, kind) : null;
   const Q = mats(q16 ?? q), Km = mats(k16 ?? k), Vm = mats(v16 ?? v);
-  const P16 = kind ? new Uint16Array(Tq * Tk) : null;
-  const P = empty([B * H, Tq, Tk], q.dtype);
+  const Sbuf = kind ? new Float32Array(Tq * Tk) : null;
+  const P = empty([B * H, Tq, Tk], kind ?? q.dtype);
   const pd = P.data as F;
   const base = empty([B, Tq, H, Dv], q.dtype);
   const od = base.data as F;
@@ -116,13 +117,14 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     for (let h = 0; h < H; h++) {
       const po = (b * H + h) * Tq * Tk, oo = b * Tq * ldo + h * Dv;
       const qo = Q.at(b, h), ko = Km.at(b, h), vo = Vm.at(b, h);
-      const S = pd.subarray(po, po + Tq * Tk);
+      const S = Sbuf ?? pd.subarray(po, po + Tq * Tk);
       for (const [i0, i1, jn] of blocks) {
         gemm(Q.lay.phys, !Km.lay.phys, i1 - i0, jn, D, scale, Q.data, qo + i0 * (Q.lay.phys ? 1 : Q.lay.ld), Q.lay.ld,
           Km.data, ko, Km.lay.ld, 0, S, i0 * Tk, Tk);
       }
-      attnSoftmax(S, 1, Tq, Tk, 1, causal);
-      if (P16) to16(kind!, 1, Tq * Tk, S as Float32Array, 0, Tq * Tk, P16, 0, Tq * Tk);
+      const P16 = kind ? (pd as unknown as Uint16Array).subarray(po, po + Tq * Tk) : null;
+      if (P16) attnSoftmax16(Sbuf!, P16, 1, Tq, Tk, 1, causal, kind!);
+      else attnSoftmax(S, 1, Tq, Tk, 1, causal);
       const Pa: Arr = P16 ?? S;
       for (const [i0, i1, jn] of blocks) {
         if (jn === 0) { for (let i = i0; i < i1; i++) od.fill(0, oo + i * ldo, oo + i * ldo + Dv); continue; }
@@ -156,7 +158,7 @@ export function attentionBackward(node: Node<'attention'>, gOut: Tensor): void {
   const gs = kind ? gradOperandScale() : 1, ga = 1 / gs;
   const g16 = kind ? castLowp(gOut, kind, gs) : null;
   const Q = mats(kind ? node.saved[1]! : q), Km = mats(kind ? node.saved[2]! : k), Vm = mats(kind ? node.saved[3]! : v), G = mats(g16 ?? gOut);
-  const P16 = kind ? new Uint16Array(Tq * Tk) : null, dS16 = kind ? new Uint16Array(Tq * Tk) : null;
+  const dS16 = kind ? new Uint16Array(Tq * Tk) : null;
   // Fresh (uninitialised) gradient buffers are written with beta = 0 by the first GEMM
   // that covers each element; not when two inputs are one tensor (their writes interleave).
   const distinct = q !== k && k !== v && q !== v;
@@ -174,8 +176,7 @@ export function attentionBackward(node: Node<'attention'>, gOut: Tensor): void {
       const S = pd.subarray(po, po + Tq * Tk);
       const go = G.at(b, h), qo = Q.at(b, h), ko = Km.at(b, h), vo = Vm.at(b, h);
       const dqo = bh * Tq * D, dko = bh * Tk * D, dvo = bh * Tk * Dv;
-      if (P16) to16(kind!, 1, Tq * Tk, S as Float32Array, 0, Tq * Tk, P16, 0, Tq * Tk);
-      const Pa = (P16 ?? S) as F;
+      const Pa = S; // 16-bit P in mixed precision (saved by forward), else fp32
       // Column blocks of P for dV and dK: keys [j0, j1) are seen only by queries i >= j0.
       if (dv) {
         if (causal && blocks.length > 1) {
@@ -193,7 +194,8 @@ export function attentionBackward(node: Node<'attention'>, gOut: Tensor): void {
         if (jn === 0) { dP.fill(0, i0 * Tk, i1 * Tk); continue; }
         gemm(gl.phys, !vl.phys, i1 - i0, jn, Dv, ga, G.data, go + rowOff(gl, i0), gl.ld, Vm.data, vo, vl.ld, 0, dP, i0 * Tk, Tk);
       }
-      attnSoftmaxBwd(S, dP, 1, Tq, Tk, scale, causal);
+      if (kind) attnSoftmaxBwd16(S as unknown as Uint16Array, dP as Float32Array, 1, Tq, Tk, scale, causal, kind);
+      else attnSoftmaxBwd(S, dP, 1, Tq, Tk, scale, causal);
       if (dS16) to16(kind!, 1, Tq * Tk, dP as Float32Array, 0, Tq * Tk, dS16, 0, Tq * Tk, gs);
       const dSa = (dS16 ?? dP) as F;
       if (dq) {
