@@ -35,7 +35,7 @@ function torchRun(threads: number, steps: number, warmup: number, autocast: bool
 
 export async function runGptPrecisionBench(o: { quick?: boolean; reps?: number; log?: (s: string) => void } = {}) {
   const log = o.log ?? console.log;
-  const reps = o.reps ?? (o.quick ? 2 : 3), steps = o.quick ? 5 : 8, warmup = 2, threads = 2;
+  const reps = o.reps ?? (o.quick ? 2 : 3), steps = o.quick ? 4 : 8, warmup = 2, threads = 2;
   const isa = cpuIsa(), dn = dnnlStatus();
   const hasBf16 = isa.flags.includes('avx512_bf16') || isa.flags.includes('amx_bf16');
   const loadBefore = loadavg();
