@@ -39,7 +39,10 @@ export function castLowp(x: Tensor, kind: Lowp, scale = 1): Tensor {
 
 let version = 0;
 let weightCasts = 0;
-const shadows = new WeakMap<Tensor, { version: number; t: Tensor }>();
+// Keyed by the parameter's storage array, not the tensor: ZeRO-3 points a parameter at a
+// fresh gathered buffer and drops it on release, and the copy must go (be collectable)
+// with it rather than keep every parameter resident in 16 bits on every rank.
+const shadows = new WeakMap<object, { version: number; offset: number; t: Tensor }>();
 
 /** Parameters changed (optimizer step, checkpoint load): low-precision copies are remade on next use. */
 export function markWeightsUpdated(): void {
@@ -61,9 +64,10 @@ function isParameter(t: Tensor): boolean {
  * the cached copy, so disposing it leaves the copy alive).
  */
 export function lowpOperand(x: Tensor, kind: Lowp): Tensor {
-  if (!isParameter(x)) return castLowp(x, kind);
-  const s = shadows.get(x);
-  let t = s && s.t.dtype === kind ? s.t : null;
+  if (!isParameter(x) || !x.isContiguous()) return castLowp(x, kind);
+  const key = x.data;
+  const s = shadows.get(key);
+  let t = s && s.t.dtype === kind && s.offset === x.offset && s.t.ndim === x.ndim && s.t.shape.every((d, i) => d === x.shape[i]) ? s.t : null;
   if (!t || s!.version !== version) {
     if (!t) {
       t = fromStorage(new Uint16Array(x.size), x.shape, kind);
@@ -74,7 +78,7 @@ export function lowpOperand(x: Tensor, kind: Lowp): Tensor {
     (t.data as Uint16Array).set(c.data as Uint16Array);
     c.dispose();
     weightCasts++;
-    shadows.set(x, { version, t });
+    shadows.set(key, { version, offset: x.offset, t });
   }
   return t.view(t.shape, t.strides, t.offset);
 }

@@ -102,7 +102,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   // Mixed precision (train.precision bf16/fp16): Q, K, V and P enter the GEMMs as 16-bit
   // copies; scores, softmax math and the output stay fp32. The softmax kernel writes P in
-  // 16 bits directly (no fp32 P is kept), and the 16-bit P, Q, K, V are saved for backward.
+  // 16 bits directly (no fp32 P is kept) and that is what backward gets; Q, K, V (alive in
+  // fp32 as autograd inputs) are recast in backward rather than kept twice.
   const kind = q.dtype === 'float32' ? lowpKind() : null;
   const gemm = gemmFor(kind);
   const q16 = kind ? castLowp(q, kind) : null, k16 = kind ? castLowp(k, kind) : null, v16 = kind ? castLowp(v, kind) : null;
@@ -133,9 +134,10 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     }
   }
   if (!kind) release(Q, Km, Vm);
+  else { q16!.dispose(); k16!.dispose(); v16!.dispose(); }
   const out = base.view([B, H, Tq, Dv], [Tq * ldo, Dv, ldo, 1], 0);
   base.dispose();
-  return record('attention', { causal, scale }, [q, k, v], out, kind ? [P, q16!, k16!, v16!] : [P]);
+  return record('attention', { causal, scale }, [q, k, v], out, [P], kind);
 }
 
 /** Offset of row i in a matrix with layout `lay` (rows are strided by ld, or by 1 when stored transposed). */
@@ -151,13 +153,15 @@ export function attentionBackward(node: Node<'attention'>, gOut: Tensor): void {
   const pd = P.data as F;
   const [B, H, Tq, D] = q.shape as [number, number, number, number];
   const Tk = k.shape[2]!, Dv = v.shape[3]!;
-  // Saved 16-bit Q, K, V: the forward ran in mixed precision, so do the gradient GEMMs;
-  // dO and dS enter them as 16-bit (times the fp16 loss scale, divided out by alpha).
-  const kind = node.saved.length === 4 ? node.saved[1]!.dtype as Lowp : null;
+  // A 16-bit ctx: the forward ran in mixed precision (P saved in 16 bits), so do the
+  // gradient GEMMs on recast Q, K, V; dO and dS enter them as 16-bit (times the fp16 loss
+  // scale, divided out by alpha).
+  const kind = (node.ctx as Lowp | undefined) ?? null;
   const gemm = gemmFor(kind);
   const gs = kind ? gradOperandScale() : 1, ga = 1 / gs;
   const g16 = kind ? castLowp(gOut, kind, gs) : null;
-  const Q = mats(kind ? node.saved[1]! : q), Km = mats(kind ? node.saved[2]! : k), Vm = mats(kind ? node.saved[3]! : v), G = mats(g16 ?? gOut);
+  const q16 = kind ? castLowp(q, kind) : null, k16 = kind ? castLowp(k, kind) : null, v16 = kind ? castLowp(v, kind) : null;
+  const Q = mats(q16 ?? q), Km = mats(k16 ?? k), Vm = mats(v16 ?? v), G = mats(g16 ?? gOut);
   const dS16 = kind ? new Uint16Array(Tq * Tk) : null;
   // Fresh (uninitialised) gradient buffers are written with beta = 0 by the first GEMM
   // that covers each element; not when two inputs are one tensor (their writes interleave).
@@ -217,6 +221,6 @@ export function attentionBackward(node: Node<'attention'>, gOut: Tensor): void {
       }
     }
   }
-  if (kind) g16!.dispose();
+  if (kind) for (const t of [g16, q16, k16, v16]) t!.dispose();
   else release(Q, Km, Vm, G);
 }

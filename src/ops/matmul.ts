@@ -176,13 +176,17 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     beta = 1;
   }
   // train.precision bf16/fp16: 16-bit operands (parameters from the per-step copy), fp32
-  // accumulation and output; the 16-bit operands are what backward reuses (saved).
+  // accumulation and output. Activation operands are not kept in 16 bits for backward: the
+  // fp32 inputs stay alive as autograd inputs anyway, so backward recasts them (one
+  // memory-bound pass) rather than holding a second copy; the node's ctx is the 16-bit type.
   const kind = a.dtype === 'float32' ? lowpKind() : null;
   if (kind) {
     const a16 = lowpOperand(a, kind), b16 = lowpOperand(b, kind);
     const A = operand(a16), B = operand(b16);
     run(plan(A, transA, B, transB, batch, batch), A, transA, B, transB, od, batch, batch, 1, beta, kind);
-    return record('matmul', { transA, transB }, bias ? [a, b, bias] : [a, b], out, [a16, b16]);
+    a16.dispose();
+    b16.dispose();
+    return record('matmul', { transA, transB }, bias ? [a, b, bias] : [a, b], out, [], kind);
   }
   const A = operand(a), B = operand(b);
   run(plan(A, transA, B, transB, batch, batch), A, transA, B, transB, od, batch, batch, 1, beta);
@@ -207,15 +211,17 @@ export function matmulBackward(node: Node<'matmul'>, gOut: Tensor): void {
   const Gt = dense(gOut);
   const batch = Gt.shape.slice(0, -2);
   const M = Gt.shape[Gt.ndim - 2]!, N = Gt.shape[Gt.ndim - 1]!;
-  // Saved 16-bit operands mean the forward ran in mixed precision: so do both gradient
-  // GEMMs, with the output gradient cast to the same 16-bit type (times the fp16 loss
-  // scale, divided out again by alpha).
-  const lowp = node.saved.length === 2 ? node.saved[0]!.dtype as Lowp : null;
+  // A 16-bit ctx means the forward ran in mixed precision: so do both gradient GEMMs, on
+  // the same 16-bit operands (parameters: the step's copy; activations: recast) and the
+  // output gradient cast to that type (times the fp16 loss scale, divided out by alpha).
+  const lowp = (node.ctx as Lowp | undefined) ?? null;
   const gScale = lowp ? gradOperandScale() : 1;
   const G16 = lowp && (a.requiresGrad || b.requiresGrad) ? castLowp(Gt, lowp, gScale) : null;
   const G = operand(G16 ?? Gt);
   if (a.requiresGrad || b.requiresGrad) {
-    const A = operand(lowp ? node.saved[0]! : a), B = operand(lowp ? node.saved[1]! : b);
+    const a16 = lowp && b.requiresGrad ? lowpOperand(a, lowp) : null;
+    const b16 = lowp && a.requiresGrad ? lowpOperand(b, lowp) : null;
+    const A = operand(a16 ?? a), B = operand(b16 ?? b);
     if (a.requiresGrad) {
       // !transA: dA = G · op(B)^T ; transA: dA = op(B) · G^T
       const [X, tx, Y, ty] = transA ? [B, transB, G, true] : [G, false, B, !transB];
@@ -227,6 +233,8 @@ export function matmulBackward(node: Node<'matmul'>, gOut: Tensor): void {
       accumulate(b, X, tx, Y, ty, batch, lowp, 1 / gScale);
     }
     release(A, B);
+    a16?.dispose();
+    b16?.dispose();
   }
   G16?.dispose();
   if (bias && bias.requiresGrad) {

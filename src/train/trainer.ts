@@ -22,6 +22,7 @@ import { saveTrainCheckpoint, loadTrainCheckpoint, latestCheckpoint, type TrainS
 import { getPrecision, setPrecision, setLossScale } from '../backend/precision.js';
 import { DynamicLossScaler } from '../optim/loss-scaler.js';
 import { precisionSummary } from './precision-info.js';
+import { f32GemmMode, gemmChoices } from '../backend/gemm-select.js';
 
 /** Gradient synchronisation for data parallelism; the single-process default does nothing. */
 export interface GradSync {
@@ -222,6 +223,7 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
     if (stoppedEarly) break;
   }
   progress.end();
+  if (isMain && f32GemmMode() === 'auto') progress.record('gemm-choices', { choices: gemmChoices() });
   const seconds = (performance.now() - t0) / 1000;
   const tokensPerSec = ((step - startStep) * tokensPerStep) / Math.max(seconds, 1e-9);
   if (isMain) progress.record('summary', { steps: step, seconds, tokensPerSec, stoppedEarly, maxRssMB: process.resourceUsage().maxRSS / 1024 });
