@@ -3,6 +3,10 @@
 // resume bit-for-bit (weights, optimizer state, step, RNG and loader position).
 // Data parallelism plugs in through `GradSync` without the loop knowing about ranks.
 import { join } from 'node:path';
+import { getPrecision, setPrecision, setLossScale } from '../backend/precision.js';
+import { DynamicLossScaler } from '../optim/loss-scaler.js';
+import { precisionSummary } from './precision-info.js';
+import { f32GemmMode, gemmChoices } from '../backend/gemm-select.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { fromStorage, full, type Tensor } from '../core/tensor.js';
 import { scope } from '../core/scope.js';
@@ -19,10 +23,6 @@ import { Progress, fmtTime } from './progress.js';
 import { measureGemmCeiling } from './gemm-ceiling.js';
 import { buildOptimizer, lrAt, type TrainOptimizer } from './optim-setup.js';
 import { saveTrainCheckpoint, loadTrainCheckpoint, latestCheckpoint, type TrainState } from './train-checkpoint.js';
-import { getPrecision, setPrecision, setLossScale } from '../backend/precision.js';
-import { DynamicLossScaler } from '../optim/loss-scaler.js';
-import { precisionSummary } from './precision-info.js';
-import { f32GemmMode, gemmChoices } from '../backend/gemm-select.js';
 
 /** Gradient synchronisation for data parallelism; the single-process default does nothing. */
 export interface GradSync {
