@@ -6,6 +6,7 @@
 // OpenBLAS; the dynamic loss scaler.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { setNativeMinElements } from '../src/backend/dispatch.js';
 import { nativeKernels } from '../src/backend/native.js';
 import { gemmLowp, to16, from16, attnSoftmax16, attnSoftmaxBwd16 } from '../src/backend/gemm-lowp.js';
@@ -215,4 +216,18 @@ test('dynamic loss scaler: backs off on overflow, grows after the window, stops 
   assert.equal(s.scale, 256);
   assert.equal(s.canBackOff(), false);
   assert.equal(s.update(true), null); assert.equal(s.scale, 256);
+});
+
+test('without oneDNN (ATHANOR_DNNL=0) bf16 GEMMs fall back to widened fp32 and say so once', () => {
+  const gl = new URL('../src/backend/gemm-lowp.js', import.meta.url).href;
+  const code = `import { gemmLowp, lowpGemmStats } from '${gl}';
+    const a = new Uint16Array(12).fill(0x3f80), b = new Uint16Array(12).fill(0x4000), c = new Float32Array(9);
+    for (let i = 0; i < 3; i++) gemmLowp('bfloat16', false, false, 3, 3, 4, 1, a, 0, 4, b, 0, 3, 0, c, 0, 3);
+    console.log(JSON.stringify({ c: Array.from(c), stats: lowpGemmStats() }));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', env: { ...process.env, ATHANOR_DNNL: '0', ATHANOR_QUIET: '' } });
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim()) as { c: number[]; stats: { native: number; widened: number } };
+  assert.deepEqual(out.c, new Array(9).fill(8), '1 · 2 summed over k = 4');
+  assert.deepEqual(out.stats, { native: 0, widened: 3 });
+  assert.equal(r.stderr.match(/oneDNN unavailable \(ATHANOR_DNNL=0\)/g)?.length, 1, r.stderr);
 });
