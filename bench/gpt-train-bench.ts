@@ -23,7 +23,7 @@ export interface GptTrainBenchRow {
 
 const PY = '/usr/bin/python3';
 
-function syntheticData(dir: string): void {
+export function syntheticData(dir: string): void {
   const rng = new Rng(7);
   for (const [split, n] of [['train', 400_000], ['val', 40_000]] as const) {
     const w = new IndexedDatasetWriter(join(dir, split), { dtype: 'uint16' });
@@ -37,23 +37,23 @@ function syntheticData(dir: string): void {
   writeFileSync(join(dir, 'meta.json'), JSON.stringify({ tokenizer: { vocabSize: 8192 } }));
 }
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-function athanor(dataDir: string, ranks: number, threads: number, steps: number, warmup: number): { tps: number; mfu: number } {
+export function athanor(dataDir: string, ranks: number, threads: number, steps: number, warmup: number, extra: string[] = []): { tps: number; mfu: number; maxRssMB?: number } {
   const out = mkdtempSync(join(tmpdir(), 'athanor-gptbench-'));
   const cli = join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
   const args = ['--preset', 'gpt-small', `--data.dir=${dataDir}`, `--train.steps=${steps}`, '--train.evalEvery=0', '--train.checkpointEvery=0',
-    `--train.threads=${threads}`, `--train.outDir=${out}`, `--parallel.dp=${ranks}`, `--train.microBatch=${8 / ranks}`, '--train.evalBatches=1'];
+    `--train.threads=${threads}`, `--train.outDir=${out}`, `--parallel.dp=${ranks}`, `--train.microBatch=${8 / ranks}`, '--train.evalBatches=1', ...extra];
   const cmd = ranks === 1 ? [cli, 'train', ...args] : [cli, 'launch', '--nproc-per-node', String(ranks), '--', 'train', ...args];
   try {
     const r = spawnSync(process.execPath, cmd, { encoding: 'utf8', env: { ...process.env, ATHANOR_QUIET: '1' } });
     if (r.status !== 0) throw new Error(`athanor ${ranks}x${threads} failed:\n${(r.stdout + r.stderr).slice(-2000)}`);
-    const recs = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; step: number; tokensPerSec: number; mfu: number });
+    const recs = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; step: number; tokensPerSec: number; mfu: number; maxRssMB?: number });
     const st = recs.filter((x) => x.kind === 'step' && x.step > warmup);
-    return { tps: median(st.map((x) => x.tokensPerSec)), mfu: median(st.map((x) => x.mfu)) };
+    return { tps: median(st.map((x) => x.tokensPerSec)), mfu: median(st.map((x) => x.mfu)), maxRssMB: recs.find((x) => x.kind === 'summary')?.maxRssMB };
   } finally {
     rmSync(out, { recursive: true, force: true }); // the run's final checkpoint is 0.25-0.4 GB
   }

@@ -102,3 +102,54 @@ void athn_f64_to_f32(int n, const double *x, int xOff, float *y, int yOff) {
   #pragma omp parallel for if(n >= 32768) schedule(static)
   for (int i = 0; i < n; i++) y[yOff + i] = (float)x[xOff + i];
 }
+
+/* Strided 2-D conversions for mixed-precision GEMM operands (a rows x cols matrix with
+ * leading dimension ld, e.g. one head's (T, D) slice of a (B, T, 3C) projection).
+ * to16: y = round16(x * scale) (scale carries the fp16 loss scale), kind 1 = bf16,
+ * 2 = f16. from16: y = float(x). Oracle: src/backend/reference/lowp.ts. */
+void athn_f32_to_16_2d(int kind, int64_t rows, int64_t cols, const float *x, int64_t xOff, int64_t ldx,
+                       uint16_t *y, int64_t yOff, int64_t ldy, float scale) {
+  #pragma omp parallel for if(rows * cols >= PAR_MIN) schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    const float *px = x + xOff + r * ldx;
+    uint16_t *py = y + yOff + r * ldy;
+    if (kind == 1) {
+      for (int64_t i = 0; i < cols; i++) {
+        const uint32_t u = u_as(px[i] * scale);
+        const uint16_t rounded = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        const uint16_t quiet = (uint16_t)((u >> 16) | 0x40u);
+        py[i] = (u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
+      }
+    } else {
+      int64_t i = 0;
+#if defined(__F16C__)
+      /* Hardware RNE conversion (the scalar loop does not vectorise); NaNs canonicalised as in athn_f32_to_f16. */
+      const __m256 vs = _mm256_set1_ps(scale);
+      for (; i + 8 <= cols; i += 8) {
+        __m128i h = _mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(px + i), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m128i isNan = _mm_cmpgt_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7fff)), _mm_set1_epi16(0x7c00));
+        h = _mm_blendv_epi8(h, _mm_and_si128(h, _mm_set1_epi16((short)0xfe00)), isNan);
+        _mm_storeu_si128((__m128i *)(py + i), h);
+      }
+#endif
+      for (; i < cols; i++) py[i] = f32_to_f16_bits(px[i] * scale);
+    }
+  }
+}
+
+void athn_16_to_f32_2d(int kind, int64_t rows, int64_t cols, const uint16_t *x, int64_t xOff, int64_t ldx,
+                       float *y, int64_t yOff, int64_t ldy) {
+  #pragma omp parallel for if(rows * cols >= PAR_MIN) schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    const uint16_t *px = x + xOff + r * ldx;
+    float *py = y + yOff + r * ldy;
+    if (kind == 1) for (int64_t i = 0; i < cols; i++) py[i] = f_as((uint32_t)px[i] << 16);
+    else {
+      int64_t i = 0;
+#if defined(__F16C__)
+      for (; i + 8 <= cols; i += 8) _mm256_storeu_ps(py + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(px + i))));
+#endif
+      for (; i < cols; i++) py[i] = f16_bits_to_f32(px[i]);
+    }
+  }
+}

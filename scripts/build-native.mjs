@@ -30,6 +30,7 @@ for (const flags of attempts) {
     execFileSync(cc, [...flags, '-o', tmp, ...sources, '-lm', '-ldl', '-Wl,-z,nodelete'], { stdio: ['ignore', 'pipe', 'pipe'] });
     renameSync(tmp, out);
     console.log(`athanor: built ${out} (${cc} ${flags.join(' ')}; avx2+fma: ${hasAvx2})`);
+    buildDnnl();
     process.exit(0);
   } catch (e) {
     lastErr = String(e.stderr || e.message);
@@ -40,3 +41,20 @@ console.warn(`athanor: could not compile native kernels with ${cc}; the TypeScri
 if (process.env.ATHANOR_REQUIRE_NATIVE === '1') process.exit(1);
 
 process.exit(0);
+
+// oneDNN matmul shim (bf16/fp16 GEMMs with fp32 accumulation): a separate library so
+// that the kernel library never depends on libdnnl; built only where dnnl.h exists
+// (Debian: libdnnl-dev). Without it, bf16 falls back to fp32 GEMMs and says so once.
+function buildDnnl() {
+  const src = join(srcDir, 'dnnl', 'matmul-dnnl.c');
+  const dnnlOut = join(outDir, 'libathanor_dnnl.so');
+  if (!existsSync(src)) return;
+  try {
+    const tmp = dnnlOut + '.tmp';
+    execFileSync(cc, ['-O2', '-std=c11', '-fPIC', '-shared', '-o', tmp, src, '-ldnnl'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    renameSync(tmp, dnnlOut);
+    console.log(`athanor: built ${dnnlOut} (oneDNN matmul)`);
+  } catch (e) {
+    console.log(`athanor: oneDNN not found (apt-get install libdnnl-dev); bf16/fp16 GEMMs will use the fp32 fallback`);
+  }
+}

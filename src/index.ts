@@ -34,3 +34,7 @@ export { accumulationSchedule, plainSchedule, type StepSchedule, type MicroBatch
 export { singleProcessLayer, type ParallelLayer } from './train/parallel-layer.js';
 export { materialize, paramSeed } from './nn/materialize.js';
 export { wrapMethod } from './nn/module.js';
+export { setPrecision, getPrecision, withPrecision, PRECISIONS, type Precision } from './backend/precision.js';
+export { markWeightsUpdated } from './backend/lowp-tensor.js';
+export { gemmLowp } from './backend/gemm-lowp.js';
+export { dnnlStatus } from './backend/dnnl.js';

@@ -3,6 +3,7 @@
 
 Usage: /usr/bin/python3 bench/peers/torch-gpt.py [--threads 2] [--steps 10] [--warmup-steps 2]
            [--batch 8] [--seq 256] [--foreach auto|on|off] [--grad-clip 0] [--ddp N]
+           [--autocast off|bf16]
 
 --ddp N: N processes on this machine, DistributedDataParallel over gloo (the peer of
 Athanor's `athanor launch --nproc-per-node N -- train --parallel.dp=N`), each with
@@ -64,6 +65,8 @@ def main():
                     help="AdamW implementation: torch's default, foreach, or single-tensor loop")
     ap.add_argument("--grad-clip", type=float, default=0.0, help="global-norm clip in the optimizer phase; 0 = off")
     ap.add_argument("--ddp", type=int, default=0, help="processes for DistributedDataParallel over gloo; 0 = one process, no DDP")
+    ap.add_argument("--autocast", choices=["off", "bf16"], default="off",
+                    help="bf16: forward under torch.autocast('cpu', dtype=torch.bfloat16) (fp32 master weights)")
     a = ap.parse_args()
     if a.ddp > 0:
         if a.batch % a.ddp:
@@ -100,7 +103,11 @@ def run(rank, a, port):
         x = torch.randint(0, GPT_SMALL["vocab"], (local_batch, a.seq))
         y = torch.randint(0, GPT_SMALL["vocab"], (local_batch, a.seq))
         t0 = time.perf_counter()
-        _, loss = net(x, y)
+        if a.autocast == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                _, loss = net(x, y)
+        else:
+            _, loss = net(x, y)
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
@@ -135,7 +142,7 @@ def run(rank, a, port):
         "optimizer_s": round(med(optim), 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "torch": torch.__version__, "openblas": blas, "foreach": a.foreach, "grad_clip": a.grad_clip,
-        "ddp": a.ddp, "backend": "gloo" if a.ddp > 0 else None,
+        "ddp": a.ddp, "autocast": a.autocast, "backend": "gloo" if a.ddp > 0 else None,
     }), flush=True)
 
 

@@ -2,6 +2,8 @@
 // as fallback and oracle. Offsets are element offsets into the given arrays (passed
 // to C as subarray views, which koffi hands over without copying).
 import { openblas } from './native.js';
+import { f32Dnnl, f32GemmMode } from './gemm-select.js';
+import { dnnlExec } from './dnnl.js';
 
 const RowMajor = 101, NoTrans = 111, Trans = 112;
 
@@ -65,6 +67,12 @@ export function gemm(
   if (m === 0 || n === 0) return;
   const f = blas();
   if (f && a.constructor === b.constructor && b.constructor === c.constructor) {
+    if (a instanceof Float32Array && f32GemmMode() !== 'openblas') {
+      const av = aOff ? a.subarray(aOff) : a, bv = bOff ? (b as Float32Array).subarray(bOff) : b as Float32Array;
+      const prim = f32Dnnl(transA, transB, m, n, k, lda, ldb, ldc, alpha, beta, av, bv, (cc, co) =>
+        f.sgemm(RowMajor, transA ? Trans : NoTrans, transB ? Trans : NoTrans, m, n, k, alpha, av, lda, bv, ldb, beta, co ? cc.subarray(co) : cc, ldc));
+      if (prim) { dnnlExec(prim, av, bv, cOff ? (c as Float32Array).subarray(cOff) : c as Float32Array); return; }
+    }
     const g = a instanceof Float32Array ? f.sgemm : f.dgemm;
     g(RowMajor, transA ? Trans : NoTrans, transB ? Trans : NoTrans, m, n, k, alpha,
       aOff ? a.subarray(aOff) : a, lda, bOff ? b.subarray(bOff) : b, ldb, beta, cOff ? c.subarray(cOff) : c, ldc);

@@ -100,7 +100,7 @@ export function openblas(): KoffiLib | null {
   return null;
 }
 
-function notice(msg: string): void {
+export function notice(msg: string): void {
   notices.push(msg);
   if (!process.env.ATHANOR_QUIET) process.stderr.write(`athanor: ${msg}\n`);
 }

@@ -21,7 +21,10 @@
 // view, so the caller's "transpose back to (B, T, C)" is a free reshape.
 import { empty, type Tensor } from '../core/tensor.js';
 import { shapeStr } from '../core/layout.js';
-import { gemm } from '../backend/blas.js';
+import { gemm as gemmF } from '../backend/blas.js';
+import { attnSoftmax16, attnSoftmaxBwd16, gemmLowp, to16, type Lowp } from '../backend/gemm-lowp.js';
+import { gradOperandScale, lowpKind } from '../backend/precision.js';
+import { castLowp } from '../backend/lowp-tensor.js';
 import { record } from '../autograd/tape.js';
 import type { Node } from '../autograd/node.js';
 import { attnSoftmax, attnSoftmaxBwd, dense, gradTarget, type F } from '../backend/nn-kernels.js';
@@ -35,6 +38,16 @@ export interface AttentionOptions {
 }
 
 const ATTN_BLOCK = 128;
+
+type GemmFn = typeof gemmF;
+type Arr = F | Uint16Array;
+
+/** fp32 GEMM, or for mixed precision the 16-bit-operand GEMM (fp32 accumulate and output). */
+function gemmFor(kind: Lowp | null): GemmFn {
+  if (!kind) return gemmF;
+  return (ta, tb, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc) =>
+    gemmLowp(kind, ta, tb, m, n, k, alpha, a as unknown as Uint16Array, aOff, lda, b as unknown as Uint16Array, bOff, ldb, beta, c as Float32Array, cOff, ldc);
+}
 
 interface Mats {
   t: Tensor;
@@ -87,8 +100,16 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   if (k.shape[0] !== B || k.shape[1] !== H || k.shape[3] !== D) throw new Error(`attention: k ${shapeStr(k.shape)} does not match q ${shapeStr(q.shape)} (expected [${B}, ${H}, Tk, ${D}])`);
   if (v.shape[0] !== B || v.shape[1] !== H || v.shape[2] !== Tk) throw new Error(`attention: v ${shapeStr(v.shape)} does not match k ${shapeStr(k.shape)} (expected [${B}, ${H}, ${Tk}, Dv])`);
   const scale = opts.scale ?? 1 / Math.sqrt(D);
-  const Q = mats(q), Km = mats(k), Vm = mats(v);
-  const P = empty([B * H, Tq, Tk], q.dtype);
+  // Mixed precision (train.precision bf16/fp16): Q, K, V and P enter the GEMMs as 16-bit
+  // copies; scores, softmax math and the output stay fp32. The softmax kernel writes P in
+  // 16 bits directly (no fp32 P is kept) and that is what backward gets; Q, K, V (alive in
+  // fp32 as autograd inputs) are recast in backward rather than kept twice.
+  const kind = q.dtype === 'float32' ? lowpKind() : null;
+  const gemm = gemmFor(kind);
+  const q16 = kind ? castLowp(q, kind) : null, k16 = kind ? castLowp(k, kind) : null, v16 = kind ? castLowp(v, kind) : null;
+  const Q = mats(q16 ?? q), Km = mats(k16 ?? k), Vm = mats(v16 ?? v);
+  const Sbuf = kind ? new Float32Array(Tq * Tk) : null;
+  const P = empty([B * H, Tq, Tk], kind ?? q.dtype);
   const pd = P.data as F;
   const base = empty([B, Tq, H, Dv], q.dtype);
   const od = base.data as F;
@@ -97,22 +118,26 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     for (let h = 0; h < H; h++) {
       const po = (b * H + h) * Tq * Tk, oo = b * Tq * ldo + h * Dv;
       const qo = Q.at(b, h), ko = Km.at(b, h), vo = Vm.at(b, h);
-      const S = pd.subarray(po, po + Tq * Tk);
+      const S = Sbuf ?? pd.subarray(po, po + Tq * Tk);
       for (const [i0, i1, jn] of blocks) {
         gemm(Q.lay.phys, !Km.lay.phys, i1 - i0, jn, D, scale, Q.data, qo + i0 * (Q.lay.phys ? 1 : Q.lay.ld), Q.lay.ld,
           Km.data, ko, Km.lay.ld, 0, S, i0 * Tk, Tk);
       }
-      attnSoftmax(S, 1, Tq, Tk, 1, causal);
+      const P16 = kind ? (pd as unknown as Uint16Array).subarray(po, po + Tq * Tk) : null;
+      if (P16) attnSoftmax16(Sbuf!, P16, 1, Tq, Tk, 1, causal, kind!);
+      else attnSoftmax(S, 1, Tq, Tk, 1, causal);
+      const Pa: Arr = P16 ?? S;
       for (const [i0, i1, jn] of blocks) {
         if (jn === 0) { for (let i = i0; i < i1; i++) od.fill(0, oo + i * ldo, oo + i * ldo + Dv); continue; }
-        gemm(false, Vm.lay.phys, i1 - i0, Dv, jn, 1, S, i0 * Tk, Tk, Vm.data, vo, Vm.lay.ld, 0, od, oo + i0 * ldo, ldo);
+        gemm(false, Vm.lay.phys, i1 - i0, Dv, jn, 1, Pa as F, i0 * Tk, Tk, Vm.data, vo, Vm.lay.ld, 0, od, oo + i0 * ldo, ldo);
       }
     }
   }
-  release(Q, Km, Vm);
+  if (!kind) release(Q, Km, Vm);
+  else { q16!.dispose(); k16!.dispose(); v16!.dispose(); }
   const out = base.view([B, H, Tq, Dv], [Tq * ldo, Dv, ldo, 1], 0);
   base.dispose();
-  return record('attention', { causal, scale }, [q, k, v], out, [P]);
+  return record('attention', { causal, scale }, [q, k, v], out, [P], kind);
 }
 
 /** Offset of row i in a matrix with layout `lay` (rows are strided by ld, or by 1 when stored transposed). */
@@ -128,7 +153,16 @@ export function attentionBackward(node: Node<'attention'>, gOut: Tensor): void {
   const pd = P.data as F;
   const [B, H, Tq, D] = q.shape as [number, number, number, number];
   const Tk = k.shape[2]!, Dv = v.shape[3]!;
-  const Q = mats(q), Km = mats(k), Vm = mats(v), G = mats(gOut);
+  // A 16-bit ctx: the forward ran in mixed precision (P saved in 16 bits), so do the
+  // gradient GEMMs on recast Q, K, V; dO and dS enter them as 16-bit (times the fp16 loss
+  // scale, divided out by alpha).
+  const kind = (node.ctx as Lowp | undefined) ?? null;
+  const gemm = gemmFor(kind);
+  const gs = kind ? gradOperandScale() : 1, ga = 1 / gs;
+  const g16 = kind ? castLowp(gOut, kind, gs) : null;
+  const q16 = kind ? castLowp(q, kind) : null, k16 = kind ? castLowp(k, kind) : null, v16 = kind ? castLowp(v, kind) : null;
+  const Q = mats(q16 ?? q), Km = mats(k16 ?? k), Vm = mats(v16 ?? v), G = mats(g16 ?? gOut);
+  const dS16 = kind ? new Uint16Array(Tq * Tk) : null;
   // Fresh (uninitialised) gradient buffers are written with beta = 0 by the first GEMM
   // that covers each element; not when two inputs are one tensor (their writes interleave).
   const distinct = q !== k && k !== v && q !== v;
@@ -146,28 +180,32 @@ export function attentionBackward(node: Node<'attention'>, gOut: Tensor): void {
       const S = pd.subarray(po, po + Tq * Tk);
       const go = G.at(b, h), qo = Q.at(b, h), ko = Km.at(b, h), vo = Vm.at(b, h);
       const dqo = bh * Tq * D, dko = bh * Tk * D, dvo = bh * Tk * Dv;
+      const Pa = S; // 16-bit P in mixed precision (saved by forward), else fp32
       // Column blocks of P for dV and dK: keys [j0, j1) are seen only by queries i >= j0.
       if (dv) {
         if (causal && blocks.length > 1) {
           for (let j0 = 0; j0 < Tk; j0 += ATTN_BLOCK) {
             const j1 = Math.min(Tk, j0 + ATTN_BLOCK);
             if (j0 >= Tq) { if (bv === 0) dv.fill(0, dvo + j0 * Dv, dvo + j1 * Dv); continue; }
-            gemm(true, gl.phys, j1 - j0, Dv, Tq - j0, 1, S, j0 * Tk + j0, Tk, G.data, go + rowOff(gl, j0), gl.ld, bv, dv, dvo + j0 * Dv, Dv);
+            gemm(true, gl.phys, j1 - j0, Dv, Tq - j0, ga, Pa, j0 * Tk + j0, Tk, G.data, go + rowOff(gl, j0), gl.ld, bv, dv, dvo + j0 * Dv, Dv);
           }
         } else {
-          gemm(true, gl.phys, Tk, Dv, Tq, 1, S, 0, Tk, G.data, go, gl.ld, bv, dv, dvo, Dv);
+          gemm(true, gl.phys, Tk, Dv, Tq, ga, Pa, 0, Tk, G.data, go, gl.ld, bv, dv, dvo, Dv);
         }
       }
       if (!dq && !dk) continue;
       for (const [i0, i1, jn] of blocks) {
         if (jn === 0) { dP.fill(0, i0 * Tk, i1 * Tk); continue; }
-        gemm(gl.phys, !vl.phys, i1 - i0, jn, Dv, 1, G.data, go + rowOff(gl, i0), gl.ld, Vm.data, vo, vl.ld, 0, dP, i0 * Tk, Tk);
+        gemm(gl.phys, !vl.phys, i1 - i0, jn, Dv, ga, G.data, go + rowOff(gl, i0), gl.ld, Vm.data, vo, vl.ld, 0, dP, i0 * Tk, Tk);
       }
-      attnSoftmaxBwd(S, dP, 1, Tq, Tk, scale, causal);
+      if (kind) attnSoftmaxBwd16(S as unknown as Uint16Array, dP as Float32Array, 1, Tq, Tk, scale, causal, kind);
+      else attnSoftmaxBwd(S, dP, 1, Tq, Tk, scale, causal);
+      if (dS16) to16(kind!, 1, Tq * Tk, dP as Float32Array, 0, Tq * Tk, dS16, 0, Tq * Tk, gs);
+      const dSa = (dS16 ?? dP) as F;
       if (dq) {
         for (const [i0, i1, jn] of blocks) {
           if (jn === 0) { if (bq === 0) dq.fill(0, dqo + i0 * D, dqo + i1 * D); continue; }
-          gemm(false, kl.phys, i1 - i0, D, jn, 1, dP, i0 * Tk, Tk, Km.data, ko, kl.ld, bq, dq, dqo + i0 * D, D);
+          gemm(false, kl.phys, i1 - i0, D, jn, ga, dSa, i0 * Tk, Tk, Km.data, ko, kl.ld, bq, dq, dqo + i0 * D, D);
         }
       }
       if (dk) {
@@ -175,13 +213,14 @@ export function attentionBackward(node: Node<'attention'>, gOut: Tensor): void {
           for (let j0 = 0; j0 < Tk; j0 += ATTN_BLOCK) {
             const j1 = Math.min(Tk, j0 + ATTN_BLOCK);
             if (j0 >= Tq) { if (bk === 0) dk.fill(0, dko + j0 * D, dko + j1 * D); continue; }
-            gemm(true, ql.phys, j1 - j0, D, Tq - j0, 1, dP, j0 * Tk + j0, Tk, Q.data, qo + rowOff(ql, j0), ql.ld, bk, dk, dko + j0 * D, D);
+            gemm(true, ql.phys, j1 - j0, D, Tq - j0, ga, dSa, j0 * Tk + j0, Tk, Q.data, qo + rowOff(ql, j0), ql.ld, bk, dk, dko + j0 * D, D);
           }
         } else {
-          gemm(true, ql.phys, Tk, D, Tq, 1, dP, 0, Tk, Q.data, qo, ql.ld, bk, dk, dko, D);
+          gemm(true, ql.phys, Tk, D, Tq, ga, dSa, 0, Tk, Q.data, qo, ql.ld, bk, dk, dko, D);
         }
       }
     }
   }
-  release(Q, Km, Vm, G);
+  if (kind) for (const t of [g16, q16, k16, v16]) t!.dispose();
+  else release(Q, Km, Vm, G);
 }

@@ -9,10 +9,13 @@
 // bias first, then the GEMM runs with beta = 1), which is how linear() is one node.
 import { empty, type Tensor } from '../core/tensor.js';
 import { broadcastShapes, broadcastStrides, coalesce, contiguousStrides, numel, shapeStr } from '../core/layout.js';
-import { gemm } from '../backend/blas.js';
+import { gemm as gemmF } from '../backend/blas.js';
 import { record } from '../autograd/tape.js';
 import type { Node } from '../autograd/node.js';
 import { biasGrad, dense, fillRows, floatData, gradTarget, type F } from '../backend/nn-kernels.js';
+import { gemmLowp, type Lowp } from '../backend/gemm-lowp.js';
+import { gradOperandScale, lowpKind } from '../backend/precision.js';
+import { castLowp, lowpOperand } from '../backend/lowp-tensor.js';
 
 export interface MatmulOptions {
   /** Use a's last two dims transposed. */
@@ -89,7 +92,9 @@ function plan(X: Operand, tx: boolean, Y: Operand, ty: boolean, zBatch: readonly
  * repeated slices accumulate, which is how broadcast inputs get summed gradients).
  */
 function run(path: Path, X: Operand, tx: boolean, Y: Operand, ty: boolean, z: F, zBatch: readonly number[],
-  batch: readonly number[], alpha: number, beta: number): void {
+  batch: readonly number[], alpha: number, beta: number, kind: Lowp | null = null): void {
+  // Mixed precision: X and Y hold 16-bit operands (Uint16Array), z is fp32.
+  const gemm = kind ? lowpGemm(kind) : gemmF;
   const m = tx ? X.cols : X.rows, k = tx ? X.rows : X.cols, n = ty ? Y.rows : Y.cols;
   const ta = tx !== X.lay.phys, tb = ty !== Y.lay.phys;
   const nb = numel(batch);
@@ -121,6 +126,18 @@ function run(path: Path, X: Operand, tx: boolean, Y: Operand, ty: boolean, z: F,
       idx[d] = 0;
     }
   }
+}
+
+type GemmFn = typeof gemmF;
+const lowpGemms = new Map<Lowp, GemmFn>();
+function lowpGemm(kind: Lowp): GemmFn {
+  let g = lowpGemms.get(kind);
+  if (!g) {
+    g = (ta, tb, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc) =>
+      gemmLowp(kind, ta, tb, m, n, k, alpha, a as unknown as Uint16Array, aOff, lda, b as unknown as Uint16Array, bOff, ldb, beta, c as Float32Array, cOff, ldc);
+    lowpGemms.set(kind, g);
+  }
+  return g;
 }
 
 function checkFloat(t: Tensor, what: string): void {
@@ -158,6 +175,19 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     if (bd !== bias) bd.dispose();
     beta = 1;
   }
+  // train.precision bf16/fp16: 16-bit operands (parameters from the per-step copy), fp32
+  // accumulation and output. Activation operands are not kept in 16 bits for backward: the
+  // fp32 inputs stay alive as autograd inputs anyway, so backward recasts them (one
+  // memory-bound pass) rather than holding a second copy; the node's ctx is the 16-bit type.
+  const kind = a.dtype === 'float32' ? lowpKind() : null;
+  if (kind) {
+    const a16 = lowpOperand(a, kind), b16 = lowpOperand(b, kind);
+    const A = operand(a16), B = operand(b16);
+    run(plan(A, transA, B, transB, batch, batch), A, transA, B, transB, od, batch, batch, 1, beta, kind);
+    a16.dispose();
+    b16.dispose();
+    return record('matmul', { transA, transB }, bias ? [a, b, bias] : [a, b], out, [], kind);
+  }
   const A = operand(a), B = operand(b);
   run(plan(A, transA, B, transB, batch, batch), A, transA, B, transB, od, batch, batch, 1, beta);
   release(A, B);
@@ -181,21 +211,32 @@ export function matmulBackward(node: Node<'matmul'>, gOut: Tensor): void {
   const Gt = dense(gOut);
   const batch = Gt.shape.slice(0, -2);
   const M = Gt.shape[Gt.ndim - 2]!, N = Gt.shape[Gt.ndim - 1]!;
-  const G = operand(Gt);
+  // A 16-bit ctx means the forward ran in mixed precision: so do both gradient GEMMs, on
+  // the same 16-bit operands (parameters: the step's copy; activations: recast) and the
+  // output gradient cast to that type (times the fp16 loss scale, divided out by alpha).
+  const lowp = (node.ctx as Lowp | undefined) ?? null;
+  const gScale = lowp ? gradOperandScale() : 1;
+  const G16 = lowp && (a.requiresGrad || b.requiresGrad) ? castLowp(Gt, lowp, gScale) : null;
+  const G = operand(G16 ?? Gt);
   if (a.requiresGrad || b.requiresGrad) {
-    const A = operand(a), B = operand(b);
+    const a16 = lowp && b.requiresGrad ? lowpOperand(a, lowp) : null;
+    const b16 = lowp && a.requiresGrad ? lowpOperand(b, lowp) : null;
+    const A = operand(a16 ?? a), B = operand(b16 ?? b);
     if (a.requiresGrad) {
       // !transA: dA = G · op(B)^T ; transA: dA = op(B) · G^T
       const [X, tx, Y, ty] = transA ? [B, transB, G, true] : [G, false, B, !transB];
-      accumulate(a, X, tx, Y, ty, batch);
+      accumulate(a, X, tx, Y, ty, batch, lowp, 1 / gScale);
     }
     if (b.requiresGrad) {
       // !transB: dB = op(A)^T · G ; transB: dB = G^T · op(A)
       const [X, tx, Y, ty] = transB ? [G, true, A, transA] : [A, !transA, G, false];
-      accumulate(b, X, tx, Y, ty, batch);
+      accumulate(b, X, tx, Y, ty, batch, lowp, 1 / gScale);
     }
     release(A, B);
+    a16?.dispose();
+    b16?.dispose();
   }
+  G16?.dispose();
   if (bias && bias.requiresGrad) {
     const { g } = gradTarget(bias, false);
     biasGrad(floatData(Gt), g.data as F, numel(batch) * M, N, N);
@@ -203,10 +244,10 @@ export function matmulBackward(node: Node<'matmul'>, gOut: Tensor): void {
   if (Gt !== gOut) Gt.dispose();
 }
 
-function accumulate(target: Tensor, X: Operand, tx: boolean, Y: Operand, ty: boolean, batch: number[]): void {
+function accumulate(target: Tensor, X: Operand, tx: boolean, Y: Operand, ty: boolean, batch: number[], kind: Lowp | null = null, alpha = 1): void {
   const zBatch = target.shape.slice(0, -2);
   const path = plan(X, tx, Y, ty, zBatch, batch);
   const writesAll = path === 'flatK' || numel(zBatch) === numel(batch);
   const { g, fresh } = gradTarget(target, writesAll);
-  run(path, X, tx, Y, ty, g.data as F, zBatch, batch, 1, fresh ? 0 : 1);
+  run(path, X, tx, Y, ty, g.data as F, zBatch, batch, alpha, fresh ? 0 : 1, kind);
 }

@@ -4,3 +4,4 @@ export * from './adamw.js';
 export * from './adagrad.js';
 export * from './clip-grad.js';
 export * from './lr-schedule.js';
+export * from './loss-scaler.js';

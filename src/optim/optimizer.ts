@@ -8,6 +8,7 @@
 import type { Tensor } from '../core/tensor.js';
 import { nativeMinElements } from '../backend/dispatch.js';
 import { nativeOptim, type NativeOptim } from '../backend/native-optim.js';
+import { markWeightsUpdated } from '../backend/lowp-tensor.js';
 import type { FloatArray } from '../backend/reference/optim.js';
 
 export interface ParamSegment {
@@ -147,6 +148,8 @@ export abstract class Optimizer<H extends BaseHyper> {
         this.updateSlot(slot, group, g.data, g.off, gradScale);
       }
     }
+    // Mixed precision: the 16-bit weight copies are remade once, at their next use.
+    markWeightsUpdated();
   }
 
   /** Fills every gradient with 0, keeping the buffers (gradient buckets keep pointing at them). */

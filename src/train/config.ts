@@ -5,6 +5,7 @@ import type { GptConfig } from '../nn/gpt-config.js';
 import { validateGptConfig } from '../nn/gpt-config.js';
 import { validateGptTensorParallel } from '../parallel/plans/gpt.js';
 import { parseMeshOrder } from '../parallel/mesh.js';
+import { PRECISIONS, type Precision } from '../backend/precision.js';
 
 export interface OptimConfig {
   lr: number;
@@ -64,6 +65,12 @@ export interface TrainConfig {
     threads: number;
     /** Stop after this many seconds of training (0 = no limit). */
     maxSeconds: number;
+    /** GEMM precision: fp32, or bf16 / fp16 operands with fp32 accumulation (fp32 master weights). */
+    precision: Precision;
+    /** fp16: initial dynamic loss scale. */
+    lossScale: number;
+    /** fp16: overflow-free steps after which the loss scale doubles. */
+    lossScaleWindow: number;
   };
   optim: OptimConfig;
   parallel: ParallelConfig;
@@ -77,6 +84,7 @@ function base(preset: string, model: GptConfig, microBatch: number): TrainConfig
     train: {
       microBatch, gradAccum: 1, steps: 1000, evalEvery: 100, evalBatches: 20, checkpointEvery: 200, logEvery: 10,
       outDir: `runs/${preset}`, seed: 1337, recompute: false, maxBadSteps: 5, targetLoss: 0, threads: 0, maxSeconds: 0,
+      precision: 'fp32', lossScale: 65536, lossScaleWindow: 1000,
     },
     optim: { lr: 3e-4, minLr: 3e-5, warmupSteps: 100, schedule: 'cosine', weightDecay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradClip: 1.0 },
     parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, pipelineChunks: 4, sp: false, order: 'tp,dp,pp' },
@@ -169,4 +177,7 @@ export function validateTrainConfig(c: TrainConfig, world = 1): void {
   if (c.optim.minLr < 0 || c.optim.minLr > c.optim.lr) throw new Error(`optim.minLr must be in [0, optim.lr], got ${c.optim.minLr}`);
   if (!['cosine', 'linear', 'constant'].includes(c.optim.schedule)) throw new Error(`optim.schedule must be cosine, linear or constant, got '${c.optim.schedule}'`);
   if (c.train.maxBadSteps < 1) throw new Error(`train.maxBadSteps must be >= 1`);
+  if (!PRECISIONS.includes(c.train.precision)) throw new Error(`train.precision must be one of ${PRECISIONS.join(', ')}, got '${c.train.precision}'`);
+  if (!(c.train.lossScale > 0) || !Number.isFinite(c.train.lossScale)) throw new Error(`train.lossScale must be a positive finite number, got ${c.train.lossScale}`);
+  posInt(c.train.lossScaleWindow, 'train.lossScaleWindow');
 }

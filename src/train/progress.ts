@@ -13,6 +13,8 @@ export interface StepMetrics {
   seconds: number;
   valLoss?: number;
   skipped?: boolean;
+  /** fp16 dynamic loss scale in use for this step. */
+  lossScale?: number;
 }
 
 export class Progress {

@@ -1,6 +1,7 @@
 // Training checkpoints on top of io/checkpoint.ts: model weights, AdamW state (per
 // parameter range, so ZeRO shards save and load in any layout), and the JSON state
 // that makes a resumed run continue exactly (step, RNG, loader position, config).
+import { markWeightsUpdated } from '../backend/lowp-tensor.js';
 import { join } from 'node:path';
 import type { Tensor } from '../core/tensor.js';
 import { optimizerSegments, optimizerMeta, loadParams, loadOptimizer, type OptimizerMeta } from '../optim/state-segments.js';
@@ -22,6 +23,8 @@ export interface TrainState {
   modelRng: number[];
   config: TrainConfig;
   optimizer?: OptimizerMeta;
+  /** fp16 dynamic loss scale (train.precision = fp16). */
+  lossScaler?: { scale: number; goodSteps: number };
 }
 
 export interface CheckpointComm {

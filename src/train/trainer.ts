@@ -4,6 +4,11 @@
 // Parallelism plugs in through a ParallelLayer (parallel-layer.ts) and its StepSchedule
 // (step-schedule.ts) without the loop knowing about ranks.
 import { join } from 'node:path';
+import { getPrecision, setPrecision, setLossScale } from '../backend/precision.js';
+import { markWeightsUpdated } from '../backend/lowp-tensor.js';
+import { DynamicLossScaler } from '../optim/loss-scaler.js';
+import { precisionSummary } from './precision-info.js';
+import { f32GemmMode, gemmChoices } from '../backend/gemm-select.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { fromStorage } from '../core/tensor.js';
 import { scope } from '../core/scope.js';
@@ -49,9 +54,21 @@ export function defaultThreads(localWorld: number): number {
   return Math.max(1, Math.floor(cores / Math.max(1, localWorld)));
 }
 
+/** Trains with cfg.train.precision in effect; the previous precision is restored after. */
 export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
+  const prevPrecision = getPrecision();
+  try {
+    return await trainWithPrecision(cfg, opts);
+  } finally {
+    setPrecision(prevPrecision);
+  }
+}
+
+async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise<TrainResult> {
   const par = opts.parallel ?? singleProcessLayer();
   validateTrainConfig(cfg, par.world);
+  setPrecision(cfg.train.precision);
+  const scaler = cfg.train.precision === 'fp16' ? new DynamicLossScaler({ initScale: cfg.train.lossScale, growthInterval: cfg.train.lossScaleWindow }) : null;
   const isMain = par.rank === 0;
   const threads = cfg.train.threads || defaultThreads(Number(process.env.ATHANOR_LOCAL_WORLD_SIZE ?? process.env.OMPI_COMM_WORLD_LOCAL_SIZE ?? 1));
   setBlasThreads(threads);
@@ -72,6 +89,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     const latest = latestCheckpoint(ckptRoot);
     if (latest) {
       const st = par.loadCheckpoint(latest, model, optim);
+      markWeightsUpdated();
+      if (scaler && st.lossScaler) scaler.restore(st.lossScaler);
       step = st.step;
       loader.restore(st.loader as TokenLoaderState);
       model.rng.setState(st.modelRng);
@@ -84,12 +103,13 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   const nParams = model.numParameters();
   const tokensPerStep = globalBatch(cfg) * T;
   const flopsPerToken = 3 * gptFlopsPerToken(cfg.model, T);
-  const ceiling = measureGemmCeiling() * par.world;
+  const ceiling = measureGemmCeiling(1024, 8, cfg.train.precision) * par.world;
   if (isMain) {
     const be = backendSummary();
     progress.log(`athanor train: ${cfg.preset} ${nParams.toLocaleString('en-US')} parameters (closed form ${gptParamCount(cfg.model).toLocaleString('en-US')}), ` +
       `global batch ${globalBatch(cfg)} × ${T} tokens, ${par.world} rank(s) × ${blasThreads()} thread(s), ` +
       `kernels ${be.nativeKernels ? 'native' : 'reference'}, GEMM ${be.openblas ? 'OpenBLAS' : 'reference'} (ceiling ${(ceiling / 1e9).toFixed(1)} GFLOP/s)`);
+    if (cfg.train.precision !== 'fp32') progress.log(precisionSummary(cfg.train.precision));
     const layout = par.describe();
     if (layout) progress.log(layout);
     progress.record('config', { config: cfg, params: nParams, world: par.world, threads, layout: layout ?? undefined });
@@ -105,6 +125,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
 
   while (step < cfg.train.steps) {
     const ts = performance.now();
+    if (scaler) setLossScale(scaler.scale);
+    const stepScale = scaler?.scale;
     const micro: MicroBatch[] = [];
     for (let i = 0; i < cfg.train.gradAccum; i++) {
       const batch = loader.next(B);
@@ -117,7 +139,13 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     const lr = lrAt(cfg.optim, step - 1, cfg.train.steps);
     const { gradNorm, applied } = await optim.step(lr, cfg.optim.gradClip);
     const bad = !applied || !Number.isFinite(loss);
-    if (bad) {
+    // fp16: an overflow in the scaled gradients is the loss scale's business, not a failed step.
+    const overflow = scaler !== null && !applied && Number.isFinite(loss) && scaler.canBackOff();
+    if (scaler) scaler.update(!applied);
+    if (overflow) {
+      skipped.push(step);
+      progress.log(`step ${step}: fp16 gradient overflow at loss scale ${stepScale}; update skipped, loss scale → ${scaler!.scale}`);
+    } else if (bad) {
       skipped.push(step);
       badInARow++;
       progress.log(`step ${step}: non-finite ${Number.isFinite(loss) ? `gradient norm (${gradNorm})` : `loss (${loss})`}; update skipped (${badInARow} in a row)`);
@@ -131,7 +159,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     opts.onStep?.({ step, loss, skipped: bad });
     const dt = (performance.now() - ts) / 1000;
     const tps = tokensPerStep / dt;
-    progress.step({ step, loss, lr, tokensPerSec: tps, mfu: (tps * flopsPerToken) / ceiling, gradNorm, seconds: dt, skipped: bad }, cfg.train.logEvery, startStep);
+    progress.step({ step, loss, lr, tokensPerSec: tps, mfu: (tps * flopsPerToken) / ceiling, gradNorm, seconds: dt, skipped: bad, ...(scaler ? { lossScale: stepScale } : {}) }, cfg.train.logEvery, startStep);
 
     const elapsed = (performance.now() - t0) / 1000;
     const timeUp = cfg.train.maxSeconds > 0 && elapsed >= cfg.train.maxSeconds;
@@ -145,13 +173,14 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     }
     if (timeUp && !stoppedEarly) stoppedEarly = 'time';
     if ((cfg.train.checkpointEvery > 0 && step % cfg.train.checkpointEvery === 0) || last || stoppedEarly) {
-      const st: TrainState = { step, loader: loader.state(), modelRng: model.rng.getState(), config: cfg };
+      const st: TrainState = { step, loader: loader.state(), modelRng: model.rng.getState(), config: cfg, ...(scaler ? { lossScaler: scaler.state() } : {}) };
       const dir = await par.saveCheckpoint(ckptRoot, model, optim, st);
       if (isMain) progress.log(`step ${step}: checkpoint ${dir}`);
     }
     if (stoppedEarly) break;
   }
   progress.end();
+  if (isMain && f32GemmMode() === 'auto') progress.record('gemm-choices', { choices: gemmChoices() });
   const seconds = (performance.now() - t0) / 1000;
   const tokensPerSec = ((step - startStep) * tokensPerStep) / Math.max(seconds, 1e-9);
   if (isMain) progress.record('summary', { steps: step, seconds, tokensPerSec, stoppedEarly, maxRssMB: process.resourceUsage().maxRSS / 1024 });
