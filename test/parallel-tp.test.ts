@@ -82,6 +82,14 @@ test('tensor parallel matches one process: tp=2, tp=4, tp2×dp2 (ZeRO-1 and ZeRO
   }
 });
 
+test('tied embeddings, rotary positions and dropout: tp=2 equals one process (dropout masks repeat in replicated regions)', async () => {
+  const extra = ['--model.tieEmbeddings=true', '--model.positions=rotary', '--model.dropout=0.1'];
+  const base = await run('tp-tied-base', {}, extra);
+  const out = await run('tp-tied', { tp: 2 }, extra);
+  sameLosses(stepLosses(out), stepLosses(base), 'tied/rotary/dropout tp2 vs 1 process');
+  sameCheckpoint(out, base, 'tied/rotary/dropout tp2 vs 1 process');
+});
+
 /** A copy of a run whose `latest` points at its step-4 checkpoint (a resume continues from there). */
 function rewindTo4(out: string, label: string): string {
   const copy = tmp(label);
