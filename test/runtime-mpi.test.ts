@@ -35,7 +35,7 @@ function mpirun(np: number, env: Record<string, string>): Promise<{ code: number
 for (const np of [1, 2, 3, 4]) {
   test(`MPI transport under mpirun -np ${np}`, { skip: skip ?? false }, async () => {
     // From 3 ranks the suite also runs on a sub-group (MPI_Comm_create_group) of the world.
-    const r = await mpirun(np, { DIST_SIZES: np === 2 || np === 4 ? '0,1,7,1000003' : '0,1,7,1001', ATHANOR_BACKEND: 'auto', DIST_SUB: np >= 3 ? '1' : '0' });
+    const r = await mpirun(np, { DIST_SIZES: np === 2 ? '0,1,7,1000003' : np === 4 ? '0,1,7,100003' : '0,1,7,1001', ATHANOR_BACKEND: 'auto', DIST_SUB: np >= 3 ? '1' : '0' });
     assert.equal(r.code, 0, r.stderr + r.stdout.slice(-3000));
     const results = r.stdout.split('\n').filter((l) => l.startsWith('RESULT ')).map((l) => parseResult(l)!);
     assert.equal(results.length, np, r.stdout);
@@ -141,3 +141,13 @@ test('communication thread, older call form (InitOptions naming a socket backend
     assert.deepEqual(o.ranks, (o.rank as number) % 2 === 0 ? [0, 2] : [1, 3]);
   }
 });
+
+for (const via of ['main', 'thread']) {
+  test(`MPI point-to-point with more outstanding receives than libuv's pool threads (${via === 'main' ? 'main thread' : 'communication thread'})`, { skip: skip ?? false }, async () => {
+    const r = await mpirun(2, { DIST_MODE: 'p2p-many', DIST_VIA: via, ATHANOR_WATCHDOG_S: '30' });
+    assert.equal(r.code, 0, r.stderr + r.stdout.slice(-3000));
+    const results = r.stdout.split('\n').filter((l) => l.startsWith('RESULT ')).map((l) => parseResult(l)!);
+    assert.equal(results.length, 2);
+    for (const o of results) assert.deepEqual(o.failures, []);
+  });
+}

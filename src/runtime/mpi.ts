@@ -171,7 +171,7 @@ export class MpiCommunicator implements Communicator {
   readonly rank: number;
   readonly size: number;
   private queue: Promise<unknown> = Promise.resolve();
-  private p2pQueues = new Map<string, Promise<unknown>>();
+  private p2pPosted: Promise<unknown> = Promise.resolve();
   private seq = 0;
   private commP: Promise<bigint>;
 
@@ -192,24 +192,22 @@ export class MpiCommunicator implements Communicator {
 
   private dt(d: CommDType): bigint { const h = need().h; return d === 'float32' ? h.float : d === 'int32' ? h.int : h.u16; }
 
-  private enqueue(name: string, body: (comm: bigint) => Promise<void>, queueKey?: string, peer?: number): Work {
-    const seq = queueKey ? 0 : ++this.seq;
-    const label = queueKey ? name : `${name}#${seq}`;
-    const prev = queueKey ? this.p2pQueues.get(queueKey) ?? Promise.resolve() : this.queue;
+  private enqueue(name: string, body: (comm: bigint) => Promise<void>): Work {
+    const seq = ++this.seq;
+    const label = `${name}#${seq}`;
+    const prev = this.queue;
     const run = async (): Promise<void> => {
       const comm = await this.commP;
       const limit = this.opts.watchdogS * 1000;
       // An MPI call cannot be interrupted, so the watchdog can only report and exit.
       const t = setTimeout(() => {
-        const who = peer !== undefined ? `; still waiting for rank ${this.ranks[peer]}` : '; this main-thread MPI communicator cannot tell which ranks did not arrive (the communication thread\'s can)';
-        mpiAbortJob(`athanor watchdog: rank ${this.worldRank}: ${label} in group '${this.name}' (mpi, ranks ${this.ranks.join(',')}) did not complete within ${this.opts.watchdogS} s${who} (set ATHANOR_WATCHDOG_S to change the limit); aborting the MPI job`);
+        mpiAbortJob(`athanor watchdog: rank ${this.worldRank}: ${label} in group '${this.name}' (mpi, ranks ${this.ranks.join(',')}) did not complete within ${this.opts.watchdogS} s; this main-thread MPI communicator cannot tell which ranks did not arrive (the communication thread's can) (set ATHANOR_WATCHDOG_S to change the limit); aborting the MPI job`);
       }, limit);
       t.unref();
       try { await body(comm); } finally { clearTimeout(t); }
     };
     const p = prev.then(run, run);
-    const tail = p.catch(() => {});
-    if (queueKey) this.p2pQueues.set(queueKey, tail); else this.queue = tail;
+    this.queue = p.catch(() => {});
     return new WorkHandle(name, seq, p.catch((e: Error) => { throw new DistError(`rank ${this.worldRank}: ${label} in group '${this.name}' (mpi) failed: ${e.message}`); }));
   }
 
@@ -301,13 +299,37 @@ export class MpiCommunicator implements Communicator {
   send(buf: CommBuffer, dst: number, tag = 0): Work {
     const d = dtypeOf(buf);
     checkRank('send', dst, this.size);
-    return this.enqueue(`send to rank ${this.ranks[dst]} (tag ${tag})`, (comm) => call(need().fns.send!, 'MPI_Send', [buf, buf.length, this.dt(d), dst, tag, comm]), `s${dst}:${tag}`, dst);
+    return this.p2p(`send to rank ${this.ranks[dst]} (tag ${tag})`, dst, (comm, req) => need().fns.isend!(buf, buf.length, this.dt(d), dst, tag, comm, req), buf);
   }
 
   recv(buf: CommBuffer, src: number, tag = 0): Work {
     const d = dtypeOf(buf);
     checkRank('recv', src, this.size);
-    return this.enqueue(`recv from rank ${this.ranks[src]} (tag ${tag})`, (comm) => call(need().fns.recv!, 'MPI_Recv', [buf, buf.length, this.dt(d), src, tag, comm, null]), `r${src}:${tag}`, src);
+    return this.p2p(`recv from rank ${this.ranks[src]} (tag ${tag})`, src, (comm, req) => need().fns.irecv!(buf, buf.length, this.dt(d), src, tag, comm, req), buf);
+  }
+
+  /**
+   * Point-to-point is non-blocking: MPI_Isend / MPI_Irecv posted in call order (which is what
+   * MPI matches by) and completed by the event-loop poller. Blocking MPI_Send / MPI_Recv would
+   * each hold one of libuv's 4 pool threads (koffi's async calls run there): a fifth
+   * outstanding receive would wait for a thread while its sender waits for it.
+   */
+  private p2p(label: string, peer: number, post: (comm: bigint, req: BigUint64Array) => number, keep: CommBuffer): Work {
+    const req = new BigUint64Array(1);
+    const posted = this.p2pPosted.then(async () => {
+      const comm = await this.commP;
+      const rc = post(comm, req);
+      if (rc !== 0) throw new DistError(`MPI error code ${rc}`);
+    });
+    this.p2pPosted = posted.catch(() => {});
+    const done = posted.then(() => {
+      const t = setTimeout(() => {
+        mpiAbortJob(`athanor watchdog: rank ${this.worldRank}: ${label} in group '${this.name}' (mpi, ranks ${this.ranks.join(',')}) did not complete within ${this.opts.watchdogS} s; still waiting for rank ${this.ranks[peer]} (set ATHANOR_WATCHDOG_S to change the limit); aborting the MPI job`);
+      }, this.opts.watchdogS * 1000);
+      t.unref();
+      return pollUntilDone(req, keep).finally(() => clearTimeout(t));
+    });
+    return new WorkHandle(label, 0, done.catch((e: Error) => { throw new DistError(`rank ${this.worldRank}: ${label} in group '${this.name}' (mpi) failed: ${e.message}`); }));
   }
 
   barrier(): Work {
@@ -346,6 +368,36 @@ export class MpiCommunicator implements Communicator {
   }
 
   async destroy(): Promise<void> { await this.queue; }
+}
+
+// ---- the main thread's point-to-point poller ---------------------------------------------
+const polled: { req: BigUint64Array; resolve: () => void; keep: CommBuffer }[] = [];
+let pollScheduled = false;
+let lastProgress = 0;
+const testFlag = [0];
+
+function pollUntilDone(req: BigUint64Array, keep: CommBuffer): Promise<void> {
+  return new Promise<void>((resolve) => { polled.push({ req, resolve, keep }); schedulePoll(); });
+}
+
+/** Polls back to back for 2 ms after progress, then once per timer tick (~1 ms). */
+function schedulePoll(): void {
+  if (pollScheduled) return;
+  pollScheduled = true;
+  if (performance.now() - lastProgress < 2) setImmediate(pollOnce); else setTimeout(pollOnce, 0);
+}
+
+function pollOnce(): void {
+  pollScheduled = false;
+  const test = need().fns.test!;
+  let any = false;
+  for (let i = 0; i < polled.length;) {
+    const x = polled[i]!;
+    test(x.req, testFlag, null);
+    if (testFlag[0]) { polled.splice(i, 1); x.resolve(); any = true; } else i++;
+  }
+  if (any) lastProgress = performance.now();
+  if (polled.length) schedulePoll();
 }
 
 export function groupTag(ranks: readonly number[]): number {

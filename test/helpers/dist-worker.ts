@@ -223,6 +223,24 @@ async function main(): Promise<void> {
     if (out[0] !== 1) failures.push(`legacy reduceScatterV avg: ${out[0]}`);
     await t.close();
     console.log(`RESULT ${JSON.stringify({ rank: r, backend: t.backend, ranks: t.ranks, failures })}`);
+  } else if (mode === 'p2p-many') {
+    // Rank 0 posts 12 receives before the send its peer waits for: more outstanding p2p than
+    // libuv's 4 pool threads (blocking MPI_Recv on each would deadlock).
+    const comm: Communicator = process.env.DIST_VIA === 'main' ? pg : await CommThread.start(pg);
+    const N = 12;
+    const bufs = Array.from({ length: N + 1 }, (_, t) => new Int32Array(4).fill(r === 0 ? 0 : t));
+    if (r === 0) {
+      const recvs = bufs.slice(1).map((b, i) => comm.recv(b, 1, i + 1).wait());
+      await comm.send(bufs[0]!, 1, 100).wait();
+      await Promise.all(recvs);
+      bufs.slice(1).forEach((b, i) => { if (b[3] !== i + 1) failures.push(`recv tag ${i + 1}: got ${b[3]}`); });
+    } else if (r === 1) {
+      await comm.recv(bufs[0]!, 0, 100).wait();
+      for (let t = 1; t <= N; t++) await comm.send(bufs[t]!, 0, t).wait();
+    }
+    await comm.barrier();
+    if (comm !== pg) await comm.destroy();
+    console.log(`RESULT ${JSON.stringify({ rank: r, failures })}`);
   } else if (mode === 'p2p-hang') {
     // Rank 0 waits for a message rank 1 never sends (on the comm thread or the main communicator).
     const comm: Communicator = process.env.DIST_VIA === 'main' ? pg : await CommThread.start(pg);
