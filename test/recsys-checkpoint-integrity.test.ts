@@ -62,6 +62,23 @@ test('embedding shard checkpoint: flipped, truncated and deleted files name the 
   }
 });
 
+test('embedding shard checkpoint without optimizer state (SGD: empty sections) verifies and loads', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'athanor-emb-sgd-'));
+  try {
+    const sgd = parseServerConfig({ seed: 7, groups: [{ id: G, name: 'user', dim: DIM }], optimizer: { kind: 'sgd', lr: 0.1 } }, 'test');
+    const s = new EmbeddingShard(sgd, 0, 1);
+    const ids = Array.from({ length: 5000 }, (_, i) => i);
+    s.push(G, idsToPairs(G, ids), ids.length, Float32Array.from({ length: ids.length * DIM }, (_, k) => Math.cos(k)), true);
+    const m = await dumpShard(s, dir, 'sgd');
+    assert.ok(m.checksum!.ranges.some((r) => r.end === r.begin), 'the empty optimizer-state section is recorded');
+    const back = new EmbeddingShard(sgd, 0, 1);
+    assert.equal(loadShard(back, dir).rowsLoaded, ids.length);
+    assert.deepEqual(back.lookup(G, idsToPairs(G, ids), ids.length, true), s.lookup(G, idsToPairs(G, ids), ids.length, true));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 const MODEL = { numDense: 4, numSparse: 2, embDim: DIM, bottom: [8], top: [8], seed: 1 };
 
 /** A hybrid checkpoint at `step`: the embedding dump, then the dense file and manifest. */
