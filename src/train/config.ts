@@ -3,6 +3,8 @@
 // validates the result once, with messages naming the offending key.
 import type { GptConfig } from '../nn/gpt-config.js';
 import { validateGptConfig } from '../nn/gpt-config.js';
+import type { PipelineScheduleKind } from '../parallel/pipeline/schedule.js';
+import { validatePipeline } from '../parallel/pipeline/pipeline-setup.js';
 
 export interface OptimConfig {
   lr: number;
@@ -26,8 +28,10 @@ export interface ParallelConfig {
   bucketMB: number;
   /** Fixed reduction order so results do not depend on arrival timing. */
   deterministic: boolean;
-  /** Pipeline micro-batches per step (pp > 1). */
+  /** Chunks (virtual stages) per pipeline rank for the interleaved schedule; micro-batches per step are train.gradAccum. */
   pipelineChunks: number;
+  /** Pipeline schedule when pp > 1. */
+  pipelineSchedule: PipelineScheduleKind;
 }
 
 export interface TrainConfig {
@@ -73,7 +77,7 @@ function base(preset: string, model: GptConfig, microBatch: number): TrainConfig
       outDir: `runs/${preset}`, seed: 1337, recompute: false, maxBadSteps: 5, targetLoss: 0, threads: 0, maxSeconds: 0,
     },
     optim: { lr: 3e-4, minLr: 3e-5, warmupSteps: 100, schedule: 'cosine', weightDecay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradClip: 1.0 },
-    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, pipelineChunks: 4 },
+    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, pipelineChunks: 2, pipelineSchedule: '1f1b' },
   };
 }
 
@@ -115,7 +119,9 @@ export function fugaku13b(): TrainConfig {
   const c = base('fugaku-13b', gpt(40, 36, 5184, 49152, 2048), 1);
   c.train = { ...c.train, recompute: true };
   c.optim = { ...c.optim, lr: 1e-4, minLr: 1e-5, warmupSteps: 2000 };
-  c.parallel = { ...c.parallel, tp: 4, pp: 8 };
+  // 7 micro-batches per replica (global batch 2016 over dp 288) for 8 stages: fewer than
+  // 1F1B needs, so the pipeline runs GPipe.
+  c.parallel = { ...c.parallel, tp: 4, pp: 8, pipelineSchedule: 'gpipe' };
   return c;
 }
 
@@ -152,6 +158,7 @@ export function validateTrainConfig(c: TrainConfig, world = 1): void {
   }
   if (c.parallel.tp > 1 && c.model.nHead % c.parallel.tp !== 0) throw new Error(`model.nHead (${c.model.nHead}) must be divisible by parallel.tp (${c.parallel.tp})`);
   if (c.parallel.pp > 1 && c.model.nLayer < c.parallel.pp) throw new Error(`model.nLayer (${c.model.nLayer}) must be at least parallel.pp (${c.parallel.pp})`);
+  validatePipeline(c.model, { pp: c.parallel.pp, schedule: c.parallel.pipelineSchedule, chunks: c.parallel.pipelineChunks, microBatches: c.train.gradAccum }, c.parallel.zero);
   if (!(c.optim.lr > 0)) throw new Error(`optim.lr must be > 0, got ${c.optim.lr}`);
   if (c.optim.minLr < 0 || c.optim.minLr > c.optim.lr) throw new Error(`optim.minLr must be in [0, optim.lr], got ${c.optim.minLr}`);
   if (!['cosine', 'linear', 'constant'].includes(c.optim.schedule)) throw new Error(`optim.schedule must be cosine, linear or constant, got '${c.optim.schedule}'`);

@@ -35,7 +35,7 @@ export function scheduleShapeError(s: ScheduleShape): string | null {
   if (!Number.isInteger(s.v) || s.v < 1) return `parallel.pipelineChunks must be a positive integer, got ${s.v}`;
   if (s.kind !== 'interleaved' && s.v !== 1) return `internal: schedule '${s.kind}' runs one chunk per rank`;
   if (s.kind === '1f1b' && s.m < s.p) {
-    return `train.gradAccum (${s.m} micro-batches per step) must be at least parallel.pp (${s.p}) for the 1f1b schedule (fewer leaves stages idle and 1F1B degenerates); raise train.gradAccum or use parallel.pipelineSchedule=gpipe`;
+    return `train.gradAccum (micro-batches per step, ${s.m}) must be at least parallel.pp (${s.p}) for the 1f1b schedule; raise train.gradAccum or use parallel.pipelineSchedule=gpipe`;
   }
   if (s.kind === 'interleaved') {
     if (s.v < 2) return `parallel.pipelineChunks must be at least 2 for the interleaved schedule, got ${s.v}`;
