@@ -51,7 +51,7 @@ test('simulated bubble equals (p-1)/(m+p-1), divided down by v when interleaved;
 });
 
 test('schedule invariants name the config field', () => {
-  assert.match(scheduleShapeError({ kind: '1f1b', p: 4, m: 2, v: 1 })!, /train\.gradAccum \(2 .*\) must be at least parallel\.pp \(4\)/);
+  assert.match(scheduleShapeError({ kind: '1f1b', p: 4, m: 2, v: 1 })!, /train\.gradAccum \(micro-batches per step, 2\) must be at least parallel\.pp \(4\)/);
   assert.match(scheduleShapeError({ kind: 'interleaved', p: 2, m: 3, v: 2 })!, /train\.gradAccum \(3\) must be a multiple of parallel\.pp/);
   assert.match(scheduleShapeError({ kind: 'interleaved', p: 2, m: 2, v: 1 })!, /parallel\.pipelineChunks must be at least 2/);
   assert.match(scheduleShapeError({ kind: 'zigzag' as never, p: 2, m: 2, v: 1 })!, /parallel\.pipelineSchedule must be one of gpipe, 1f1b, interleaved/);
