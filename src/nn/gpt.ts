@@ -123,11 +123,6 @@ export class GPT extends Module {
   readonly lm_head: Linear;
   readonly rng: Rng;
   recompute: boolean;
-  /**
-   * Replaces how a block runs (set by parallelism wrappers such as ZeRO-3, which
-   * gathers a block's parameters around it); `run` is the plain block forward.
-   */
-  blockWrapper: ((i: number, x: Tensor, run: (x: Tensor) => Tensor) => Tensor) | null = null;
   private readonly rope: Rope | null;
 
   constructor(readonly cfg: GptConfig, opts: GptOptions = {}) {
@@ -157,7 +152,6 @@ export class GPT extends Module {
 
   runBlock(i: number, x: Tensor): Tensor {
     const b = this.h[i]!;
-    if (this.blockWrapper) return this.blockWrapper(i, x, (y) => b.forward(y, this.rope, this.rng));
     if (this.recompute && this.training) {
       return checkpoint((xs) => b.forward(xs[0]!, this.rope, this.rng), [x], b.parameters(), this.rng);
     }

@@ -133,3 +133,15 @@ function copyValues(dst: Tensor, src: Tensor, where: string): void {
   if (!src.isContiguous() || !dst.isContiguous()) throw new Error(`${where}: expected contiguous tensors`);
   dst.data.set(src.data.subarray(src.offset, src.offset + src.size) as never, dst.offset);
 }
+
+/**
+ * The generic module hook: replaces `m[key]` (usually `forward`) with `wrap(next)`, where
+ * `next` is the previous method bound to `m`. Parallel transforms (ZeRO-3 gathers,
+ * tensor-parallel collectives and sharded compute) are installed this way from outside,
+ * so model code stays single-process. Hooks stack: the last one installed runs first.
+ */
+export function wrapMethod<M extends object, K extends keyof M>(m: M, key: K, wrap: (next: M[K]) => M[K]): void {
+  const prev = m[key];
+  if (typeof prev !== 'function') throw new Error(`wrapMethod: ${m.constructor.name}.${String(key)} is not a method`);
+  m[key] = wrap((prev as (...a: unknown[]) => unknown).bind(m) as M[K]);
+}
