@@ -17,7 +17,11 @@ import type { TrainConfig } from './config.js';
 import { saveCheckpoint, type TrainState } from './train-checkpoint.js';
 import { newAdamW, type TrainOptimizer } from './optim-setup.js';
 import { accumulationSchedule, type StepSchedule } from './step-schedule.js';
-import type { ParallelLayer } from './parallel-layer.js';
+import { asGpt, type ParallelLayer, type TrainModel } from './parallel-layer.js';
+import { replicate } from '../parallel/data-parallel.js';
+import { buildRankPipeline, type RankPipeline } from '../parallel/pipeline/pipeline-setup.js';
+import { pipelineStepSchedule } from '../parallel/pipeline/pipeline-schedule.js';
+import { pipelineSettings } from './memory-plan.js';
 
 export class DistributedLayer implements ParallelLayer {
   readonly rank: number;
@@ -25,6 +29,8 @@ export class DistributedLayer implements ParallelLayer {
   readonly dataRank: number;
   readonly dataWorld: number;
   private dp: DataParallel | null = null;
+  /** This rank's pipeline stages and engine when parallel.pp > 1. */
+  private pipe: RankPipeline | null = null;
   private readonly scalar = new Float32Array(1);
 
   private constructor(readonly cfg: TrainConfig, readonly pg: ProcessGroup, readonly mesh: DeviceMesh, readonly comm: CommThread) {
@@ -38,8 +44,8 @@ export class DistributedLayer implements ParallelLayer {
     const pg = await initProcessGroup();
     try {
       const { tp, pp, dp } = cfg.parallel;
-      if (tp !== 1 || pp !== 1) {
-        throw new Error(`rank ${pg.rank}: parallel.tp=${tp}, parallel.pp=${pp}: athanor train runs data parallelism (with ZeRO); set parallel.dp to the world size (${pg.size}) and tp = pp = 1`);
+      if (tp !== 1) {
+        throw new Error(`rank ${pg.rank}: parallel.tp=${tp}: athanor train runs data and pipeline parallelism; set parallel.tp = 1`);
       }
       if (dp * tp * pp !== pg.size) throw new Error(`rank ${pg.rank}: parallel.dp is ${dp} but ${pg.size} ranks were started; pass --parallel.dp=${pg.size}`);
       const mesh = buildMesh(pg, { tp, pp, dp });
@@ -56,7 +62,15 @@ export class DistributedLayer implements ParallelLayer {
     return this.dp;
   }
 
-  buildModel(cfg: TrainConfig): GPT {
+  buildModel(cfg: TrainConfig): TrainModel {
+    if (cfg.parallel.pp > 1) {
+      // Only this rank's stages exist; data parallelism replicates them over the dp group.
+      this.pipe = buildRankPipeline(cfg.model, pipelineSettings(cfg), this.mesh.pp, this.pg, { seed: cfg.train.seed, recompute: cfg.train.recompute });
+      this.dp = replicate(this.pipe.stages, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
+        zero: cfg.parallel.zero as 0 | 1 | 2, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend,
+      });
+      return this.pipe.stages;
+    }
     const model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute });
     this.dp = applyDataParallel(model, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
       zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend,
@@ -64,9 +78,12 @@ export class DistributedLayer implements ParallelLayer {
     return model;
   }
 
-  schedule(model: GPT): StepSchedule {
+  schedule(model: TrainModel): StepSchedule {
     const dp = this.data;
-    return accumulationSchedule(model, {
+    // Pipeline: gradients are reduced over dp after the whole schedule (reduceGrads), not
+    // from backward hooks, since the tied embedding's copies are summed at its end.
+    if (this.pipe) return pipelineStepSchedule(this.pipe.engine, (x) => this.meanScalar(x));
+    return accumulationSchedule(asGpt(model), {
       onGradReady: dp.onGradReady,
       beforeForward: (last) => dp.beforeForward(last),
       afterEval: () => dp.afterEval(),
@@ -85,16 +102,38 @@ export class DistributedLayer implements ParallelLayer {
     return this.scalar[0]!;
   }
 
-  buildOptimizer(_model: GPT, cfg: TrainConfig): TrainOptimizer {
+  buildOptimizer(_model: TrainModel, cfg: TrainConfig): TrainOptimizer {
+    const pipe = this.pipe;
+    if (pipe) {
+      // The global norm: every stage's gradients once (not the last stage's tied embedding copy).
+      const tied = pipe.stages.tiedCopy ? pipe.stages.wte!.weight : null;
+      return this.data.buildOptimizer({
+        makeAdamW: (ps, relocate) => newAdamW(ps, cfg.optim, relocate),
+        countInNorm: (p) => p !== tied,
+        sumOutsideDp: (x) => this.sumOverPipeline(x),
+      });
+    }
     return this.data.buildOptimizer({ makeAdamW: (ps, relocate) => newAdamW(ps, cfg.optim, relocate) });
   }
 
-  async saveCheckpoint(root: string, _model: GPT, optim: TrainOptimizer, st: TrainState): Promise<string> {
-    const segs = this.data.checkpointSegments(optim.adamw);
+  /** Sum over the pipeline group in float64 (raw bits gathered, added in stage order). */
+  private async sumOverPipeline(x: number): Promise<number> {
+    const pp = this.mesh.pp;
+    const mine = new Float64Array([x]), all = new Float64Array(pp.size);
+    await pp.allGather(new Int32Array(mine.buffer), new Int32Array(all.buffer)).wait();
+    let s = 0;
+    for (const v of all) s += v;
+    return s;
+  }
+
+  async saveCheckpoint(root: string, _model: TrainModel, optim: TrainOptimizer, st: TrainState): Promise<string> {
+    let segs = this.data.checkpointSegments(optim.adamw);
+    // The first stage writes the tied embedding (and its moments); the last stage's copy is equal.
+    if (this.pipe?.stages.tiedCopy) segs = segs.filter((s) => s.name !== 'wte.weight' && !/^optim\.[a-z_]+\.wte\.weight$/.test(s.name));
     return saveCheckpoint(root, { ...st, optimizer: optimizerMeta(optim.adamw) }, segs, { rank: this.rank, world: this.world, barrier: () => this.barrier() });
   }
 
-  loadCheckpoint(dir: string, _model: GPT, optim: TrainOptimizer): TrainState {
+  loadCheckpoint(dir: string, _model: TrainModel, optim: TrainOptimizer): TrainState {
     const r = new CheckpointReader(dir);
     try {
       const st = r.state as TrainState;
@@ -106,7 +145,12 @@ export class DistributedLayer implements ParallelLayer {
   }
 
   describe(): string {
-    return this.data.describe();
+    const d = this.data.describe();
+    const pipe = this.pipe;
+    if (!pipe) return d;
+    const { shape, stages } = pipe;
+    const chunks = stages.chunks.map((c) => `stage ${c.stage}: layers ${c.lo}-${c.hi - 1}${c.first ? ' + embedding' : ''}${c.last ? ' + head' : ''}`).join(', ');
+    return `pipeline: ${shape.p} stages × ${shape.v} chunk(s), ${shape.kind}, ${shape.m} micro-batches per step; pipeline rank ${this.mesh.coords.pp} holds ${chunks} (${stages.numParameters().toLocaleString('en-US')} parameters); ${d}`;
   }
 
   private async barrier(): Promise<void> {

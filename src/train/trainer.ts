@@ -20,7 +20,7 @@ import { Progress, fmtTime } from './progress.js';
 import { measureGemmCeiling } from './gemm-ceiling.js';
 import { lrAt } from './optim-setup.js';
 import { latestCheckpoint, type TrainState } from './train-checkpoint.js';
-import { singleProcessLayer, type ParallelLayer } from './parallel-layer.js';
+import { singleProcessLayer, type ParallelLayer, type TrainModel } from './parallel-layer.js';
 import type { MicroBatch, StepSchedule } from './step-schedule.js';
 
 export interface TrainOptions {
@@ -29,7 +29,7 @@ export interface TrainOptions {
   /** The parallel layout (default: one process). */
   parallel?: ParallelLayer;
   /** Test hook: runs after backward, before clipping (e.g. to poison a gradient). */
-  afterBackward?: (model: GPT, step: number) => void;
+  afterBackward?: (model: TrainModel, step: number) => void;
   /** Called after each optimizer step with the step's metrics. */
   onStep?: (m: { step: number; loss: number; skipped: boolean }) => void;
 }
@@ -40,7 +40,7 @@ export interface TrainResult {
   valLosses: { step: number; loss: number }[];
   skippedSteps: number[];
   tokensPerSec: number;
-  model: GPT;
+  model: TrainModel;
   stoppedEarly: 'target' | 'time' | null;
 }
 
@@ -131,7 +131,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     opts.onStep?.({ step, loss, skipped: bad });
     const dt = (performance.now() - ts) / 1000;
     const tps = tokensPerStep / dt;
-    progress.step({ step, loss, lr, tokensPerSec: tps, mfu: (tps * flopsPerToken) / ceiling, gradNorm, seconds: dt, skipped: bad }, cfg.train.logEvery, startStep);
+    progress.step({ step, loss, lr, tokensPerSec: tps, mfu: (tps * flopsPerToken) / ceiling, gradNorm, seconds: dt, skipped: bad, ...bubbleOf(schedule) }, cfg.train.logEvery, startStep);
 
     const elapsed = (performance.now() - t0) / 1000;
     const timeUp = cfg.train.maxSeconds > 0 && elapsed >= cfg.train.maxSeconds;
@@ -215,4 +215,9 @@ export function evaluate(model: GPT, src: ReturnType<typeof openIndexedDataset>,
     model.train(wasTraining);
   }
   return sum / n;
+}
+
+function bubbleOf(schedule: StepSchedule): { bubble?: number; bubbleTheory?: number } {
+  const s = schedule.stats?.();
+  return s ? { bubble: s.bubble, bubbleTheory: s.bubbleTheory } : {};
 }
