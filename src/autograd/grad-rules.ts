@@ -5,12 +5,13 @@ import type { GradRule, GradRuleTable, OpName } from './node.js';
 import { basicRules } from './rules/basic.js';
 import { nnRules } from './rules/nn.js';
 import { checkpointGrad } from './checkpoint.js';
+import { groupRules } from './rules/group.js';
 
 let table: GradRuleTable | undefined;
 
 export function gradRuleTable(): GradRuleTable {
   if (!table) {
-    const t: GradRuleTable = { ...basicRules, ...nnRules, checkpoint: checkpointGrad };
+    const t: GradRuleTable = { ...basicRules, ...nnRules, ...groupRules, checkpoint: checkpointGrad };
     table = t;
   }
   return table;

@@ -47,6 +47,12 @@ export interface OpAttrs {
   embedding: Record<string, never>;
   dropout: { p: number };
   attention: { causal: boolean; scale: number };
+  // collectives over a tensor-parallel group (ops/group.ts)
+  groupCopy: { group: import('../ops/group.js').GroupCollectives };
+  groupReduce: { group: import('../ops/group.js').GroupCollectives };
+  groupGather: { group: import('../ops/group.js').GroupCollectives; axis: number };
+  groupScatter: { group: import('../ops/group.js').GroupCollectives; axis: number };
+  vocabParallelCrossEntropy: { group: import('../ops/group.js').GroupCollectives; vocabStart: number; ignoreIndex: number };
   // activation recomputation (see checkpoint.ts)
   checkpoint: import('./checkpoint.js').CheckpointCtx;
 }

@@ -12,6 +12,7 @@ import {
 import { fromStorage } from '../core/tensor.js';
 import { untrack } from '../core/scope.js';
 import { type GptConfig, validateGptConfig } from './gpt-config.js';
+import { materialize } from './materialize.js';
 
 export class CausalSelfAttention extends Module {
   readonly c_attn: Linear;
@@ -25,7 +26,10 @@ export class CausalSelfAttention extends Module {
 
   forward(x: Tensor, rope: Rope | null, rng: Rng): Tensor {
     const [B, T] = x.shape as [number, number, number];
-    const H = this.cfg.nHead, C = this.cfg.dModel, D = C / H;
+    const D = this.cfg.dModel / this.cfg.nHead;
+    // Heads held = rows of c_attn / 3D: all of them here, a slice when a tensor-parallel
+    // plan has split c_attn by heads (the code is the same).
+    const H = this.c_attn.weight.shape[0]! / (3 * D), C = H * D;
     const qkv = this.c_attn.forward(x); // (B, T, 3C)
     // (B,T,3,H,D) → three (B,H,T,D) strided views; attention reads them through ld, no copy.
     const r = reshape(qkv, [B, T, 3, H, D]);
@@ -113,6 +117,11 @@ export interface GptOptions {
   seed?: number;
   /** Recompute each block's activations in backward instead of keeping them. */
   recompute?: boolean;
+  /**
+   * Leave the parameters on the meta device for the caller to materialize (a parallel
+   * plan materializes only this rank's shards; see nn/materialize.ts).
+   */
+  deferInit?: boolean;
 }
 
 export class GPT extends Module {
@@ -130,15 +139,19 @@ export class GPT extends Module {
     validateGptConfig(cfg);
     const dtype = opts.dtype ?? 'float32';
     this.rng = new Rng(opts.seed ?? 0);
-    const ctx: InitContext = { device: opts.device ?? 'cpu', dtype, rng: this.rng };
+    // Parameters are declared on the meta device, then each is filled from its own
+    // stream (seed, name): the values do not depend on construction order or layout.
+    const device = opts.device ?? 'cpu';
+    const ctx: InitContext = { device: 'meta', dtype, rng: this.rng };
     this.wte = this.child('wte', new Embedding(ctx, cfg.vocabSize, cfg.dModel));
     this.wpe = cfg.positions === 'learned' ? this.child('wpe', new Embedding(ctx, cfg.seqLen, cfg.dModel)) : null;
     for (let i = 0; i < cfg.nLayer; i++) this.h.push(this.child(`h.${i}`, new Block(ctx, cfg)));
     this.ln_f = this.child('ln_f', new LayerNorm(ctx, cfg.dModel, cfg.lnEps));
     this.lm_head = this.child('lm_head', new Linear(ctx, cfg.dModel, cfg.vocabSize, { bias: false }));
     if (cfg.tieEmbeddings) this.lm_head.setParam('weight', this.wte.weight);
-    this.rope = cfg.positions === 'rotary' && ctx.device !== 'meta' ? new Rope(cfg.seqLen, cfg.dModel / cfg.nHead, dtype) : null;
+    this.rope = cfg.positions === 'rotary' && device !== 'meta' ? new Rope(cfg.seqLen, cfg.dModel / cfg.nHead, dtype) : null;
     this.recompute = opts.recompute ?? false;
+    if (device !== 'meta' && !opts.deferInit) materialize(this, opts.seed ?? 0);
   }
 
   /** Token + position embeddings for idx (B, T). */

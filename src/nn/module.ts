@@ -22,6 +22,7 @@ export function parameter(ctx: InitContext, shape: readonly number[], init: Init
   let t: Tensor;
   if (ctx.device === 'meta') {
     t = metaTensor(shape, ctx.dtype);
+    initSpecs.set(t, init);
   } else {
     const data = allocStorage(ctx.dtype, numel(shape));
     if (init.kind === 'normal') ctx.rng.fillNormal(data, 0, init.std);
@@ -34,6 +35,9 @@ export function parameter(ctx: InitContext, shape: readonly number[], init: Init
   t.requiresGrad = true;
   return t;
 }
+
+/** How each meta parameter is to be initialized (read by materialize.ts). */
+export const initSpecs = new WeakMap<Tensor, Init>();
 
 export class Module {
   training = true;
@@ -61,6 +65,11 @@ export class Module {
   setParam(name: string, t: Tensor): void {
     if (!this.ownParams.has(name)) throw new Error(`setParam: no parameter '${name}'`);
     this.ownParams.set(name, t);
+  }
+
+  /** This module's own parameters (not its children's), by local name. */
+  ownParameters(): [string, Tensor][] {
+    return [...this.ownParams];
   }
 
   namedParameters(prefix = ''): [string, Tensor][] {

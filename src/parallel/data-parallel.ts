@@ -398,7 +398,9 @@ export class DataParallel {
     else if (this.rank === 0) {
       for (const [name, p] of this.layout.named) segs.push({ name, shape: [...p.shape], dtype: 'float32', start: 0, end: p.size, data: p.data.subarray(p.offset, p.offset + p.size) });
     }
-    segs.push(...(this.zero3 ? this.zero3.optimizerSegments(adamw) : optimizerSegments(adamw)));
+    // Without ZeRO every replica holds the same moments: replica 0 writes them.
+    if (this.zero3) segs.push(...this.zero3.optimizerSegments(adamw));
+    else if (this.stage > 0 || this.rank === 0) segs.push(...optimizerSegments(adamw));
     return segs;
   }
 
@@ -418,4 +420,24 @@ export function replicate(module: Module, comm: GradComm, rank: number, world: n
 /** `fully-shard` (ZeRO-3): parameters live sharded and are gathered per unit around its forward. */
 export function fullyShard(module: Module, comm: GradComm, rank: number, world: number, opts: Omit<ReplicateOptions, 'zero'> & { units: Module[] }): DataParallel {
   return new DataParallel(module, comm, rank, world, { ...opts, zero: 3 });
+}
+
+/**
+ * The collectives of a one-member data-parallel group (dp = 1 beside tensor or pipeline
+ * parallelism): each completes at once with the group-of-one result, so the same
+ * DataParallel code (buckets, ZeRO segments, checkpoints) runs without a thread.
+ */
+export class SingleMemberComm implements GradComm {
+  private next = 1;
+  private done(): { id: number; done: Promise<void> } { return { id: this.next++, done: Promise.resolve() }; }
+  allReduce(): { id: number; done: Promise<void> } { return this.done(); }
+  reduceScatterV(input: CommBuffer, output: CommBuffer): { id: number; done: Promise<void> } {
+    if (output !== input) (output as Float32Array).set(input as Float32Array);
+    return this.done();
+  }
+  allGatherV(input: CommBuffer, output: CommBuffer): { id: number; done: Promise<void> } {
+    if (output !== input) (output as Float32Array).set(input as Float32Array);
+    return this.done();
+  }
+  waitSync(): void { /* every request completed when it was made */ }
 }

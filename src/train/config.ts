@@ -5,6 +5,7 @@ import type { GptConfig } from '../nn/gpt-config.js';
 import { validateGptConfig } from '../nn/gpt-config.js';
 import type { PipelineScheduleKind } from '../parallel/pipeline/schedule.js';
 import { validatePipeline } from '../parallel/pipeline/pipeline-setup.js';
+import { validateGptTensorParallel } from '../parallel/plans/gpt.js';
 
 export interface OptimConfig {
   lr: number;
@@ -32,6 +33,8 @@ export interface ParallelConfig {
   pipelineChunks: number;
   /** Pipeline schedule when pp > 1. */
   pipelineSchedule: PipelineScheduleKind;
+  /** Sequence parallelism inside tensor-parallel groups (norm/dropout/residual regions split along the sequence). */
+  sp: boolean;
 }
 
 export interface TrainConfig {
@@ -77,7 +80,7 @@ function base(preset: string, model: GptConfig, microBatch: number): TrainConfig
       outDir: `runs/${preset}`, seed: 1337, recompute: false, maxBadSteps: 5, targetLoss: 0, threads: 0, maxSeconds: 0,
     },
     optim: { lr: 3e-4, minLr: 3e-5, warmupSteps: 100, schedule: 'cosine', weightDecay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradClip: 1.0 },
-    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, pipelineChunks: 2, pipelineSchedule: '1f1b' },
+    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, pipelineChunks: 2, pipelineSchedule: '1f1b', sp: false },
   };
 }
 
@@ -157,6 +160,8 @@ export function validateTrainConfig(c: TrainConfig, world = 1): void {
     throw new Error(`parallel.dp × parallel.tp × parallel.pp = ${c.parallel.dp} × ${c.parallel.tp} × ${c.parallel.pp} = ${prod}, but the world size is ${world}`);
   }
   if (c.parallel.tp > 1 && c.model.nHead % c.parallel.tp !== 0) throw new Error(`model.nHead (${c.model.nHead}) must be divisible by parallel.tp (${c.parallel.tp})`);
+  validateGptTensorParallel(c.model, c.parallel.tp, c.parallel.sp);
+  if (c.parallel.sp && c.parallel.tp === 1) throw new Error('parallel.sp=true needs parallel.tp > 1 (sequence parallelism splits the sequence over the tensor-parallel group)');
   if (c.parallel.pp > 1 && c.model.nLayer < c.parallel.pp) throw new Error(`model.nLayer (${c.model.nLayer}) must be at least parallel.pp (${c.parallel.pp})`);
   validatePipeline(c.model, { pp: c.parallel.pp, schedule: c.parallel.pipelineSchedule, chunks: c.parallel.pipelineChunks, microBatches: c.train.gradAccum }, c.parallel.zero);
   if (!(c.optim.lr > 0)) throw new Error(`optim.lr must be > 0, got ${c.optim.lr}`);

@@ -9,10 +9,15 @@ import { initProcessGroup, type InitOptions, type ProcessGroup } from '../runtim
 import { TcpStoreServer } from '../runtime/tcp-store.js';
 import { CommThread } from '../runtime/comm-thread.js';
 import { buildMesh, type DeviceMesh } from '../parallel/mesh.js';
-import type { DataParallel } from '../parallel/data-parallel.js';
-import { applyDataParallel } from '../parallel/plans/gpt.js';
+import { SingleMemberComm, type DataParallel, type GradComm } from '../parallel/data-parallel.js';
+import { applyDataParallel, buildTensorParallelGpt } from '../parallel/plans/gpt.js';
+import { ThreadGroup } from '../parallel/thread-group.js';
+import { TensorParallelCheckpoint } from '../parallel/tp-checkpoint.js';
+import type { Shard } from '../parallel/placement.js';
+import type { Tensor } from '../core/tensor.js';
 import { CheckpointReader } from '../io/checkpoint.js';
 import { optimizerMeta } from '../optim/state-segments.js';
+import { validateTrainConfig } from './config.js';
 import type { TrainConfig } from './config.js';
 import { saveCheckpoint, type TrainState } from './train-checkpoint.js';
 import { newAdamW, type TrainOptimizer } from './optim-setup.js';
@@ -21,6 +26,7 @@ import { asGpt, type ParallelLayer, type TrainModel } from './parallel-layer.js'
 import { replicate } from '../parallel/data-parallel.js';
 import { buildRankPipeline, type RankPipeline } from '../parallel/pipeline/pipeline-setup.js';
 import { pipelineStepSchedule } from '../parallel/pipeline/pipeline-schedule.js';
+import type { Communicator } from '../runtime/communicator.js';
 import { pipelineSettings } from './memory-plan.js';
 
 export class DistributedLayer implements ParallelLayer {
@@ -32,26 +38,45 @@ export class DistributedLayer implements ParallelLayer {
   /** This rank's pipeline stages and engine when parallel.pp > 1. */
   private pipe: RankPipeline | null = null;
   private readonly scalar = new Float32Array(1);
+  /** Tensor-parallel placement of every split parameter (empty at tp = 1). */
+  private shards = new Map<string, Shard>();
+  private shardedParams = new Set<Tensor>();
+  /** The tensor-parallel group's synchronous collectives (null at tp = 1). */
+  readonly tpGroup: ThreadGroup | null;
 
-  private constructor(readonly cfg: TrainConfig, readonly pg: ProcessGroup, readonly mesh: DeviceMesh, readonly comm: CommThread) {
+  private constructor(readonly cfg: TrainConfig, readonly pg: ProcessGroup, readonly mesh: DeviceMesh,
+    readonly comm: GradComm, private readonly threads: CommThread[], tpThread: CommThread | null) {
     this.rank = pg.rank;
     this.world = pg.size;
     this.dataRank = mesh.coords.dp;
     this.dataWorld = mesh.dims.dp;
+    this.tpGroup = tpThread ? new ThreadGroup(tpThread, mesh.coords.tp, mesh.dims.tp) : null;
   }
 
   static async create(cfg: TrainConfig): Promise<DistributedLayer> {
     const pg = await initProcessGroup();
+    const threads: CommThread[] = [];
     try {
+      // Every invariant is checked here, before any thread starts or any model is allocated.
+      validateTrainConfig(cfg, pg.size);
       const { tp, pp, dp } = cfg.parallel;
-      if (tp !== 1) {
-        throw new Error(`rank ${pg.rank}: parallel.tp=${tp}: athanor train runs data and pipeline parallelism; set parallel.tp = 1`);
-      }
-      if (dp * tp * pp !== pg.size) throw new Error(`rank ${pg.rank}: parallel.dp is ${dp} but ${pg.size} ranks were started; pass --parallel.dp=${pg.size}`);
+      if (tp > 1 && cfg.parallel.zero === 3) throw new Error(`parallel.zero=3 with parallel.tp=${tp}: ZeRO-3 is not combined with tensor parallelism; use parallel.zero=1 or 2 on the data-parallel dimension`);
       const mesh = buildMesh(pg, { tp, pp, dp });
-      const comm = await CommThread.start(await commThreadInit(pg), [...mesh.dp.ranks]);
-      return new DistributedLayer(cfg, pg, mesh, comm);
+      const info = await commThreadInit(pg);
+      let comm: GradComm = new SingleMemberComm();
+      if (mesh.dp.size > 1) {
+        const t = await CommThread.start({ ...info, prefix: 'athanor/grad' }, [...mesh.dp.ranks]);
+        threads.push(t);
+        comm = t;
+      }
+      let tpThread: CommThread | null = null;
+      if (mesh.tp.size > 1) {
+        tpThread = await CommThread.start({ ...info, prefix: 'athanor/tp' }, [...mesh.tp.ranks]);
+        threads.push(tpThread);
+      }
+      return new DistributedLayer(cfg, pg, mesh, comm, threads, tpThread);
     } catch (e) {
+      for (const t of threads) await t.close().catch(() => undefined);
       await pg.destroy().catch(() => undefined);
       throw e;
     }
@@ -64,14 +89,29 @@ export class DistributedLayer implements ParallelLayer {
 
   buildModel(cfg: TrainConfig): TrainModel {
     if (cfg.parallel.pp > 1) {
-      // Only this rank's stages exist; data parallelism replicates them over the dp group.
-      this.pipe = buildRankPipeline(cfg.model, pipelineSettings(cfg), this.mesh.pp, this.pg, { seed: cfg.train.seed, recompute: cfg.train.recompute });
-      this.dp = replicate(this.pipe.stages, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
+      // Only this rank's stages exist (tensor-parallel shards of them with tp > 1); data
+      // parallelism replicates them over the dp group.
+      const tp = this.tpGroup ? { group: this.tpGroup, sequenceParallel: cfg.parallel.sp } : undefined;
+      this.pipe = buildRankPipeline(cfg.model, pipelineSettings(cfg), this.mesh.pp, this.pg, { seed: cfg.train.seed, recompute: cfg.train.recompute, tp });
+      const stages = this.pipe.stages;
+      this.shards = stages.shards;
+      const byName = new Map(stages.namedParameters());
+      this.shardedParams = new Set([...stages.shards.keys()].filter((n) => byName.has(n)).map((n) => byName.get(n)!));
+      this.dp = replicate(stages, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
         zero: cfg.parallel.zero as 0 | 1 | 2, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend,
       });
-      return this.pipe.stages;
+      return stages;
     }
-    const model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute });
+    let model: GPT;
+    if (this.tpGroup) {
+      const built = buildTensorParallelGpt(cfg.model, this.tpGroup, { seed: cfg.train.seed, recompute: cfg.train.recompute, sequenceParallel: cfg.parallel.sp });
+      model = built.model;
+      this.shards = built.shards;
+      const byName = new Map(model.namedParameters());
+      this.shardedParams = new Set([...built.shards.keys()].map((n) => byName.get(n)!));
+    } else {
+      model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute });
+    }
     this.dp = applyDataParallel(model, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
       zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend,
     });
@@ -103,31 +143,24 @@ export class DistributedLayer implements ParallelLayer {
   }
 
   buildOptimizer(_model: TrainModel, cfg: TrainConfig): TrainOptimizer {
-    const pipe = this.pipe;
-    if (pipe) {
-      // The global norm: every stage's gradients once (not the last stage's tied embedding copy).
-      const tied = pipe.stages.tiedCopy ? pipe.stages.wte!.weight : null;
-      return this.data.buildOptimizer({
-        makeAdamW: (ps, relocate) => newAdamW(ps, cfg.optim, relocate),
-        countInNorm: (p) => p !== tied,
-        sumOutsideDp: (x) => this.sumOverPipeline(x),
-      });
-    }
-    return this.data.buildOptimizer({ makeAdamW: (ps, relocate) => newAdamW(ps, cfg.optim, relocate) });
+    const { tp, pp } = this.mesh;
+    const tpRank = this.mesh.coords.tp;
+    // The last pipeline stage's copy of a tied embedding is the first stage's parameter.
+    const tied = this.pipe?.stages.tiedCopy ? this.pipe.stages.wte!.weight : null;
+    return this.data.buildOptimizer({
+      makeAdamW: (ps, relocate) => newAdamW(ps, cfg.optim, relocate),
+      // Replicated parameters (norms, some biases) count once per tensor-parallel group.
+      countInNorm: (p) => p !== tied && (tpRank === 0 || this.shardedParams.has(p)),
+      sumOutsideDp: tp.size === 1 && pp.size === 1 ? undefined : async (x) => sumFloat64(pp, await sumFloat64(tp, x)),
+    });
   }
 
-  /** Sum over the pipeline group in float64 (raw bits gathered, added in stage order). */
-  private async sumOverPipeline(x: number): Promise<number> {
-    const pp = this.mesh.pp;
-    const mine = new Float64Array([x]), all = new Float64Array(pp.size);
-    await pp.allGather(new Int32Array(mine.buffer), new Int32Array(all.buffer)).wait();
-    let s = 0;
-    for (const v of all) s += v;
-    return s;
+  private get tpView(): TensorParallelCheckpoint {
+    return new TensorParallelCheckpoint(this.shards, this.mesh.coords.tp);
   }
 
   async saveCheckpoint(root: string, _model: TrainModel, optim: TrainOptimizer, st: TrainState): Promise<string> {
-    let segs = this.data.checkpointSegments(optim.adamw);
+    let segs = this.tpView.toGlobal(this.data.checkpointSegments(optim.adamw));
     // The first stage writes the tied embedding (and its moments); the last stage's copy is equal.
     if (this.pipe?.stages.tiedCopy) segs = segs.filter((s) => s.name !== 'wte.weight' && !/^optim\.[a-z_]+\.wte\.weight$/.test(s.name));
     return saveCheckpoint(root, { ...st, optimizer: optimizerMeta(optim.adamw) }, segs, { rank: this.rank, world: this.world, barrier: () => this.barrier() });
@@ -137,7 +170,7 @@ export class DistributedLayer implements ParallelLayer {
     const r = new CheckpointReader(dir);
     try {
       const st = r.state as TrainState;
-      this.data.loadCheckpoint(r, optim.adamw, st.optimizer);
+      this.data.loadCheckpoint(this.tpView.reader(r), optim.adamw, st.optimizer);
       return st;
     } finally {
       r.close();
@@ -145,12 +178,20 @@ export class DistributedLayer implements ParallelLayer {
   }
 
   describe(): string {
-    const d = this.data.describe();
+    const { tp, dp, pp } = this.mesh.dims;
+    const layout = `mesh tp ${tp} × dp ${dp} × pp ${pp} (order ${this.mesh.dims.order.join(', ')}, fastest first)` +
+      (tp > 1 ? `, tensor parallel${this.cfg.parallel.sp ? ' + sequence parallel' : ''} over ${tp} ranks` : '');
     const pipe = this.pipe;
-    if (!pipe) return d;
+    if (!pipe) return `${layout}; ${this.data.describe()}`;
     const { shape, stages } = pipe;
     const chunks = stages.chunks.map((c) => `stage ${c.stage}: layers ${c.lo}-${c.hi - 1}${c.first ? ' + embedding' : ''}${c.last ? ' + head' : ''}`).join(', ');
-    return `pipeline: ${shape.p} stages × ${shape.v} chunk(s), ${shape.kind}, ${shape.m} micro-batches per step; pipeline rank ${this.mesh.coords.pp} holds ${chunks} (${stages.numParameters().toLocaleString('en-US')} parameters); ${d}`;
+    return `${layout}; pipeline: ${shape.p} stages × ${shape.v} chunk(s), ${shape.kind}, ${shape.m} micro-batches per step; ` +
+      `pipeline rank ${this.mesh.coords.pp} holds ${chunks} (${stages.numParameters().toLocaleString('en-US')} parameters); ${this.data.describe()}`;
+  }
+
+  /** Elements this rank sent in tensor-parallel collectives so far (0 at tp = 1). */
+  get tpSentElements(): number {
+    return this.tpGroup?.sentElements ?? 0;
   }
 
   private async barrier(): Promise<void> {
@@ -158,7 +199,7 @@ export class DistributedLayer implements ParallelLayer {
   }
 
   async close(): Promise<void> {
-    await this.comm.close();
+    for (const t of this.threads) await t.close();
     await this.pg.destroy();
     await storeServer?.close();
     storeServer = null;
@@ -187,3 +228,13 @@ async function commThreadInit(pg: ProcessGroup): Promise<InitOptions> {
 }
 
 let storeServer: TcpStoreServer | null = null;
+
+/** Sum of a float64 over a group, exactly as one process would add it: raw bits gathered, added in group-rank order. */
+async function sumFloat64(g: Communicator, x: number): Promise<number> {
+  if (g.size === 1) return x;
+  const mine = new Float64Array([x]), all = new Float64Array(g.size);
+  await g.allGather(new Int32Array(mine.buffer), new Int32Array(all.buffer)).wait();
+  let s = 0;
+  for (const v of all) s += v;
+  return s;
+}

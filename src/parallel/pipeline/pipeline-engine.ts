@@ -82,7 +82,6 @@ export class PipelineEngine {
   async runStep(micro: readonly PipeMicroBatch[]): Promise<number> {
     const { stages, shape } = this.o;
     if (micro.length !== shape.m) throw new Error(`pipeline: the schedule expects ${shape.m} micro-batches per step (train.gradAccum), got ${micro.length}`);
-    const C = stages.cfg.dModel;
     const inflight = new Map<string, InFlight>();
     const sends: Promise<void>[] = [];
     const scale = 1 / shape.m;
@@ -98,10 +97,11 @@ export class PipelineEngine {
           let input: Tensor;
           if (ch.first) input = fromStorage(mb.x, [mb.rows, mb.T], 'int32');
           else {
-            const buf = new Float32Array(mb.rows * mb.T * C);
+            const shape = stages.activationShape(mb.rows, mb.T);
+            const buf = new Float32Array(shape.reduce((a, b) => a * b, 1));
             const src = this.where(ch.stage - 1);
             await this.recvInto(buf, src.rank, 2 * a.chunk);
-            input = fromStorage(buf, [mb.rows, mb.T, C], 'float32');
+            input = fromStorage(buf, shape, 'float32');
             input.requiresGrad = true;
           }
           const ts = performance.now();
@@ -123,9 +123,10 @@ export class PipelineEngine {
           let grad: Tensor;
           if (ch.last) grad = full([], scale);
           else {
-            const buf = new Float32Array(mb.rows * mb.T * C);
+            const shape = stages.activationShape(mb.rows, mb.T);
+            const buf = new Float32Array(shape.reduce((a, b) => a * b, 1));
             await this.recvInto(buf, this.where(ch.stage + 1).rank, 2 * a.chunk + 1);
-            grad = fromStorage(buf, [mb.rows, mb.T, C], 'float32');
+            grad = fromStorage(buf, shape, 'float32');
           }
           const ts = performance.now();
           backward(f.graph.out, { grad });
@@ -159,7 +160,6 @@ export class PipelineEngine {
   /** Validation loss of one micro-batch: forwards only, stage by stage. */
   async evalLoss(mb: PipeMicroBatch): Promise<number> {
     const { stages } = this.o;
-    const C = stages.cfg.dModel;
     const wasTraining = stages.training;
     stages.eval();
     let loss = 0;
@@ -171,9 +171,10 @@ export class PipelineEngine {
         let input: Tensor;
         if (ch.first) input = fromStorage(mb.x, [mb.rows, mb.T], 'int32');
         else {
-          const buf = new Float32Array(mb.rows * mb.T * C);
+          const shape = stages.activationShape(mb.rows, mb.T);
+            const buf = new Float32Array(shape.reduce((a, b) => a * b, 1));
           await this.recvInto(buf, this.where(ch.stage - 1).rank, 2 * c);
-          input = fromStorage(buf, [mb.rows, mb.T, C], 'float32');
+          input = fromStorage(buf, shape, 'float32');
         }
         const out = noGrad(() => stages.forwardChunk(c, input, ch.last ? fromStorage(mb.y, [mb.rows, mb.T], 'int32') : undefined));
         if (ch.last) loss = out.item();

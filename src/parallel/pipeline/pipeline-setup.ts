@@ -3,7 +3,7 @@
 // and the small group that keeps tied embedding copies in sync.
 import type { Communicator } from '../../runtime/communicator.js';
 import type { GptConfig } from '../../nn/gpt-config.js';
-import { GptPipelineStages, gptStagePartition } from '../plans/gpt-pipeline.js';
+import { GptPipelineStages, gptStagePartition, type GptStageOptions } from '../plans/gpt-pipeline.js';
 import { PipelineEngine } from './pipeline-engine.js';
 import { scheduleShapeError, type PipelineScheduleKind, type ScheduleShape } from './schedule.js';
 
@@ -51,7 +51,7 @@ export interface RankPipeline {
  * This rank's stages and engine. `pp` is the mesh's pipeline group (group rank = stage
  * index); `world` creates the embedding group (its two members call this together).
  */
-export function buildRankPipeline(model: GptConfig, s: PipelineSettings, pp: Communicator, world: Communicator, opts: { seed: number; recompute: boolean }): RankPipeline {
+export function buildRankPipeline(model: GptConfig, s: PipelineSettings, pp: Communicator, world: Communicator, opts: GptStageOptions): RankPipeline {
   const shape = pipelineShape(s);
   if (pp.size !== s.pp) throw new Error(`pipeline: parallel.pp is ${s.pp} but the pipeline group has ${pp.size} ranks`);
   const stages = new GptPipelineStages(model, { p: shape.p, v: shape.v, rank: pp.rank }, opts);

@@ -1,21 +1,19 @@
-// How a plain GPT (src/nn/gpt.ts) is cut into pipeline stages. A rank builds only the
-// modules of its own stages, out of the same classes and under the same names as the
-// whole model (`wte`, `h.{i}`, `ln_f`, `lm_head`), so optimizer state and checkpoints are
-// keyed exactly as in single-process training and load into any layout.
-//
-// Initial values equal the single-process model's: the GPT draws its initialization from
-// one generator in construction order, one normal per element of every matrix and nothing
-// for vectors (LayerNorm and biases are constants). Modules of other stages are built on
-// the meta device (no memory) and the generator is advanced past their draws instead.
+// How a plain GPT (src/nn/gpt.ts) is cut into pipeline stages. The GPT is declared on
+// the meta device and only the parameters of this rank's stages are materialized (each
+// from its own (seed, name) stream, so they equal the single-process values; with tensor
+// parallelism, only this rank's shards of them). The stage module registers the GPT's
+// own submodules under their names (`wte`, `h.{i}`, `ln_f`, `lm_head`), so optimizer
+// state and checkpoints are keyed as in single-process training and load into any layout.
 import type { Tensor } from '../../core/tensor.js';
-import { Rng } from '../../core/rng.js';
-import { Module, type InitContext } from '../../nn/module.js';
-import { Linear, LayerNorm, Embedding } from '../../nn/layers.js';
-import { Block, Rope } from '../../nn/gpt.js';
+import type { Rng } from '../../core/rng.js';
+import { Module } from '../../nn/module.js';
+import { GPT } from '../../nn/gpt.js';
 import type { GptConfig } from '../../nn/gpt-config.js';
-import { validateGptConfig } from '../../nn/gpt-config.js';
-import { checkpoint } from '../../autograd/checkpoint.js';
-import { add, slice, reshape, crossEntropy, dropout } from '../../ops/index.js';
+import { materialize } from '../../nn/materialize.js';
+import { reshape, crossEntropy } from '../../ops/index.js';
+import { vocabParallelCrossEntropy, type GroupCollectives } from '../../ops/group.js';
+import type { Shard } from '../placement.js';
+import { buildTensorParallelGpt } from './gpt.js';
 import { partitionLayers, type StageCosts } from '../pipeline/partition.js';
 import { virtualStage } from '../pipeline/schedule.js';
 
@@ -54,23 +52,25 @@ export function gptStagePartition(c: GptConfig, p: number, v: number): [number, 
   return partitionLayers(gptStageCosts(c), p * v);
 }
 
+export interface GptStageOptions {
+  seed: number;
+  recompute: boolean;
+  /** Tensor parallelism inside every stage (Megatron layout of plans/gpt.ts). */
+  tp?: { group: GroupCollectives; sequenceParallel: boolean };
+}
+
 /** The stages of one pipeline rank of a GPT. */
 export class GptPipelineStages extends Module {
-  readonly wte: Embedding | null = null;
-  readonly wpe: Embedding | null = null;
-  readonly blocks = new Map<number, Block>();
-  readonly ln_f: LayerNorm | null = null;
-  readonly lm_head: Linear | null = null;
+  readonly wte: GPT['wte'] | null = null;
   readonly chunks: StageChunk[];
-  readonly rng: Rng;
-  recompute: boolean;
   /** This rank holds the last stage and the embedding is tied: wte.weight here is a copy kept in sync with the first stage's. */
   readonly tiedCopy: boolean;
-  private readonly rope: Rope | null;
+  /** Tensor-parallel placement of this rank's split parameters (empty without tp). */
+  readonly shards: Map<string, Shard>;
+  private readonly model: GPT;
 
-  constructor(readonly cfg: GptConfig, readonly layout: GptPipelineLayout, opts: { seed?: number; recompute?: boolean } = {}) {
+  constructor(readonly cfg: GptConfig, readonly layout: GptPipelineLayout, private readonly opts: GptStageOptions) {
     super();
-    validateGptConfig(cfg);
     const { p, v, rank } = layout;
     const parts = gptStagePartition(cfg, p, v);
     const S = p * v;
@@ -78,79 +78,64 @@ export class GptPipelineStages extends Module {
       const stage = virtualStage(p, rank, c);
       return { stage, first: stage === 0, last: stage === S - 1, lo: parts[stage]![0], hi: parts[stage]![1] };
     });
-    const holdsFirst = this.chunks.some((c) => c.first), holdsLast = this.chunks.some((c) => c.last);
-    const ownsLayer = (i: number) => this.chunks.some((c) => i >= c.lo && i < c.hi);
-    this.tiedCopy = cfg.tieEmbeddings && holdsLast && !holdsFirst;
-
-    this.rng = new Rng(opts.seed ?? 0);
-    const real: InitContext = { device: 'cpu', dtype: 'float32', rng: this.rng };
-    const meta: InitContext = { device: 'meta', dtype: 'float32', rng: this.rng };
-    const rng = this.rng;
-    // Builds m for real when owned; otherwise on meta, consuming the generator as a real build would.
-    function build<M extends Module>(owned: boolean, make: (ctx: InitContext) => M): M | null {
-      if (owned) return make(real);
-      const m = make(meta);
-      for (const [, t] of m.namedParameters()) if (t.ndim >= 2) for (let k = t.size; k > 0; k--) rng.normal();
-      return null;
+    const first = this.chunks.some((c) => c.first), last = this.chunks.some((c) => c.last);
+    const layers = new Set<number>();
+    for (const c of this.chunks) for (let i = c.lo; i < c.hi; i++) layers.add(i);
+    this.tiedCopy = cfg.tieEmbeddings && last && !first;
+    // A tied head is the embedding tensor (initialized from the 'wte.weight' stream).
+    const holdsWte = first || (cfg.tieEmbeddings && last);
+    const holds = (name: string): boolean => {
+      const m = /^h\.(\d+)\./.exec(name);
+      if (m) return layers.has(Number(m[1]));
+      if (name.startsWith('wte.')) return holdsWte;
+      if (name.startsWith('wpe.')) return first;
+      return last; // ln_f, lm_head
+    };
+    if (opts.tp) {
+      const built = buildTensorParallelGpt(cfg, opts.tp.group, { seed: opts.seed, recompute: opts.recompute, sequenceParallel: opts.tp.sequenceParallel, holds });
+      this.model = built.model;
+      this.shards = built.shards;
+    } else {
+      this.model = new GPT(cfg, { seed: opts.seed, recompute: opts.recompute, deferInit: true });
+      materialize(this.model, opts.seed, (name) => (holds(name) ? null : 'absent'));
+      this.shards = new Map();
     }
-    const C = cfg.dModel;
-    const self = this as { wte: Embedding | null; wpe: Embedding | null; ln_f: LayerNorm | null; lm_head: Linear | null };
-    self.wte = build(holdsFirst || (cfg.tieEmbeddings && holdsLast), (ctx) => new Embedding(ctx, cfg.vocabSize, C));
-    if (self.wte) this.child('wte', self.wte);
-    if (cfg.positions === 'learned') {
-      self.wpe = build(holdsFirst, (ctx) => new Embedding(ctx, cfg.seqLen, C));
-      if (self.wpe) this.child('wpe', self.wpe);
-    }
-    for (let i = 0; i < cfg.nLayer; i++) {
-      const b = build(ownsLayer(i), (ctx) => new Block(ctx, cfg));
-      if (b) this.blocks.set(i, this.child(`h.${i}`, b));
-    }
-    self.ln_f = build(holdsLast, (ctx) => new LayerNorm(ctx, C, cfg.lnEps));
-    if (self.ln_f) this.child('ln_f', self.ln_f);
-    self.lm_head = build(holdsLast, (ctx) => new Linear(ctx, C, cfg.vocabSize, { bias: false }));
-    if (self.lm_head) {
-      this.child('lm_head', self.lm_head);
-      if (cfg.tieEmbeddings) self.lm_head.setParam('weight', self.wte!.weight);
-    }
-    this.rope = cfg.positions === 'rotary' ? new Rope(cfg.seqLen, C / cfg.nHead, 'float32') : null;
-    this.recompute = opts.recompute ?? false;
+    const g = this.model;
+    if (holdsWte) (this as { wte: GPT['wte'] | null }).wte = this.child('wte', g.wte);
+    if (first && g.wpe) this.child('wpe', g.wpe);
+    for (const i of [...layers].sort((a, b) => a - b)) this.child(`h.${i}`, g.h[i]!);
+    if (last) { this.child('ln_f', g.ln_f); this.child('lm_head', g.lm_head); }
   }
 
-  /** Parameters whose gradients and updates this rank is responsible for (the tied copy excluded). */
-  ownedParameters(): [string, Tensor][] {
-    const tied = this.tiedCopy ? this.wte!.weight : null;
-    return this.namedParameters().filter(([, t]) => t !== tied);
+  /** The generator dropout draws from (saved in checkpoints). */
+  get rng(): Rng { return this.model.rng; }
+
+  get recompute(): boolean { return this.model.recompute; }
+  set recompute(on: boolean) { this.model.recompute = on; }
+
+  /** Activation shape between stages for a micro-batch of rows × T (split along T under sequence parallelism). */
+  activationShape(rows: number, T: number): number[] {
+    const sp = this.opts.tp?.sequenceParallel ? this.opts.tp.group.size : 1;
+    return [rows, T / sp, this.cfg.dModel];
   }
 
   /**
-   * Runs local chunk c: token ids (B, T) in on the first stage, activations (B, T, C)
-   * otherwise; out: activations, or on the last stage the mean cross-entropy against
-   * `targets` (B, T).
+   * Runs local chunk c: token ids (B, T) in on the first stage, activations otherwise;
+   * out: activations, or on the last stage the mean cross-entropy against `targets` (B, T).
    */
   forwardChunk(c: number, input: Tensor, targets?: Tensor): Tensor {
     const ch = this.chunks[c];
     if (!ch) throw new Error(`pipeline: rank ${this.layout.rank} has no chunk ${c}`);
-    let x = ch.first ? this.embed(input) : input;
-    for (let i = ch.lo; i < ch.hi; i++) x = this.runBlock(i, x);
+    const g = this.model;
+    let x = ch.first ? g.embed(input) : input;
+    for (let i = ch.lo; i < ch.hi; i++) x = g.runBlock(i, x);
     if (!ch.last) return x;
     if (!targets) throw new Error('pipeline: the last stage needs targets');
-    const logits = this.lm_head!.forward(this.ln_f!.forward(x));
-    const [B, T, V] = logits.shape as [number, number, number];
-    return crossEntropy(reshape(logits, [B * T, V]), reshape(targets, [B * T]));
-  }
-
-  // As GPT.embed and GPT.runBlock, on this rank's modules.
-  private embed(idx: Tensor): Tensor {
-    const T = idx.shape[1]!;
-    if (T > this.cfg.seqLen) throw new Error(`GPT: sequence length ${T} exceeds model.seqLen ${this.cfg.seqLen}`);
-    let x = this.wte!.forward(idx);
-    if (this.wpe) x = add(x, slice(this.wpe.weight, 0, 0, T));
-    return this.cfg.dropout > 0 ? dropout(x, this.cfg.dropout, { rng: this.rng, training: this.training }) : x;
-  }
-
-  private runBlock(i: number, x: Tensor): Tensor {
-    const b = this.blocks.get(i)!;
-    if (this.recompute && this.training) return checkpoint((xs) => b.forward(xs[0]!, this.rope, this.rng), [x], b.parameters(), this.rng);
-    return b.forward(x, this.rope, this.rng);
+    const logits = g.head(x);
+    const [B, T, Vl] = logits.shape as [number, number, number];
+    const tp = this.opts.tp;
+    // Under tensor parallelism the logits stay split by vocabulary (as plans/gpt.ts's loss).
+    if (tp && tp.group.size > 1) return vocabParallelCrossEntropy(reshape(logits, [B * T, Vl]), reshape(targets, [B * T]), tp.group, tp.group.rank * Vl, this.cfg.vocabSize);
+    return crossEntropy(reshape(logits, [B * T, Vl]), reshape(targets, [B * T]));
   }
 }
