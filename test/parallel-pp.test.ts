@@ -16,21 +16,23 @@ import { CheckpointReader, latestCheckpoint } from '../src/io/checkpoint.js';
 const TOL = 1e-5;
 /** Parameters after data-parallel training vs one process (see the pp × dp case). */
 const DP_TOL = 1e-4;
+/** The same with tensor and data parallelism together (both round differently from one process; measured up to 1.4e-4). */
+const TPDP_TOL = 3e-4;
 
-interface Layout { pp?: number; dp?: number; schedule?: string; chunks?: number; zero?: number; tied?: boolean }
+interface Layout { pp?: number; dp?: number; tp?: number; schedule?: string; chunks?: number; zero?: number; tied?: boolean }
 
 /** 4 layers, 4 micro-batches of 2 rows per step (global batch 8 rows). */
 function args(data: string, out: string, l: Layout, extra: string[] = []): string[] {
   const dp = l.dp ?? 1;
   return [...tinyArgs(data, out), '--model.nLayer=4', `--train.microBatch=${2 / dp}`, '--train.gradAccum=4',
-    `--parallel.pp=${l.pp ?? 1}`, `--parallel.dp=${dp}`, `--parallel.zero=${l.zero ?? 0}`,
+    `--parallel.pp=${l.pp ?? 1}`, `--parallel.dp=${dp}`, `--parallel.tp=${l.tp ?? 1}`, `--parallel.zero=${l.zero ?? 0}`,
     `--parallel.pipelineSchedule=${l.schedule ?? '1f1b'}`, `--parallel.pipelineChunks=${l.chunks ?? 2}`,
     `--model.tieEmbeddings=${l.tied ? 'true' : 'false'}`, ...extra];
 }
 
 async function run(label: string, l: Layout, extra: string[] = [], out = tmp(label)): Promise<{ out: string; losses: Map<number, number>; log: string }> {
   const data = await tinyData();
-  const world = (l.pp ?? 1) * (l.dp ?? 1);
+  const world = (l.pp ?? 1) * (l.dp ?? 1) * (l.tp ?? 1);
   const a = args(data, out, l, extra);
   const r = world === 1 ? await runCli(['train', ...a]) : await runCli(['launch', '--nproc-per-node', String(world), '--', 'train', ...a], { timeoutMs: 240_000 });
   assert.equal(r.code, 0, `${label} failed:\n${r.out.slice(-3000)}`);
@@ -126,6 +128,27 @@ test('pipeline layouts equal single-process training: pp=2 1F1B, pp=2 interleave
   };
   await resumeFrom(inter.out, 'resume-pp2i-to-pp1', { tied: true }, tiedBase);
   await resumeFrom(base.out, 'resume-pp1-to-pp4', { pp: 4, schedule: 'gpipe' }, base);
+});
+
+test('tensor × pipeline (× data) parallel: tp2×pp2 equals tp2, tp2×pp2×dp2 ZeRO-1 (8 processes) equals tp2×dp2, both match one process', async () => {
+  // Tensor parallelism rounds differently from one process (split GEMMs and reductions),
+  // like data parallelism; adding the pipeline must not change a bit.
+  const base = await run('tp-base', {});
+  const tp2 = await run('tp2', { tp: 2 });
+  const tppp = await run('tp2pp2', { tp: 2, pp: 2 });
+  assert.match(tppp.log, /mesh tp 2 × dp 1 × pp 2 .*pipeline: 2 stages/);
+  assert.deepEqual([...tppp.losses], [...tp2.losses], 'tp2×pp2 vs tp2: losses');
+  closeParams(tppp.out, tp2.out, 'tp2×pp2 vs tp2', 0);
+  closeLosses(tppp.losses, base.losses, 'tp2×pp2 vs one process');
+  closeParams(tppp.out, base.out, 'tp2×pp2 vs one process', DP_TOL);
+
+  const tpdp = await run('tp2dp2', { tp: 2, dp: 2, zero: 1 });
+  const all3 = await run('tp2pp2dp2', { tp: 2, pp: 2, dp: 2, zero: 1 });
+  assert.match(all3.log, /mesh tp 2 × dp 2 × pp 2 .*pipeline: 2 stages.*ZeRO-1/);
+  assert.deepEqual([...all3.losses], [...tpdp.losses], 'tp2×pp2×dp2 vs tp2×dp2: losses');
+  closeParams(all3.out, tpdp.out, 'tp2×pp2×dp2 vs tp2×dp2', 0);
+  closeLosses(all3.losses, base.losses, 'tp2×pp2×dp2 vs one process');
+  closeParams(all3.out, base.out, 'tp2×pp2×dp2 vs one process', TPDP_TOL);
 });
 
 test('invalid pipeline layouts are refused at start, naming the field, before any model is built', async () => {
