@@ -82,6 +82,18 @@ function closeParams(outA: string, outB: string, what: string, tol = TOL): void 
   }
 }
 
+/** Resumes the step-4 checkpoint of run `src` in layout l; its steps 5-8 and final parameters must match `ref`. */
+async function resumeFrom(src: string, label: string, l: Layout, ref: { out: string; losses: Map<number, number> }, tol = TOL): Promise<void> {
+  const out = tmp(label);
+  cpSync(src, out, { recursive: true });
+  rmSync(join(out, 'checkpoints', 'step-00000008'), { recursive: true });
+  writeFileSync(join(out, 'checkpoints', 'latest'), 'step-00000004\n');
+  const r = await run(label, l, ['--resume'], out);
+  assert.match(r.log, /resumed from .*step-00000004 at step 4/);
+  closeLosses(r.losses, ref.losses, `${label} (steps after the resume)`);
+  closeParams(r.out, ref.out, label, tol);
+}
+
 test('pipeline layouts equal single-process training: pp=2 1F1B, pp=2 interleaved × 2 chunks (tied embeddings), pp=4 GPipe, pp=2 × dp=2 ZeRO-1', async () => {
   const base = await run('pp-base', {});
   const pp2 = await run('pp2-1f1b', { pp: 2 });
@@ -116,16 +128,6 @@ test('pipeline layouts equal single-process training: pp=2 1F1B, pp=2 interleave
 
   // Checkpoints move between layouts: the step-4 checkpoint of the interleaved pp=2 run
   // resumes in one process, and the single-process one at pp=4 GPipe.
-  const resumeFrom = async (src: string, label: string, l: Layout, ref: { out: string; losses: Map<number, number> }) => {
-    const out = tmp(label);
-    cpSync(src, out, { recursive: true });
-    rmSync(join(out, 'checkpoints', 'step-00000008'), { recursive: true });
-    writeFileSync(join(out, 'checkpoints', 'latest'), 'step-00000004\n');
-    const r = await run(label, l, ['--resume'], out);
-    assert.match(r.log, /resumed from .*step-00000004 at step 4/);
-    closeLosses(r.losses, ref.losses, `${label} (steps after the resume)`);
-    closeParams(r.out, ref.out, label);
-  };
   await resumeFrom(inter.out, 'resume-pp2i-to-pp1', { tied: true }, tiedBase);
   await resumeFrom(base.out, 'resume-pp1-to-pp4', { pp: 4, schedule: 'gpipe' }, base);
 });
@@ -149,6 +151,8 @@ test('tensor × pipeline (× data) parallel: tp2×pp2 equals tp2, tp2×pp2×dp2 
   closeParams(all3.out, tpdp.out, 'tp2×pp2×dp2 vs tp2×dp2', 0);
   closeLosses(all3.losses, base.losses, 'tp2×pp2×dp2 vs one process');
   closeParams(all3.out, base.out, 'tp2×pp2×dp2 vs one process', TPDP_TOL);
+  // Saved at tp2×pp2×dp2, resumed at pp=4 GPipe (no tp, no dp).
+  await resumeFrom(all3.out, 'resume-tp2pp2dp2-to-pp4', { pp: 4, schedule: 'gpipe' }, all3, TPDP_TOL);
 });
 
 test('invalid pipeline layouts are refused at start, naming the field, before any model is built', async () => {
