@@ -5,7 +5,7 @@
 // the loss average) round differently.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { TcpStoreServer } from '../src/runtime/tcp-store.js';
 import { cpSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
@@ -217,4 +217,17 @@ test('a rank killed mid-pipeline stops every other rank by itself within the wat
   } finally {
     await store.close();
   }
+});
+
+test('pipeline under mpirun (MPI point-to-point) equals one process bit for bit', async (t) => {
+  if (spawnSync('which', ['mpirun']).status !== 0) { t.skip('mpirun not installed (Debian: openmpi-bin)'); return; }
+  const data = await tinyData();
+  const base = await run('mpi-pp-base', {});
+  const out = tmp('mpi-pp');
+  const r = spawnSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, CLI, 'train', ...args(data, out, { pp: 2 })],
+    { encoding: 'utf8', timeout: 180_000, env: { ...process.env, ATHANOR_QUIET: '1', ATHANOR_WATCHDOG_S: '60' } });
+  assert.equal(r.status, 0, (r.stdout + r.stderr).slice(-3000));
+  assert.match(r.stdout + r.stderr, /pipeline: 2 stages/);
+  assert.deepEqual([...stepLosses(out)], [...base.losses]);
+  closeParams(out, base.out, 'pp=2 under mpirun', 0);
 });
