@@ -87,7 +87,12 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   const ceiling = measureGemmCeiling() * par.world;
   if (isMain) {
     const be = backendSummary();
-    progress.log(`athanor train: ${cfg.preset} ${nParams.toLocaleString('en-US')} parameters (closed form ${gptParamCount(cfg.model).toLocaleString('en-US')}), ` +
+    // Under tensor/pipeline parallelism a rank holds only part of the model.
+    const closed = gptParamCount(cfg.model).toLocaleString('en-US');
+    const count = par.world > 1 && nParams !== gptParamCount(cfg.model)
+      ? `${nParams.toLocaleString('en-US')} parameters on rank 0 of ${closed} (closed form)`
+      : `${nParams.toLocaleString('en-US')} parameters (closed form ${closed})`;
+    progress.log(`athanor train: ${cfg.preset} ${count}, ` +
       `global batch ${globalBatch(cfg)} × ${T} tokens, ${par.world} rank(s) × ${blasThreads()} thread(s), ` +
       `kernels ${be.nativeKernels ? 'native' : 'reference'}, GEMM ${be.openblas ? 'OpenBLAS' : 'reference'} (ceiling ${(ceiling / 1e9).toFixed(1)} GFLOP/s)`);
     const layout = par.describe();
