@@ -120,9 +120,9 @@ export class DistributedLayer implements ParallelLayer {
 
   schedule(model: TrainModel): StepSchedule {
     const dp = this.data;
-    // Pipeline: gradients are reduced over dp after the whole schedule (reduceGrads), not
-    // from backward hooks, since the tied embedding's copies are summed at its end.
-    if (this.pipe) return pipelineStepSchedule(this.pipe.engine, (x) => this.meanScalar(x));
+    // Pipeline: each chunk's last backward starts the dp reductions of its parameters;
+    // reduceGrads then takes the tied embedding, summed over its copies at the step's end.
+    if (this.pipe) return pipelineStepSchedule(this.pipe.connect(dp.onGradReady), (x) => this.meanScalar(x));
     return accumulationSchedule(asGpt(model), {
       onGradReady: dp.onGradReady,
       beforeForward: (last) => dp.beforeForward(last),

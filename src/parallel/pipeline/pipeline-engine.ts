@@ -46,6 +46,13 @@ export interface PipelineEngineOptions {
    * embedding is tied: the two copies' gradients are summed over it.
    */
   embedGroup?: Communicator | null;
+  /**
+   * Called for each parameter once its gradient is final in this step, from the backward
+   * of a chunk's last micro-batch, so data-parallel reductions overlap the rest of the
+   * schedule. A tied embedding is left out: its copies are summed only when the step ends
+   * (the caller's reduction picks it up afterwards).
+   */
+  onGradReady?: (p: Tensor) => void;
 }
 
 interface InFlight { input: Tensor; graph: LiveGraph }
@@ -56,6 +63,7 @@ export class PipelineEngine {
   private readonly actions: PipeAction[];
   lastStats: PipelineStepStats | null = null;
   private readonly f64 = new Float64Array(2);
+  private readonly gradReady: ((p: Tensor) => void) | undefined;
 
   constructor(private readonly o: PipelineEngineOptions) {
     this.p = o.pp.size;
@@ -63,6 +71,9 @@ export class PipelineEngine {
     if (o.shape.p !== this.p) throw new Error(`pipeline: schedule is for ${o.shape.p} stages but the pipeline group has ${this.p} ranks`);
     if (o.stages.chunks.length !== o.shape.v) throw new Error(`pipeline: rank ${this.rank} holds ${o.stages.chunks.length} chunks, the schedule runs ${o.shape.v}`);
     this.actions = rankActions(o.shape, this.rank);
+    const hook = o.onGradReady;
+    const tied = o.embedGroup && o.embedGroup.size > 1 ? o.stages.wte?.weight ?? null : null;
+    this.gradReady = hook ? (p) => { if (p !== tied) hook(p); } : undefined;
     if (o.stages.cfg.tieEmbeddings && this.p > 1) {
       const holds = o.stages.chunks.some((c) => c.first || c.last);
       if (holds && !o.embedGroup) throw new Error(`pipeline: rank ${this.rank} holds a tied embedding copy but no embedding group was given`);
@@ -129,7 +140,7 @@ export class PipelineEngine {
             grad = fromStorage(buf, shape, 'float32');
           }
           const ts = performance.now();
-          backward(f.graph.out, { grad });
+          backward(f.graph.out, { grad, onLeafGradReady: a.micro === shape.m - 1 ? this.gradReady : undefined });
           grad.dispose();
           if (!ch.first) {
             const g = f.input.grad;

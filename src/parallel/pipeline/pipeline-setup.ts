@@ -2,6 +2,7 @@
 // field), builds this rank's GPT stages and the engine over the mesh's pipeline group,
 // and the small group that keeps tied embedding copies in sync.
 import type { Communicator } from '../../runtime/communicator.js';
+import type { Tensor } from '../../core/tensor.js';
 import type { GptConfig } from '../../nn/gpt-config.js';
 import { GptPipelineStages, gptStagePartition, type GptStageOptions } from '../plans/gpt-pipeline.js';
 import { PipelineEngine } from './pipeline-engine.js';
@@ -43,8 +44,9 @@ export function embedGroupRanks(pipelineRanks: readonly number[], myRank: number
 
 export interface RankPipeline {
   stages: GptPipelineStages;
-  engine: PipelineEngine;
   shape: ScheduleShape;
+  /** The engine, once the data-parallel layer (built over the stages) gives its gradient-ready hook. */
+  connect(onGradReady?: (p: Tensor) => void): PipelineEngine;
 }
 
 /**
@@ -58,5 +60,5 @@ export function buildRankPipeline(model: GptConfig, s: PipelineSettings, pp: Com
   const me = world.ranks[world.rank]!;
   const eg = embedGroupRanks(pp.ranks, me, model.tieEmbeddings);
   const embedGroup = eg ? world.newGroup(eg, 'pp-embed') : null;
-  return { stages, engine: new PipelineEngine({ pp, stages, shape, embedGroup }), shape };
+  return { stages, shape, connect: (onGradReady) => new PipelineEngine({ pp, stages, shape, embedGroup, onGradReady }) };
 }
