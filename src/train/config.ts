@@ -117,14 +117,17 @@ export function yuan4_7b(): TrainConfig {
   return c;
 }
 
-/** Fugaku-LLM 13B shape (GPT-2 architecture): 40 layers, hidden 5184, 36 heads, ff 20736, seq 2048, vocab 49,152. */
+/**
+ * Fugaku-LLM 13B (GPT-2 architecture): 40 layers, hidden 5184, 36 heads, ff 20736, seq 2048,
+ * vocab 49,152, in its published layout on 13,824 nodes: TP 6 × PP 8 × DP 288, micro-batch 1,
+ * global batch 2016 (= 1 × 7 accumulation steps × 288 replicas).
+ */
 export function fugaku13b(): TrainConfig {
   const c = base('fugaku-13b', gpt(40, 36, 5184, 49152, 2048), 1);
-  c.train = { ...c.train, recompute: true };
+  c.train = { ...c.train, recompute: true, gradAccum: 7 };
   c.optim = { ...c.optim, lr: 1e-4, minLr: 1e-5, warmupSteps: 2000 };
-  // 7 micro-batches per replica (global batch 2016 over dp 288) for 8 stages: fewer than
-  // 1F1B needs, so the pipeline runs GPipe.
-  c.parallel = { ...c.parallel, tp: 4, pp: 8, pipelineSchedule: 'gpipe' };
+  // 7 micro-batches per replica for 8 stages: fewer than 1F1B needs, so the pipeline runs GPipe.
+  c.parallel = { ...c.parallel, tp: 6, pp: 8, dp: 288, pipelineSchedule: 'gpipe' };
   return c;
 }
 
