@@ -89,6 +89,13 @@ export class PipelineEngine {
     await this.o.pp.recv(buf, src, tag).wait();
   }
 
+  /** Starts a send that is awaited when the step ends; a failure is reported there (or by the receive it breaks). */
+  private sendAsync(buf: Float32Array, dst: number, tag: number): Promise<void> {
+    const w = this.o.pp.send(buf, dst, tag).wait();
+    w.catch(() => undefined);
+    return w;
+  }
+
   /** Forward + backward of one optimizer step's micro-batches (see the file comment). */
   async runStep(micro: readonly PipeMicroBatch[]): Promise<number> {
     const { stages, shape } = this.o;
@@ -108,11 +115,11 @@ export class PipelineEngine {
           let input: Tensor;
           if (ch.first) input = fromStorage(mb.x, [mb.rows, mb.T], 'int32');
           else {
-            const shape = stages.activationShape(mb.rows, mb.T);
-            const buf = new Float32Array(shape.reduce((a, b) => a * b, 1));
+            const dims = stages.activationShape(mb.rows, mb.T);
+            const buf = new Float32Array(dims.reduce((x, y) => x * y, 1));
             const src = this.where(ch.stage - 1);
             await this.recvInto(buf, src.rank, 2 * a.chunk);
-            input = fromStorage(buf, shape, 'float32');
+            input = fromStorage(buf, dims, 'float32');
             input.requiresGrad = true;
           }
           const ts = performance.now();
@@ -123,7 +130,7 @@ export class PipelineEngine {
             const out = graph.out;
             const copy = Float32Array.from(out.data.subarray(out.offset, out.offset + out.size) as Float32Array);
             const dst = this.where(ch.stage + 1);
-            sends.push(this.o.pp.send(copy, dst.rank, 2 * dst.chunk).wait());
+            sends.push(this.sendAsync(copy, dst.rank, 2 * dst.chunk));
           }
           busy += performance.now() - ts;
           inflight.set(key, { input, graph });
@@ -134,10 +141,10 @@ export class PipelineEngine {
           let grad: Tensor;
           if (ch.last) grad = full([], scale);
           else {
-            const shape = stages.activationShape(mb.rows, mb.T);
-            const buf = new Float32Array(shape.reduce((a, b) => a * b, 1));
+            const dims = stages.activationShape(mb.rows, mb.T);
+            const buf = new Float32Array(dims.reduce((x, y) => x * y, 1));
             await this.recvInto(buf, this.where(ch.stage + 1).rank, 2 * a.chunk + 1);
-            grad = fromStorage(buf, shape, 'float32');
+            grad = fromStorage(buf, dims, 'float32');
           }
           const ts = performance.now();
           backward(f.graph.out, { grad, onLeafGradReady: a.micro === shape.m - 1 ? this.gradReady : undefined });
@@ -149,7 +156,7 @@ export class PipelineEngine {
             g?.dispose();
             f.input.grad = null;
             const dst = this.where(ch.stage - 1);
-            sends.push(this.o.pp.send(copy, dst.rank, 2 * dst.chunk + 1).wait());
+            sends.push(this.sendAsync(copy, dst.rank, 2 * dst.chunk + 1));
           }
           release(f.graph);
           f.input.dispose();
@@ -192,7 +199,7 @@ export class PipelineEngine {
         else {
           const copy = Float32Array.from(out.data.subarray(out.offset, out.offset + out.size) as Float32Array);
           const dst = this.where(ch.stage + 1);
-          sends.push(this.o.pp.send(copy, dst.rank, 2 * dst.chunk).wait());
+          sends.push(this.sendAsync(copy, dst.rank, 2 * dst.chunk));
         }
         out.dispose();
       }
