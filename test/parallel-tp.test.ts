@@ -20,17 +20,17 @@ const PARAM_TOL = 2e-5;
 // 4 heads so that tp = 4 splits attention; batch 8 × 16 tokens per step.
 const MODEL = ['--model.nHead=4'];
 
-interface Layout { tp?: number; dp?: number; zero?: number; sp?: boolean }
+interface Layout { tp?: number; dp?: number; zero?: number; sp?: boolean; order?: string; accum?: number; recompute?: boolean }
 
 async function run(label: string, l: Layout, extra: string[] = [], out = tmp(label)): Promise<string> {
   const data = await tinyData();
   const tp = l.tp ?? 1, dp = l.dp ?? 1;
   const args = [...tinyArgs(data, out), ...MODEL, `--parallel.tp=${tp}`, `--parallel.dp=${dp}`, `--parallel.zero=${l.zero ?? 0}`,
-    `--train.microBatch=${8 / dp}`, ...(l.sp ? ['--parallel.sp=true'] : []), ...extra];
+    `--train.microBatch=${8 / dp / (l.accum ?? 1)}`, `--train.gradAccum=${l.accum ?? 1}`, ...(l.recompute ? ['--train.recompute=true'] : []), ...(l.sp ? ['--parallel.sp=true'] : []), ...(l.order ? [`--parallel.order=${l.order}`] : []), ...extra];
   const n = tp * dp;
   const r = n === 1 ? await runCli(['train', ...args]) : await runCli(['launch', '--nproc-per-node', String(n), '--', 'train', ...args]);
   assert.equal(r.code, 0, `${label} failed:\n${r.out.slice(-3000)}`);
-  if (tp > 1) assert.match(r.out, new RegExp(`tensor parallel${l.sp ? ' \\+ sequence parallel' : ''} over ${tp} ranks`), `${label}: layout line`);
+  if (tp > 1) assert.match(r.out, new RegExp(`tensor parallel${l.sp ? ' \\+ sequence parallel' : ''} over ${tp} ranks \\(thread: (unix|tcp)\\)`), `${label}: layout line`);
   return out;
 }
 
@@ -62,12 +62,17 @@ function sameCheckpoint(a: string, b: string, what: string, step = 8): void {
   }
 }
 
-test('tensor parallel matches one process: tp=2, tp=4, tp2×dp2 (ZeRO-1 and ZeRO-2), sequence parallel tp=2', async () => {
+test('tensor parallel matches one process: tp=2, tp=4, tp2×dp2 (ZeRO-1 and ZeRO-2, and with the mesh order dp,tp,pp), sequence parallel tp=2, recomputation, sp × dp with accumulation', async () => {
   const base = await run('tp-base', {});
   const baseLosses = stepLosses(base);
   assert.equal(baseLosses.size, 8);
   for (const [label, l] of [
     ['tp2', { tp: 2 }], ['tp4', { tp: 4 }], ['tp2dp2z1', { tp: 2, dp: 2, zero: 1 }], ['tp2dp2z2', { tp: 2, dp: 2, zero: 2 }], ['tp2sp', { tp: 2, sp: true }],
+    // The mesh order changed: data-parallel replicas on neighbouring ranks, tp groups strided.
+    ['tp2dp2-dp-fastest', { tp: 2, dp: 2, zero: 1, order: 'dp,tp,pp' }],
+    // Recomputation re-runs a block's collectives in backward; accumulation sums micro-steps.
+    ['tp2-recompute', { tp: 2, recompute: true }],
+    ['tp2dp2-sp-accum2-z2', { tp: 2, dp: 2, zero: 2, sp: true, accum: 2 }],
   ] as [string, Layout][]) {
     const out = await run(label, l);
     const losses = stepLosses(out);
@@ -107,6 +112,7 @@ test('invalid layouts are refused at start with the field named, before any mode
     [['--parallel.tp=2', '--parallel.dp=1'], 4, /parallel\.dp × parallel\.tp × parallel\.pp = 1 × 2 × 1 = 2, but the world size is 4/],
     [['--parallel.tp=2', '--parallel.sp=true', '--model.seqLen=15'], 2, /model\.seqLen \(15\) must be divisible by parallel\.tp \(2\) when parallel\.sp=true/],
     [['--parallel.tp=2', '--parallel.zero=3'], 2, /parallel\.zero=3 with parallel\.tp=2/],
+    [['--parallel.tp=2', '--parallel.order=tp,pp'], 2, /parallel\.order must list tp, dp and pp once each/],
   ];
   for (const [extra, n, re] of cases) {
     const r = await runCli(['launch', '--nproc-per-node', String(n), '--', 'train', ...tinyArgs(data, out), ...extra]);
@@ -120,15 +126,19 @@ test('invalid layouts are refused at start with the field named, before any mode
   assert.match(dry.out, /model\.dFF \(127\) must be divisible by parallel\.tp \(2\)/);
 });
 
-test('tensor parallel under mpirun (MPI world) matches the launcher', async (t) => {
+test('tensor parallel under mpirun (every collective over MPI) matches the launcher: tp=2, tp2×dp2 ZeRO-1, tp=2 + sp', async (t) => {
   if (spawnSync('which', ['mpirun']).status !== 0) { t.skip('mpirun not installed (Debian: openmpi-bin)'); return; }
   const data = await tinyData();
-  const launched = await run('tp-mpi-ref', { tp: 2 });
-  const out = tmp('tp-mpi');
-  const args = [...tinyArgs(data, out), ...MODEL, '--parallel.tp=2', '--parallel.dp=1'];
-  const r = spawnSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, CLI, 'train', ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, ATHANOR_QUIET: '1' } });
-  assert.equal(r.status, 0, (r.stdout + r.stderr).slice(-3000));
-  assert.match(r.stdout + r.stderr, /tensor parallel over 2 ranks/);
-  assert.deepEqual([...stepLosses(out)], [...stepLosses(launched)]);
-  sameCheckpoint(out, launched, 'mpirun vs launcher');
+  for (const [label, l] of [['tp2', { tp: 2 }], ['tp2dp2z1', { tp: 2, dp: 2, zero: 1 }], ['tp2sp', { tp: 2, sp: true }]] as [string, Layout][]) {
+    const tp = l.tp ?? 1, dp = l.dp ?? 1;
+    const launched = await run(`tp-mpi-ref-${label}`, l);
+    const out = tmp(`tp-mpi-${label}`);
+    const args = [...tinyArgs(data, out), ...MODEL, `--parallel.tp=${tp}`, `--parallel.dp=${dp}`, `--parallel.zero=${l.zero ?? 0}`, `--train.microBatch=${8 / dp}`, ...(l.sp ? ['--parallel.sp=true'] : [])];
+    const r = spawnSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(tp * dp), process.execPath, CLI, 'train', ...args],
+      { encoding: 'utf8', timeout: 180_000, env: { ...process.env, ATHANOR_QUIET: '1' } });
+    assert.equal(r.status, 0, `${label}: ${(r.stdout + r.stderr).slice(-3000)}`);
+    assert.match(r.stdout + r.stderr, /tensor parallel.* over 2 ranks \(thread: mpi\); data parallel: .* mpi transport/, label);
+    assert.deepEqual([...stepLosses(out)], [...stepLosses(launched)], `${label}: losses under mpirun vs the launcher`);
+    sameCheckpoint(out, launched, `${label}: mpirun vs launcher`);
+  }
 });

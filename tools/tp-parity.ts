@@ -18,7 +18,6 @@ import { buildMesh } from '../src/parallel/mesh.js';
 import { ThreadGroup } from '../src/parallel/thread-group.js';
 import { buildTensorParallelGpt } from '../src/parallel/plans/gpt.js';
 import { globalRuns, localShape } from '../src/parallel/placement.js';
-import { commThreadInit } from '../src/train/distributed.js';
 import { presetConfig } from '../src/train/config.js';
 import { applyOverrides } from '../src/train/overrides.js';
 import { GPT } from '../src/nn/gpt.js';
@@ -85,9 +84,9 @@ async function main(): Promise<number> {
   const seed = 1337;
   const pg = await initProcessGroup();
   const mesh = buildMesh(pg, { tp: pg.size, dp: 1, pp: 1 });
-  const thread = await CommThread.start({ ...(await commThreadInit(pg)), prefix: 'athanor/tp' }, [...mesh.tp.ranks]);
+  const thread = await CommThread.start(pg, { prefix: 'athanor/tp' });
   try {
-    const group = new ThreadGroup(thread, mesh.coords.tp, pg.size);
+    const group = new ThreadGroup(thread.newGroup([...mesh.tp.ranks], 'tp'), mesh.coords.tp, pg.size);
     const { rank, size } = group;
     const ref = new GPT(cfg.model, { seed });
     const { model: tp, shards } = buildTensorParallelGpt(cfg.model, group, { seed, recompute: false, sequenceParallel: sp });

@@ -1,8 +1,9 @@
 // Synchronous group collectives for the tensor-parallel ops (ops/group.ts). Forward and
 // backward are synchronous code, and koffi GEMM calls block the main event loop, so the
 // collectives run on a communication thread over the tensor-parallel group and this
-// thread waits with Atomics.wait. Tensors live in pooled (non-shared) memory: each
-// call copies through shared staging buffers that grow to the largest message.
+// thread waits with Atomics.wait. Tensors live in pooled (non-shared) memory: each call
+// copies through shared staging buffers that grow to the largest message (reused, where
+// the thread would otherwise allocate a fresh SharedArrayBuffer per call).
 import type { GroupCollectives } from '../ops/group.js';
 import type { F } from '../backend/nn-kernels.js';
 import { sharedF32 } from '../runtime/comm-thread.js';
@@ -15,6 +16,11 @@ export class ThreadGroup implements GroupCollectives {
   sentElements = 0;
 
   constructor(private readonly comm: GradComm, readonly rank: number, readonly size: number) {}
+
+  /** The transport the collectives use (mpi under mpirun, else unix / tcp sockets). */
+  get backend(): string {
+    return this.comm.backend ?? 'unknown';
+  }
 
   private stage(n: number, which: 'a' | 'b'): Float32Array {
     if (this[which].length < n) this[which] = sharedF32(Math.max(n, Math.ceil(this[which].length * 1.5)));
@@ -30,7 +36,7 @@ export class ThreadGroup implements GroupCollectives {
     const x = this.f32(buf, 'allReduce');
     const s = this.stage(x.length, 'a');
     s.set(x);
-    this.comm.waitSync(this.comm.allReduce(s, op, true).id);
+    this.comm.waitSync(this.comm.allReduce(s, { op, deterministic: true }));
     x.set(s);
     this.sentElements += (2 * x.length * (this.size - 1)) / this.size;
   }
@@ -40,7 +46,7 @@ export class ThreadGroup implements GroupCollectives {
     if (o.length !== i.length * this.size) throw new Error(`tensor parallel allGather: output has ${o.length} elements, expected ${i.length} × ${this.size}`);
     const si = this.stage(i.length, 'a'), so = this.stage(o.length, 'b');
     si.set(i);
-    this.comm.waitSync(this.comm.allGatherV(si, so, new Array<number>(this.size).fill(i.length)).id);
+    this.comm.waitSync(this.comm.allGatherV(si, so, new Array<number>(this.size).fill(i.length)));
     o.set(so);
     this.sentElements += (o.length * (this.size - 1)) / this.size;
   }
@@ -50,7 +56,7 @@ export class ThreadGroup implements GroupCollectives {
     if (i.length !== o.length * this.size) throw new Error(`tensor parallel reduceScatter: input has ${i.length} elements, expected ${o.length} × ${this.size}`);
     const si = this.stage(i.length, 'a'), so = this.stage(o.length, 'b');
     si.set(i);
-    this.comm.waitSync(this.comm.reduceScatterV(si, so, new Array<number>(this.size).fill(o.length), 'sum').id);
+    this.comm.waitSync(this.comm.reduceScatterV(si, so, new Array<number>(this.size).fill(o.length), 'sum'));
     o.set(so);
     this.sentElements += (i.length * (this.size - 1)) / this.size;
   }

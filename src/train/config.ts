@@ -6,6 +6,7 @@ import { validateGptConfig } from '../nn/gpt-config.js';
 import type { PipelineScheduleKind } from '../parallel/pipeline/schedule.js';
 import { validatePipeline } from '../parallel/pipeline/pipeline-setup.js';
 import { validateGptTensorParallel } from '../parallel/plans/gpt.js';
+import { parseMeshOrder } from '../parallel/mesh.js';
 
 export interface OptimConfig {
   lr: number;
@@ -35,6 +36,8 @@ export interface ParallelConfig {
   pipelineSchedule: PipelineScheduleKind;
   /** Sequence parallelism inside tensor-parallel groups (norm/dropout/residual regions split along the sequence). */
   sp: boolean;
+  /** Mesh rank order, fastest-varying first: "tp,dp,pp" puts a tensor-parallel group on neighbouring ranks (one node). */
+  order: string;
 }
 
 export interface TrainConfig {
@@ -80,7 +83,7 @@ function base(preset: string, model: GptConfig, microBatch: number): TrainConfig
       outDir: `runs/${preset}`, seed: 1337, recompute: false, maxBadSteps: 5, targetLoss: 0, threads: 0, maxSeconds: 0,
     },
     optim: { lr: 3e-4, minLr: 3e-5, warmupSteps: 100, schedule: 'cosine', weightDecay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradClip: 1.0 },
-    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, pipelineChunks: 2, pipelineSchedule: '1f1b', sp: false },
+    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, pipelineChunks: 2, pipelineSchedule: '1f1b', sp: false, order: 'tp,dp,pp' },
   };
 }
 
@@ -164,6 +167,7 @@ export function validateTrainConfig(c: TrainConfig, world = 1): void {
   }
   if (c.parallel.tp > 1 && c.model.nHead % c.parallel.tp !== 0) throw new Error(`model.nHead (${c.model.nHead}) must be divisible by parallel.tp (${c.parallel.tp})`);
   validateGptTensorParallel(c.model, c.parallel.tp, c.parallel.sp);
+  parseMeshOrder(c.parallel.order, 'parallel.order');
   if (c.parallel.sp && c.parallel.tp === 1) throw new Error('parallel.sp=true needs parallel.tp > 1 (sequence parallelism splits the sequence over the tensor-parallel group)');
   if (c.parallel.pp > 1 && c.model.nLayer < c.parallel.pp) throw new Error(`model.nLayer (${c.model.nLayer}) must be at least parallel.pp (${c.parallel.pp})`);
   validatePipeline(c.model, { pp: c.parallel.pp, schedule: c.parallel.pipelineSchedule, chunks: c.parallel.pipelineChunks, microBatches: c.train.gradAccum }, c.parallel.zero);

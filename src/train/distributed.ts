@@ -2,13 +2,10 @@
 // over ParallelDims (tp fastest, then dp, then pp), the communication thread over the
 // data-parallel group, and the GPT plan (src/parallel/plans/gpt.ts) applied to a plain
 // model. The trainer sees only the ParallelLayer interface.
-import { randomBytes } from 'node:crypto';
-import { networkInterfaces } from 'node:os';
 import { GPT } from '../nn/gpt.js';
-import { initProcessGroup, type InitOptions, type ProcessGroup } from '../runtime/init.js';
-import { TcpStoreServer } from '../runtime/tcp-store.js';
+import { initProcessGroup, type ProcessGroup } from '../runtime/init.js';
 import { CommThread } from '../runtime/comm-thread.js';
-import { buildMesh, type DeviceMesh } from '../parallel/mesh.js';
+import { buildMesh, parseMeshOrder, type DeviceMesh } from '../parallel/mesh.js';
 import { SingleMemberComm, type DataParallel, type GradComm } from '../parallel/data-parallel.js';
 import { applyDataParallel, buildTensorParallelGpt } from '../parallel/plans/gpt.js';
 import { ThreadGroup } from '../parallel/thread-group.js';
@@ -45,12 +42,12 @@ export class DistributedLayer implements ParallelLayer {
   readonly tpGroup: ThreadGroup | null;
 
   private constructor(readonly cfg: TrainConfig, readonly pg: ProcessGroup, readonly mesh: DeviceMesh,
-    readonly comm: GradComm, private readonly threads: CommThread[], tpThread: CommThread | null) {
+    readonly comm: GradComm, private readonly threads: CommThread[], tpComm: GradComm | null) {
     this.rank = pg.rank;
     this.world = pg.size;
     this.dataRank = mesh.coords.dp;
     this.dataWorld = mesh.dims.dp;
-    this.tpGroup = tpThread ? new ThreadGroup(tpThread, mesh.coords.tp, mesh.dims.tp) : null;
+    this.tpGroup = tpComm ? new ThreadGroup(tpComm, mesh.coords.tp, mesh.dims.tp) : null;
   }
 
   static async create(cfg: TrainConfig): Promise<DistributedLayer> {
@@ -61,20 +58,23 @@ export class DistributedLayer implements ParallelLayer {
       validateTrainConfig(cfg, pg.size);
       const { tp, pp, dp } = cfg.parallel;
       if (tp > 1 && cfg.parallel.zero === 3) throw new Error(`parallel.zero=3 with parallel.tp=${tp}: ZeRO-3 is not combined with tensor parallelism; use parallel.zero=1 or 2 on the data-parallel dimension`);
-      const mesh = buildMesh(pg, { tp, pp, dp });
-      const info = await commThreadInit(pg);
+      const mesh = buildMesh(pg, { tp, pp, dp, order: parseMeshOrder(cfg.parallel.order, 'parallel.order') });
+      // One communication thread per parallel dimension in use, so the tensor-parallel
+      // collectives (waited for inside forward/backward) never queue behind the
+      // data-parallel gradient buckets (which overlap with backward).
       let comm: GradComm = new SingleMemberComm();
       if (mesh.dp.size > 1) {
-        const t = await CommThread.start({ ...info, prefix: 'athanor/grad' }, [...mesh.dp.ranks]);
+        const t = await CommThread.start(pg, { prefix: 'athanor/grad' });
         threads.push(t);
-        comm = t;
+        comm = t.newGroup([...mesh.dp.ranks], 'dp');
       }
-      let tpThread: CommThread | null = null;
+      let tpComm: GradComm | null = null;
       if (mesh.tp.size > 1) {
-        tpThread = await CommThread.start({ ...info, prefix: 'athanor/tp' }, [...mesh.tp.ranks]);
-        threads.push(tpThread);
+        const t = await CommThread.start(pg, { prefix: 'athanor/tp' });
+        threads.push(t);
+        tpComm = t.newGroup([...mesh.tp.ranks], 'tp');
       }
-      return new DistributedLayer(cfg, pg, mesh, comm, threads, tpThread);
+      return new DistributedLayer(cfg, pg, mesh, comm, threads, tpComm);
     } catch (e) {
       for (const t of threads) await t.close().catch(() => undefined);
       await pg.destroy().catch(() => undefined);
@@ -180,7 +180,7 @@ export class DistributedLayer implements ParallelLayer {
   describe(): string {
     const { tp, dp, pp } = this.mesh.dims;
     const layout = `mesh tp ${tp} × dp ${dp} × pp ${pp} (order ${this.mesh.dims.order.join(', ')}, fastest first)` +
-      (tp > 1 ? `, tensor parallel${this.cfg.parallel.sp ? ' + sequence parallel' : ''} over ${tp} ranks` : '');
+      (tp > 1 ? `, tensor parallel${this.cfg.parallel.sp ? ' + sequence parallel' : ''} over ${tp} ranks (thread: ${this.tpGroup?.backend ?? '?'})` : '');
     const pipe = this.pipe;
     if (!pipe) return `${layout}; ${this.data.describe()}`;
     const { shape, stages } = pipe;
@@ -201,33 +201,8 @@ export class DistributedLayer implements ParallelLayer {
   async close(): Promise<void> {
     for (const t of this.threads) await t.close();
     await this.pg.destroy();
-    await storeServer?.close();
-    storeServer = null;
   }
 }
-
-/**
- * How the communication thread joins its own group. Under the launcher it rendezvous
- * through the launcher's store; under mpirun (where MPI must stay on the main thread)
- * rank 0 hosts a store and announces it over MPI, and the thread uses sockets.
- */
-export async function commThreadInit(pg: ProcessGroup): Promise<InitOptions> {
-  const base: InitOptions = { prefix: 'athanor/grad', hostStore: false };
-  if (pg.backend !== 'mpi') return { ...base, backend: pg.backend === 'local' ? 'auto' : pg.backend };
-  const msg = new Uint8Array(512);
-  if (pg.rank === 0) {
-    const token = randomBytes(24).toString('hex');
-    const local = process.env.OMPI_COMM_WORLD_LOCAL_SIZE === process.env.OMPI_COMM_WORLD_SIZE;
-    storeServer = await TcpStoreServer.start({ host: local ? '127.0.0.1' : '0.0.0.0', port: 0, token });
-    const addr = local ? '127.0.0.1' : Object.values(networkInterfaces()).flat().find((i) => i && i.family === 'IPv4' && !i.internal)?.address ?? '127.0.0.1';
-    msg.set(Buffer.from(JSON.stringify({ a: addr, p: storeServer.port, t: token, l: local })));
-  }
-  await pg.broadcast(new Uint16Array(msg.buffer), 0).wait();
-  const info = JSON.parse(Buffer.from(msg).toString('utf8').replace(/\0+$/, '')) as { a: string; p: number; t: string; l: boolean };
-  return { ...base, backend: info.l ? 'unix' : 'tcp', rank: pg.rank, worldSize: pg.size, masterAddr: info.a, masterPort: info.p, token: info.t };
-}
-
-let storeServer: TcpStoreServer | null = null;
 
 /** Sum of a float64 over a group, exactly as one process would add it: raw bits gathered, added in group-rank order. */
 async function sumFloat64(g: Communicator, x: number): Promise<number> {
