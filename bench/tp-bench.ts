@@ -16,6 +16,7 @@ import { Rng } from '../src/core/rng.js';
 import { pool } from '../src/core/buffer-pool.js';
 import { presetConfig, type TrainConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
+import { asGpt } from '../src/train/parallel-layer.js';
 import { fromStorage } from '../src/core/tensor.js';
 import { scope } from '../src/core/scope.js';
 
@@ -79,7 +80,7 @@ async function rankMain(): Promise<void> {
     let act = 0;
     scope(() => {
       const before = live();
-      r.model.loss(fromStorage(ids, [B, T], 'int32'), fromStorage(ids, [B, T], 'int32'));
+      asGpt(r.model).loss(fromStorage(ids, [B, T], 'int32'), fromStorage(ids, [B, T], 'int32'));
       act = live() - before;
     });
     const stepMs = times.slice(1).sort((a, b) => a - b)[Math.floor((times.length - 1) / 2)]!;

@@ -10,6 +10,7 @@ import { parseArgs } from '../src/train/overrides.js';
 import { PRESETS, presetConfig } from '../src/train/config.js';
 import { GPT } from '../src/nn/gpt.js';
 import { gptParamCount } from '../src/nn/gpt-config.js';
+import { asGpt, type TrainModel } from '../src/train/parallel-layer.js';
 import { tinyData, tinyArgs, tmp, runCli, stepLosses } from './helpers/train-fixture.js';
 
 async function cfgFor(out: string, extra: string[] = []) {
@@ -42,8 +43,8 @@ test('a run killed mid-way resumes to the same losses as an uninterrupted run, b
 
 test('non-finite gradients skip the step, and repeated failures stop the run', async () => {
   const out = tmp('nan');
-  const poison = (steps: number[]) => (model: GPT, step: number) => {
-    if (steps.includes(step)) model.h[0]!.mlp.c_fc.weight.grad!.data[0] = NaN;
+  const poison = (steps: number[]) => (model: TrainModel, step: number) => {
+    if (steps.includes(step)) asGpt(model).h[0]!.mlp.c_fc.weight.grad!.data[0] = NaN;
   };
   const r = await train(await cfgFor(out), { quiet: true, afterBackward: poison([3]) });
   assert.deepEqual(r.skippedSteps, [3]);

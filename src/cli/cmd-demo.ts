@@ -8,6 +8,7 @@ import { projectRoot } from '../backend/native.js';
 import { runPrepare } from './cmd-prepare.js';
 import { configFromArgs } from './cmd-train.js';
 import { train } from '../train/trainer.js';
+import { asGpt } from '../train/parallel-layer.js';
 import { generate } from '../nn/generate.js';
 import { BpeTokenizer } from '../text/index.js';
 
@@ -44,7 +45,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     `target ${DEMO_TARGET_LOSS}: ${ok ? 'reached' : 'NOT reached'} (${Math.round(r.tokensPerSec)} tokens/s)`);
   const tok = BpeTokenizer.load(join(dataDir, 'tokenizer.json'));
   for (const prompt of ['The ', '床前明月光，']) {
-    const ids = generate(r.model, tok.encode(prompt), { maxNewTokens: 80, temperature: 0.8, topK: 40, seed: 1 });
+    const ids = generate(asGpt(r.model), tok.encode(prompt), { maxNewTokens: 80, temperature: 0.8, topK: 40, seed: 1 });
     console.log(`\n--- sample (prompt ${JSON.stringify(prompt)}) ---\n${prompt}${tok.decode(ids)}`);
   }
   return ok ? 0 : 1;

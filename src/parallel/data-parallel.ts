@@ -170,7 +170,6 @@ export class DataParallel {
   private stagingNext = 0;
   private readonly ranges: [number, number][];
   private readonly shardOff: number[];
-  private readonly scalar = sharedF32(1);
   private readonly zero3: Zero3 | null = null;
   private readonly gatherIn: Float32Array[] = [];
 
@@ -376,11 +375,20 @@ export class DataParallel {
   }
 
   private async allSum(x: number): Promise<number> {
-    const buf = this.scalar;
-    buf[0] = x;
-    await this.comm.allReduce(buf, 'sum').wait();
-    return buf[0]!;
+    // The squared-gradient sum stays float64 (as in one process): every rank's value travels
+    // as raw bits and is added up in rank order, so the clip factor matches single-process
+    // training instead of differing in float32's last bits.
+    if (this.world === 1) return x;
+    const mine = (this.sumIn ??= new Int32Array(new SharedArrayBuffer(8)));
+    const all = (this.sumAll ??= new Int32Array(new SharedArrayBuffer(8 * this.world)));
+    new Float64Array(mine.buffer)[0] = x;
+    await this.comm.allGatherV(mine, all, new Array<number>(this.world).fill(2)).wait();
+    let s = 0;
+    for (const v of new Float64Array(all.buffer)) s += v;
+    return s;
   }
+  private sumIn: Int32Array | null = null;
+  private sumAll: Int32Array | null = null;
 
   /**
    * What this rank writes to a checkpoint, in the module's own (local) coordinates:

@@ -3,6 +3,8 @@
 // validates the result once, with messages naming the offending key.
 import type { GptConfig } from '../nn/gpt-config.js';
 import { validateGptConfig } from '../nn/gpt-config.js';
+import type { PipelineScheduleKind } from '../parallel/pipeline/schedule.js';
+import { validatePipeline } from '../parallel/pipeline/pipeline-setup.js';
 import { validateGptTensorParallel } from '../parallel/plans/gpt.js';
 import { parseMeshOrder } from '../parallel/mesh.js';
 import { PRECISIONS, type Precision } from '../backend/precision.js';
@@ -29,8 +31,10 @@ export interface ParallelConfig {
   bucketMB: number;
   /** Fixed reduction order so results do not depend on arrival timing. */
   deterministic: boolean;
-  /** Pipeline micro-batches per step (pp > 1). */
+  /** Chunks (virtual stages) per pipeline rank for the interleaved schedule; micro-batches per step are train.gradAccum. */
   pipelineChunks: number;
+  /** Pipeline schedule when pp > 1. */
+  pipelineSchedule: PipelineScheduleKind;
   /** Sequence parallelism inside tensor-parallel groups (norm/dropout/residual regions split along the sequence). */
   sp: boolean;
   /** Mesh rank order, fastest-varying first: "tp,dp,pp" puts a tensor-parallel group on neighbouring ranks (one node). */
@@ -87,7 +91,7 @@ function base(preset: string, model: GptConfig, microBatch: number): TrainConfig
       precision: 'fp32', lossScale: 65536, lossScaleWindow: 1000,
     },
     optim: { lr: 3e-4, minLr: 3e-5, warmupSteps: 100, schedule: 'cosine', weightDecay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradClip: 1.0 },
-    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, pipelineChunks: 4, sp: false, order: 'tp,dp,pp' },
+    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, pipelineChunks: 2, pipelineSchedule: '1f1b', sp: false, order: 'tp,dp,pp' },
   };
 }
 
@@ -133,7 +137,8 @@ export function fugaku13b(): TrainConfig {
   const c = base('fugaku-13b', gpt(40, 36, 5184, 49152, 2048), 1);
   c.train = { ...c.train, recompute: true, gradAccum: 7 };
   c.optim = { ...c.optim, lr: 1e-4, minLr: 1e-5, warmupSteps: 2000 };
-  c.parallel = { ...c.parallel, tp: 6, pp: 8, dp: 288 };
+  // 7 micro-batches per replica for 8 stages: fewer than 1F1B needs, so the pipeline runs GPipe.
+  c.parallel = { ...c.parallel, tp: 6, pp: 8, dp: 288, pipelineSchedule: 'gpipe' };
   return c;
 }
 
@@ -173,6 +178,7 @@ export function validateTrainConfig(c: TrainConfig, world = 1): void {
   parseMeshOrder(c.parallel.order, 'parallel.order');
   if (c.parallel.sp && c.parallel.tp === 1) throw new Error('parallel.sp=true needs parallel.tp > 1 (sequence parallelism splits the sequence over the tensor-parallel group)');
   if (c.parallel.pp > 1 && c.model.nLayer < c.parallel.pp) throw new Error(`model.nLayer (${c.model.nLayer}) must be at least parallel.pp (${c.parallel.pp})`);
+  validatePipeline(c.model, { pp: c.parallel.pp, schedule: c.parallel.pipelineSchedule, chunks: c.parallel.pipelineChunks, microBatches: c.train.gradAccum }, c.parallel.zero);
   if (!(c.optim.lr > 0)) throw new Error(`optim.lr must be > 0, got ${c.optim.lr}`);
   if (c.optim.minLr < 0 || c.optim.minLr > c.optim.lr) throw new Error(`optim.minLr must be in [0, optim.lr], got ${c.optim.minLr}`);
   if (!['cosine', 'linear', 'constant'].includes(c.optim.schedule)) throw new Error(`optim.schedule must be cosine, linear or constant, got '${c.optim.schedule}'`);

@@ -19,7 +19,12 @@ import type { TrainConfig } from './config.js';
 import { saveCheckpoint, type TrainState } from './train-checkpoint.js';
 import { newAdamW, type TrainOptimizer } from './optim-setup.js';
 import { accumulationSchedule, type StepSchedule } from './step-schedule.js';
-import type { ParallelLayer } from './parallel-layer.js';
+import { asGpt, type ParallelLayer, type TrainModel } from './parallel-layer.js';
+import { replicate } from '../parallel/data-parallel.js';
+import { buildRankPipeline, type RankPipeline } from '../parallel/pipeline/pipeline-setup.js';
+import { pipelineStepSchedule } from '../parallel/pipeline/pipeline-schedule.js';
+import type { Communicator } from '../runtime/communicator.js';
+import { pipelineSettings } from './memory-plan.js';
 
 export class DistributedLayer implements ParallelLayer {
   readonly rank: number;
@@ -27,6 +32,8 @@ export class DistributedLayer implements ParallelLayer {
   readonly dataRank: number;
   readonly dataWorld: number;
   private dp: DataParallel | null = null;
+  /** This rank's pipeline stages and engine when parallel.pp > 1. */
+  private pipe: RankPipeline | null = null;
   private readonly scalar = new Float32Array(1);
   /** Tensor-parallel placement of every split parameter (empty at tp = 1). */
   private shards = new Map<string, Shard>();
@@ -50,7 +57,6 @@ export class DistributedLayer implements ParallelLayer {
       // Every invariant is checked here, before any thread starts or any model is allocated.
       validateTrainConfig(cfg, pg.size);
       const { tp, pp, dp } = cfg.parallel;
-      if (pp !== 1) throw new Error(`rank ${pg.rank}: parallel.pp=${pp}: athanor train runs tensor and data parallelism; set parallel.pp=1`);
       if (tp > 1 && cfg.parallel.zero === 3) throw new Error(`parallel.zero=3 with parallel.tp=${tp}: ZeRO-3 is not combined with tensor parallelism; use parallel.zero=1 or 2 on the data-parallel dimension`);
       const mesh = buildMesh(pg, { tp, pp, dp, order: parseMeshOrder(cfg.parallel.order, 'parallel.order') });
       // One communication thread per parallel dimension in use, so the tensor-parallel
@@ -81,7 +87,21 @@ export class DistributedLayer implements ParallelLayer {
     return this.dp;
   }
 
-  buildModel(cfg: TrainConfig): GPT {
+  buildModel(cfg: TrainConfig): TrainModel {
+    if (cfg.parallel.pp > 1) {
+      // Only this rank's stages exist (tensor-parallel shards of them with tp > 1); data
+      // parallelism replicates them over the dp group.
+      const tp = this.tpGroup ? { group: this.tpGroup, sequenceParallel: cfg.parallel.sp } : undefined;
+      this.pipe = buildRankPipeline(cfg.model, pipelineSettings(cfg), this.mesh.pp, this.pg, { seed: cfg.train.seed, recompute: cfg.train.recompute, tp });
+      const stages = this.pipe.stages;
+      this.shards = stages.shards;
+      const byName = new Map(stages.namedParameters());
+      this.shardedParams = new Set([...stages.shards.keys()].filter((n) => byName.has(n)).map((n) => byName.get(n)!));
+      this.dp = replicate(stages, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
+        zero: cfg.parallel.zero as 0 | 1 | 2, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend,
+      });
+      return stages;
+    }
     let model: GPT;
     if (this.tpGroup) {
       const built = buildTensorParallelGpt(cfg.model, this.tpGroup, { seed: cfg.train.seed, recompute: cfg.train.recompute, sequenceParallel: cfg.parallel.sp });
@@ -98,9 +118,12 @@ export class DistributedLayer implements ParallelLayer {
     return model;
   }
 
-  schedule(model: GPT): StepSchedule {
+  schedule(model: TrainModel): StepSchedule {
     const dp = this.data;
-    return accumulationSchedule(model, {
+    // Pipeline: each chunk's last backward starts the dp reductions of its parameters;
+    // reduceGrads then takes the tied embedding, summed over its copies at the step's end.
+    if (this.pipe) return pipelineStepSchedule(this.pipe.connect(dp.onGradReady), (x) => this.meanScalar(x));
+    return accumulationSchedule(asGpt(model), {
       onGradReady: dp.onGradReady,
       beforeForward: (last) => dp.beforeForward(last),
       afterEval: () => dp.afterEval(),
@@ -119,19 +142,16 @@ export class DistributedLayer implements ParallelLayer {
     return this.scalar[0]!;
   }
 
-  buildOptimizer(_model: GPT, cfg: TrainConfig): TrainOptimizer {
-    const tp = this.mesh.tp;
+  buildOptimizer(_model: TrainModel, cfg: TrainConfig): TrainOptimizer {
+    const { tp, pp } = this.mesh;
     const tpRank = this.mesh.coords.tp;
-    const buf = new Float32Array(1);
+    // The last pipeline stage's copy of a tied embedding is the first stage's parameter.
+    const tied = this.pipe?.stages.tiedCopy ? this.pipe.stages.wte!.weight : null;
     return this.data.buildOptimizer({
       makeAdamW: (ps, relocate) => newAdamW(ps, cfg.optim, relocate),
       // Replicated parameters (norms, some biases) count once per tensor-parallel group.
-      countInNorm: (p) => tpRank === 0 || this.shardedParams.has(p),
-      sumOutsideDp: tp.size === 1 ? undefined : async (x) => {
-        buf[0] = x;
-        await tp.allReduce(buf, { op: 'sum', deterministic: true }).wait();
-        return buf[0]!;
-      },
+      countInNorm: (p) => p !== tied && (tpRank === 0 || this.shardedParams.has(p)),
+      sumOutsideDp: tp.size === 1 && pp.size === 1 ? undefined : async (x) => sumFloat64(pp, await sumFloat64(tp, x)),
     });
   }
 
@@ -139,12 +159,14 @@ export class DistributedLayer implements ParallelLayer {
     return new TensorParallelCheckpoint(this.shards, this.mesh.coords.tp);
   }
 
-  async saveCheckpoint(root: string, _model: GPT, optim: TrainOptimizer, st: TrainState): Promise<string> {
-    const segs = this.tpView.toGlobal(this.data.checkpointSegments(optim.adamw));
+  async saveCheckpoint(root: string, _model: TrainModel, optim: TrainOptimizer, st: TrainState): Promise<string> {
+    let segs = this.tpView.toGlobal(this.data.checkpointSegments(optim.adamw));
+    // The first stage writes the tied embedding (and its moments); the last stage's copy is equal.
+    if (this.pipe?.stages.tiedCopy) segs = segs.filter((s) => s.name !== 'wte.weight' && !/^optim\.[a-z_]+\.wte\.weight$/.test(s.name));
     return saveCheckpoint(root, { ...st, optimizer: optimizerMeta(optim.adamw) }, segs, { rank: this.rank, world: this.world, barrier: () => this.barrier() });
   }
 
-  loadCheckpoint(dir: string, _model: GPT, optim: TrainOptimizer): TrainState {
+  loadCheckpoint(dir: string, _model: TrainModel, optim: TrainOptimizer): TrainState {
     const r = new CheckpointReader(dir);
     try {
       const st = r.state as TrainState;
@@ -159,7 +181,12 @@ export class DistributedLayer implements ParallelLayer {
     const { tp, dp, pp } = this.mesh.dims;
     const layout = `mesh tp ${tp} × dp ${dp} × pp ${pp} (order ${this.mesh.dims.order.join(', ')}, fastest first)` +
       (tp > 1 ? `, tensor parallel${this.cfg.parallel.sp ? ' + sequence parallel' : ''} over ${tp} ranks (thread: ${this.tpGroup?.backend ?? '?'})` : '');
-    return `${layout}; ${this.data.describe()}`;
+    const pipe = this.pipe;
+    if (!pipe) return `${layout}; ${this.data.describe()}`;
+    const { shape, stages } = pipe;
+    const chunks = stages.chunks.map((c) => `stage ${c.stage}: layers ${c.lo}-${c.hi - 1}${c.first ? ' + embedding' : ''}${c.last ? ' + head' : ''}`).join(', ');
+    return `${layout}; pipeline: ${shape.p} stages × ${shape.v} chunk(s), ${shape.kind}, ${shape.m} micro-batches per step; ` +
+      `pipeline rank ${this.mesh.coords.pp} holds ${chunks} (${stages.numParameters().toLocaleString('en-US')} parameters); ${this.data.describe()}`;
   }
 
   /** Elements this rank sent in tensor-parallel collectives so far (0 at tp = 1). */
@@ -177,3 +204,12 @@ export class DistributedLayer implements ParallelLayer {
   }
 }
 
+/** Sum of a float64 over a group, exactly as one process would add it: raw bits gathered, added in group-rank order. */
+async function sumFloat64(g: Communicator, x: number): Promise<number> {
+  if (g.size === 1) return x;
+  const mine = new Float64Array([x]), all = new Float64Array(g.size);
+  await g.allGather(new Int32Array(mine.buffer), new Int32Array(all.buffer)).wait();
+  let s = 0;
+  for (const v of all) s += v;
+  return s;
+}

@@ -1,6 +1,16 @@
 // Memory a training configuration needs per rank, computed from shapes only (the
 // model is built on the meta device, so a 13B plan costs nothing to make).
 import type { TrainConfig } from './config.js';
+import { simulate } from '../parallel/pipeline/schedule.js';
+import { pipelineShape, type PipelineSettings } from '../parallel/pipeline/pipeline-setup.js';
+
+export function pipelineSettings(cfg: TrainConfig): PipelineSettings {
+  return { pp: cfg.parallel.pp, schedule: cfg.parallel.pipelineSchedule, chunks: cfg.parallel.pipelineChunks, microBatches: cfg.train.gradAccum };
+}
+
+function pipelineChunksOf(cfg: TrainConfig): number {
+  return cfg.parallel.pp > 1 && cfg.parallel.pipelineSchedule === 'interleaved' ? cfg.parallel.pipelineChunks : 1;
+}
 
 export interface MemoryPlan {
   params: number;
@@ -18,7 +28,7 @@ export function activationElementsPerToken(cfg: TrainConfig): number {
   const C = cfg.model.dModel, F = cfg.model.dFF, H = cfg.model.nHead, T = cfg.model.seqLen;
   const tp = cfg.parallel.tp;
   const perBlock = 2 * C + (3 * C) / tp + (H / tp) * T + C / tp + 2 * C + 2 * C + (2 * F) / tp;
-  const L = Math.ceil(cfg.model.nLayer / cfg.parallel.pp);
+  const L = Math.ceil(cfg.model.nLayer / (cfg.parallel.pp * pipelineChunksOf(cfg)));
   const head = C + 2 * cfg.model.vocabSize / tp; // ln_f out, logits and their softmax in CE
   return cfg.train.recompute ? L * C + perBlock + head : L * perBlock + head;
 }
@@ -32,7 +42,9 @@ export function planMemory(cfg: TrainConfig, params: number): MemoryPlan {
   const g = 4 * local * (zero >= 2 ? 1 / dp : 1);
   const o = 8 * local * (zero >= 1 ? 1 / dp : 1); // AdamW m and v in float32
   const tokens = cfg.train.microBatch * cfg.model.seqLen;
-  const inflight = pp > 1 ? Math.min(pp, cfg.parallel.pipelineChunks) : 1; // 1F1B keeps ≤ pp micro-batches alive
+  // Micro-batch chunks whose activations a pipeline rank holds at once, from the schedule
+  // itself (GPipe: all m; 1F1B: at most pp; interleaved: in between).
+  const inflight = pp > 1 ? Math.max(...simulate(pipelineShape(pipelineSettings(cfg))).peakInFlight) : 1;
   const a = 4 * tokens * activationElementsPerToken(cfg) * inflight;
   if (zero >= 3) notes.push('ZeRO-3: one block of full parameters is gathered at a time (+' + fmtBytes((4 * local) / Math.max(1, cfg.model.nLayer)) + ' transient)');
   if (cfg.train.recompute) notes.push('activation recomputation: only block inputs are kept');

@@ -9,6 +9,14 @@ import type { TrainState } from './train-checkpoint.js';
 import { saveTrainCheckpoint, loadTrainCheckpoint } from './train-checkpoint.js';
 import { buildOptimizer, type TrainOptimizer } from './optim-setup.js';
 import { accumulationSchedule, type StepSchedule } from './step-schedule.js';
+import type { Module } from '../nn/module.js';
+import type { Rng } from '../core/rng.js';
+
+/**
+ * What the trainer needs of a rank's model: its parameters and the generator dropout draws
+ * from (saved in checkpoints). A whole GPT, or under pipeline parallelism a rank's stages.
+ */
+export type TrainModel = Module & { readonly rng: Rng };
 
 export interface ParallelLayer {
   /** Global rank and world size. */
@@ -18,19 +26,19 @@ export interface ParallelLayer {
   readonly dataRank: number;
   readonly dataWorld: number;
   /** Builds this rank's part of the model (materializing only what it owns) with the plan applied. */
-  buildModel(cfg: TrainConfig): GPT;
+  buildModel(cfg: TrainConfig): TrainModel;
   /** The step schedule that runs forward/backward for this rank. */
-  schedule(model: GPT, cfg: TrainConfig): StepSchedule;
+  schedule(model: TrainModel, cfg: TrainConfig): StepSchedule;
   /** Waits for (or runs) the gradient reductions of this step; gradients are then global means. */
   reduceGrads(): Promise<void>;
   /** Mean of a per-rank scalar over the data-parallel replicas. */
   meanScalar(x: number): Promise<number>;
   /** The optimizer over what this rank updates (ZeRO: its shard), with global-norm clipping. */
-  buildOptimizer(model: GPT, cfg: TrainConfig): TrainOptimizer;
+  buildOptimizer(model: TrainModel, cfg: TrainConfig): TrainOptimizer;
   /** Collective save: every rank writes what it owns, in layout-independent (global) coordinates. */
-  saveCheckpoint(root: string, model: GPT, optim: TrainOptimizer, st: TrainState): Promise<string>;
+  saveCheckpoint(root: string, model: TrainModel, optim: TrainOptimizer, st: TrainState): Promise<string>;
   /** Collective load from a checkpoint of any layout. */
-  loadCheckpoint(dir: string, model: GPT, optim: TrainOptimizer): TrainState;
+  loadCheckpoint(dir: string, model: TrainModel, optim: TrainOptimizer): TrainState;
   /** One line on the layout and its memory per rank (null: nothing to say). */
   describe(): string | null;
   close(): Promise<void>;
@@ -41,7 +49,7 @@ export function singleProcessLayer(): ParallelLayer {
   return {
     rank: 0, world: 1, dataRank: 0, dataWorld: 1,
     buildModel: (cfg) => new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute }),
-    schedule: (model) => accumulationSchedule(model, { meanLoss: async (x) => x }),
+    schedule: (model) => accumulationSchedule(asGpt(model), { meanLoss: async (x) => x }),
     reduceGrads: async () => undefined,
     meanScalar: async (x) => x,
     buildOptimizer: (model, cfg) => buildOptimizer(model, cfg),
@@ -50,4 +58,10 @@ export function singleProcessLayer(): ParallelLayer {
     describe: () => null,
     close: async () => undefined,
   };
+}
+
+/** The whole-model layouts drive a GPT; anything else reaching them is a wiring bug. */
+export function asGpt(model: TrainModel): GPT {
+  if (!(model instanceof GPT)) throw new Error(`internal: expected a GPT, got ${model.constructor.name}`);
+  return model;
 }

@@ -15,6 +15,9 @@ export interface StepMetrics {
   skipped?: boolean;
   /** fp16 dynamic loss scale in use for this step. */
   lossScale?: number;
+  /** Pipeline bubble: measured idle fraction of the step and (p-1)/(v·m+p-1). */
+  bubble?: number;
+  bubbleTheory?: number;
 }
 
 export class Progress {
@@ -40,7 +43,7 @@ export class Progress {
     const done = m.step - startStep;
     const rate = done / Math.max(1e-9, (Date.now() - this.start) / 1000);
     const eta = rate > 0 ? (this.totalSteps - m.step) / rate : 0;
-    const text = `step ${m.step}/${this.totalSteps} loss ${m.loss.toFixed(4)} lr ${m.lr.toExponential(2)} ${Math.round(m.tokensPerSec)} tok/s MFU ${(100 * m.mfu).toFixed(1)}% ETA ${fmtTime(eta)}${m.skipped ? ' (skipped: non-finite)' : ''}`;
+    const text = `step ${m.step}/${this.totalSteps} loss ${m.loss.toFixed(4)} lr ${m.lr.toExponential(2)} ${Math.round(m.tokensPerSec)} tok/s MFU ${(100 * m.mfu).toFixed(1)}% ETA ${fmtTime(eta)}${m.bubble !== undefined ? ` bubble ${(100 * m.bubble).toFixed(1)}% (theory ${(100 * m.bubbleTheory!).toFixed(1)}%)` : ''}${m.skipped ? ' (skipped: non-finite)' : ''}`;
     if (this.tty) {
       const width = 24, filled = Math.round((width * m.step) / this.totalSteps);
       const bar = '█'.repeat(filled) + '░'.repeat(Math.max(0, width - filled));

@@ -16,7 +16,12 @@ export interface StepSchedule {
   runStep(micro: MicroBatch[]): Promise<number>;
   /** Validation loss of one micro-batch without gradients, identical on every rank. */
   evalLoss(mb: MicroBatch): Promise<number>;
+  /** Measurements of the last runStep the trainer logs beside the loss (pipeline bubble). */
+  stats?(): StepStats | null;
 }
+
+/** Pipeline bubble of the last step: measured idle fraction (mean over the pipeline ranks) and its theory. */
+export interface StepStats { bubble: number; bubbleTheory: number }
 
 /** A model the plain schedules can drive: mean loss of (rows, T) token ids against targets. */
 export interface LossModel {

@@ -25,7 +25,7 @@ import { Progress, fmtTime } from './progress.js';
 import { measureGemmCeiling } from './gemm-ceiling.js';
 import { lrAt } from './optim-setup.js';
 import { latestCheckpoint, type TrainState } from './train-checkpoint.js';
-import { singleProcessLayer, type ParallelLayer } from './parallel-layer.js';
+import { singleProcessLayer, type ParallelLayer, type TrainModel } from './parallel-layer.js';
 import type { MicroBatch, StepSchedule } from './step-schedule.js';
 
 export interface TrainOptions {
@@ -34,7 +34,7 @@ export interface TrainOptions {
   /** The parallel layout (default: one process). */
   parallel?: ParallelLayer;
   /** Test hook: runs after backward, before clipping (e.g. to poison a gradient). */
-  afterBackward?: (model: GPT, step: number) => void;
+  afterBackward?: (model: TrainModel, step: number) => void;
   /** Called after each optimizer step with the step's metrics. */
   onStep?: (m: { step: number; loss: number; skipped: boolean }) => void;
 }
@@ -45,7 +45,7 @@ export interface TrainResult {
   valLosses: { step: number; loss: number }[];
   skippedSteps: number[];
   tokensPerSec: number;
-  model: GPT;
+  model: TrainModel;
   stoppedEarly: 'target' | 'time' | null;
 }
 
@@ -106,7 +106,12 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
   const ceiling = measureGemmCeiling(1024, 8, cfg.train.precision) * par.world;
   if (isMain) {
     const be = backendSummary();
-    progress.log(`athanor train: ${cfg.preset} ${nParams.toLocaleString('en-US')} parameters (closed form ${gptParamCount(cfg.model).toLocaleString('en-US')}), ` +
+    // Under tensor/pipeline parallelism a rank holds only part of the model.
+    const closed = gptParamCount(cfg.model).toLocaleString('en-US');
+    const count = par.world > 1 && nParams !== gptParamCount(cfg.model)
+      ? `${nParams.toLocaleString('en-US')} parameters on rank 0 of ${closed} (closed form)`
+      : `${nParams.toLocaleString('en-US')} parameters (closed form ${closed})`;
+    progress.log(`athanor train: ${cfg.preset} ${count}, ` +
       `global batch ${globalBatch(cfg)} × ${T} tokens, ${par.world} rank(s) × ${blasThreads()} thread(s), ` +
       `kernels ${be.nativeKernels ? 'native' : 'reference'}, GEMM ${be.openblas ? 'OpenBLAS' : 'reference'} (ceiling ${(ceiling / 1e9).toFixed(1)} GFLOP/s)`);
     if (cfg.train.precision !== 'fp32') progress.log(precisionSummary(cfg.train.precision));
@@ -159,7 +164,7 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
     opts.onStep?.({ step, loss, skipped: bad });
     const dt = (performance.now() - ts) / 1000;
     const tps = tokensPerStep / dt;
-    progress.step({ step, loss, lr, tokensPerSec: tps, mfu: (tps * flopsPerToken) / ceiling, gradNorm, seconds: dt, skipped: bad, ...(scaler ? { lossScale: stepScale } : {}) }, cfg.train.logEvery, startStep);
+    progress.step({ step, loss, lr, tokensPerSec: tps, mfu: (tps * flopsPerToken) / ceiling, gradNorm, seconds: dt, skipped: bad, ...(scaler ? { lossScale: stepScale } : {}), ...bubbleOf(schedule) }, cfg.train.logEvery, startStep);
 
     const elapsed = (performance.now() - t0) / 1000;
     const timeUp = cfg.train.maxSeconds > 0 && elapsed >= cfg.train.maxSeconds;
@@ -244,4 +249,9 @@ export function evaluate(model: GPT, src: ReturnType<typeof openIndexedDataset>,
     model.train(wasTraining);
   }
   return sum / n;
+}
+
+function bubbleOf(schedule: StepSchedule): { bubble?: number; bubbleTheory?: number } {
+  const s = schedule.stats?.();
+  return s ? { bubble: s.bubble, bubbleTheory: s.bubbleTheory } : {};
 }

@@ -60,6 +60,8 @@ export interface GptTensorParallelOptions {
   seed: number;
   recompute: boolean;
   sequenceParallel: boolean;
+  /** Parameters this rank holds (pipeline parallelism: its stages'); default all. */
+  holds?: (name: string) => boolean;
 }
 
 /**
@@ -75,6 +77,7 @@ export function buildTensorParallelGpt(cfg: GptConfig, group: GroupCollectives, 
   const model = new GPT(cfg, { seed: o.seed, recompute: o.recompute, deferInit: true });
   const shards = new Map<string, Shard>();
   materialize(model, o.seed, (name, meta) => {
+    if (o.holds && !o.holds(name)) return 'absent';
     const s = gptShardOf(name, meta.shape, rank, size);
     if (!s) return null;
     shards.set(name, s);
