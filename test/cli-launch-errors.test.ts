@@ -20,7 +20,7 @@ async function launchFails(label: string, extra: string[], message: RegExp): Pro
 }
 
 test('launch: parallel.dp that does not match the ranks started exits non-zero on every rank', () =>
-  launchFails('dp-mismatch', ['--parallel.dp=3'], /\[rank [01]\] athanor: rank [01]: parallel\.dp is 3 but 2 ranks were started/));
+  launchFails('dp-mismatch', ['--parallel.dp=3'], /\[rank [01]\] athanor: parallel\.dp × parallel\.tp × parallel\.pp = 3 × 1 × 1 = 3, but the world size is 2/));
 
 test('launch: an invalid tensor-parallel layout (nHead 3 with tp 2) exits non-zero', () =>
   launchFails('tp-layout', ['--parallel.dp=1', '--parallel.tp=2', '--model.nHead=3', '--model.dModel=48'], /\[rank [01]\] athanor: .*parallel\.tp/));
