@@ -9,8 +9,9 @@ import { fmix64, idsToPairs, mixOut, type IdInput } from './embedding-hash.js';
 import type { ShardManifest, LoadResult } from './embedding-checkpoint.js';
 import type { ConfigPatch, ShardStats } from './embedding-shard.js';
 import type { ServerCounters, ServerInfo } from './embedding-server.js';
+import type { SparseOptimizerConfig } from './sparse-optimizer.js';
 import {
-  FrameReader, HEADER_BYTES, LOOKUP_READ_ONLY, MsgType, PRE_AUTH_MAX_PAYLOAD, PUSH_ADVANCE_STEP, RESPONSE,
+  FrameReader, HEADER_BYTES, LOOKUP_READ_ONLY, LOOKUP_WITH_STATE, MsgType, PRE_AUTH_MAX_PAYLOAD, PUSH_ADVANCE_STEP, RESPONSE,
   decodeJson, decodeLookupResponse, decodePushResponse, decodeValues, encodeFrame, encodeIdRequest, encodeJsonFrame, wireBytes,
   type PushResponse, type WireDType,
 } from './protocol.js';
@@ -206,9 +207,9 @@ export class EmbeddingClient {
   }
 
   /** Ids per frame so that neither the request nor its answer exceeds the servers' frame limit. */
-  private maxIds(dim: number): number {
-    const budget = this.conns[0]!.info.maxFrameBytes - HEADER_BYTES - 16;
-    return Math.max(1, Math.floor(budget / (8 + dim * wireBytes(this.wireDtype))));
+  private maxIds(dim: number, stateFloats = 0): number {
+    const budget = this.conns[0]!.info.maxFrameBytes - HEADER_BYTES - 16 - (stateFloats > 0 ? 8 : 0);
+    return Math.max(1, Math.floor(budget / (8 + dim * wireBytes(this.wireDtype) + 4 * stateFloats)));
   }
 
   /** Deduplicates and routes a batch once, for a lookup and a push of the same ids. */
@@ -228,11 +229,67 @@ export class EmbeddingClient {
   async lookup(group: number, ids: IdInput | RoutedBatch, opts: { readOnly?: boolean } = {}): Promise<Float32Array> {
     const dim = this.dim(group);
     const rb = this.routed(group, ids);
+    const shardRows = await this.fetchShards(group, rb, opts.readOnly ? LOOKUP_READ_ONLY : 0);
     const n = rb.n, r = rb.routing;
-    const dtype = this.wireDtype, maxIds = this.maxIds(dim), flags = opts.readOnly ? LOOKUP_READ_ONLY : 0;
-    const shardRows = await Promise.all(this.conns.map(async (c, s) => {
+    const out = new Float32Array(n * dim);
+    const { inverse, uShard, uPos } = r;
+    for (let i = 0; i < n; i++) {
+      const u = inverse[i]!;
+      const src = shardRows[uShard[u]!]!.rows, o = uPos[u]! * dim;
+      for (let j = 0; j < dim; j++) out[i * dim + j] = src[o + j]!;
+    }
+    return out;
+  }
+
+  /**
+   * Training lookup answered per distinct id (routing order u, as routing.uShard/uPos),
+   * with each row's optimizer state when `withState` (stateWidth values per row, float32).
+   * scatterRows() puts distinct rows back into request order.
+   */
+  async lookupDistinct(group: number, rb: RoutedBatch, opts: { withState?: boolean } = {}): Promise<{ rows: Float32Array; state: Float32Array | null; stateWidth: number }> {
+    const dim = this.dim(group);
+    const withState = opts.withState ?? false;
+    const shardRows = await this.fetchShards(group, this.routed(group, rb), withState ? LOOKUP_WITH_STATE : 0);
+    const { uShard, uPos } = rb.routing;
+    const nu = uShard.length;
+    const sw = withState ? Math.max(0, ...shardRows.map((x) => x.sw)) : 0;
+    const rows = new Float32Array(nu * dim), state = sw > 0 ? new Float32Array(nu * sw) : null;
+    for (let u = 0; u < nu; u++) {
+      const sr = shardRows[uShard[u]!]!, p = uPos[u]!;
+      rows.set(sr.rows.subarray(p * dim, (p + 1) * dim), u * dim);
+      if (state) {
+        if (sr.sw !== sw) throw new Error(`embedding client: group ${group}: servers disagree on the optimizer state width (${sr.sw} vs ${sw})`);
+        state.set(sr.state!.subarray(p * sw, (p + 1) * sw), u * sw);
+      }
+    }
+    return { rows, state, stateWidth: sw };
+  }
+
+  /** Distinct rows (routing order) -> request order (n x dim). */
+  scatterRows(rb: RoutedBatch, distinct: Float32Array, dim: number): Float32Array {
+    const { inverse } = rb.routing, n = rb.n;
+    const out = new Float32Array(n * dim);
+    for (let i = 0; i < n; i++) {
+      const o = inverse[i]! * dim;
+      for (let j = 0; j < dim; j++) out[i * dim + j] = distinct[o + j]!;
+    }
+    return out;
+  }
+
+  /** The sparse optimizer the servers run for `group` (from the servers' hello), or null if they did not say. */
+  optimizer(group: number): SparseOptimizerConfig | null {
+    return this.conns[0]!.info.optimizers?.[String(group)] ?? null;
+  }
+
+  /** Per server: its distinct rows of the batch (and state), in that server's order. */
+  private async fetchShards(group: number, rb: RoutedBatch, flags: number): Promise<Array<{ rows: Float32Array; state: Float32Array | null; sw: number }>> {
+    const dim = this.dim(group);
+    const r = rb.routing;
+    const dtype = this.wireDtype, maxIds = this.maxIds(dim, (flags & LOOKUP_WITH_STATE) !== 0 ? 2 * dim : 0);
+    return Promise.all(this.conns.map(async (c, s) => {
       const cnt = r.shardCount[s]!;
       const rows = new Float32Array(cnt * dim);
+      let state: Float32Array | null = null, sw = 0;
       const parts: Promise<void>[] = [];
       for (let start = 0; start < cnt; start += maxIds) {
         const k = Math.min(maxIds, cnt - start);
@@ -240,19 +297,16 @@ export class EmbeddingClient {
           const lr = decodeLookupResponse(rep.payload);
           if (lr.count !== k || lr.dim !== dim) throw new Error(`${c.name}: lookup answered ${lr.count}x${lr.dim}, asked ${k}x${dim}`);
           decodeValues(lr.dtype, lr.values, k * dim, rows, start * dim);
+          if (lr.state) {
+            if (!state) { sw = lr.stateWidth; state = new Float32Array(cnt * sw); }
+            if (lr.stateWidth !== sw) throw new Error(`${c.name}: lookup answered state width ${lr.stateWidth}, earlier ${sw}`);
+            state.set(lr.state, start * sw);
+          }
         }));
       }
       await Promise.all(parts);
-      return rows;
+      return { rows, state, sw };
     }));
-    const out = new Float32Array(n * dim);
-    const { inverse, uShard, uPos } = r;
-    for (let i = 0; i < n; i++) {
-      const u = inverse[i]!;
-      const src = shardRows[uShard[u]!]!, o = uPos[u]! * dim;
-      for (let j = 0; j < dim; j++) out[i * dim + j] = src[o + j]!;
-    }
-    return out;
   }
 
   /**

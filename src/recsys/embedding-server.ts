@@ -7,11 +7,12 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { dumpShard, loadShard } from './embedding-checkpoint.js';
 import type { ConfigPatch, EmbeddingShard } from './embedding-shard.js';
 import {
-  FrameReader, HEADER_BYTES, LOOKUP_READ_ONLY, MsgType, PRE_AUTH_MAX_PAYLOAD, PROTOCOL_VERSION, ProtocolError, PUSH_ADVANCE_STEP, RESPONSE,
+  FrameReader, HEADER_BYTES, LOOKUP_READ_ONLY, LOOKUP_WITH_STATE, MsgType, PRE_AUTH_MAX_PAYLOAD, PROTOCOL_VERSION, ProtocolError, PUSH_ADVANCE_STEP, RESPONSE,
   decodeIdRequest, decodeJson, decodeValues, encodeErrorFrame, encodeFrame, encodeJsonFrame, allocLookupResponse, encodePushResponse,
   tokenMatches, type FrameHeader,
 } from './protocol.js';
 import { decodeHalf } from './native-sparse.js';
+import type { SparseOptimizerConfig } from './sparse-optimizer.js';
 
 export interface EmbeddingServerOptions {
   shard: EmbeddingShard;
@@ -32,6 +33,8 @@ export interface ServerInfo {
   maxFrameBytes: number;
   step: number;
   groups: Array<{ id: number; name: string; dim: number }>;
+  /** Each group's sparse optimizer (by group id): a trainer replaying its in-flight gradients emulates it. */
+  optimizers?: Record<string, SparseOptimizerConfig>;
 }
 
 export interface ServerCounters { connections: number; rejectedConnections: number; requests: number; errors: number }
@@ -84,6 +87,7 @@ export class EmbeddingServer {
     return {
       protocolVersion: PROTOCOL_VERSION, shardIndex: s.shardIndex, numShards: s.numShards, maxFrameBytes: this.maxFrameBytes, step: s.step,
       groups: s.tables.filter((t) => !!t).map((t) => ({ id: t!.cfg.id, name: t!.cfg.name, dim: t!.dim })),
+      optimizers: Object.fromEntries(s.tables.filter((t) => !!t).map((t) => [String(t!.cfg.id), t!.cfg.optimizer])),
     };
   }
 
@@ -156,8 +160,10 @@ export class EmbeddingServer {
       case MsgType.LOOKUP: {
         const r = decodeIdRequest(payload, () => 0, false);
         const t = shard.table(r.group);
-        const out = allocLookupResponse(h.requestId, r.group, r.dtype, r.count, t.dim);
+        const withState = (r.flags & LOOKUP_WITH_STATE) !== 0;
+        const out = allocLookupResponse(h.requestId, r.group, r.dtype, r.count, t.dim, withState ? t.stW : 0);
         t.lookupWire(r.ids, r.count, r.dtype, out.values, shard.step, (r.flags & LOOKUP_READ_ONLY) !== 0);
+        if (out.state) t.gatherState(r.ids, r.count, out.state);
         this.send(c, out.frame);
         return;
       }

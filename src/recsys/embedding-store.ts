@@ -223,6 +223,21 @@ export class GroupTable {
     return true;
   }
 
+  /**
+   * Optimizer state of `n` ids into out (n * stW): a stored row's state, or the initial
+   * state for an id that is not stored. Changes nothing (call after the lookup).
+   */
+  gatherState(ids: Uint32Array, n: number, out: Float32Array): void {
+    const w = this.stW;
+    if (w === 0) return;
+    for (let i = 0; i < n; i++) {
+      const s = this.find(ids[2 * i + 1]!, ids[2 * i]!);
+      if (s < 0) { initState(this.cfg.optimizer, out, i * w, this.dim); continue; }
+      const o = (s & CHUNK_MASK) * w;
+      out.set(this.stateChunks[s >>> CHUNK_SHIFT]!.subarray(o, o + w), i * w);
+    }
+  }
+
   /** Slot answering id (hi, lo) in a lookup (created if admitted, touched unless read-only), or -1: answer the init vector. */
   private lookupSlot(hi: number, lo: number, step: number, readOnly: boolean): number {
     const s = this.find(hi, lo);

@@ -11,7 +11,9 @@
 // within the payload, and payloads are received into fresh buffers, so typed-array
 // views need no copy):
 //   LOOKUP       u16 group | u8 wire dtype | u8 flags (1 = read-only) | u32 n | u64 ids[n]
-//   LOOKUP resp  u16 group | u8 wire dtype | u8 0 | u32 n | u32 dim | u32 0 | rows[n*dim]
+//   LOOKUP resp  u16 group | u8 wire dtype | u8 0 | u32 n | u32 dim | u32 sw | rows[n*dim] | pad to 8 | f32 state[n*sw]
+//                (sw = 0 unless the lookup asked for optimizer state, flag 2: the trainer
+//                replays its own in-flight gradients on stale rows with it)
 //   PUSH         u16 group | u8 wire dtype | u8 flags (1 = advance step) | u32 n | u64 ids[n] | grads[n*dim]
 //   PUSH resp    u32 applied | u32 dropped | f64 server step
 // Admin payloads (AUTH reply, STATS, DUMP, LOAD, SET_CONFIG) are JSON: they are rare.
@@ -34,6 +36,8 @@ export type WireDType = 'float32' | 'float16' | 'bfloat16';
 const WIRE_CODES: Record<WireDType, number> = { float32: 0, float16: 1, bfloat16: 2 };
 const WIRE_NAMES: WireDType[] = ['float32', 'float16', 'bfloat16'];
 export const LOOKUP_READ_ONLY = 1;
+/** Answer each row's optimizer state (float32, stateWidth values per row) after the rows. */
+export const LOOKUP_WITH_STATE = 2;
 export const PUSH_ADVANCE_STEP = 1;
 
 export function wireCode(d: WireDType): number {
@@ -250,30 +254,49 @@ export function encodeLookupResponse(requestId: number, group: number, dtype: Wi
   return r.frame;
 }
 
-/** LOOKUP response frame with its row block left for the caller to fill (`values`, 8-aligned). */
-export function allocLookupResponse(requestId: number, group: number, dtype: WireDType, count: number, dim: number): { frame: Buffer; values: Uint8Array } {
+/** Bytes of the row block rounded up to 8, where the optional state block starts. */
+function rowBlockBytes(count: number, dim: number, dtype: WireDType): number {
+  return (count * dim * wireBytes(dtype) + 7) & ~7;
+}
+
+/**
+ * LOOKUP response frame with its row block left for the caller to fill (`values`,
+ * 8-aligned) and, when stateWidth > 0, its float32 state block (`state`).
+ */
+export function allocLookupResponse(requestId: number, group: number, dtype: WireDType, count: number, dim: number, stateWidth = 0): { frame: Buffer; values: Uint8Array; state: Float32Array | null } {
   const vb = count * dim * wireBytes(dtype);
-  const f = allocFrame(MsgType.LOOKUP | RESPONSE, requestId, 16 + vb);
+  const sb = stateWidth > 0 ? count * stateWidth * 4 : 0;
+  const vbPadded = sb > 0 ? rowBlockBytes(count, dim, dtype) : vb;
+  const f = allocFrame(MsgType.LOOKUP | RESPONSE, requestId, 16 + vbPadded + sb);
   const p = HEADER_BYTES;
   f.writeUInt16LE(group, p);
   f.writeUInt8(wireCode(dtype), p + 2);
   f.writeUInt8(0, p + 3);
   f.writeUInt32LE(count, p + 4);
   f.writeUInt32LE(dim, p + 8);
-  f.writeUInt32LE(0, p + 12);
-  return { frame: f, values: new Uint8Array(f.buffer, f.byteOffset + p + 16, vb) };
+  f.writeUInt32LE(stateWidth, p + 12);
+  if (vbPadded > vb) f.fill(0, p + 16 + vb, p + 16 + vbPadded);
+  const state = sb > 0 ? new Float32Array(f.buffer, f.byteOffset + p + 16 + vbPadded, count * stateWidth) : null;
+  return { frame: f, values: new Uint8Array(f.buffer, f.byteOffset + p + 16, vb), state };
 }
 
-export interface LookupResponse { group: number; dtype: WireDType; count: number; dim: number; values: Uint8Array }
+export interface LookupResponse { group: number; dtype: WireDType; count: number; dim: number; values: Uint8Array; stateWidth: number; state: Float32Array | null }
 
 export function decodeLookupResponse(payload: Uint8Array): LookupResponse {
   if (payload.byteLength < 16) throw new ProtocolError('lookup response: short payload');
   const v = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const dtype = wireName(v.getUint8(2));
-  const count = v.getUint32(4, true), dim = v.getUint32(8, true);
+  const count = v.getUint32(4, true), dim = v.getUint32(8, true), sw = v.getUint32(12, true);
   const vb = count * dim * wireBytes(dtype);
-  if (payload.byteLength !== 16 + vb) throw new ProtocolError(`lookup response: payload of ${payload.byteLength} bytes, expected ${16 + vb}`);
-  return { group: v.getUint16(0, true), dtype, count, dim, values: new Uint8Array(payload.buffer, payload.byteOffset + 16, vb) };
+  const vbPadded = sw > 0 ? rowBlockBytes(count, dim, dtype) : vb;
+  const want = 16 + vbPadded + count * sw * 4;
+  if (payload.byteLength !== want) throw new ProtocolError(`lookup response: payload of ${payload.byteLength} bytes, expected ${want}`);
+  const stOff = payload.byteOffset + 16 + vbPadded;
+  // Payloads arrive in fresh buffers (8-aligned starts), so the state view needs no copy; copy if not.
+  const state = sw === 0 ? null
+    : stOff % 4 === 0 ? new Float32Array(payload.buffer, stOff, count * sw)
+      : new Float32Array(payload.slice(16 + vbPadded).buffer);
+  return { group: v.getUint16(0, true), dtype, count, dim, values: new Uint8Array(payload.buffer, payload.byteOffset + 16, vb), stateWidth: sw, state };
 }
 
 export interface PushResponse { applied: number; dropped: number; step: number }

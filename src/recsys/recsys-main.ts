@@ -8,6 +8,7 @@ import { launch } from '../runtime/launcher.js';
 import { atomicWriteFileSync } from '../io/atomic-write.js';
 import { generateCriteo, type GenerateReport } from './criteo-generate.js';
 import { launchEmbeddingServers, type EmbeddingCluster } from './embedding-launch.js';
+import type { EmbeddingEndpoint } from './embedding-client.js';
 import { latestCheckpoint } from './hybrid-checkpoint.js';
 import { RECSYS_HELP, loadRecsysConfig, serverConfigOf, type RecsysConfig } from './recsys-config.js';
 import { ENDPOINTS_ENV, TOKEN_ENV, runRecsysWorker, type RecsysResult } from './recsys-worker.js';
@@ -38,7 +39,16 @@ async function startServers(c: RecsysConfig, loadDir: string | undefined): Promi
   });
 }
 
-export async function recsysMain(argv: string[]): Promise<number> {
+/** Programmatic hooks of recsysMain (benchmarks and tests; not config). */
+export interface RecsysMainHooks {
+  /**
+   * Given the servers' endpoints, returns the endpoints the trainers should use instead
+   * (e.g. a network emulator in front of each server); closed after the trainers exit.
+   */
+  trainerEndpoints?: (servers: EmbeddingEndpoint[]) => Promise<{ endpoints: EmbeddingEndpoint[]; close(): Promise<void> }>;
+}
+
+export async function recsysMain(argv: string[], hooks: RecsysMainHooks = {}): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) { console.log(RECSYS_HELP); return 0; }
   if (argv[0] === '--worker') {
     if (!argv[1]) { console.error('athanor recsys --worker <config.json>'); return 2; }
@@ -60,11 +70,12 @@ export async function recsysMain(argv: string[]): Promise<number> {
     const cluster = await startServers(c, ck?.embDir);
     say(`${c.servers.numShards} embedding servers on ${cluster.endpoints().map((e) => `${e.host}:${e.port}`).join(', ')}`);
     let code: number;
+    const via = hooks.trainerEndpoints ? await hooks.trainerEndpoints(cluster.endpoints()) : null;
     try {
       code = await launch({
         nprocPerNode: c.train.trainers, nnodes: 1, nodeRank: 0, masterAddr: '127.0.0.1', masterPort: 0, graceS: 5,
         command: ['recsys', '--worker', configPath],
-        env: { [TOKEN_ENV]: cluster.token, [ENDPOINTS_ENV]: JSON.stringify(cluster.endpoints()) },
+        env: { [TOKEN_ENV]: cluster.token, [ENDPOINTS_ENV]: JSON.stringify(via ? via.endpoints : cluster.endpoints()) },
       });
       if (code === 0) {
         const cc = await cluster.connect();
@@ -73,6 +84,7 @@ export async function recsysMain(argv: string[]): Promise<number> {
         if (st) say(`servers: ${st.rows} resident rows, ${st.residentParams} resident / ${st.addressableParams.toExponential(2)} addressable parameters`);
       }
     } finally {
+      await via?.close();
       await cluster.stop();
     }
     if (code === 0) break;

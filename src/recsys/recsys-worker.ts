@@ -60,7 +60,7 @@ export async function runRecsysWorker(configPath: string): Promise<number> {
     const model = new DLRM({ numDense: fmt.numDense, numSparse: fmt.numSparse, embDim: c.model.embDim, bottom: c.model.bottom, top: c.model.top, pooling: c.model.pooling, seed: c.model.seed });
     let t0 = performance.now(), acc = 0, n = 0;
     const trainer = new HybridTrainer({
-      model, client, comm: pg, staleness: c.train.staleness, dense: c.train.dense,
+      model, client, comm: pg, staleness: c.train.staleness, stalenessCorrection: c.train.stalenessCorrection, dense: c.train.dense,
       ...(c.train.checkpointEvery > 0 ? { checkpoint: { dir: join(c.workDir, 'checkpoints'), every: c.train.checkpointEvery, keep: c.train.keepCheckpoints } } : {}),
       log,
       onStep: (s, loss) => {
@@ -73,7 +73,7 @@ export async function runRecsysWorker(configPath: string): Promise<number> {
       },
     });
     if (c.train.resume && c.train.checkpointEvery > 0) await trainer.resume();
-    log(`recsys: ${world} trainers x batch ${B}, ${total} steps (${spe} per epoch), staleness k=${c.train.staleness}, ${client.numShards} embedding servers, ${model.numParameters()} dense parameters`);
+    log(`recsys: ${world} trainers x batch ${B}, ${total} steps (${spe} per epoch), staleness k=${c.train.staleness}${c.train.staleness > 0 ? ` (correction ${c.train.stalenessCorrection ? 'on' : 'off'})` : ''}, ${client.numShards} embedding servers, ${model.numParameters()} dense parameters`);
     const rep = await trainer.train(criteoFileSource(c.data.train, { rank, world, batchSize: B, stepsPerEpoch: spe, format: fmt }), total, B);
     // Ranks must not leave the group while another may still allreduce.
     await pg.barrier();
