@@ -48,7 +48,9 @@ const crc32 = (zlib as unknown as { crc32?: (b: Uint8Array, v?: number) => numbe
 function crcOf(parts: Uint8Array[]): number | null {
   if (!crc32) return null;
   let c = 0;
-  for (const p of parts) c = crc32(p, c);
+  // Empty parts are skipped: zlib.crc32 of an empty view over a zero-length buffer returns
+  // 0 instead of the running value (Node 20), which broke the checksum of SGD shards (no state).
+  for (const p of parts) if (p.byteLength > 0) c = crc32(p, c);
   return c >>> 0;
 }
 
