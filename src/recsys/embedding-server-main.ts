@@ -59,11 +59,13 @@ export async function main(argv: string[]): Promise<void> {
   const config = parseServerConfig(JSON.parse(readFileSync(args.config, 'utf8')), args.config);
   const shard = new EmbeddingShard(config, args.shard, args.numShards);
   const log = args.quiet ? () => undefined : (m: string) => process.stderr.write(`[embedding-server ${args.shard}/${args.numShards}] ${m}\n`);
+  let loadedFrom: { dumpId: string; step: number } | undefined;
   if (args.load) {
     const r = loadShard(shard, args.load, args.dumpId);
+    loadedFrom = { dumpId: r.dumpId, step: r.step };
     log(`loaded ${r.rowsLoaded} rows from ${args.load} (dump ${r.dumpId}, ${r.fromNumShards} old shards, step ${r.step})`);
   }
-  const server = new EmbeddingServer({ shard, token, host: args.host, log });
+  const server = new EmbeddingServer({ shard, token, host: args.host, log, ...(loadedFrom ? { loadedFrom } : {}) });
   const port = await server.listen(args.port);
   let stopping = false;
   const stop = (sig: string): void => {

@@ -23,6 +23,8 @@ export interface EmbeddingServerOptions {
   /** A connection that has not authenticated by then is closed. */
   authTimeoutMs?: number;
   log?: (msg: string) => void;
+  /** The checkpoint this process started from, reported in its hello (clients count lost updates with it). */
+  loadedFrom?: { dumpId: string; step: number };
 }
 
 /** What the AUTH reply tells a client about this server. */
@@ -35,6 +37,8 @@ export interface ServerInfo {
   groups: Array<{ id: number; name: string; dim: number }>;
   /** Each group's sparse optimizer (by group id): a trainer replaying its in-flight gradients emulates it. */
   optimizers?: Record<string, SparseOptimizerConfig>;
+  /** Set when this process started from a checkpoint: its dump id and the server step it held. */
+  loadedFrom?: { dumpId: string; step: number };
 }
 
 export interface ServerCounters { connections: number; rejectedConnections: number; requests: number; errors: number }
@@ -55,6 +59,8 @@ export class EmbeddingServer {
   private readonly conns = new Set<Conn>();
   private grads = new Float32Array(0);
 
+  private readonly loadedFrom: { dumpId: string; step: number } | null;
+
   constructor(o: EmbeddingServerOptions) {
     if (!o.token) throw new Error('embedding server: an empty token is not allowed');
     this.shard = o.shard;
@@ -63,6 +69,7 @@ export class EmbeddingServer {
     this.maxFrameBytes = o.maxFrameBytes ?? o.shard.config.maxFrameBytes;
     this.authTimeoutMs = o.authTimeoutMs ?? 10_000;
     this.log = o.log ?? (() => undefined);
+    this.loadedFrom = o.loadedFrom ?? null;
     this.server = createServer((s) => this.onConnection(s));
   }
 
@@ -87,6 +94,7 @@ export class EmbeddingServer {
     return {
       protocolVersion: PROTOCOL_VERSION, shardIndex: s.shardIndex, numShards: s.numShards, maxFrameBytes: this.maxFrameBytes, step: s.step,
       groups: s.tables.filter((t) => !!t).map((t) => ({ id: t!.cfg.id, name: t!.cfg.name, dim: t!.dim })),
+      ...(this.loadedFrom ? { loadedFrom: this.loadedFrom } : {}),
       optimizers: Object.fromEntries(s.tables.filter((t) => !!t).map((t) => [String(t!.cfg.id), t!.cfg.optimizer])),
     };
   }

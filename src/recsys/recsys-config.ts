@@ -16,6 +16,7 @@ export interface RecsysConfig {
   servers: {
     numShards: number; host: string; wireDtype: WireDType; capacity: number; idBits: number; seed: number;
     optimizer: SparseOptimizerConfig | { kind: string; [k: string]: unknown }; init: InitConfig; admitProbability: number; expireSteps: number;
+    maxRestarts: number;
   };
   model: { embDim: number; bottom: number[]; top: number[]; pooling: 'sum' | 'mean'; seed: number };
   train: {
@@ -57,6 +58,9 @@ Config fields (defaults in brackets; paths are relative to the config file):
   servers.init               {kind:'uniform', scale} or {kind:'zeros'} [{kind:'uniform', scale:0.05}]
   servers.admitProbability   probability an unseen id is stored [1]
   servers.expireSteps        drop rows untouched for this many server steps (0 = never) [0]
+  servers.maxRestarts        in-job failover: a server that dies is restarted from the newest checkpoint
+                             while the trainers reconnect and go on (its updates since then are lost and
+                             logged); at most this many times per job [3]
   model.embDim               D: embedding width = bottom MLP output [16]
   model.bottom               bottom MLP hidden widths [[64, 32]]
   model.top                  top MLP hidden widths [[64, 32]]
@@ -151,6 +155,7 @@ export function parseRecsysConfig(raw: unknown, path: string): RecsysConfig {
       optimizer: (s.optimizer as SparseOptimizerConfig | undefined) ?? { kind: 'adagrad', lr: 0.05 },
       init: (s.init as InitConfig | undefined) ?? { kind: 'uniform', scale: 0.05 },
       admitProbability: num(s, 'admitProbability', 1, sw), expireSteps: int(s, 'expireSteps', 0, sw),
+      maxRestarts: int(s, 'maxRestarts', 3, sw),
     },
     model: {
       embDim: int(m, 'embDim', 16, mw, 1), bottom: ints(m, 'bottom', [64, 32], mw), top: ints(m, 'top', [64, 32], mw),

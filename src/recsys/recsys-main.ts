@@ -11,7 +11,8 @@ import { launchEmbeddingServers, type EmbeddingCluster } from './embedding-launc
 import type { EmbeddingEndpoint } from './embedding-client.js';
 import { latestCheckpoint } from './hybrid-checkpoint.js';
 import { RECSYS_HELP, loadRecsysConfig, serverConfigOf, type RecsysConfig } from './recsys-config.js';
-import { ENDPOINTS_ENV, TOKEN_ENV, runRecsysWorker, type RecsysResult } from './recsys-worker.js';
+import { ENDPOINTS_ENV, ENDPOINTS_FILE_ENV, TOKEN_ENV, runRecsysWorker, type RecsysResult } from './recsys-worker.js';
+import { superviseServers, type FailoverEvent } from './server-supervisor.js';
 
 function generateIfMissing(c: RecsysConfig, say: (s: string) => void): GenerateReport | null {
   const g = c.data.generate;
@@ -46,6 +47,10 @@ export interface RecsysMainHooks {
    * (e.g. a network emulator in front of each server); closed after the trainers exit.
    */
   trainerEndpoints?: (servers: EmbeddingEndpoint[]) => Promise<{ endpoints: EmbeddingEndpoint[]; close(): Promise<void> }>;
+  /** Called once the servers of an attempt are up (tests kill one to exercise failover). */
+  onServers?: (cluster: EmbeddingCluster) => void;
+  /** Every in-job server restart. */
+  onFailover?: (e: FailoverEvent) => void;
 }
 
 export async function recsysMain(argv: string[], hooks: RecsysMainHooks = {}): Promise<number> {
@@ -71,11 +76,22 @@ export async function recsysMain(argv: string[], hooks: RecsysMainHooks = {}): P
     say(`${c.servers.numShards} embedding servers on ${cluster.endpoints().map((e) => `${e.host}:${e.port}`).join(', ')}`);
     let code: number;
     const via = hooks.trainerEndpoints ? await hooks.trainerEndpoints(cluster.endpoints()) : null;
+    const endpointsFile = join(c.workDir, 'endpoints.json');
+    const sup = superviseServers(cluster, {
+      checkpointDir: c.train.checkpointEvery > 0 ? ckDir : null, maxRestarts: c.servers.maxRestarts, endpointsFile,
+      say: (s) => { say(s); },
+    });
+    const seen = sup.events.length;
+    hooks.onServers?.(cluster);
     try {
       code = await launch({
         nprocPerNode: c.train.trainers, nnodes: 1, nodeRank: 0, masterAddr: '127.0.0.1', masterPort: 0, graceS: 5,
         command: ['recsys', '--worker', configPath],
-        env: { [TOKEN_ENV]: cluster.token, [ENDPOINTS_ENV]: JSON.stringify(via ? via.endpoints : cluster.endpoints()) },
+        env: {
+          [TOKEN_ENV]: cluster.token, [ENDPOINTS_ENV]: JSON.stringify(via ? via.endpoints : cluster.endpoints()),
+          // Through an emulated network the proxies stay put; otherwise a restarted server may move.
+          ...(via ? {} : { [ENDPOINTS_FILE_ENV]: endpointsFile }),
+        },
       });
       if (code === 0) {
         const cc = await cluster.connect();
@@ -84,6 +100,8 @@ export async function recsysMain(argv: string[], hooks: RecsysMainHooks = {}): P
         if (st) say(`servers: ${st.rows} resident rows, ${st.residentParams} resident / ${st.addressableParams.toExponential(2)} addressable parameters`);
       }
     } finally {
+      sup.stop();
+      for (const e of sup.events.slice(seen)) hooks.onFailover?.(e);
       await via?.close();
       await cluster.stop();
     }
@@ -95,6 +113,7 @@ export async function recsysMain(argv: string[], hooks: RecsysMainHooks = {}): P
   const r = JSON.parse(readFileSync(join(c.workDir, 'result.json'), 'utf8')) as RecsysResult;
   say(`trained ${r.steps} steps on ${r.trainers} trainers (k=${r.staleness}): ${r.samplesPerSec.toFixed(0)} samples/s`);
   say(`test: AUC ${r.auc.toFixed(4)}  log-loss ${r.logLoss.toFixed(4)}  (${r.evalSamples} samples)`);
+  for (const f of r.failovers ?? []) say(`failover: embedding server ${f.shard} was down ${f.downMs.toFixed(0)} ms at step ${f.atStep}; restored at step ${f.restoredStep}, ${f.lostSteps} steps of its row updates lost`);
   if (gt) say(`ground-truth model on the test file: AUC ${gt.groundTruthAUC.toFixed(4)}  log-loss ${gt.groundTruthLogLoss.toFixed(4)}`);
   return 0;
 }
