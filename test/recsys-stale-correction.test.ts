@@ -13,7 +13,7 @@ import { generateCriteo } from '../src/recsys/criteo-generate.js';
 import { readCriteoFile, type CriteoFormat, type RecBatch } from '../src/recsys/criteo.js';
 import { DLRM, type DlrmConfig } from '../src/recsys/dlrm.js';
 import { HybridTrainer, arraySource } from '../src/recsys/hybrid-trainer.js';
-import { allocLookupResponse, decodeLookupResponse, decodeValues, encodeValues, HEADER_BYTES } from '../src/recsys/protocol.js';
+import { allocLookupResponse, decodeIdRequest, decodeLookupResponse, decodeValues, encodeIdRequest, encodeValues, HEADER_BYTES, LOOKUP_WITH_STATE, MsgType } from '../src/recsys/protocol.js';
 import type { SparseOptimizerConfig } from '../src/recsys/sparse-optimizer.js';
 import { PendingGradients } from '../src/recsys/stale-row-correction.js';
 
@@ -38,8 +38,22 @@ test('lookup response: the state block follows the rows 8-aligned (odd row bytes
     decodeValues(d.dtype, d.values, n * dim, back);
     assert.deepEqual(back, rows);
     if (sw > 0) assert.deepEqual([...d.state!], Array.from({ length: n * sw }, (_, i) => i + 0.25));
-    assert.throws(() => decodeLookupResponse(Uint8Array.from(payload).subarray(0, payload.length - 4)), /expected/);
+    assert.throws(() => decodeLookupResponse(Uint8Array.from(payload).subarray(0, payload.length - (sw > 0 ? 2 : 4))), /does not fit/);
   }
+});
+
+test('lookup with state: the mask byte per id travels (padded) and is checked; state rows may be fewer than rows', () => {
+  const ids = Uint32Array.from([1, 2, 3, 4, 5, 6]);
+  const mask = Uint8Array.from([1, 0, 1]);
+  const f = encodeIdRequest(MsgType.LOOKUP, 9, 4, 'bfloat16', LOOKUP_WITH_STATE, ids, 0, 3, undefined, mask);
+  const payload = Uint8Array.from(f.subarray(HEADER_BYTES));
+  const r = decodeIdRequest(payload, () => 0, false);
+  assert.equal(r.count, 3);
+  assert.deepEqual([...r.values.subarray(0, 3)], [1, 0, 1]);
+  assert.throws(() => decodeIdRequest(payload.subarray(0, payload.length - 8), () => 0, false), /expected/);
+  const resp = allocLookupResponse(9, 4, 'bfloat16', 3, 2, 2, 2);
+  const d = decodeLookupResponse(Uint8Array.from(resp.frame.subarray(HEADER_BYTES)));
+  assert.equal(d.state!.length, 4);
 });
 
 test('staleness correction refuses an optimizer it cannot replay, naming the field', () => {

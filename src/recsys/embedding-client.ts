@@ -338,25 +338,41 @@ export class EmbeddingClient {
   }
 
   /**
-   * Training lookup answered per distinct id (routing order u, as routing.uShard/uPos),
-   * with each row's optimizer state when `withState` (stateWidth values per row, float32).
+   * Training lookup answered per distinct id (routing order u, as routing.uShard/uPos).
+   * With `stateFor` (a byte per distinct id), the ids marked non-zero also get their
+   * optimizer state (stateWidth floats each, at u * stateWidth in `state`; others stay 0).
    * scatterRows() puts distinct rows back into request order.
    */
-  async lookupDistinct(group: number, rb: RoutedBatch, opts: { withState?: boolean } = {}): Promise<{ rows: Float32Array; state: Float32Array | null; stateWidth: number }> {
+  async lookupDistinct(group: number, rb: RoutedBatch, opts: { stateFor?: Uint8Array } = {}): Promise<{ rows: Float32Array; state: Float32Array | null; stateWidth: number }> {
     const dim = this.dim(group);
-    const withState = opts.withState ?? false;
-    const shardRows = await this.fetchShards(group, this.routed(group, rb), withState ? LOOKUP_WITH_STATE : 0);
-    const { uShard, uPos } = rb.routing;
+    const { uShard, uPos, shardCount } = rb.routing;
     const nu = uShard.length;
-    const sw = withState ? Math.max(0, ...shardRows.map((x) => x.sw)) : 0;
+    let masks: Uint8Array[] | null = null;
+    if (opts.stateFor) {
+      if (opts.stateFor.length !== nu) throw new Error(`embedding client: stateFor has ${opts.stateFor.length} entries for ${nu} distinct ids`);
+      masks = Array.from({ length: this.conns.length }, (_, sh) => new Uint8Array(shardCount[sh]!));
+      for (let u = 0; u < nu; u++) masks[uShard[u]!]![uPos[u]!] = opts.stateFor[u]!;
+    }
+    const shardRows = await this.fetchShards(group, this.routed(group, rb), masks ? LOOKUP_WITH_STATE : 0, masks);
+    const sw = masks ? Math.max(0, ...shardRows.map((x) => x.sw)) : 0;
     const rows = new Float32Array(nu * dim), state = sw > 0 ? new Float32Array(nu * sw) : null;
+    // Packed state rows of each shard come in that shard's position order: unpack by position.
+    const atPos = state ? Array.from({ length: this.conns.length }, (_, sh) => new Int32Array(shardCount[sh]!)) : null;
     for (let u = 0; u < nu; u++) {
       const sr = shardRows[uShard[u]!]!, p = uPos[u]!;
       rows.set(sr.rows.subarray(p * dim, (p + 1) * dim), u * dim);
-      if (state) {
-        if (sr.sw !== sw) throw new Error(`embedding client: group ${group}: servers disagree on the optimizer state width (${sr.sw} vs ${sw})`);
-        state.set(sr.state!.subarray(p * sw, (p + 1) * sw), u * sw);
-      }
+      if (atPos) atPos[uShard[u]!]![p] = u;
+    }
+    if (state && atPos && masks) {
+      shardRows.forEach((sr, sh) => {
+        if (sr.sw !== sw && sr.state && sr.state.length > 0) throw new Error(`embedding client: group ${group}: servers disagree on the optimizer state width (${sr.sw} vs ${sw})`);
+        const m = masks![sh]!, pos = atPos[sh]!;
+        for (let p = 0, k = 0; p < m.length; p++) {
+          if (m[p] === 0) continue;
+          state.set(sr.state!.subarray(k * sw, (k + 1) * sw), pos[p]! * sw);
+          k++;
+        }
+      });
     }
     return { rows, state, stateWidth: sw };
   }
@@ -377,26 +393,32 @@ export class EmbeddingClient {
     return this.conns[0]!.info.optimizers?.[String(group)] ?? null;
   }
 
-  /** Per server: its distinct rows of the batch (and state), in that server's order. */
-  private async fetchShards(group: number, rb: RoutedBatch, flags: number): Promise<Array<{ rows: Float32Array; state: Float32Array | null; sw: number }>> {
+  /** Per server: its distinct rows of the batch in that server's order (and the masked ids' state, packed). */
+  private async fetchShards(group: number, rb: RoutedBatch, flags: number, masks: Uint8Array[] | null = null): Promise<Array<{ rows: Float32Array; state: Float32Array | null; sw: number }>> {
     const dim = this.dim(group);
     const r = rb.routing;
-    const dtype = this.wireDtype, maxIds = this.maxIds(dim, (flags & LOOKUP_WITH_STATE) !== 0 ? 2 * dim : 0);
+    const dtype = this.wireDtype, maxIds = this.maxIds(dim, masks ? 2 * dim : 0);
     return Promise.all(this.conns.map(async (c, s) => {
       const cnt = r.shardCount[s]!;
       const rows = new Float32Array(cnt * dim);
+      const mask = masks?.[s];
+      // Where each part's packed state rows go: masked ids before its start.
+      const before = new Int32Array(cnt + 1);
+      if (mask) for (let p = 0; p < cnt; p++) before[p + 1] = before[p]! + (mask[p] !== 0 ? 1 : 0);
       let state: Float32Array | null = null, sw = 0;
       const parts: Promise<void>[] = [];
       for (let start = 0; start < cnt; start += maxIds) {
         const k = Math.min(maxIds, cnt - start);
-        parts.push(c.request((id) => encodeIdRequest(MsgType.LOOKUP, id, group, dtype, flags, r.shardIds[s]!, start, k), MsgType.LOOKUP).then((rep) => {
+        parts.push(c.request((id) => encodeIdRequest(MsgType.LOOKUP, id, group, dtype, flags, r.shardIds[s]!, start, k, undefined, mask), MsgType.LOOKUP).then((rep) => {
           const lr = decodeLookupResponse(rep.payload);
           if (lr.count !== k || lr.dim !== dim) throw new Error(`${c.name}: lookup answered ${lr.count}x${lr.dim}, asked ${k}x${dim}`);
           decodeValues(lr.dtype, lr.values, k * dim, rows, start * dim);
-          if (lr.state) {
-            if (!state) { sw = lr.stateWidth; state = new Float32Array(cnt * sw); }
+          if (mask && lr.stateWidth > 0) {
+            const m = before[start + k]! - before[start]!;
+            if (lr.state!.length !== m * lr.stateWidth) throw new Error(`${c.name}: lookup answered ${lr.state!.length / lr.stateWidth} state rows, asked ${m}`);
+            if (!state) { sw = lr.stateWidth; state = new Float32Array(before[cnt]! * sw); }
             if (lr.stateWidth !== sw) throw new Error(`${c.name}: lookup answered state width ${lr.stateWidth}, earlier ${sw}`);
-            state.set(lr.state, start * sw);
+            state.set(lr.state!, before[start]! * sw);
           }
         }));
       }

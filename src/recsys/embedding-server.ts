@@ -169,9 +169,11 @@ export class EmbeddingServer {
         const r = decodeIdRequest(payload, () => 0, false);
         const t = shard.table(r.group);
         const withState = (r.flags & LOOKUP_WITH_STATE) !== 0;
-        const out = allocLookupResponse(h.requestId, r.group, r.dtype, r.count, t.dim, withState ? t.stW : 0);
+        let m = 0;
+        if (withState) for (let i = 0; i < r.count; i++) if (r.values[i] !== 0) m++;
+        const out = allocLookupResponse(h.requestId, r.group, r.dtype, r.count, t.dim, withState ? t.stW : 0, m);
         t.lookupWire(r.ids, r.count, r.dtype, out.values, shard.step, (r.flags & LOOKUP_READ_ONLY) !== 0);
-        if (out.state) t.gatherState(r.ids, r.count, out.state);
+        if (out.state) t.gatherState(r.ids, r.count, r.values, out.state);
         this.send(c, out.frame);
         return;
       }

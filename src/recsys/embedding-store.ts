@@ -224,17 +224,22 @@ export class GroupTable {
   }
 
   /**
-   * Optimizer state of `n` ids into out (n * stW): a stored row's state, or the initial
-   * state for an id that is not stored. Changes nothing (call after the lookup).
+   * Optimizer state of the ids with a non-zero mask byte, packed in id order into out
+   * (stW per masked id): a stored row's state, or the initial state for an id that is not
+   * stored. Changes nothing (call after the lookup).
    */
-  gatherState(ids: Uint32Array, n: number, out: Float32Array): void {
+  gatherState(ids: Uint32Array, n: number, mask: Uint8Array, out: Float32Array): void {
     const w = this.stW;
     if (w === 0) return;
-    for (let i = 0; i < n; i++) {
+    for (let i = 0, k = 0; i < n; i++) {
+      if (mask[i] === 0) continue;
       const s = this.find(ids[2 * i + 1]!, ids[2 * i]!);
-      if (s < 0) { initState(this.cfg.optimizer, out, i * w, this.dim); continue; }
-      const o = (s & CHUNK_MASK) * w;
-      out.set(this.stateChunks[s >>> CHUNK_SHIFT]!.subarray(o, o + w), i * w);
+      if (s < 0) initState(this.cfg.optimizer, out, k * w, this.dim);
+      else {
+        const o = (s & CHUNK_MASK) * w;
+        out.set(this.stateChunks[s >>> CHUNK_SHIFT]!.subarray(o, o + w), k * w);
+      }
+      k++;
     }
   }
 

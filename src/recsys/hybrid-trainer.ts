@@ -22,7 +22,7 @@ import type { EmbeddingClient, RoutedBatch } from './embedding-client.js';
 import type { RecBatch } from './criteo.js';
 import { DLRM, bceWithLogits, embeddingBag, rowsLeaf } from './dlrm.js';
 import { aucExact, logLoss } from './metrics.js';
-import { PendingGradients } from './stale-row-correction.js';
+import { IdTable, PendingGradients, idsInFlight } from './stale-row-correction.js';
 import {
   dumpIdOf, embDirOf, latestCheckpoint, pruneCheckpoints, readDenseCheckpoint, writeDenseCheckpoint, type HybridCheckpointInfo,
 } from './hybrid-checkpoint.js';
@@ -90,6 +90,9 @@ interface Ticket {
   rows: Promise<Float32Array[]> | null;
   /** Distinct rows and optimizer states (correction), or null. */
   distinct: Promise<Array<{ rows: Float32Array; state: Float32Array | null }>> | null;
+  /** Correction: each field's distinct-id set, and the ids also in an in-flight batch (to replay). */
+  tables: IdTable[] | null;
+  need: Int32Array[] | null;
   /** This trainer's pushes before this one were sent ahead of the lookup (it reflects them). */
   after: number;
 }
@@ -169,15 +172,19 @@ export class HybridTrainer {
       const batch = r.value;
       const routed = this.groups.map((g, f) => this.client.route(g, batch.sparse[f]!));
       // Sent now: the caller orders this after push j - k - 1 and before push j - k.
-      let rows: Ticket['rows'] = null, distinct: Ticket['distinct'] = null;
+      let rows: Ticket['rows'] = null, distinct: Ticket['distinct'] = null, tables: IdTable[] | null = null, need: Int32Array[] | null = null;
       if (this.pending) {
-        distinct = Promise.all(routed.map((rb, f) => this.client.lookupDistinct(this.groups[f]!, rb, { withState: true })));
+        // Every queued ticket's push comes after this lookup: those batches' ids may be stale here.
+        tables = routed.map((rb) => new IdTable(rb));
+        const inFlight = idsInFlight(tables, this.tickets.map((t) => t.tables!));
+        need = inFlight.need;
+        distinct = Promise.all(routed.map((rb, f) => this.client.lookupDistinct(this.groups[f]!, rb, { stateFor: inFlight.mask[f]! })));
         distinct.catch(() => undefined); // observed when the step awaits it
       } else {
         rows = Promise.all(routed.map((rb, f) => this.client.lookup(this.groups[f]!, rb)));
         rows.catch(() => undefined);
       }
-      this.tickets.push({ step: j, batch, routed, rows, distinct, after: this.pushesSent });
+      this.tickets.push({ step: j, batch, routed, rows, distinct, tables, need, after: this.pushesSent });
       this.nextIssue++;
     }
   }
@@ -236,7 +243,7 @@ export class HybridTrainer {
   private async rowsOf(t: Ticket): Promise<Float32Array[]> {
     if (t.rows) return t.rows;
     const d = await t.distinct!;
-    this.pending!.replay(t.after, t.step, t.routed, d.map((x) => x.rows), d.map((x) => x.state));
+    this.pending!.replay(t.after, t.step, t.tables!, t.need!, d.map((x) => x.rows), d.map((x) => x.state));
     return d.map((x, f) => this.client.scatterRows(t.routed[f]!, x.rows, this.dim));
   }
 
@@ -256,7 +263,7 @@ export class HybridTrainer {
     const ack = Promise.all(t.routed.map((rb, f) => client.pushGrads(this.groups[f]!, rb, grads[f]!, { advanceStep: f === last })))
       .then(() => undefined, (e: unknown) => { this.asyncError ??= e instanceof Error ? e : new Error(String(e)); throw this.asyncError; });
     ack.catch(() => undefined);
-    this.pending?.record(i, t.routed, grads);
+    if (this.pending) this.pending.record(i, t.tables!, grads);
     this.pushesSent = i + 1;
     this.pushAcks.set(i, ack);
     this.pushAcks.delete(i - this.k - 2);

@@ -14,20 +14,14 @@
 // rows and states it got, with the servers' own optimizer rule (sparse-optimizer.ts).
 // For one trainer this is the state the servers will hold when batch j's push arrives;
 // with several trainers only the other trainers' last k pushes remain unseen.
-// Costs: the state block on lookups (dim floats per distinct row for Adagrad) and a
-// hash probe per distinct id per pending push; no extra round trip.
+// Only ids that also appear in an in-flight batch can miss a push: at issue time the
+// trainer marks them (a hash probe per distinct id per in-flight batch), the lookup asks
+// the servers for those rows' state only (a mask byte per id; dim floats per marked row
+// for Adagrad), and only they are replayed. No extra round trip.
 import { fmix64 } from './embedding-hash.js';
 import type { RoutedBatch } from './embedding-client.js';
 import { applyRow, type SparseOptimizerConfig } from './sparse-optimizer.js';
 import { decodeValues, encodeValues, wireBytes, type WireDType } from './protocol.js';
-
-/** One field of one push: its distinct ids (hash table) and their summed, wire-rounded gradients. */
-interface PendingField {
-  keys: Uint32Array; // (lo, hi) per distinct id, routing order
-  table: Int32Array; // open addressing: distinct index or -1
-  mask: number;
-  sums: Float32Array; // nu * dim
-}
 
 /** Distinct id u of a routed batch as (lo, hi) written into out[0..1]. */
 function keyOf(rb: RoutedBatch, u: number, out: Uint32Array): void {
@@ -36,14 +30,71 @@ function keyOf(rb: RoutedBatch, u: number, out: Uint32Array): void {
   out[1] = ids[p + 1]!;
 }
 
+/** The distinct ids of one field of one batch, as an open-addressing set (routing order). */
+export class IdTable {
+  readonly keys: Uint32Array; // (lo, hi) per distinct id
+  private readonly table: Int32Array;
+  private readonly mask: number;
+
+  constructor(readonly rb: RoutedBatch) {
+    const nu = rb.routing.uShard.length;
+    let size = 16;
+    while (size < 2 * nu) size *= 2;
+    this.mask = size - 1;
+    this.table = new Int32Array(size).fill(-1);
+    this.keys = new Uint32Array(2 * nu);
+    const k = new Uint32Array(2);
+    for (let u = 0; u < nu; u++) {
+      keyOf(rb, u, k);
+      this.keys[2 * u] = k[0]!; this.keys[2 * u + 1] = k[1]!;
+      let b = fmix64(k[1]!, k[0]!) & this.mask;
+      while (this.table[b]! >= 0) b = (b + 1) & this.mask;
+      this.table[b] = u;
+    }
+  }
+
+  get size(): number { return this.keys.length / 2; }
+
+  /** Distinct index of id (lo, hi), or -1. */
+  find(lo: number, hi: number): number {
+    let b = fmix64(hi, lo) & this.mask;
+    for (;;) {
+      const q = this.table[b]!;
+      if (q < 0) return -1;
+      if (this.keys[2 * q] === lo && this.keys[2 * q + 1] === hi) return q;
+      b = (b + 1) & this.mask;
+    }
+  }
+}
+
 export function correctionSupported(cfg: SparseOptimizerConfig): boolean {
   return cfg.kind === 'sgd' || cfg.kind === 'adagrad';
 }
 
+/**
+ * Which distinct ids of a batch (per field) appear in any of the in-flight batches: only
+ * those can miss one of this trainer's pushes, so only they ask for state and get replayed.
+ */
+export function idsInFlight(batch: IdTable[], inFlight: IdTable[][]): { mask: Uint8Array[]; need: Int32Array[] } {
+  const mask: Uint8Array[] = [], need: Int32Array[] = [];
+  batch.forEach((t, f) => {
+    const m = new Uint8Array(t.size);
+    const list: number[] = [];
+    if (inFlight.length > 0) {
+      for (let u = 0; u < t.size; u++) {
+        const lo = t.keys[2 * u]!, hi = t.keys[2 * u + 1]!;
+        for (const other of inFlight) if (other[f]!.find(lo, hi) >= 0) { m[u] = 1; list.push(u); break; }
+      }
+    }
+    mask.push(m);
+    need.push(Int32Array.from(list));
+  });
+  return { mask, need };
+}
+
 export class PendingGradients {
-  private pushes: Array<{ step: number; fields: PendingField[] }> = [];
-  private readonly key = new Uint32Array(2);
-  /** Distinct rows corrected so far (counted over every replayed push). */
+  private pushes: Array<{ step: number; tables: IdTable[]; sums: Float32Array[] }> = [];
+  /** Row updates replayed so far. */
   corrected = 0;
 
   constructor(readonly dim: number, readonly wire: WireDType, readonly optimizers: SparseOptimizerConfig[]) {
@@ -52,68 +103,49 @@ export class PendingGradients {
     });
   }
 
-  /** Records push `step` (per field: its routed batch and request-order gradients). */
-  record(step: number, routed: RoutedBatch[], grads: Float32Array[]): void {
+  /** Records push `step`: per field, its id set and request-order gradients (summed per distinct id here). */
+  record(step: number, tables: IdTable[], grads: Float32Array[]): void {
     const D = this.dim;
-    const fields = routed.map((rb, f) => {
-      const { inverse, uShard } = rb.routing;
-      const nu = uShard.length;
-      const sums = new Float32Array(nu * D);
+    const sums = tables.map((t, f) => {
+      const { inverse } = t.rb.routing;
+      const nu = t.size;
+      const out = new Float32Array(nu * D);
       const g = grads[f]!;
       // Summed in request order, as the client sums before sending (same float32 result).
-      for (let i = 0; i < rb.n; i++) {
+      for (let i = 0; i < t.rb.n; i++) {
         const o = inverse[i]! * D;
-        for (let j = 0; j < D; j++) sums[o + j] += g[i * D + j]!;
+        for (let j = 0; j < D; j++) out[o + j] += g[i * D + j]!;
       }
       if (this.wire !== 'float32') {
         const tmp = new Uint8Array(nu * D * wireBytes(this.wire));
-        encodeValues(this.wire, sums, nu * D, tmp);
-        decodeValues(this.wire, tmp, nu * D, sums);
+        encodeValues(this.wire, out, nu * D, tmp);
+        decodeValues(this.wire, tmp, nu * D, out);
       }
-      let size = 16;
-      while (size < 2 * nu) size *= 2;
-      const mask = size - 1, table = new Int32Array(size).fill(-1), keys = new Uint32Array(2 * nu), k = this.key;
-      for (let u = 0; u < nu; u++) {
-        keyOf(rb, u, k);
-        keys[2 * u] = k[0]!; keys[2 * u + 1] = k[1]!;
-        let b = fmix64(k[1]!, k[0]!) & mask;
-        while (table[b]! >= 0) b = (b + 1) & mask;
-        table[b] = u;
-      }
-      return { keys, table, mask, sums };
+      return out;
     });
-    this.pushes.push({ step, fields });
+    this.pushes.push({ step, tables, sums });
   }
 
   /**
-   * Applies pushes after .. before-1 (those the lookup did not see) to the distinct
-   * `rows` / `states` of each field of the batch routed as `routed`. Pushes older than
-   * `after` are dropped: later lookups were all sent after them.
+   * Applies pushes after .. before-1 (those the lookup did not see) to the distinct rows
+   * listed in `need` (per field) of `batch`, whose `rows` / `states` (u * dim, u * stateWidth)
+   * came with the lookup. Pushes older than `after` are dropped: later lookups all saw them.
    */
-  replay(after: number, before: number, routed: RoutedBatch[], rows: Float32Array[], states: Array<Float32Array | null>): void {
+  replay(after: number, before: number, batch: IdTable[], need: Int32Array[], rows: Float32Array[], states: Array<Float32Array | null>): void {
     while (this.pushes.length > 0 && this.pushes[0]!.step < after) this.pushes.shift();
-    const D = this.dim, k = this.key;
+    const D = this.dim;
     const empty = new Float32Array(0);
     for (const p of this.pushes) {
       if (p.step >= before) break;
-      routed.forEach((rb, f) => {
-        const pf = p.fields[f]!, cfg = this.optimizers[f]!, R = rows[f]!, S = states[f] ?? empty;
+      batch.forEach((t, f) => {
+        const pt = p.tables[f]!, cfg = this.optimizers[f]!, R = rows[f]!, S = states[f] ?? empty, sums = p.sums[f]!;
         const sw = cfg.kind === 'adagrad' ? D : 0;
-        if (sw > 0 && S.length !== (R.length / D) * sw) throw new Error(`staleness correction: field ${f}: lookup returned ${S.length} state values for ${R.length / D} rows`);
-        const nu = rb.routing.uShard.length;
-        for (let u = 0; u < nu; u++) {
-          keyOf(rb, u, k);
-          let b = fmix64(k[1]!, k[0]!) & pf.mask;
-          for (;;) {
-            const q = pf.table[b]!;
-            if (q < 0) break;
-            if (pf.keys[2 * q] === k[0] && pf.keys[2 * q + 1] === k[1]) {
-              applyRow(cfg, D, R, u * D, S, u * sw, pf.sums, q * D, 1);
-              this.corrected++;
-              break;
-            }
-            b = (b + 1) & pf.mask;
-          }
+        if (sw > 0 && S.length !== t.size * sw) throw new Error(`staleness correction: field ${f}: lookup returned ${S.length} state values for ${t.size} rows`);
+        for (const u of need[f]!) {
+          const q = pt.find(t.keys[2 * u]!, t.keys[2 * u + 1]!);
+          if (q < 0) continue;
+          applyRow(cfg, D, R, u * D, S, u * sw, sums, q * D, 1);
+          this.corrected++;
         }
       });
     }
