@@ -10,7 +10,7 @@
 // Run:   node dist/bench/recsys-sweep-bench.js [--quick] [--out file.json]
 //          [--rows N] [--test-rows N] [--vocab N] [--trainers 2,4] [--ks 0,1,2,4,8]
 //          [--rtts 0,1,5,20] [--bw 0,25] (MB/s per direction per server; 0 = uncapped)
-//          [--correction on|off|both]
+//          [--correction on|off|both] [--reps N] (passes over the grid; medians reported)
 // --quick: 60k samples, vocab 10^5, 2 trainers, k in {0,4}, RTT in {0,5} ms, uncapped.
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,10 +24,12 @@ import { emulateLinks } from './net-emulator.js';
 export interface SweepOptions {
   rows: number; testRows: number; vocab: number; trainers: number[]; ks: number[]; rtts: number[]; bwMBs: number[];
   corrections: boolean[]; batchSize: number; embDim: number; shards: number;
+  /** Passes over the whole grid (interleaved: rep is the outer loop); tables report medians. */
+  reps: number;
 }
 
 export interface SweepCell {
-  trainers: number; bwMBs: number; rttMs: number; k: number; correction: boolean;
+  trainers: number; bwMBs: number; rttMs: number; k: number; correction: boolean; rep: number;
   samplesPerSec: number; auc: number; logLoss: number; steps: number; seconds: number; load: { before: number[]; after: number[] };
 }
 
@@ -47,7 +49,7 @@ export function parseSweepArgs(argv: string[]): { o: SweepOptions; out: string |
     if (!k.startsWith('--') || argv[i + 1] === undefined) throw new Error(`recsys-sweep-bench: unexpected argument '${k}'`);
     a.set(k.slice(2), argv[++i]!);
   }
-  const known = ['out', 'rows', 'test-rows', 'vocab', 'trainers', 'ks', 'rtts', 'bw', 'correction', 'batch'];
+  const known = ['out', 'rows', 'test-rows', 'vocab', 'trainers', 'ks', 'rtts', 'bw', 'correction', 'batch', 'reps'];
   for (const k of a.keys()) if (!known.includes(k)) throw new Error(`recsys-sweep-bench: unknown option --${k}`);
   const corr = a.get('correction') ?? 'on';
   if (!['on', 'off', 'both'].includes(corr)) throw new Error(`recsys-sweep-bench: --correction must be on, off or both`);
@@ -63,6 +65,7 @@ export function parseSweepArgs(argv: string[]): { o: SweepOptions; out: string |
     batchSize: list(a.get('batch'), [512])[0]!,
     embDim: 16,
     shards: 2,
+    reps: Math.max(1, list(a.get('reps'), [1])[0]!),
   };
   return { o, out: a.get('out') ?? null };
 }
@@ -77,7 +80,7 @@ export async function runRecsysSweep(o: SweepOptions, log: (s: string) => void =
     log(`data: ${o.rows} train + ${o.testRows} test samples, vocab ${o.vocab} per field, generated in ${((performance.now() - t0) / 1000).toFixed(1)} s; hidden model AUC ${gt.groundTruthAUC.toFixed(4)}`);
     const cells: SweepCell[] = [];
     let n = 0;
-    for (const trainers of o.trainers) for (const bwMBs of o.bwMBs) for (const rttMs of o.rtts) for (const k of o.ks) for (const correction of o.corrections) {
+    for (let rep = 0; rep < o.reps; rep++) for (const trainers of o.trainers) for (const bwMBs of o.bwMBs) for (const rttMs of o.rtts) for (const k of o.ks) for (const correction of o.corrections) {
       if (k === 0 && correction && o.corrections.length > 1) continue; // k = 0 has nothing to correct
       const work = join(dir, `run${n++}`);
       const cfg = {
@@ -95,7 +98,7 @@ export async function runRecsysSweep(o: SweepOptions, log: (s: string) => void =
       if (code !== 0) throw new Error(`recsys-sweep-bench: trainers=${trainers} rtt=${rttMs} k=${k} exited ${code}`);
       const r = JSON.parse(readFileSync(join(work, 'result.json'), 'utf8')) as RecsysResult;
       const cell: SweepCell = {
-        trainers, bwMBs, rttMs, k, correction, samplesPerSec: r.samplesPerSec, auc: r.auc, logLoss: r.logLoss, steps: r.steps, seconds: r.seconds,
+        trainers, bwMBs, rttMs, k, correction, rep, samplesPerSec: r.samplesPerSec, auc: r.auc, logLoss: r.logLoss, steps: r.steps, seconds: r.seconds,
         load: { before, after: loadavg() },
       };
       cells.push(cell);
@@ -108,14 +111,21 @@ export async function runRecsysSweep(o: SweepOptions, log: (s: string) => void =
   }
 }
 
-/** speedup of every cell over k = 0 (same trainers, bandwidth, RTT) and its AUC difference in points. */
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
+
+/** One row per configuration (medians over reps): speedup over k = 0 (same trainers, bandwidth, RTT) and AUC difference in points. */
 export function summarize(cells: SweepCell[]): string[] {
-  const lines: string[] = ['| trainers | bw MB/s | RTT ms | k | correction | samples/s | speedup vs k=0 | AUC | ΔAUC vs k=0 (points) |', '|---|---|---|---|---|---|---|---|---|'];
-  for (const c of cells) {
-    const base = cells.find((b) => b.k === 0 && b.trainers === c.trainers && b.bwMBs === c.bwMBs && b.rttMs === c.rttMs);
-    const sp = base ? (c.samplesPerSec / base.samplesPerSec).toFixed(2) : '-';
-    const d = base ? (100 * (c.auc - base.auc)).toFixed(2) : '-';
-    lines.push(`| ${c.trainers} | ${c.bwMBs || 'uncapped'} | ${c.rttMs} | ${c.k} | ${c.k === 0 ? '-' : c.correction ? 'on' : 'off'} | ${c.samplesPerSec.toFixed(0)} | ${sp} | ${c.auc.toFixed(4)} | ${d} |`);
+  const key = (c: SweepCell): string => `${c.trainers}/${c.bwMBs}/${c.rttMs}/${c.k}/${c.correction}`;
+  const groups = new Map<string, SweepCell[]>();
+  for (const c of cells) (groups.get(key(c)) ?? groups.set(key(c), []).get(key(c))!).push(c);
+  const rows = [...groups.values()].map((g) => ({ c: g[0]!, sps: median(g.map((x) => x.samplesPerSec)), auc: median(g.map((x) => x.auc)), lo: Math.min(...g.map((x) => x.samplesPerSec)), hi: Math.max(...g.map((x) => x.samplesPerSec)), n: g.length }));
+  const lines: string[] = ['| trainers | bw MB/s | RTT ms | k | correction | samples/s (median, min–max, reps) | speedup vs k=0 | AUC | ΔAUC vs k=0 (points) |', '|---|---|---|---|---|---|---|---|---|'];
+  for (const r of rows) {
+    const c = r.c;
+    const base = rows.find((b) => b.c.k === 0 && b.c.trainers === c.trainers && b.c.bwMBs === c.bwMBs && b.c.rttMs === c.rttMs);
+    const sp = base ? (r.sps / base.sps).toFixed(2) : '-';
+    const d = base ? (100 * (r.auc - base.auc)).toFixed(2) : '-';
+    lines.push(`| ${c.trainers} | ${c.bwMBs || 'uncapped'} | ${c.rttMs} | ${c.k} | ${c.k === 0 ? '-' : c.correction ? 'on' : 'off'} | ${r.sps.toFixed(0)} (${r.lo.toFixed(0)}–${r.hi.toFixed(0)}, ${r.n}) | ${sp} | ${r.auc.toFixed(4)} | ${d} |`);
   }
   return lines;
 }
