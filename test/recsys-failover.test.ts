@@ -37,7 +37,7 @@ test('a server SIGKILLed mid-run is replaced in-job; the run completes and repor
           poll = setInterval(() => {
             if (!existsSync(ck) || !checkpointSteps(ck).some((s) => s >= 40)) return;
             clearInterval(poll!); poll = null;
-            setTimeout(() => void cluster.kill(1, 'SIGKILL'), 400); // a few steps past it: updates to lose
+            setTimeout(() => void cluster.kill(1, 'SIGKILL'), 150); // a few steps past it: updates to lose
           }, 20);
         },
       });
