@@ -43,6 +43,10 @@ test('recsys main: trains with 2 trainer processes, evaluates, and a rerun resum
 test('recsys config: errors name the field; --help documents every field', () => {
   assert.throws(() => parseRecsysConfig({ train: { batchSize: 0 } }, 'x.json'), /x\.json: train: field 'batchSize' must be an integer >= 1/);
   assert.throws(() => parseRecsysConfig({ bogus: 1 }, 'x.json'), /unknown field 'bogus'/);
+  assert.throws(() => parseRecsysConfig({ servers: { optimizer: { kind: 'adam', lr: 0.01 } }, train: { stalenessCorrection: true } }, 'x.json'), /x\.json: train: field 'stalenessCorrection' needs servers\.optimizer\.kind/);
+  assert.throws(() => parseRecsysConfig({ train: { stalenessCorrection: 1 } }, 'x.json'), /field 'stalenessCorrection' must be true or false/);
+  assert.equal(parseRecsysConfig({}, 'x.json').train.stalenessCorrection, true);
+  assert.equal(parseRecsysConfig({ servers: { optimizer: { kind: 'adam', lr: 0.01 } } }, 'x.json').train.stalenessCorrection, false);
   const c = parseRecsysConfig({}, '/tmp/x.json');
   const fields = (o: object, prefix: string): string[] => Object.entries(o).flatMap(([k, v]) =>
     v && typeof v === 'object' && !Array.isArray(v) && !['optimizer', 'init', 'dense'].includes(k) ? fields(v, `${prefix}${k}.`) : [`${prefix}${k}`]);

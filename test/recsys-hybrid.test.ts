@@ -143,8 +143,14 @@ test('a server killed mid-training restarts from its checkpoint; training resume
     const killed = await run(true);
     assert.equal(plain.recoveries, 0);
     assert.equal(killed.recoveries, 1);
-    // Steps 1..25 ran, the kill rolled back to the step-20 checkpoint, 21..36 ran again.
-    const resumedAt = killed.order.indexOf(killAt) + 1;
+    // Steps 1..25 ran, the kill rolled back to the step-20 checkpoint, 21..36 ran again. The
+    // lookup of step 26 was answered before the kill and its push is not awaited, so on a loaded
+    // machine step 26 may complete before the failed push is noticed: the rollback comes at the
+    // first step number that goes back, within the checkpoint interval.
+    const killedAt = killed.order.indexOf(killAt);
+    let resumedAt = killedAt + 1;
+    while (resumedAt < killed.order.length && killed.order[resumedAt]! > killed.order[resumedAt - 1]!) resumedAt++;
+    assert.ok(resumedAt - killedAt <= 2, `the failure was noticed ${resumedAt - killedAt - 1} steps after the kill`);
     assert.equal(killed.order[resumedAt], 21, `after the kill training went on with step ${killed.order[resumedAt]}`);
     assert.ok(killAt - (killed.order[resumedAt]! - 1) <= every, 'lost no more than the checkpoint interval');
     assert.deepEqual(killed.order.slice(resumedAt), Array.from({ length: steps - 20 }, (_, i) => 21 + i));

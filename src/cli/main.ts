@@ -27,6 +27,10 @@ const commands: Record<string, Command> = {
     help: 'athanor recsys <config.json> — PERSIA-style hybrid recommender training (embedding servers + dense trainers); see `athanor recsys --help`.',
     run: async (argv) => (await import('../recsys/recsys-main.js')).recsysMain(argv),
   },
+  k8s: {
+    help: 'athanor k8s recsys|lm ... — Kubernetes manifests for a recsys or LM job, validated against the API schemas; see `athanor k8s --help`.',
+    run: async (argv) => (await import('../deploy/k8s-main.js')).k8sMain(argv),
+  },
 };
 
 const usage = `athanor — train large neural networks across cores and machines

@@ -4,18 +4,20 @@
 // the servers' limit), and scatters the answers back into request order.
 // Requests are pipelined: any number of lookups and pushes may be in flight,
 // answers are matched by request id.
-import { connect as netConnect, type Socket } from 'node:net';
 import { fmix64, idsToPairs, mixOut, type IdInput } from './embedding-hash.js';
 import type { ShardManifest, LoadResult } from './embedding-checkpoint.js';
 import type { ConfigPatch, ShardStats } from './embedding-shard.js';
-import type { ServerCounters, ServerInfo } from './embedding-server.js';
+import type { ServerCounters } from './embedding-server.js';
+import type { SparseOptimizerConfig } from './sparse-optimizer.js';
 import {
-  FrameReader, HEADER_BYTES, LOOKUP_READ_ONLY, MsgType, PRE_AUTH_MAX_PAYLOAD, PUSH_ADVANCE_STEP, RESPONSE,
-  decodeJson, decodeLookupResponse, decodePushResponse, decodeValues, encodeFrame, encodeIdRequest, encodeJsonFrame, wireBytes,
+  HEADER_BYTES, LOOKUP_READ_ONLY, LOOKUP_WITH_STATE, MsgType, PUSH_ADVANCE_STEP,
+  decodeLookupResponse, decodePushResponse, decodeValues, encodeFrame, encodeIdRequest, wireBytes,
   type PushResponse, type WireDType,
 } from './protocol.js';
 
-export interface EmbeddingEndpoint { host?: string; port: number }
+import { ServerConnection, type EmbeddingEndpoint, type ReconnectOptions } from './server-connection.js';
+
+export type { EmbeddingEndpoint, ReconnectOptions };
 
 export interface EmbeddingClientOptions {
   /** Server i must be shard i of servers.length. */
@@ -24,6 +26,8 @@ export interface EmbeddingClientOptions {
   /** How rows and gradients travel (default bfloat16). */
   wireDtype?: WireDType;
   connectTimeoutMs?: number;
+  /** Reconnect to a restarted server and resend what was unanswered (default: a lost server fails every request). */
+  reconnect?: ReconnectOptions;
 }
 
 export interface ClusterStats {
@@ -32,78 +36,6 @@ export interface ClusterStats {
   addressableParams: number;
   residentParams: number;
   residentBytes: number;
-}
-
-interface Reply { type: number; payload: Uint8Array }
-
-class ServerConnection {
-  info!: ServerInfo;
-  private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
-  private readonly reader = new FrameReader(PRE_AUTH_MAX_PAYLOAD);
-  private failure: Error | null = null;
-
-  constructor(readonly sock: Socket, readonly name: string) {
-    sock.setNoDelay(true);
-    sock.on('data', (chunk: Buffer) => {
-      try {
-        this.reader.push(chunk, (h, payload) => {
-          const p = this.pending.get(h.requestId);
-          if (!p) return;
-          this.pending.delete(h.requestId);
-          if (h.type === (MsgType.ERROR | RESPONSE)) p.reject(new Error(`${this.name}: ${Buffer.from(payload).toString('utf8')}`));
-          else p.resolve({ type: h.type, payload });
-        });
-      } catch (e) {
-        this.fail(new Error(`${this.name}: ${e instanceof Error ? e.message : String(e)}`));
-        sock.destroy();
-      }
-    });
-    sock.on('error', (e) => this.fail(new Error(`${this.name}: ${e.message}`)));
-    sock.on('close', () => this.fail(new Error(`${this.name}: connection closed`)));
-  }
-
-  private fail(e: Error): void {
-    if (!this.failure) this.failure = e;
-    for (const p of this.pending.values()) p.reject(this.failure);
-    this.pending.clear();
-  }
-
-  async authenticate(token: string): Promise<ServerInfo> {
-    const r = await this.request((id) => encodeFrame(MsgType.AUTH, id, Buffer.from(token, 'utf8')), MsgType.AUTH);
-    this.info = decodeJson(r.payload, 'auth reply') as ServerInfo;
-    this.reader.maxPayload = this.info.maxFrameBytes - HEADER_BYTES;
-    return this.info;
-  }
-
-  request(make: (requestId: number) => Buffer, type: number): Promise<Reply> {
-    if (this.failure) return Promise.reject(this.failure);
-    const id = this.nextId;
-    this.nextId = (this.nextId + 1) >>> 0 || 1;
-    return new Promise<Reply>((resolve, reject) => {
-      this.pending.set(id, {
-        resolve: (r) => (r.type === (type | RESPONSE) ? resolve(r) : reject(new Error(`${this.name}: reply type ${r.type} to request type ${type}`))),
-        reject,
-      });
-      this.sock.write(make(id));
-    });
-  }
-
-  async json<T>(type: number, body: unknown): Promise<T> {
-    const r = await this.request((id) => encodeJsonFrame(type, id, body), type);
-    return decodeJson(r.payload, `${this.name} reply`) as T;
-  }
-
-  close(): void { this.sock.destroy(); }
-}
-
-function openSocket(ep: EmbeddingEndpoint, timeoutMs: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = netConnect({ host: ep.host ?? '127.0.0.1', port: ep.port });
-    const t = setTimeout(() => { s.destroy(); reject(new Error(`embedding client: connecting to ${ep.host ?? '127.0.0.1'}:${ep.port} timed out`)); }, timeoutMs);
-    s.once('connect', () => { clearTimeout(t); s.removeAllListeners('error'); resolve(s); });
-    s.once('error', (e) => { clearTimeout(t); reject(new Error(`embedding client: ${ep.host ?? '127.0.0.1'}:${ep.port}: ${e.message}`)); });
-  });
 }
 
 /** Distinct ids of a batch and where each goes. */
@@ -179,10 +111,9 @@ export class EmbeddingClient {
     const conns: ServerConnection[] = [];
     try {
       for (let i = 0; i < o.servers.length; i++) {
-        const ep = o.servers[i]!;
-        const c = new ServerConnection(await openSocket(ep, timeout), `embedding server ${i} (${ep.host ?? '127.0.0.1'}:${ep.port})`);
+        const c = new ServerConnection(i, o.servers[i]!, o.token, timeout, o.reconnect ?? null);
         conns.push(c);
-        const info = await c.authenticate(o.token);
+        const info = await c.open();
         if (info.shardIndex !== i || info.numShards !== o.servers.length) {
           throw new Error(`${c.name}: is shard ${info.shardIndex} of ${info.numShards}, expected shard ${i} of ${o.servers.length}`);
         }
@@ -206,9 +137,9 @@ export class EmbeddingClient {
   }
 
   /** Ids per frame so that neither the request nor its answer exceeds the servers' frame limit. */
-  private maxIds(dim: number): number {
-    const budget = this.conns[0]!.info.maxFrameBytes - HEADER_BYTES - 16;
-    return Math.max(1, Math.floor(budget / (8 + dim * wireBytes(this.wireDtype))));
+  private maxIds(dim: number, stateFloats = 0): number {
+    const budget = this.conns[0]!.info.maxFrameBytes - HEADER_BYTES - 16 - (stateFloats > 0 ? 8 : 0);
+    return Math.max(1, Math.floor(budget / (8 + dim * wireBytes(this.wireDtype) + 4 * stateFloats)));
   }
 
   /** Deduplicates and routes a batch once, for a lookup and a push of the same ids. */
@@ -228,31 +159,106 @@ export class EmbeddingClient {
   async lookup(group: number, ids: IdInput | RoutedBatch, opts: { readOnly?: boolean } = {}): Promise<Float32Array> {
     const dim = this.dim(group);
     const rb = this.routed(group, ids);
+    const shardRows = await this.fetchShards(group, rb, opts.readOnly ? LOOKUP_READ_ONLY : 0);
     const n = rb.n, r = rb.routing;
-    const dtype = this.wireDtype, maxIds = this.maxIds(dim), flags = opts.readOnly ? LOOKUP_READ_ONLY : 0;
-    const shardRows = await Promise.all(this.conns.map(async (c, s) => {
-      const cnt = r.shardCount[s]!;
-      const rows = new Float32Array(cnt * dim);
-      const parts: Promise<void>[] = [];
-      for (let start = 0; start < cnt; start += maxIds) {
-        const k = Math.min(maxIds, cnt - start);
-        parts.push(c.request((id) => encodeIdRequest(MsgType.LOOKUP, id, group, dtype, flags, r.shardIds[s]!, start, k), MsgType.LOOKUP).then((rep) => {
-          const lr = decodeLookupResponse(rep.payload);
-          if (lr.count !== k || lr.dim !== dim) throw new Error(`${c.name}: lookup answered ${lr.count}x${lr.dim}, asked ${k}x${dim}`);
-          decodeValues(lr.dtype, lr.values, k * dim, rows, start * dim);
-        }));
-      }
-      await Promise.all(parts);
-      return rows;
-    }));
     const out = new Float32Array(n * dim);
     const { inverse, uShard, uPos } = r;
     for (let i = 0; i < n; i++) {
       const u = inverse[i]!;
-      const src = shardRows[uShard[u]!]!, o = uPos[u]! * dim;
+      const src = shardRows[uShard[u]!]!.rows, o = uPos[u]! * dim;
       for (let j = 0; j < dim; j++) out[i * dim + j] = src[o + j]!;
     }
     return out;
+  }
+
+  /**
+   * Training lookup answered per distinct id (routing order u, as routing.uShard/uPos).
+   * With `stateFor` (a byte per distinct id), the ids marked non-zero also get their
+   * optimizer state (stateWidth floats each, at u * stateWidth in `state`; others stay 0).
+   * scatterRows() puts distinct rows back into request order.
+   */
+  async lookupDistinct(group: number, rb: RoutedBatch, opts: { stateFor?: Uint8Array } = {}): Promise<{ rows: Float32Array; state: Float32Array | null; stateWidth: number }> {
+    const dim = this.dim(group);
+    const { uShard, uPos, shardCount } = rb.routing;
+    const nu = uShard.length;
+    let masks: Uint8Array[] | null = null;
+    if (opts.stateFor) {
+      if (opts.stateFor.length !== nu) throw new Error(`embedding client: stateFor has ${opts.stateFor.length} entries for ${nu} distinct ids`);
+      masks = Array.from({ length: this.conns.length }, (_, sh) => new Uint8Array(shardCount[sh]!));
+      for (let u = 0; u < nu; u++) masks[uShard[u]!]![uPos[u]!] = opts.stateFor[u]!;
+    }
+    const shardRows = await this.fetchShards(group, this.routed(group, rb), masks ? LOOKUP_WITH_STATE : 0, masks);
+    const sw = masks ? Math.max(0, ...shardRows.map((x) => x.sw)) : 0;
+    const rows = new Float32Array(nu * dim), state = sw > 0 ? new Float32Array(nu * sw) : null;
+    // Packed state rows of each shard come in that shard's position order: unpack by position.
+    const atPos = state ? Array.from({ length: this.conns.length }, (_, sh) => new Int32Array(shardCount[sh]!)) : null;
+    for (let u = 0; u < nu; u++) {
+      const sr = shardRows[uShard[u]!]!, p = uPos[u]!;
+      rows.set(sr.rows.subarray(p * dim, (p + 1) * dim), u * dim);
+      if (atPos) atPos[uShard[u]!]![p] = u;
+    }
+    if (state && atPos && masks) {
+      shardRows.forEach((sr, sh) => {
+        if (sr.sw !== sw && sr.state && sr.state.length > 0) throw new Error(`embedding client: group ${group}: servers disagree on the optimizer state width (${sr.sw} vs ${sw})`);
+        const m = masks![sh]!, pos = atPos[sh]!;
+        for (let p = 0, k = 0; p < m.length; p++) {
+          if (m[p] === 0) continue;
+          state.set(sr.state!.subarray(k * sw, (k + 1) * sw), pos[p]! * sw);
+          k++;
+        }
+      });
+    }
+    return { rows, state, stateWidth: sw };
+  }
+
+  /** Distinct rows (routing order) -> request order (n x dim). */
+  scatterRows(rb: RoutedBatch, distinct: Float32Array, dim: number): Float32Array {
+    const { inverse } = rb.routing, n = rb.n;
+    const out = new Float32Array(n * dim);
+    for (let i = 0; i < n; i++) {
+      const o = inverse[i]! * dim;
+      for (let j = 0; j < dim; j++) out[i * dim + j] = distinct[o + j]!;
+    }
+    return out;
+  }
+
+  /** The sparse optimizer the servers run for `group` (from the servers' hello), or null if they did not say. */
+  optimizer(group: number): SparseOptimizerConfig | null {
+    return this.conns[0]!.info.optimizers?.[String(group)] ?? null;
+  }
+
+  /** Per server: its distinct rows of the batch in that server's order (and the masked ids' state, packed). */
+  private async fetchShards(group: number, rb: RoutedBatch, flags: number, masks: Uint8Array[] | null = null): Promise<Array<{ rows: Float32Array; state: Float32Array | null; sw: number }>> {
+    const dim = this.dim(group);
+    const r = rb.routing;
+    const dtype = this.wireDtype, maxIds = this.maxIds(dim, masks ? 2 * dim : 0);
+    return Promise.all(this.conns.map(async (c, s) => {
+      const cnt = r.shardCount[s]!;
+      const rows = new Float32Array(cnt * dim);
+      const mask = masks?.[s];
+      // Where each part's packed state rows go: masked ids before its start.
+      const before = new Int32Array(cnt + 1);
+      if (mask) for (let p = 0; p < cnt; p++) before[p + 1] = before[p]! + (mask[p] !== 0 ? 1 : 0);
+      let state: Float32Array | null = null, sw = 0;
+      const parts: Promise<void>[] = [];
+      for (let start = 0; start < cnt; start += maxIds) {
+        const k = Math.min(maxIds, cnt - start);
+        parts.push(c.request((id) => encodeIdRequest(MsgType.LOOKUP, id, group, dtype, flags, r.shardIds[s]!, start, k, undefined, mask), MsgType.LOOKUP).then((rep) => {
+          const lr = decodeLookupResponse(rep.payload);
+          if (lr.count !== k || lr.dim !== dim) throw new Error(`${c.name}: lookup answered ${lr.count}x${lr.dim}, asked ${k}x${dim}`);
+          decodeValues(lr.dtype, lr.values, k * dim, rows, start * dim);
+          if (mask && lr.stateWidth > 0) {
+            const m = before[start + k]! - before[start]!;
+            if (lr.state!.length !== m * lr.stateWidth) throw new Error(`${c.name}: lookup answered ${lr.state!.length / lr.stateWidth} state rows, asked ${m}`);
+            if (!state) { sw = lr.stateWidth; state = new Float32Array(before[cnt]! * sw); }
+            if (lr.stateWidth !== sw) throw new Error(`${c.name}: lookup answered state width ${lr.stateWidth}, earlier ${sw}`);
+            state.set(lr.state!, before[start]! * sw);
+          }
+        }));
+      }
+      await Promise.all(parts);
+      return { rows, state, sw };
+    }));
   }
 
   /**

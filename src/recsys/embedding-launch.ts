@@ -81,8 +81,8 @@ export interface EmbeddingCluster {
   connect(o?: { wireDtype?: WireDType }): Promise<EmbeddingClient>;
   /** Sends `signal` to one server and waits for it to exit. */
   kill(shard: number, signal?: NodeJS.Signals): Promise<void>;
-  /** Starts shard `shard` again on its old port (e.g. after a crash), optionally from a checkpoint. */
-  restart(shard: number, o?: { loadDir?: string }): Promise<EmbeddingServerProcess>;
+  /** Starts shard `shard` again on its old port (or `port`; 0 = any) (e.g. after a crash), optionally from a checkpoint. */
+  restart(shard: number, o?: { loadDir?: string; port?: number }): Promise<EmbeddingServerProcess>;
   /** SIGTERM to every server, then waits for them. */
   stop(): Promise<void>;
 }
@@ -113,7 +113,7 @@ export async function launchEmbeddingServers(o: LaunchOptions): Promise<Embeddin
       await s.exited;
     },
     async restart(shard, r = {}) {
-      const s = await start(shard, cluster.servers[shard]!.port, r.loadDir);
+      const s = await start(shard, r.port ?? cluster.servers[shard]!.port, r.loadDir);
       cluster.servers[shard] = s;
       return s;
     },

@@ -2,11 +2,13 @@
 // One embedding server process:
 //   node dist/src/recsys/embedding-server-main.js --port P --shard i --num-shards n \
 //        --token-env VAR --config file.json [--host 127.0.0.1] [--load DIR] [--dump-id ID]
+//        [--load-latest CHECKPOINT_DIR]   (newest committed checkpoint of a job, if any)
 // Prints one ready line on stdout once it accepts connections:
 //   athanor-embedding-server ready shard=<i> num-shards=<n> host=<h> port=<P> pid=<pid>
 // The token is read from the environment variable named by --token-env, never from
 // the command line (which other users can read). SIGTERM/SIGINT close it cleanly.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { latestCheckpoint } from './hybrid-checkpoint.js';
 import { pathToFileURL } from 'node:url';
 import { parseServerConfig } from './embedding-config.js';
 import { loadShard } from './embedding-checkpoint.js';
@@ -17,6 +19,8 @@ export const READY_PREFIX = 'athanor-embedding-server ready';
 
 export interface ServerArgs {
   port: number; host: string; shard: number; numShards: number; tokenEnv: string; config: string; load?: string; dumpId?: string; quiet: boolean;
+  /** A job's checkpoint directory: load its newest committed checkpoint if there is one (a replaced pod's restart). */
+  loadLatest?: string;
 }
 
 export function parseServerArgs(argv: string[]): ServerArgs {
@@ -49,6 +53,8 @@ export function parseServerArgs(argv: string[]): ServerArgs {
   };
   if (a.has('load')) r.load = a.get('load')!;
   if (a.has('dump-id')) r.dumpId = a.get('dump-id')!;
+  if (a.has('load-latest')) r.loadLatest = a.get('load-latest')!;
+  if (r.load && r.loadLatest) throw new Error('embedding-server-main: give --load or --load-latest, not both');
   return r;
 }
 
@@ -59,11 +65,16 @@ export async function main(argv: string[]): Promise<void> {
   const config = parseServerConfig(JSON.parse(readFileSync(args.config, 'utf8')), args.config);
   const shard = new EmbeddingShard(config, args.shard, args.numShards);
   const log = args.quiet ? () => undefined : (m: string) => process.stderr.write(`[embedding-server ${args.shard}/${args.numShards}] ${m}\n`);
-  if (args.load) {
-    const r = loadShard(shard, args.load, args.dumpId);
-    log(`loaded ${r.rowsLoaded} rows from ${args.load} (dump ${r.dumpId}, ${r.fromNumShards} old shards, step ${r.step})`);
+  let loadedFrom: { dumpId: string; step: number } | undefined;
+  const ck = args.loadLatest && existsSync(args.loadLatest) ? latestCheckpoint(args.loadLatest) : null;
+  const loadDir = args.load ?? ck?.embDir;
+  if (args.loadLatest && !ck) log(`no checkpoint in ${args.loadLatest} yet: starting empty`);
+  if (loadDir) {
+    const r = loadShard(shard, loadDir, args.dumpId ?? ck?.dumpId);
+    loadedFrom = { dumpId: r.dumpId, step: r.step };
+    log(`loaded ${r.rowsLoaded} rows from ${loadDir} (dump ${r.dumpId}, ${r.fromNumShards} old shards, step ${r.step})`);
   }
-  const server = new EmbeddingServer({ shard, token, host: args.host, log });
+  const server = new EmbeddingServer({ shard, token, host: args.host, log, ...(loadedFrom ? { loadedFrom } : {}) });
   const port = await server.listen(args.port);
   let stopping = false;
   const stop = (sig: string): void => {

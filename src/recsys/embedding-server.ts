@@ -7,11 +7,12 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { dumpShard, loadShard } from './embedding-checkpoint.js';
 import type { ConfigPatch, EmbeddingShard } from './embedding-shard.js';
 import {
-  FrameReader, HEADER_BYTES, LOOKUP_READ_ONLY, MsgType, PRE_AUTH_MAX_PAYLOAD, PROTOCOL_VERSION, ProtocolError, PUSH_ADVANCE_STEP, RESPONSE,
+  FrameReader, HEADER_BYTES, LOOKUP_READ_ONLY, LOOKUP_WITH_STATE, MsgType, PRE_AUTH_MAX_PAYLOAD, PROTOCOL_VERSION, ProtocolError, PUSH_ADVANCE_STEP, RESPONSE,
   decodeIdRequest, decodeJson, decodeValues, encodeErrorFrame, encodeFrame, encodeJsonFrame, allocLookupResponse, encodePushResponse,
   tokenMatches, type FrameHeader,
 } from './protocol.js';
 import { decodeHalf } from './native-sparse.js';
+import type { SparseOptimizerConfig } from './sparse-optimizer.js';
 
 export interface EmbeddingServerOptions {
   shard: EmbeddingShard;
@@ -22,6 +23,8 @@ export interface EmbeddingServerOptions {
   /** A connection that has not authenticated by then is closed. */
   authTimeoutMs?: number;
   log?: (msg: string) => void;
+  /** The checkpoint this process started from, reported in its hello (clients count lost updates with it). */
+  loadedFrom?: { dumpId: string; step: number };
 }
 
 /** What the AUTH reply tells a client about this server. */
@@ -32,6 +35,10 @@ export interface ServerInfo {
   maxFrameBytes: number;
   step: number;
   groups: Array<{ id: number; name: string; dim: number }>;
+  /** Each group's sparse optimizer (by group id): a trainer replaying its in-flight gradients emulates it. */
+  optimizers?: Record<string, SparseOptimizerConfig>;
+  /** Set when this process started from a checkpoint: its dump id and the server step it held. */
+  loadedFrom?: { dumpId: string; step: number };
 }
 
 export interface ServerCounters { connections: number; rejectedConnections: number; requests: number; errors: number }
@@ -52,6 +59,8 @@ export class EmbeddingServer {
   private readonly conns = new Set<Conn>();
   private grads = new Float32Array(0);
 
+  private readonly loadedFrom: { dumpId: string; step: number } | null;
+
   constructor(o: EmbeddingServerOptions) {
     if (!o.token) throw new Error('embedding server: an empty token is not allowed');
     this.shard = o.shard;
@@ -60,6 +69,7 @@ export class EmbeddingServer {
     this.maxFrameBytes = o.maxFrameBytes ?? o.shard.config.maxFrameBytes;
     this.authTimeoutMs = o.authTimeoutMs ?? 10_000;
     this.log = o.log ?? (() => undefined);
+    this.loadedFrom = o.loadedFrom ?? null;
     this.server = createServer((s) => this.onConnection(s));
   }
 
@@ -84,6 +94,8 @@ export class EmbeddingServer {
     return {
       protocolVersion: PROTOCOL_VERSION, shardIndex: s.shardIndex, numShards: s.numShards, maxFrameBytes: this.maxFrameBytes, step: s.step,
       groups: s.tables.filter((t) => !!t).map((t) => ({ id: t!.cfg.id, name: t!.cfg.name, dim: t!.dim })),
+      ...(this.loadedFrom ? { loadedFrom: this.loadedFrom } : {}),
+      optimizers: Object.fromEntries(s.tables.filter((t) => !!t).map((t) => [String(t!.cfg.id), t!.cfg.optimizer])),
     };
   }
 
@@ -156,8 +168,12 @@ export class EmbeddingServer {
       case MsgType.LOOKUP: {
         const r = decodeIdRequest(payload, () => 0, false);
         const t = shard.table(r.group);
-        const out = allocLookupResponse(h.requestId, r.group, r.dtype, r.count, t.dim);
+        const withState = (r.flags & LOOKUP_WITH_STATE) !== 0;
+        let m = 0;
+        if (withState) for (let i = 0; i < r.count; i++) if (r.values[i] !== 0) m++;
+        const out = allocLookupResponse(h.requestId, r.group, r.dtype, r.count, t.dim, withState ? t.stW : 0, m);
         t.lookupWire(r.ids, r.count, r.dtype, out.values, shard.step, (r.flags & LOOKUP_READ_ONLY) !== 0);
+        if (out.state) t.gatherState(r.ids, r.count, r.values, out.state);
         this.send(c, out.frame);
         return;
       }

@@ -223,6 +223,26 @@ export class GroupTable {
     return true;
   }
 
+  /**
+   * Optimizer state of the ids with a non-zero mask byte, packed in id order into out
+   * (stW per masked id): a stored row's state, or the initial state for an id that is not
+   * stored. Changes nothing (call after the lookup).
+   */
+  gatherState(ids: Uint32Array, n: number, mask: Uint8Array, out: Float32Array): void {
+    const w = this.stW;
+    if (w === 0) return;
+    for (let i = 0, k = 0; i < n; i++) {
+      if (mask[i] === 0) continue;
+      const s = this.find(ids[2 * i + 1]!, ids[2 * i]!);
+      if (s < 0) initState(this.cfg.optimizer, out, k * w, this.dim);
+      else {
+        const o = (s & CHUNK_MASK) * w;
+        out.set(this.stateChunks[s >>> CHUNK_SHIFT]!.subarray(o, o + w), k * w);
+      }
+      k++;
+    }
+  }
+
   /** Slot answering id (hi, lo) in a lookup (created if admitted, touched unless read-only), or -1: answer the init vector. */
   private lookupSlot(hi: number, lo: number, step: number, readOnly: boolean): number {
     const s = this.find(hi, lo);

@@ -22,6 +22,7 @@ import type { EmbeddingClient, RoutedBatch } from './embedding-client.js';
 import type { RecBatch } from './criteo.js';
 import { DLRM, bceWithLogits, embeddingBag, rowsLeaf } from './dlrm.js';
 import { aucExact, logLoss } from './metrics.js';
+import { IdTable, PendingGradients, idsInFlight } from './stale-row-correction.js';
 import {
   checkpointSteps, dumpIdOf, embDirOf, latestCheckpoint, pruneCheckpoints, readDenseCheckpoint, writeDenseCheckpoint, type HybridCheckpointInfo,
 } from './hybrid-checkpoint.js';
@@ -44,6 +45,11 @@ export interface HybridTrainerOptions {
   comm?: Communicator | null;
   /** k: how many batches embedding lookups may run ahead of the applied gradients. */
   staleness: number;
+  /**
+   * With k > 0: replay this trainer's own in-flight gradients on the stale rows it
+   * looked up, with the servers' optimizer (stale-row-correction.ts). Default false.
+   */
+  stalenessCorrection?: boolean;
   /** Feature group of each sparse field (default: the field index). */
   groups?: number[];
   dense?: DenseOptimizerConfig;
@@ -70,6 +76,8 @@ export interface TrainReport {
   seconds: number;
   samplesPerSec: number;
   recoveries: number;
+  /** Row updates replayed by the staleness correction (0 when off). */
+  correctedRows: number;
 }
 
 export interface EvalReport { auc: number; logLoss: number; samples: number; positives: number }
@@ -78,7 +86,15 @@ interface Ticket {
   step: number;
   batch: RecBatch;
   routed: RoutedBatch[];
-  rows: Promise<Float32Array[]>;
+  /** Request-order rows (no correction), or null. */
+  rows: Promise<Float32Array[]> | null;
+  /** Distinct rows and optimizer states (correction), or null. */
+  distinct: Promise<Array<{ rows: Float32Array; state: Float32Array | null }>> | null;
+  /** Correction: each field's distinct-id set, and the ids also in an in-flight batch (to replay). */
+  tables: IdTable[] | null;
+  need: Int32Array[] | null;
+  /** This trainer's pushes before this one were sent ahead of the lookup (it reflects them). */
+  after: number;
 }
 
 function makeOptimizer(params: Tensor[], c: DenseOptimizerConfig): Optimizer<BaseHyper> {
@@ -109,6 +125,9 @@ export class HybridTrainer {
   private asyncError: Error | null = null;
   private source: AsyncIterator<RecBatch> | null = null;
   private nextIssue = 0;
+  /** Pushes sent so far (= the step after the newest push). */
+  private pushesSent = 0;
+  private readonly pending: PendingGradients | null;
 
   constructor(readonly o: HybridTrainerOptions) {
     this.model = o.model;
@@ -126,6 +145,16 @@ export class HybridTrainer {
     this.params = o.model.parameters();
     this.optimizer = makeOptimizer(this.params, o.dense ?? { kind: 'adamw', lr: 1e-3 });
     this.flat = new Float32Array(this.params.reduce((s, p) => s + p.size, 0));
+    this.pending = o.stalenessCorrection && this.k > 0 ? this.makePending(this.client) : null;
+  }
+
+  private makePending(client: EmbeddingClient): PendingGradients {
+    const opts = this.groups.map((g) => {
+      const c = client.optimizer(g);
+      if (!c) throw new Error(`HybridTrainer: staleness correction needs the servers' sparse optimizer of group ${g}, and the servers did not report it`);
+      return c;
+    });
+    return new PendingGradients(this.dim, client.wireDtype, opts);
   }
 
   private log(s: string): void { this.o.log?.(s); }
@@ -143,9 +172,19 @@ export class HybridTrainer {
       const batch = r.value;
       const routed = this.groups.map((g, f) => this.client.route(g, batch.sparse[f]!));
       // Sent now: the caller orders this after push j - k - 1 and before push j - k.
-      const rows = Promise.all(routed.map((rb, f) => this.client.lookup(this.groups[f]!, rb)));
-      rows.catch(() => undefined); // observed when the step awaits it
-      this.tickets.push({ step: j, batch, routed, rows });
+      let rows: Ticket['rows'] = null, distinct: Ticket['distinct'] = null, tables: IdTable[] | null = null, need: Int32Array[] | null = null;
+      if (this.pending) {
+        // Every queued ticket's push comes after this lookup: those batches' ids may be stale here.
+        tables = routed.map((rb) => new IdTable(rb));
+        const inFlight = idsInFlight(tables, this.tickets.map((t) => t.tables!));
+        need = inFlight.need;
+        distinct = Promise.all(routed.map((rb, f) => this.client.lookupDistinct(this.groups[f]!, rb, { stateFor: inFlight.mask[f]! })));
+        distinct.catch(() => undefined); // observed when the step awaits it
+      } else {
+        rows = Promise.all(routed.map((rb, f) => this.client.lookup(this.groups[f]!, rb)));
+        rows.catch(() => undefined);
+      }
+      this.tickets.push({ step: j, batch, routed, rows, distinct, tables, need, after: this.pushesSent });
       this.nextIssue++;
     }
   }
@@ -200,6 +239,14 @@ export class HybridTrainer {
     }
   }
 
+  /** A ticket's rows in request order; with the correction, after replaying the pushes its lookup missed. */
+  private async rowsOf(t: Ticket): Promise<Float32Array[]> {
+    if (t.rows) return t.rows;
+    const d = await t.distinct!;
+    this.pending!.replay(t.after, t.step, t.tables!, t.need!, d.map((x) => x.rows), d.map((x) => x.state));
+    return d.map((x, f) => this.client.scatterRows(t.routed[f]!, x.rows, this.dim));
+  }
+
   private async runStep(total: number): Promise<number> {
     const i = this.step;
     const every = this.ckptEvery();
@@ -207,7 +254,7 @@ export class HybridTrainer {
     await this.issueUpTo(Math.min(i + this.k, boundary - 1, total - 1));
     const t = this.tickets.shift()!;
     if (t.step !== i) throw new Error(`HybridTrainer: internal error: ticket for step ${t.step} at step ${i}`);
-    const rows = await t.rows;
+    const rows = await this.rowsOf(t);
     if (this.asyncError) throw this.asyncError;
     this.optimizer.zeroGrad();
     const { loss, grads } = this.compute(t.batch, rows);
@@ -216,6 +263,8 @@ export class HybridTrainer {
     const ack = Promise.all(t.routed.map((rb, f) => client.pushGrads(this.groups[f]!, rb, grads[f]!, { advanceStep: f === last })))
       .then(() => undefined, (e: unknown) => { this.asyncError ??= e instanceof Error ? e : new Error(String(e)); throw this.asyncError; });
     ack.catch(() => undefined);
+    if (this.pending) this.pending.record(i, t.tables!, grads);
+    this.pushesSent = i + 1;
     this.pushAcks.set(i, ack);
     this.pushAcks.delete(i - this.k - 2);
     await this.issueUpTo(Math.min(i + this.k + 1, boundary - 1, total - 1));
@@ -261,11 +310,13 @@ export class HybridTrainer {
   }
 
   private async resetPipeline(src: BatchSource): Promise<void> {
-    for (const t of this.tickets) await t.rows.catch(() => undefined);
+    for (const t of this.tickets) await (t.rows ?? t.distinct)!.catch(() => undefined);
     await Promise.allSettled([...this.pushAcks.values()]);
     this.tickets = [];
     this.pushAcks.clear();
     this.asyncError = null;
+    this.pending?.clear();
+    this.pushesSent = this.step;
     await this.source?.return?.();
     this.source = src.open(this.step);
     this.nextIssue = this.step;
@@ -318,7 +369,7 @@ export class HybridTrainer {
     if (c && c.every > 0 && this.step % c.every !== 0) await this.saveCheckpoint(batchSize);
     const seconds = seconds0;
     const samples = done * batchSize * this.world;
-    return { steps: this.step - startStep, losses, samples, seconds, samplesPerSec: samples / seconds, recoveries };
+    return { steps: this.step - startStep, losses, samples, seconds, samplesPerSec: samples / seconds, recoveries, correctedRows: this.pending?.corrected ?? 0 };
   }
 
   /** AUC and log-loss over batches, with read-only lookups (the next batch's lookups overlap this batch's compute). */

@@ -11,7 +11,10 @@
 // within the payload, and payloads are received into fresh buffers, so typed-array
 // views need no copy):
 //   LOOKUP       u16 group | u8 wire dtype | u8 flags (1 = read-only) | u32 n | u64 ids[n]
-//   LOOKUP resp  u16 group | u8 wire dtype | u8 0 | u32 n | u32 dim | u32 0 | rows[n*dim]
+//                (with flag 2 = with state: then u8 mask[n] | pad to 8: ids whose optimizer state is wanted)
+//   LOOKUP resp  u16 group | u8 wire dtype | u8 0 | u32 n | u32 dim | u32 sw | rows[n*dim] | pad to 8 | f32 state[m*sw]
+//                (sw = 0 unless the lookup asked for optimizer state; then m = masked ids, in
+//                request order: the trainer replays its own in-flight gradients on those rows)
 //   PUSH         u16 group | u8 wire dtype | u8 flags (1 = advance step) | u32 n | u64 ids[n] | grads[n*dim]
 //   PUSH resp    u32 applied | u32 dropped | f64 server step
 // Admin payloads (AUTH reply, STATS, DUMP, LOAD, SET_CONFIG) are JSON: they are rare.
@@ -34,6 +37,8 @@ export type WireDType = 'float32' | 'float16' | 'bfloat16';
 const WIRE_CODES: Record<WireDType, number> = { float32: 0, float16: 1, bfloat16: 2 };
 const WIRE_NAMES: WireDType[] = ['float32', 'float16', 'bfloat16'];
 export const LOOKUP_READ_ONLY = 1;
+/** A mask byte per id follows the ids; the answer carries the masked rows' optimizer state (float32) after the rows. */
+export const LOOKUP_WITH_STATE = 2;
 export const PUSH_ADVANCE_STEP = 1;
 
 export function wireCode(d: WireDType): number {
@@ -207,9 +212,9 @@ export interface IdRequest {
 /** LOOKUP or PUSH frame for ids[2*start .. 2*(start+count)); grads (PUSH) are rows start.. of `grads`. */
 export function encodeIdRequest(
   type: number, requestId: number, group: number, dtype: WireDType, flags: number,
-  ids: Uint32Array, start: number, count: number, grads?: { data: Float32Array; dim: number },
+  ids: Uint32Array, start: number, count: number, grads?: { data: Float32Array; dim: number }, stateMask?: Uint8Array,
 ): Buffer {
-  const vb = grads ? count * grads.dim * wireBytes(dtype) : 0;
+  const vb = grads ? count * grads.dim * wireBytes(dtype) : stateMask ? (count + 7) & ~7 : 0;
   const len = 8 + 8 * count + vb;
   const f = allocFrame(type, requestId, len);
   const p = HEADER_BYTES;
@@ -221,6 +226,10 @@ export function encodeIdRequest(
   if (grads) {
     const d = grads.dim;
     encodeValues(dtype, grads.data.subarray(start * d, (start + count) * d), count * d, new Uint8Array(f.buffer, f.byteOffset + p + 8 + 8 * count, vb));
+  } else if (stateMask) {
+    const m = new Uint8Array(f.buffer, f.byteOffset + p + 8 + 8 * count, vb);
+    m.fill(0);
+    m.set(stateMask.subarray(start, start + count));
   }
   return f;
 }
@@ -234,7 +243,8 @@ export function decodeIdRequest(payload: Uint8Array, dimOf: (group: number) => n
   const flags = v.getUint8(3);
   const count = v.getUint32(4, true);
   const dim = withValues ? dimOf(group) : 0;
-  const want = 8 + 8 * count + count * dim * wireBytes(dtype);
+  // A lookup with state carries a mask byte per id (padded to 8).
+  const want = 8 + 8 * count + (withValues ? count * dim * wireBytes(dtype) : (flags & LOOKUP_WITH_STATE) !== 0 ? (count + 7) & ~7 : 0);
   if (payload.byteLength !== want) throw new ProtocolError(`id request: payload of ${payload.byteLength} bytes, expected ${want} for ${count} ids`);
   if (payload.byteOffset % 8 !== 0) throw new ProtocolError('id request: payload not 8-aligned');
   return {
@@ -250,30 +260,51 @@ export function encodeLookupResponse(requestId: number, group: number, dtype: Wi
   return r.frame;
 }
 
-/** LOOKUP response frame with its row block left for the caller to fill (`values`, 8-aligned). */
-export function allocLookupResponse(requestId: number, group: number, dtype: WireDType, count: number, dim: number): { frame: Buffer; values: Uint8Array } {
+/** Bytes of the row block rounded up to 8, where the optional state block starts. */
+function rowBlockBytes(count: number, dim: number, dtype: WireDType): number {
+  return (count * dim * wireBytes(dtype) + 7) & ~7;
+}
+
+/**
+ * LOOKUP response frame with its row block left for the caller to fill (`values`,
+ * 8-aligned) and, when stateWidth > 0, its float32 state block (`state`).
+ */
+export function allocLookupResponse(requestId: number, group: number, dtype: WireDType, count: number, dim: number, stateWidth = 0, stateRows = count): { frame: Buffer; values: Uint8Array; state: Float32Array | null } {
   const vb = count * dim * wireBytes(dtype);
-  const f = allocFrame(MsgType.LOOKUP | RESPONSE, requestId, 16 + vb);
+  const sb = stateWidth > 0 ? stateRows * stateWidth * 4 : 0;
+  const vbPadded = sb > 0 ? rowBlockBytes(count, dim, dtype) : vb;
+  const f = allocFrame(MsgType.LOOKUP | RESPONSE, requestId, 16 + vbPadded + sb);
   const p = HEADER_BYTES;
   f.writeUInt16LE(group, p);
   f.writeUInt8(wireCode(dtype), p + 2);
   f.writeUInt8(0, p + 3);
   f.writeUInt32LE(count, p + 4);
   f.writeUInt32LE(dim, p + 8);
-  f.writeUInt32LE(0, p + 12);
-  return { frame: f, values: new Uint8Array(f.buffer, f.byteOffset + p + 16, vb) };
+  f.writeUInt32LE(stateWidth, p + 12);
+  if (vbPadded > vb) f.fill(0, p + 16 + vb, p + 16 + vbPadded);
+  const state = sb > 0 ? new Float32Array(f.buffer, f.byteOffset + p + 16 + vbPadded, stateRows * stateWidth) : null;
+  return { frame: f, values: new Uint8Array(f.buffer, f.byteOffset + p + 16, vb), state };
 }
 
-export interface LookupResponse { group: number; dtype: WireDType; count: number; dim: number; values: Uint8Array }
+export interface LookupResponse { group: number; dtype: WireDType; count: number; dim: number; values: Uint8Array; stateWidth: number; state: Float32Array | null }
 
 export function decodeLookupResponse(payload: Uint8Array): LookupResponse {
   if (payload.byteLength < 16) throw new ProtocolError('lookup response: short payload');
   const v = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const dtype = wireName(v.getUint8(2));
-  const count = v.getUint32(4, true), dim = v.getUint32(8, true);
+  const count = v.getUint32(4, true), dim = v.getUint32(8, true), sw = v.getUint32(12, true);
   const vb = count * dim * wireBytes(dtype);
-  if (payload.byteLength !== 16 + vb) throw new ProtocolError(`lookup response: payload of ${payload.byteLength} bytes, expected ${16 + vb}`);
-  return { group: v.getUint16(0, true), dtype, count, dim, values: new Uint8Array(payload.buffer, payload.byteOffset + 16, vb) };
+  const vbPadded = sw > 0 ? rowBlockBytes(count, dim, dtype) : vb;
+  const stBytes = payload.byteLength - 16 - vbPadded;
+  if (sw === 0 ? stBytes !== 0 : stBytes < 0 || stBytes % (4 * sw) !== 0 || stBytes > count * sw * 4) {
+    throw new ProtocolError(`lookup response: payload of ${payload.byteLength} bytes does not fit ${count} rows of ${dim}${sw ? ` and state rows of ${sw}` : ''}`);
+  }
+  const stOff = payload.byteOffset + 16 + vbPadded;
+  // Payloads arrive in fresh buffers (8-aligned starts), so the state view needs no copy; copy if not.
+  const state = sw === 0 ? null
+    : stOff % 4 === 0 ? new Float32Array(payload.buffer, stOff, stBytes / 4)
+      : new Float32Array(payload.slice(16 + vbPadded).buffer);
+  return { group: v.getUint16(0, true), dtype, count, dim, values: new Uint8Array(payload.buffer, payload.byteOffset + 16, vb), stateWidth: sw, state };
 }
 
 export interface PushResponse { applied: number; dropped: number; step: number }

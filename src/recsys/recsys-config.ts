@@ -16,10 +16,11 @@ export interface RecsysConfig {
   servers: {
     numShards: number; host: string; wireDtype: WireDType; capacity: number; idBits: number; seed: number;
     optimizer: SparseOptimizerConfig | { kind: string; [k: string]: unknown }; init: InitConfig; admitProbability: number; expireSteps: number;
+    maxRestarts: number;
   };
   model: { embDim: number; bottom: number[]; top: number[]; pooling: 'sum' | 'mean'; seed: number };
   train: {
-    trainers: number; batchSize: number; epochs: number; maxSteps: number; staleness: number; dense: DenseOptimizerConfig;
+    trainers: number; batchSize: number; epochs: number; maxSteps: number; staleness: number; stalenessCorrection: boolean; dense: DenseOptimizerConfig;
     checkpointEvery: number; keepCheckpoints: number; resume: boolean; maxRestarts: number; logEvery: number; backend: string;
   };
 }
@@ -57,6 +58,9 @@ Config fields (defaults in brackets; paths are relative to the config file):
   servers.init               {kind:'uniform', scale} or {kind:'zeros'} [{kind:'uniform', scale:0.05}]
   servers.admitProbability   probability an unseen id is stored [1]
   servers.expireSteps        drop rows untouched for this many server steps (0 = never) [0]
+  servers.maxRestarts        in-job failover: a server that dies is restarted from the newest checkpoint
+                             while the trainers reconnect and go on (its updates since then are lost and
+                             logged); at most this many times per job [3]
   model.embDim               D: embedding width = bottom MLP output [16]
   model.bottom               bottom MLP hidden widths [[64, 32]]
   model.top                  top MLP hidden widths [[64, 32]]
@@ -67,6 +71,10 @@ Config fields (defaults in brackets; paths are relative to the config file):
   train.epochs               passes over the training file [1]
   train.maxSteps             stop after this many global steps (0 = no limit) [0]
   train.staleness            k: embedding lookups may run k batches ahead of applied gradients (0 = synchronous) [4]
+  train.stalenessCorrection  with k > 0, each trainer replays its own in-flight gradients on the stale
+                             rows it looked up (lookups also carry the rows' optimizer state);
+                             needs servers.optimizer.kind 'sgd' or 'adagrad'
+                             [true for sgd/adagrad, false otherwise]
   train.dense                dense optimizer {kind:'adamw'|'sgd'|'adagrad', lr, weightDecay} [{kind:'adamw', lr:0.001}]
   train.checkpointEvery      steps between checkpoints (0 = none) [0]
   train.keepCheckpoints      checkpoints kept [2]
@@ -124,6 +132,10 @@ export function parseRecsysConfig(raw: unknown, path: string): RecsysConfig {
   if (pooling !== 'sum' && pooling !== 'mean') throw new Error(`${mw}: field 'pooling' must be 'sum' or 'mean'`);
   const dense = obj(t.dense ?? { kind: 'adamw', lr: 0.001 }, `${tw}.dense`);
   if (!['adamw', 'sgd', 'adagrad'].includes(dense.kind as string)) throw new Error(`${tw}.dense: field 'kind' must be 'adamw', 'sgd' or 'adagrad'`);
+  const optKind = (s.optimizer as { kind?: unknown } | undefined)?.kind ?? 'adagrad';
+  const replayable = optKind === 'sgd' || optKind === 'adagrad';
+  if (t.stalenessCorrection !== undefined && typeof t.stalenessCorrection !== 'boolean') throw new Error(`${tw}: field 'stalenessCorrection' must be true or false`);
+  if (t.stalenessCorrection === true && !replayable) throw new Error(`${tw}: field 'stalenessCorrection' needs servers.optimizer.kind 'sgd' or 'adagrad' (got ${JSON.stringify(optKind)})`);
   return {
     workDir,
     data: {
@@ -143,6 +155,7 @@ export function parseRecsysConfig(raw: unknown, path: string): RecsysConfig {
       optimizer: (s.optimizer as SparseOptimizerConfig | undefined) ?? { kind: 'adagrad', lr: 0.05 },
       init: (s.init as InitConfig | undefined) ?? { kind: 'uniform', scale: 0.05 },
       admitProbability: num(s, 'admitProbability', 1, sw), expireSteps: int(s, 'expireSteps', 0, sw),
+      maxRestarts: int(s, 'maxRestarts', 3, sw),
     },
     model: {
       embDim: int(m, 'embDim', 16, mw, 1), bottom: ints(m, 'bottom', [64, 32], mw), top: ints(m, 'top', [64, 32], mw),
@@ -151,6 +164,7 @@ export function parseRecsysConfig(raw: unknown, path: string): RecsysConfig {
     train: {
       trainers: int(t, 'trainers', 2, tw, 1), batchSize: int(t, 'batchSize', 256, tw, 1), epochs: int(t, 'epochs', 1, tw, 1),
       maxSteps: int(t, 'maxSteps', 0, tw), staleness: int(t, 'staleness', 4, tw),
+      stalenessCorrection: t.stalenessCorrection === undefined ? replayable : t.stalenessCorrection === true,
       dense: { kind: dense.kind as DenseOptimizerConfig['kind'], lr: num(dense, 'lr', 0.001, `${tw}.dense`), weightDecay: num(dense, 'weightDecay', 0, `${tw}.dense`) },
       checkpointEvery: int(t, 'checkpointEvery', 0, tw), keepCheckpoints: int(t, 'keepCheckpoints', 2, tw, 1),
       resume: t.resume === undefined ? true : t.resume === true, maxRestarts: int(t, 'maxRestarts', 1, tw),

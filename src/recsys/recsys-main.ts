@@ -8,9 +8,11 @@ import { launch } from '../runtime/launcher.js';
 import { atomicWriteFileSync } from '../io/atomic-write.js';
 import { generateCriteo, type GenerateReport } from './criteo-generate.js';
 import { launchEmbeddingServers, type EmbeddingCluster } from './embedding-launch.js';
+import type { EmbeddingEndpoint } from './embedding-client.js';
 import { latestCheckpoint } from './hybrid-checkpoint.js';
 import { RECSYS_HELP, loadRecsysConfig, serverConfigOf, type RecsysConfig } from './recsys-config.js';
-import { ENDPOINTS_ENV, TOKEN_ENV, runRecsysWorker, type RecsysResult } from './recsys-worker.js';
+import { ENDPOINTS_ENV, ENDPOINTS_FILE_ENV, TOKEN_ENV, runRecsysWorker, type RecsysResult } from './recsys-worker.js';
+import { superviseServers, type FailoverEvent } from './server-supervisor.js';
 
 function generateIfMissing(c: RecsysConfig, say: (s: string) => void): GenerateReport | null {
   const g = c.data.generate;
@@ -38,7 +40,20 @@ async function startServers(c: RecsysConfig, loadDir: string | undefined): Promi
   });
 }
 
-export async function recsysMain(argv: string[]): Promise<number> {
+/** Programmatic hooks of recsysMain (benchmarks and tests; not config). */
+export interface RecsysMainHooks {
+  /**
+   * Given the servers' endpoints, returns the endpoints the trainers should use instead
+   * (e.g. a network emulator in front of each server); closed after the trainers exit.
+   */
+  trainerEndpoints?: (servers: EmbeddingEndpoint[]) => Promise<{ endpoints: EmbeddingEndpoint[]; close(): Promise<void> }>;
+  /** Called once the servers of an attempt are up (tests kill one to exercise failover). */
+  onServers?: (cluster: EmbeddingCluster) => void;
+  /** Every in-job server restart. */
+  onFailover?: (e: FailoverEvent) => void;
+}
+
+export async function recsysMain(argv: string[], hooks: RecsysMainHooks = {}): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) { console.log(RECSYS_HELP); return 0; }
   if (argv[0] === '--worker') {
     if (!argv[1]) { console.error('athanor recsys --worker <config.json>'); return 2; }
@@ -60,11 +75,23 @@ export async function recsysMain(argv: string[]): Promise<number> {
     const cluster = await startServers(c, ck?.embDir);
     say(`${c.servers.numShards} embedding servers on ${cluster.endpoints().map((e) => `${e.host}:${e.port}`).join(', ')}`);
     let code: number;
+    const via = hooks.trainerEndpoints ? await hooks.trainerEndpoints(cluster.endpoints()) : null;
+    const endpointsFile = join(c.workDir, 'endpoints.json');
+    const sup = superviseServers(cluster, {
+      checkpointDir: c.train.checkpointEvery > 0 ? ckDir : null, maxRestarts: c.servers.maxRestarts, endpointsFile,
+      say: (s) => { say(s); },
+    });
+    const seen = sup.events.length;
+    hooks.onServers?.(cluster);
     try {
       code = await launch({
         nprocPerNode: c.train.trainers, nnodes: 1, nodeRank: 0, masterAddr: '127.0.0.1', masterPort: 0, graceS: 5,
         command: ['recsys', '--worker', configPath],
-        env: { [TOKEN_ENV]: cluster.token, [ENDPOINTS_ENV]: JSON.stringify(cluster.endpoints()) },
+        env: {
+          [TOKEN_ENV]: cluster.token, [ENDPOINTS_ENV]: JSON.stringify(via ? via.endpoints : cluster.endpoints()),
+          // Through an emulated network the proxies stay put; otherwise a restarted server may move.
+          ...(via ? {} : { [ENDPOINTS_FILE_ENV]: endpointsFile }),
+        },
       });
       if (code === 0) {
         const cc = await cluster.connect();
@@ -73,6 +100,9 @@ export async function recsysMain(argv: string[]): Promise<number> {
         if (st) say(`servers: ${st.rows} resident rows, ${st.residentParams} resident / ${st.addressableParams.toExponential(2)} addressable parameters`);
       }
     } finally {
+      sup.stop();
+      for (const e of sup.events.slice(seen)) hooks.onFailover?.(e);
+      await via?.close();
       await cluster.stop();
     }
     if (code === 0) break;
@@ -83,6 +113,7 @@ export async function recsysMain(argv: string[]): Promise<number> {
   const r = JSON.parse(readFileSync(join(c.workDir, 'result.json'), 'utf8')) as RecsysResult;
   say(`trained ${r.steps} steps on ${r.trainers} trainers (k=${r.staleness}): ${r.samplesPerSec.toFixed(0)} samples/s`);
   say(`test: AUC ${r.auc.toFixed(4)}  log-loss ${r.logLoss.toFixed(4)}  (${r.evalSamples} samples)`);
+  for (const f of r.failovers ?? []) say(`failover: embedding server ${f.shard} was down ${f.downMs.toFixed(0)} ms at step ${f.atStep}; restored at step ${f.restoredStep}, ${f.lostSteps} steps of its row updates lost`);
   if (gt) say(`ground-truth model on the test file: AUC ${gt.groundTruthAUC.toFixed(4)}  log-loss ${gt.groundTruthLogLoss.toFixed(4)}`);
   return 0;
 }

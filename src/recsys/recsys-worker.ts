@@ -1,6 +1,7 @@
 // One dense trainer process of `athanor recsys` (started by the dist launcher): joins the
 // process group, connects to the embedding servers named in its environment, streams its
 // shard of the training file, trains, and (rank 0) evaluates and writes result.json.
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { atomicWriteFileSync } from '../io/atomic-write.js';
 import { initProcessGroup } from '../runtime/init.js';
@@ -13,6 +14,21 @@ import { loadRecsysConfig, type RecsysConfig } from './recsys-config.js';
 
 export const ENDPOINTS_ENV = 'ATHANOR_RECSYS_ENDPOINTS';
 export const TOKEN_ENV = 'ATHANOR_EMBEDDING_TOKEN';
+/** A JSON file of the servers' current endpoints (rewritten when a restarted server moves). */
+export const ENDPOINTS_FILE_ENV = 'ATHANOR_RECSYS_ENDPOINTS_FILE';
+
+/** One server failover as a trainer saw it. */
+export interface TrainerFailover {
+  shard: number;
+  /** Milliseconds without that server. */
+  downMs: number;
+  /** Global step the trainer was at when the server came back. */
+  atStep: number;
+  /** Training step the restarted server's rows correspond to (its server step / trainers). */
+  restoredStep: number;
+  /** Steps whose row updates on that shard are lost (atStep - restoredStep). */
+  lostSteps: number;
+}
 
 /** Steps per epoch when `world` trainers each take `batchSize` samples per step: every trainer gets equally many. */
 export function stepsPerEpoch(lines: number, world: number, batchSize: number): number {
@@ -38,6 +54,8 @@ export function criteoFileSource(path: string, o: { rank: number; world: number;
 export interface RecsysResult {
   auc: number; logLoss: number; evalSamples: number; steps: number; trainSamples: number;
   samplesPerSec: number; seconds: number; trainers: number; staleness: number; finalLoss: number;
+  /** Embedding-server failovers survived in this attempt (rank 0's view). */
+  failovers: TrainerFailover[];
 }
 
 export async function runRecsysWorker(configPath: string): Promise<number> {
@@ -48,8 +66,26 @@ export async function runRecsysWorker(configPath: string): Promise<number> {
   const pg = await initProcessGroup({ backend: c.train.backend as BackendRequest });
   const rank = pg.rank, world = pg.size;
   if (world !== c.train.trainers) throw new Error(`recsys worker: world size ${world} but train.trainers = ${c.train.trainers}`);
-  const client = await EmbeddingClient.connect({ servers: JSON.parse(eps) as EmbeddingEndpoint[], token, wireDtype: c.servers.wireDtype });
   const log = (s: string): void => { if (rank === 0) process.stdout.write(`${s}\n`); };
+  const epFile = process.env[ENDPOINTS_FILE_ENV];
+  const failovers: TrainerFailover[] = [];
+  let trainerRef: HybridTrainer | null = null;
+  const client = await EmbeddingClient.connect({
+    servers: JSON.parse(eps) as EmbeddingEndpoint[], token, wireDtype: c.servers.wireDtype,
+    reconnect: {
+      timeoutMs: 120_000,
+      ...(epFile ? { resolve: (shard: number) => (JSON.parse(readFileSync(epFile, 'utf8')) as EmbeddingEndpoint[])[shard]! } : {}),
+      onReconnect: (shard, info, downMs) => {
+        const atStep = trainerRef?.step ?? 0;
+        // Every trainer's last push of a step advances each server once: server step = world x training step.
+        const restoredStep = Math.floor((info.loadedFrom?.step ?? 0) / world);
+        const f: TrainerFailover = { shard, downMs, atStep, restoredStep, lostSteps: Math.max(0, atStep - restoredStep) };
+        failovers.push(f);
+        log(`embedding server ${shard} is back after ${downMs.toFixed(0)} ms, restored at step ${restoredStep} (${info.loadedFrom ? `dump ${info.loadedFrom.dumpId}` : 'empty: no checkpoint'}); ` +
+          (f.lostSteps > 0 ? `its row updates of steps ${restoredStep}..${atStep - 1} are lost (${f.lostSteps} steps x ${world} trainers)` : 'no updates lost'));
+      },
+    },
+  });
   try {
     const fmt: CriteoFormat = { numDense: c.data.numDense, numSparse: c.data.numSparse };
     const B = c.train.batchSize;
@@ -60,7 +96,7 @@ export async function runRecsysWorker(configPath: string): Promise<number> {
     const model = new DLRM({ numDense: fmt.numDense, numSparse: fmt.numSparse, embDim: c.model.embDim, bottom: c.model.bottom, top: c.model.top, pooling: c.model.pooling, seed: c.model.seed });
     let t0 = performance.now(), acc = 0, n = 0;
     const trainer = new HybridTrainer({
-      model, client, comm: pg, staleness: c.train.staleness, dense: c.train.dense,
+      model, client, comm: pg, staleness: c.train.staleness, stalenessCorrection: c.train.stalenessCorrection, dense: c.train.dense,
       ...(c.train.checkpointEvery > 0 ? { checkpoint: { dir: join(c.workDir, 'checkpoints'), every: c.train.checkpointEvery, keep: c.train.keepCheckpoints } } : {}),
       log,
       onStep: (s, loss) => {
@@ -72,8 +108,9 @@ export async function runRecsysWorker(configPath: string): Promise<number> {
         }
       },
     });
+    trainerRef = trainer;
     if (c.train.resume && c.train.checkpointEvery > 0) await trainer.resume();
-    log(`recsys: ${world} trainers x batch ${B}, ${total} steps (${spe} per epoch), staleness k=${c.train.staleness}, ${client.numShards} embedding servers, ${model.numParameters()} dense parameters`);
+    log(`recsys: ${world} trainers x batch ${B}, ${total} steps (${spe} per epoch), staleness k=${c.train.staleness}${c.train.staleness > 0 ? ` (correction ${c.train.stalenessCorrection ? 'on' : 'off'})` : ''}, ${client.numShards} embedding servers, ${model.numParameters()} dense parameters`);
     const rep = await trainer.train(criteoFileSource(c.data.train, { rank, world, batchSize: B, stepsPerEpoch: spe, format: fmt }), total, B);
     // Ranks must not leave the group while another may still allreduce.
     await pg.barrier();
@@ -83,7 +120,7 @@ export async function runRecsysWorker(configPath: string): Promise<number> {
       const last = [...rep.losses.entries()].sort((a, b) => a[0] - b[0]).at(-1)?.[1] ?? NaN;
       const result: RecsysResult = {
         auc: ev.auc, logLoss: ev.logLoss, evalSamples: ev.samples, steps: trainer.step, trainSamples: rep.samples,
-        samplesPerSec: rep.samplesPerSec, seconds: rep.seconds, trainers: world, staleness: c.train.staleness, finalLoss: last,
+        samplesPerSec: rep.samplesPerSec, seconds: rep.seconds, trainers: world, staleness: c.train.staleness, finalLoss: last, failovers,
       };
       atomicWriteFileSync(join(c.workDir, 'result.json'), JSON.stringify(result, null, 1));
     }

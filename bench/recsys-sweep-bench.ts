@@ -1,0 +1,146 @@
+// Hybrid-training sweep under an emulated network: staleness k x round trip x bandwidth
+// cap x trainers -> samples/s and test AUC, through the full `athanor recsys` path (real
+// server and trainer processes; a loopback proxy per server adds the delay and cap).
+//
+// Workload (issue 13 minimums): 26 categorical fields with Zipf(1.05) ids over 10^6
+// values per field, 13 dense features, 10^6 training samples, 2 and 4 trainers.
+// Cells run in an interleaved order (k innermost), so a change of machine load shows up
+// across k rather than inside one k; the load average is recorded around every cell.
+//
+// Run:   node dist/bench/recsys-sweep-bench.js [--quick] [--out file.json]
+//          [--rows N] [--test-rows N] [--vocab N] [--trainers 2,4] [--ks 0,1,2,4,8]
+//          [--rtts 0,1,5,20] [--bw 0,25] (MB/s per direction per server; 0 = uncapped)
+//          [--correction on|off|both] [--reps N] (passes over the grid; medians reported)
+// --quick: 60k samples, vocab 10^5, 2 trainers, k in {0,4}, RTT in {0,5} ms, uncapped.
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { generateCriteo } from '../src/recsys/criteo-generate.js';
+import { recsysMain } from '../src/recsys/recsys-main.js';
+import type { RecsysResult } from '../src/recsys/recsys-worker.js';
+import { emulateLinks } from './net-emulator.js';
+
+export interface SweepOptions {
+  rows: number; testRows: number; vocab: number; trainers: number[]; ks: number[]; rtts: number[]; bwMBs: number[];
+  corrections: boolean[]; batchSize: number; embDim: number; shards: number;
+  /** Passes over the whole grid (interleaved: rep is the outer loop); tables report medians. */
+  reps: number;
+}
+
+export interface SweepCell {
+  trainers: number; bwMBs: number; rttMs: number; k: number; correction: boolean; rep: number;
+  samplesPerSec: number; auc: number; logLoss: number; steps: number; seconds: number; load: { before: number[]; after: number[] };
+}
+
+function list(v: string | undefined, def: number[]): number[] {
+  if (v === undefined) return def;
+  const xs = v.split(',').map(Number);
+  if (xs.some((x) => !Number.isFinite(x) || x < 0)) throw new Error(`recsys-sweep-bench: bad list '${v}'`);
+  return xs;
+}
+
+export function parseSweepArgs(argv: string[]): { o: SweepOptions; out: string | null } {
+  const a = new Map<string, string>();
+  let quick = false;
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i]!;
+    if (k === '--quick') { quick = true; continue; }
+    if (!k.startsWith('--') || argv[i + 1] === undefined) throw new Error(`recsys-sweep-bench: unexpected argument '${k}'`);
+    a.set(k.slice(2), argv[++i]!);
+  }
+  const known = ['out', 'rows', 'test-rows', 'vocab', 'trainers', 'ks', 'rtts', 'bw', 'correction', 'batch', 'reps'];
+  for (const k of a.keys()) if (!known.includes(k)) throw new Error(`recsys-sweep-bench: unknown option --${k}`);
+  const corr = a.get('correction') ?? 'on';
+  if (!['on', 'off', 'both'].includes(corr)) throw new Error(`recsys-sweep-bench: --correction must be on, off or both`);
+  const o: SweepOptions = {
+    rows: list(a.get('rows'), [quick ? 60_000 : 1_000_000])[0]!,
+    testRows: list(a.get('test-rows'), [quick ? 10_000 : 100_000])[0]!,
+    vocab: list(a.get('vocab'), [quick ? 100_000 : 1_000_000])[0]!,
+    trainers: list(a.get('trainers'), quick ? [2] : [2, 4]),
+    ks: list(a.get('ks'), quick ? [0, 4] : [0, 1, 2, 4, 8]),
+    rtts: list(a.get('rtts'), quick ? [0, 5] : [0, 1, 5, 20]),
+    bwMBs: list(a.get('bw'), [0]),
+    corrections: corr === 'both' ? [false, true] : [corr === 'on'],
+    batchSize: list(a.get('batch'), [512])[0]!,
+    embDim: 16,
+    shards: 2,
+    reps: Math.max(1, list(a.get('reps'), [1])[0]!),
+  };
+  return { o, out: a.get('out') ?? null };
+}
+
+export async function runRecsysSweep(o: SweepOptions, log: (s: string) => void = (s) => console.log(s)): Promise<{ groundTruthAUC: number; cells: SweepCell[] }> {
+  const dir = mkdtempSync(join(tmpdir(), 'recsys-sweep-'));
+  try {
+    const gen = { vocab: o.vocab, zipfS: 1.05, modelSeed: 1, pairFields: 0 };
+    const t0 = performance.now();
+    generateCriteo(join(dir, 'train.tsv'), { rows: o.rows, seed: 3, ...gen });
+    const gt = generateCriteo(join(dir, 'test.tsv'), { rows: o.testRows, seed: 4, ...gen });
+    log(`data: ${o.rows} train + ${o.testRows} test samples, vocab ${o.vocab} per field, generated in ${((performance.now() - t0) / 1000).toFixed(1)} s; hidden model AUC ${gt.groundTruthAUC.toFixed(4)}`);
+    const cells: SweepCell[] = [];
+    let n = 0;
+    for (let rep = 0; rep < o.reps; rep++) for (const trainers of o.trainers) for (const bwMBs of o.bwMBs) for (const rttMs of o.rtts) for (const k of o.ks) for (const correction of o.corrections) {
+      if (k === 0 && correction && o.corrections.length > 1) continue; // k = 0 has nothing to correct
+      const work = join(dir, `run${n++}`);
+      const cfg = {
+        workDir: work,
+        data: { train: join(dir, 'train.tsv'), test: join(dir, 'test.tsv') },
+        servers: { numShards: o.shards, wireDtype: 'bfloat16', optimizer: { kind: 'adagrad', lr: 0.05 }, init: { kind: 'uniform', scale: 0.05 }, capacity: 1 << 24 },
+        model: { embDim: o.embDim, bottom: [64], top: [64], seed: 1 },
+        train: { trainers, batchSize: o.batchSize, epochs: 1, staleness: k, stalenessCorrection: correction, dense: { kind: 'adamw', lr: 0.003 }, checkpointEvery: 0, logEvery: 1_000_000 },
+      };
+      const path = join(dir, `run${n}.json`);
+      writeFileSync(path, JSON.stringify(cfg));
+      const before = loadavg();
+      const link = { rttMs, bandwidthBytesPerSec: bwMBs * 1e6 };
+      const code = await recsysMain([path], rttMs > 0 || bwMBs > 0 ? { trainerEndpoints: (eps) => emulateLinks(eps, link) } : {});
+      if (code !== 0) throw new Error(`recsys-sweep-bench: trainers=${trainers} rtt=${rttMs} k=${k} exited ${code}`);
+      const r = JSON.parse(readFileSync(join(work, 'result.json'), 'utf8')) as RecsysResult;
+      const cell: SweepCell = {
+        trainers, bwMBs, rttMs, k, correction, rep, samplesPerSec: r.samplesPerSec, auc: r.auc, logLoss: r.logLoss, steps: r.steps, seconds: r.seconds,
+        load: { before, after: loadavg() },
+      };
+      cells.push(cell);
+      log(`  trainers ${trainers}  bw ${bwMBs || '-'} MB/s  rtt ${rttMs} ms  k ${k}${correction ? '+corr' : ''}: ${r.samplesPerSec.toFixed(0)} samples/s  AUC ${r.auc.toFixed(4)}  (${r.seconds.toFixed(1)} s, load ${before[0]!.toFixed(1)} -> ${cell.load.after[0]!.toFixed(1)})`);
+      rmSync(work, { recursive: true, force: true });
+    }
+    return { groundTruthAUC: gt.groundTruthAUC, cells };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
+
+/** One row per configuration (medians over reps): speedup over k = 0 (same trainers, bandwidth, RTT) and AUC difference in points. */
+export function summarize(cells: SweepCell[]): string[] {
+  const key = (c: SweepCell): string => `${c.trainers}/${c.bwMBs}/${c.rttMs}/${c.k}/${c.correction}`;
+  const groups = new Map<string, SweepCell[]>();
+  for (const c of cells) (groups.get(key(c)) ?? groups.set(key(c), []).get(key(c))!).push(c);
+  const rows = [...groups.values()].map((g) => ({ c: g[0]!, sps: median(g.map((x) => x.samplesPerSec)), auc: median(g.map((x) => x.auc)), lo: Math.min(...g.map((x) => x.samplesPerSec)), hi: Math.max(...g.map((x) => x.samplesPerSec)), n: g.length }));
+  const lines: string[] = ['| trainers | bw MB/s | RTT ms | k | correction | samples/s (median, min–max, reps) | speedup vs k=0 | AUC | ΔAUC vs k=0 (points) |', '|---|---|---|---|---|---|---|---|---|'];
+  for (const r of rows) {
+    const c = r.c;
+    const base = rows.find((b) => b.c.k === 0 && b.c.trainers === c.trainers && b.c.bwMBs === c.bwMBs && b.c.rttMs === c.rttMs);
+    const sp = base ? (r.sps / base.sps).toFixed(2) : '-';
+    const d = base ? (100 * (r.auc - base.auc)).toFixed(2) : '-';
+    lines.push(`| ${c.trainers} | ${c.bwMBs || 'uncapped'} | ${c.rttMs} | ${c.k} | ${c.k === 0 ? '-' : c.correction ? 'on' : 'off'} | ${r.sps.toFixed(0)} (${r.lo.toFixed(0)}–${r.hi.toFixed(0)}, ${r.n}) | ${sp} | ${r.auc.toFixed(4)} | ${d} |`);
+  }
+  return lines;
+}
+
+if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) {
+  const { o, out } = parseSweepArgs(process.argv.slice(2));
+  const { machineInfo } = await import('./machine-info.js');
+  const machine = await machineInfo(join(import.meta.dirname, '..', '..'));
+  const flags = (readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:\s*(.*)$/m)?.[1] ?? '').split(' ').filter((f) => /^(avx2|fma|avx512f|avx512_bf16)$/.test(f));
+  console.log(`machine: ${machine.cpuModel}, ${cpus().length} logical CPUs, flags ${flags.join(' ')}, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  const t0 = performance.now();
+  const r = await runRecsysSweep(o);
+  const seconds = (performance.now() - t0) / 1000;
+  const lines = summarize(r.cells);
+  console.log(`\nrecsys sweep (${seconds.toFixed(0)} s; hidden model AUC ${r.groundTruthAUC.toFixed(4)}; ${o.shards} servers, batch ${o.batchSize}/trainer, dim ${o.embDim}, adagrad):`);
+  for (const l of lines) console.log(l);
+  if (out) writeFileSync(out, JSON.stringify({ options: o, machine, isaFlags: flags, seconds, ...r }, null, 1));
+}

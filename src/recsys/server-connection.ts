@@ -1,0 +1,176 @@
+// One embedding server's connection, for the client. Requests are kept (with their
+// encoded frames) until answered, so that with reconnection enabled a lost connection is
+// reopened with backoff and every unanswered request is resent, in order, to the server
+// that replaced it (failover: updates since that server's checkpoint are lost, nothing else).
+import { connect as netConnect, type Socket } from 'node:net';
+import type { ServerInfo } from './embedding-server.js';
+import { FrameReader, HEADER_BYTES, MsgType, PRE_AUTH_MAX_PAYLOAD, RESPONSE, decodeJson, encodeFrame, encodeJsonFrame } from './protocol.js';
+
+export interface EmbeddingEndpoint { host?: string; port: number }
+
+export interface Reply { type: number; payload: Uint8Array }
+
+/** How a client rides over a server restart (failover). */
+export interface ReconnectOptions {
+  /** Give up (fail every waiting request) after this long without a server (default 60 s). */
+  timeoutMs?: number;
+  /** First retry delay, doubled per try up to maxDelayMs (defaults 50 and 2000 ms). */
+  initialDelayMs?: number;
+  maxDelayMs?: number;
+  /** Where shard i is now (a restarted server may listen on another port); default: where it was. */
+  resolve?: (shard: number) => EmbeddingEndpoint;
+  /** Called once a connection is back, with the restarted server's hello. */
+  onReconnect?: (shard: number, info: ServerInfo, downMs: number) => void;
+}
+
+function openSocket(ep: EmbeddingEndpoint, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = netConnect({ host: ep.host ?? '127.0.0.1', port: ep.port });
+    const t = setTimeout(() => { s.destroy(); reject(new Error(`embedding client: connecting to ${ep.host ?? '127.0.0.1'}:${ep.port} timed out`)); }, timeoutMs);
+    s.once('connect', () => { clearTimeout(t); s.removeAllListeners('error'); resolve(s); });
+    s.once('error', (e) => { clearTimeout(t); reject(new Error(`embedding client: ${ep.host ?? '127.0.0.1'}:${ep.port}: ${e.message}`)); });
+  });
+}
+
+interface Pending { frame: Buffer; type: number; resolve: (r: Reply) => void; reject: (e: Error) => void }
+
+/**
+ * One server's connection. Requests are kept (with their encoded frames) until answered,
+ * so that with reconnection enabled a lost connection is reopened with backoff and every
+ * unanswered request is sent again, in order, to the server that replaced it.
+ */
+export class ServerConnection {
+  info!: ServerInfo;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private sock: Socket | null = null;
+  private reader = new FrameReader(PRE_AUTH_MAX_PAYLOAD);
+  private failure: Error | null = null;
+  private closed = false;
+  private reconnecting = false;
+  private helloId = 0;
+
+  constructor(readonly shard: number, private ep: EmbeddingEndpoint, private readonly token: string,
+    private readonly timeoutMs: number, private readonly re: ReconnectOptions | null) {}
+
+  get name(): string { return `embedding server ${this.shard} (${this.ep.host ?? '127.0.0.1'}:${this.ep.port})`; }
+
+  /** Opens the socket and authenticates; returns the server's hello. */
+  async open(): Promise<ServerInfo> {
+    const sock = await openSocket(this.ep, this.timeoutMs);
+    if (this.closed) { sock.destroy(); throw new Error(`${this.name}: client closed`); }
+    sock.setNoDelay(true);
+    this.sock = sock;
+    this.reader = new FrameReader(PRE_AUTH_MAX_PAYLOAD);
+    sock.on('data', (chunk: Buffer) => {
+      try {
+        this.reader.push(chunk, (h, payload) => {
+          const p = this.pending.get(h.requestId);
+          if (!p) return;
+          this.pending.delete(h.requestId);
+          if (h.type === (MsgType.ERROR | RESPONSE)) p.reject(new Error(`${this.name}: ${Buffer.from(payload).toString('utf8')}`));
+          else p.resolve({ type: h.type, payload });
+        });
+      } catch (e) {
+        // A protocol error is not a dead server: no reconnect.
+        this.fail(new Error(`${this.name}: ${e instanceof Error ? e.message : String(e)}`));
+        sock.destroy();
+      }
+    });
+    sock.on('error', () => undefined); // 'close' follows
+    sock.on('close', () => { if (this.sock === sock) this.lost(new Error(`${this.name}: connection closed`)); });
+    // The hello goes first; requests waiting from a previous connection follow it in order.
+    const waiting = [...this.pending.values()];
+    const hello = this.enqueue((id) => encodeFrame(MsgType.AUTH, id, Buffer.from(this.token, 'utf8')), MsgType.AUTH, false);
+    this.helloId = hello.id;
+    sock.write(hello.frame);
+    for (const p of waiting) if (p.frame.length > 0) sock.write(p.frame);
+    const r = await hello.reply;
+    this.info = decodeJson(r.payload, 'auth reply') as ServerInfo;
+    this.reader.maxPayload = this.info.maxFrameBytes - HEADER_BYTES;
+    return this.info;
+  }
+
+  private fail(e: Error): void {
+    if (!this.failure) this.failure = e;
+    for (const p of this.pending.values()) p.reject(this.failure);
+    this.pending.clear();
+  }
+
+  private lost(e: Error): void {
+    this.sock = null;
+    // A hello in flight is not resent: it fails, and the reconnect loop tries again.
+    const h = this.pending.get(this.helloId);
+    if (h && h.type === MsgType.AUTH) { this.pending.delete(this.helloId); h.reject(e); }
+    if (this.closed || this.failure) return;
+    if (!this.re || !this.info) { this.fail(e); return; }
+    if (!this.reconnecting) void this.reconnect(e);
+  }
+
+  private async reconnect(cause: Error): Promise<void> {
+    this.reconnecting = true;
+    const t0 = performance.now(), timeout = this.re!.timeoutMs ?? 60_000;
+    let delay = this.re!.initialDelayMs ?? 50;
+    const expect = { shard: this.info.shardIndex, of: this.info.numShards };
+    // The hello of the lost connection is dropped from pending; everything else waits.
+    for (;;) {
+      if (this.closed) { this.reconnecting = false; return; }
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(2 * delay, this.re!.maxDelayMs ?? 2000);
+      if (this.re!.resolve) this.ep = this.re!.resolve(this.shard);
+      try {
+        const info = await this.open();
+        if (info.shardIndex !== expect.shard || info.numShards !== expect.of) {
+          throw new Error(`${this.name}: came back as shard ${info.shardIndex} of ${info.numShards}, expected ${expect.shard} of ${expect.of}`);
+        }
+        this.reconnecting = false;
+        this.re!.onReconnect?.(this.shard, info, performance.now() - t0);
+        return;
+      } catch (e) {
+        this.sock?.destroy();
+        this.sock = null;
+        if (performance.now() - t0 > timeout) {
+          this.reconnecting = false;
+          this.fail(new Error(`${cause.message}; no server came back within ${timeout} ms (last try: ${e instanceof Error ? e.message : String(e)})`));
+          return;
+        }
+      }
+    }
+  }
+
+  private enqueue(make: (requestId: number) => Buffer, type: number, keep = true): { id: number; frame: Buffer; reply: Promise<Reply> } {
+    const id = this.nextId;
+    this.nextId = (this.nextId + 1) >>> 0 || 1;
+    const frame = make(id);
+    const reply = new Promise<Reply>((resolve, reject) => {
+      const p: Pending = {
+        frame, type,
+        resolve: (r) => (r.type === (type | RESPONSE) ? resolve(r) : reject(new Error(`${this.name}: reply type ${r.type} to request type ${type}`))),
+        reject,
+      };
+      this.pending.set(id, keep ? p : { ...p, frame: Buffer.alloc(0) });
+    });
+    if (!keep) reply.catch(() => undefined); // awaited by open(); a lost hello is retried there
+    return { id, frame, reply };
+  }
+
+  request(make: (requestId: number) => Buffer, type: number): Promise<Reply> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closed) return Promise.reject(new Error(`${this.name}: client closed`));
+    const q = this.enqueue(make, type);
+    // While reconnecting the frame waits in `pending`; open() sends it after the hello.
+    if (this.sock) this.sock.write(q.frame);
+    return q.reply;
+  }
+
+  async json<T>(type: number, body: unknown): Promise<T> {
+    const r = await this.request((id) => encodeJsonFrame(type, id, body), type);
+    return decodeJson(r.payload, `${this.name} reply`) as T;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.sock?.destroy();
+    this.fail(new Error(`${this.name}: client closed`));
+  }
+}

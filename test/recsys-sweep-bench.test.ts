@@ -1,0 +1,31 @@
+// The sweep benchmark's options (the full grid meets the minimums; --quick is small)
+// and its table (medians over reps, speedup and AUC difference against k = 0 of the same cell).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseSweepArgs, summarize, type SweepCell } from '../bench/recsys-sweep-bench.js';
+
+test('sweep bench: full defaults meet the workload minimums; --quick is small; bad options are refused', () => {
+  const full = parseSweepArgs([]).o;
+  assert.ok(full.rows >= 1_000_000 && full.vocab >= 1_000_000);
+  assert.deepEqual(full.trainers, [2, 4]);
+  assert.deepEqual(full.ks, [0, 1, 2, 4, 8]);
+  assert.deepEqual(full.rtts, [0, 1, 5, 20]);
+  const q = parseSweepArgs(['--quick', '--bw', '0,25', '--correction', 'both', '--out', 'x.json']);
+  assert.ok(q.o.rows < 100_000);
+  assert.deepEqual(q.o.bwMBs, [0, 25]);
+  assert.deepEqual(q.o.corrections, [false, true]);
+  assert.equal(q.out, 'x.json');
+  assert.throws(() => parseSweepArgs(['--bogus', '1']), /unknown option --bogus/);
+  assert.throws(() => parseSweepArgs(['--ks', '0,-1']), /bad list/);
+  assert.throws(() => parseSweepArgs(['--correction', 'maybe']), /--correction must be/);
+});
+
+test('sweep bench: the table takes medians over reps and compares with k = 0 of the same cell', () => {
+  const c = (rtt: number, k: number, sps: number, auc: number, rep: number): SweepCell => ({
+    trainers: 2, bwMBs: 0, rttMs: rtt, k, correction: k > 0, rep, samplesPerSec: sps, auc, logLoss: 0.5, steps: 10, seconds: 1, load: { before: [1], after: [1] },
+  });
+  const lines = summarize([c(5, 0, 100, 0.70, 0), c(5, 4, 150, 0.699, 0), c(0, 0, 300, 0.71, 0), c(5, 0, 140, 0.70, 1), c(5, 4, 210, 0.701, 1), c(5, 0, 120, 0.70, 2), c(5, 4, 180, 0.70, 2)]);
+  const row = lines.find((l) => l.startsWith('| 2 | uncapped | 5 | 4 |'))!;
+  assert.match(row, /\| 180 \(150–210, 3\) \| 1\.50 \| 0\.7000 \| 0\.00 \|/);
+  assert.match(lines.find((l) => l.startsWith('| 2 | uncapped | 0 | 0 |'))!, /\| 300 \(300–300, 1\) \| 1\.00 \|/);
+});
