@@ -3,12 +3,12 @@ import { parseArgs } from '../train/overrides.js';
 import { PRESETS, type TrainConfig } from '../train/config.js';
 import { configFromArgs } from './cmd-train.js';
 import { loadCluster, listClusters, type ClusterSpec } from '../plan/cluster.js';
-import { defaultLayout, devices, layoutProblem, layoutString, parseLayout, type Layout } from '../plan/layout.js';
+import { devices, layoutProblem, layoutString, parseLayout, type Layout } from '../plan/layout.js';
 import { estimate, type Estimate } from '../plan/estimate.js';
 import { traceGpt } from '../plan/models.js';
 import { searchLayouts } from '../plan/search.js';
 import { calibrate } from '../plan/calibrate.js';
-import { fmtBytes } from '../train/memory-plan.js';
+import { fmtBytes, layoutFromTrainConfig } from '../train/memory-plan.js';
 
 export const planHelp = `athanor plan --preset NAME|--config FILE --cluster NAME|FILE [--layout K=V,...] [--json] [--search] [--tokens N]
 athanor plan --calibrate [--out FILE] [--quick]
@@ -29,14 +29,6 @@ options:
   --calibrate      measure this machine (GEMM, kernels, all-reduce; < 1 minute) and write
                    clusters/this-machine.json (or --out FILE)`;
 
-function layoutFromConfig(cfg: TrainConfig): Layout {
-  const p = cfg.parallel;
-  return {
-    ...defaultLayout(), tp: p.tp, pp: p.pp, dp: p.dp, ep: p.ep, zero: p.zero, recompute: cfg.train.recompute ? 'full' : 'none',
-    mb: cfg.train.microBatch, ga: p.pp > 1 ? Math.max(cfg.train.gradAccum, p.pipelineChunks) : cfg.train.gradAccum,
-  };
-}
-
 const KNOWN = ['preset', 'config', 'cluster', 'layout', 'json', 'search', 'devices', 'tokens', 'calibrate', 'out', 'quick'];
 
 export async function runPlan(argv: string[]): Promise<number> {
@@ -52,7 +44,7 @@ export async function runPlan(argv: string[]): Promise<number> {
   if (!flags.cluster) throw new Error(`plan: --cluster is required (one of: ${listClusters().join(', ')})`);
   const cluster = loadCluster(flags.cluster);
   const cfg = configFromArgs(flags);
-  const layout = parseLayout(flags.layout ?? '', layoutFromConfig(cfg));
+  const layout = parseLayout(flags.layout ?? '', layoutFromTrainConfig(cfg));
   const tokens = flags.tokens !== undefined ? Number(flags.tokens) : 1e9;
   if (!(tokens > 0)) throw new Error(`plan: --tokens must be a positive number, got '${flags.tokens}'`);
   const json = 'json' in flags;

@@ -88,30 +88,12 @@ function linkFor(groupSpanDevices: number, c: ClusterSpec, concurrentPerNode: nu
   return { alpha: c.network.inter.alpha.value, beta: c.network.inter.beta.value / Math.max(1, Math.min(dpn, concurrentPerNode)), cls: 'inter' };
 }
 
-export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen: number; dModel: number; nExperts?: number }): Estimate {
-  const notes: string[] = [];
+/** Per-device memory of the largest pipeline stage (no cluster needed: `--dry-run` uses this). */
+export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; dModel: number }): MemoryEstimate {
+  const { stageParams, bufScale } = layoutScales(tr, l);
   const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
   const eb = elemBytes(l.precision);
-  const actScale = eb / 4; // the trace is float32
-  const { sharded, allreduceBytes } = tpSharded(tr);
-  const bufScale = (b: TracedBuffer): number => {
-    const src = b.kind === 'grad' && b.of >= 0 ? b.of : b.id;
-    let f = actScale;
-    if (tp > 1 && (sharded.has(src) || (l.sp && b.block >= 0 && b.block < L))) f /= tp;
-    return f;
-  };
-
-  // ---- parameters per stage (after tp) ----
-  const stageParams = new Array<number>(pp).fill(0);
-  let totalParams = 0;
-  for (const p of tr.params) {
-    totalParams += p.numel;
-    const r = tpRule(p.name);
-    stageParams[stageOf(p.block, L, pp)]! += r === 'replicated' || r === 'row-bias' ? p.numel : p.numel / tp;
-  }
-
   // ---- memory, for every stage; report the largest ----
-  const mbScale = 1; // the trace is taken at the layout's micro-batch
   let best: MemoryEstimate | null = null;
   for (let s = 0; s < pp; s++) {
     const inStage = (b: TracedBuffer): boolean => stageOf(b.block, L, pp) === s;
@@ -125,7 +107,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     let hostOffload = 0;
     if (l.offload !== 'none') { hostOffload += optimizer; optimizer = 0; }
     if (l.offload === 'params') { hostOffload += weights; weights = 0; }
-    const one = replay(tr, inStage, (b) => bufScale(b) * mbScale);
+    const one = replay(tr, inStage, bufScale);
     // 1F1B: stage s holds pp − s micro-batches' saved activations at once; GPipe holds all.
     const inflight = pp === 1 ? 1 : l.schedule === 'gpipe' ? l.ga : Math.min(l.ga, pp - s);
     const pipelineInFlight = Math.max(0, inflight - 1) * one.atForwardEnd;
@@ -143,7 +125,38 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     const m: MemoryEstimate = { weights, grads, optimizer, activations: one.peak, pipelineInFlight, commBuffers, workspace, total, hostOffload, stage: s };
     if (!best || m.total > best.total) best = m;
   }
-  const memory = best!;
+  return best!;
+}
+
+/** Parameters per pipeline stage after tp, and the scale of each traced buffer under tp/sp/precision. */
+function layoutScales(tr: TraceResult, l: Layout) {
+  const L = tr.nBlocks, pp = l.pp, tp = l.tp;
+  const actScale = elemBytes(l.precision) / 4; // the trace is float32
+  const { sharded, allreduceBytes } = tpSharded(tr);
+  const bufScale = (b: TracedBuffer): number => {
+    const src = b.kind === 'grad' && b.of >= 0 ? b.of : b.id;
+    let f = actScale;
+    if (tp > 1 && (sharded.has(src) || (l.sp && b.block >= 0 && b.block < L))) f /= tp;
+    return f;
+  };
+  // ---- parameters per stage (after tp) ----
+  const stageParams = new Array<number>(pp).fill(0);
+  let totalParams = 0;
+  for (const p of tr.params) {
+    totalParams += p.numel;
+    const r = tpRule(p.name);
+    stageParams[stageOf(p.block, L, pp)]! += r === 'replicated' || r === 'row-bias' ? p.numel : p.numel / tp;
+  }
+
+  return { stageParams, totalParams, bufScale, sharded, allreduceBytes, actScale };
+}
+
+export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen: number; dModel: number; nExperts?: number }): Estimate {
+  const notes: string[] = [];
+  const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
+  const eb = elemBytes(l.precision);
+  const { stageParams, totalParams, sharded, allreduceBytes, actScale } = layoutScales(tr, l);
+  const memory = estimateMemory(tr, l, o);
   const fits = memory.total <= c.device.memoryBytes.value
     && (memory.hostOffload === 0 || !c.hostMemoryBytesPerNode || memory.hostOffload * c.devicesPerNode.value <= c.hostMemoryBytesPerNode.value);
 

@@ -1,42 +1,43 @@
-// Memory a training configuration needs per rank, computed from shapes only (the
-// model is built on the meta device, so a 13B plan costs nothing to make).
+// Memory a training configuration needs per rank, for `athanor train --dry-run`: the
+// model's own code is traced on the meta device (src/plan/), so the plan cannot drift
+// from the model; a 13B plan allocates nothing.
 import type { TrainConfig } from './config.js';
+import { traceGpt } from '../plan/models.js';
+import { estimateMemory, type MemoryEstimate } from '../plan/estimate.js';
+import { defaultLayout, type Layout } from '../plan/layout.js';
 
 export interface MemoryPlan {
   params: number;
   bytes: { weights: number; grads: number; optimizer: number; activations: number; total: number };
+  /** The full per-device breakdown (src/plan/estimate.ts). */
+  detail: MemoryEstimate;
   notes: string[];
 }
 
-/**
- * Activations saved for backward per block, in float32 elements per token (matches
- * src/nn/gpt.ts): ln_1 in/out, qkv, attention probabilities (H·T per token), attention
- * out, proj in, residual, ln_2 in/out, fc out, GELU out. With recomputation only the
- * block input is kept, plus one block's worth live during its backward.
- */
-export function activationElementsPerToken(cfg: TrainConfig): number {
-  const C = cfg.model.dModel, F = cfg.model.dFF, H = cfg.model.nHead, T = cfg.model.seqLen;
-  const tp = cfg.parallel.tp;
-  const perBlock = 2 * C + (3 * C) / tp + (H / tp) * T + C / tp + 2 * C + 2 * C + (2 * F) / tp;
-  const L = Math.ceil(cfg.model.nLayer / cfg.parallel.pp);
-  const head = C + 2 * cfg.model.vocabSize / tp; // ln_f out, logits and their softmax in CE
-  return cfg.train.recompute ? L * C + perBlock + head : L * perBlock + head;
+/** The planner's layout for a training config (the trainer's parallel and recompute settings). */
+export function layoutFromTrainConfig(cfg: TrainConfig): Layout {
+  const p = cfg.parallel;
+  return {
+    ...defaultLayout(), tp: p.tp, pp: p.pp, dp: p.dp, ep: p.ep, zero: p.zero, recompute: cfg.train.recompute ? 'full' : 'none',
+    mb: cfg.train.microBatch, ga: p.pp > 1 ? Math.max(cfg.train.gradAccum, p.pipelineChunks) : cfg.train.gradAccum,
+  };
 }
 
-export function planMemory(cfg: TrainConfig, params: number): MemoryPlan {
-  const { dp, tp, pp, zero } = cfg.parallel;
-  const shardModel = tp * pp; // each rank holds 1/(tp·pp) of the weights
-  const local = params / shardModel;
+export function planMemory(cfg: TrainConfig): MemoryPlan {
+  const l = layoutFromTrainConfig(cfg);
+  const tr = traceGpt(cfg.model, { microBatch: l.mb, recompute: l.recompute === 'full' });
+  const m = estimateMemory(tr, l, { seqLen: cfg.model.seqLen, dModel: cfg.model.dModel });
   const notes: string[] = [];
-  const w = 4 * local * (zero >= 3 ? 1 / dp : 1);
-  const g = 4 * local * (zero >= 2 ? 1 / dp : 1);
-  const o = 8 * local * (zero >= 1 ? 1 / dp : 1); // AdamW m and v in float32
-  const tokens = cfg.train.microBatch * cfg.model.seqLen;
-  const inflight = pp > 1 ? Math.min(pp, cfg.parallel.pipelineChunks) : 1; // 1F1B keeps ≤ pp micro-batches alive
-  const a = 4 * tokens * activationElementsPerToken(cfg) * inflight;
-  if (zero >= 3) notes.push('ZeRO-3: one block of full parameters is gathered at a time (+' + fmtBytes((4 * local) / Math.max(1, cfg.model.nLayer)) + ' transient)');
+  const activations = m.activations + m.pipelineInFlight;
+  if (m.pipelineInFlight) notes.push(`pipeline: ${fmtBytes(m.pipelineInFlight)} of saved activations of in-flight micro-batches (stage ${m.stage})`);
+  if (m.commBuffers) notes.push(`communication buffers: ${fmtBytes(m.commBuffers)}`);
   if (cfg.train.recompute) notes.push('activation recomputation: only block inputs are kept');
-  return { params, bytes: { weights: w, grads: g, optimizer: o, activations: a, total: w + g + o + a }, notes };
+  return {
+    params: tr.numParams,
+    bytes: { weights: m.weights, grads: m.grads, optimizer: m.optimizer, activations, total: m.weights + m.grads + m.optimizer + activations + m.commBuffers + m.workspace },
+    detail: m,
+    notes,
+  };
 }
 
 export function fmtBytes(b: number): string {
