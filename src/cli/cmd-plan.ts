@@ -85,9 +85,9 @@ function printEstimate(cfg: TrainConfig, c: ClusterSpec, e: Estimate, nodes: num
   const m = e.memory;
   console.log(`${cfg.preset} (${e.params.toLocaleString('en-US')} parameters, traced) on ${c.name}: ${layoutString(e.layout)} = ${e.devices} devices on ${nodes} node(s)`);
   console.log(`memory per device (pipeline stage ${m.stage}): ${fmtBytes(m.total)} of ${fmtBytes(c.device.memoryBytes.value)} → ${e.fits ? 'fits' : 'DOES NOT FIT'}`);
-  for (const [k, v] of [['weights', m.weights], ['gradients', m.grads], ['optimizer state', m.optimizer], ['activations (one micro-batch, peak)', m.activations],
+  for (const [k, v] of [['weights', m.weights], ['gradients', m.grads], ['optimizer state', m.optimizer], ['activations (one micro-batch, live peak)', m.activations], ['  held by the exact-size buffer pool', m.activationsPoolHeld],
     ['pipeline in-flight micro-batches', m.pipelineInFlight], ['communication buffers', m.commBuffers], ['workspace', m.workspace]] as const) {
-    console.log(`  ${k.padEnd(38)} ${fmtBytes(v)}`);
+    console.log(`  ${k.padEnd(42)} ${fmtBytes(v)}`);
   }
   if (m.hostOffload) console.log(`  offloaded to host memory: ${fmtBytes(m.hostOffload)}`);
   const t = e.time;

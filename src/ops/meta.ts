@@ -32,6 +32,8 @@ export interface MetaOpEvent {
   inputs: readonly Tensor[];
   out: Tensor;
   saved: readonly Tensor[];
+  /** GEMM (m, n, k) with the batch folded into m; attention (B·H, Tq, Tk, D). */
+  dims?: number[];
 }
 
 /** Receives every meta op as it runs (set by src/plan/trace.ts). */
@@ -66,10 +68,10 @@ function alloc(shape: readonly number[], dtype: DType): Tensor {
 
 const nbytes = (t: Tensor): number => t.size * dtypeBytes(t.dtype);
 
-function emit<K extends OpName>(op: K, cls: OpClass, flops: number, attrs: OpAttrs[K], inputs: Tensor[], out: Tensor, saved: Tensor[] = [], ctx?: unknown): Tensor {
+function emit<K extends OpName>(op: K, cls: OpClass, flops: number, attrs: OpAttrs[K], inputs: Tensor[], out: Tensor, saved: Tensor[] = [], dims?: number[]): Tensor {
   const bytes = cls === 'view' ? 0 : inputs.reduce((s, t) => s + nbytes(t), 0) + nbytes(out);
-  sink?.op({ op, cls, flops, bytes, inputs, out, saved });
-  return record(op, attrs, inputs, out, saved, ctx);
+  sink?.op({ op, cls, flops, bytes, inputs, out, saved, dims });
+  return record(op, attrs, inputs, out, saved);
 }
 
 const anyMeta = (xs: readonly unknown[]): boolean => xs.some(isMeta);
@@ -98,7 +100,7 @@ function matmulMeta(a: Tensor, b: Tensor, opts: M.MatmulOptions): Tensor {
   if (k !== kb) throw new Error(`matmul (meta): inner dims differ: ${k} vs ${kb}`);
   const batch = broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2), 'matmul batch dims');
   const out = alloc([...batch, m, n], a.dtype);
-  return emit('matmul', 'gemm', 2 * numel(batch) * m * n * k, { transA, transB }, bias ? [a, b, bias] : [a, b], out);
+  return emit('matmul', 'gemm', 2 * numel(batch) * m * n * k, { transA, transB }, bias ? [a, b, bias] : [a, b], out, [], [numel(batch) * m, n, k]);
 }
 
 function attentionMeta(q: Tensor, k: Tensor, v: Tensor, opts: A.AttentionOptions): Tensor {
@@ -112,7 +114,7 @@ function attentionMeta(q: Tensor, k: Tensor, v: Tensor, opts: A.AttentionOptions
   // Causal rows skip key blocks past the diagonal (128-row blocks, see attention.ts).
   const keys = causal ? Math.min(Tk, (Tq + 128) / 2) : Tk;
   const flops = 2 * B * H * Tq * keys * (D + Dv) + 5 * B * H * Tq * keys;
-  return emit('attention', 'attention', flops, { causal, scale: opts.scale ?? 1 / Math.sqrt(D) }, [q, k, v], out, [P]);
+  return emit('attention', 'attention', flops, { causal, scale: opts.scale ?? 1 / Math.sqrt(D) }, [q, k, v], out, [P], [B * H, Tq, Tk, D]);
 }
 
 function softmaxMeta(op: 'softmax' | 'logSoftmax', x: Tensor, axis: number): Tensor {

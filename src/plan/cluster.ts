@@ -24,11 +24,21 @@ export interface ClusterSpec {
     memBandwidth: Figure;
     /** Fixed cost per op launch in seconds (kernel launch or foreign-call overhead). */
     opOverhead: Figure;
+    /** Measured GEMM rates by shape, [m, n, k, FLOP/s] (this machine); the planner interpolates. */
+    gemmTable?: { source: string; points: [number, number, number, number][] };
+    /** Measured rates of the element-wise kernel classes, bytes moved per second (this machine). */
+    classBandwidth?: { source: string; rates: Record<string, number> };
   };
   network: {
     intra: { alpha: Figure; beta: Figure };
     inter: { alpha: Figure; beta: Figure };
   };
+  /**
+   * How activation memory is counted: 'live' (the peak of live buffers, as a caching GPU
+   * allocator approaches) or 'athanor-pool' (what Athanor's exact-size buffer pool holds,
+   * measured to match on this machine). Default 'live'.
+   */
+  allocator?: 'athanor-pool' | 'live';
   hostMemoryBytesPerNode?: Figure;
   powerWattsPerNode?: Figure;
   /** Measured embedding-server rate (rows looked up per second per server core), where measured. */
@@ -86,12 +96,19 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
   }
   fig(d.memBandwidth, 'device.memBandwidth', false, 1);
   fig(d.opOverhead, 'device.opOverhead');
+  if (d.gemmTable !== undefined) {
+    const g = obj(d.gemmTable, 'device.gemmTable');
+    if (!Array.isArray(g.points) || !g.points.length || g.points.some((p) => !Array.isArray(p) || p.length !== 4 || p.some((v) => typeof v !== 'number' || !(v > 0)))) {
+      throw new Error(`${file}: field 'device.gemmTable.points' must be a non-empty list of [m, n, k, flopsPerSec] with positive numbers`);
+    }
+  }
   const n = obj(r.network, 'network');
   for (const lvl of ['intra', 'inter'] as const) {
     const l = obj(n[lvl], `network.${lvl}`);
     fig(l.alpha, `network.${lvl}.alpha`);
     fig(l.beta, `network.${lvl}.beta`, false, 1);
   }
+  if (r.allocator !== undefined && r.allocator !== 'athanor-pool' && r.allocator !== 'live') throw new Error(`${file}: field 'allocator' must be 'athanor-pool' or 'live', got ${JSON.stringify(r.allocator)}`);
   fig(r.hostMemoryBytesPerNode, 'hostMemoryBytesPerNode', true);
   fig(r.powerWattsPerNode, 'powerWattsPerNode', true);
   fig(r.embeddingRowsPerSecPerCore, 'embeddingRowsPerSecPerCore', true);

@@ -9,6 +9,8 @@ import { tpRule } from './shard-rules.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
+  /** Activation bytes Athanor's exact-size buffer pool holds at its high-water mark (>= activations). */
+  activationsPoolHeld: number;
   commBuffers: number; workspace: number; total: number; hostOffload: number;
   /** The pipeline stage the figures are for (the largest). */
   stage: number;
@@ -59,17 +61,47 @@ function tpSharded(tr: TraceResult): { sharded: Set<number>; allreduceBytes: Map
   return { sharded, allreduceBytes };
 }
 
-/** Replays allocation events with a per-buffer scale; returns the peak and the bytes live at the end of forward. */
-function replay(tr: TraceResult, keep: (b: TracedBuffer) => boolean, scale: (b: TracedBuffer) => number): { peak: number; atForwardEnd: number } {
-  let live = 0, peak = 0, atForwardEnd = 0;
+/**
+ * Replays allocation events with a per-buffer scale. Returns the peak of live bytes, the
+ * bytes live at the end of forward, and what Athanor's caching allocator holds
+ * (core/buffer-pool.ts: exact-size free lists that are never returned, so a buffer size
+ * that peaks at one time and another size that peaks later are both held).
+ */
+function replay(tr: TraceResult, keep: (b: TracedBuffer) => boolean, scale: (b: TracedBuffer) => number): { peak: number; atForwardEnd: number; held: number } {
+  let live = 0, peak = 0, atForwardEnd = 0, held = 0;
+  const free = new Map<number, number>();
   for (const e of tr.events) {
     if (e.t === 'mark') { if (e.what === 'forward-end') atForwardEnd = live; continue; }
     const b = tr.buffers[e.id]!;
     if (b.kind === 'param-grad' || !keep(b)) continue;
     const v = b.bytes * scale(b);
-    if (e.t === 'alloc') { live += v; if (live > peak) peak = live; } else live -= v;
+    if (e.t === 'alloc') {
+      live += v;
+      if (live > peak) peak = live;
+      const f = free.get(v) ?? 0;
+      if (f > 0) free.set(v, f - 1); else held += v;
+    } else {
+      live -= v;
+      free.set(v, (free.get(v) ?? 0) + 1);
+    }
   }
-  return { peak, atForwardEnd };
+  return { peak, atForwardEnd, held };
+}
+
+/** GEMM FLOP/s at a shape: interpolated from the measured table (inverse distance in log-shape space), else peak × efficiency. */
+function gemmRateFn(c: ClusterSpec, peak: number): (m: number, n: number, k: number) => number {
+  const pts = c.device.gemmTable?.points;
+  if (!pts) return () => peak * c.device.gemmEfficiency.value;
+  return (m, n, k) => {
+    let wsum = 0, rsum = 0;
+    for (const [pm, pn, pk, r] of pts) {
+      const d2 = Math.log(m / pm) ** 2 + Math.log(n / pn) ** 2 + Math.log(k / pk) ** 2;
+      if (d2 < 1e-12) return r;
+      const w = 1 / (d2 * d2);
+      wsum += w; rsum += w * Math.log(r);
+    }
+    return Math.exp(rsum / wsum);
+  };
 }
 
 /** Ring collective over n ranks: α per step plus bytes on the wire over β. */
@@ -89,7 +121,7 @@ function linkFor(groupSpanDevices: number, c: ClusterSpec, concurrentPerNode: nu
 }
 
 /** Per-device memory of the largest pipeline stage (no cluster needed: `--dry-run` uses this). */
-export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; dModel: number }): MemoryEstimate {
+export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; dModel: number; allocator?: 'athanor-pool' | 'live' }): MemoryEstimate {
   const { stageParams, bufScale } = layoutScales(tr, l);
   const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
   const eb = elemBytes(l.precision);
@@ -121,8 +153,9 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     if (tp > 1) commBuffers += boundary;
     if (pp > 1) commBuffers += 2 * boundary;
     const workspace = Math.max(0, ...tr.ops.filter((op) => op.cls === 'attention').map((op) => (tr.buffers[op.out]?.shape[2] ?? 0) ** 2 * 4));
-    const total = weights + grads + optimizer + one.peak + pipelineInFlight + commBuffers + workspace;
-    const m: MemoryEstimate = { weights, grads, optimizer, activations: one.peak, pipelineInFlight, commBuffers, workspace, total, hostOffload, stage: s };
+    const acts = o.allocator === 'athanor-pool' ? one.held : one.peak;
+    const total = weights + grads + optimizer + acts + pipelineInFlight + commBuffers + workspace;
+    const m: MemoryEstimate = { weights, grads, optimizer, activations: one.peak, activationsPoolHeld: one.held, pipelineInFlight, commBuffers, workspace, total, hostOffload, stage: s };
     if (!best || m.total > best.total) best = m;
   }
   return best!;
@@ -156,7 +189,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
   const eb = elemBytes(l.precision);
   const { stageParams, totalParams, sharded, allreduceBytes, actScale } = layoutScales(tr, l);
-  const memory = estimateMemory(tr, l, o);
+  const memory = estimateMemory(tr, l, { ...o, allocator: c.allocator });
   const fits = memory.total <= c.device.memoryBytes.value
     && (memory.hostOffload === 0 || !c.hostMemoryBytesPerNode || memory.hostOffload * c.devicesPerNode.value <= c.hostMemoryBytesPerNode.value);
 
@@ -164,14 +197,31 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const peak = (l.precision === 'bf16' ? c.device.peakFlops.bf16?.value : undefined) ?? c.device.peakFlops.fp32.value;
   if (l.precision === 'bf16' && !c.device.peakFlops.bf16) notes.push(`${c.name} lists no bf16 peak: fp32 rate used`);
   const bw = c.device.memBandwidth.value, ovh = c.device.opOverhead.value;
+  const gemmRate = gemmRateFn(c, peak);
+  const classBw = (cls: string): number => c.device.classBandwidth?.rates[cls] ?? bw;
   const stageCompute: Record<string, number>[] = Array.from({ length: pp }, () => ({}));
   for (const op of tr.ops) {
     if (op.cls === 'view') continue;
     if (op.phase === 'recompute' && l.recompute === 'none') continue;
     const s = stageOf(op.block, L, pp);
     const split = tp > 1 && (op.params.some((n) => tpRule(n) !== 'replicated' && tpRule(n) !== 'row-bias') || op.ins.some((i) => i >= 0 && sharded.has(i)) || sharded.has(op.out)) ? tp : 1;
-    const rate = op.cls === 'gemm' ? peak * c.device.gemmEfficiency.value : op.cls === 'attention' ? peak * c.device.attentionEfficiency.value : Infinity;
-    const t = Math.max(op.flops / split / rate, (op.bytes * actScale) / split / bw) + ovh;
+    let t: number;
+    if (op.cls === 'gemm' && op.dims) {
+      // Backward runs dA = G·Bᵀ (m, k, n) and dB = Aᵀ·G (k, n, m): price each at its own shape.
+      // Under tp a column-parallel GEMM has n/tp outputs, a row-parallel one k/tp inputs.
+      const rules = op.params.map(tpRule);
+      const m = op.dims[0]!;
+      const n = op.dims[1]! / (split > 1 && (rules.includes('col') || rules.includes('vocab')) ? tp : 1);
+      const k = op.dims[2]! / (split > 1 && rules.includes('row') ? tp : 1);
+      t = op.phase === 'backward'
+        ? op.flops / 2 / split / gemmRate(m, k, n) + op.flops / 2 / split / gemmRate(k, n, m)
+        : op.flops / split / gemmRate(m, n, k);
+    } else if (op.cls === 'attention') {
+      t = op.flops / split / (peak * c.device.attentionEfficiency.value);
+    } else {
+      t = (op.bytes * actScale) / split / classBw(op.cls);
+    }
+    t += ovh;
     const key = `${op.phase}:${op.cls}`;
     stageCompute[s]![key] = (stageCompute[s]![key] ?? 0) + t;
   }

@@ -30,6 +30,8 @@ export interface TracedOp {
   /** Buffer ids of the op's inputs and output (see TraceResult.buffers). */
   ins: number[];
   out: number;
+  /** GEMM (m, n, k); attention (B·H, Tq, Tk, D). */
+  dims?: number[];
 }
 
 export interface TracedBuffer {
@@ -124,7 +126,7 @@ export function traceStep(model: Module, step: () => Tensor, opts: TraceOptions)
       const block = pb.length ? Math.max(...pb) : Math.max(-1, ...e.inputs.map((t) => blockOfBox(t.box)));
       for (const t of pending) if (!idOf.has(t.box)) register(t, 'activation', block);
       pending = [];
-      const op: TracedOp = { op: e.op, cls: e.cls, phase, flops: e.flops, bytes: e.bytes, block, params: pnames, ins: e.inputs.map(bufId), out: bufId(e.out) };
+      const op: TracedOp = { op: e.op, cls: e.cls, phase, flops: e.flops, bytes: e.bytes, block, params: pnames, ins: e.inputs.map(bufId), out: bufId(e.out), dims: e.dims };
       ops.push(op);
       opOf.set(e.out, op);
       reap();
