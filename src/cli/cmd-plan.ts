@@ -8,6 +8,8 @@ import { estimate, type Estimate } from '../plan/estimate.js';
 import { traceGpt } from '../plan/models.js';
 import { searchLayouts } from '../plan/search.js';
 import { calibrate } from '../plan/calibrate.js';
+import { planRecsys } from '../plan/recsys.js';
+import { loadRecsysConfig } from '../recsys/recsys-config.js';
 import { fmtBytes, layoutFromTrainConfig } from '../train/memory-plan.js';
 
 export const planHelp = `athanor plan --preset NAME|--config FILE --cluster NAME|FILE [--layout K=V,...] [--json] [--search] [--tokens N]
@@ -26,10 +28,13 @@ options:
   --devices N      device count for --search (default: the layout's, else the whole cluster)
   --tokens N       also print the time (and energy) to train N tokens (default 1e9)
   --json           machine-readable output
+  --recsys FILE    plan a recommender (an \`athanor recsys\` config): server memory, LRU rows,
+                   lookups/s against the measured server rate, trainer samples/s
+  --embedding-params N   with --recsys: embedding servers needed to hold N parameters
   --calibrate      measure this machine (GEMM, kernels, all-reduce; < 1 minute) and write
                    clusters/this-machine.json (or --out FILE)`;
 
-const KNOWN = ['preset', 'config', 'cluster', 'layout', 'json', 'search', 'devices', 'tokens', 'calibrate', 'out', 'quick'];
+const KNOWN = ['preset', 'config', 'cluster', 'layout', 'json', 'search', 'devices', 'tokens', 'calibrate', 'out', 'quick', 'recsys', 'embedding-params'];
 
 export async function runPlan(argv: string[]): Promise<number> {
   const { flags, positional } = parseArgs(argv, ['json', 'search', 'calibrate', 'quick']);
@@ -43,6 +48,7 @@ export async function runPlan(argv: string[]): Promise<number> {
   }
   if (!flags.cluster) throw new Error(`plan: --cluster is required (one of: ${listClusters().join(', ')})`);
   const cluster = loadCluster(flags.cluster);
+  if (flags.recsys !== undefined) return planRecsysCli(flags, cluster);
   const cfg = configFromArgs(flags);
   const layout = parseLayout(flags.layout ?? '', layoutFromTrainConfig(cfg));
   const tokens = flags.tokens !== undefined ? Number(flags.tokens) : 1e9;
@@ -104,4 +110,20 @@ function printEstimate(cfg: TrainConfig, c: ClusterSpec, e: Estimate, nodes: num
 
 export function describePlan(e: Estimate): string {
   return `${layoutString(e.layout)}: ${fmtBytes(e.memory.total)}/device, ${fmtRate(e.tokensPerSec)} tokens/s`;
+}
+
+function planRecsysCli(flags: Record<string, string>, cluster: ClusterSpec): number {
+  const cfg = loadRecsysConfig(flags.recsys!);
+  const ep = flags['embedding-params'] !== undefined ? Number(flags['embedding-params']) : undefined;
+  if (ep !== undefined && !(ep > 0)) throw new Error(`plan: --embedding-params must be a positive number, got '${flags['embedding-params']}'`);
+  const p = planRecsys(cfg, cluster, { embeddingParams: ep });
+  if ('json' in flags) { console.log(JSON.stringify(p, null, 2)); return 0; }
+  console.log(`recommender ${flags.recsys} on ${cluster.name}: ${p.fields} fields × dim ${p.dim}, dense part ${p.denseParams.toLocaleString('en-US')} parameters (traced DLRM)`);
+  console.log(`embedding server: ${p.bytesPerRow.toFixed(0)} bytes per resident row (row + optimizer state + index/LRU); LRU keeps ${p.residentRowsPerServer.toLocaleString('en-US')} rows = ${fmtBytes(p.serverBytesEach)} per server`);
+  console.log(`addressable embedding parameters: ${p.addressableParams.toExponential(2)}`);
+  console.log(`trainers: ${fmtRate(p.trainerSamplesPerSec)} samples/s → ${fmtRate(p.lookupsPerSecDemanded)} row lookups/s demanded` +
+    (p.lookupsPerSecCapacity !== null ? `; ${cfg.servers.numShards} server(s) supply ${fmtRate(p.lookupsPerSecCapacity)}/s at the measured rate; ${p.serversForThroughput} server instance(s) needed for throughput` : ''));
+  if (p.target) console.log(`to hold ${p.target.embeddingParams.toExponential(2)} parameters: ${p.target.rows.toExponential(2)} rows, ${fmtBytes(p.target.bytes)}${p.target.serversForMemory !== null ? ` → ${p.target.serversForMemory} server instance(s)` : ''}`);
+  for (const n of p.notes) console.log(`note: ${n}`);
+  return 0;
 }

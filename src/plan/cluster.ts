@@ -43,6 +43,8 @@ export interface ClusterSpec {
   powerWattsPerNode?: Figure;
   /** Measured embedding-server rate (rows looked up per second per server core), where measured. */
   embeddingRowsPerSecPerCore?: Figure;
+  /** CPU instances that host embedding servers (recommender clusters). */
+  embeddingServer?: { instances: Figure; coresPerInstance: Figure; memoryBytesPerInstance: Figure };
 }
 
 export function clustersDir(): string {
@@ -112,5 +114,13 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
   fig(r.hostMemoryBytesPerNode, 'hostMemoryBytesPerNode', true);
   fig(r.powerWattsPerNode, 'powerWattsPerNode', true);
   fig(r.embeddingRowsPerSecPerCore, 'embeddingRowsPerSecPerCore', true);
+  if (r.embeddingServer !== undefined) {
+    const e = obj(r.embeddingServer, 'embeddingServer');
+    fig(e.instances, 'embeddingServer.instances', false, 1);
+    fig(e.coresPerInstance, 'embeddingServer.coresPerInstance', false, 1);
+    fig(e.memoryBytesPerInstance, 'embeddingServer.memoryBytesPerInstance', false, 1);
+  }
+  const known = ['name', 'description', 'nodes', 'devicesPerNode', 'device', 'network', 'allocator', 'hostMemoryBytesPerNode', 'powerWattsPerNode', 'embeddingRowsPerSecPerCore', 'embeddingServer'];
+  for (const k of Object.keys(r)) if (!known.includes(k)) throw new Error(`${file}: unknown field '${k}' (fields: ${known.join(', ')})`);
   return r as unknown as ClusterSpec;
 }
