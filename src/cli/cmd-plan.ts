@@ -104,7 +104,7 @@ function printEstimate(cfg: TrainConfig, c: ClusterSpec, e: Estimate, nodes: num
   if (t.bubble > 0) console.log(`  pipeline bubble                         ${fmtT(t.bubble)}`);
   console.log(`  optimizer step                          ${fmtT(t.optimizer)}`);
   console.log(`throughput: ${fmtRate(e.tokensPerSec)} tokens/s, MFU ${(100 * e.mfu).toFixed(1)}% (${(e.modelFlopsPerToken / 1e9).toFixed(3)} GFLOP/token)`);
-  console.log(`time to ${tokens.toExponential(2)} tokens: ${fmtT(secs)}${energy !== null ? `, energy ${(energy / 3.6e9).toFixed(1)} MWh at ${c.powerWattsPerNode!.value} W/node` : ''}`);
+  console.log(`time to ${tokens.toExponential(2)} tokens: ${fmtT(secs)}${energy !== null ? `, energy ${(energy / 3.6e9).toFixed(1)} MWh at ${c.powerWattsPerNode!.value.toFixed(0)} W/node` : ''}`);
   for (const n of e.notes) console.log(`note: ${n}`);
 }
 

@@ -45,20 +45,26 @@ export function stageOf(block: number, nBlocks: number, pp: number): number {
   return Math.min(pp - 1, Math.floor((block * pp) / nBlocks));
 }
 
-/** Which activation buffers are split over tp: outputs of column-parallel GEMMs and everything computed from them until a row-parallel GEMM. */
-function tpSharded(tr: TraceResult): { sharded: Set<number>; allreduceBytes: Map<number, number> } {
+/**
+ * Which activation buffers are split over tp: outputs of column-parallel GEMMs and
+ * everything computed from them until a row-parallel GEMM (whose output is all-reduced).
+ * Forward and recompute ops are both walked: a recomputed block repeats its all-reduces.
+ */
+function tpSharded(tr: TraceResult): { sharded: Set<number>; allreduceBytes: Map<number, number>; recomputeAllreduceBytes: Map<number, number> } {
   const sharded = new Set<number>();
   const allreduceBytes = new Map<number, number>(); // block → bytes all-reduced per forward
+  const recomputeAllreduceBytes = new Map<number, number>();
   for (const o of tr.ops) {
-    if (o.phase !== 'forward' || o.out < 0) continue;
+    if ((o.phase !== 'forward' && o.phase !== 'recompute') || o.out < 0) continue;
     const rules = o.params.map(tpRule);
     if (rules.includes('row') || (o.op === 'embedding' && rules.includes('vocab'))) {
-      allreduceBytes.set(o.block, (allreduceBytes.get(o.block) ?? 0) + tr.buffers[o.out]!.bytes);
+      const m = o.phase === 'forward' ? allreduceBytes : recomputeAllreduceBytes;
+      m.set(o.block, (m.get(o.block) ?? 0) + tr.buffers[o.out]!.bytes);
       continue;
     }
     if (rules.includes('col') || rules.includes('vocab') || o.ins.some((i) => i >= 0 && sharded.has(i))) sharded.add(o.out);
   }
-  return { sharded, allreduceBytes };
+  return { sharded, allreduceBytes, recomputeAllreduceBytes };
 }
 
 /**
@@ -165,7 +171,7 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
 function layoutScales(tr: TraceResult, l: Layout) {
   const L = tr.nBlocks, pp = l.pp, tp = l.tp;
   const actScale = elemBytes(l.precision) / 4; // the trace is float32
-  const { sharded, allreduceBytes } = tpSharded(tr);
+  const { sharded, allreduceBytes, recomputeAllreduceBytes } = tpSharded(tr);
   const bufScale = (b: TracedBuffer): number => {
     const src = b.kind === 'grad' && b.of >= 0 ? b.of : b.id;
     let f = actScale;
@@ -181,14 +187,14 @@ function layoutScales(tr: TraceResult, l: Layout) {
     stageParams[stageOf(p.block, L, pp)]! += r === 'replicated' || r === 'row-bias' ? p.numel : p.numel / tp;
   }
 
-  return { stageParams, totalParams, bufScale, sharded, allreduceBytes, actScale };
+  return { stageParams, totalParams, bufScale, sharded, allreduceBytes, recomputeAllreduceBytes, actScale };
 }
 
 export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen: number; dModel: number; nExperts?: number }): Estimate {
   const notes: string[] = [];
   const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
   const eb = elemBytes(l.precision);
-  const { stageParams, totalParams, sharded, allreduceBytes, actScale } = layoutScales(tr, l);
+  const { stageParams, totalParams, sharded, allreduceBytes, recomputeAllreduceBytes, actScale } = layoutScales(tr, l);
   const memory = estimateMemory(tr, l, { ...o, allocator: c.allocator });
   const fits = memory.total <= c.device.memoryBytes.value
     && (memory.hostOffload === 0 || !c.hostMemoryBytesPerNode || memory.hostOffload * c.devicesPerNode.value <= c.hostMemoryBytesPerNode.value);
@@ -240,9 +246,11 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   if (tp > 1) {
     const link = linkFor(tp, c, dpn);
     let bytes = 0;
-    for (const [blk, b] of allreduceBytes) if (stageOf(blk, L, pp) === slow) bytes += b * actScale;
-    // Megatron: the forward all-reduces (or sp's reduce-scatter + all-gather, same volume) and as many in backward.
-    comm[`tp allreduce (${link.cls})`] = 2 * l.ga * ringTime('allreduce', bytes, tp, link) ;
+    for (const [blk, b] of allreduceBytes) if (stageOf(blk, L, pp) === slow) bytes += 2 * b * actScale;
+    if (l.recompute !== 'none') for (const [blk, b] of recomputeAllreduceBytes) if (stageOf(blk, L, pp) === slow) bytes += b * actScale;
+    // Megatron: the forward all-reduces (or sp's reduce-scatter + all-gather, same volume),
+    // as many in backward, and the recomputed forward's again.
+    comm[`tp allreduce (${link.cls})`] = l.ga * ringTime('allreduce', bytes, tp, link);
   }
   if (pp > 1) {
     const link = linkFor(tp * dp * 2, c, dpn);

@@ -72,7 +72,6 @@ export function layoutProblem(l: Layout, m: { nHead: number; nLayer: number; dFF
   if (m.dFF % l.tp !== 0) return `tp=${l.tp} does not divide the feed-forward width ${m.dFF}`;
   if (l.pp * l.vpp > m.nLayer) return `pp=${l.pp}×vpp=${l.vpp} stages exceed the ${m.nLayer} layers`;
   if (l.schedule === 'interleaved' && m.nLayer % (l.pp * l.vpp) !== 0) return `interleaved schedule needs pp×vpp (${l.pp * l.vpp}) to divide ${m.nLayer} layers`;
-  if (l.pp > 1 && l.ga < l.pp) return `pp=${l.pp} needs at least ${l.pp} micro-batches per step (ga=${l.ga})`;
   if (l.ep > 1 && !m.nExperts) return `ep=${l.ep} needs a mixture-of-experts model`;
   if (l.ep > 1 && (m.nExperts! % l.ep !== 0 || l.dp % l.ep !== 0)) return `ep=${l.ep} must divide the experts (${m.nExperts}) and dp (${l.dp})`;
   if (l.sp && l.tp === 1) return 'sp needs tp > 1';
