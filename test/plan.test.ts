@@ -82,10 +82,22 @@ test('recomputation lowers the traced activation memory (and the real one)', () 
 test('train --dry-run memory is the traced plan', () => {
   const cfg = presetConfig('gpt-small');
   const p = planMemory(cfg);
-  const e = estimateMemory(traceGpt(cfg.model, { microBatch: cfg.train.microBatch }), { ...defaultLayout(), mb: cfg.train.microBatch }, { seqLen: cfg.model.seqLen, dModel: cfg.model.dModel });
+  const e = estimateMemory(traceGpt(cfg.model, { microBatch: cfg.train.microBatch }), { ...defaultLayout(), mb: cfg.train.microBatch }, { seqLen: cfg.model.seqLen, dModel: cfg.model.dModel, allocator: 'athanor-pool' });
   assert.equal(p.params, gptParamCount(cfg.model));
-  assert.equal(p.bytes.activations, e.activations);
+  assert.deepEqual(p.detail, e);
+  assert.equal(p.bytes.activations, e.activationsPoolHeld);
   assert.equal(p.bytes.weights, 4 * p.params);
+});
+
+test('Athanor runtime memory model: ZeRO stages as data-parallel.ts allocates them', () => {
+  const m = presetConfig('gpt-small').model;
+  const tr = traceGpt(m, { microBatch: 4 });
+  const mem = (s: string) => estimateMemory(tr, parseLayout(s), { seqLen: m.seqLen, dModel: m.dModel, allocator: 'athanor-pool' });
+  const P = 4 * gptParamCount(m);
+  assert.equal(mem('mb=4,dp=2').total, mem('mb=4').total); // flat buffers replace, not copy
+  assert.equal(mem('mb=4,dp=2,zero=1').optimizer, P); // 2 moments over 2 ranks
+  assert.equal(mem('mb=4,dp=2,zero=1').commBuffers, P / 2); // the all-gather staging shard
+  assert.equal(mem('mb=4,dp=2,zero=2').grads, P / 2 + P); // shard gradient + full gradients kept by the pool
 });
 
 test('tp, pp, ZeRO and sp shrink memory the way the layout says', () => {

@@ -4,7 +4,7 @@ import { PRESETS, type TrainConfig } from '../train/config.js';
 import { configFromArgs } from './cmd-train.js';
 import { loadCluster, listClusters, type ClusterSpec } from '../plan/cluster.js';
 import { devices, layoutProblem, layoutString, parseLayout, type Layout } from '../plan/layout.js';
-import { estimate, type Estimate } from '../plan/estimate.js';
+import { estimate, tracesRecompute, type Estimate } from '../plan/estimate.js';
 import { traceGpt } from '../plan/models.js';
 import { searchLayouts } from '../plan/search.js';
 import { calibrate } from '../plan/calibrate.js';
@@ -70,7 +70,7 @@ export async function runPlan(argv: string[]): Promise<number> {
   }
   const problem = layoutProblem(layout, cfg.model);
   if (problem) throw new Error(`--layout: ${problem}`);
-  const tr = traceGpt(cfg.model, { microBatch: layout.mb, recompute: layout.recompute === 'full' });
+  const tr = traceGpt(cfg.model, { microBatch: layout.mb, recompute: tracesRecompute(layout, cluster.allocator) });
   const est = estimate(tr, layout, cluster, { seqLen: cfg.model.seqLen, dModel: cfg.model.dModel });
   const nodes = Math.ceil(est.devices / cluster.devicesPerNode.value);
   const secs = tokens / est.tokensPerSec;
@@ -89,7 +89,7 @@ const fmtT = (s: number): string => (s >= 86400 ? `${(s / 86400).toFixed(1)} day
 
 function printEstimate(cfg: TrainConfig, c: ClusterSpec, e: Estimate, nodes: number, tokens: number, secs: number, energy: number | null): void {
   const m = e.memory;
-  console.log(`${cfg.preset} (${e.params.toLocaleString('en-US')} parameters, traced) on ${c.name}: ${layoutString(e.layout)} = ${e.devices} devices on ${nodes} node(s)`);
+  console.log(`${cfg.preset === 'gpt-tiny' && process.argv.includes('--config') ? 'config' : cfg.preset} (${e.params.toLocaleString('en-US')} parameters, traced) on ${c.name}: ${layoutString(e.layout)} = ${e.devices} devices on ${nodes} node(s)`);
   console.log(`memory per device (pipeline stage ${m.stage}): ${fmtBytes(m.total)} of ${fmtBytes(c.device.memoryBytes.value)} → ${e.fits ? 'fits' : 'DOES NOT FIT'}`);
   for (const [k, v] of [['weights', m.weights], ['gradients', m.grads], ['optimizer state', m.optimizer], ['activations (one micro-batch, live peak)', m.activations], ['  held by the exact-size buffer pool', m.activationsPoolHeld],
     ['pipeline in-flight micro-batches', m.pipelineInFlight], ['communication buffers', m.commBuffers], ['workspace', m.workspace]] as const) {

@@ -38,6 +38,14 @@ export interface Estimate {
 
 const elemBytes = (p: Layout['precision']): number => (p === 'bf16' ? 2 : 4);
 
+/**
+ * Whether the step is traced with block recomputation: asked for by the layout, or
+ * implied by Athanor's ZeRO-3 (zero3.ts wraps every block in a recomputation node).
+ */
+export function tracesRecompute(l: Layout, allocator?: ClusterSpec['allocator']): boolean {
+  return l.recompute === 'full' || (allocator === 'athanor-pool' && l.zero >= 3 && l.dp > 1);
+}
+
 /** Blocks of pipeline stage s (block -1 = embeddings go to stage 0, block L = head to the last). */
 export function stageOf(block: number, nBlocks: number, pp: number): number {
   if (block < 0) return 0;
@@ -139,9 +147,31 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     // Mixed precision keeps bf16 weights and gradients with fp32 master weights and
     // AdamW moments in the optimizer (ZeRO paper: 2 + 2 + 12 bytes per parameter).
     const wB = l.precision === 'bf16' ? 2 : 4, gB = l.precision === 'bf16' ? 2 : 4, oB = l.precision === 'bf16' ? 12 : 8;
-    let weights = (P * wB) / (l.zero >= 3 ? dp : 1);
-    const grads = (P * gB) / (l.zero >= 2 ? dp : 1);
-    let optimizer = (P * oB) / (l.zero >= 1 ? dp : 1);
+    const own = P / (l.zero > 0 ? dp : 1);
+    let weights: number, grads: number, optimizer: number, commBuffers = 0;
+    // The largest unit ZeRO-3 gathers at once (a block, or the embeddings + head).
+    const unitParams = Math.max(...[-1, ...Array.from({ length: L }, (_, i) => i), L].map((b) => tr.params.filter((p) => p.block === b || (b === -1 && p.block === L)).reduce((a, p) => a + p.numel, 0))) / tp;
+    const bucket = Math.min(25 * 2 ** 20, P * gB);
+    if (o.allocator === 'athanor-pool') {
+      // Athanor's data-parallel runtime (src/parallel/data-parallel.ts, zero3.ts), as it allocates:
+      // parameters and gradients are re-homed into flat shared buffers (no bucket copies);
+      // ZeRO-1/2 all-gather updated slices through a shard-sized staging buffer; ZeRO-2/3
+      // copy finished buckets into two staging buffers and reduce-scatter into a shard
+      // gradient, while the full-size gradients return to the buffer pool (which keeps them);
+      // ZeRO-3 keeps the full flat parameter buffer besides its shard and the gathered unit.
+      weights = P * wB + (l.zero >= 3 && dp > 1 ? own * wB + 2 * unitParams * wB : 0);
+      grads = l.zero >= 2 && dp > 1 ? own * gB + (l.zero >= 3 ? unitParams : P) * gB : P * gB;
+      optimizer = (l.zero >= 1 && dp > 1 ? own : P) * oB;
+      if (dp > 1 && (l.zero === 1 || l.zero === 2)) commBuffers += own * wB;
+      if (dp > 1 && l.zero >= 2) commBuffers += 2 * bucket;
+    } else {
+      // ZeRO as the paper defines it: each stage shards one more kind of model state over dp.
+      weights = (P * wB) / (l.zero >= 3 ? dp : 1);
+      grads = (P * gB) / (l.zero >= 2 ? dp : 1);
+      optimizer = (P * oB) / (l.zero >= 1 ? dp : 1);
+      if (dp > 1) commBuffers += 2 * bucket; // double-buffered gradient buckets
+      if (l.zero >= 3) commBuffers += 2 * unitParams * wB; // the gathered unit and the prefetched next one
+    }
     let hostOffload = 0;
     if (l.offload !== 'none') { hostOffload += optimizer; optimizer = 0; }
     if (l.offload === 'params') { hostOffload += weights; weights = 0; }
@@ -149,13 +179,8 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     // 1F1B: stage s holds pp − s micro-batches' saved activations at once; GPipe holds all.
     const inflight = pp === 1 ? 1 : l.schedule === 'gpipe' ? l.ga : Math.min(l.ga, pp - s);
     const pipelineInFlight = Math.max(0, inflight - 1) * one.atForwardEnd;
-    // Communication buffers: DP buckets (double-buffered), ZeRO-3 gathers of one block
-    // (plus the next, prefetched), TP all-reduce staging, PP send/recv of one boundary activation.
+    // TP all-reduce staging and PP send/recv of one boundary activation.
     const boundary = l.mb * o.seqLen * o.dModel * eb / (l.sp ? tp : 1);
-    const blockParams = tr.params.filter((p) => p.block === Math.max(0, s * Math.ceil(L / pp))).reduce((a, p) => a + p.numel, 0) / tp;
-    let commBuffers = 0;
-    if (dp > 1) commBuffers += 2 * 25 * 2 ** 20;
-    if (l.zero >= 3) commBuffers += 2 * blockParams * wB;
     if (tp > 1) commBuffers += boundary;
     if (pp > 1) commBuffers += 2 * boundary;
     const workspace = Math.max(0, ...tr.ops.filter((op) => op.cls === 'attention').map((op) => (tr.buffers[op.out]?.shape[2] ?? 0) ** 2 * 4));

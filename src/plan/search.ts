@@ -2,7 +2,7 @@
 // fit dropped, the rest ranked by predicted tokens/s.
 import type { GptConfig } from '../nn/gpt-config.js';
 import type { ClusterSpec } from './cluster.js';
-import { estimate, type Estimate } from './estimate.js';
+import { estimate, tracesRecompute, type Estimate } from './estimate.js';
 import { layoutProblem, type Layout } from './layout.js';
 import { traceGpt } from './models.js';
 import type { TraceResult } from './trace.js';
@@ -45,7 +45,7 @@ export function searchLayouts(model: GptConfig, cluster: ClusterSpec, o: { devic
               considered++;
               const l: Layout = { tp, pp, dp, ep: 1, zero, sp, recompute, precision: o.precision, offload: 'none', mb, ga, schedule: '1f1b', vpp: 1 };
               if (layoutProblem(l, model)) { invalid++; continue; }
-              const est = estimate(trace(mb, recompute === 'full'), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
+              const est = estimate(trace(mb, tracesRecompute(l, cluster.allocator)), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
               if (!est.fits) { tooBig++; continue; }
               out.push(est);
             }

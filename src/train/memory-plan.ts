@@ -3,7 +3,7 @@
 // from the model; a 13B plan allocates nothing.
 import type { TrainConfig } from './config.js';
 import { traceGpt } from '../plan/models.js';
-import { estimateMemory, type MemoryEstimate } from '../plan/estimate.js';
+import { estimateMemory, tracesRecompute, type MemoryEstimate } from '../plan/estimate.js';
 import { defaultLayout, type Layout } from '../plan/layout.js';
 
 export interface MemoryPlan {
@@ -25,16 +25,18 @@ export function layoutFromTrainConfig(cfg: TrainConfig): Layout {
 
 export function planMemory(cfg: TrainConfig): MemoryPlan {
   const l = layoutFromTrainConfig(cfg);
-  const tr = traceGpt(cfg.model, { microBatch: l.mb, recompute: l.recompute === 'full' });
-  const m = estimateMemory(tr, l, { seqLen: cfg.model.seqLen, dModel: cfg.model.dModel });
+  // Athanor's own runtime: its buffer pool and data-parallel allocations (src/plan/estimate.ts).
+  const tr = traceGpt(cfg.model, { microBatch: l.mb, recompute: tracesRecompute(l, 'athanor-pool') });
+  const m = estimateMemory(tr, l, { seqLen: cfg.model.seqLen, dModel: cfg.model.dModel, allocator: 'athanor-pool' });
   const notes: string[] = [];
-  const activations = m.activations + m.pipelineInFlight;
+  const activations = m.activationsPoolHeld + m.pipelineInFlight;
+  notes.push(`activations: ${fmtBytes(m.activations)} live at the peak; the exact-size buffer pool holds ${fmtBytes(m.activationsPoolHeld)}`);
   if (m.pipelineInFlight) notes.push(`pipeline: ${fmtBytes(m.pipelineInFlight)} of saved activations of in-flight micro-batches (stage ${m.stage})`);
   if (m.commBuffers) notes.push(`communication buffers: ${fmtBytes(m.commBuffers)}`);
   if (cfg.train.recompute) notes.push('activation recomputation: only block inputs are kept');
   return {
     params: tr.numParams,
-    bytes: { weights: m.weights, grads: m.grads, optimizer: m.optimizer, activations, total: m.weights + m.grads + m.optimizer + activations + m.commBuffers + m.workspace },
+    bytes: { weights: m.weights, grads: m.grads, optimizer: m.optimizer, activations, total: m.total },
     detail: m,
     notes,
   };
