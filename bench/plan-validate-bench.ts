@@ -4,7 +4,8 @@
 // calibrated clusters/this-machine.json. Reports step time (median over steps after
 // the first, median over rounds) and peak tensor memory per rank, with the error.
 //
-//   node dist/bench/plan-validate-bench.js [--quick] [--steps N] [--rounds N] [--cluster FILE] [--only SUBSTR]
+//   node dist/bench/plan-validate-bench.js [--quick] [--calibrate] [--steps N] [--rounds N] [--cluster FILE] [--only SUBSTR]
+// --calibrate measures this machine first (as `athanor plan --calibrate`) into a temporary spec.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir, cpus } from 'node:os';
@@ -18,6 +19,7 @@ import { estimate, tracesRecompute } from '../src/plan/estimate.js';
 import { parseLayout, layoutString } from '../src/plan/layout.js';
 import { traceGpt } from '../src/plan/models.js';
 import { parseArgs } from '../src/train/overrides.js';
+import { calibrate } from '../src/plan/calibrate.js';
 
 interface Case { preset: string; layout: string }
 
@@ -73,9 +75,16 @@ function measure(c: Case, dataDir: string, steps: number): { stepS: number; memB
   return { stepS: median(secs), memB: Math.max(...mem.map((m) => m.arrayBufferPeak)), poolB: Math.max(...mem.map((m) => m.poolLivePeak)) };
 }
 
-export async function runPlanValidate(o: { quick?: boolean; steps?: number; rounds?: number; cluster?: string; only?: string; log?: (s: string) => void } = {}): Promise<{ rows: ValidateRow[]; load: { before: number[]; after: number[] }; cpu: string }> {
+export async function runPlanValidate(o: { quick?: boolean; steps?: number; rounds?: number; cluster?: string; only?: string; calibrate?: boolean; log?: (s: string) => void } = {}): Promise<{ rows: ValidateRow[]; load: { before: number[]; after: number[] }; cpu: string }> {
   const log = o.log ?? console.log;
-  const cluster = loadCluster(o.cluster ?? 'this-machine');
+  let clusterFile = o.cluster ?? 'this-machine';
+  if (o.calibrate) {
+    // Calibrate in the same invocation, so rates and runs see the same machine state.
+    clusterFile = join(mkdtempSync(join(tmpdir(), 'athanor-planval-cal-')), 'this-machine.json');
+    const r = await calibrate({ out: clusterFile, quick: o.quick });
+    for (const line of r.log) log(`  calibration: ${line}`);
+  }
+  const cluster = loadCluster(clusterFile);
   const steps = o.steps ?? (o.quick ? 3 : 5);
   const rounds = o.rounds ?? (o.quick ? 1 : 2);
   const cases = CASES.filter((c) => !o.only || `${c.preset} ${c.layout}`.includes(o.only));
@@ -119,7 +128,7 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
 }
 
 if (process.argv[1] && /plan-validate-bench\.js$/.test(process.argv[1])) {
-  const { flags } = parseArgs(process.argv.slice(2), ['quick']);
-  runPlanValidate({ quick: 'quick' in flags, steps: flags.steps ? Number(flags.steps) : undefined, rounds: flags.rounds ? Number(flags.rounds) : undefined, cluster: flags.cluster, only: flags.only })
+  const { flags } = parseArgs(process.argv.slice(2), ['quick', 'calibrate']);
+  runPlanValidate({ quick: 'quick' in flags, calibrate: 'calibrate' in flags, steps: flags.steps ? Number(flags.steps) : undefined, rounds: flags.rounds ? Number(flags.rounds) : undefined, cluster: flags.cluster, only: flags.only })
     .catch((e: unknown) => { console.error(e); process.exit(1); });
 }
