@@ -32,7 +32,8 @@ export function searchLayouts(model: GptConfig, cluster: ClusterSpec, o: { devic
   const dpn = cluster.devicesPerNode.value;
   const out: Estimate[] = [];
   let considered = 0, invalid = 0, tooBig = 0;
-  for (const tp of divisors(o.devices).filter((t) => t <= dpn)) {
+  // tp within a node, or across up to 8 single-device nodes (Fugaku-LLM ran TP6 over Tofu).
+  for (const tp of divisors(o.devices).filter((t) => t <= Math.max(dpn, 8))) {
     for (const pp of divisors(o.devices / tp).filter((p) => p <= model.nLayer)) {
       const dp = o.devices / tp / pp;
       if (o.globalBatch % dp !== 0) continue;
