@@ -39,6 +39,8 @@ const CASES: Case[] = [
 export interface ValidateRow {
   preset: string; layout: string;
   predictedStepS: number; measuredStepS: number; stepError: number;
+  /** CPU seconds per step of the busiest rank (what an uncontended core would take). */
+  measuredCpuS: number; cpuError: number;
   predictedMemB: number; measuredMemB: number; memError: number; poolLivePeakB: number;
 }
 
@@ -55,7 +57,7 @@ function data(dir: string): void {
   writeFileSync(join(dir, 'meta.json'), JSON.stringify({ tokenizer: { vocabSize: 2048 } }));
 }
 
-function measure(c: Case, dataDir: string, steps: number): { stepS: number; memB: number; poolB: number } {
+function measure(c: Case, dataDir: string, steps: number): { stepS: number; cpuS: number; memB: number; poolB: number } {
   const l = parseLayout(c.layout);
   const out = mkdtempSync(join(tmpdir(), 'athanor-planval-'));
   const root = projectRoot();
@@ -70,9 +72,12 @@ function measure(c: Case, dataDir: string, steps: number): { stepS: number; memB
   if (r.status !== 0) throw new Error(`${c.preset} ${c.layout} failed:\n${(r.stdout + r.stderr).slice(-2000)}`);
   const recs = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((x) => JSON.parse(x) as Record<string, unknown>);
   const secs = recs.filter((x) => x.kind === 'step' && (x.step as number) > 1).map((x) => x.seconds as number);
-  const mem = [...r.stdout.matchAll(/ATHANOR_PLAN_MEASURED (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as { rank: number; arrayBufferPeak: number; poolLivePeak: number });
-  if (!secs.length || !mem.length) throw new Error(`${c.preset} ${c.layout}: no measurements in the output`);
-  return { stepS: median(secs), memB: Math.max(...mem.map((m) => m.arrayBufferPeak)), poolB: Math.max(...mem.map((m) => m.poolLivePeak)) };
+  const mem = [...r.stdout.matchAll(/ATHANOR_PLAN_MEASURED (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as { rank: number; arrayBufferPeak: number; poolLivePeak: number; cpuSteps: number[] });
+  if (!secs.length || !mem.length || !mem[0]!.cpuSteps.length) throw new Error(`${c.preset} ${c.layout}: no measurements in the output`);
+  return {
+    stepS: median(secs), cpuS: Math.max(...mem.map((m) => median(m.cpuSteps))),
+    memB: Math.max(...mem.map((m) => m.arrayBufferPeak)), poolB: Math.max(...mem.map((m) => m.poolLivePeak)),
+  };
 }
 
 export async function runPlanValidate(o: { quick?: boolean; steps?: number; rounds?: number; cluster?: string; only?: string; calibrate?: boolean; log?: (s: string) => void } = {}): Promise<{ rows: ValidateRow[]; load: { before: number[]; after: number[] }; cpu: string }> {
@@ -91,16 +96,16 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
   const dir = mkdtempSync(join(tmpdir(), 'athanor-planval-data-'));
   data(dir);
   const before = loadavg();
-  const meas = new Map<Case, { stepS: number[]; memB: number[]; poolB: number[] }>();
+  const meas = new Map<Case, { stepS: number[]; cpuS: number[]; memB: number[]; poolB: number[] }>();
   for (let round = 0; round < rounds; round++) {
     // Rotate the order each round so slow periods of the shared machine spread over the cases.
     const order = cases.map((_, i) => cases[(i + round) % cases.length]!);
     for (const c of order) {
       const m = measure(c, dir, steps);
-      const acc = meas.get(c) ?? { stepS: [], memB: [], poolB: [] };
-      acc.stepS.push(m.stepS); acc.memB.push(m.memB); acc.poolB.push(m.poolB);
+      const acc = meas.get(c) ?? { stepS: [], cpuS: [], memB: [], poolB: [] };
+      acc.stepS.push(m.stepS); acc.cpuS.push(m.cpuS); acc.memB.push(m.memB); acc.poolB.push(m.poolB);
       meas.set(c, acc);
-      log(`  round ${round + 1}: ${c.preset} ${c.layout}: ${m.stepS.toFixed(3)} s/step, ${(m.memB / 2 ** 20).toFixed(0)} MiB (pool live peak ${(m.poolB / 2 ** 20).toFixed(0)} MiB; load ${loadavg()[0]!.toFixed(1)})`);
+      log(`  round ${round + 1}: ${c.preset} ${c.layout}: ${m.stepS.toFixed(3)} s/step (${m.cpuS.toFixed(3)} CPU-s), ${(m.memB / 2 ** 20).toFixed(0)} MiB (pool live peak ${(m.poolB / 2 ** 20).toFixed(0)} MiB; load ${loadavg()[0]!.toFixed(1)})`);
     }
   }
   const after = loadavg();
@@ -111,19 +116,20 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
     const l = parseLayout(c.layout);
     const est = estimate(traceGpt(model, { microBatch: l.mb, recompute: tracesRecompute(l, cluster.allocator) }), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
     const m = meas.get(c)!;
-    const stepS = median(m.stepS), memB = median(m.memB);
+    const stepS = median(m.stepS), cpuS = median(m.cpuS), memB = median(m.memB);
     rows.push({
       preset: c.preset, layout: layoutString(l), predictedStepS: est.time.step, measuredStepS: stepS, stepError: est.time.step / stepS - 1,
+      measuredCpuS: cpuS, cpuError: est.time.step / cpuS - 1,
       predictedMemB: est.memory.total, measuredMemB: memB, memError: est.memory.total / memB - 1, poolLivePeakB: median(m.poolB),
     });
   }
   const cpu = `${cpus()[0]?.model ?? 'unknown'} × ${cpus().length}`;
   log(`\nmachine: ${cpu}; load ${before.map((v) => v.toFixed(2)).join('/')} before, ${after.map((v) => v.toFixed(2)).join('/')} after; cluster spec ${cluster.name}`);
-  log('| preset | layout | step predicted | step measured | error | memory predicted | memory measured | error |');
-  log('|---|---|---|---|---|---|---|---|');
+  log('| preset | layout | step predicted | step measured (wall) | error | CPU-s per step | error | memory predicted | memory measured | error |');
+  log('|---|---|---|---|---|---|---|---|---|---|');
   const pct = (x: number) => `${x >= 0 ? '+' : ''}${(100 * x).toFixed(1)}%`;
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
-  for (const r of rows) log(`| ${r.preset} | ${r.layout} | ${r.predictedStepS.toFixed(3)} s | ${r.measuredStepS.toFixed(3)} s | ${pct(r.stepError)} | ${mib(r.predictedMemB)} | ${mib(r.measuredMemB)} | ${pct(r.memError)} |`);
+  for (const r of rows) log(`| ${r.preset} | ${r.layout} | ${r.predictedStepS.toFixed(3)} s | ${r.measuredStepS.toFixed(3)} s | ${pct(r.stepError)} | ${r.measuredCpuS.toFixed(3)} s | ${pct(r.cpuError)} | ${mib(r.predictedMemB)} | ${mib(r.measuredMemB)} | ${pct(r.memError)} |`);
   return { rows, load: { before, after }, cpu };
 }
 

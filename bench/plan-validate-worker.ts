@@ -14,6 +14,10 @@ async function main(): Promise<void> {
   const cfg = configFromArgs(flags);
   const base = process.memoryUsage().arrayBuffers;
   let peak = base, live = 0, livePeak = 0, training = true;
+  // CPU seconds of each step (all threads of this rank: main and communication thread),
+  // from one onStep to the next; the first step (warm-up, first allocations) is skipped.
+  let lastCpu: NodeJS.CpuUsage | null = null;
+  const cpuSteps: number[] = [];
   // Sampled during training steps only: the final checkpoint's serialisation buffers are not the step's memory.
   const sample = (): void => { if (!training) return; const ab = process.memoryUsage().arrayBuffers; if (ab > peak) peak = ab; };
   const prevOnAlloc = pool.onAllocate;
@@ -24,11 +28,20 @@ async function main(): Promise<void> {
   const sync = await distributedSyncFromEnv(cfg);
   const rank = sync?.rank ?? 0;
   try {
-    await train(cfg, { sync: sync ?? undefined, onStep: (m) => { sample(); if (m.step >= cfg.train.steps) training = false; } });
+    await train(cfg, {
+      sync: sync ?? undefined,
+      onStep: (m) => {
+        sample();
+        const now = process.cpuUsage();
+        if (lastCpu) cpuSteps.push((now.user - lastCpu.user + now.system - lastCpu.system) / 1e6);
+        lastCpu = now;
+        if (m.step >= cfg.train.steps) training = false;
+      },
+    });
   } finally {
     await sync?.close?.();
   }
-  console.log(`ATHANOR_PLAN_MEASURED ${JSON.stringify({ rank, arrayBufferPeak: peak - base, poolLivePeak: livePeak })}`);
+  console.log(`ATHANOR_PLAN_MEASURED ${JSON.stringify({ rank, arrayBufferPeak: peak - base, poolLivePeak: livePeak, cpuSteps })}`);
 }
 
 main().catch((e: unknown) => { console.error(e); process.exit(1); });

@@ -18,10 +18,20 @@ import type { ClusterSpec } from './cluster.js';
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/**
+ * CPU seconds of fn (user + system of this process). Everything measured here runs on one
+ * thread, so CPU time is the time an uncontended core would take: on a shared machine the
+ * wall clock also counts the time other processes held the core.
+ */
 function timeIt(fn: () => void, reps: number, warm = 2): number[] {
   for (let i = 0; i < warm; i++) fn();
   const ts: number[] = [];
-  for (let i = 0; i < reps; i++) { const t0 = performance.now(); fn(); ts.push((performance.now() - t0) / 1000); }
+  for (let i = 0; i < reps; i++) {
+    const c0 = process.cpuUsage();
+    fn();
+    const d = process.cpuUsage(c0);
+    ts.push(Math.max(1e-7, (d.user + d.system) / 1e6));
+  }
   return ts;
 }
 
@@ -95,7 +105,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   const loadAfter = loadavg();
   const when = new Date().toISOString();
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
-  const meas = (what: string): string => `measured: ${what} by athanor plan --calibrate on ${when} (${cpu}; load ${loadBefore.map((v) => v.toFixed(2)).join('/')} before, ${loadAfter.map((v) => v.toFixed(2)).join('/')} after)`;
+  const meas = (what: string): string => `measured (CPU time, 1 thread): ${what} by athanor plan --calibrate on ${when} (${cpu}; load ${loadBefore.map((v) => v.toFixed(2)).join('/')} before, ${loadAfter.map((v) => v.toFixed(2)).join('/')} after)`;
   const spec: ClusterSpec = {
     name: 'this-machine',
     description: `This machine, one device = one core (one rank, 1 BLAS/kernel thread): ${cpu}, ${cpus().length} logical CPUs`,
@@ -113,6 +123,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       classBandwidth: { source: meas('the real kernels (gelu/add, layerNorm, crossEntropy, embedding, transpose copy), bytes as the meta trace counts them'), rates: classBw },
     },
     network: {
+      // Collectives are timed by the wall clock (their cost is waiting as much as copying).
       intra: { alpha: { value: alpha, source: meas('half the median 4 KiB all-reduce time, 2 ranks') }, beta: { value: beta, source: meas('16 MiB all-reduce, 2 ranks, ring model') } },
       inter: { alpha: { value: alpha, source: 'assumption: single host; inter-node equals intra-node' }, beta: { value: beta, source: 'assumption: single host; inter-node equals intra-node' } },
     },
