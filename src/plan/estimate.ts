@@ -233,7 +233,6 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const stageCompute: Record<string, number>[] = Array.from({ length: pp }, () => ({}));
   for (const op of tr.ops) {
     if (op.cls === 'view') continue;
-    if (op.phase === 'recompute' && l.recompute === 'none') continue;
     const s = stageOf(op.block, L, pp);
     const split = tp > 1 && (op.params.some((n) => tpRule(n) !== 'replicated' && tpRule(n) !== 'row-bias') || op.ins.some((i) => i >= 0 && sharded.has(i)) || sharded.has(op.out)) ? tp : 1;
     let t: number;
