@@ -149,7 +149,7 @@ export class GPT extends Module {
     this.ln_f = this.child('ln_f', new LayerNorm(ctx, cfg.dModel, cfg.lnEps));
     this.lm_head = this.child('lm_head', new Linear(ctx, cfg.dModel, cfg.vocabSize, { bias: false }));
     if (cfg.tieEmbeddings) this.lm_head.setParam('weight', this.wte.weight);
-    this.rope = cfg.positions === 'rotary' && device !== 'meta' ? new Rope(cfg.seqLen, cfg.dModel / cfg.nHead, dtype) : null;
+    this.rope = cfg.positions === 'rotary' ? new Rope(cfg.seqLen, cfg.dModel / cfg.nHead, dtype) : null;
     this.recompute = opts.recompute ?? false;
     if (device !== 'meta' && !opts.deferInit) materialize(this, opts.seed ?? 0);
   }
