@@ -11,8 +11,9 @@ import type { GradCase } from './gradcheck-cases/types.js';
 import { basicCases } from './gradcheck-cases/basic.js';
 import { nnCases } from './gradcheck-cases/nn.js';
 import { autogradCases } from './gradcheck-cases/autograd.js';
+import { moeCases } from './gradcheck-cases/moe.js';
 
-const cases: GradCase[] = [...basicCases, ...nnCases, ...autogradCases];
+const cases: GradCase[] = [...basicCases, ...nnCases, ...autogradCases, ...moeCases];
 
 test('every gradient rule has a finite-difference check', () => {
   const covered = new Set(cases.map((c) => c.op));

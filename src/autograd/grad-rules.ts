@@ -4,13 +4,14 @@
 import type { GradRule, GradRuleTable, OpName } from './node.js';
 import { basicRules } from './rules/basic.js';
 import { nnRules } from './rules/nn.js';
+import { moeRules } from './rules/moe.js';
 import { checkpointGrad } from './checkpoint.js';
 
 let table: GradRuleTable | undefined;
 
 export function gradRuleTable(): GradRuleTable {
   if (!table) {
-    const t: GradRuleTable = { ...basicRules, ...nnRules, checkpoint: checkpointGrad };
+    const t: GradRuleTable = { ...basicRules, ...nnRules, ...moeRules, checkpoint: checkpointGrad };
     table = t;
   }
   return table;

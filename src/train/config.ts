@@ -3,6 +3,7 @@
 // validates the result once, with messages naming the offending key.
 import type { GptConfig } from '../nn/gpt-config.js';
 import { validateGptConfig } from '../nn/gpt-config.js';
+import { denseMoe, moeEnabled, type MoeConfig } from '../nn/moe-config.js';
 
 export interface OptimConfig {
   lr: number;
@@ -78,7 +79,7 @@ function base(preset: string, model: GptConfig, microBatch: number): TrainConfig
 }
 
 const gpt = (nLayer: number, nHead: number, dModel: number, vocabSize: number, seqLen: number, extra: Partial<GptConfig> = {}): GptConfig => ({
-  nLayer, nHead, dModel, dFF: 4 * dModel, vocabSize, seqLen, tieEmbeddings: false, positions: 'learned', dropout: 0, lnEps: 1e-5, ...extra,
+  nLayer, nHead, dModel, dFF: 4 * dModel, vocabSize, seqLen, tieEmbeddings: false, positions: 'learned', dropout: 0, lnEps: 1e-5, moe: denseMoe(), ...extra,
 });
 
 /** The demo: trains in minutes on 2 cores. */
@@ -119,12 +120,37 @@ export function fugaku13b(): TrainConfig {
   return c;
 }
 
+const moe = (over: Partial<MoeConfig>): MoeConfig => ({ ...denseMoe(), ...over });
+
+/**
+ * gpt-tiny with 8 experts, top-2, in every second block; expert width F/2, so a token's
+ * active MLP compute equals gpt-tiny's dense MLP (the quality comparison of issue 9).
+ */
+export function moeTiny(): TrainConfig {
+  const c = gptTiny();
+  c.preset = 'moe-tiny';
+  c.train.outDir = 'runs/moe-tiny';
+  c.model.moe = moe({ experts: 8, topK: 2, every: 2, dFF: 256, capacityFactor: 0, balance: 'aux' });
+  return c;
+}
+
+/** gpt-small with 8 experts, top-2, every second block, expert width 1024, capacity factor 1.25. */
+export function moeSmall(): TrainConfig {
+  const c = gptSmall();
+  c.preset = 'moe-small';
+  c.train.outDir = 'runs/moe-small';
+  c.model.moe = moe({ experts: 8, topK: 2, every: 2, dFF: 1024, capacityFactor: 1.25, balance: 'aux' });
+  return c;
+}
+
 export const PRESETS: Record<string, () => TrainConfig> = {
   'gpt-tiny': gptTiny,
   'gpt-small': gptSmall,
   'gpt2-124m': gpt2_124m,
   'yuan-4.7b': yuan4_7b,
   'fugaku-13b': fugaku13b,
+  'moe-tiny': moeTiny,
+  'moe-small': moeSmall,
 };
 
 export function presetConfig(name: string): TrainConfig {
@@ -156,4 +182,11 @@ export function validateTrainConfig(c: TrainConfig, world = 1): void {
   if (c.optim.minLr < 0 || c.optim.minLr > c.optim.lr) throw new Error(`optim.minLr must be in [0, optim.lr], got ${c.optim.minLr}`);
   if (!['cosine', 'linear', 'constant'].includes(c.optim.schedule)) throw new Error(`optim.schedule must be cosine, linear or constant, got '${c.optim.schedule}'`);
   if (c.train.maxBadSteps < 1) throw new Error(`train.maxBadSteps must be >= 1`);
+  if (moeEnabled(c.model.moe)) {
+    if (c.parallel.zero === 3) throw new Error('parallel.zero = 3 does not support MoE models (model.moe.experts > 0): ZeRO-3 recomputes blocks, which would route tokens twice');
+    if (c.parallel.tp > 1) throw new Error('parallel.tp > 1 does not support MoE models (model.moe.experts > 0) yet');
+  }
+  if (c.parallel.ep > 1 && (!moeEnabled(c.model.moe) || c.model.moe.experts % c.parallel.ep !== 0)) {
+    throw new Error(`parallel.ep (${c.parallel.ep}) must divide model.moe.experts (${c.model.moe?.experts ?? 0})`);
+  }
 }

@@ -19,6 +19,7 @@ import { Progress, fmtTime } from './progress.js';
 import { measureGemmCeiling } from './gemm-ceiling.js';
 import { buildOptimizer, lrAt, type TrainOptimizer } from './optim-setup.js';
 import { saveTrainCheckpoint, loadTrainCheckpoint, latestCheckpoint, type TrainState } from './train-checkpoint.js';
+import { moeAfterStep } from './moe-step.js';
 
 /** Gradient synchronisation for data parallelism; the single-process default does nothing. */
 export interface GradSync {
@@ -170,10 +171,11 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
       badInARow = 0;
     }
     losses.push(loss);
+    const moe = await moeAfterStep(model, sync.world, sync.meanScalar);
     opts.onStep?.({ step, loss, skipped: bad });
     const dt = (performance.now() - ts) / 1000;
     const tps = tokensPerStep / dt;
-    progress.step({ step, loss, lr, tokensPerSec: tps, mfu: (tps * flopsPerToken) / ceiling, gradNorm, seconds: dt, skipped: bad }, cfg.train.logEvery, startStep);
+    progress.step({ step, loss, lr, tokensPerSec: tps, mfu: (tps * flopsPerToken) / ceiling, gradNorm, seconds: dt, skipped: bad, ...(moe ? { moe } : {}) }, cfg.train.logEvery, startStep);
 
     const elapsed = (performance.now() - t0) / 1000;
     const timeUp = cfg.train.maxSeconds > 0 && elapsed >= cfg.train.maxSeconds;
