@@ -6,7 +6,7 @@ import { train } from '../train/trainer.js';
 import { GPT } from '../nn/gpt.js';
 import { gptParamCount } from '../nn/gpt-config.js';
 import { planMemory, fmtBytes } from '../train/memory-plan.js';
-import { distributedSyncFromEnv } from '../train/dist-setup.js';
+import { distributedLayerFromEnv } from '../train/dist-setup.js';
 
 export const trainHelp = `athanor train [--preset NAME] [--config FILE.json] [--resume] [--dry-run] [--KEY=VALUE ...]
   Trains a GPT on data prepared by \`athanor prepare\`.
@@ -68,15 +68,15 @@ export async function runTrain(argv: string[]): Promise<number> {
     for (const note of plan.notes) console.log(`  ${note}`);
     return n === closed ? 0 : 1;
   }
-  const sync = await distributedSyncFromEnv(cfg);
+  const parallel = await distributedLayerFromEnv(cfg);
   try {
-    const r = await train(cfg, { resume: 'resume' in flags, sync: sync ?? undefined });
-    if (!sync || sync.rank === 0) {
+    const r = await train(cfg, { resume: 'resume' in flags, parallel: parallel ?? undefined });
+    if (!parallel || parallel.rank === 0) {
       const last = r.valLosses[r.valLosses.length - 1];
       console.log(`done: ${r.steps} steps, ${Math.round(r.tokensPerSec)} tokens/s${last ? `, validation loss ${last.loss.toFixed(4)}` : ''}`);
     }
   } finally {
-    await sync?.close?.();
+    await parallel?.close();
   }
   return 0;
 }

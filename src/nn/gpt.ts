@@ -12,6 +12,7 @@ import {
 import { fromStorage } from '../core/tensor.js';
 import { untrack } from '../core/scope.js';
 import { type GptConfig, validateGptConfig } from './gpt-config.js';
+import { materialize } from './materialize.js';
 import { isMoeBlock } from './moe-config.js';
 import { MoeMlp, type MoeStats } from './moe.js';
 
@@ -119,6 +120,11 @@ export interface GptOptions {
   seed?: number;
   /** Recompute each block's activations in backward instead of keeping them. */
   recompute?: boolean;
+  /**
+   * Leave the parameters on the meta device for the caller to materialize (a parallel
+   * plan materializes only this rank's shards; see nn/materialize.ts).
+   */
+  deferInit?: boolean;
 }
 
 export class GPT extends Module {
@@ -129,11 +135,6 @@ export class GPT extends Module {
   readonly lm_head: Linear;
   readonly rng: Rng;
   recompute: boolean;
-  /**
-   * Replaces how a block runs (set by parallelism wrappers such as ZeRO-3, which
-   * gathers a block's parameters around it); `run` is the plain block forward.
-   */
-  blockWrapper: ((i: number, x: Tensor, run: (x: Tensor) => Tensor) => Tensor) | null = null;
   private readonly rope: Rope | null;
 
   constructor(readonly cfg: GptConfig, opts: GptOptions = {}) {
@@ -141,15 +142,19 @@ export class GPT extends Module {
     validateGptConfig(cfg);
     const dtype = opts.dtype ?? 'float32';
     this.rng = new Rng(opts.seed ?? 0);
-    const ctx: InitContext = { device: opts.device ?? 'cpu', dtype, rng: this.rng };
+    // Parameters are declared on the meta device, then each is filled from its own
+    // stream (seed, name): the values do not depend on construction order or layout.
+    const device = opts.device ?? 'cpu';
+    const ctx: InitContext = { device: 'meta', dtype, rng: this.rng };
     this.wte = this.child('wte', new Embedding(ctx, cfg.vocabSize, cfg.dModel));
     this.wpe = cfg.positions === 'learned' ? this.child('wpe', new Embedding(ctx, cfg.seqLen, cfg.dModel)) : null;
     for (let i = 0; i < cfg.nLayer; i++) this.h.push(this.child(`h.${i}`, new Block(ctx, cfg, isMoeBlock(cfg.moe, i))));
     this.ln_f = this.child('ln_f', new LayerNorm(ctx, cfg.dModel, cfg.lnEps));
     this.lm_head = this.child('lm_head', new Linear(ctx, cfg.dModel, cfg.vocabSize, { bias: false }));
     if (cfg.tieEmbeddings) this.lm_head.setParam('weight', this.wte.weight);
-    this.rope = cfg.positions === 'rotary' && ctx.device !== 'meta' ? new Rope(cfg.seqLen, cfg.dModel / cfg.nHead, dtype) : null;
+    this.rope = cfg.positions === 'rotary' && device !== 'meta' ? new Rope(cfg.seqLen, cfg.dModel / cfg.nHead, dtype) : null;
     this.recompute = opts.recompute ?? false;
+    if (device !== 'meta' && !opts.deferInit) materialize(this, opts.seed ?? 0);
   }
 
   /** Token + position embeddings for idx (B, T). */
@@ -163,7 +168,6 @@ export class GPT extends Module {
 
   runBlock(i: number, x: Tensor): Tensor {
     const b = this.h[i]!;
-    if (this.blockWrapper) return this.blockWrapper(i, x, (y) => b.forward(y, this.rope, this.rng));
     // MoE blocks are not recomputed: a second forward would route again and record its
     // auxiliary loss and statistics twice.
     if (this.recompute && this.training && !b.moe) {

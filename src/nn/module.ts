@@ -22,6 +22,7 @@ export function parameter(ctx: InitContext, shape: readonly number[], init: Init
   let t: Tensor;
   if (ctx.device === 'meta') {
     t = metaTensor(shape, ctx.dtype);
+    initSpecs.set(t, init);
   } else {
     const data = allocStorage(ctx.dtype, numel(shape));
     if (init.kind === 'normal') ctx.rng.fillNormal(data, 0, init.std);
@@ -34,6 +35,9 @@ export function parameter(ctx: InitContext, shape: readonly number[], init: Init
   t.requiresGrad = true;
   return t;
 }
+
+/** How each meta parameter is to be initialized (read by materialize.ts). */
+export const initSpecs = new WeakMap<Tensor, Init>();
 
 export class Module {
   training = true;
@@ -61,6 +65,11 @@ export class Module {
   setParam(name: string, t: Tensor): void {
     if (!this.ownParams.has(name)) throw new Error(`setParam: no parameter '${name}'`);
     this.ownParams.set(name, t);
+  }
+
+  /** This module's own parameters (not its children's), by local name. */
+  ownParameters(): [string, Tensor][] {
+    return [...this.ownParams];
   }
 
   namedParameters(prefix = ''): [string, Tensor][] {
@@ -132,4 +141,16 @@ function copyValues(dst: Tensor, src: Tensor, where: string): void {
   if (dst.dtype !== src.dtype) throw new Error(`${where}: dtype ${src.dtype} does not match ${dst.dtype}`);
   if (!src.isContiguous() || !dst.isContiguous()) throw new Error(`${where}: expected contiguous tensors`);
   dst.data.set(src.data.subarray(src.offset, src.offset + src.size) as never, dst.offset);
+}
+
+/**
+ * The generic module hook: replaces `m[key]` (usually `forward`) with `wrap(next)`, where
+ * `next` is the previous method bound to `m`. Parallel transforms (ZeRO-3 gathers,
+ * tensor-parallel collectives and sharded compute) are installed this way from outside,
+ * so model code stays single-process. Hooks stack: the last one installed runs first.
+ */
+export function wrapMethod<M extends object, K extends keyof M>(m: M, key: K, wrap: (next: M[K]) => M[K]): void {
+  const prev = m[key];
+  if (typeof prev !== 'function') throw new Error(`wrapMethod: ${m.constructor.name}.${String(key)} is not a method`);
+  m[key] = wrap((prev as (...a: unknown[]) => unknown).bind(m) as M[K]);
 }

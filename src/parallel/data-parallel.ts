@@ -16,21 +16,58 @@
 //   3  as 2, and each rank stores only its shard of the parameters; see zero3.ts.
 import type { Tensor } from '../core/tensor.js';
 import { fromStorage } from '../core/tensor.js';
-import type { GPT } from '../nn/gpt.js';
-import type { TrainConfig } from '../train/config.js';
-import type { TrainState } from '../train/train-checkpoint.js';
-import { saveCheckpoint, optimizerSegments, optimizerMeta, loadParams, loadOptimizer } from '../train/train-checkpoint.js';
-import { CheckpointReader, type Segment } from '../io/checkpoint.js';
-import { nameParameters, newAdamW, setLr, type TrainOptimizer } from '../train/optim-setup.js';
-import { gradSumSquares, clipCoefficient, type AdamW, type ParamSegment } from '../optim/index.js';
-import type { DistSync } from '../train/dist-setup.js';
-import { randomBytes } from 'node:crypto';
-import { networkInterfaces } from 'node:os';
-import { initProcessGroup, type InitOptions, type ProcessGroup } from '../runtime/init.js';
-import { TcpStoreServer } from '../runtime/tcp-store.js';
-import { CommThread, sharedF32 } from '../runtime/comm-thread.js';
+import type { Rng } from '../core/rng.js';
+import type { Module } from '../nn/module.js';
+import type { Segment } from '../io/checkpoint.js';
+import { gradSumSquares, clipCoefficient, type AdamW, type ParamLike, type ParamSegment } from '../optim/index.js';
+import { optimizerSegments, loadParams, loadOptimizer, type OptimizerMeta, type RangeSource } from '../optim/state-segments.js';
+import { sharedF32 } from '../runtime/comm-thread.js';
+import type { CommBuffer, ReduceOp } from '../runtime/communicator.js';
 import { evenCounts } from '../runtime/collectives.js';
 import { Zero3 } from './zero3.js';
+
+/** Collectives over the data-parallel group on the communication thread (CommThread implements it). */
+export interface GradComm {
+  allReduce(buf: CommBuffer, reduce?: ReduceOp, deterministic?: boolean): { id: number; done: Promise<void> };
+  reduceScatterV(input: CommBuffer, output: CommBuffer, counts: number[], reduce?: ReduceOp): { id: number; done: Promise<void> };
+  allGatherV(input: CommBuffer, output: CommBuffer, counts: number[]): { id: number; done: Promise<void> };
+  /** Blocks until request `id` (and all before it) completed; for use inside synchronous backward. */
+  waitSync(id: number): void;
+}
+
+export interface ReplicateOptions {
+  /** ZeRO stage: 0 replicate everything, 1 shard optimizer state, 2 + gradients, 3 + parameters. */
+  zero: 0 | 1 | 2 | 3;
+  bucketMB: number;
+  /** Fixed reduction order (bit-identical results whatever the arrival order). */
+  deterministic: boolean;
+  /** ZeRO-3: submodules whose parameters are gathered around their forward (e.g. transformer blocks); the rest form one outer unit. */
+  units?: Module[];
+  /** ZeRO-3 recomputes each unit in backward: the RNG to replay (dropout masks). */
+  rng?: Rng;
+  /** Transport name for describe(). */
+  transport?: string;
+}
+
+/** The optimizer a parallel transform builds: AdamW over this rank's part plus a clipped, finite-checked step. */
+export interface ShardedOptimizer {
+  readonly adamw: AdamW;
+  step(lr: number, maxNorm: number): Promise<{ gradNorm: number; applied: boolean }>;
+  zeroGrad(): void;
+}
+
+/** How the caller builds AdamW (parameter groups and hyper-parameters are the trainer's business). */
+export type AdamWFactory = (params: readonly ParamLike[], relocate?: (ps: ParamLike[]) => ParamLike[]) => AdamW;
+
+export interface OptimizerOptions {
+  makeAdamW: AdamWFactory;
+  /** Whether a parameter's gradient counts in this rank's part of the global norm
+   *  (tensor parallel: replicated parameters count on one rank of the group). Default: all. */
+  countInNorm?: (p: Tensor) => boolean;
+  /** Sums this rank's squared-gradient total over every rank that holds other parts of
+   *  the model (tensor / pipeline groups), after the data-parallel sum. Default: identity. */
+  sumOutsideDp?: (x: number) => Promise<number>;
+}
 
 export interface Bucket {
   /** Position in FlatLayout.buckets. */
@@ -117,49 +154,43 @@ export function segmentsFor(layout: FlatLayout, ranges: [number, number][]): Par
   return out;
 }
 
-export class DataParallel implements DistSync {
-  readonly rank: number;
-  readonly world: number;
-  private layout!: FlatLayout;
-  private flatParams!: Float32Array;
+/**
+ * Data parallelism (and ZeRO 1-3) over one module and the data-parallel group: the
+ * `replicate` / `fully-shard` transforms. Knows nothing of the model beyond its named
+ * parameters and, for ZeRO-3, which submodules form gather units.
+ */
+export class DataParallel {
+  private readonly layout: FlatLayout;
+  private readonly flatParams: Float32Array;
   private flatGrads: Float32Array | null = null;
   private shardGrad: Float32Array | null = null;
   private staging: Float32Array[] = [];
   private stagingReq: number[] = [];
   private stagingNext = 0;
-  private ranges: [number, number][] = [];
-  private shardOff: number[] = [];
+  private readonly ranges: [number, number][];
+  private readonly shardOff: number[];
   private readonly scalar = sharedF32(1);
-  private zero3: Zero3 | null = null;
+  private readonly zero3: Zero3 | null = null;
   private readonly gatherIn: Float32Array[] = [];
-  private model!: GPT;
 
-  constructor(readonly cfg: TrainConfig, readonly pg: ProcessGroup, readonly comm: CommThread) {
-    this.rank = pg.rank;
-    this.world = pg.size;
-  }
-
-  get stage(): 0 | 1 | 2 | 3 {
-    return this.cfg.parallel.zero;
-  }
-
-  setupModel(model: GPT): void {
-    this.model = model;
-    let named = nameParameters(model);
-    for (const [n, p] of named) if (p.dtype !== 'float32') throw new Error(`data parallel: parameter ${n} is ${p.dtype}; only float32 is supported`);
+  constructor(readonly module: Module, readonly comm: GradComm, readonly rank: number, readonly world: number, readonly opts: ReplicateOptions) {
+    let named = module.namedParameters();
+    for (const [n, p] of named) {
+      p.name = n;
+      if (p.dtype !== 'float32') throw new Error(`data parallel: parameter ${n} is ${p.dtype}; only float32 is supported`);
+    }
     let units: Tensor[][] | undefined;
     if (this.stage === 3) {
-      // Units: one per block, plus the embeddings/final norm/head, laid out first.
-      const blocks = model.h.map((b) => new Set(b.parameters()));
+      // Units: the outer one (parameters of no listed submodule) first, then one per submodule.
+      const blocks = (opts.units ?? []).map((m) => new Set(m.parameters()));
       const inBlock = new Set(blocks.flatMap((b) => [...b]));
       const outer = named.filter(([, p]) => !inBlock.has(p));
       named = [...outer, ...named.filter(([, p]) => inBlock.has(p))];
-      units = [outer.map(([, p]) => p), ...blocks.map((b) => [...b])];
+      units = [outer.map(([, p]) => p), ...blocks.map((b) => [...b])].filter((u) => u.length > 0);
     }
-    this.layout = planBuckets(named, this.world, Math.max(1, Math.floor((this.cfg.parallel.bucketMB * 1024 * 1024) / 4)), units);
+    this.layout = planBuckets(named, this.world, Math.max(1, Math.floor((opts.bucketMB * 1024 * 1024) / 4)), units);
     this.ranges = shardRanges(this.layout, this.rank);
     this.shardOff = shardOffsets(this.ranges);
-    // Every rank starts from rank 0's initial weights (they are equal by seed, but this makes it a guarantee).
     this.flatParams = sharedF32(this.layout.total);
     for (const [, p] of named) this.flatParams.set(p.data as Float32Array, this.layout.offsets.get(p)!);
     if (this.stage >= 2) {
@@ -180,13 +211,22 @@ export class DataParallel implements DistSync {
         p.grad = g;
       }
     }
-    if (this.stage === 3) this.zero3 = new Zero3(this, model, this.layout, this.flatParams, this.ranges);
+    if (this.stage === 3) this.zero3 = new Zero3(this, opts.units ?? [], this.layout, this.flatParams, this.ranges, opts.rng);
+  }
+
+  get stage(): 0 | 1 | 2 | 3 {
+    return this.opts.zero;
+  }
+
+  /** The parameters in flat-layout order, named. */
+  get named(): [string, Tensor][] {
+    return this.layout.named;
   }
 
   describe(): string {
     const m = this.memoryReport();
     const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
-    return `data parallel: ${this.world} ranks, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s), ${this.pg.backend} transport; ` +
+    return `data parallel: ${this.world} ranks, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s), ${this.opts.transport ?? 'socket'} transport; ` +
       `per-rank state: weights ${mb(m.weights)}, grads ${mb(m.grads)}, AdamW ${mb(m.optimizer)} (total ${mb(m.weights + m.grads + m.optimizer)})`;
   }
 
@@ -223,7 +263,7 @@ export class DataParallel implements DistSync {
   /** Starts a bucket's reduction on the communication thread. */
   launch(b: Bucket): void {
     if (this.stage < 2) {
-      b.work = this.comm.allReduce(this.flatGrads!.subarray(b.lo, b.hi), 'avg', this.cfg.parallel.deterministic).done;
+      b.work = this.comm.allReduce(this.flatGrads!.subarray(b.lo, b.hi), 'avg', this.opts.deterministic).done;
       return;
     }
     const slot = this.stagingNext;
@@ -248,7 +288,8 @@ export class DataParallel implements DistSync {
     b.work = req.done;
   }
 
-  async finish(): Promise<void> {
+  /** Waits for every bucket's reduction (launching those no backward hook started). */
+  async reduceGrads(): Promise<void> {
     for (const b of this.layout.buckets) {
       if (!b.work) this.launch(b); // parameters that took no part in this step's graph
     }
@@ -257,14 +298,20 @@ export class DataParallel implements DistSync {
     this.zero3?.afterBackward();
   }
 
-  buildOptimizer = (model: GPT, cfg: TrainConfig): TrainOptimizer => {
+  /** AdamW over what this rank updates (ZeRO: its shard), with the global-norm clip. */
+  buildOptimizer(o: OptimizerOptions): ShardedOptimizer {
     const named = this.layout.named;
     const segs = segmentsFor(this.layout, this.ranges);
+    const counted = o.countInNorm ? (s: ParamSegment) => o.countInNorm!(s.param) : () => true;
+    const normSum = async (local: number) => {
+      const dp = await this.allSum(local);
+      return o.sumOutsideDp ? o.sumOutsideDp(dp) : dp;
+    };
     if (this.stage === 0) {
       // The norm is summed over the same shards as ZeRO's, so every stage clips identically.
       const params = named.map(([, p]) => p);
-      const adamw = newAdamW(params, cfg.optim);
-      return this.optimizerFor(adamw, async () => this.allSum(gradSumSquares(segs)), async () => undefined);
+      const adamw = o.makeAdamW(params);
+      return this.optimizerFor(adamw, () => normSum(gradSumSquares(segs.filter(counted))), async () => undefined);
     }
     if (this.stage >= 2) {
       let off = 0;
@@ -276,17 +323,17 @@ export class DataParallel implements DistSync {
         off += hi - lo;
       }
       for (const s of segs) {
-        const o = byParam.get(s.param)!;
-        s.grad = fromStorage(this.shardGrad!.subarray(o, o + (s.end - s.start)), [s.end - s.start], 'float32');
+        const o2 = byParam.get(s.param)!;
+        s.grad = fromStorage(this.shardGrad!.subarray(o2, o2 + (s.end - s.start)), [s.end - s.start], 'float32');
       }
     }
     const zero3 = this.zero3;
-    const adamw = newAdamW(segs, cfg.optim, zero3 ? (ps) => zero3.shardSegments(ps as ParamSegment[]) : undefined);
-    const sumSq = () => gradSumSquares(segs.map((s) => ({ param: s.param, start: s.start, end: s.end, grad: s.grad })));
-    return this.optimizerFor(adamw, async () => this.allSum(sumSq()), () => this.gatherParams());
-  };
+    const adamw = o.makeAdamW(segs, zero3 ? (ps) => zero3.shardSegments(ps as ParamSegment[]) : undefined);
+    const sumSq = () => gradSumSquares(segs.filter(counted).map((s) => ({ param: s.param, start: s.start, end: s.end, grad: s.grad })));
+    return this.optimizerFor(adamw, () => normSum(sumSq()), () => this.gatherParams());
+  }
 
-  private optimizerFor(adamw: AdamW, sumSquares: () => number | Promise<number>, after: () => Promise<void>): TrainOptimizer {
+  private optimizerFor(adamw: AdamW, sumSquares: () => Promise<number>, after: () => Promise<void>): ShardedOptimizer {
     return {
       adamw,
       step: async (lr, maxNorm) => {
@@ -295,7 +342,7 @@ export class DataParallel implements DistSync {
           this.zeroGrads(adamw);
           return { gradNorm: norm, applied: false };
         }
-        setLr(adamw, lr);
+        for (const g of adamw.paramGroups) g.lr = lr;
         adamw.step({ gradScale: maxNorm > 0 ? clipCoefficient(norm, maxNorm) : 1 });
         this.zeroGrads(adamw);
         await after();
@@ -333,81 +380,34 @@ export class DataParallel implements DistSync {
     return buf[0]!;
   }
 
-  async meanScalar(x: number): Promise<number> {
-    const buf = new Float32Array([x]);
-    await this.pg.allReduce(buf, { op: 'avg', deterministic: this.cfg.parallel.deterministic }).wait();
-    return buf[0]!;
-  }
-
-  async barrier(): Promise<void> {
-    await this.pg.barrier().wait();
-  }
-
-  saveCheckpoint = async (root: string, model: GPT, optim: TrainOptimizer, st: TrainState): Promise<string> => {
+  /**
+   * What this rank writes to a checkpoint, in the module's own (local) coordinates:
+   * parameters (replica 0 writes them; ZeRO-3 ranks their shards) and AdamW moments.
+   */
+  checkpointSegments(adamw: AdamW): Segment[] {
     const segs: Segment[] = [];
     if (this.zero3) segs.push(...this.zero3.paramSegments());
     else if (this.rank === 0) {
       for (const [name, p] of this.layout.named) segs.push({ name, shape: [...p.shape], dtype: 'float32', start: 0, end: p.size, data: p.data.subarray(p.offset, p.offset + p.size) });
     }
-    segs.push(...(this.zero3 ? this.zero3.optimizerSegments(optim.adamw) : optimizerSegments(optim.adamw)));
-    return saveCheckpoint(root, { ...st, optimizer: optimizerMeta(optim.adamw) }, segs, { rank: this.rank, world: this.world, barrier: () => this.barrier() });
-  };
+    segs.push(...(this.zero3 ? this.zero3.optimizerSegments(adamw) : optimizerSegments(adamw)));
+    return segs;
+  }
 
-  loadCheckpoint = (dir: string, model: GPT, optim: TrainOptimizer): TrainState => {
-    const r = new CheckpointReader(dir);
-    try {
-      const st = r.state as TrainState;
-      if (this.zero3) this.zero3.loadParams(r);
-      else loadParams(r, this.layout.named);
-      if (st.optimizer) loadOptimizer(r, optim.adamw, st.optimizer, this.zero3 ? (n) => this.zero3!.slotOffset(n) : undefined);
-      return st;
-    } finally {
-      r.close();
-    }
-  };
-
-  async close(): Promise<void> {
-    await this.comm.close();
-    await this.pg.destroy();
-    await closeCommStore();
+  /** Reads this rank's parameters and optimizer state (local coordinates) from any layout's checkpoint. */
+  loadCheckpoint(r: RangeSource, adamw: AdamW, meta: OptimizerMeta | undefined): void {
+    if (this.zero3) this.zero3.loadParams(r);
+    else loadParams(r, this.layout.named);
+    if (meta) loadOptimizer(r, adamw, meta, this.zero3 ? (n) => this.zero3!.slotOffset(n) : undefined);
   }
 }
 
-export async function dataParallelSync(cfg: TrainConfig): Promise<DistSync> {
-  const pg = await initProcessGroup();
-  const { tp, pp } = cfg.parallel;
-  if (tp !== 1 || pp !== 1) {
-    throw new Error(`rank ${pg.rank}: parallel.tp=${tp}, parallel.pp=${pp}: athanor train runs data parallelism (with ZeRO); set parallel.dp to the world size (${pg.size}) and tp = pp = 1`);
-  }
-  if (cfg.parallel.dp !== pg.size) throw new Error(`rank ${pg.rank}: parallel.dp is ${cfg.parallel.dp} but ${pg.size} ranks were started; pass --parallel.dp=${pg.size}`);
-  const comm = await CommThread.start(await commThreadInit(pg));
-  return new DataParallel(cfg, pg, comm);
+/** `replicate`: data parallelism (ZeRO 0-2) over the data-parallel group. */
+export function replicate(module: Module, comm: GradComm, rank: number, world: number, opts: Omit<ReplicateOptions, 'units' | 'rng'> & { zero: 0 | 1 | 2 }): DataParallel {
+  return new DataParallel(module, comm, rank, world, opts);
 }
 
-/**
- * How the communication thread joins its own group. Under the launcher it rendezvous
- * through the launcher's store; under mpirun (where MPI must stay on the main thread)
- * rank 0 hosts a store and announces it over MPI, and the thread uses sockets.
- */
-async function commThreadInit(pg: ProcessGroup): Promise<InitOptions> {
-  const base: InitOptions = { prefix: 'athanor/grad', hostStore: false };
-  if (pg.backend !== 'mpi') return { ...base, backend: pg.backend === 'local' ? 'auto' : pg.backend };
-  const msg = new Uint8Array(512);
-  if (pg.rank === 0) {
-    const token = randomBytes(24).toString('hex');
-    const local = process.env.OMPI_COMM_WORLD_LOCAL_SIZE === process.env.OMPI_COMM_WORLD_SIZE;
-    storeServer = await TcpStoreServer.start({ host: local ? '127.0.0.1' : '0.0.0.0', port: 0, token });
-    const addr = local ? '127.0.0.1' : Object.values(networkInterfaces()).flat().find((i) => i && i.family === 'IPv4' && !i.internal)?.address ?? '127.0.0.1';
-    msg.set(Buffer.from(JSON.stringify({ a: addr, p: storeServer.port, t: token, l: local })));
-  }
-  await pg.broadcast(new Uint16Array(msg.buffer), 0).wait();
-  const info = JSON.parse(Buffer.from(msg).toString('utf8').replace(/\0+$/, '')) as { a: string; p: number; t: string; l: boolean };
-  return { ...base, backend: info.l ? 'unix' : 'tcp', rank: pg.rank, worldSize: pg.size, masterAddr: info.a, masterPort: info.p, token: info.t };
-}
-
-let storeServer: TcpStoreServer | null = null;
-
-export async function closeCommStore(): Promise<void> {
-  await storeServer?.close();
-  storeServer = null;
+/** `fully-shard` (ZeRO-3): parameters live sharded and are gathered per unit around its forward. */
+export function fullyShard(module: Module, comm: GradComm, rank: number, world: number, opts: Omit<ReplicateOptions, 'zero'> & { units: Module[] }): DataParallel {
+  return new DataParallel(module, comm, rank, world, { ...opts, zero: 3 });
 }

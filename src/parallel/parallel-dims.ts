@@ -1,7 +1,8 @@
 // ParallelDims / DeviceMesh: how the world is split into data (dp), tensor (tp), pipeline (pp)
 // and expert (ep) parallel groups.
 //
-// Rank order (tp fastest, then dp, then pp):  rank = tp_i + tp * (dp_i + dp * pp_i)
+// Rank order (default tp fastest, then dp, then pp):  rank = tp_i + tp * (dp_i + dp * pp_i).
+// `order` changes it (fastest first), e.g. ['dp', 'tp', 'pp'].
 // ep borrows from dp, as in torchtitan: dp = edp * ep with the ep index fastest inside dp,
 //   dp_i = ep_i + ep * edp_i.
 // So a tp group is contiguous ranks (best locality for the chattiest dimension), and an ep
@@ -21,7 +22,12 @@ export interface ParallelDimsSpec {
   pp?: number;
   /** Must divide dp (default 1). */
   ep?: number;
+  /** Rank order, fastest-varying dimension first (default ['tp', 'dp', 'pp']). */
+  order?: readonly MeshAxis[];
 }
+
+export type MeshAxis = 'tp' | 'dp' | 'pp';
+export const DEFAULT_MESH_ORDER: readonly MeshAxis[] = ['tp', 'dp', 'pp'];
 
 export interface MeshCoords { dp: number; tp: number; pp: number; ep: number; edp: number }
 
@@ -33,6 +39,7 @@ export class ParallelDims {
   readonly ep: number;
   /** dp / ep. */
   readonly edp: number;
+  readonly order: readonly MeshAxis[];
 
   constructor(spec: ParallelDimsSpec) {
     const { world } = spec;
@@ -49,17 +56,26 @@ export class ParallelDims {
     } else if (!Number.isInteger(dp) || dp < 1) bad('dp', dp);
     if (dp * tp * pp !== world) throw new DistError(`ParallelDims: dp*tp*pp = ${dp}*${tp}*${pp} = ${dp * tp * pp} does not equal the world size ${world}`);
     if (dp % ep !== 0) throw new DistError(`ParallelDims: ep = ${ep} must divide dp = ${dp} (expert parallelism borrows ranks from data parallelism)`);
+    const order = spec.order ?? DEFAULT_MESH_ORDER;
+    if (order.length !== 3 || !['tp', 'dp', 'pp'].every((a) => order.includes(a as MeshAxis))) {
+      throw new DistError(`ParallelDims: order must list tp, dp and pp once each (fastest first), got [${order.join(', ')}]`);
+    }
+    this.order = [...order];
     this.world = world; this.dp = dp; this.tp = tp; this.pp = pp; this.ep = ep; this.edp = dp / ep;
   }
 
-  rankOf(c: { dp: number; tp: number; pp: number }): number { return c.tp + this.tp * (c.dp + this.dp * c.pp); }
+  rankOf(c: { dp: number; tp: number; pp: number }): number {
+    let r = 0, stride = 1;
+    for (const a of this.order) { r += c[a] * stride; stride *= this[a]; }
+    return r;
+  }
 
   coords(rank: number): MeshCoords {
     if (!Number.isInteger(rank) || rank < 0 || rank >= this.world) throw new DistError(`ParallelDims: rank ${rank} out of range [0, ${this.world})`);
-    const tp = rank % this.tp;
-    const dp = Math.floor(rank / this.tp) % this.dp;
-    const pp = Math.floor(rank / (this.tp * this.dp));
-    return { tp, dp, pp, ep: dp % this.ep, edp: Math.floor(dp / this.ep) };
+    const c = { tp: 0, dp: 0, pp: 0 };
+    let rest = rank;
+    for (const a of this.order) { c[a] = rest % this[a]; rest = Math.floor(rest / this[a]); }
+    return { ...c, ep: c.dp % this.ep, edp: Math.floor(c.dp / this.ep) };
   }
 
   /** Global ranks of `rank`'s group along dim, in group-rank order. */

@@ -1,22 +1,26 @@
-// ZeRO stage 3: each rank stores only its shard of every parameter. A block's
-// parameters are all-gathered just before the block runs and released right after;
-// backward re-gathers them, recomputes the block (activation checkpointing), and
-// reduce-scatters the block's gradients into the shard gradient before releasing
-// them. Embeddings, final norm and head (the "outer" unit, used at both ends of the
-// model) are gathered once per micro-step and released after backward.
+// ZeRO stage 3: each rank stores only its shard of every parameter. A unit's (e.g. a
+// transformer block's) parameters are all-gathered just before its forward runs and
+// released right after; backward re-gathers them, recomputes the unit (activation
+// checkpointing), and reduce-scatters its gradients into the shard gradient before
+// releasing them. The hook goes on the unit's `forward` (wrapMethod), so any module
+// whose forward takes its activation first can be a unit. Parameters of no unit (for
+// GPT: embeddings, final norm, head, used at both ends) form the outer unit, gathered
+// once per micro-step and released after backward.
 // Gathers run on the communication thread; the main thread waits with Atomics.wait
 // because they happen inside the synchronous forward/backward.
 import type { Tensor } from '../core/tensor.js';
 import { fromStorage } from '../core/tensor.js';
-import type { GPT } from '../nn/gpt.js';
+import type { Rng } from '../core/rng.js';
+import { wrapMethod, type Module } from '../nn/module.js';
 import { checkpoint } from '../autograd/checkpoint.js';
 import type { AdamW, ParamSegment } from '../optim/index.js';
-import type { CheckpointReader, Segment } from '../io/checkpoint.js';
-import { shardOffsets, type Bucket, type FlatLayout } from './data-parallel.js';
-import { sharedF32, type CommThread } from '../runtime/comm-thread.js';
+import type { Segment } from '../io/checkpoint.js';
+import type { RangeSource } from '../optim/state-segments.js';
+import { shardOffsets, type Bucket, type FlatLayout, type GradComm } from './data-parallel.js';
+import { sharedF32 } from '../runtime/comm-thread.js';
 
 interface Host {
-  readonly comm: CommThread;
+  readonly comm: GradComm;
   readonly rank: number;
   launch(b: Bucket): void;
 }
@@ -29,29 +33,32 @@ export class Zero3 {
   private readonly spare = new Map<number, Float32Array[]>();
   /** Slot name → element offset of the shard slot inside its parameter. */
   private readonly slotStart = new Map<string, number>();
-  private readonly outer: Bucket;
-  private readonly blockBucket: Bucket[];
+  private readonly outer: Bucket | null;
 
-  constructor(private readonly host: Host, model: GPT, private readonly layout: FlatLayout, full: Float32Array, private readonly ranges: [number, number][]) {
+  constructor(private readonly host: Host, units: Module[], private readonly layout: FlatLayout, full: Float32Array, private readonly ranges: [number, number][], rng?: Rng) {
     this.shardOff = shardOffsets(ranges);
     this.shard = sharedF32(ranges.reduce((s, [lo, hi]) => s + hi - lo, 0));
     ranges.forEach(([lo, hi], i) => this.shard.set(full.subarray(lo, hi), this.shardOff[i]!));
     for (const [, p] of layout.named) p.box.data = null; // full parameters exist only while gathered
-    this.blockBucket = model.h.map((b) => layout.bucketOf.get(b.parameters()[0]!)!);
-    this.outer = layout.bucketOf.get(model.wte.weight)!;
-    model.blockWrapper = (i, x, run) => {
-      const b = this.blockBucket[i]!;
-      this.gather(b);
-      const params = b.params;
-      const out = checkpoint((xs) => run(xs[0]!), [x], params, model.rng, {
-        before: () => this.gather(b),
-        // Gradients accumulate in full-size buffers over micro-steps (as ZeRO-2 does) and are
-        // reduce-scattered once, after the last one: a reduce-scatter overwrites its output.
-        after: () => { if (this.lastMicro) this.host.launch(b); this.release(b); },
+    const inUnit = new Set(units.flatMap((u) => u.parameters()));
+    const outerParam = layout.named.find(([, p]) => !inUnit.has(p))?.[1];
+    this.outer = outerParam ? layout.bucketOf.get(outerParam)! : null;
+    for (const u of units) {
+      const params = u.parameters();
+      if (!params.length) continue;
+      const b = layout.bucketOf.get(params[0]!)!;
+      wrapMethod(u as Module & { forward: (x: Tensor, ...rest: unknown[]) => Tensor }, 'forward', (next) => (x: Tensor, ...rest: unknown[]) => {
+        this.gather(b);
+        const out = checkpoint((xs) => next(xs[0]!, ...rest), [x], params, rng, {
+          before: () => this.gather(b),
+          // Gradients accumulate in full-size buffers over micro-steps (as ZeRO-2 does) and are
+          // reduce-scattered once, after the last one: a reduce-scatter overwrites its output.
+          after: () => { if (this.lastMicro) this.host.launch(b); this.release(b); },
+        });
+        this.release(b);
+        return out;
       });
-      this.release(b);
-      return out;
-    };
+    }
   }
 
   /** All-gathers a unit's parameters into a (reused) shared buffer and points the tensors at it. */
@@ -85,11 +92,11 @@ export class Zero3 {
 
   beforeForward(lastMicro: boolean): void {
     this.lastMicro = lastMicro;
-    this.gather(this.outer);
+    if (this.outer) this.gather(this.outer);
   }
 
   afterBackward(): void {
-    this.release(this.outer);
+    if (this.outer) this.release(this.outer);
   }
 
   /** The optimizer updates shard storage: one slot per (parameter, owned range). */
@@ -139,7 +146,7 @@ export class Zero3 {
   }
 
   /** Reads this rank's parameter slices from a checkpoint of any layout. */
-  loadParams(r: CheckpointReader): void {
+  loadParams(r: RangeSource): void {
     for (const s of this.ownedSlices()) r.readRange(s.name, s.start, s.start + s.data.length, s.data);
   }
 

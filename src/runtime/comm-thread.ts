@@ -22,9 +22,10 @@ export class CommThread {
 
   private constructor(private readonly worker: Worker) {}
 
-  static async start(init: InitOptions): Promise<CommThread> {
+  /** `group`: global ranks of the sub-group its collectives run over (default the whole world). */
+  static async start(init: InitOptions, group?: number[]): Promise<CommThread> {
     const signal = new Int32Array(new SharedArrayBuffer(8));
-    const data: CommWorkerData = { init, signal };
+    const data: CommWorkerData = { init, signal, ...(group ? { group } : {}) };
     const worker = new Worker(new URL('./comm-worker.js', import.meta.url), { workerData: data });
     const ct = new CommThread(worker);
     (ct as unknown as { signal: Int32Array }).signal = signal;

@@ -17,12 +17,15 @@ export interface CommWorkerData {
   init: InitOptions;
   /** Int32Array over a SharedArrayBuffer: [0] = requests completed, [1] = failed flag. */
   signal: Int32Array;
+  /** Global ranks of the sub-group the thread's collectives run over (default: the whole world). */
+  group?: number[];
 }
 
 async function main(): Promise<void> {
   const port = parentPort!;
-  const { init, signal } = workerData as CommWorkerData;
-  const pg = await initProcessGroup(init);
+  const { init, signal, group } = workerData as CommWorkerData;
+  const world = await initProcessGroup(init);
+  const pg = group && group.length !== world.size ? world.newGroup(group, 'comm-thread') : world;
   port.postMessage({ type: 'ready', rank: pg.rank, size: pg.size, backend: pg.backend });
   const queue: CommRequest[] = [];
   let running = false;
@@ -37,7 +40,7 @@ async function main(): Promise<void> {
           case 'reduceScatterV': await pg.reduceScatterV(r.input, r.output, r.counts, r.reduce).wait(); break;
           case 'allGatherV': await pg.allGatherV(r.input, r.output, r.counts).wait(); break;
           case 'barrier': await pg.barrier().wait(); break;
-          case 'close': await pg.destroy(); break;
+          case 'close': await world.destroy(); break;
         }
         Atomics.add(signal, 0, 1);
         Atomics.notify(signal, 0);

@@ -1,13 +1,14 @@
 // The GPT training loop: accumulation micro-steps, clipping, AdamW with warmup +
 // cosine decay, NaN/Inf skipping, periodic evaluation and atomic checkpoints that
 // resume bit-for-bit (weights, optimizer state, step, RNG and loader position).
-// Data parallelism plugs in through `GradSync` without the loop knowing about ranks.
+// Parallelism plugs in through a ParallelLayer (parallel-layer.ts) and its StepSchedule
+// (step-schedule.ts) without the loop knowing about ranks.
 import { join } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
-import { fromStorage, full, type Tensor } from '../core/tensor.js';
+import { fromStorage } from '../core/tensor.js';
 import { scope } from '../core/scope.js';
-import { backward, noGrad } from '../autograd/tape.js';
-import { GPT } from '../nn/gpt.js';
+import { noGrad } from '../autograd/tape.js';
+import type { GPT } from '../nn/gpt.js';
 import { gptFlopsPerToken, gptParamCount } from '../nn/gpt-config.js';
 import { openIndexedDataset } from '../data/indexed-dataset-reader.js';
 import { TokenLoader, type TokenLoaderState } from '../data/token-loader.js';
@@ -17,52 +18,17 @@ import { backendSummary } from '../backend/native.js';
 import { type TrainConfig, validateTrainConfig, globalBatch } from './config.js';
 import { Progress, fmtTime } from './progress.js';
 import { measureGemmCeiling } from './gemm-ceiling.js';
-import { buildOptimizer, lrAt, type TrainOptimizer } from './optim-setup.js';
-import { saveTrainCheckpoint, loadTrainCheckpoint, latestCheckpoint, type TrainState } from './train-checkpoint.js';
+import { lrAt } from './optim-setup.js';
+import { latestCheckpoint, type TrainState } from './train-checkpoint.js';
+import { singleProcessLayer, type ParallelLayer } from './parallel-layer.js';
+import type { MicroBatch, StepSchedule } from './step-schedule.js';
 import { moeAfterStep } from './moe-step.js';
-
-/** Gradient synchronisation for data parallelism; the single-process default does nothing. */
-export interface GradSync {
-  rank: number;
-  world: number;
-  /** Called by backward as each parameter's gradient becomes final (bucketed allreduce starts here). */
-  onGradReady?: (p: Tensor) => void;
-  /** Waits for all gradient reductions of this step (gradients are then averaged over ranks). */
-  finish(): Promise<void>;
-  /** Mean of a scalar over ranks (losses, eval). */
-  meanScalar(x: number): Promise<number>;
-  barrier(): Promise<void>;
-  /** Builds the optimizer (ZeRO shards its state); default: full AdamW on every rank. */
-  buildOptimizer?: (model: GPT, cfg: TrainConfig) => TrainOptimizer;
-  /** Collective checkpoint save (each rank writes what it owns). */
-  saveCheckpoint?: (root: string, model: GPT, optim: TrainOptimizer, st: TrainState) => Promise<string>;
-  /** Collective checkpoint load. */
-  loadCheckpoint?: (dir: string, model: GPT, optim: TrainOptimizer) => TrainState;
-  /**
-   * Runs before each micro-batch forward (e.g. ZeRO-3 gathers the embedding/head
-   * parameters); `lastMicro` says whether gradients are reduced after this micro-batch.
-   */
-  beforeForward?: (lastMicro: boolean) => void;
-  /** Runs after an evaluation pass (ZeRO-3 releases what beforeForward gathered). */
-  afterEval?: () => void;
-  /** One line describing the parallel layout and its memory per rank. */
-  describe?: () => string;
-  /** Prepares the model after construction (e.g. ZeRO-3 parameter sharding). */
-  setupModel?: (model: GPT) => void;
-}
-
-export const singleProcess: GradSync = {
-  rank: 0,
-  world: 1,
-  finish: async () => undefined,
-  meanScalar: async (x) => x,
-  barrier: async () => undefined,
-};
 
 export interface TrainOptions {
   resume?: boolean;
   quiet?: boolean;
-  sync?: GradSync;
+  /** The parallel layout (default: one process). */
+  parallel?: ParallelLayer;
   /** Test hook: runs after backward, before clipping (e.g. to poison a gradient). */
   afterBackward?: (model: GPT, step: number) => void;
   /** Called after each optimizer step with the step's metrics. */
@@ -85,20 +51,20 @@ export function defaultThreads(localWorld: number): number {
 }
 
 export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
-  const sync = opts.sync ?? singleProcess;
-  validateTrainConfig(cfg, sync.world);
-  const isMain = sync.rank === 0;
+  const par = opts.parallel ?? singleProcessLayer();
+  validateTrainConfig(cfg, par.world);
+  const isMain = par.rank === 0;
   const threads = cfg.train.threads || defaultThreads(Number(process.env.ATHANOR_LOCAL_WORLD_SIZE ?? 1));
   setBlasThreads(threads);
   setKernelThreads(threads);
 
   const { train: trainSrc, val: valSrc } = openData(cfg);
   const T = cfg.model.seqLen, B = cfg.train.microBatch;
-  const loader = new TokenLoader(trainSrc, { T, seed: cfg.data.seed, rank: sync.rank, worldSize: sync.world });
+  const loader = new TokenLoader(trainSrc, { T, seed: cfg.data.seed, rank: par.dataRank, worldSize: par.dataWorld });
 
-  const model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute });
-  sync.setupModel?.(model);
-  const optim = sync.buildOptimizer ? sync.buildOptimizer(model, cfg) : buildOptimizer(model, cfg);
+  const model = par.buildModel(cfg);
+  const schedule = par.schedule(model, cfg);
+  const optim = par.buildOptimizer(model, cfg);
   const progress = new Progress(cfg.train.steps, isMain ? join(cfg.train.outDir, 'metrics.jsonl') : null, { quiet: opts.quiet || !isMain });
 
   let step = 0;
@@ -106,7 +72,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   if (opts.resume) {
     const latest = latestCheckpoint(ckptRoot);
     if (latest) {
-      const st = sync.loadCheckpoint ? sync.loadCheckpoint(latest, model, optim) : loadTrainCheckpoint(latest, model, optim);
+      const st = par.loadCheckpoint(latest, model, optim);
       step = st.step;
       loader.restore(st.loader as TokenLoaderState);
       model.rng.setState(st.modelRng);
@@ -119,14 +85,15 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   const nParams = model.numParameters();
   const tokensPerStep = globalBatch(cfg) * T;
   const flopsPerToken = 3 * gptFlopsPerToken(cfg.model, T);
-  const ceiling = measureGemmCeiling() * sync.world;
+  const ceiling = measureGemmCeiling() * par.world;
   if (isMain) {
     const be = backendSummary();
     progress.log(`athanor train: ${cfg.preset} ${nParams.toLocaleString('en-US')} parameters (closed form ${gptParamCount(cfg.model).toLocaleString('en-US')}), ` +
-      `global batch ${globalBatch(cfg)} × ${T} tokens, ${sync.world} rank(s) × ${blasThreads()} thread(s), ` +
+      `global batch ${globalBatch(cfg)} × ${T} tokens, ${par.world} rank(s) × ${blasThreads()} thread(s), ` +
       `kernels ${be.nativeKernels ? 'native' : 'reference'}, GEMM ${be.openblas ? 'OpenBLAS' : 'reference'} (ceiling ${(ceiling / 1e9).toFixed(1)} GFLOP/s)`);
-    if (sync.describe) progress.log(sync.describe());
-    progress.record('config', { config: cfg, params: nParams, world: sync.world, threads, layout: sync.describe?.() });
+    const layout = par.describe();
+    if (layout) progress.log(layout);
+    progress.record('config', { config: cfg, params: nParams, world: par.world, threads, layout: layout ?? undefined });
   }
 
   const losses: number[] = [];
@@ -136,28 +103,19 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   let stoppedEarly: TrainResult['stoppedEarly'] = null;
   const t0 = performance.now();
   const startStep = step;
-  const accScale = 1 / cfg.train.gradAccum;
 
   while (step < cfg.train.steps) {
     const ts = performance.now();
-    let lossSum = 0;
-    for (let micro = 0; micro < cfg.train.gradAccum; micro++) {
+    const micro: MicroBatch[] = [];
+    for (let i = 0; i < cfg.train.gradAccum; i++) {
       const batch = loader.next(B);
-      sync.beforeForward?.(micro === cfg.train.gradAccum - 1);
-      lossSum += scope(() => {
-        const x = fromStorage(batch.x, [B, T], 'int32');
-        const y = fromStorage(batch.y, [B, T], 'int32');
-        const loss = model.loss(x, y);
-        const last = micro === cfg.train.gradAccum - 1;
-        backward(loss, { grad: full([], accScale), onLeafGradReady: last ? sync.onGradReady : undefined });
-        return loss.item();
-      });
+      micro.push({ x: batch.x, y: batch.y, rows: B, T });
     }
+    const loss = await schedule.runStep(micro);
     opts.afterBackward?.(model, step + 1);
-    await sync.finish();
+    await par.reduceGrads();
     step++;
     const lr = lrAt(cfg.optim, step - 1, cfg.train.steps);
-    const loss = await sync.meanScalar(lossSum / cfg.train.gradAccum);
     const { gradNorm, applied } = await optim.step(lr, cfg.optim.gradClip);
     const bad = !applied || !Number.isFinite(loss);
     if (bad) {
@@ -171,7 +129,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
       badInARow = 0;
     }
     losses.push(loss);
-    const moe = await moeAfterStep(model, sync.world, sync.meanScalar);
+    const moe = await moeAfterStep(model, par.dataWorld, (x) => par.meanScalar(x));
     opts.onStep?.({ step, loss, skipped: bad });
     const dt = (performance.now() - ts) / 1000;
     const tps = tokensPerStep / dt;
@@ -181,10 +139,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     const timeUp = cfg.train.maxSeconds > 0 && elapsed >= cfg.train.maxSeconds;
     const last = step === cfg.train.steps || timeUp;
     if ((cfg.train.evalEvery > 0 && step % cfg.train.evalEvery === 0) || last) {
-      sync.beforeForward?.(false);
-      const local = evaluate(model, valSrc, cfg, sync.rank, sync.world);
-      sync.afterEval?.();
-      const vl = await sync.meanScalar(local);
+      const vl = await evaluateWith(schedule, valSrc, cfg, par.dataRank, par.dataWorld);
       valLosses.push({ step, loss: vl });
       progress.record('eval', { step, valLoss: vl });
       if (isMain) progress.log(`step ${step}: validation loss ${vl.toFixed(4)} (elapsed ${fmtTime(elapsed)})`);
@@ -193,7 +148,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     if (timeUp && !stoppedEarly) stoppedEarly = 'time';
     if ((cfg.train.checkpointEvery > 0 && step % cfg.train.checkpointEvery === 0) || last || stoppedEarly) {
       const st: TrainState = { step, loader: loader.state(), modelRng: model.rng.getState(), config: cfg };
-      const dir = sync.saveCheckpoint ? await sync.saveCheckpoint(ckptRoot, model, optim, st) : await saveTrainCheckpoint(ckptRoot, model, optim, st);
+      const dir = await par.saveCheckpoint(ckptRoot, model, optim, st);
       if (isMain) progress.log(`step ${step}: checkpoint ${dir}`);
     }
     if (stoppedEarly) break;
@@ -221,6 +176,23 @@ function openData(cfg: TrainConfig) {
     if (v > cfg.model.vocabSize) throw new Error(`${metaPath}: the tokenizer has ${v} tokens but model.vocabSize is ${cfg.model.vocabSize}; pass --model.vocabSize=${v} or larger`);
   }
   return { train: openIndexedDataset(prefix('train')), val: openIndexedDataset(prefix('val')) };
+}
+
+/**
+ * Mean validation loss through a step schedule: the same global batches whatever the
+ * layout (each data-parallel replica takes its rows of every global batch).
+ */
+export async function evaluateWith(schedule: StepSchedule, src: ReturnType<typeof openIndexedDataset>, cfg: TrainConfig, rank = 0, world = 1): Promise<number> {
+  const T = cfg.model.seqLen, B = cfg.train.microBatch;
+  const loader = new TokenLoader(src, { T, seed: 0, shuffle: false, rank, worldSize: world });
+  const n = Math.min(cfg.train.evalBatches, Math.max(1, Math.floor(loader.numWindows / (B * world))));
+  const rows = Math.max(1, Math.min(B, Math.floor(loader.numWindows / world)));
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const b = loader.next(rows);
+    sum += await schedule.evalLoss({ x: b.x, y: b.y, rows, T });
+  }
+  return sum / n;
 }
 
 /** Mean validation loss over the first `evalBatches` sequential batches (same batches every time). */
