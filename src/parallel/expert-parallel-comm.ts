@@ -23,10 +23,10 @@ export class EpCommThread {
   private constructor(private readonly worker: Worker, private readonly signal: Int32Array) {}
 
   /** Starts the thread; it joins its own process group (use a store prefix distinct from other threads'). */
-  static async start(init: InitOptions): Promise<EpCommThread> {
+  static async start(init: InitOptions, env?: Record<string, string>): Promise<EpCommThread> {
     const signal = new Int32Array(new SharedArrayBuffer(8));
     const data: EpWorkerData = { init, signal };
-    const worker = new Worker(new URL('./expert-parallel-worker.js', import.meta.url), { workerData: data });
+    const worker = new Worker(new URL('./expert-parallel-worker.js', import.meta.url), { workerData: data, ...(env ? { env: { ...process.env, ...env } } : {}) });
     const ct = new EpCommThread(worker, signal);
     await new Promise<void>((resolve, reject) => {
       worker.on('message', (m: { type: string; message?: string; rank?: number; size?: number; localWorldSize?: number }) => {
@@ -75,9 +75,22 @@ export class EpCommThread {
     this.run({ op: 'allReduce', ranks, buf, reduce });
   }
 
+  /**
+   * Waits for the thread's group to close without blocking this thread: under mpirun the
+   * store the thread talks to while closing is served by this thread's event loop.
+   */
   async close(): Promise<void> {
     if (!this.failure) {
-      try { this.run({ op: 'close', ranks: [] }); } catch { /* already reported */ }
+      const id = this.nextId++;
+      const done = new Promise<void>((resolve) => {
+        const on = (m: { type: string; id?: number }) => {
+          if (m.id === id || m.type === 'fatal') { this.worker.off('message', on); resolve(); }
+        };
+        this.worker.on('message', on);
+      });
+      this.worker.ref();
+      this.worker.postMessage({ op: 'close', ranks: [], id });
+      await Promise.race([done, new Promise((r) => setTimeout(r, 30_000).unref())]);
     }
     await this.worker.terminate();
   }

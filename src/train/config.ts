@@ -27,6 +27,8 @@ export interface ParallelConfig {
   bucketMB: number;
   /** Fixed reduction order so results do not depend on arrival timing. */
   deterministic: boolean;
+  /** Expert-parallel all-to-all: flat, or hierarchical (inside each node first, then across nodes). */
+  a2a: 'flat' | 'hierarchical';
   /** Pipeline micro-batches per step (pp > 1). */
   pipelineChunks: number;
 }
@@ -74,7 +76,7 @@ function base(preset: string, model: GptConfig, microBatch: number): TrainConfig
       outDir: `runs/${preset}`, seed: 1337, recompute: false, maxBadSteps: 5, targetLoss: 0, threads: 0, maxSeconds: 0,
     },
     optim: { lr: 3e-4, minLr: 3e-5, warmupSteps: 100, schedule: 'cosine', weightDecay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradClip: 1.0 },
-    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, pipelineChunks: 4 },
+    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, a2a: 'flat', pipelineChunks: 4 },
   };
 }
 
@@ -186,6 +188,7 @@ export function validateTrainConfig(c: TrainConfig, world = 1): void {
     if (c.parallel.zero === 3) throw new Error('parallel.zero = 3 does not support MoE models (model.moe.experts > 0): ZeRO-3 recomputes blocks, which would route tokens twice');
     if (c.parallel.tp > 1) throw new Error('parallel.tp > 1 does not support MoE models (model.moe.experts > 0) yet');
   }
+  if (c.parallel.a2a !== 'flat' && c.parallel.a2a !== 'hierarchical') throw new Error(`parallel.a2a must be flat or hierarchical, got '${c.parallel.a2a}'`);
   if (c.parallel.ep > 1 && (!moeEnabled(c.model.moe) || c.model.moe.experts % c.parallel.ep !== 0)) {
     throw new Error(`parallel.ep (${c.parallel.ep}) must divide model.moe.experts (${c.model.moe?.experts ?? 0})`);
   }

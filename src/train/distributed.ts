@@ -126,7 +126,7 @@ export class DistributedLayer implements ParallelLayer {
  * through the launcher's store; under mpirun (where MPI must stay on the main thread)
  * rank 0 hosts a store and announces it over MPI, and the thread uses sockets.
  */
-async function commThreadInit(pg: ProcessGroup): Promise<InitOptions> {
+export async function commThreadInit(pg: ProcessGroup): Promise<InitOptions> {
   const base: InitOptions = { prefix: 'athanor/grad', hostStore: false };
   if (pg.backend !== 'mpi') return { ...base, backend: pg.backend === 'local' ? 'auto' : pg.backend };
   const msg = new Uint8Array(512);
@@ -143,3 +143,9 @@ async function commThreadInit(pg: ProcessGroup): Promise<InitOptions> {
 }
 
 let storeServer: TcpStoreServer | null = null;
+
+/** Closes the store commThreadInit may have started (under mpirun); for layers other than DistributedLayer. */
+export async function closeCommThreadStore(): Promise<void> {
+  await storeServer?.close();
+  storeServer = null;
+}
