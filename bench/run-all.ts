@@ -176,13 +176,14 @@ const BENCHES: BenchDef[] = [
     tables: (r: AllreduceResult) => {
       const rows: Row[] = [];
       for (const x of r.rows) {
-        for (const t of ['tcp', 'unix', 'mpi']) {
+        for (const t of r.columns.filter((c) => c !== 'mpi-c')) {
           const v = x.busbw[t];
           if (v === null || v === undefined) continue;
           rows.push({ case: `${t} ${bytesStr(x.bytes)}`, unit: 'GB/s busbw', athanor: v / 1e9, peer: x.busbw['mpi-c'] ? x.busbw['mpi-c']! / 1e9 : null, ratio: ratioOf(v, x.busbw['mpi-c']) });
         }
       }
-      for (const [k, v] of Object.entries(r.p2p)) rows.push({ case: `point-to-point one-way 64 MiB, ${k}`, unit: 'GB/s', athanor: v / 1e9, peer: null, ratio: null });
+      for (const [k, v] of Object.entries(r.p2p)) if (k !== 'mpi-c') rows.push({ case: `point-to-point one-way ${bytesStr(r.p2pBytes)}, ${k}`, unit: 'GB/s', athanor: v / 1e9, peer: r.p2p['mpi-c'] ? r.p2p['mpi-c'] / 1e9 : null, ratio: ratioOf(v, r.p2p['mpi-c']) });
+      for (const [k, v] of Object.entries(r.p2pLatency)) if (k !== 'mpi-c') rows.push({ case: `point-to-point 4 KiB ping-pong, ${k}`, unit: 'us (half round trip)', athanor: v * 1e6, peer: r.p2pLatency['mpi-c'] ? r.p2pLatency['mpi-c'] * 1e6 : null, ratio: ratioOf(r.p2pLatency['mpi-c'], v) });
       return [{ title: 'Allreduce', peer: 'MPI_Allreduce (C)', about: `float32 sum, ${r.world} ranks, busbw = 2(n-1)/n · bytes / time${r.notes.length ? `; ${r.notes.join('; ')}` : ''}`, rows }];
     },
   },

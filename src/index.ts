@@ -34,3 +34,7 @@ export { PRESETS, presetConfig, type TrainConfig } from './train/config.js';
 export { train, evaluate } from './train/trainer.js';
 export * as runtime from './runtime/index.js';
 export * as parallel from './parallel/index.js';
+export { accumulationSchedule, plainSchedule, type StepSchedule, type MicroBatch, type ScheduleHooks } from './train/step-schedule.js';
+export { singleProcessLayer, type ParallelLayer } from './train/parallel-layer.js';
+export { materialize, paramSeed } from './nn/materialize.js';
+export { wrapMethod } from './nn/module.js';

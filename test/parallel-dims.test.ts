@@ -28,3 +28,12 @@ test('rank order: tp fastest, then dp (ep inside dp), then pp', () => {
     assert.deepEqual(all, [...Array(16).keys()], dim);
   }
 });
+
+test('the rank order can be changed (fastest first): dp fastest makes dp groups contiguous', () => {
+  const d = new ParallelDims({ world: 8, tp: 2, pp: 2, order: ['dp', 'tp', 'pp'] });
+  assert.deepEqual(d.groupRanks('dp', 0), [0, 1]);
+  assert.deepEqual(d.groupRanks('tp', 0), [0, 2]);
+  assert.deepEqual(d.groupRanks('pp', 0), [0, 4]);
+  for (let r = 0; r < 8; r++) assert.equal(d.rankOf(d.coords(r)), r);
+  assert.throws(() => new ParallelDims({ world: 8, tp: 2, order: ['tp', 'dp', 'dp'] as never }), /order must list tp, dp and pp once each/);
+});

@@ -7,6 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execSync, spawn, spawnSync } from 'node:child_process';
 import { cpSync } from 'node:fs';
+import { join } from 'node:path';
+import { CheckpointReader, latestCheckpoint } from '../src/io/checkpoint.js';
 import { tinyData, tinyArgs, runCli, stepLosses, tmp, CLI } from './helpers/train-fixture.js';
 
 const TOL = 1e-6;
@@ -16,9 +18,12 @@ const TOL = 1e-6;
 // checkpoint was last committed.
 const LONG = ['--train.steps=120', '--train.evalEvery=40'];
 
+const outDirs = new Map<string, string>();
+
 async function run(label: string, dp: number, zero: number, extra: string[] = []): Promise<Map<number, number>> {
   const data = await tinyData();
   const out = tmp(label);
+  outDirs.set(label, out);
   const args = [...tinyArgs(data, out), `--parallel.dp=${dp}`, `--parallel.zero=${zero}`, `--train.microBatch=${8 / dp}`, ...extra];
   const r = dp === 1 ? await runCli(['train', ...args]) : await runCli(['launch', '--nproc-per-node', String(dp), '--', 'train', ...args]);
   assert.equal(r.code, 0, `${label} failed:\n${r.out.slice(-3000)}`);
@@ -104,18 +109,38 @@ test('a killed rank stops the job promptly; checkpoints resume across layouts (d
   close(await resume(single, 2, 3), base, 'dp=1 → dp=2 ZeRO-3', XTOL);
 });
 
-test('data parallelism under mpirun (MPI world, gradient thread over sockets) matches the launcher', async (t) => {
+test('data parallelism under mpirun (gradients on the communication thread over MPI) matches the launcher bit for bit, ZeRO-0/2/3', async (t) => {
   const which = spawnSync('which', ['mpirun']);
   if (which.status !== 0) { t.skip('mpirun not installed (Debian: openmpi-bin)'); return; }
   const data = await tinyData();
-  const launched = await run('mpi-ref', 2, 2);
-  const out = tmp('mpi');
-  const args = [...tinyArgs(data, out), '--parallel.dp=2', '--parallel.zero=2', '--train.microBatch=4'];
-  const r = spawnSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, CLI, 'train', ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, ATHANOR_QUIET: '1' } });
-  assert.equal(r.status, 0, (r.stdout + r.stderr).slice(-3000));
-  assert.match(r.stdout + r.stderr, /mpi transport/);
-  assert.deepEqual([...stepLosses(out)], [...launched]);
+  for (const zero of [0, 2, 3]) {
+    const launched = await run(`mpi-ref-z${zero}`, 2, zero);
+    const out = tmp(`mpi-z${zero}`);
+    const args = [...tinyArgs(data, out), '--parallel.dp=2', `--parallel.zero=${zero}`, '--train.microBatch=4'];
+    const r = spawnSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, CLI, 'train', ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, ATHANOR_QUIET: '1' } });
+    assert.equal(r.status, 0, (r.stdout + r.stderr).slice(-3000));
+    // The layout line names the backend each path actually used.
+    assert.match(r.stdout + r.stderr, /mpi transport \(gradient thread: mpi\)/);
+    assert.deepEqual([...stepLosses(out)], [...launched], `ZeRO-${zero}`);
+    assert.deepEqual(finalParams(out), finalParams(outDirs.get(`mpi-ref-z${zero}`)!), `ZeRO-${zero}: final parameters`);
+  }
 });
+
+/** Every model parameter of the last checkpoint (optimizer state left out), as raw bits. */
+function finalParams(out: string): Record<string, string> {
+  const dir = latestCheckpoint(join(out, 'checkpoints'));
+  assert.ok(dir, `no checkpoint under ${out}`);
+  const r = new CheckpointReader(dir);
+  try {
+    const o: Record<string, string> = {};
+    for (const n of r.names().filter((x) => !x.startsWith('optim.'))) {
+      const d = r.readFull(n) as Float32Array;
+      o[n] = Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('base64');
+    }
+    assert.ok(Object.keys(o).length > 0);
+    return o;
+  } finally { r.close(); }
+}
 
 test('two "nodes" (separate launchers, distinct host ids, 127.0.0.2 vs 127.0.0.3 over TCP) train like one launcher', async () => {
   const data = await tinyData();
@@ -138,7 +163,7 @@ test('two "nodes" (separate launchers, distinct host ids, 127.0.0.2 vs 127.0.0.3
   const [a, b] = await Promise.all([node(0), node(1)]);
   assert.equal(a.code, 0, a.out.slice(-2000));
   assert.equal(b.code, 0, b.out.slice(-2000));
-  assert.match(a.out, /4 ranks, ZeRO-1, .* tcp transport/);
+  assert.match(a.out, /4 ranks, ZeRO-1, .* tcp transport \(gradient thread: tcp\)/);
   assert.deepEqual([...stepLosses(out)], [...ref]);
 });
 

@@ -6,12 +6,13 @@ import { basicRules } from './rules/basic.js';
 import { nnRules } from './rules/nn.js';
 import { moeRules } from './rules/moe.js';
 import { checkpointGrad } from './checkpoint.js';
+import { groupRules } from './rules/group.js';
 
 let table: GradRuleTable | undefined;
 
 export function gradRuleTable(): GradRuleTable {
   if (!table) {
-    const t: GradRuleTable = { ...basicRules, ...nnRules, ...moeRules, checkpoint: checkpointGrad };
+    const t: GradRuleTable = { ...basicRules, ...nnRules, ...moeRules, ...groupRules, checkpoint: checkpointGrad };
     table = t;
   }
   return table;

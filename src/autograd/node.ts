@@ -53,6 +53,12 @@ export interface OpAttrs {
   moeCombine: Record<string, never>;
   groupedMatmul: Record<string, never>;
   allToAllV: { group: string };
+  // collectives over a tensor-parallel group (ops/group.ts)
+  groupCopy: { group: import('../ops/group.js').GroupCollectives };
+  groupReduce: { group: import('../ops/group.js').GroupCollectives };
+  groupGather: { group: import('../ops/group.js').GroupCollectives; axis: number };
+  groupScatter: { group: import('../ops/group.js').GroupCollectives; axis: number };
+  vocabParallelCrossEntropy: { group: import('../ops/group.js').GroupCollectives; vocabStart: number; ignoreIndex: number };
   // activation recomputation (see checkpoint.ts)
   checkpoint: import('./checkpoint.js').CheckpointCtx;
 }

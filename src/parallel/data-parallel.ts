@@ -22,17 +22,18 @@ import type { Segment } from '../io/checkpoint.js';
 import { gradSumSquares, clipCoefficient, type AdamW, type ParamLike, type ParamSegment } from '../optim/index.js';
 import { optimizerSegments, loadParams, loadOptimizer, type OptimizerMeta, type RangeSource } from '../optim/state-segments.js';
 import { sharedF32 } from '../runtime/comm-thread.js';
-import type { CommBuffer, ReduceOp } from '../runtime/communicator.js';
+import { WorkHandle, type AllReduceOptions, type CommBuffer, type ReduceOp, type Work } from '../runtime/communicator.js';
 import { evenCounts } from '../runtime/collectives.js';
 import { Zero3 } from './zero3.js';
 
-/** Collectives over the data-parallel group on the communication thread (CommThread implements it). */
+/** Collectives over the data-parallel group on the communication thread (a ThreadComm sub-group implements it). */
 export interface GradComm {
-  allReduce(buf: CommBuffer, reduce?: ReduceOp, deterministic?: boolean): { id: number; done: Promise<void> };
-  reduceScatterV(input: CommBuffer, output: CommBuffer, counts: number[], reduce?: ReduceOp): { id: number; done: Promise<void> };
-  allGatherV(input: CommBuffer, output: CommBuffer, counts: number[]): { id: number; done: Promise<void> };
-  /** Blocks until request `id` (and all before it) completed; for use inside synchronous backward. */
-  waitSync(id: number): void;
+  readonly backend?: string;
+  allReduce(buf: CommBuffer, opts?: AllReduceOptions | ReduceOp): Work;
+  reduceScatterV(input: CommBuffer, output: CommBuffer, counts: readonly number[], op?: ReduceOp): Work;
+  allGatherV(input: CommBuffer, output: CommBuffer, counts: readonly number[]): Work;
+  /** Blocks until `work` completed; for use inside synchronous backward. */
+  waitSync(work: Work): void;
 }
 
 export interface ReplicateOptions {
@@ -165,7 +166,7 @@ export class DataParallel {
   private flatGrads: Float32Array | null = null;
   private shardGrad: Float32Array | null = null;
   private staging: Float32Array[] = [];
-  private stagingReq: number[] = [];
+  private stagingReq: (Work | null)[] = [];
   private stagingNext = 0;
   private readonly ranges: [number, number][];
   private readonly shardOff: number[];
@@ -198,7 +199,7 @@ export class DataParallel {
       this.shardGrad = sharedF32(n);
       const maxBucket = Math.max(...this.layout.buckets.map((b) => b.hi - b.lo));
       this.staging = [sharedF32(maxBucket), sharedF32(maxBucket)];
-      this.stagingReq = [0, 0];
+      this.stagingReq = [null, null];
     } else {
       this.flatGrads = sharedF32(this.layout.total);
     }
@@ -226,7 +227,7 @@ export class DataParallel {
   describe(): string {
     const m = this.memoryReport();
     const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
-    return `data parallel: ${this.world} ranks, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s), ${this.opts.transport ?? 'socket'} transport; ` +
+    return `data parallel: ${this.world} ranks, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s), ${this.opts.transport ?? 'socket'} transport (gradient thread: ${this.comm.backend ?? 'none'}); ` +
       `per-rank state: weights ${mb(m.weights)}, grads ${mb(m.grads)}, AdamW ${mb(m.optimizer)} (total ${mb(m.weights + m.grads + m.optimizer)})`;
   }
 
@@ -263,12 +264,13 @@ export class DataParallel {
   /** Starts a bucket's reduction on the communication thread. */
   launch(b: Bucket): void {
     if (this.stage < 2) {
-      b.work = this.comm.allReduce(this.flatGrads!.subarray(b.lo, b.hi), 'avg', this.opts.deterministic).done;
+      b.work = this.comm.allReduce(this.flatGrads!.subarray(b.lo, b.hi), { op: 'avg', deterministic: this.opts.deterministic }).wait();
       return;
     }
     const slot = this.stagingNext;
     this.stagingNext = 1 - slot;
-    if (this.stagingReq[slot]) this.comm.waitSync(this.stagingReq[slot]!);
+    const prior = this.stagingReq[slot];
+    if (prior) this.comm.waitSync(prior);
     const st = this.staging[slot]!.subarray(0, b.hi - b.lo);
     for (const p of b.params) {
       const off = this.layout.offsets.get(p)! - b.lo;
@@ -284,8 +286,8 @@ export class DataParallel {
     const off = this.shardOff[b.index]!;
     const out = this.shardGrad!.subarray(off, off + (hi - lo));
     const req = this.comm.reduceScatterV(st, out, b.counts, 'avg');
-    this.stagingReq[slot] = req.id;
-    b.work = req.done;
+    this.stagingReq[slot] = req;
+    b.work = req.wait();
   }
 
   /** Waits for every bucket's reduction (launching those no backward hook started). */
@@ -368,7 +370,7 @@ export class DataParallel {
       // (reused) shared staging buffer.
       const mine = (this.gatherIn[i] ??= sharedF32(hi - lo));
       mine.set(this.flatParams.subarray(lo, hi));
-      works.push(this.comm.allGatherV(mine, this.flatParams.subarray(b.lo, b.hi), b.counts).done);
+      works.push(this.comm.allGatherV(mine, this.flatParams.subarray(b.lo, b.hi), b.counts).wait());
     });
     await Promise.all(works);
   }
@@ -376,7 +378,7 @@ export class DataParallel {
   private async allSum(x: number): Promise<number> {
     const buf = this.scalar;
     buf[0] = x;
-    await this.comm.allReduce(buf, 'sum').done;
+    await this.comm.allReduce(buf, 'sum').wait();
     return buf[0]!;
   }
 
@@ -390,7 +392,9 @@ export class DataParallel {
     else if (this.rank === 0) {
       for (const [name, p] of this.layout.named) segs.push({ name, shape: [...p.shape], dtype: 'float32', start: 0, end: p.size, data: p.data.subarray(p.offset, p.offset + p.size) });
     }
-    segs.push(...(this.zero3 ? this.zero3.optimizerSegments(adamw) : optimizerSegments(adamw)));
+    // Without ZeRO every replica holds the same moments: replica 0 writes them.
+    if (this.zero3) segs.push(...this.zero3.optimizerSegments(adamw));
+    else if (this.stage > 0 || this.rank === 0) segs.push(...optimizerSegments(adamw));
     return segs;
   }
 
@@ -410,4 +414,24 @@ export function replicate(module: Module, comm: GradComm, rank: number, world: n
 /** `fully-shard` (ZeRO-3): parameters live sharded and are gathered per unit around its forward. */
 export function fullyShard(module: Module, comm: GradComm, rank: number, world: number, opts: Omit<ReplicateOptions, 'zero'> & { units: Module[] }): DataParallel {
   return new DataParallel(module, comm, rank, world, { ...opts, zero: 3 });
+}
+
+/**
+ * The collectives of a one-member data-parallel group (dp = 1 beside tensor or pipeline
+ * parallelism): each completes at once with the group-of-one result, so the same
+ * DataParallel code (buckets, ZeRO segments, checkpoints) runs without a thread.
+ */
+export class SingleMemberComm implements GradComm {
+  readonly backend = 'local';
+  private done(op: string): Work { return new WorkHandle(op, 0, Promise.resolve()); }
+  allReduce(): Work { return this.done('allreduce'); }
+  reduceScatterV(input: CommBuffer, output: CommBuffer): Work {
+    if (output !== input) (output as Float32Array).set(input as Float32Array);
+    return this.done('reducescatter');
+  }
+  allGatherV(input: CommBuffer, output: CommBuffer): Work {
+    if (output !== input) (output as Float32Array).set(input as Float32Array);
+    return this.done('allgather');
+  }
+  waitSync(): void { /* every request completed when it was made */ }
 }

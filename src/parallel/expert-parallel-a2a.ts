@@ -1,6 +1,6 @@
 // Hierarchical all-to-all-v over any Communicator (used by the expert-parallel
 // communication thread and by bench/moe-bench.ts).
-import type { CommBuffer, Communicator } from '../runtime/communicator.js';
+import type { CommBuffer, Communicator, Work } from '../runtime/communicator.js';
 
 /**
  * Hierarchical all-to-all-v (BaGuaLu / FasterMoE): ranks are grouped into nodes of
@@ -11,12 +11,22 @@ import type { CommBuffer, Communicator } from '../runtime/communicator.js';
  * exchange bit for bit. `counts` is the full send-count matrix (row = source).
  */
 export async function hierarchicalAllToAllV(g: Communicator, sub: (ranks: number[]) => Communicator, input: CommBuffer, sendCounts: number[], output: CommBuffer, nodeSize: number): Promise<void> {
+  for (const w of hierarchicalSteps(g, sub, input, sendCounts, output, nodeSize)) await w.wait();
+}
+
+/** The same exchange for synchronous callers (a communication thread's waitSync). */
+export function hierarchicalAllToAllVSync(g: Communicator, sub: (ranks: number[]) => Communicator, input: CommBuffer, sendCounts: number[], output: CommBuffer, nodeSize: number, waitSync: (w: Work) => void): void {
+  for (const w of hierarchicalSteps(g, sub, input, sendCounts, output, nodeSize)) waitSync(w);
+}
+
+/** The three collectives of the exchange; the caller completes each yielded Work before resuming. */
+function* hierarchicalSteps(g: Communicator, sub: (ranks: number[]) => Communicator, input: CommBuffer, sendCounts: number[], output: CommBuffer, nodeSize: number): Generator<Work, void, void> {
   const P = g.size;
   if (P % nodeSize !== 0) throw new Error(`hierarchical all-to-all: group of ${P} ranks does not split into nodes of ${nodeSize}`);
   const nodes = P / nodeSize;
   const me = g.rank, myNode = Math.floor(me / nodeSize), myLocal = me % nodeSize;
   const mat = new Int32Array(P * P);
-  await g.allGather(Int32Array.from(sendCounts), mat).wait();
+  yield g.allGather(Int32Array.from(sendCounts), mat);
   const cnt = (s: number, d: number) => mat[s * P + d]!;
   const Ctor = input.constructor as new (n: number) => CommBuffer;
   // Offsets of each destination block in this rank's input.
@@ -42,7 +52,7 @@ export async function hierarchicalAllToAllV(g: Communicator, sub: (ranks: number
   }
   const nodeRanks = Array.from({ length: nodeSize }, (_, l) => g.ranks[myNode * nodeSize + l]!);
   const p1Out = new Ctor(p1Recv.reduce((a, b) => a + b, 0));
-  await sub(nodeRanks).allToAllV(p1In, p1Send, p1Out, p1Recv).wait();
+  yield sub(nodeRanks).allToAllV(p1In, p1Send, p1Out, p1Recv);
   // p1Out = [from local l][for node m] blocks. Phase 2 send to (m, myLocal): [from l] blocks for it.
   const p1Off: number[][] = [];
   o = 0;
@@ -70,6 +80,6 @@ export async function hierarchicalAllToAllV(g: Communicator, sub: (ranks: number
   }
   const crossRanks = Array.from({ length: nodes }, (_, m) => g.ranks[m * nodeSize + myLocal]!);
   // p2Out = [from node m][from local l] = source rank order: exactly the flat layout.
-  await sub(crossRanks).allToAllV(p2In, p2Send, output, p2Recv).wait();
+  yield sub(crossRanks).allToAllV(p2In, p2Send, output, p2Recv);
 }
 

@@ -16,7 +16,7 @@ import type { Tensor } from '../core/tensor.js';
 import { initProcessGroup, type ProcessGroup } from '../runtime/init.js';
 import { CommThread } from '../runtime/comm-thread.js';
 import { buildMesh, type DeviceMesh } from './mesh.js';
-import { replicate, type DataParallel } from './data-parallel.js';
+import { replicate, type DataParallel, type GradComm } from './data-parallel.js';
 import { CheckpointReader, type Segment } from '../io/checkpoint.js';
 import { gradSumSquares, clipCoefficient, type AdamW } from '../optim/index.js';
 import { optimizerMeta, optimizerSegments, loadParams, loadOptimizer, type OptimizerMeta } from '../optim/state-segments.js';
@@ -25,8 +25,7 @@ import { saveCheckpoint, type TrainState } from '../train/train-checkpoint.js';
 import { newAdamW, type TrainOptimizer } from '../train/optim-setup.js';
 import { accumulationSchedule, type StepSchedule } from '../train/step-schedule.js';
 import type { ParallelLayer } from '../train/parallel-layer.js';
-import { commThreadInit, closeCommThreadStore } from '../train/distributed.js';
-import { EpCommThread } from './expert-parallel-comm.js';
+import { ThreadEpComm } from './expert-parallel-comm.js';
 import { ExpertParallel, expertShard, isExpertParam } from './expert-parallel.js';
 
 /** The dense parameters of a model as a module of their own (what `replicate` sees). */
@@ -47,7 +46,7 @@ export class ExpertParallelLayer implements ParallelLayer {
   private experts: [string, Tensor][] = [];
   private readonly scalar = new Float32Array(1);
 
-  private constructor(readonly cfg: TrainConfig, readonly pg: ProcessGroup, readonly mesh: DeviceMesh, readonly comm: CommThread, readonly epComm: EpCommThread) {
+  private constructor(readonly cfg: TrainConfig, readonly pg: ProcessGroup, readonly mesh: DeviceMesh, private readonly thread: CommThread, readonly comm: GradComm, readonly epComm: ThreadEpComm) {
     this.rank = pg.rank;
     this.world = pg.size;
     this.dataRank = mesh.coords.dp;
@@ -56,20 +55,21 @@ export class ExpertParallelLayer implements ParallelLayer {
 
   static async create(cfg: TrainConfig): Promise<ExpertParallelLayer> {
     const pg = await initProcessGroup();
+    let thread: CommThread | null = null;
     try {
       const { tp, pp, dp, ep } = cfg.parallel;
       if (tp !== 1 || pp !== 1) throw new Error(`rank ${pg.rank}: parallel.ep=${ep} runs with data parallelism only; set parallel.tp = parallel.pp = 1`);
       if (dp !== pg.size) throw new Error(`rank ${pg.rank}: parallel.dp is ${dp} but ${pg.size} ranks were started; pass --parallel.dp=${pg.size} (ep borrows its ranks from dp)`);
       if (cfg.parallel.zero === 3) throw new Error(`rank ${pg.rank}: parallel.ep does not combine with parallel.zero=3`);
       const mesh = buildMesh(pg, { tp, pp, dp, ep });
-      const init = await commThreadInit(pg);
-      const comm = await CommThread.start(init, [...mesh.dp.ranks]);
-      // Under mpirun the same-host single-copy (process_vm_readv) path of the socket
-      // transport deadlocks in this thread's exchanges (seen with 2 ranks, every few runs);
-      // the inline socket path is used there until the runtime fixes it (notes/moe.md).
-      const epComm = await EpCommThread.start({ ...init, prefix: 'athanor/ep' }, pg.backend === 'mpi' ? { ATHANOR_CMA: '0' } : undefined);
-      return new ExpertParallelLayer(cfg, pg, mesh, comm, epComm);
+      // Gradient buckets and expert exchanges on separate threads: the exchanges are waited
+      // for inside forward/backward and must not queue behind gradient reductions.
+      thread = await CommThread.start(pg, { prefix: 'athanor/grad' });
+      const comm = thread.newGroup([...mesh.dp.ranks], 'dp');
+      const epComm = await ThreadEpComm.start(pg);
+      return new ExpertParallelLayer(cfg, pg, mesh, thread, comm, epComm);
     } catch (e) {
+      await thread?.close().catch(() => undefined);
       await pg.destroy().catch(() => undefined);
       throw e;
     }
@@ -196,8 +196,7 @@ export class ExpertParallelLayer implements ParallelLayer {
 
   async close(): Promise<void> {
     await this.epComm.close();
-    await this.comm.close();
+    await this.thread.close();
     await this.pg.destroy();
-    await closeCommThreadStore();
   }
 }

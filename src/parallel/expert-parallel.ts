@@ -15,7 +15,7 @@ import type { GPT } from '../nn/gpt.js';
 import type { MoeMlp } from '../nn/moe.js';
 import type { ShardRequest } from '../nn/materialize.js';
 import { allToAllV, moeDispatch, type RowExchange } from '../ops/moe.js';
-import type { A2aAlgorithm, EpCommThread } from './expert-parallel-comm.js';
+import type { A2aAlgorithm, EpComm } from './expert-parallel-comm.js';
 
 /** Parameter names that belong to the sharded experts. */
 export function isExpertParam(name: string): boolean {
@@ -34,7 +34,7 @@ export function expertShard(epRank: number, epSize: number): (name: string, meta
 }
 
 export interface ExpertParallelOptions {
-  comm: EpCommThread;
+  comm: EpComm;
   /** Global ranks of this rank's ep group, in ep order. */
   epRanks: number[];
   /** Global ranks holding the same experts (the expert-data-parallel group). */

@@ -70,7 +70,7 @@ export class Zero3 {
     const [lo, hi] = this.ranges[i]!;
     const mine = this.shard.subarray(this.shardOff[i]!, this.shardOff[i]! + (hi - lo));
     const req = this.host.comm.allGatherV(mine, buf, b.counts);
-    this.host.comm.waitSync(req.id);
+    this.host.comm.waitSync(req);
     for (const p of b.params) {
       const off = this.layout.offsets.get(p)! - b.lo;
       p.box.data = buf.subarray(off, off + p.size);

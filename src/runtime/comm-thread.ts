@@ -1,101 +1,277 @@
-// Main-thread handle on the communication worker (comm-worker.ts). Collectives are
-// posted to the worker and complete there while this thread keeps computing:
-// `start()` returns a promise for use at await points, `waitSync()` blocks with
-// Atomics.wait for use inside synchronous code (ZeRO-3 gathers inside backward).
-// Buffers must live in SharedArrayBuffers so both threads see the same memory.
-import { Worker } from 'node:worker_threads';
-import type { CommBuffer, ReduceOp } from './communicator.js';
-import type { CommRequest, CommWorkerData } from './comm-worker.js';
-import type { InitOptions } from './init.js';
+// Main-thread handle on the communication worker (comm-worker.ts): a Communicator whose
+// operations run on another thread, so they progress while this thread computes (koffi's
+// GEMM calls block the main event loop). Sub-groups (`newGroup`) run there too, so TP, PP,
+// EP and DP groups all overlap with compute. Under mpirun the thread drives MPI on its own
+// duplicates of MPI_COMM_WORLD; otherwise it joins its own socket group through the job's
+// store.
+//
+// Works are awaitable like any other; `waitSync(work)` blocks with Atomics.wait for callers
+// inside synchronous code (ZeRO-3 gathers inside backward), draining the replies with
+// receiveMessageOnPort. Buffers in SharedArrayBuffers are used in place; any other buffer is
+// staged through shared memory and copied back when the operation completes.
+import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import type { AllReduceOptions, Backend, CommBuffer, Communicator, ReduceOp, Work } from './communicator.js';
+import { DistError, WorkHandle, checkRank, dtypeOf } from './communicator.js';
+import type { CommReply, CommRequest, CommWorkerData } from './comm-worker.js';
+import type { InitOptions, ProcessGroup } from './init.js';
+import { MpiCommunicator } from './mpi.js';
+import { groupIdOf } from './socket-group.js';
 
-type Pending = { resolve: () => void; reject: (e: Error) => void; op: string };
-type OpOf<R> = R extends { op: infer O } ? O : never;
-type Body = CommRequest extends infer R ? (R extends CommRequest ? Omit<R, 'id'> : never) : never;
+type Body = CommRequest extends infer R ? (R extends CommRequest ? Omit<R, 'id' | 'g'> : never) : never;
+type Pending = { resolve: () => void; reject: (e: Error) => void; label: string; after: (() => void) | null };
 
-export class CommThread {
+/** A Work of the communication thread: `id` identifies it for waitSync. */
+export class ThreadWork extends WorkHandle {
+  constructor(op: string, seq: number, readonly id: number, p: Promise<void>) {
+    super(op, seq, p);
+    this.promise.catch(() => undefined); // callers that only waitSync must not leave an unhandled rejection
+  }
+  /** Same promise as wait() (kept for callers written against the older {id, done} form). */
+  get done(): Promise<void> { return this.promise; }
+}
+
+class Core {
   private nextId = 1;
-  private readonly pending = new Map<number, Pending>();
-  private readonly signal = new Int32Array(new SharedArrayBuffer(8));
-  private failure: Error | null = null;
+  readonly pending = new Map<number, Pending>();
+  /** Errors of requests that failed while nobody awaited them yet (for waitSync). */
+  private readonly failed = new Map<number, Error>();
+  failure: Error | null = null;
   rank = -1;
   size = 0;
+  backend: Backend = 'local';
+  readonly created = new Map<string, number>();
 
-  private constructor(private readonly worker: Worker) {}
+  constructor(readonly worker: Worker, readonly port: MessagePort, readonly bell: Int32Array) {}
 
-  /** `group`: global ranks of the sub-group its collectives run over (default the whole world). */
-  static async start(init: InitOptions, group?: number[]): Promise<CommThread> {
-    const signal = new Int32Array(new SharedArrayBuffer(8));
-    const data: CommWorkerData = { init, signal, ...(group ? { group } : {}) };
-    const worker = new Worker(new URL('./comm-worker.js', import.meta.url), { workerData: data });
-    const ct = new CommThread(worker);
-    (ct as unknown as { signal: Int32Array }).signal = signal;
-    await new Promise<void>((resolve, reject) => {
-      worker.on('message', (m: { type: string; id?: number; message?: string; rank?: number; size?: number }) => {
-        if (m.type === 'ready') { ct.rank = m.rank!; ct.size = m.size!; resolve(); return; }
-        if (m.type === 'fatal') { const e = new Error(`communication thread: ${m.message}`); ct.fail(e); reject(e); return; }
-        const p = ct.pending.get(m.id!);
-        if (!p) return;
-        ct.pending.delete(m.id!);
-        if (ct.pending.size === 0) worker.unref();
-        if (m.type === 'done') p.resolve();
-        else {
-          const e = new Error(`${p.op} failed: ${m.message}`);
-          ct.fail(e);
-          p.reject(e);
-        }
-      });
-      worker.on('error', (e) => { ct.fail(e); reject(e); });
-      worker.on('exit', (code) => { if (code !== 0) ct.fail(new Error(`communication thread exited with code ${code}`)); });
-    });
-    worker.unref();
-    return ct;
+  onReply(m: CommReply): void {
+    if (m.type === 'ready') return;
+    if (m.type === 'fatal') { this.fail(new DistError(`communication thread: ${m.message}`)); return; }
+    const p = this.pending.get(m.id);
+    if (!p) return;
+    this.pending.delete(m.id);
+    if (this.pending.size === 0) this.port.unref();
+    if (m.type === 'done') {
+      try { p.after?.(); } catch (e) { p.reject(e as Error); return; }
+      p.resolve();
+      return;
+    }
+    const e = new DistError(`${p.label} failed: ${m.message}`);
+    this.failed.set(m.id, e);
+    if (m.fatal) this.fail(e);
+    p.reject(e);
   }
 
-  private fail(e: Error): void {
+  fail(e: Error): void {
     this.failure ??= e;
-    for (const p of this.pending.values()) p.reject(e);
+    for (const [id, p] of this.pending) { this.failed.set(id, this.failure); p.reject(this.failure); }
     this.pending.clear();
   }
 
-  /** Posts a collective; returns its id and a promise that settles when it completes. */
-  start(body: Body): { id: number; done: Promise<void> } {
-    if (this.failure) throw this.failure;
+  post(g: number, label: string, seq: number, body: Body, after: (() => void) | null = null): ThreadWork {
+    if (this.failure) return new ThreadWork(label, seq, 0, Promise.reject(this.failure));
     const id = this.nextId++;
     // Referenced only while work is in flight: an idle thread must not keep the process
-    // alive, a busy one must keep the event loop waiting for its answer (under mpirun
-    // nothing else may be holding the loop open).
-    if (this.pending.size === 0) this.worker.ref();
-    const done = new Promise<void>((resolve, reject) => this.pending.set(id, { resolve, reject, op: body.op as OpOf<CommRequest> }));
-    done.catch(() => undefined); // failures surface through wait/waitSync as well
-    this.worker.postMessage({ ...body, id });
-    return { id, done };
+    // alive, a busy one must keep the event loop waiting for its answer.
+    if (this.pending.size === 0) this.port.ref();
+    const p = new Promise<void>((resolve, reject) => this.pending.set(id, { resolve, reject, label, after }));
+    p.catch(() => undefined); // surfaced through wait()/waitSync
+    this.port.postMessage({ ...body, id, g } as CommRequest);
+    Atomics.add(this.bell, 0, 1);
+    Atomics.notify(this.bell, 0);
+    return new ThreadWork(label, seq, id, p);
   }
 
-  /** Blocks this thread until request `id` (and all before it) completed. */
-  waitSync(id: number, timeoutMs = 600_000): void {
+  waitSync(id: number, timeoutMs: number): void {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const done = Atomics.load(this.signal, 0);
-      if (Atomics.load(this.signal, 1) !== 0) throw this.failure ?? new Error('communication thread: a collective failed (see the rank logs)');
-      if (done >= id) return;
+      const seen = Atomics.load(this.bell, 1);
+      for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) this.onReply(m.message as CommReply);
+      const err = this.failed.get(id);
+      if (err) { this.failed.delete(id); throw err; }
+      if (!this.pending.has(id)) return;
+      if (this.failure) throw this.failure;
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`communication thread: request ${id} did not complete within ${timeoutMs / 1000} s`);
-      Atomics.wait(this.signal, 0, done, Math.min(left, 1000));
+      if (left <= 0) throw new DistError(`communication thread: request ${id} did not complete within ${timeoutMs / 1000} s`);
+      Atomics.wait(this.bell, 1, seen, Math.min(left, 1000));
     }
   }
+}
 
-  allReduce(buf: CommBuffer, reduce: ReduceOp = 'sum', deterministic = true) { return this.start({ op: 'allReduce', buf, reduce, deterministic }); }
-  reduceScatterV(input: CommBuffer, output: CommBuffer, counts: number[], reduce: ReduceOp = 'sum') {
-    return this.start({ op: 'reduceScatterV', input, output, counts, reduce });
+/** Copies a non-shared buffer into shared memory (and back after completion). */
+function shared<T extends CommBuffer>(buf: T, copyIn: boolean, backs: (() => void)[] | null): T {
+  if (buf.buffer instanceof SharedArrayBuffer) return buf;
+  const Ctor = buf.constructor as new (b: SharedArrayBuffer, off: number, n: number) => T;
+  const s = new Ctor(new SharedArrayBuffer(Math.max(8, buf.byteLength)), 0, buf.length);
+  if (copyIn) (s as Float32Array).set(buf as Float32Array);
+  backs?.push(() => (buf as Float32Array).set(s as Float32Array));
+  return s;
+}
+const runAll = (backs: (() => void)[]): (() => void) | null => (backs.length ? () => { for (const b of backs) b(); } : null);
+
+/** A group on the communication thread (the world: CommThread; sub-groups: newGroup). */
+export class ThreadComm implements Communicator {
+  readonly rank: number;
+  readonly size: number;
+  private seq = 0;
+
+  protected constructor(protected readonly core: Core, readonly gid: number, readonly ranks: readonly number[], readonly name: string) {
+    this.rank = ranks.indexOf(core.rank);
+    this.size = ranks.length;
   }
-  allGatherV(input: CommBuffer, output: CommBuffer, counts: number[]) { return this.start({ op: 'allGatherV', input, output, counts }); }
-  barrier() { return this.start({ op: 'barrier' }); }
 
+  get backend(): Backend { return this.core.backend; }
+
+  private coll(name: string, body: Body, after: (() => void) | null): ThreadWork {
+    const seq = ++this.seq;
+    return this.core.post(this.gid, `rank ${this.core.rank}: ${name}#${seq} in group '${this.name}' (communication thread)`, seq, body, after);
+  }
+
+  allReduce(buf: CommBuffer, o?: AllReduceOptions | ReduceOp): ThreadWork {
+    const opts: AllReduceOptions = typeof o === 'string' ? { op: o } : (o ?? {});
+    dtypeOf(buf);
+    const backs: (() => void)[] = [];
+    const b = shared(buf, true, backs);
+    return this.coll('allreduce', { op: 'allReduce', buf: b, reduce: opts.op ?? 'sum', algorithm: opts.algorithm, deterministic: opts.deterministic }, runAll(backs));
+  }
+
+  reduceScatter(input: CommBuffer, output: CommBuffer, op: ReduceOp = 'sum'): ThreadWork {
+    if (input.length !== output.length * this.size) throw new DistError(`reduceScatter: input has ${input.length} elements, expected size*output = ${this.size}*${output.length}`);
+    return this.reduceScatterV(input, output, new Array<number>(this.size).fill(output.length), op);
+  }
+
+  reduceScatterV(input: CommBuffer, output: CommBuffer, counts: readonly number[], op: ReduceOp = 'sum'): ThreadWork {
+    const backs: (() => void)[] = [];
+    const i = shared(input, true, null), out = shared(output, false, backs);
+    return this.coll('reducescatter', { op: 'reduceScatterV', input: i, output: out, counts: [...counts], reduce: op }, runAll(backs));
+  }
+
+  allGather(input: CommBuffer, output: CommBuffer): ThreadWork {
+    if (output.length !== input.length * this.size) throw new DistError(`allGather: output has ${output.length} elements, expected size*input = ${this.size}*${input.length}`);
+    return this.allGatherV(input, output, new Array<number>(this.size).fill(input.length));
+  }
+
+  allGatherV(input: CommBuffer, output: CommBuffer, counts: readonly number[]): ThreadWork {
+    const backs: (() => void)[] = [];
+    const i = shared(input, true, null), out = shared(output, false, backs);
+    return this.coll('allgather', { op: 'allGatherV', input: i, output: out, counts: [...counts] }, runAll(backs));
+  }
+
+  broadcast(buf: CommBuffer, root: number): ThreadWork {
+    checkRank('broadcast root', root, this.size);
+    const backs: (() => void)[] = [];
+    const b = shared(buf, true, backs);
+    return this.coll('broadcast', { op: 'broadcast', buf: b, root }, runAll(backs));
+  }
+
+  allToAll(input: CommBuffer, output: CommBuffer): ThreadWork {
+    if (input.length !== output.length || input.length % this.size !== 0) throw new DistError(`allToAll: input (${input.length}) and output (${output.length}) must have equal lengths divisible by the group size ${this.size}`);
+    const c = new Array<number>(this.size).fill(input.length / this.size);
+    return this.allToAllV(input, c, output, c);
+  }
+
+  allToAllV(input: CommBuffer, sendCounts: readonly number[], output: CommBuffer, recvCounts: readonly number[]): ThreadWork {
+    const backs: (() => void)[] = [];
+    const i = shared(input, true, null), out = shared(output, false, backs);
+    return this.coll('alltoall', { op: 'allToAllV', input: i, sendCounts: [...sendCounts], output: out, recvCounts: [...recvCounts] }, runAll(backs));
+  }
+
+  send(buf: CommBuffer, dst: number, tag = 0): ThreadWork {
+    checkRank('send', dst, this.size);
+    const b = shared(buf, true, null);
+    return this.core.post(this.gid, `rank ${this.core.rank}: send to rank ${this.ranks[dst]} (tag ${tag}) in group '${this.name}' (communication thread)`, 0, { op: 'send', buf: b, peer: dst, tag }, null);
+  }
+
+  recv(buf: CommBuffer, src: number, tag = 0): ThreadWork {
+    checkRank('recv', src, this.size);
+    const backs: (() => void)[] = [];
+    const b = shared(buf, false, backs);
+    return this.core.post(this.gid, `rank ${this.core.rank}: recv from rank ${this.ranks[src]} (tag ${tag}) in group '${this.name}' (communication thread)`, 0, { op: 'recv', buf: b, peer: src, tag }, runAll(backs));
+  }
+
+  barrier(): ThreadWork {
+    return this.coll('barrier', { op: 'barrier' }, null);
+  }
+
+  newGroup(globalRanks: readonly number[], name?: string): ThreadComm {
+    const ranks = [...globalRanks];
+    if (new Set(ranks).size !== ranks.length) throw new DistError(`newGroup: duplicate ranks in [${ranks.join(',')}]`);
+    for (const r of ranks) checkRank('newGroup', r, this.core.size);
+    if (!ranks.includes(this.core.rank)) throw new DistError(`newGroup: rank ${this.core.rank} is not a member of [${ranks.join(',')}]`);
+    // The id is derived from the rank list and how many groups with that list this rank made
+    // before, so every member names the group alike (the watchdog's status queries use it).
+    const k = ranks.join(',');
+    const nth = (this.core.created.get(k) ?? 0) + 1;
+    this.core.created.set(k, nth);
+    const id = groupIdOf(ranks, nth + 1) | 0;
+    const full = name ?? `group[${k}]#${nth}`;
+    this.core.post(this.gid, `newGroup '${full}'`, 0, { op: 'newGroup', ranks, name: full, newId: id }, null);
+    return new ThreadComm(this.core, id, ranks, full);
+  }
+
+  /** Blocks this thread until `work` completed (throws if it failed). */
+  waitSync(work: Work | number, timeoutMs = 600_000): void {
+    this.core.waitSync(typeof work === 'number' ? work : (work as ThreadWork).id, timeoutMs);
+  }
+
+  /** Sub-groups: nothing to release (the thread's world closes them all). */
+  async destroy(): Promise<void> {}
+}
+
+export interface CommThreadOptions {
+  /** Store key prefix of the thread's socket group (a second thread in the same job needs its own). */
+  prefix?: string;
+  watchdogS?: number;
+}
+
+export class CommThread extends ThreadComm {
+  private constructor(core: Core, gid: number, ranks: readonly number[]) { super(core, gid, ranks, 'world'); }
+
+  /**
+   * Starts the thread beside `pg` (every rank calls it at the same point). Under MPI the main
+   * thread duplicates the world communicator twice for it (data and watchdog status), so its
+   * traffic never matches the main thread's.
+   */
+  static async start(pg: ProcessGroup, opts: CommThreadOptions = {}): Promise<CommThread> {
+    const watchdogS = opts.watchdogS ?? (process.env.ATHANOR_WATCHDOG_S ? Number(process.env.ATHANOR_WATCHDOG_S) : 300);
+    const worldId = groupIdOf([...Array(pg.size).keys()], 1) | 0;
+    const { port1, port2 } = new MessageChannel();
+    const bell = new Int32Array(new SharedArrayBuffer(8));
+    let data: CommWorkerData;
+    if (pg.backend === 'mpi') {
+      if (!(pg instanceof MpiCommunicator)) throw new DistError('CommThread.start: an MPI process group must be the MPI world communicator');
+      const comm = await pg.dupHandle();
+      const statusComm = await pg.dupHandle();
+      data = { mode: 'mpi', port: port2, bell, worldId, comm, statusComm, watchdogS };
+    } else {
+      const init: InitOptions = { prefix: opts.prefix ?? 'athanor/comm-thread', hostStore: false, rank: pg.rank, worldSize: pg.size, watchdogS, backend: pg.backend === 'local' ? 'auto' : pg.backend };
+      if (pg.rendezvous) Object.assign(init, { masterAddr: pg.rendezvous.host, masterPort: pg.rendezvous.port, token: pg.rendezvous.token });
+      data = { mode: 'socket', port: port2, bell, worldId, init };
+    }
+    const worker = new Worker(new URL('./comm-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
+    const core = new Core(worker, port1, bell);
+    await new Promise<void>((resolve, reject) => {
+      port1.on('message', (m: CommReply) => {
+        if (m.type === 'ready') { core.rank = m.rank; core.size = m.size; core.backend = m.backend as Backend; resolve(); return; }
+        if (m.type === 'fatal') reject(new DistError(`communication thread: ${m.message}`));
+        core.onReply(m);
+      });
+      worker.on('error', (e) => { core.fail(e); reject(e); });
+      worker.on('exit', (code) => { if (code !== 0) { const e = new DistError(`communication thread exited with code ${code}`); core.fail(e); reject(e); } });
+    });
+    worker.unref();
+    port1.unref();
+    return new CommThread(core, worldId, [...Array(core.size).keys()]);
+  }
+
+  /** Finishes everything posted, closes the thread's connections and ends it. */
   async close(): Promise<void> {
-    if (this.failure) { await this.worker.terminate(); return; }
-    await this.start({ op: 'close' }).done.catch(() => undefined);
-    await this.worker.terminate();
+    const core = this.core;
+    if (!core.failure) await core.post(this.gid, 'close', 0, { op: 'close' }).wait().catch(() => undefined);
+    await core.worker.terminate();
+    core.port.close();
   }
+
+  override async destroy(): Promise<void> { await this.close(); }
 }
 
 /** A Float32Array in shared memory (visible to the communication thread). */

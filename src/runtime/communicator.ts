@@ -41,13 +41,13 @@ export interface Work<T = void> extends PromiseLike<T> {
 }
 
 export class WorkHandle<T = void> implements Work<T> {
-  private done = false;
+  private completed = false;
   readonly promise: Promise<T>;
   constructor(readonly op: string, readonly seq: number, p: Promise<T>) {
-    this.promise = p.then((v) => { this.done = true; return v; }, (e) => { this.done = true; throw e; });
+    this.promise = p.then((v) => { this.completed = true; return v; }, (e) => { this.completed = true; throw e; });
   }
   wait(): Promise<T> { return this.promise; }
-  isCompleted(): boolean { return this.done; }
+  isCompleted(): boolean { return this.completed; }
   then<R1 = T, R2 = never>(onf?: ((v: T) => R1 | PromiseLike<R1>) | null, onr?: ((e: unknown) => R2 | PromiseLike<R2>) | null): Promise<R1 | R2> {
     return this.promise.then(onf, onr);
   }

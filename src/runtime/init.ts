@@ -46,6 +46,8 @@ export interface ProcessGroup extends Communicator {
   readonly localWorldSize: number;
   /** Store client (null for the MPI backend and single-process runs). */
   readonly store: TcpStore | null;
+  /** Where the store is (null with MPI or one process): a second group in this job, e.g. the communication thread's, joins through it. */
+  readonly rendezvous: { host: string; port: number; token: string } | null;
 }
 
 const env = process.env;
@@ -92,6 +94,7 @@ export async function initProcessGroup(opts: InitOptions = {}): Promise<ProcessG
       localRank: envInt(['OMPI_COMM_WORLD_LOCAL_RANK']) ?? 0,
       localWorldSize: envInt(['OMPI_COMM_WORLD_LOCAL_SIZE']) ?? 1,
       store: null,
+      rendezvous: null,
     });
   }
 
@@ -108,6 +111,7 @@ export async function initProcessGroup(opts: InitOptions = {}): Promise<ProcessG
   let store: TcpStore | null = null;
   let server: TcpStoreServer | null = null;
   let token = opts.token ?? env.ATHANOR_STORE_TOKEN ?? '';
+  let rendezvous: ProcessGroup['rendezvous'] = null;
   if (world > 1) {
     let addr = opts.masterAddr ?? env.ATHANOR_MASTER_ADDR ?? env.MASTER_ADDR;
     let port = opts.masterPort ?? envInt(['ATHANOR_MASTER_PORT', 'MASTER_PORT']);
@@ -133,6 +137,7 @@ export async function initProcessGroup(opts: InitOptions = {}): Promise<ProcessG
       if (hostIt && pgIndex === 0) server = await TcpStoreServer.start({ host: addr === 'localhost' || addr.startsWith('127.') ? addr : '0.0.0.0', port, token });
     }
     store = await TcpStore.connect({ host: addr, port: port!, token, connectTimeoutMs: timeoutMs });
+    rendezvous = { host: addr, port: port!, token };
   }
   const prefix = opts.prefix ?? `athanor/pg${pgIndex}`;
   const meshBackend = backend === 'local' || backend === 'auto' ? 'auto' : backend;
@@ -150,7 +155,7 @@ export async function initProcessGroup(opts: InitOptions = {}): Promise<ProcessG
   if (store) await store.barrier(`${prefix}/ready`, world, timeoutMs);
   const origDestroy = group.destroy.bind(group);
   const pg = Object.assign(group, {
-    worldSize: world, localRank, localWorldSize, store,
+    worldSize: world, localRank, localWorldSize, store, rendezvous,
     destroy: async () => {
       await origDestroy();
       if (store) {

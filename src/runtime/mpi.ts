@@ -7,13 +7,14 @@
 // OpenMPI handles are the addresses of exported globals (MPI_COMM_WORLD = &ompi_mpi_comm_world,
 // MPI_FLOAT = &ompi_mpi_float, ...); MPI_IN_PLACE is the address 1.
 import { createRequire } from 'node:module';
+import { writeSync } from 'node:fs';
 import type { AllReduceOptions, CommBuffer, CommDType, Communicator, ReduceOp, Work } from './communicator.js';
 import { DistError, WorkHandle, checkRank, dtypeOf } from './communicator.js';
 import { divideInPlace } from './reduce-kernels.js';
 
-type Fn = ((...a: unknown[]) => number) & { async: (...a: unknown[]) => void };
+export type Fn = ((...a: unknown[]) => number) & { async: (...a: unknown[]) => void };
 
-interface MpiApi {
+export interface MpiApi {
   koffi: { address(v: unknown): bigint };
   fns: Record<string, Fn>;
   h: { world: bigint; float: bigint; int: bigint; u16: bigint; sum: bigint; max: bigint };
@@ -25,6 +26,28 @@ const IN_PLACE = 1n;
 let api: MpiApi | null = null;
 let loadError: string | null = null;
 let initialized = false;
+let aborting = false;
+const THREAD_LEVELS = ['MPI_THREAD_SINGLE', 'MPI_THREAD_FUNNELED', 'MPI_THREAD_SERIALIZED', 'MPI_THREAD_MULTIPLE'];
+
+/** The thread level MPI was initialised with (e.g. 'MPI_THREAD_MULTIPLE'). */
+export function mpiThreadLevel(): string {
+  const p = [0];
+  need().fns.queryThread!(p);
+  return THREAD_LEVELS[p[0]!] ?? String(p[0]);
+}
+
+/**
+ * Prints `message` and ends the whole job through MPI_Abort (callable from any thread). A
+ * hung MPI call cannot be interrupted, and MPI_Finalize at a plain exit would wait for the
+ * peers that are stuck with it; MPI_Abort makes mpirun stop every rank.
+ */
+export function mpiAbortJob(message: string): never {
+  try { writeSync(2, `${message}\n`); } catch { /* stderr gone */ }
+  aborting = true;
+  const a = need();
+  a.fns.abort!(a.h.world, 1);
+  process.exit(1);
+}
 
 /** True when this process was started by OpenMPI's mpirun. */
 export function underMpirun(): boolean {
@@ -57,6 +80,20 @@ function load(): MpiApi | null {
       commGroup: f('int MPI_Comm_group(void *comm, void *group)'),
       groupIncl: f('int MPI_Group_incl(void *group, int n, void *ranks, void *newgroup)'),
       commCreateGroup: f('int MPI_Comm_create_group(void *comm, void *group, int tag, void *newcomm)'),
+      commDup: f('int MPI_Comm_dup(void *comm, void *newcomm)'),
+      abort: f('int MPI_Abort(void *comm, int code)'),
+      queryThread: f('int MPI_Query_thread(_Out_ int *provided)'),
+      // Non-blocking forms, for the communication thread's polling engine (mpi-engine.ts).
+      iallreduce: f('int MPI_Iallreduce(void *sbuf, void *rbuf, int count, void *dt, void *op, void *comm, void *req)'),
+      ireduceScatter: f('int MPI_Ireduce_scatter(void *sbuf, void *rbuf, void *counts, void *dt, void *op, void *comm, void *req)'),
+      iallgatherv: f('int MPI_Iallgatherv(void *sbuf, int scount, void *sdt, void *rbuf, void *rcounts, void *displs, void *rdt, void *comm, void *req)'),
+      ibcast: f('int MPI_Ibcast(void *buf, int count, void *dt, int root, void *comm, void *req)'),
+      ialltoallv: f('int MPI_Ialltoallv(void *sbuf, void *scounts, void *sdispls, void *sdt, void *rbuf, void *rcounts, void *rdispls, void *rdt, void *comm, void *req)'),
+      ibarrier: f('int MPI_Ibarrier(void *comm, void *req)'),
+      isend: f('int MPI_Isend(void *buf, int count, void *dt, int dst, int tag, void *comm, void *req)'),
+      irecv: f('int MPI_Irecv(void *buf, int count, void *dt, int src, int tag, void *comm, void *req)'),
+      test: f('int MPI_Test(void *req, _Out_ int *flag, void *status)'),
+      cancel: f('int MPI_Cancel(void *req)'),
     };
     const sym = (n: string): bigint => lib.symbol(n) as bigint;
     api = {
@@ -75,6 +112,11 @@ export function mpiUnavailableReason(): string | null {
   return loadError;
 }
 
+/** The bound library (throws with the reason when MPI cannot be loaded). */
+export function mpiApi(): MpiApi {
+  return need();
+}
+
 function need(): MpiApi {
   const a = load();
   if (!a) throw new DistError(loadError!);
@@ -91,8 +133,19 @@ export function mpiInit(): { rank: number; size: number } {
       const prov = [0];
       const rc = a.fns.init!(null, null, 3, prov);
       if (rc !== 0) throw new DistError(`MPI_Init_thread failed with code ${rc}`);
-      if (prov[0]! < 3) throw new DistError(`MPI provides thread level ${prov[0]}, but athanor needs MPI_THREAD_MULTIPLE (3)`);
-      process.once('exit', () => { try { const f = [0]; a.fns.finalized!(f); if (!f[0]) a.fns.finalize!(); } catch { /* exiting anyway */ } });
+      // The communication thread calls MPI while the main thread may be in a collective too.
+      if (prov[0]! < 3) throw new DistError(`MPI_Init_thread: ${MPI_LIB} provides thread level ${THREAD_LEVELS[prov[0]!] ?? prov[0]}, but athanor needs MPI_THREAD_MULTIPLE (its communication thread calls MPI beside the main thread); use an MPI built with thread support (OpenMPI: ompi_info | grep 'MPI_THREAD_MULTIPLE: yes')`);
+      // A failed rank must not wait in MPI_Finalize (which synchronises with every rank) for
+      // peers that are stuck waiting for it: it aborts the job instead, so mpirun stops all.
+      process.once('exit', (code) => {
+        if (aborting) return;
+        try {
+          const f = [0];
+          a.fns.finalized!(f);
+          if (f[0]) return;
+          if (code !== 0) { aborting = true; a.fns.abort!(a.h.world, code || 1); } else a.fns.finalize!();
+        } catch { /* exiting anyway */ }
+      });
     }
     initialized = true;
   }
@@ -136,7 +189,7 @@ export class MpiCommunicator implements Communicator {
 
   private dt(d: CommDType): bigint { const h = need().h; return d === 'float32' ? h.float : d === 'int32' ? h.int : h.u16; }
 
-  private enqueue(name: string, body: (comm: bigint) => Promise<void>, queueKey?: string): Work {
+  private enqueue(name: string, body: (comm: bigint) => Promise<void>, queueKey?: string, peer?: number): Work {
     const seq = queueKey ? 0 : ++this.seq;
     const label = queueKey ? name : `${name}#${seq}`;
     const prev = queueKey ? this.p2pQueues.get(queueKey) ?? Promise.resolve() : this.queue;
@@ -145,8 +198,8 @@ export class MpiCommunicator implements Communicator {
       const limit = this.opts.watchdogS * 1000;
       // An MPI call cannot be interrupted, so the watchdog can only report and exit.
       const t = setTimeout(() => {
-        process.stderr.write(`athanor watchdog: rank ${this.worldRank}: ${label} in group '${this.name}' (mpi, ranks ${this.ranks.join(',')}) did not complete within ${this.opts.watchdogS} s; the MPI backend cannot tell which ranks did not arrive; exiting\n`);
-        process.exit(1);
+        const who = peer !== undefined ? `; still waiting for rank ${this.ranks[peer]}` : '; this main-thread MPI communicator cannot tell which ranks did not arrive (the communication thread\'s can)';
+        mpiAbortJob(`athanor watchdog: rank ${this.worldRank}: ${label} in group '${this.name}' (mpi, ranks ${this.ranks.join(',')}) did not complete within ${this.opts.watchdogS} s${who} (set ATHANOR_WATCHDOG_S to change the limit); aborting the MPI job`);
       }, limit);
       t.unref();
       try { await body(comm); } finally { clearTimeout(t); }
@@ -245,13 +298,13 @@ export class MpiCommunicator implements Communicator {
   send(buf: CommBuffer, dst: number, tag = 0): Work {
     const d = dtypeOf(buf);
     checkRank('send', dst, this.size);
-    return this.enqueue(`send to rank ${this.ranks[dst]} (tag ${tag})`, (comm) => call(need().fns.send!, 'MPI_Send', [buf, buf.length, this.dt(d), dst, tag, comm]), `s${dst}:${tag}`);
+    return this.enqueue(`send to rank ${this.ranks[dst]} (tag ${tag})`, (comm) => call(need().fns.send!, 'MPI_Send', [buf, buf.length, this.dt(d), dst, tag, comm]), `s${dst}:${tag}`, dst);
   }
 
   recv(buf: CommBuffer, src: number, tag = 0): Work {
     const d = dtypeOf(buf);
     checkRank('recv', src, this.size);
-    return this.enqueue(`recv from rank ${this.ranks[src]} (tag ${tag})`, (comm) => call(need().fns.recv!, 'MPI_Recv', [buf, buf.length, this.dt(d), src, tag, comm, null]), `r${src}:${tag}`);
+    return this.enqueue(`recv from rank ${this.ranks[src]} (tag ${tag})`, (comm) => call(need().fns.recv!, 'MPI_Recv', [buf, buf.length, this.dt(d), src, tag, comm, null]), `r${src}:${tag}`, src);
   }
 
   barrier(): Work {
@@ -279,29 +332,39 @@ export class MpiCommunicator implements Communicator {
     return new MpiCommunicator(ranks, name ?? `group[${ranks.join(',')}]`, this.worldRank, commP, this.opts);
   }
 
+  /**
+   * MPI_Comm_dup of this communicator, in this communicator's collective order (every member
+   * calls it): another thread's traffic then never matches this one's.
+   */
+  async dupHandle(): Promise<bigint> {
+    const out = new BigUint64Array(1);
+    await this.enqueue('commDup', (comm) => call(need().fns.commDup!, 'MPI_Comm_dup', [comm, out])).wait();
+    return out[0]!;
+  }
+
   async destroy(): Promise<void> { await this.queue; }
 }
 
-function groupTag(ranks: readonly number[]): number {
+export function groupTag(ranks: readonly number[]): number {
   let h = 17;
   for (const r of ranks) h = (Math.imul(h, 31) + r) & 0x7fff;
   return h;
 }
 
-function exclusiveScan(c: readonly number[]): Int32Array {
+export function exclusiveScan(c: readonly number[]): Int32Array {
   const o = new Int32Array(c.length);
   for (let i = 1; i < c.length; i++) o[i] = o[i - 1]! + c[i - 1]!;
   return o;
 }
 
-function widen(h: Uint16Array): Float32Array {
+export function widen(h: Uint16Array): Float32Array {
   const out = new Float32Array(h.length);
   const u = new Uint32Array(out.buffer);
   for (let i = 0; i < h.length; i++) u[i] = h[i]! << 16;
   return out;
 }
 
-function narrowInto(w: Float32Array, out: Uint16Array, divisor: number): void {
+export function narrowInto(w: Float32Array, out: Uint16Array, divisor: number): void {
   if (divisor !== 1) for (let i = 0; i < w.length; i++) w[i] = w[i]! / divisor;
   const u = new Uint32Array(w.buffer, w.byteOffset, w.length);
   for (let i = 0; i < w.length; i++) {

@@ -4,6 +4,8 @@
 import type { GptConfig } from '../nn/gpt-config.js';
 import { validateGptConfig } from '../nn/gpt-config.js';
 import { denseMoe, moeEnabled, type MoeConfig } from '../nn/moe-config.js';
+import { validateGptTensorParallel } from '../parallel/plans/gpt.js';
+import { parseMeshOrder } from '../parallel/mesh.js';
 
 export interface OptimConfig {
   lr: number;
@@ -31,6 +33,10 @@ export interface ParallelConfig {
   a2a: 'flat' | 'hierarchical';
   /** Pipeline micro-batches per step (pp > 1). */
   pipelineChunks: number;
+  /** Sequence parallelism inside tensor-parallel groups (norm/dropout/residual regions split along the sequence). */
+  sp: boolean;
+  /** Mesh rank order, fastest-varying first: "tp,dp,pp" puts a tensor-parallel group on neighbouring ranks (one node). */
+  order: string;
 }
 
 export interface TrainConfig {
@@ -76,7 +82,7 @@ function base(preset: string, model: GptConfig, microBatch: number): TrainConfig
       outDir: `runs/${preset}`, seed: 1337, recompute: false, maxBadSteps: 5, targetLoss: 0, threads: 0, maxSeconds: 0,
     },
     optim: { lr: 3e-4, minLr: 3e-5, warmupSteps: 100, schedule: 'cosine', weightDecay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradClip: 1.0 },
-    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, a2a: 'flat', pipelineChunks: 4 },
+    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, a2a: 'flat', pipelineChunks: 4, sp: false, order: 'tp,dp,pp' },
   };
 }
 
@@ -113,12 +119,16 @@ export function yuan4_7b(): TrainConfig {
   return c;
 }
 
-/** Fugaku-LLM 13B shape (GPT-2 architecture): 40 layers, hidden 5184, 36 heads, ff 20736, seq 2048, vocab 49,152. */
+/**
+ * Fugaku-LLM 13B (GPT-2 architecture): 40 layers, hidden 5184, 36 heads, ff 20736, seq 2048,
+ * vocab 49,152, in its published layout on 13,824 nodes: TP 6 × PP 8 × DP 288, micro-batch 1,
+ * global batch 2016 (= 1 × 7 accumulation steps × 288 replicas).
+ */
 export function fugaku13b(): TrainConfig {
   const c = base('fugaku-13b', gpt(40, 36, 5184, 49152, 2048), 1);
-  c.train = { ...c.train, recompute: true };
+  c.train = { ...c.train, recompute: true, gradAccum: 7 };
   c.optim = { ...c.optim, lr: 1e-4, minLr: 1e-5, warmupSteps: 2000 };
-  c.parallel = { ...c.parallel, tp: 4, pp: 8 };
+  c.parallel = { ...c.parallel, tp: 6, pp: 8, dp: 288 };
   return c;
 }
 
@@ -179,6 +189,9 @@ export function validateTrainConfig(c: TrainConfig, world = 1): void {
     throw new Error(`parallel.dp × parallel.tp × parallel.pp = ${c.parallel.dp} × ${c.parallel.tp} × ${c.parallel.pp} = ${prod}, but the world size is ${world}`);
   }
   if (c.parallel.tp > 1 && c.model.nHead % c.parallel.tp !== 0) throw new Error(`model.nHead (${c.model.nHead}) must be divisible by parallel.tp (${c.parallel.tp})`);
+  validateGptTensorParallel(c.model, c.parallel.tp, c.parallel.sp);
+  parseMeshOrder(c.parallel.order, 'parallel.order');
+  if (c.parallel.sp && c.parallel.tp === 1) throw new Error('parallel.sp=true needs parallel.tp > 1 (sequence parallelism splits the sequence over the tensor-parallel group)');
   if (c.parallel.pp > 1 && c.model.nLayer < c.parallel.pp) throw new Error(`model.nLayer (${c.model.nLayer}) must be at least parallel.pp (${c.parallel.pp})`);
   if (!(c.optim.lr > 0)) throw new Error(`optim.lr must be > 0, got ${c.optim.lr}`);
   if (c.optim.minLr < 0 || c.optim.minLr > c.optim.lr) throw new Error(`optim.minLr must be in [0, optim.lr], got ${c.optim.minLr}`);

@@ -54,7 +54,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   const par = opts.parallel ?? singleProcessLayer();
   validateTrainConfig(cfg, par.world);
   const isMain = par.rank === 0;
-  const threads = cfg.train.threads || defaultThreads(Number(process.env.ATHANOR_LOCAL_WORLD_SIZE ?? 1));
+  const threads = cfg.train.threads || defaultThreads(Number(process.env.ATHANOR_LOCAL_WORLD_SIZE ?? process.env.OMPI_COMM_WORLD_LOCAL_SIZE ?? 1));
   setBlasThreads(threads);
   setKernelThreads(threads);
 

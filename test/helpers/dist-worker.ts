@@ -7,6 +7,7 @@ import { evenCounts } from '../../src/runtime/collectives.js';
 import { ParallelDims } from '../../src/parallel/parallel-dims.js';
 import { bf16ToF32, f32ToBf16 } from '../../src/core/dtype.js';
 import { createHash } from 'node:crypto';
+import { CommThread } from '../../src/runtime/comm-thread.js';
 
 const mode = process.env.DIST_MODE ?? 'collectives';
 const sizes = (process.env.DIST_SIZES ?? '0,1,7,1000003').split(',').map(Number);
@@ -161,13 +162,14 @@ async function collectives(pg: Communicator): Promise<void> {
     hashes[`f32-${n}`] = hashOf(b);
     hashes[`bf16-${n}`] = hashOf(h);
   }
-  // Sub-groups: even ranks and odd ranks.
+  // Sub-groups: even ranks and odd ranks (of this communicator).
   if (W > 1) {
-    const mine = [...Array(W).keys()].filter((x) => x % 2 === r % 2);
+    const idx = [...Array(W).keys()].filter((x) => x % 2 === r % 2);
+    const mine = idx.map((i) => pg.ranks[i]!);
     const g = pg.newGroup(mine);
     const b = new Float32Array(10).fill(r + 1);
     await g.allReduce(b);
-    const want = mine.reduce((a, x) => a + x + 1, 0);
+    const want = idx.reduce((a, x) => a + x + 1, 0);
     if (b[9] !== want) failures.push(`subgroup allreduce: got ${b[9]} want ${want}`);
     await g.barrier();
   }
@@ -178,7 +180,57 @@ async function main(): Promise<void> {
   const r = pg.rank;
   if (mode === 'collectives') {
     await collectives(pg);
+    if (process.env.DIST_SUB === '1' && pg.size > 1) {
+      // The suite again on a sub-group (even / odd ranks) of this communicator.
+      const worldHashes = { ...hashes };
+      const before = failures.length;
+      await collectives(pg.newGroup([...Array(pg.size).keys()].filter((x) => x % 2 === r % 2), 'parity'));
+      for (let i = before; i < failures.length; i++) failures[i] = `sub: ${failures[i]}`;
+      Object.assign(hashes, worldHashes);
+    }
     console.log(`RESULT ${JSON.stringify({ rank: r, world: pg.size, backend: pg.backend, failures, hashes })}`);
+  } else if (mode === 'commthread') {
+    // The whole suite on the communication thread's world, then again on a sub-group of it
+    // (even / odd ranks), plus waitSync on shared and on ordinary buffers.
+    const ct = await CommThread.start(pg);
+    await collectives(ct);
+    const worldFailures = failures.splice(0);
+    const worldHashes = { ...hashes };
+    const sub = ct.newGroup([...Array(pg.size).keys()].filter((x) => x % 2 === r % 2), 'parity');
+    await collectives(sub);
+    const subFailures = failures.splice(0);
+    const sab = new Int32Array(new SharedArrayBuffer(12)).fill(r + 1), plain = new Int32Array(3).fill(r + 1);
+    ct.waitSync(ct.allReduce(sab));
+    ct.waitSync(sub.allReduce(plain));
+    const wsum = (pg.size * (pg.size + 1)) / 2, ssum = sub.ranks.reduce((a, x) => a + x + 1, 0);
+    if (sab[2] !== wsum) failures.push(`waitSync shared: ${sab[2]} != ${wsum}`);
+    if (plain[2] !== ssum) failures.push(`waitSync plain buffer: ${plain[2]} != ${ssum}`);
+    await ct.close();
+    console.log(`RESULT ${JSON.stringify({ rank: r, world: pg.size, backend: ct.backend, failures: [...worldFailures, ...subFailures.map((f) => `sub: ${f}`), ...failures], hashes: worldHashes, subRanks: sub.ranks })}`);
+  } else if (mode === 'p2p-hang') {
+    // Rank 0 waits for a message rank 1 never sends (on the comm thread or the main communicator).
+    const comm: Communicator = process.env.DIST_VIA === 'main' ? pg : await CommThread.start(pg);
+    await comm.barrier();
+    if (r === 0) await comm.recv(new Float32Array(16), 1, 7);
+    else await new Promise((res) => setTimeout(res, 90_000));
+    console.log('RESULT {"unexpected":"completed"}');
+  } else if (mode === 'rank-error') {
+    // Rank 1 fails (an error after start-up) while rank 0 waits in a collective for it.
+    const comm: Communicator = process.env.DIST_VIA === 'main' ? pg : await CommThread.start(pg);
+    await comm.barrier();
+    if (r === 1) throw new Error('rank 1 failed on purpose');
+    await comm.allReduce(new Float32Array(8));
+    console.log('RESULT {"unexpected":"completed"}');
+  } else if (mode === 'thread-watchdog') {
+    // On the comm thread: rank DIST_SKIP never enters the 3rd collective.
+    const ct = await CommThread.start(pg);
+    const skip = Number(process.env.DIST_SKIP ?? '1');
+    const b = new Float32Array(100);
+    await ct.allReduce(b);
+    await ct.barrier();
+    if (r !== skip) await ct.allReduce(b);
+    else await new Promise((res) => setTimeout(res, 90_000));
+    console.log('RESULT {"unexpected":"completed"}');
   } else if (mode === 'watchdog') {
     // Rank DIST_SKIP skips the 3rd allreduce and then idles (its event loop stays responsive).
     const skip = Number(process.env.DIST_SKIP ?? '1');
@@ -220,8 +272,9 @@ async function main(): Promise<void> {
     }
     await new Promise((res) => setTimeout(res, 60_000));
   } else if (mode === 'mesh') {
+    const via: Communicator = process.env.DIST_VIA === 'thread' ? await CommThread.start(pg) : pg;
     const dims = new ParallelDims({ world: pg.size, tp: Number(process.env.DIST_TP ?? '1'), pp: Number(process.env.DIST_PP ?? '1'), ep: Number(process.env.DIST_EP ?? '1') });
-    const mesh = dims.build(pg);
+    const mesh = dims.build(via);
     const got: Record<string, unknown> = {};
     for (const d of ['tp', 'dp', 'pp', 'ep', 'edp'] as const) {
       const g = mesh.get(d);
@@ -229,7 +282,8 @@ async function main(): Promise<void> {
       await g.allReduce(b);
       got[d] = { ranks: g.ranks, mask: b[0], rank: g.rank };
     }
-    console.log(`RESULT ${JSON.stringify({ rank: r, coords: mesh.coords, groups: got })}`);
+    console.log(`RESULT ${JSON.stringify({ rank: r, coords: mesh.coords, groups: got, backend: via.backend })}`);
+    if (via !== pg) await via.destroy();
   } else if (mode === 'launch-ok') {
     const b = new Int32Array([r]);
     await pg.allReduce(b);

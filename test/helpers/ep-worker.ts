@@ -12,7 +12,7 @@ import { fromStorage, full } from '../../src/core/tensor.js';
 import { scope } from '../../src/core/scope.js';
 import { backward } from '../../src/autograd/tape.js';
 import { ParallelDims } from '../../src/parallel/parallel-dims.js';
-import { EpCommThread, type A2aAlgorithm } from '../../src/parallel/expert-parallel-comm.js';
+import { ThreadEpComm, type A2aAlgorithm } from '../../src/parallel/expert-parallel-comm.js';
 import { ExpertParallel, expertShard, isExpertParam } from '../../src/parallel/expert-parallel.js';
 import { initProcessGroup } from '../../src/runtime/init.js';
 import { setBlasThreads } from '../../src/backend/blas.js';
@@ -88,7 +88,7 @@ async function parallel(): Promise<void> {
   const ep = Number(env.EP_SIZE ?? 2);
   const dims = new ParallelDims({ world: pg.size, dp: pg.size, ep });
   const c = dims.coords(pg.rank);
-  const comm = await EpCommThread.start({ prefix: 'athanor/ep', hostStore: false });
+  const comm = await ThreadEpComm.start(pg);
   try {
     const cfg = epModelConfig();
     const model = new GPT(cfg, { seed, deferInit: true });

@@ -1,0 +1,14 @@
+// Gradient rules for the tensor-parallel collectives (src/ops/group.ts): each op's
+// backward is its conjugate collective (copy ⇄ all-reduce, gather ⇄ reduce-scatter).
+import type { GradRuleTable } from '../node.js';
+import {
+  groupCopyBackward, groupReduceBackward, groupGatherBackward, groupScatterBackward, vocabParallelCrossEntropyBackward,
+} from '../../ops/group.js';
+
+export const groupRules: Pick<GradRuleTable, 'groupCopy' | 'groupReduce' | 'groupGather' | 'groupScatter' | 'vocabParallelCrossEntropy'> = {
+  groupCopy: (node, g) => groupCopyBackward(node, g),
+  groupReduce: (node, g) => groupReduceBackward(node, g),
+  groupGather: (node, g) => groupGatherBackward(node, g),
+  groupScatter: (node, g) => groupScatterBackward(node, g),
+  vocabParallelCrossEntropy: (node, g) => vocabParallelCrossEntropyBackward(node, g),
+};

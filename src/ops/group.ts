@@ -1,0 +1,232 @@
+// Differentiable collectives over a tensor-parallel group (Megatron's conjugate f/g
+// operators), recorded on the tape like any other op so backward runs the conjugate
+// collective:
+//   groupCopy     f: identity forward, all-reduce (sum) backward  (entry of a TP region)
+//   groupReduce   g: all-reduce (sum) forward, identity backward  (exit of a TP region)
+//   groupGather   all-gather along an axis forward, reduce-scatter backward (sequence parallel entry)
+//   groupScatter  reduce-scatter along an axis forward, all-gather backward (sequence parallel exit)
+// and the vocabulary-parallel cross-entropy, which never gathers the full logits.
+// The group is any object with synchronous collectives (forward/backward are
+// synchronous code): the parallel layer runs them on its communication thread.
+import { empty, type Tensor } from '../core/tensor.js';
+import { shapeStr } from '../core/layout.js';
+import { record } from '../autograd/tape.js';
+import type { Node } from '../autograd/node.js';
+import { accumulateGrad } from '../autograd/accumulate.js';
+import { dense, floatData, gradTarget, int32Data, type F } from '../backend/nn-kernels.js';
+
+export interface GroupCollectives {
+  readonly rank: number;
+  readonly size: number;
+  /** In place. */
+  allReduce(buf: F, op: 'sum' | 'max'): void;
+  /** output (size × input.length) = every rank's input, in rank order. */
+  allGather(input: F, output: F): void;
+  /** output (input.length / size) = this rank's chunk of the element-wise sum of every rank's input. */
+  reduceScatter(input: F, output: F): void;
+}
+
+function checkFloat(t: Tensor, where: string): void {
+  if (t.dtype !== 'float32' && t.dtype !== 'float64') throw new Error(`${where}: expected float32 or float64, got ${t.dtype}`);
+}
+
+function copyOf(x: Tensor): Tensor {
+  const xd = dense(x);
+  const out = empty(x.shape, x.dtype);
+  (out.data as F).set(floatData(xd).subarray(0, x.size));
+  if (xd !== x) xd.dispose();
+  return out;
+}
+
+/** f: identity forward; backward all-reduces (sums) the gradient over the group. */
+export function groupCopy(x: Tensor, group: GroupCollectives): Tensor {
+  checkFloat(x, 'groupCopy');
+  // A view: the forward is the identity, so no activation memory is spent on it.
+  return record('groupCopy', { group }, [x], x.view(x.shape, x.strides, x.offset));
+}
+
+export function groupCopyBackward(node: Node<'groupCopy'>, gOut: Tensor): void {
+  const g = copyOf(gOut);
+  if (node.attrs.group.size > 1) node.attrs.group.allReduce(g.data as F, 'sum');
+  accumulateGrad(node.inputs[0]!, g, true);
+}
+
+/** g: all-reduce (sum) forward; identity backward. */
+export function groupReduce(x: Tensor, group: GroupCollectives): Tensor {
+  checkFloat(x, 'groupReduce');
+  const out = copyOf(x);
+  if (group.size > 1) group.allReduce(out.data as F, 'sum');
+  return record('groupReduce', { group }, [x], out);
+}
+
+export function groupReduceBackward(node: Node<'groupReduce'>, gOut: Tensor): void {
+  accumulateGrad(node.inputs[0]!, copyOf(gOut), true);
+}
+
+/** [outer][size][chunk] ⇄ [size][outer][chunk]: rank-major order for the collective buffers. */
+function toRankMajor(src: F, dst: F, outer: number, size: number, chunk: number): void {
+  for (let o = 0; o < outer; o++) for (let r = 0; r < size; r++) dst.set(src.subarray((o * size + r) * chunk, (o * size + r + 1) * chunk), (r * outer + o) * chunk);
+}
+function fromRankMajor(src: F, dst: F, outer: number, size: number, chunk: number): void {
+  for (let o = 0; o < outer; o++) for (let r = 0; r < size; r++) dst.set(src.subarray((r * outer + o) * chunk, (r * outer + o + 1) * chunk), (o * size + r) * chunk);
+}
+
+function axisParts(shape: readonly number[], axis: number): { outer: number; inner: number } {
+  let outer = 1, inner = 1;
+  shape.forEach((d, i) => { if (i < axis) outer *= d; else if (i > axis) inner *= d; });
+  return { outer, inner };
+}
+
+/** All-gather along `axis` (every rank's slice in rank order); backward reduce-scatters. */
+export function groupGather(x: Tensor, group: GroupCollectives, axis: number): Tensor {
+  checkFloat(x, 'groupGather');
+  if (axis < 0 || axis >= x.ndim) throw new Error(`groupGather: axis ${axis} out of range for ${shapeStr(x.shape)}`);
+  const shape = [...x.shape];
+  shape[axis] = x.shape[axis]! * group.size;
+  const out = empty(shape, x.dtype);
+  const xd = dense(x);
+  if (group.size === 1) (out.data as F).set(floatData(xd).subarray(0, x.size));
+  else {
+    const { outer, inner } = axisParts(x.shape, axis);
+    const tmp = empty(shape, x.dtype);
+    group.allGather(floatData(xd).subarray(0, x.size), tmp.data as F);
+    fromRankMajor(tmp.data as F, out.data as F, outer, group.size, x.shape[axis]! * inner);
+    tmp.dispose();
+  }
+  if (xd !== x) xd.dispose();
+  return record('groupGather', { group, axis }, [x], out);
+}
+
+export function groupGatherBackward(node: Node<'groupGather'>, gOut: Tensor): void {
+  const x = node.inputs[0]!;
+  if (!x.requiresGrad) return;
+  const { group, axis } = node.attrs;
+  const g = dense(gOut);
+  const local = empty(x.shape, x.dtype);
+  if (group.size === 1) (local.data as F).set(floatData(g).subarray(0, x.size));
+  else {
+    const { outer, inner } = axisParts(x.shape, axis);
+    const tmp = empty(gOut.shape, x.dtype);
+    toRankMajor(floatData(g), tmp.data as F, outer, group.size, x.shape[axis]! * inner);
+    group.reduceScatter(tmp.data as F, local.data as F);
+    tmp.dispose();
+  }
+  if (g !== gOut) g.dispose();
+  accumulateGrad(x, local, true);
+}
+
+/** Reduce-scatter along `axis`: the sum over ranks, this rank keeping its slice; backward all-gathers. */
+export function groupScatter(x: Tensor, group: GroupCollectives, axis: number): Tensor {
+  checkFloat(x, 'groupScatter');
+  if (axis < 0 || axis >= x.ndim) throw new Error(`groupScatter: axis ${axis} out of range for ${shapeStr(x.shape)}`);
+  const n = x.shape[axis]!;
+  if (n % group.size !== 0) throw new Error(`groupScatter: dimension ${axis} of ${shapeStr(x.shape)} is not divisible by the group size ${group.size}`);
+  const shape = [...x.shape];
+  shape[axis] = n / group.size;
+  const out = empty(shape, x.dtype);
+  const xd = dense(x);
+  if (group.size === 1) (out.data as F).set(floatData(xd).subarray(0, x.size));
+  else {
+    const { outer, inner } = axisParts(x.shape, axis);
+    const tmp = empty(x.shape, x.dtype);
+    toRankMajor(floatData(xd), tmp.data as F, outer, group.size, (n / group.size) * inner);
+    group.reduceScatter(tmp.data as F, out.data as F);
+    tmp.dispose();
+  }
+  if (xd !== x) xd.dispose();
+  return record('groupScatter', { group, axis }, [x], out);
+}
+
+export function groupScatterBackward(node: Node<'groupScatter'>, gOut: Tensor): void {
+  const x = node.inputs[0]!;
+  if (!x.requiresGrad) return;
+  const { group, axis } = node.attrs;
+  const g = dense(gOut);
+  const full = empty(x.shape, x.dtype);
+  if (group.size === 1) (full.data as F).set(floatData(g).subarray(0, gOut.size));
+  else {
+    const { outer, inner } = axisParts(x.shape, axis);
+    const tmp = empty(x.shape, x.dtype);
+    group.allGather(floatData(g).subarray(0, gOut.size), tmp.data as F);
+    fromRankMajor(tmp.data as F, full.data as F, outer, group.size, gOut.shape[axis]! * inner);
+    tmp.dispose();
+  }
+  if (g !== gOut) g.dispose();
+  accumulateGrad(x, full, true);
+}
+
+interface VpCeCtx { targets: Int32Array; count: number; logits: Tensor; max: F; sum: F }
+
+/**
+ * Mean cross-entropy when each rank holds logits (N, V/size) for vocabulary entries
+ * [vocabStart, vocabStart + V/size): the row max is all-reduced (max), then the row
+ * sums of exp and the target logits (sum); only 3·N numbers cross the group, never
+ * the (N, V) logits. Targets equal to ignoreIndex do not count.
+ */
+export function vocabParallelCrossEntropy(logits: Tensor, targets: Tensor, group: GroupCollectives, vocabStart: number, vocabSize: number, ignoreIndex = -100): Tensor {
+  checkFloat(logits, 'vocabParallelCrossEntropy');
+  if (logits.ndim !== 2) throw new Error(`vocabParallelCrossEntropy: logits must be (N, V/tp), got ${shapeStr(logits.shape)}`);
+  const [N, Vl] = logits.shape as [number, number];
+  if (targets.size !== N) throw new Error(`vocabParallelCrossEntropy: ${targets.size} targets for ${N} rows`);
+  const t = int32Data(targets, 'vocabParallelCrossEntropy: targets').slice();
+  let count = 0;
+  for (let i = 0; i < N; i++) {
+    const v = t[i]!;
+    if (v === ignoreIndex) continue;
+    if (v < 0 || v >= vocabSize) throw new Error(`vocabParallelCrossEntropy: target ${v} at position ${i} is out of range [0, ${vocabSize}) (ignoreIndex is ${ignoreIndex})`);
+    count++;
+  }
+  const xd = dense(logits);
+  const z = floatData(xd);
+  const F64 = logits.dtype === 'float64';
+  const max: F = F64 ? new Float64Array(N) : new Float32Array(N);
+  for (let i = 0; i < N; i++) {
+    let m = -Infinity;
+    for (let j = 0, o = i * Vl; j < Vl; j++) if (z[o + j]! > m) m = z[o + j]!;
+    max[i] = m;
+  }
+  if (group.size > 1) group.allReduce(max, 'max');
+  // [0, N): sum of exp(z - max); [N, 2N): the target's logit on the rank that holds it.
+  const sums: F = F64 ? new Float64Array(2 * N) : new Float32Array(2 * N);
+  for (let i = 0; i < N; i++) {
+    const m = max[i]!;
+    let s = 0;
+    for (let j = 0, o = i * Vl; j < Vl; j++) s += Math.exp(z[o + j]! - m);
+    sums[i] = s;
+    const local = t[i]! - vocabStart;
+    if (t[i] !== ignoreIndex && local >= 0 && local < Vl) sums[N + i] = z[i * Vl + local]!;
+  }
+  if (group.size > 1) group.allReduce(sums, 'sum');
+  let total = 0;
+  for (let i = 0; i < N; i++) if (t[i] !== ignoreIndex) total += Math.log(sums[i]!) + max[i]! - sums[N + i]!;
+  const out = empty([], logits.dtype);
+  out.data[0] = count > 0 ? total / count : NaN;
+  const ctx: VpCeCtx = { targets: t, count, logits: xd, max, sum: sums.subarray(0, N) as F };
+  return record('vocabParallelCrossEntropy', { group, vocabStart, ignoreIndex }, [logits, targets], out, xd === logits ? [] : [xd], ctx);
+}
+
+export function vocabParallelCrossEntropyBackward(node: Node<'vocabParallelCrossEntropy'>, gOut: Tensor): void {
+  const logits = node.inputs[0]!;
+  if (!logits.requiresGrad) return;
+  const { targets, count, logits: xd, max, sum } = node.ctx as VpCeCtx;
+  const { vocabStart, ignoreIndex } = node.attrs;
+  const [N, Vl] = logits.shape as [number, number];
+  const z = floatData(xd);
+  const { g: gt, fresh } = gradTarget(logits, true);
+  const g = floatData(gt);
+  const scale = count > 0 ? gOut.item() / count : 0;
+  for (let i = 0; i < N; i++) {
+    const o = i * Vl;
+    if (targets[i] === ignoreIndex) {
+      if (fresh) g.fill(0, o, o + Vl);
+      continue;
+    }
+    const m = max[i]!, inv = 1 / sum[i]!;
+    for (let j = 0; j < Vl; j++) {
+      const d = scale * Math.exp(z[o + j]! - m) * inv;
+      g[o + j] = fresh ? d : g[o + j]! + d;
+    }
+    const local = targets[i]! - vocabStart;
+    if (local >= 0 && local < Vl) g[o + local] = g[o + local]! - scale;
+  }
+}

@@ -1,0 +1,63 @@
+// Synchronous group collectives for the tensor-parallel ops (ops/group.ts). Forward and
+// backward are synchronous code, and koffi GEMM calls block the main event loop, so the
+// collectives run on a communication thread over the tensor-parallel group and this
+// thread waits with Atomics.wait. Tensors live in pooled (non-shared) memory: each call
+// copies through shared staging buffers that grow to the largest message (reused, where
+// the thread would otherwise allocate a fresh SharedArrayBuffer per call).
+import type { GroupCollectives } from '../ops/group.js';
+import type { F } from '../backend/nn-kernels.js';
+import { sharedF32 } from '../runtime/comm-thread.js';
+import type { GradComm } from './data-parallel.js';
+
+export class ThreadGroup implements GroupCollectives {
+  private a = sharedF32(0);
+  private b = sharedF32(0);
+  /** Payload elements this rank sent, by the ring algorithms' count ((size-1)/size of a reduce-scatter or all-gather, twice that for an all-reduce). */
+  sentElements = 0;
+
+  constructor(private readonly comm: GradComm, readonly rank: number, readonly size: number) {}
+
+  /** The transport the collectives use (mpi under mpirun, else unix / tcp sockets). */
+  get backend(): string {
+    return this.comm.backend ?? 'unknown';
+  }
+
+  private stage(n: number, which: 'a' | 'b'): Float32Array {
+    if (this[which].length < n) this[which] = sharedF32(Math.max(n, Math.ceil(this[which].length * 1.5)));
+    return this[which].subarray(0, n);
+  }
+
+  private f32(buf: F, op: string): Float32Array {
+    if (!(buf instanceof Float32Array)) throw new Error(`tensor parallel ${op}: only float32 tensors cross processes (got float64)`);
+    return buf;
+  }
+
+  allReduce(buf: F, op: 'sum' | 'max'): void {
+    const x = this.f32(buf, 'allReduce');
+    const s = this.stage(x.length, 'a');
+    s.set(x);
+    this.comm.waitSync(this.comm.allReduce(s, { op, deterministic: true }));
+    x.set(s);
+    this.sentElements += (2 * x.length * (this.size - 1)) / this.size;
+  }
+
+  allGather(input: F, output: F): void {
+    const i = this.f32(input, 'allGather'), o = this.f32(output, 'allGather');
+    if (o.length !== i.length * this.size) throw new Error(`tensor parallel allGather: output has ${o.length} elements, expected ${i.length} × ${this.size}`);
+    const si = this.stage(i.length, 'a'), so = this.stage(o.length, 'b');
+    si.set(i);
+    this.comm.waitSync(this.comm.allGatherV(si, so, new Array<number>(this.size).fill(i.length)));
+    o.set(so);
+    this.sentElements += (o.length * (this.size - 1)) / this.size;
+  }
+
+  reduceScatter(input: F, output: F): void {
+    const i = this.f32(input, 'reduceScatter'), o = this.f32(output, 'reduceScatter');
+    if (i.length !== o.length * this.size) throw new Error(`tensor parallel reduceScatter: input has ${i.length} elements, expected ${o.length} × ${this.size}`);
+    const si = this.stage(i.length, 'a'), so = this.stage(o.length, 'b');
+    si.set(i);
+    this.comm.waitSync(this.comm.reduceScatterV(si, so, new Array<number>(this.size).fill(o.length), 'sum'));
+    o.set(so);
+    this.sentElements += (i.length * (this.size - 1)) / this.size;
+  }
+}
