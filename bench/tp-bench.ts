@@ -54,9 +54,11 @@ export function tpFormula(c: TrainConfig): number {
   // Non-sp: all-reduces of the embedding, 2 per layer forward (attention and MLP outputs), 2 per
   // layer backward (their inputs) and the head's input backward: (4L+2)·n, plus the loss's 3N.
   // sp: the same traffic as all-gathers + reduce-scatters ((8L+4) of n, half the ring cost each),
-  // plus the norms', row biases' and position table's partial gradients summed over the group.
+  // plus the norms', row biases' and position table's partial gradients summed over the group;
+  // and sp re-gathers each block's two region inputs in backward (2L of n more: only the
+  // sequence shard is kept between forward and backward, as in Megatron).
   const allReduced = 3 * N + (sp ? (2 * L + 1) * 2 * C + 2 * L * C + (c.model.positions === 'learned' ? T * C : 0) : (4 * L + 2) * n);
-  const gathered = sp ? (8 * L + 4) * n : 0;
+  const gathered = sp ? (10 * L + 4) * n : 0;
   return c.train.gradAccum * (2 * ring * allReduced + ring * gathered);
 }
 
