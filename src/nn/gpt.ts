@@ -27,12 +27,14 @@ export class CausalSelfAttention extends Module {
   }
 
   forward(x: Tensor, rope: Rope | null, rng: Rng): Tensor {
-    const [B, T] = x.shape as [number, number, number];
     const D = this.cfg.dModel / this.cfg.nHead;
     // Heads held = rows of c_attn / 3D: all of them here, a slice when a tensor-parallel
     // plan has split c_attn by heads (the code is the same).
     const H = this.c_attn.weight.shape[0]! / (3 * D), C = H * D;
     const qkv = this.c_attn.forward(x); // (B, T, 3C)
+    // B, T from c_attn's output: under sequence parallelism x is a sequence shard and
+    // c_attn gathers the full sequence.
+    const [B, T] = qkv.shape as [number, number, number];
     // (B,T,3,H,D) → three (B,H,T,D) strided views; attention reads them through ld, no copy.
     const r = reshape(qkv, [B, T, 3, H, D]);
     const part = (i: number) => permute(reshape(slice(r, 2, i, i + 1), [B, T, H, D]), [0, 2, 1, 3]);

@@ -113,7 +113,7 @@ export class DistributedLayer implements ParallelLayer {
       model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute });
     }
     this.dp = applyDataParallel(model, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
-      zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend,
+      zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend, // DataParallel names its gradient thread's backend itself
     });
     return model;
   }
