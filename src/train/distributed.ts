@@ -42,7 +42,7 @@ export class DistributedLayer implements ParallelLayer {
   readonly tpGroup: ThreadGroup | null;
 
   private constructor(readonly cfg: TrainConfig, readonly pg: ProcessGroup, readonly mesh: DeviceMesh,
-    readonly comm: GradComm, private readonly threads: CommThread[], tpComm: GradComm | null) {
+    readonly comm: GradComm, private readonly threads: CommThread[], tpComm: GradComm | null, private readonly ppComm: Communicator | null) {
     this.rank = pg.rank;
     this.world = pg.size;
     this.dataRank = mesh.coords.dp;
@@ -74,7 +74,17 @@ export class DistributedLayer implements ParallelLayer {
         threads.push(t);
         tpComm = t.newGroup([...mesh.tp.ranks], 'tp');
       }
-      return new DistributedLayer(cfg, pg, mesh, comm, threads, tpComm);
+      // The pipeline's point-to-point traffic gets its own thread too: tensor-parallel waits
+      // block the main thread (Atomics.wait), and an activation sent from the main thread's
+      // sockets would then sit unsent while the receiving stage waits for it inside its own
+      // tensor-parallel collective, a cross-stage deadlock.
+      let ppComm: Communicator | null = null;
+      if (mesh.pp.size > 1) {
+        const t = await CommThread.start(pg, { prefix: 'athanor/pp' });
+        threads.push(t);
+        ppComm = t.newGroup([...mesh.pp.ranks], 'pp');
+      }
+      return new DistributedLayer(cfg, pg, mesh, comm, threads, tpComm, ppComm);
     } catch (e) {
       for (const t of threads) await t.close().catch(() => undefined);
       await pg.destroy().catch(() => undefined);
@@ -92,7 +102,7 @@ export class DistributedLayer implements ParallelLayer {
       // Only this rank's stages exist (tensor-parallel shards of them with tp > 1); data
       // parallelism replicates them over the dp group.
       const tp = this.tpGroup ? { group: this.tpGroup, sequenceParallel: cfg.parallel.sp } : undefined;
-      this.pipe = buildRankPipeline(cfg.model, pipelineSettings(cfg), this.mesh.pp, this.pg, { seed: cfg.train.seed, recompute: cfg.train.recompute, tp });
+      this.pipe = buildRankPipeline(cfg.model, pipelineSettings(cfg), this.ppComm ?? this.mesh.pp, this.pg, { seed: cfg.train.seed, recompute: cfg.train.recompute, tp });
       const stages = this.pipe.stages;
       this.shards = stages.shards;
       const byName = new Map(stages.namedParameters());
