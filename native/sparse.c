@@ -171,3 +171,106 @@ void athn_sparse_find(int n, const uint32_t *ids, const int32_t *table, int mask
     slots[i] = r;
   }
 }
+
+/* ---- per-id bookkeeping of a batch (GroupTable.gatherNative / push) ----------------
+ * The TypeScript loops in src/recsys/embedding-store.ts (lookupFound, push's reference
+ * loop, LruList.moveToHead) are the reference. These kernels run the common case, an id
+ * already stored, for consecutive ids in batch order and stop at the first id that needs
+ * TypeScript (a miss: admission and insertion; a misrouted id: the error; a found slot that
+ * the index may no longer vouch for), returning its index (n when none). TypeScript handles
+ * that one id and calls again from the next, so the LRU list, counters and marks see
+ * exactly the order of operations of the reference loop. */
+
+#ifndef META_AHEAD
+#define META_AHEAD 8
+#endif
+
+/* LruList.moveToHead; ends = [head, tail]. */
+static inline void lru_move_to_head(int32_t *prev, int32_t *next, int32_t *ends, int s) {
+  if (ends[0] == s) return;
+  const int p = prev[s], nx = next[s];
+  if (p >= 0) next[p] = nx; else if (ends[0] == s) ends[0] = nx;
+  if (nx >= 0) prev[nx] = p; else if (ends[1] == s) ends[1] = p;
+  prev[s] = -1;
+  next[s] = ends[0];
+  if (ends[0] >= 0) prev[ends[0]] = s;
+  ends[0] = s;
+  if (ends[1] < 0) ends[1] = s;
+}
+
+/* Slot of stored id i, or -1 when TypeScript must take it (see above). check != 0 once the
+ * index changed since `found` was computed: a found slot then counts only if it still
+ * holds this id (GroupTable.slotAt). */
+static inline int hit_slot(int i, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check,
+                           const uint32_t *idLo, const uint32_t *idHi, int numShards, int shardIndex, uint32_t groupId) {
+  const uint32_t lo = ids[2 * i], hi = ids[2 * i + 1];
+  const int s = found[i];
+  if (s < 0) return -1;
+  if (check && (idLo[s] != lo || idHi[s] != hi)) return -1;
+  if (hashHi[i] % (uint32_t)numShards != (uint32_t)shardIndex || (hi >> 24) != groupId) return -1;
+  return s;
+}
+
+/* Metadata of the slot META_AHEAD ids ahead is fetched early: slots are random, so each
+ * prev/next/lastTouch/mark access is otherwise a cache miss. */
+static inline void prefetch_meta(int i, int n, const int32_t *found, const int32_t *prev, const int32_t *next,
+                                 const double *lastTouch, const int32_t *mark, const int32_t *markPos) {
+  if (i + META_AHEAD >= n) return;
+  const int s = found[i + META_AHEAD];
+  if (s < 0) return;
+  __builtin_prefetch(prev + s, 1, 3);
+  __builtin_prefetch(next + s, 1, 3);
+  if (lastTouch) __builtin_prefetch(lastTouch + s, 1, 3);
+  if (mark) { __builtin_prefetch(mark + s, 1, 3); __builtin_prefetch(markPos + s, 1, 3); }
+}
+
+/* Lookup: slots[i] = slot of each stored id from i0 on; touches it (lastTouch = step, LRU
+ * head) when touch != 0. Hits counted by the caller as (return - i0). */
+int athn_sparse_lookup_hits(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check,
+                            const uint32_t *idLo, const uint32_t *idHi, int numShards, int shardIndex, int groupId,
+                            int touch, double step, int32_t *prev, int32_t *next, int32_t *ends, double *lastTouch,
+                            int32_t *slots) {
+  for (int i = i0; i < n; i++) {
+    if (touch) prefetch_meta(i, n, found, prev, next, lastTouch, NULL, NULL);
+    const int s = hit_slot(i, ids, found, hashHi, check, idLo, idHi, numShards, shardIndex, (uint32_t)groupId);
+    if (s < 0) return i;
+    slots[i] = s;
+    if (touch) { lastTouch[s] = step; lru_move_to_head(prev, next, ends, s); }
+  }
+  return n;
+}
+
+/* Push: push's reference loop for each stored id from i0 on. A slot marked with this
+ * batch's stamp repeats: uOf[i] = its position, acc[1] = 1 (dup); otherwise it is marked,
+ * appended to uniq (position acc[0]++), uOf[i] = that position, firstRow[pos] = i. Touches. */
+int athn_sparse_push_hits(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check,
+                          const uint32_t *idLo, const uint32_t *idHi, int numShards, int shardIndex, int groupId,
+                          double step, int32_t *prev, int32_t *next, int32_t *ends, double *lastTouch,
+                          int32_t *mark, int32_t *markPos, int stamp, int32_t *uniq, int32_t *uOf, int32_t *firstRow,
+                          int32_t *acc) {
+  int nu = acc[0];
+  for (int i = i0; i < n; i++) {
+    prefetch_meta(i, n, found, prev, next, lastTouch, mark, markPos);
+    const int s = hit_slot(i, ids, found, hashHi, check, idLo, idHi, numShards, shardIndex, (uint32_t)groupId);
+    if (s < 0) { acc[0] = nu; return i; }
+    if (mark[s] == stamp) { uOf[i] = markPos[s]; acc[1] = 1; }
+    else { mark[s] = stamp; markPos[s] = nu; uniq[nu] = s; uOf[i] = nu; firstRow[nu] = i; nu++; }
+    lastTouch[s] = step;
+    lru_move_to_head(prev, next, ends, s);
+  }
+  acc[0] = nu;
+  return n;
+}
+
+/* ++rowStep[s] for each update's slot (s < 0: a row evicted in this batch, skipped); returns
+ * how many were counted (push's `applied`). */
+int athn_sparse_bump_steps(int nu, const int32_t *uniq, int32_t *rowStep) {
+  int applied = 0;
+  for (int u = 0; u < nu; u++) {
+    const int s = uniq[u];
+    if (s < 0) continue;
+    rowStep[s]++;
+    applied++;
+  }
+  return applied;
+}
