@@ -22,7 +22,7 @@ static inline float *row_at(const uint64_t *tab, int shift, int mask, int width,
 /* Rows are scattered over slabs of hundreds of MB, so nearly every row is a cache
  * miss: fetch the row PF_AHEAD slots ahead while working on this one. */
 #ifndef PF_AHEAD
-#define PF_AHEAD 4
+#define PF_AHEAD 8
 #endif
 #ifndef FIND_AHEAD
 #define FIND_AHEAD 16
@@ -211,17 +211,29 @@ static inline int hit_slot(int i, const uint32_t *ids, const int32_t *found, con
   return s;
 }
 
-/* Metadata of the slot META_AHEAD ids ahead is fetched early: slots are random, so each
- * prev/next/lastTouch/mark access is otherwise a cache miss. */
+/* Slots are random, so each prev/next/lastTouch/mark access is otherwise a cache miss:
+ * the slot 2*META_AHEAD ids ahead has its own metadata fetched, and the slot META_AHEAD ahead
+ * (whose prev/next have arrived by then) its LRU neighbours, which the move to the head
+ * writes. The neighbours may change before that id's turn: a prefetch is only a hint. */
 static inline void prefetch_meta(int i, int n, const int32_t *found, const int32_t *prev, const int32_t *next,
                                  const double *lastTouch, const int32_t *mark, const int32_t *markPos) {
-  if (i + META_AHEAD >= n) return;
-  const int s = found[i + META_AHEAD];
-  if (s < 0) return;
-  __builtin_prefetch(prev + s, 1, 3);
-  __builtin_prefetch(next + s, 1, 3);
-  if (lastTouch) __builtin_prefetch(lastTouch + s, 1, 3);
-  if (mark) { __builtin_prefetch(mark + s, 1, 3); __builtin_prefetch(markPos + s, 1, 3); }
+  if (i + 2 * META_AHEAD < n) {
+    const s = found[i + 2 * META_AHEAD];
+    if (s >= 0) {
+      __builtin_prefetch(prev + s, 1, 3);
+      __builtin_prefetch(next + s, 1, 3);
+      if (lastTouch) __builtin_prefetch(lastTouch + s, 1, 3);
+      if (mark) { __builtin_prefetch(mark + s, 1, 3); __builtin_prefetch(markPos + s, 1, 3); }
+    }
+  }
+  if (i + META_AHEAD < n) {
+    const s = found[i + META_AHEAD];
+    if (s >= 0) {
+      const p = prev[s], nx = next[s];
+      if (p >= 0) __builtin_prefetch(next + p, 1, 3);
+      if (nx >= 0) __builtin_prefetch(prev + nx, 1, 3);
+    }
+  }
 }
 
 /* Lookup: slots[i] = slot of each stored id from i0 on; touches it (lastTouch = step, LRU
@@ -267,6 +279,7 @@ int athn_sparse_push_hits(int i0, int n, const uint32_t *ids, const int32_t *fou
 int athn_sparse_bump_steps(int nu, const int32_t *uniq, int32_t *rowStep) {
   int applied = 0;
   for (int u = 0; u < nu; u++) {
+    if (u + 16 < nu && uniq[u + 16] >= 0) __builtin_prefetch(rowStep + uniq[u + 16], 1, 3);
     const int s = uniq[u];
     if (s < 0) continue;
     rowStep[s]++;
