@@ -287,3 +287,21 @@ int athn_sparse_bump_steps(int nu, const int32_t *uniq, int32_t *rowStep) {
   }
   return applied;
 }
+
+/* athn_sparse_gather straight into bfloat16 (the lookup answer's wire dtype), saving the
+ * float32 staging pass: round to nearest even with NaN kept quiet, bit-exact with f32ToBf16
+ * in src/core/dtype.ts (and the loop in GroupTable.lookupWire). Rows with slot < 0 are left. */
+void athn_sparse_gather_bf16(int n, int dim, const int *slots, const uint64_t *tab, int shift, uint16_t *out) {
+  const int mask = (1 << shift) - 1;
+  for (int i = 0; i < n; i++) {
+    if (i + PF_AHEAD < n) prefetch_row(tab, shift, mask, dim, slots[i + PF_AHEAD], 0);
+    const int s = slots[i];
+    if (s < 0) continue;
+    const uint32_t *src = (const uint32_t *)row_at(tab, shift, mask, dim, s);
+    uint16_t *d = out + (size_t)i * dim;
+    for (int j = 0; j < dim; j++) {
+      const uint32_t x = src[j];
+      d[j] = (x & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((x >> 16) | 0x40) : (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+    }
+  }
+}

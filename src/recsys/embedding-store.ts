@@ -176,6 +176,7 @@ export class GroupTable {
     if (dtype === 'float32') { this.lookup(ids, n, new Float32Array(dst.buffer, dst.byteOffset, n * dim), step, readOnly); return; }
     const out = new Uint16Array(dst.buffer, dst.byteOffset, n * dim);
     const bf = dtype === 'bfloat16';
+    if (bf && this.gatherNative(ids, n, null, step, readOnly, out)) return;
     if (this.nat && n <= this.capacity) {
       if (this.stage.length < n * dim) this.stage = new Float32Array(n * dim);
       if (this.gatherNative(ids, n, this.stage, step, readOnly) && encodeHalf(bf, n * dim, this.stage, out)) return;
@@ -208,8 +209,9 @@ export class GroupTable {
    * order first, then copied. Deferring the copy is exact while n <= capacity: a row
    * touched earlier in the batch cannot then be evicted by a later one (an untouched
    * row is always older). False (nothing done) without the native library or beyond that.
+   * With `bf16` (and out null) the rows go straight into bfloat16, as lookupWire would encode them.
    */
-  private gatherNative(ids: Uint32Array, n: number, out: Float32Array, step: number, readOnly: boolean): boolean {
+  private gatherNative(ids: Uint32Array, n: number, out: Float32Array | null, step: number, readOnly: boolean, bf16: Uint16Array | null = null): boolean {
     const nat = this.nat;
     if (!nat || n > this.capacity) return false;
     if (this.slotBuf.length < n) this.slotBuf = new Int32Array(Math.max(n, 2 * this.slotBuf.length));
@@ -229,9 +231,19 @@ export class GroupTable {
       slots[i] = s;
       if (s < 0) missing++;
     }
-    nat.gather(n, this.dim, slots, this.rowTab, CHUNK_SHIFT, out);
+    const dim = this.dim;
+    if (bf16) nat.gatherBf16(n, dim, slots, this.rowTab, CHUNK_SHIFT, bf16);
+    else nat.gather(n, dim, slots, this.rowTab, CHUNK_SHIFT, out!);
     for (let i = 0; missing > 0 && i < n; i++) {
-      if (slots[i]! < 0) { this.initRow(ids[2 * i + 1]!, ids[2 * i]!, out, i * this.dim); missing--; }
+      if (slots[i]! >= 0) continue;
+      missing--;
+      if (!bf16) { this.initRow(ids[2 * i + 1]!, ids[2 * i]!, out!, i * dim); continue; }
+      this.initRow(ids[2 * i + 1]!, ids[2 * i]!, this.rowTmp, 0);
+      const u = this.rowTmpU;
+      for (let j = 0; j < dim; j++) {
+        const x = u[j]!; // as lookupWire's loop (f32ToBf16)
+        bf16[i * dim + j] = (x & 0x7fffffff) > 0x7f800000 ? ((x >>> 16) | 0x40) & 0xffff : ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+      }
     }
     return true;
   }
