@@ -22,7 +22,7 @@ static inline float *row_at(const uint64_t *tab, int shift, int mask, int width,
 /* Rows are scattered over slabs of hundreds of MB, so nearly every row is a cache
  * miss: fetch the row PF_AHEAD slots ahead while working on this one. */
 #ifndef PF_AHEAD
-#define PF_AHEAD 4
+#define PF_AHEAD 8
 #endif
 #ifndef FIND_AHEAD
 #define FIND_AHEAD 16
@@ -169,5 +169,139 @@ void athn_sparse_find(int n, const uint32_t *ids, const int32_t *table, int mask
       b = (b + 1) & mask;
     }
     slots[i] = r;
+  }
+}
+
+/* ---- per-id bookkeeping of a batch (GroupTable.gatherNative / push) ----------------
+ * The TypeScript loops in src/recsys/embedding-store.ts (lookupFound, push's reference
+ * loop, LruList.moveToHead) are the reference. These kernels run the common case, an id
+ * already stored, for consecutive ids in batch order and stop at the first id that needs
+ * TypeScript (a miss: admission and insertion; a misrouted id: the error; a found slot that
+ * the index may no longer vouch for), returning its index (n when none). TypeScript handles
+ * that one id and calls again from the next, so the LRU list, counters and marks see
+ * exactly the order of operations of the reference loop. */
+
+#ifndef META_AHEAD
+#define META_AHEAD 8
+#endif
+
+/* LruList.moveToHead; ends = [head, tail]. */
+static inline void lru_move_to_head(int32_t *prev, int32_t *next, int32_t *ends, int s) {
+  if (ends[0] == s) return;
+  const int p = prev[s], nx = next[s];
+  if (p >= 0) next[p] = nx; else if (ends[0] == s) ends[0] = nx;
+  if (nx >= 0) prev[nx] = p; else if (ends[1] == s) ends[1] = p;
+  prev[s] = -1;
+  next[s] = ends[0];
+  if (ends[0] >= 0) prev[ends[0]] = s;
+  ends[0] = s;
+  if (ends[1] < 0) ends[1] = s;
+}
+
+/* Slot of stored id i, or -1 when TypeScript must take it (see above). check != 0 once the
+ * index changed since `found` was computed: a found slot then counts only if it still
+ * holds this id (GroupTable.slotAt). */
+static inline int hit_slot(int i, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check,
+                           const uint32_t *idLo, const uint32_t *idHi, int numShards, int shardIndex, uint32_t groupId) {
+  const uint32_t lo = ids[2 * i], hi = ids[2 * i + 1];
+  const int s = found[i];
+  if (s < 0) return -1;
+  if (check && (idLo[s] != lo || idHi[s] != hi)) return -1;
+  if (hashHi[i] % (uint32_t)numShards != (uint32_t)shardIndex || (hi >> 24) != groupId) return -1;
+  return s;
+}
+
+/* Slots are random, so each prev/next/lastTouch/mark access is otherwise a cache miss:
+ * the slot 2*META_AHEAD ids ahead has its own metadata fetched, and the slot META_AHEAD ahead
+ * (whose prev/next have arrived by then) its LRU neighbours, which the move to the head
+ * writes. The neighbours may change before that id's turn: a prefetch is only a hint. */
+static inline void prefetch_meta(int i, int n, const int32_t *found, const int32_t *prev, const int32_t *next,
+                                 const double *lastTouch, const int32_t *mark, const int32_t *markPos) {
+  if (i + 2 * META_AHEAD < n) {
+    const s = found[i + 2 * META_AHEAD];
+    if (s >= 0) {
+      __builtin_prefetch(prev + s, 1, 3);
+      __builtin_prefetch(next + s, 1, 3);
+      if (lastTouch) __builtin_prefetch(lastTouch + s, 1, 3);
+      if (mark) { __builtin_prefetch(mark + s, 1, 3); __builtin_prefetch(markPos + s, 1, 3); }
+    }
+  }
+  if (i + META_AHEAD < n) {
+    const s = found[i + META_AHEAD];
+    if (s >= 0) {
+      const p = prev[s], nx = next[s];
+      if (p >= 0) __builtin_prefetch(next + p, 1, 3);
+      if (nx >= 0) __builtin_prefetch(prev + nx, 1, 3);
+    }
+  }
+}
+
+/* Lookup: slots[i] = slot of each stored id from i0 on; touches it (lastTouch = step, LRU
+ * head) when touch != 0. Hits counted by the caller as (return - i0). */
+int athn_sparse_lookup_hits(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check,
+                            const uint32_t *idLo, const uint32_t *idHi, int numShards, int shardIndex, int groupId,
+                            int touch, double step, int32_t *prev, int32_t *next, int32_t *ends, double *lastTouch,
+                            int32_t *slots) {
+  for (int i = i0; i < n; i++) {
+    if (touch) prefetch_meta(i, n, found, prev, next, lastTouch, NULL, NULL);
+    const int s = hit_slot(i, ids, found, hashHi, check, idLo, idHi, numShards, shardIndex, (uint32_t)groupId);
+    if (s < 0) return i;
+    slots[i] = s;
+    if (touch) { lastTouch[s] = step; lru_move_to_head(prev, next, ends, s); }
+  }
+  return n;
+}
+
+/* Push: push's reference loop for each stored id from i0 on. A slot marked with this
+ * batch's stamp repeats: uOf[i] = its position, acc[1] = 1 (dup); otherwise it is marked,
+ * appended to uniq (position acc[0]++), uOf[i] = that position, firstRow[pos] = i. Touches. */
+int athn_sparse_push_hits(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check,
+                          const uint32_t *idLo, const uint32_t *idHi, int numShards, int shardIndex, int groupId,
+                          double step, int32_t *prev, int32_t *next, int32_t *ends, double *lastTouch,
+                          int32_t *mark, int32_t *markPos, int stamp, int32_t *uniq, int32_t *uOf, int32_t *firstRow,
+                          int32_t *acc) {
+  int nu = acc[0];
+  for (int i = i0; i < n; i++) {
+    prefetch_meta(i, n, found, prev, next, lastTouch, mark, markPos);
+    const int s = hit_slot(i, ids, found, hashHi, check, idLo, idHi, numShards, shardIndex, (uint32_t)groupId);
+    if (s < 0) { acc[0] = nu; return i; }
+    if (mark[s] == stamp) { uOf[i] = markPos[s]; acc[1] = 1; }
+    else { mark[s] = stamp; markPos[s] = nu; uniq[nu] = s; uOf[i] = nu; firstRow[nu] = i; nu++; }
+    lastTouch[s] = step;
+    lru_move_to_head(prev, next, ends, s);
+  }
+  acc[0] = nu;
+  return n;
+}
+
+/* ++rowStep[s] for each update's slot (s < 0: a row evicted in this batch, skipped); returns
+ * how many were counted (push's `applied`). */
+int athn_sparse_bump_steps(int nu, const int32_t *uniq, int32_t *rowStep) {
+  int applied = 0;
+  for (int u = 0; u < nu; u++) {
+    if (u + 16 < nu && uniq[u + 16] >= 0) __builtin_prefetch(rowStep + uniq[u + 16], 1, 3);
+    const int s = uniq[u];
+    if (s < 0) continue;
+    rowStep[s]++;
+    applied++;
+  }
+  return applied;
+}
+
+/* athn_sparse_gather straight into bfloat16 (the lookup answer's wire dtype), saving the
+ * float32 staging pass: round to nearest even with NaN kept quiet, bit-exact with f32ToBf16
+ * in src/core/dtype.ts (and the loop in GroupTable.lookupWire). Rows with slot < 0 are left. */
+void athn_sparse_gather_bf16(int n, int dim, const int *slots, const uint64_t *tab, int shift, uint16_t *out) {
+  const int mask = (1 << shift) - 1;
+  for (int i = 0; i < n; i++) {
+    if (i + PF_AHEAD < n) prefetch_row(tab, shift, mask, dim, slots[i + PF_AHEAD], 0);
+    const int s = slots[i];
+    if (s < 0) continue;
+    const uint32_t *src = (const uint32_t *)row_at(tab, shift, mask, dim, s);
+    uint16_t *d = out + (size_t)i * dim;
+    for (int j = 0; j < dim; j++) {
+      const uint32_t x = src[j];
+      d[j] = (x & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((x >> 16) | 0x40) : (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+    }
   }
 }

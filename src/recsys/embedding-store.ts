@@ -17,9 +17,12 @@
 //   LRU order equals last-touch order, so the sweep only looks at the list tail.
 //
 // With the native library, a batch's id lookups, row gathers, gradient sums and
-// optimizer updates are one C call each (native-sparse.ts, native/sparse.c); the
-// per-row bookkeeping (admission, LRU, counters) stays here, in id order, so both
-// paths leave bit-identical tables. Without it the TypeScript loops below run.
+// optimizer updates are one C call each (native-sparse.ts, native/sparse.c), and so is
+// the per-row bookkeeping of stored ids (shard check, LRU touch, hit counter, duplicate
+// marks): those kernels stop at each id that needs this file (a miss: admission and
+// insertion), which is handled here before the kernel resumes, so both paths apply the
+// same operations in the same id order and leave bit-identical tables. Without the
+// library the TypeScript loops below run; they are the kernels' test oracle.
 import { f32ToF16 } from '../core/dtype.js';
 import { fmix64, mixOut, u32ToUnit } from './embedding-hash.js';
 import type { GroupConfig } from './embedding-config.js';
@@ -79,7 +82,8 @@ export class GroupTable {
   private uniqSlot = new Int32Array(0);
   private gradSum = new Float32Array(0);
   // Native batch path (native-sparse.ts): chunk address tables and reused per-batch scratch.
-  private readonly nat: NativeSparse | null = nativeSparse();
+  private readonly nat: NativeSparse | null;
+  private hitAcc = new Int32Array(2); // push kernel's [distinct rows so far, duplicates seen]
   private rowTab = new BigUint64Array(0);
   private stateTab = new BigUint64Array(0);
   private slotBuf = new Int32Array(0);
@@ -97,7 +101,9 @@ export class GroupTable {
   private readonly admitHi: number;
   private readonly admitLo: number;
 
-  constructor(cfg: GroupConfig, seed: number) {
+  /** `native: false` forces the TypeScript loops (the reference the kernel tests compare against). */
+  constructor(cfg: GroupConfig, seed: number, opts: { native?: boolean } = {}) {
+    this.nat = opts.native === false ? null : nativeSparse();
     this.cfg = cfg;
     this.dim = cfg.dim;
     this.capacity = cfg.capacity;
@@ -170,6 +176,7 @@ export class GroupTable {
     if (dtype === 'float32') { this.lookup(ids, n, new Float32Array(dst.buffer, dst.byteOffset, n * dim), step, readOnly); return; }
     const out = new Uint16Array(dst.buffer, dst.byteOffset, n * dim);
     const bf = dtype === 'bfloat16';
+    if (bf && this.gatherNative(ids, n, null, step, readOnly, out)) return;
     if (this.nat && n <= this.capacity) {
       if (this.stage.length < n * dim) this.stage = new Float32Array(n * dim);
       if (this.gatherNative(ids, n, this.stage, step, readOnly) && encodeHalf(bf, n * dim, this.stage, out)) return;
@@ -202,23 +209,41 @@ export class GroupTable {
    * order first, then copied. Deferring the copy is exact while n <= capacity: a row
    * touched earlier in the batch cannot then be evicted by a later one (an untouched
    * row is always older). False (nothing done) without the native library or beyond that.
+   * With `bf16` (and out null) the rows go straight into bfloat16, as lookupWire would encode them.
    */
-  private gatherNative(ids: Uint32Array, n: number, out: Float32Array, step: number, readOnly: boolean): boolean {
+  private gatherNative(ids: Uint32Array, n: number, out: Float32Array | null, step: number, readOnly: boolean, bf16: Uint16Array | null = null): boolean {
     const nat = this.nat;
     if (!nat || n > this.capacity) return false;
     if (this.slotBuf.length < n) this.slotBuf = new Int32Array(Math.max(n, 2 * this.slotBuf.length));
     const slots = this.slotBuf;
     let missing = 0;
-    const m0 = this.prefind(nat, ids, n), hashHi = this.hashHiBuf;
+    const m0 = this.prefind(nat, ids, n), hashHi = this.hashHiBuf, c = this.counters;
+    const touch = readOnly ? 0 : 1;
     for (let i = 0; i < n; i++) {
+      // Stored ids in C up to the next one that needs lookupFound (arrays re-read: inserts grow them).
+      const j = nat.lookupHits(i, n, ids, this.foundBuf, hashHi, this.mutations === m0 ? 0 : 1, this.ids.idLo, this.ids.idHi,
+        this.numShards, this.shardIndex, this.cfg.id, touch, step, this.lru.prev, this.lru.next, this.lru.ends, this.lastTouch, slots);
+      c.hits += j - i;
+      if (j >= n) break;
+      i = j;
       const lo = ids[2 * i]!, hi = ids[2 * i + 1]!;
       const s = this.lookupFound(this.slotAt(i, hi, lo, m0), hashHi[i]!, hi, lo, step, readOnly);
       slots[i] = s;
       if (s < 0) missing++;
     }
-    nat.gather(n, this.dim, slots, this.rowTab, CHUNK_SHIFT, out);
+    const dim = this.dim;
+    if (bf16) nat.gatherBf16(n, dim, slots, this.rowTab, CHUNK_SHIFT, bf16);
+    else nat.gather(n, dim, slots, this.rowTab, CHUNK_SHIFT, out!);
     for (let i = 0; missing > 0 && i < n; i++) {
-      if (slots[i]! < 0) { this.initRow(ids[2 * i + 1]!, ids[2 * i]!, out, i * this.dim); missing--; }
+      if (slots[i]! >= 0) continue;
+      missing--;
+      if (!bf16) { this.initRow(ids[2 * i + 1]!, ids[2 * i]!, out!, i * dim); continue; }
+      this.initRow(ids[2 * i + 1]!, ids[2 * i]!, this.rowTmp, 0);
+      const u = this.rowTmpU;
+      for (let j = 0; j < dim; j++) {
+        const x = u[j]!; // as lookupWire's loop (f32ToBf16)
+        bf16[i * dim + j] = (x & 0x7fffffff) > 0x7f800000 ? ((x >>> 16) | 0x40) & 0xffff : ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+      }
     }
     return true;
   }
@@ -279,8 +304,19 @@ export class GroupTable {
     // Native: record where each gradient row goes (uOf, firstRow) and sum only when ids repeat.
     const uOf = this.uOf, firstRow = this.firstRow;
     let nu = 0, dropped = 0, dup = false;
-    const m0 = nat ? this.prefind(nat, ids, n) : 0, hashHi = this.hashHiBuf;
+    const m0 = nat ? this.prefind(nat, ids, n) : 0, hashHi = this.hashHiBuf, acc = this.hitAcc;
     for (let i = 0; i < n; i++) {
+      if (nat) {
+        // Stored ids in C up to the next one that needs the loop body below (arrays re-read: inserts grow them).
+        acc[0] = nu; acc[1] = 0;
+        const j = nat.pushHits(i, n, ids, this.foundBuf, hashHi, this.mutations === m0 ? 0 : 1, this.ids.idLo, this.ids.idHi,
+          this.numShards, this.shardIndex, this.cfg.id, step, this.lru.prev, this.lru.next, this.lru.ends, this.lastTouch,
+          this.mark, this.markPos, stamp, uniq, uOf, firstRow, acc);
+        nu = acc[0]!;
+        if (acc[1]) dup = true;
+        if (j >= n) break;
+        i = j;
+      }
       const lo = ids[2 * i]!, hi = ids[2 * i + 1]!;
       let s = nat ? this.slotAt(i, hi, lo, m0) : this.find(hi, lo);
       if ((nat ? hashHi[i]! : mixOut.hi) % this.numShards !== this.shardIndex || hi >>> 24 !== this.cfg.id) this.misrouted(hi, lo);
@@ -312,15 +348,18 @@ export class GroupTable {
       const g = dup ? sum : grads, gRow = dup ? null : firstRow;
       const adam = opt.kind === 'adam';
       if (adam && this.adamStep.length < nu) { this.adamStep = new Float64Array(this.uniqSlot.length); this.adamBc2 = new Float64Array(this.uniqSlot.length); }
-      for (let u = 0; u < nu; u++) {
-        const s = uniq[u]!;
-        if (s < 0) { dropped++; continue; } // evicted later in this same batch (batch larger than capacity)
-        const t = ++this.rowStep[s];
-        if (adam) {
+      if (!adam) {
+        applied = nat.bumpSteps(nu, uniq, this.rowStep);
+        dropped += nu - applied; // evicted later in this same batch (batch larger than capacity)
+      } else {
+        for (let u = 0; u < nu; u++) {
+          const s = uniq[u]!;
+          if (s < 0) { dropped++; continue; } // evicted later in this same batch (batch larger than capacity)
+          const t = ++this.rowStep[s];
           this.adamStep[u] = opt.lr / (1 - Math.pow(opt.beta1, t)); // as applyRow
           this.adamBc2[u] = Math.sqrt(1 - Math.pow(opt.beta2, t));
+          applied++;
         }
-        applied++;
       }
       if (opt.kind === 'sgd') nat.sgd(nu, dim, uniq, this.rowTab, CHUNK_SHIFT, g, gRow, opt.lr);
       else if (opt.kind === 'adagrad') nat.adagrad(nu, dim, uniq, this.rowTab, this.stateTab, CHUNK_SHIFT, g, gRow, opt.lr, opt.eps);

@@ -5,8 +5,14 @@
 export class LruList {
   prev = new Int32Array(0);
   next = new Int32Array(0);
-  head = -1; // most recently touched
-  tail = -1; // least recently touched
+  /** [head, tail] in one typed array, so that the native batch kernels (native/sparse.c) move rows too. */
+  readonly ends = new Int32Array([-1, -1]);
+  /** Most recently touched slot. */
+  get head(): number { return this.ends[0]!; }
+  set head(s: number) { this.ends[0] = s; }
+  /** Least recently touched slot. */
+  get tail(): number { return this.ends[1]!; }
+  set tail(s: number) { this.ends[1] = s; }
 
   /** Links a slot that is not in the list at the head. */
   pushHead(s: number): void {

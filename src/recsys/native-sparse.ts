@@ -19,6 +19,15 @@ export interface NativeSparse {
     g: Float32Array, gRow: Int32Array | null, lr: number, eps: number): void;
   adam(nu: number, dim: number, slots: Int32Array, rows: BigUint64Array, state: BigUint64Array, shift: number,
     g: Float32Array, gRow: Int32Array | null, stepSize: Float64Array, bc2Sqrt: Float64Array, b1: number, b2: number, eps: number): void;
+  lookupHits(i0: number, n: number, ids: Uint32Array, found: Int32Array, hashHi: Uint32Array, check: number,
+    idLo: Uint32Array, idHi: Uint32Array, numShards: number, shardIndex: number, groupId: number,
+    touch: number, step: number, prev: Int32Array, next: Int32Array, ends: Int32Array, lastTouch: Float64Array, slots: Int32Array): number;
+  pushHits(i0: number, n: number, ids: Uint32Array, found: Int32Array, hashHi: Uint32Array, check: number,
+    idLo: Uint32Array, idHi: Uint32Array, numShards: number, shardIndex: number, groupId: number,
+    step: number, prev: Int32Array, next: Int32Array, ends: Int32Array, lastTouch: Float64Array,
+    mark: Int32Array, markPos: Int32Array, stamp: number, uniq: Int32Array, uOf: Int32Array, firstRow: Int32Array, acc: Int32Array): number;
+  bumpSteps(nu: number, uniq: Int32Array, rowStep: Int32Array): number;
+  gatherBf16(n: number, dim: number, slots: Int32Array, tab: BigUint64Array, shift: number, out: Uint16Array): void;
 }
 
 const bind = nativeFamily<NativeSparse>({
@@ -29,6 +38,10 @@ const bind = nativeFamily<NativeSparse>({
   sgd: 'void athn_sparse_sgd(int nu, int dim, const int *slots, const uint64_t *rows, int shift, const float *g, const int *gRow, double lr)',
   adagrad: 'void athn_sparse_adagrad(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift, const float *g, const int *gRow, double lr, double eps)',
   adam: 'void athn_sparse_adam(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift, const float *g, const int *gRow, const double *stepSize, const double *bc2Sqrt, double b1, double b2, double eps)',
+  lookupHits: 'int athn_sparse_lookup_hits(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check, const uint32_t *idLo, const uint32_t *idHi, int numShards, int shardIndex, int groupId, int touch, double step, _Inout_ int32_t *prev, _Inout_ int32_t *next, _Inout_ int32_t *ends, _Inout_ double *lastTouch, _Inout_ int32_t *slots)',
+  pushHits: 'int athn_sparse_push_hits(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check, const uint32_t *idLo, const uint32_t *idHi, int numShards, int shardIndex, int groupId, double step, _Inout_ int32_t *prev, _Inout_ int32_t *next, _Inout_ int32_t *ends, _Inout_ double *lastTouch, _Inout_ int32_t *mark, _Inout_ int32_t *markPos, int stamp, _Inout_ int32_t *uniq, _Inout_ int32_t *uOf, _Inout_ int32_t *firstRow, _Inout_ int32_t *acc)',
+  bumpSteps: 'int athn_sparse_bump_steps(int nu, const int32_t *uniq, _Inout_ int32_t *rowStep)',
+  gatherBf16: 'void athn_sparse_gather_bf16(int n, int dim, const int *slots, const uint64_t *tab, int shift, _Inout_ uint16_t *out)',
 }, () => nativeBasic() !== null);
 
 /** The bound kernels, or null (no library, forced reference, or an older build without them). */

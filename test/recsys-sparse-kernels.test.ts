@@ -1,0 +1,100 @@
+// The embedding store's native batch kernels (native/sparse.c: id find, per-id
+// bookkeeping, gather, gradient sums, optimizers) against its TypeScript loops, which
+// are their reference: the same workload on two tables, one forced to the TypeScript
+// path, must leave bit-identical answers, rows, optimizer state, LRU order and counters.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseServerConfig } from '../src/recsys/embedding-config.js';
+import { GroupTable } from '../src/recsys/embedding-store.js';
+import { idsToPairs } from '../src/recsys/embedding-hash.js';
+import { nativeSparse } from '../src/recsys/native-sparse.js';
+
+const G = 5;
+const noNative = nativeSparse() === null;
+
+function table(over: Record<string, unknown>, native: boolean): GroupTable {
+  const cfg = parseServerConfig({ seed: 11, groups: [{ id: G, dim: 8, ...over }] }, 'test');
+  return new GroupTable(cfg.groups[0]!, cfg.seed, { native });
+}
+
+/** Deterministic skewed ids (a few hot, many cold) so batches mix hits, misses and duplicates. */
+function batchOf(rng: () => number, n: number, universe: number): number[] {
+  return Array.from({ length: n }, () => Math.floor(universe * Math.pow(rng(), 3)));
+}
+function lcg(seed: number): () => number {
+  let x = seed >>> 0;
+  return () => { x = (Math.imul(x, 1664525) + 1013904223) >>> 0; return x / 4294967296; };
+}
+
+function assertSame(a: GroupTable, b: GroupTable, where: string): void {
+  assert.deepEqual(a.counters, b.counters, `${where}: counters`);
+  assert.deepEqual(a.lruOrder(), b.lruOrder(), `${where}: LRU order`);
+  const ea = a.exportRows(), eb = b.exportRows();
+  assert.equal(ea.count, eb.count, `${where}: count`);
+  assert.deepEqual(new Uint32Array(ea.rows.buffer), new Uint32Array(eb.rows.buffer), `${where}: rows (bits)`);
+  assert.deepEqual(new Uint32Array(ea.state.buffer), new Uint32Array(eb.state.buffer), `${where}: state (bits)`);
+  assert.deepEqual(ea.rowStep, eb.rowStep, `${where}: row steps`);
+  assert.deepEqual(ea.lastTouch, eb.lastTouch, `${where}: last touch`);
+}
+
+const optimizers = [
+  { kind: 'sgd', lr: 0.1 },
+  { kind: 'adagrad', lr: 0.05, eps: 1e-8, initialAccumulator: 0.1 },
+  { kind: 'adam', lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+];
+const policies = [
+  { capacity: 5000, admitProbability: 1, expireSteps: 0 },      // no eviction: all hits after warm-up
+  { capacity: 150, admitProbability: 1, expireSteps: 0 },       // constant eviction, batches near capacity
+  { capacity: 400, admitProbability: 0.4, expireSteps: 6 },     // admission refusals and expiry
+];
+
+for (const optimizer of optimizers) {
+  for (const [pi, policy] of policies.entries()) {
+    test(`native batch kernels equal the TypeScript loops: ${optimizer.kind}, policy ${pi}`, { skip: noNative && 'native library unavailable' }, () => {
+      const nat = table({ optimizer, ...policy }, true), ref = table({ optimizer, ...policy }, false);
+      const rng = lcg(17 + pi);
+      for (let step = 1; step <= 40; step++) {
+        const n = 1 + Math.floor(rng() * 140);
+        const ids = idsToPairs(G, batchOf(rng, n, 1200));
+        const readOnly = step % 7 === 0;
+        const oa = new Float32Array(n * 8), ob = new Float32Array(n * 8);
+        nat.lookup(ids, n, oa, step, readOnly);
+        ref.lookup(ids, n, ob, step, readOnly);
+        assert.deepEqual(new Uint32Array(oa.buffer), new Uint32Array(ob.buffer), `step ${step}: lookup answers`);
+        if (!readOnly) {
+          const grads = Float32Array.from({ length: n * 8 }, () => rng() - 0.5);
+          // Push a shuffled sub-batch plus a few ids the lookup did not see.
+          const pn = n + 3;
+          const pid = idsToPairs(G, [...batchOf(rng, n, 1200), 1300 + step, 1301 + step, 1302 + step].slice(0, pn));
+          const pg = Float32Array.from({ length: pn * 8 }, (_, k) => grads[k % grads.length]!);
+          assert.deepEqual(nat.push(pid, pn, pg, step), ref.push(pid, pn, pg, step), `step ${step}: push result`);
+        }
+        const wn = Math.min(n, 30);
+        const wa = new Uint8Array(wn * 16), wb = new Uint8Array(wn * 16);
+        nat.lookupWire(ids, wn, 'bfloat16', wa, step, false);
+        ref.lookupWire(ids, wn, 'bfloat16', wb, step, false);
+        assert.deepEqual(wa, wb, `step ${step}: bfloat16 wire answers`);
+        assert.equal(nat.sweepExpired(step), ref.sweepExpired(step), `step ${step}: expired`);
+        assertSame(nat, ref, `step ${step}`);
+      }
+      assert.ok(nat.counters.hits > 0 && nat.counters.inserts > 0, 'the workload exercised hits and inserts');
+      if (pi === 1) assert.ok(nat.counters.evictions > 0, 'the workload evicted');
+      if (pi === 2) assert.ok(nat.counters.notAdmitted > 0 && nat.counters.expired > 0, 'the workload refused and expired');
+    });
+  }
+}
+
+test('native batch path still refuses an id of another shard or group', { skip: noNative && 'native library unavailable' }, () => {
+  for (const native of [true, false]) {
+    const t = table({}, native);
+    t.numShards = 4;
+    t.shardIndex = 1;
+    const ids = idsToPairs(G, Array.from({ length: 64 }, (_, i) => i));
+    assert.throws(() => t.lookup(ids, 64, new Float32Array(64 * 8), 1, false), /does not belong to shard 1 of 4/);
+    assert.throws(() => t.push(ids, 64, new Float32Array(64 * 8), 2), /does not belong to shard 1 of 4/);
+    const other = idsToPairs(G + 1, [1]);
+    const t1 = table({}, native);
+    t1.lookup(idsToPairs(G, [1, 2]), 2, new Float32Array(16), 1, false);
+    assert.throws(() => t1.lookup(other, 1, new Float32Array(8), 2, false), /or to this group/);
+  }
+});
