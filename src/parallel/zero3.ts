@@ -11,13 +11,14 @@
 import type { Tensor } from '../core/tensor.js';
 import { fromStorage } from '../core/tensor.js';
 import type { Rng } from '../core/rng.js';
-import { wrapMethod, type Module } from '../nn/module.js';
+import { wrapMethod, initSpecs, type Module } from '../nn/module.js';
 import { checkpoint } from '../autograd/checkpoint.js';
 import type { AdamW, ParamSegment } from '../optim/index.js';
 import type { Segment } from '../io/checkpoint.js';
 import type { RangeSource } from '../optim/state-segments.js';
 import { shardOffsets, type Bucket, type FlatLayout, type GradComm } from './data-parallel.js';
 import { sharedF32 } from '../runtime/comm-thread.js';
+import { fillInit } from '../nn/materialize.js';
 
 interface Host {
   readonly comm: GradComm;
@@ -34,12 +35,19 @@ export class Zero3 {
   /** Slot name → element offset of the shard slot inside its parameter. */
   private readonly slotStart = new Map<string, number>();
   private readonly outer: Bucket | null;
+  /** The gather allocator's own counters, in bytes: buffers lent to gathered units now,
+   *  idle in the spare pool, the most ever lent at once, and all ever allocated. */
+  private readonly bytes = { gathered: 0, pooled: 0, peakGathered: 0, allocated: 0 };
 
-  constructor(private readonly host: Host, units: Module[], private readonly layout: FlatLayout, full: Float32Array, private readonly ranges: [number, number][], rng?: Rng) {
+  constructor(private readonly host: Host, units: Module[], private readonly layout: FlatLayout, private readonly ranges: [number, number][], rng?: Rng, seed?: number) {
     this.shardOff = shardOffsets(ranges);
     this.shard = sharedF32(ranges.reduce((s, [lo, hi]) => s + hi - lo, 0));
-    ranges.forEach(([lo, hi], i) => this.shard.set(full.subarray(lo, hi), this.shardOff[i]!));
-    for (const [, p] of layout.named) p.box.data = null; // full parameters exist only while gathered
+    this.materializeShard(seed);
+    for (const [, p] of layout.named) {
+      // Full parameters exist only while gathered; from here on they are ordinary (non-meta) tensors without storage.
+      p.box.meta = false;
+      p.box.data = null;
+    }
     const inUnit = new Set(units.flatMap((u) => u.parameters()));
     const outerParam = layout.named.find(([, p]) => !inUnit.has(p))?.[1];
     this.outer = outerParam ? layout.bucketOf.get(outerParam)! : null;
@@ -61,11 +69,42 @@ export class Zero3 {
     }
   }
 
+  /**
+   * Fills this rank's shard. A parameter still on the meta device is drawn from its own
+   * init stream (materialize.ts) at exactly the elements this rank owns, so the rank never
+   * allocates the full parameter and any dp starts from the single-process values; a
+   * parameter that already has storage (a model built eagerly) is copied.
+   */
+  private materializeShard(seed: number | undefined): void {
+    this.layout.buckets.forEach((b, i) => {
+      const [lo, hi] = this.ranges[i]!;
+      for (const p of b.params) {
+        const base = this.layout.offsets.get(p)!;
+        const a = Math.max(lo, base), c = Math.min(hi, base + p.size);
+        if (a >= c) continue;
+        const o = this.shardOff[i]! + (a - lo);
+        const dst = this.shard.subarray(o, o + (c - a));
+        if (p.box.meta) {
+          const init = initSpecs.get(p);
+          if (!init) throw new Error(`ZeRO-3: parameter '${p.name}' is on the meta device without a recorded initializer`);
+          if (seed === undefined) throw new Error(`ZeRO-3: parameter '${p.name}' is on the meta device; fully-shard needs the model's init seed to materialize it`);
+          fillInit(dst, init, seed, p.name!, [{ start: a - base, length: c - a }]);
+        } else {
+          dst.set((p.data as Float32Array).subarray(p.offset + (a - base), p.offset + (c - base)));
+        }
+      }
+    });
+  }
+
   /** All-gathers a unit's parameters into a (reused) shared buffer and points the tensors at it. */
   gather(b: Bucket): void {
     if (this.gathered.has(b)) return;
     const n = b.hi - b.lo;
-    const buf = this.spare.get(n)?.pop() ?? sharedF32(n);
+    let buf = this.spare.get(n)?.pop();
+    if (buf) this.bytes.pooled -= buf.byteLength;
+    else { buf = sharedF32(n); this.bytes.allocated += buf.byteLength; }
+    this.bytes.gathered += buf.byteLength;
+    this.bytes.peakGathered = Math.max(this.bytes.peakGathered, this.bytes.gathered);
     const i = b.index;
     const [lo, hi] = this.ranges[i]!;
     const mine = this.shard.subarray(this.shardOff[i]!, this.shardOff[i]! + (hi - lo));
@@ -83,9 +122,22 @@ export class Zero3 {
     if (!buf) return;
     this.gathered.delete(b);
     for (const p of b.params) p.box.data = null;
+    this.bytes.gathered -= buf.byteLength;
+    // One idle buffer per unit size is kept for the next gather; any other is left to the GC.
     const list = this.spare.get(buf.length) ?? [];
-    if (list.length < 2) list.push(buf);
+    if (list.length < 1) { list.push(buf); this.bytes.pooled += buf.byteLength; }
     this.spare.set(buf.length, list);
+  }
+
+  /** Measured bytes: the parameter shard and the gather allocator's counters. */
+  memory(): { shard: number; gathered: number; pooled: number; peakGathered: number; allocated: number } {
+    return { shard: this.shard.byteLength, ...this.bytes };
+  }
+
+  /** Elements of the largest unit and of the outer unit (what one gather may add beside the shard). */
+  unitElements(): { largest: number; outer: number } {
+    const inner = this.layout.buckets.filter((b) => b !== this.outer).map((b) => b.hi - b.lo);
+    return { largest: Math.max(0, ...inner), outer: this.outer ? this.outer.hi - this.outer.lo : 0 };
   }
 
   private lastMicro = true;
