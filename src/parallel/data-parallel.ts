@@ -51,6 +51,8 @@ export interface ReplicateOptions {
   transport?: string;
   /** ZeRO-3 over a model built on the meta device: the seed of its per-parameter init streams (materialize.ts). */
   seed?: number;
+  /** ZeRO-3: start the next unit's all-gather while the current one computes (default true; one more unit of memory). */
+  prefetch?: boolean;
 }
 
 /** The optimizer a parallel transform builds: AdamW over this rank's part plus a clipped, finite-checked step. */
@@ -219,7 +221,10 @@ export class DataParallel {
         p.grad = g;
       }
     }
-    if (this.stage === 3) this.zero3 = new Zero3(this, opts.units ?? [], this.layout, this.ranges, opts.rng, opts.seed);
+    if (this.stage === 3) {
+      this.zero3 = new Zero3(this, opts.units ?? [], this.layout, this.ranges, opts.rng, opts.seed);
+      this.zero3.prefetchOn = opts.prefetch ?? true;
+    }
   }
 
   get stage(): 0 | 1 | 2 | 3 {
@@ -235,7 +240,7 @@ export class DataParallel {
     const m = this.memoryReport();
     const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
     const f = m.formula;
-    const gathered = this.zero3 ? `, gather buffers ${mb(m.gathered + m.gatherPooled)} (largest unit + outer unit ${mb(m.unitBound)})` : '';
+    const gathered = this.zero3 ? `, gather buffers ${mb(m.gathered + m.gatherPooled)} (bound: ${this.zero3?.prefetchOn ? '2 × largest unit (one computing, one prefetched)' : 'largest unit'} + outer unit = ${mb(m.unitBound)})` : '';
     return `data parallel: ${this.world} ranks, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s), ${this.opts.transport ?? 'socket'} transport (gradient thread: ${this.comm.backend ?? 'none'}); ` +
       `per-rank state, allocated: weights ${mb(m.weights)}, grads ${mb(m.grads)}, AdamW ${mb(m.optimizer)}${this.adamw ? '' : ' (before the first step)'}${gathered}; ` +
       `formula: weights ${mb(f.weights)}, grads ${mb(f.grads)}, AdamW ${mb(f.optimizer)} (total ${mb(f.weights + f.grads + f.optimizer)}); ` +
@@ -269,7 +274,7 @@ export class DataParallel {
       gatherPooled: z?.pooled ?? 0,
       peakGathered: z?.peakGathered ?? 0,
       gatherAllocated: z?.allocated ?? 0,
-      unitBound: u ? 4 * (u.largest + u.outer) : 0,
+      unitBound: u ? 4 * ((this.zero3!.prefetchOn ? 2 : 1) * u.largest + u.outer) : 0,
       bufferPool: pool.stats().pooledBytes,
       arrayBuffers: process.memoryUsage().arrayBuffers,
       formula: {

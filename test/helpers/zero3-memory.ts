@@ -28,7 +28,7 @@ export async function zero3Memory(pg: ProcessGroup): Promise<Record<string, unkn
     const comm = ct.newGroup([...Array(pg.size).keys()], 'dp');
     const seed = 11;
     const model = new GPT(ZERO3_MEMORY_MODEL, { seed, recompute: false, deferInit: true });
-    const dp = applyDataParallel(model, comm, pg.rank, pg.size, { zero: 3, bucketMB: 1, deterministic: true, seed });
+    const dp = applyDataParallel(model, comm, pg.rank, pg.size, { zero: 3, bucketMB: 1, deterministic: true, seed, prefetch: process.env.ZERO3_PREFETCH !== '0' });
     const heldAfterBuild = heldElements(model);
     const optim = dp.buildOptimizer({ makeAdamW: (ps, relocate) => newAdamW(ps, presetConfig('gpt-tiny').optim, relocate) });
     const sched = accumulationSchedule(model, {
