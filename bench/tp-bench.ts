@@ -2,7 +2,8 @@
 // sequence parallelism, next to dp=2 and one process), tensor-parallel payload per
 // step counted at the collective calls vs the closed-form count, and forward
 // activation memory per rank (sequence parallelism should cut it by about tp×).
-//   node dist/bench/tp-bench.js [--quick] [--preset gpt-tiny|gpt-small] [--reps N] [--steps N]
+//   node dist/bench/tp-bench.js [--quick] [--preset gpt-tiny|gpt-small] [--reps N] [--steps N] [--breakdown]
+// (--breakdown: also list rank 0's forward activations by producing op and shape, first rep)
 // Each layout runs as real rank processes under `athanor launch`; layouts are
 // interleaved over reps and medians reported, with the load average before and after.
 import { spawnSync } from 'node:child_process';
@@ -17,12 +18,14 @@ import { pool } from '../src/core/buffer-pool.js';
 import { presetConfig, type TrainConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
 import { asGpt } from '../src/train/parallel-layer.js';
-import { fromStorage } from '../src/core/tensor.js';
+import { fromStorage, type Tensor } from '../src/core/tensor.js';
+import type { Node } from '../src/autograd/node.js';
 import { scope } from '../src/core/scope.js';
 
 const argv = process.argv.slice(2);
 const flag = (k: string, d: string) => { const i = argv.indexOf(`--${k}`); return i >= 0 ? argv[i + 1]! : d; };
 const quick = argv.includes('--quick');
+const breakdown = argv.includes('--breakdown');
 
 interface Layout { name: string; tp: number; dp: number; sp: boolean }
 const LAYOUTS: Layout[] = [
@@ -52,10 +55,38 @@ export function tpFormula(c: TrainConfig): number {
   // Non-sp: all-reduces of the embedding, 2 per layer forward (attention and MLP outputs), 2 per
   // layer backward (their inputs) and the head's input backward: (4L+2)·n, plus the loss's 3N.
   // sp: the same traffic as all-gathers + reduce-scatters ((8L+4) of n, half the ring cost each),
-  // plus the norms', row biases' and position table's partial gradients summed over the group.
+  // plus the norms', row biases' and position table's partial gradients summed over the group;
+  // and sp re-gathers each block's two region inputs in backward (2L of n more: only the
+  // sequence shard is kept between forward and backward, as in Megatron).
   const allReduced = 3 * N + (sp ? (2 * L + 1) * 2 * C + 2 * L * C + (c.model.positions === 'learned' ? T * C : 0) : (4 * L + 2) * n);
-  const gathered = sp ? (8 * L + 4) * n : 0;
+  const gathered = sp ? (10 * L + 4) * n : 0;
   return c.train.gradAccum * (2 * ring * allReduced + ring * gathered);
+}
+
+/**
+ * Where the forward activations are: bytes of every storage the tape reaches from the loss
+ * (node outputs and saved tensors, each storage once), by producing op and shape.
+ */
+function activationBreakdown(loss: Tensor): [string, number][] {
+  const nodes: Node[] = [];
+  const seenNode = new Set<Node>(), seenBox = new Set<unknown>(), by = new Map<string, number>();
+  const stack = loss.node ? [loss.node] : [];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seenNode.has(n)) continue;
+    seenNode.add(n);
+    nodes.push(n);
+    for (const i of n.inputs) if (i.node) stack.push(i.node);
+  }
+  for (const n of nodes) {
+    for (const [t, tag] of [[n.out, 'out'], ...n.saved.map((x) => [x, 'saved'] as const)] as const) {
+      if (seenBox.has(t.box) || !t.box.data) continue;
+      seenBox.add(t.box);
+      const k = `${n.op} ${tag} ${t.shape.join('x')}`;
+      by.set(k, (by.get(k) ?? 0) + t.box.data.byteLength);
+    }
+  }
+  return [...by].sort((a, b) => b[1] - a[1]);
 }
 
 async function rankMain(): Promise<void> {
@@ -80,8 +111,9 @@ async function rankMain(): Promise<void> {
     let act = 0;
     scope(() => {
       const before = live();
-      asGpt(r.model).loss(fromStorage(ids, [B, T], 'int32'), fromStorage(ids, [B, T], 'int32'));
+      const loss = asGpt(r.model).loss(fromStorage(ids, [B, T], 'int32'), fromStorage(ids, [B, T], 'int32'));
       act = live() - before;
+      if (argv.includes('--breakdown')) console.log(`BREAKDOWN ${JSON.stringify({ rank: layer?.rank ?? 0, rows: activationBreakdown(loss) })}`);
     });
     const stepMs = times.slice(1).sort((a, b) => a - b)[Math.floor((times.length - 1) / 2)]!;
     const perStep = sent.length > 2 ? sent[2]! - sent[1]! : 0;
@@ -128,7 +160,7 @@ async function parentMain(): Promise<void> {
     for (let rep = 0; rep < reps; rep++) {
       for (const l of LAYOUTS) {
         const out = mkdtempSync(join(tmpdir(), 'athanor-tpbench-run-'));
-        const args = [self, '--rank', '--layout', JSON.stringify(l), '--preset', preset, '--data', data, '--out', out, '--steps', String(steps)];
+        const args = [self, '--rank', '--layout', JSON.stringify(l), '--preset', preset, '--data', data, '--out', out, '--steps', String(steps), ...(breakdown && rep === 0 ? ['--breakdown'] : [])];
         const n = l.tp * l.dp;
         const r = n === 1 ? spawnSync(process.execPath, args, { encoding: 'utf8' })
           : spawnSync(process.execPath, [cli, 'launch', '--nproc-per-node', String(n), '--', 'node', ...args], { encoding: 'utf8' });
@@ -140,6 +172,11 @@ async function parentMain(): Promise<void> {
         e.tps.push(r0.tokensPerSec);
         res.set(l.name, e);
         console.log(`  rep ${rep + 1}: ${l.name}: ${r0.tokensPerSec.toFixed(0)} tokens/s`);
+        for (const line of (r.stdout + r.stderr).split('\n').filter((x) => x.includes('BREAKDOWN '))) {
+          const b = JSON.parse(line.slice(line.indexOf('BREAKDOWN ') + 10)) as { rank: number; rows: [string, number][] };
+          if (b.rank !== 0) continue;
+          console.log(`    forward activations of rank 0 by producing op (MiB): ${b.rows.filter(([, v]) => v >= 2 ** 16).map(([k, v]) => `${k} ${(v / 2 ** 20).toFixed(2)}`).join(', ')}`);
+        }
       }
     }
   } finally {

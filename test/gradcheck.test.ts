@@ -11,9 +11,10 @@ import type { GradCase } from './gradcheck-cases/types.js';
 import { basicCases } from './gradcheck-cases/basic.js';
 import { nnCases } from './gradcheck-cases/nn.js';
 import { autogradCases } from './gradcheck-cases/autograd.js';
+import { moeCases } from './gradcheck-cases/moe.js';
 import { groupCases } from './gradcheck-cases/group.js';
 
-const cases: GradCase[] = [...basicCases, ...nnCases, ...autogradCases, ...groupCases];
+const cases: GradCase[] = [...basicCases, ...nnCases, ...autogradCases, ...groupCases, ...moeCases];
 
 test('every gradient rule has a finite-difference check', () => {
   const covered = new Set(cases.map((c) => c.op));

@@ -27,10 +27,11 @@ function freePort(): Promise<number> {
 }
 
 const TOL = 1e-6;
-// Parameters after 8 (120) steps, max |a - b| / max |b| per tensor: measured ≤ 8e-6
-// (biases whose small gradients Adam normalises: rounding noise becomes O(lr) relative
-// steps); a lost or misplaced update (one Adam step is lr on O(0.01..0.1) weights) is ≥ 1e-2.
-const PTOL = 5e-5;
+// Parameters after 8 (120) steps, max |a - b| / max(max |b|, 0.02) per tensor: measured
+// ≤ 5.7e-5 (dp=4 vs dp=1: the gradient sums run in another float32 order and Adam
+// normalises the rounding in small gradients into O(lr) relative steps); a lost or
+// misplaced update (one Adam step is lr on O(0.01..0.1) weights) is ≥ 1e-2.
+const PTOL = 1e-4;
 
 /** Where each run's losses came from, so that its final parameters can be compared too. */
 const outOf = new WeakMap<Map<number, number>, string>();

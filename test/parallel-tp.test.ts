@@ -62,7 +62,7 @@ function sameCheckpoint(a: string, b: string, what: string, step = 8): void {
   }
 }
 
-test('tensor parallel matches one process: tp=2, tp=4, tp2×dp2 (ZeRO-1 and ZeRO-2, and with the mesh order dp,tp,pp), sequence parallel tp=2, recomputation, sp × dp with accumulation', async () => {
+test('tensor parallel matches one process: tp=2, tp=4, tp2×dp2 (ZeRO-1 and ZeRO-2, and with the mesh order dp,tp,pp), sequence parallel tp=2, recomputation (with and without sp), sp × dp with accumulation', async () => {
   const base = await run('tp-base', {});
   const baseLosses = stepLosses(base);
   assert.equal(baseLosses.size, 8);
@@ -72,6 +72,8 @@ test('tensor parallel matches one process: tp=2, tp=4, tp2×dp2 (ZeRO-1 and ZeRO
     ['tp2dp2-dp-fastest', { tp: 2, dp: 2, zero: 1, order: 'dp,tp,pp' }],
     // Recomputation re-runs a block's collectives in backward; accumulation sums micro-steps.
     ['tp2-recompute', { tp: 2, recompute: true }],
+    // sp + recomputation: the all-gather fused with QKV / fc1 is itself recomputed inside the block's.
+    ['tp2sp-recompute', { tp: 2, sp: true, recompute: true }],
     ['tp2dp2-sp-accum2-z2', { tp: 2, dp: 2, zero: 2, sp: true, accum: 2 }],
   ] as [string, Layout][]) {
     const out = await run(label, l);

@@ -6,6 +6,7 @@ import type { Tensor } from '../core/tensor.js';
 import type { Rng } from '../core/rng.js';
 import { record, noGrad, isGradEnabled, setGradEnabled, backward } from './tape.js';
 import { accumulateGrad } from './accumulate.js';
+import { scope } from '../core/scope.js';
 
 export interface CheckpointCtx {
   run: (xs: Tensor[]) => Tensor;
@@ -24,7 +25,9 @@ export function checkpoint(
 ): Tensor {
   if (!isGradEnabled() || ![...inputs, ...params].some((t) => t.requiresGrad)) return run(inputs);
   const rngState = rng?.getState();
-  const out = noGrad(() => run(inputs));
+  // The block's intermediates are freed here (only its output is kept): keeping them
+  // until the step's scope ends would make recomputation cost memory instead of saving it.
+  const out = noGrad(() => scope(() => run(inputs)));
   return record('checkpoint', { run, nInputs: inputs.length, rng, rngState, ...hooks }, [...inputs, ...params], out);
 }
 
@@ -43,8 +46,11 @@ export function checkpointGrad(node: { attrs: CheckpointCtx; inputs: readonly Te
   before?.();
   const prev = setGradEnabled(true);
   try {
-    const out = run(detached);
-    if (out.requiresGrad) backward(out, { grad: gOut });
+    // The recomputed graph lives only for this block's backward.
+    scope(() => {
+      const out = run(detached);
+      if (out.requiresGrad) backward(out, { grad: gOut });
+    });
   } finally {
     setGradEnabled(prev);
     if (rng && after) rng.setState(after);

@@ -4,6 +4,7 @@
 import type { GradRule, GradRuleTable, OpName } from './node.js';
 import { basicRules } from './rules/basic.js';
 import { nnRules } from './rules/nn.js';
+import { moeRules } from './rules/moe.js';
 import { checkpointGrad } from './checkpoint.js';
 import { groupRules } from './rules/group.js';
 
@@ -11,7 +12,7 @@ let table: GradRuleTable | undefined;
 
 export function gradRuleTable(): GradRuleTable {
   if (!table) {
-    const t: GradRuleTable = { ...basicRules, ...nnRules, ...groupRules, checkpoint: checkpointGrad };
+    const t: GradRuleTable = { ...basicRules, ...nnRules, ...moeRules, ...groupRules, checkpoint: checkpointGrad };
     table = t;
   }
   return table;

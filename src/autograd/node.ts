@@ -47,6 +47,12 @@ export interface OpAttrs {
   embedding: Record<string, never>;
   dropout: { p: number };
   attention: { causal: boolean; scale: number };
+  // mixture of experts (src/ops/moe.ts): token permutation, grouped expert GEMM, combine,
+  // and the all-to-all exchange of expert parallelism
+  moeDispatch: Record<string, never>;
+  moeCombine: Record<string, never>;
+  groupedMatmul: Record<string, never>;
+  allToAllV: { group: string };
   // collectives over a tensor-parallel group (ops/group.ts)
   groupCopy: { group: import('../ops/group.js').GroupCollectives };
   groupReduce: { group: import('../ops/group.js').GroupCollectives };

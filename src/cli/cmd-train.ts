@@ -3,7 +3,6 @@ import { readFileSync } from 'node:fs';
 import { parseArgs, applyOverrides } from '../train/overrides.js';
 import { presetConfig, validateTrainConfig, globalBatch, PRESETS, type TrainConfig } from '../train/config.js';
 import { train } from '../train/trainer.js';
-import { GPT } from '../nn/gpt.js';
 import { gptParamCount } from '../nn/gpt-config.js';
 import { planMemory, fmtBytes } from '../train/memory-plan.js';
 import { distributedLayerFromEnv } from '../train/dist-setup.js';
@@ -15,7 +14,7 @@ options:
   --preset NAME   one of: ${Object.keys(PRESETS).join(', ')} (default gpt-tiny)
   --config FILE   JSON with the same structure as a preset, merged over it
   --resume        continue from the latest checkpoint in train.outDir
-  --dry-run       build the model on the meta device; print parameters and memory per rank, allocate nothing
+  --dry-run       trace one step on the meta device; print parameters and memory per rank, allocate nothing
   --KEY=VALUE     dotted override of any config field, e.g. --model.nLayer=6 --train.steps=500
                   --data.dir=runs/data/demo --parallel.zero=2 --train.recompute=true
 
@@ -58,10 +57,9 @@ export async function runTrain(argv: string[]): Promise<number> {
   if ('dry-run' in flags) {
     const world = cfg.parallel.dp * cfg.parallel.tp * cfg.parallel.pp;
     validateTrainConfig(cfg, world);
-    const meta = new GPT(cfg.model, { device: 'meta' });
-    const n = meta.numParameters();
+    const plan = planMemory(cfg);
+    const n = plan.params;
     const closed = gptParamCount(cfg.model);
-    const plan = planMemory(cfg, n);
     console.log(`${cfg.preset}: ${n.toLocaleString('en-US')} parameters (closed form ${closed.toLocaleString('en-US')}${n === closed ? ', equal' : ', MISMATCH'})`);
     console.log(`world ${world} = dp ${cfg.parallel.dp} × tp ${cfg.parallel.tp} × pp ${cfg.parallel.pp}, ZeRO-${cfg.parallel.zero}, global batch ${globalBatch(cfg)} × ${cfg.model.seqLen} tokens`);
     console.log(`memory per rank: weights ${fmtBytes(plan.bytes.weights)}, grads ${fmtBytes(plan.bytes.grads)}, AdamW state ${fmtBytes(plan.bytes.optimizer)}, activations ${fmtBytes(plan.bytes.activations)} → total ${fmtBytes(plan.bytes.total)}`);

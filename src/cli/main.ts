@@ -7,6 +7,7 @@ import { runTrain, trainHelp } from './cmd-train.js';
 import { runGenerate, generateHelp } from './cmd-generate.js';
 import { runEval, evalHelp } from './cmd-eval.js';
 import { runDemo, demoHelp } from './cmd-demo.js';
+import { runPlan, planHelp } from './cmd-plan.js';
 
 interface Command {
   help: string;
@@ -19,6 +20,7 @@ const commands: Record<string, Command> = {
   generate: { help: generateHelp, run: runGenerate },
   eval: { help: evalHelp, run: runEval },
   demo: { help: demoHelp, run: runDemo },
+  plan: { help: planHelp, run: runPlan },
   launch: {
     help: 'athanor launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] -- <command ...>\n  Starts N ranks per node (like torchrun); see `athanor launch --help`.',
     run: async (argv) => (await import('../runtime/launcher.js')).launchMain(argv),

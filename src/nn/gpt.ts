@@ -13,6 +13,8 @@ import { fromStorage } from '../core/tensor.js';
 import { untrack } from '../core/scope.js';
 import { type GptConfig, validateGptConfig } from './gpt-config.js';
 import { materialize } from './materialize.js';
+import { isMoeBlock } from './moe-config.js';
+import { MoeMlp, type MoeStats } from './moe.js';
 
 export class CausalSelfAttention extends Module {
   readonly c_attn: Linear;
@@ -25,12 +27,14 @@ export class CausalSelfAttention extends Module {
   }
 
   forward(x: Tensor, rope: Rope | null, rng: Rng): Tensor {
-    const [B, T] = x.shape as [number, number, number];
     const D = this.cfg.dModel / this.cfg.nHead;
     // Heads held = rows of c_attn / 3D: all of them here, a slice when a tensor-parallel
     // plan has split c_attn by heads (the code is the same).
     const H = this.c_attn.weight.shape[0]! / (3 * D), C = H * D;
     const qkv = this.c_attn.forward(x); // (B, T, 3C)
+    // B, T from c_attn's output: under sequence parallelism x is a sequence shard and
+    // c_attn gathers the full sequence.
+    const [B, T] = qkv.shape as [number, number, number];
     // (B,T,3,H,D) → three (B,H,T,D) strided views; attention reads them through ld, no copy.
     const r = reshape(qkv, [B, T, 3, H, D]);
     const part = (i: number) => permute(reshape(slice(r, 2, i, i + 1), [B, T, H, D]), [0, 2, 1, 3]);
@@ -65,17 +69,21 @@ export class Block extends Module {
   readonly ln_1: LayerNorm;
   readonly attn: CausalSelfAttention;
   readonly ln_2: LayerNorm;
+  /** The dense MLP; an MoE block (moe !== null) has none, so code that reaches for it checks `moe` first. */
   readonly mlp: Mlp;
-  constructor(ctx: InitContext, cfg: GptConfig) {
+  readonly moe: MoeMlp | null;
+  constructor(ctx: InitContext, cfg: GptConfig, useMoe = false) {
     super();
     this.ln_1 = this.child('ln_1', new LayerNorm(ctx, cfg.dModel, cfg.lnEps));
     this.attn = this.child('attn', new CausalSelfAttention(ctx, cfg));
     this.ln_2 = this.child('ln_2', new LayerNorm(ctx, cfg.dModel, cfg.lnEps));
-    this.mlp = this.child('mlp', new Mlp(ctx, cfg));
+    this.moe = useMoe ? this.child('moe', new MoeMlp(ctx, cfg.moe!, cfg.dModel, cfg.dFF, cfg.nLayer, cfg.dropout)) : null;
+    this.mlp = useMoe ? (null as unknown as Mlp) : this.child('mlp', new Mlp(ctx, cfg));
   }
   forward(x: Tensor, rope: Rope | null, rng: Rng): Tensor {
     const h = add(x, this.attn.forward(this.ln_1.forward(x), rope, rng));
-    return add(h, this.mlp.forward(this.ln_2.forward(h), rng));
+    const y = this.moe ? this.moe.forward(this.ln_2.forward(h), rng) : this.mlp.forward(this.ln_2.forward(h), rng);
+    return add(h, y);
   }
 }
 
@@ -145,11 +153,11 @@ export class GPT extends Module {
     const ctx: InitContext = { device: 'meta', dtype, rng: this.rng };
     this.wte = this.child('wte', new Embedding(ctx, cfg.vocabSize, cfg.dModel));
     this.wpe = cfg.positions === 'learned' ? this.child('wpe', new Embedding(ctx, cfg.seqLen, cfg.dModel)) : null;
-    for (let i = 0; i < cfg.nLayer; i++) this.h.push(this.child(`h.${i}`, new Block(ctx, cfg)));
+    for (let i = 0; i < cfg.nLayer; i++) this.h.push(this.child(`h.${i}`, new Block(ctx, cfg, isMoeBlock(cfg.moe, i))));
     this.ln_f = this.child('ln_f', new LayerNorm(ctx, cfg.dModel, cfg.lnEps));
     this.lm_head = this.child('lm_head', new Linear(ctx, cfg.dModel, cfg.vocabSize, { bias: false }));
     if (cfg.tieEmbeddings) this.lm_head.setParam('weight', this.wte.weight);
-    this.rope = cfg.positions === 'rotary' && device !== 'meta' ? new Rope(cfg.seqLen, cfg.dModel / cfg.nHead, dtype) : null;
+    this.rope = cfg.positions === 'rotary' ? new Rope(cfg.seqLen, cfg.dModel / cfg.nHead, dtype) : null;
     this.recompute = opts.recompute ?? false;
     if (device !== 'meta' && !opts.deferInit) materialize(this, opts.seed ?? 0);
   }
@@ -165,7 +173,9 @@ export class GPT extends Module {
 
   runBlock(i: number, x: Tensor): Tensor {
     const b = this.h[i]!;
-    if (this.recompute && this.training) {
+    // MoE blocks are not recomputed: a second forward would route again and record its
+    // auxiliary loss and statistics twice.
+    if (this.recompute && this.training && !b.moe) {
       return checkpoint((xs) => b.forward(xs[0]!, this.rope, this.rng), [x], b.parameters(), this.rng);
     }
     return b.forward(x, this.rope, this.rng);
@@ -182,11 +192,26 @@ export class GPT extends Module {
     return this.head(x);
   }
 
-  /** Mean cross-entropy of next-token prediction; targets (B, T) int32, -100 ignored. */
+  /**
+   * Mean cross-entropy of next-token prediction; targets (B, T) int32, -100 ignored. In
+   * training, MoE blocks add their auxiliary losses (load balancing, router z-loss).
+   */
   loss(idx: Tensor, targets: Tensor): Tensor {
     const logits = this.forward(idx);
     const [B, T, V] = logits.shape as [number, number, number];
-    return crossEntropy(reshape(logits, [B * T, V]), reshape(targets, [B * T]));
+    let l = crossEntropy(reshape(logits, [B * T, V]), reshape(targets, [B * T]));
+    for (const m of this.moeLayers()) if (m.auxLoss) { l = add(l, m.auxLoss); m.auxLoss = null; }
+    return l;
+  }
+
+  /** The MoE MLPs, in block order (empty for a dense model). */
+  moeLayers(): MoeMlp[] {
+    return this.h.flatMap((b) => (b.moe ? [b.moe] : []));
+  }
+
+  /** Routing statistics of every MoE layer since the last call (resets them). */
+  takeMoeStats(): MoeStats[] {
+    return this.moeLayers().map((m) => m.takeStats());
   }
 }
 

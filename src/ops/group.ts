@@ -9,6 +9,7 @@
 // The group is any object with synchronous collectives (forward/backward are
 // synchronous code): the parallel layer runs them on its communication thread.
 import { empty, type Tensor } from '../core/tensor.js';
+import { pool } from '../core/buffer-pool.js';
 import { shapeStr } from '../core/layout.js';
 import { record } from '../autograd/tape.js';
 import type { Node } from '../autograd/node.js';
@@ -38,6 +39,30 @@ function copyOf(x: Tensor): Tensor {
   return out;
 }
 
+/**
+ * Options of the region-exit collectives. `consume`: the caller hands x over; no forward
+ * reads its values again and no backward reads them at all (the exit's backward needs
+ * only its shape, and the op that produced x needs its own inputs, not its output), so
+ * the all-reduce runs in x's storage (no copy) and the reduce-scatter returns x's storage
+ * to the pool right away. The tensor itself stays on the tape for the graph.
+ */
+export interface ExitOptions { consume?: boolean }
+
+/**
+ * Frees x's storage now, keeping the tensor object (and its tape node) for backward's
+ * graph walk: for an activation whose values no later forward op and no backward rule
+ * reads (e.g. the input of an add, or of a mul by a constant mask). Left alone while
+ * another view shares the storage.
+ */
+export function releaseStorage(x: Tensor, ...consumed: Tensor[]): void {
+  const b = x.box;
+  // `consumed`: other tensors sharing this storage whose values nothing reads either
+  // (e.g. the GEMM output a consuming all-reduce ran in). Any other view: leave it to the scope.
+  if (b.refs !== 1 + consumed.filter((t) => t !== x && t.box === b).length || b.data === null || b.meta) return;
+  if (b.pooled) pool.release(x.dtype, b.data);
+  b.data = null;
+}
+
 /** f: identity forward; backward all-reduces (sums) the gradient over the group. */
 export function groupCopy(x: Tensor, group: GroupCollectives): Tensor {
   checkFloat(x, 'groupCopy');
@@ -52,9 +77,10 @@ export function groupCopyBackward(node: Node<'groupCopy'>, gOut: Tensor): void {
 }
 
 /** g: all-reduce (sum) forward; identity backward. */
-export function groupReduce(x: Tensor, group: GroupCollectives): Tensor {
+export function groupReduce(x: Tensor, group: GroupCollectives, opts: ExitOptions = {}): Tensor {
   checkFloat(x, 'groupReduce');
-  const out = copyOf(x);
+  const inPlace = opts.consume === true && x.isContiguous() && x.offset === 0 && x.box.refs === 1;
+  const out = inPlace ? x.view(x.shape, x.strides, 0) : copyOf(x);
   if (group.size > 1) group.allReduce(out.data as F, 'sum');
   return record('groupReduce', { group }, [x], out);
 }
@@ -116,7 +142,7 @@ export function groupGatherBackward(node: Node<'groupGather'>, gOut: Tensor): vo
 }
 
 /** Reduce-scatter along `axis`: the sum over ranks, this rank keeping its slice; backward all-gathers. */
-export function groupScatter(x: Tensor, group: GroupCollectives, axis: number): Tensor {
+export function groupScatter(x: Tensor, group: GroupCollectives, axis: number, opts: ExitOptions = {}): Tensor {
   checkFloat(x, 'groupScatter');
   if (axis < 0 || axis >= x.ndim) throw new Error(`groupScatter: axis ${axis} out of range for ${shapeStr(x.shape)}`);
   const n = x.shape[axis]!;
@@ -134,6 +160,7 @@ export function groupScatter(x: Tensor, group: GroupCollectives, axis: number): 
     tmp.dispose();
   }
   if (xd !== x) xd.dispose();
+  if (opts.consume) releaseStorage(x);
   return record('groupScatter', { group, axis }, [x], out);
 }
 

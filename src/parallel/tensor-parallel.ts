@@ -14,8 +14,10 @@ import type { Tensor } from '../core/tensor.js';
 import { fromStorage } from '../core/tensor.js';
 import { wrapMethod, type Module } from '../nn/module.js';
 import { add, mul, embedding, linear, layerNorm } from '../ops/index.js';
-import { groupCopy, groupReduce, groupGather, groupScatter, type GroupCollectives } from '../ops/group.js';
+import { groupCopy, groupReduce, groupGather, groupScatter, releaseStorage, type GroupCollectives } from '../ops/group.js';
 import { int32Data } from '../backend/nn-kernels.js';
+import { checkpoint } from '../autograd/checkpoint.js';
+import { isGradEnabled } from '../autograd/tape.js';
 
 /** The sequence axis of (B, T, C) activations: what sequence parallelism splits. */
 export const SEQ_AXIS = 1;
@@ -29,9 +31,32 @@ export function enterRegion(x: Tensor, group: GroupCollectives, sequenceParallel
   return sequenceParallel ? groupGather(x, group, SEQ_AXIS) : groupCopy(x, group);
 }
 
-/** Region exit: sum partial outputs (g, or reduce-scatter along the sequence under sequence parallelism). */
-export function exitRegion(x: Tensor, group: GroupCollectives, sequenceParallel: boolean): Tensor {
-  return sequenceParallel ? groupScatter(x, group, SEQ_AXIS) : groupReduce(x, group);
+/**
+ * Region exit: sum partial outputs (g, or reduce-scatter along the sequence under
+ * sequence parallelism). `consume`: x is a private temporary (a row-parallel GEMM's
+ * partial output) whose values nothing reads again, so its full-size storage is not kept.
+ */
+export function exitRegion(x: Tensor, group: GroupCollectives, sequenceParallel: boolean, consume = false): Tensor {
+  return sequenceParallel ? groupScatter(x, group, SEQ_AXIS, { consume }) : groupReduce(x, group, { consume });
+}
+
+/**
+ * Sequence-parallel entry fused with a column-parallel linear (Megatron's all-gather in
+ * front of QKV / fc1): the gathered full-sequence input is used by the GEMM and then freed;
+ * backward re-gathers it from the saved sequence shard (activation recomputation of the
+ * all-gather and this one GEMM), so only the shard is held between forward and backward.
+ */
+export function sequenceParallelColumn(m: Fwd, group: GroupCollectives): void {
+  wrapMethod(m, 'forward', () => ((x: Tensor) => {
+    const w = m.getParam('weight'), b = optParam(m, 'bias');
+    return checkpoint(([xs]) => {
+      const full = groupGather(xs!, group, SEQ_AXIS);
+      const y = linear(full, w, b);
+      // Recorded (the recomputation in backward): the GEMM's node still needs it.
+      if (!isGradEnabled()) full.dispose();
+      return y;
+    }, [x], b ? [w, b] : [w]);
+  }) as Fwd['forward']);
 }
 
 /** Installs the region entry in front of a module's forward (its first argument is the activation). */
@@ -47,11 +72,16 @@ export function columnParallelWithEntry(m: Fwd, group: GroupCollectives, sequenc
 /** Row-parallel linear: x (…, in/tp) @ W_shard^T summed over the group, bias added after the sum. */
 export function rowParallel(m: Fwd, group: GroupCollectives, sequenceParallel: boolean): void {
   wrapMethod(m, 'forward', () => ((x: Tensor) => {
-    const y = exitRegion(linear(x, m.getParam('weight')), group, sequenceParallel);
+    const partial = linear(x, m.getParam('weight'));
+    const y = exitRegion(partial, group, sequenceParallel, true);
     const b = optParam(m, 'bias');
     if (!b) return y;
     // Under sequence parallelism each rank adds the bias to its rows only: its gradient is partial.
-    return add(y, sequenceParallel ? groupCopy(b, group) : b);
+    const out = add(y, sequenceParallel ? groupCopy(b, group) : b);
+    // The add's backward reads no values: keep only the biased copy (one tensor, as the fused
+    // GEMM bias); without sp, y is the partial GEMM output all-reduced in place.
+    releaseStorage(y, partial);
+    return out;
   }) as Fwd['forward']);
 }
 
@@ -68,7 +98,10 @@ export function vocabParallelEmbedding(m: Fwd, group: GroupCollectives, vocabSta
     }
     const e = embedding(w, fromStorage(local, idx.shape, 'int32'));
     const mask = fromStorage(w.dtype === 'float64' ? Float64Array.from(keep) : keep, [...idx.shape, 1], w.dtype);
-    return exitRegion(mul(e, mask), group, sequenceParallel);
+    const masked = mul(e, mask);
+    // The mask takes no gradient, so the mul's backward never reads e.
+    releaseStorage(e);
+    return exitRegion(masked, group, sequenceParallel, true);
   }) as Fwd['forward']);
 }
 

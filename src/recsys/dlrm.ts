@@ -13,7 +13,7 @@
 import { Tensor, fromStorage, zeros } from '../core/tensor.js';
 import type { DType } from '../core/dtype.js';
 import { Rng } from '../core/rng.js';
-import { Module, type InitContext } from '../nn/module.js';
+import { Module, type Device, type InitContext } from '../nn/module.js';
 import { Linear } from '../nn/layers.js';
 import { concat, crossEntropy, gather, matmul, relu, reshape } from '../ops/index.js';
 
@@ -29,6 +29,8 @@ export interface DlrmConfig {
   pooling?: 'sum' | 'mean';
   seed?: number;
   dtype?: DType;
+  /** 'meta' builds shapes only (the planner traces the model this way). */
+  device?: Device;
 }
 
 function mlp(m: Module & { addLayer(name: string, l: Linear): Linear }, ctx: InitContext, prefix: string, sizes: number[]): Linear[] {
@@ -53,7 +55,7 @@ export class DLRM extends Module {
 
   constructor(readonly cfg: DlrmConfig) {
     super();
-    const ctx: InitContext = { device: 'cpu', dtype: cfg.dtype ?? 'float32', rng: new Rng(cfg.seed ?? 0) };
+    const ctx: InitContext = { device: cfg.device ?? 'cpu', dtype: cfg.dtype ?? 'float32', rng: new Rng(cfg.seed ?? 0) };
     const M = cfg.numSparse + 1;
     this.numPairs = (M * (M - 1)) / 2;
     const bot = this.child('bot', new Seq());

@@ -5,6 +5,7 @@ import type { GptConfig } from '../nn/gpt-config.js';
 import { validateGptConfig } from '../nn/gpt-config.js';
 import type { PipelineScheduleKind } from '../parallel/pipeline/schedule.js';
 import { validatePipeline } from '../parallel/pipeline/pipeline-setup.js';
+import { denseMoe, moeEnabled, type MoeConfig } from '../nn/moe-config.js';
 import { validateGptTensorParallel } from '../parallel/plans/gpt.js';
 import { parseMeshOrder } from '../parallel/mesh.js';
 import { PRECISIONS, type Precision } from '../backend/precision.js';
@@ -31,6 +32,8 @@ export interface ParallelConfig {
   bucketMB: number;
   /** Fixed reduction order so results do not depend on arrival timing. */
   deterministic: boolean;
+  /** Expert-parallel all-to-all: flat, or hierarchical (inside each node first, then across nodes). */
+  a2a: 'flat' | 'hierarchical';
   /** Chunks (virtual stages) per pipeline rank for the interleaved schedule; micro-batches per step are train.gradAccum. */
   pipelineChunks: number;
   /** Pipeline schedule when pp > 1. */
@@ -91,12 +94,12 @@ function base(preset: string, model: GptConfig, microBatch: number): TrainConfig
       precision: 'fp32', lossScale: 65536, lossScaleWindow: 1000,
     },
     optim: { lr: 3e-4, minLr: 3e-5, warmupSteps: 100, schedule: 'cosine', weightDecay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradClip: 1.0 },
-    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, pipelineChunks: 2, pipelineSchedule: '1f1b', sp: false, order: 'tp,dp,pp' },
+    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, a2a: 'flat', pipelineChunks: 2, pipelineSchedule: '1f1b', sp: false, order: 'tp,dp,pp' },
   };
 }
 
 const gpt = (nLayer: number, nHead: number, dModel: number, vocabSize: number, seqLen: number, extra: Partial<GptConfig> = {}): GptConfig => ({
-  nLayer, nHead, dModel, dFF: 4 * dModel, vocabSize, seqLen, tieEmbeddings: false, positions: 'learned', dropout: 0, lnEps: 1e-5, ...extra,
+  nLayer, nHead, dModel, dFF: 4 * dModel, vocabSize, seqLen, tieEmbeddings: false, positions: 'learned', dropout: 0, lnEps: 1e-5, moe: denseMoe(), ...extra,
 });
 
 /** The demo: trains in minutes on 2 cores. */
@@ -142,12 +145,37 @@ export function fugaku13b(): TrainConfig {
   return c;
 }
 
+const moe = (over: Partial<MoeConfig>): MoeConfig => ({ ...denseMoe(), ...over });
+
+/**
+ * gpt-tiny with 8 experts, top-2, in every second block; expert width F/2, so a token's
+ * active MLP compute equals gpt-tiny's dense MLP (the quality comparison of issue 9).
+ */
+export function moeTiny(): TrainConfig {
+  const c = gptTiny();
+  c.preset = 'moe-tiny';
+  c.train.outDir = 'runs/moe-tiny';
+  c.model.moe = moe({ experts: 8, topK: 2, every: 2, dFF: 256, capacityFactor: 0, balance: 'aux' });
+  return c;
+}
+
+/** gpt-small with 8 experts, top-2, every second block, expert width 1024, capacity factor 1.25. */
+export function moeSmall(): TrainConfig {
+  const c = gptSmall();
+  c.preset = 'moe-small';
+  c.train.outDir = 'runs/moe-small';
+  c.model.moe = moe({ experts: 8, topK: 2, every: 2, dFF: 1024, capacityFactor: 1.25, balance: 'aux' });
+  return c;
+}
+
 export const PRESETS: Record<string, () => TrainConfig> = {
   'gpt-tiny': gptTiny,
   'gpt-small': gptSmall,
   'gpt2-124m': gpt2_124m,
   'yuan-4.7b': yuan4_7b,
   'fugaku-13b': fugaku13b,
+  'moe-tiny': moeTiny,
+  'moe-small': moeSmall,
 };
 
 export function presetConfig(name: string): TrainConfig {
@@ -186,4 +214,12 @@ export function validateTrainConfig(c: TrainConfig, world = 1): void {
   if (!PRECISIONS.includes(c.train.precision)) throw new Error(`train.precision must be one of ${PRECISIONS.join(', ')}, got '${c.train.precision}'`);
   if (!(c.train.lossScale > 0) || !Number.isFinite(c.train.lossScale)) throw new Error(`train.lossScale must be a positive finite number, got ${c.train.lossScale}`);
   posInt(c.train.lossScaleWindow, 'train.lossScaleWindow');
+  if (moeEnabled(c.model.moe)) {
+    if (c.parallel.zero === 3) throw new Error('parallel.zero = 3 does not support MoE models (model.moe.experts > 0): ZeRO-3 recomputes blocks, which would route tokens twice');
+    if (c.parallel.tp > 1) throw new Error('parallel.tp > 1 does not support MoE models (model.moe.experts > 0) yet');
+  }
+  if (c.parallel.a2a !== 'flat' && c.parallel.a2a !== 'hierarchical') throw new Error(`parallel.a2a must be flat or hierarchical, got '${c.parallel.a2a}'`);
+  if (c.parallel.ep > 1 && (!moeEnabled(c.model.moe) || c.model.moe.experts % c.parallel.ep !== 0)) {
+    throw new Error(`parallel.ep (${c.parallel.ep}) must divide model.moe.experts (${c.model.moe?.experts ?? 0})`);
+  }
 }

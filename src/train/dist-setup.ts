@@ -9,6 +9,10 @@ export function worldFromEnv(): number {
 
 export async function distributedLayerFromEnv(cfg: TrainConfig): Promise<ParallelLayer | null> {
   if (worldFromEnv() <= 1) return null;
+  if (cfg.parallel.ep > 1) {
+    const { ExpertParallelLayer } = await import('../parallel/expert-parallel-layer.js');
+    return ExpertParallelLayer.create(cfg);
+  }
   const { DistributedLayer } = await import('./distributed.js');
   return DistributedLayer.create(cfg);
 }

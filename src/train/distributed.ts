@@ -114,7 +114,7 @@ export class DistributedLayer implements ParallelLayer {
       model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute, deferInit: cfg.parallel.zero === 3 });
     }
     this.dp = applyDataParallel(model, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
-      zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.threads[0] ? `${this.pg.backend} (gradient thread: ${this.threads[0].backend})` : this.pg.backend,
+      zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend, // DataParallel names its gradient thread's backend itself
       seed: cfg.train.seed,
     });
     return model;

@@ -18,6 +18,8 @@ export interface StepMetrics {
   /** Pipeline bubble: measured idle fraction of the step and (p-1)/(v·m+p-1). */
   bubble?: number;
   bubbleTheory?: number;
+  /** MoE routing (src/train/moe-step.ts). */
+  moe?: import('./moe-step.js').MoeStepMetrics;
 }
 
 export class Progress {
@@ -43,7 +45,7 @@ export class Progress {
     const done = m.step - startStep;
     const rate = done / Math.max(1e-9, (Date.now() - this.start) / 1000);
     const eta = rate > 0 ? (this.totalSteps - m.step) / rate : 0;
-    const text = `step ${m.step}/${this.totalSteps} loss ${m.loss.toFixed(4)} lr ${m.lr.toExponential(2)} ${Math.round(m.tokensPerSec)} tok/s MFU ${(100 * m.mfu).toFixed(1)}% ETA ${fmtTime(eta)}${m.bubble !== undefined ? ` bubble ${(100 * m.bubble).toFixed(1)}% (theory ${(100 * m.bubbleTheory!).toFixed(1)}%)` : ''}${m.skipped ? ' (skipped: non-finite)' : ''}`;
+    const text = `step ${m.step}/${this.totalSteps} loss ${m.loss.toFixed(4)} lr ${m.lr.toExponential(2)} ${Math.round(m.tokensPerSec)} tok/s MFU ${(100 * m.mfu).toFixed(1)}% ETA ${fmtTime(eta)}${m.bubble !== undefined ? ` bubble ${(100 * m.bubble).toFixed(1)}% (theory ${(100 * m.bubbleTheory!).toFixed(1)}%)` : ''}${m.moe ? ` | moe drop ${(100 * m.moe.dropRate).toFixed(1)}% load max/mean ${m.moe.maxLoad.toFixed(2)} aux ${m.moe.auxLoss.toExponential(2)} H ${m.moe.entropy.toFixed(2)}` : ''}${m.skipped ? ' (skipped: non-finite)' : ''}`;
     if (this.tty) {
       const width = 24, filled = Math.round((width * m.step) / this.totalSteps);
       const bar = '█'.repeat(filled) + '░'.repeat(Math.max(0, width - filled));

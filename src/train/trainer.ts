@@ -13,7 +13,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fromStorage } from '../core/tensor.js';
 import { scope } from '../core/scope.js';
 import { noGrad } from '../autograd/tape.js';
-import type { GPT } from '../nn/gpt.js';
+import { GPT } from '../nn/gpt.js';
 import { gptFlopsPerToken, gptParamCount } from '../nn/gpt-config.js';
 import { openIndexedDataset } from '../data/indexed-dataset-reader.js';
 import { TokenLoader, type TokenLoaderState } from '../data/token-loader.js';
@@ -27,6 +27,7 @@ import { lrAt } from './optim-setup.js';
 import { latestCheckpoint, type TrainState } from './train-checkpoint.js';
 import { singleProcessLayer, type ParallelLayer, type TrainModel } from './parallel-layer.js';
 import type { MicroBatch, StepSchedule } from './step-schedule.js';
+import { moeAfterStep } from './moe-step.js';
 
 export interface TrainOptions {
   resume?: boolean;
@@ -161,10 +162,12 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
       badInARow = 0;
     }
     losses.push(loss);
+    // Routing statistics exist on a whole GPT (MoE with pipeline stages is refused at start).
+    const moe = model instanceof GPT ? await moeAfterStep(model, par.dataWorld, (x) => par.meanScalar(x)) : null;
     opts.onStep?.({ step, loss, skipped: bad });
     const dt = (performance.now() - ts) / 1000;
     const tps = tokensPerStep / dt;
-    progress.step({ step, loss, lr, tokensPerSec: tps, mfu: (tps * flopsPerToken) / ceiling, gradNorm, seconds: dt, skipped: bad, ...(scaler ? { lossScale: stepScale } : {}), ...bubbleOf(schedule) }, cfg.train.logEvery, startStep);
+    progress.step({ step, loss, lr, tokensPerSec: tps, mfu: (tps * flopsPerToken) / ceiling, gradNorm, seconds: dt, skipped: bad, ...(scaler ? { lossScale: stepScale } : {}), ...bubbleOf(schedule), ...(moe ? { moe } : {}) }, cfg.train.logEvery, startStep);
 
     const elapsed = (performance.now() - t0) / 1000;
     const timeUp = cfg.train.maxSeconds > 0 && elapsed >= cfg.train.maxSeconds;

@@ -36,6 +36,10 @@ export const groupCases: GradCase[] = [
   { op: 'groupReduce', name: '(3, 2)', inputs: () => [rand([3, 2]), w([3, 2])], fn: ([x, k]) => mul(groupReduce(x!, one), k!) },
   { op: 'groupGather', name: 'axis 1 of (2, 3, 2)', inputs: () => [rand([2, 3, 2]), w([2, 3, 2])], fn: ([x, k]) => mul(groupGather(x!, one, 1), k!) },
   { op: 'groupScatter', name: 'axis 1 of (2, 4, 3)', inputs: () => [rand([2, 4, 3]), w([2, 4, 3])], fn: ([x, k]) => mul(groupScatter(x!, one, 1), k!) },
+  // consume: the exit takes over a temporary (here k·x, as a row-parallel GEMM output) whose storage is
+  // reused or freed at once; the backward of the exit and of the op that produced it must not read it.
+  { op: 'groupReduce', name: 'consume a temporary (3, 2)', inputs: () => [rand([3, 2]), w([3, 2])], fn: ([x, k]) => mul(groupReduce(mul(x!, k!), one, { consume: true }), k!) },
+  { op: 'groupScatter', name: 'consume a temporary, axis 1 of (2, 4, 3)', inputs: () => [rand([2, 4, 3]), w([2, 4, 3])], fn: ([x, k]) => mul(groupScatter(mul(x!, k!), one, 1, { consume: true }), k!) },
   { op: 'vocabParallelCrossEntropy', name: 'one rank, ignored target', inputs: () => [rand([4, 5]), ints([1, -100, 4, 0])], fn: ([l, t]) => vocabParallelCrossEntropy(l!, t!, one, 0, 5) },
   { op: 'vocabParallelCrossEntropy', name: 'vocabulary slice [2, 7): some targets held elsewhere', inputs: () => [rand([4, 5]), ints([1, 3, 6, 0])], fn: ([l, t]) => vocabParallelCrossEntropy(l!, t!, one, 2, 8) },
 ];

@@ -11,7 +11,7 @@ import { add, slice, reshape, dropout } from '../../ops/index.js';
 import { groupCopy, vocabParallelCrossEntropy, type GroupCollectives } from '../../ops/group.js';
 import { replicate, fullyShard, type DataParallel, type GradComm } from '../data-parallel.js';
 import { globalRuns, localShape, type Shard } from '../placement.js';
-import { regionEntry, rowParallel, columnParallelWithEntry, vocabParallelEmbedding, sequenceParallelNorm } from '../tensor-parallel.js';
+import { regionEntry, rowParallel, sequenceParallelColumn, columnParallelWithEntry, vocabParallelEmbedding, sequenceParallelNorm } from '../tensor-parallel.js';
 
 export interface GptDataParallelOptions {
   zero: 0 | 1 | 2 | 3;
@@ -89,9 +89,11 @@ export function buildTensorParallelGpt(cfg: GptConfig, group: GroupCollectives, 
   });
   if (size === 1) return { model, shards };
   for (const b of model.h) {
-    regionEntry(b.attn, group, sp);
+    // Under sp the all-gather is fused with the first GEMM of each region and redone in
+    // backward, so the block holds only its sequence shard (attention and MLP read x only there).
+    if (sp) sequenceParallelColumn(b.attn.c_attn, group); else regionEntry(b.attn, group, sp);
     rowParallel(b.attn.c_proj, group, sp);
-    regionEntry(b.mlp, group, sp);
+    if (sp) sequenceParallelColumn(b.mlp.c_fc, group); else regionEntry(b.mlp, group, sp);
     rowParallel(b.mlp.c_proj, group, sp);
     if (sp) { sequenceParallelNorm(b.ln_1, group); sequenceParallelNorm(b.ln_2, group); }
   }

@@ -1,0 +1,140 @@
+// Predicted vs measured on this machine, for every layout that runs here: the real
+// trainer (bench/plan-validate-worker.ts, one BLAS/kernel thread per rank, as the
+// calibration's "device = one core") against `athanor plan`'s estimate with the
+// calibrated clusters/this-machine.json. Reports step time (median over steps after
+// the first, median over rounds) and peak tensor memory per rank, with the error.
+//
+//   node dist/bench/plan-validate-bench.js [--quick] [--calibrate] [--steps N] [--rounds N] [--cluster FILE] [--only SUBSTR]
+// --calibrate measures this machine first (as `athanor plan --calibrate`) into a temporary spec.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir, cpus } from 'node:os';
+import { join } from 'node:path';
+import { IndexedDatasetWriter } from '../src/data/indexed-dataset-writer.js';
+import { projectRoot } from '../src/backend/native.js';
+import { Rng } from '../src/core/rng.js';
+import { presetConfig } from '../src/train/config.js';
+import { loadCluster } from '../src/plan/cluster.js';
+import { estimate, tracesRecompute } from '../src/plan/estimate.js';
+import { parseLayout, layoutString } from '../src/plan/layout.js';
+import { traceGpt } from '../src/plan/models.js';
+import { parseArgs } from '../src/train/overrides.js';
+import { calibrate } from '../src/plan/calibrate.js';
+
+interface Case { preset: string; layout: string }
+
+const CASES: Case[] = [
+  { preset: 'gpt-tiny', layout: 'dp=1,mb=16' },
+  { preset: 'gpt-tiny', layout: 'dp=1,mb=16,recompute=full' },
+  { preset: 'gpt-small', layout: 'dp=1,mb=4' },
+  { preset: 'gpt-small', layout: 'dp=1,mb=4,recompute=full' },
+  { preset: 'gpt-small', layout: 'dp=1,mb=2,ga=2' },
+  { preset: 'gpt-tiny', layout: 'dp=2,mb=16' },
+  { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=0' },
+  { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=1' },
+  { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=2' },
+  { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=3' },
+];
+
+export interface ValidateRow {
+  preset: string; layout: string;
+  predictedStepS: number; measuredStepS: number; stepError: number;
+  /** CPU seconds per step of the busiest rank (what an uncontended core would take). */
+  measuredCpuS: number; cpuError: number;
+  predictedMemB: number; measuredMemB: number; memError: number; poolLivePeakB: number;
+}
+
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
+
+function data(dir: string): void {
+  const rng = new Rng(5);
+  for (const [split, n] of [['train', 200_000], ['val', 20_000]] as const) {
+    const w = new IndexedDatasetWriter(join(dir, split), { dtype: 'uint16' });
+    const doc = new Uint16Array(1000);
+    for (let i = 0; i < n; i += 1000) { for (let j = 0; j < 1000; j++) doc[j] = rng.int(2048); w.addDocument(doc); }
+    w.finish();
+  }
+  writeFileSync(join(dir, 'meta.json'), JSON.stringify({ tokenizer: { vocabSize: 2048 } }));
+}
+
+function measure(c: Case, dataDir: string, steps: number): { stepS: number; cpuS: number; memB: number; poolB: number } {
+  const l = parseLayout(c.layout);
+  const out = mkdtempSync(join(tmpdir(), 'athanor-planval-'));
+  const root = projectRoot();
+  const worker = join(root, 'dist', 'bench', 'plan-validate-worker.js');
+  const args = ['--preset', c.preset, `--data.dir=${dataDir}`, `--train.steps=${steps}`, '--train.evalEvery=0', '--train.checkpointEvery=0',
+    '--train.evalBatches=1', '--train.threads=1', `--train.outDir=${out}`, `--train.microBatch=${l.mb}`, `--train.gradAccum=${l.ga}`,
+    `--train.recompute=${l.recompute === 'full'}`, `--parallel.dp=${l.dp}`, `--parallel.zero=${l.zero}`];
+  const cmd = l.dp > 1
+    ? [join(root, 'dist', 'src', 'cli', 'main.js'), 'launch', '--nproc-per-node', String(l.dp), '--', 'node', worker, ...args]
+    : [worker, ...args];
+  const r = spawnSync(process.execPath, cmd, { encoding: 'utf8', env: { ...process.env, ATHANOR_QUIET: '1' }, timeout: 600_000 });
+  if (r.status !== 0) throw new Error(`${c.preset} ${c.layout} failed:\n${(r.stdout + r.stderr).slice(-2000)}`);
+  const recs = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((x) => JSON.parse(x) as Record<string, unknown>);
+  const secs = recs.filter((x) => x.kind === 'step' && (x.step as number) > 1).map((x) => x.seconds as number);
+  const mem = [...r.stdout.matchAll(/ATHANOR_PLAN_MEASURED (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as { rank: number; arrayBufferPeak: number; poolLivePeak: number; cpuSteps: number[] });
+  if (!secs.length || !mem.length || !mem[0]!.cpuSteps.length) throw new Error(`${c.preset} ${c.layout}: no measurements in the output`);
+  return {
+    stepS: median(secs), cpuS: Math.max(...mem.map((m) => median(m.cpuSteps))),
+    memB: Math.max(...mem.map((m) => m.arrayBufferPeak)), poolB: Math.max(...mem.map((m) => m.poolLivePeak)),
+  };
+}
+
+export async function runPlanValidate(o: { quick?: boolean; steps?: number; rounds?: number; cluster?: string; only?: string; calibrate?: boolean; log?: (s: string) => void } = {}): Promise<{ rows: ValidateRow[]; load: { before: number[]; after: number[] }; cpu: string }> {
+  const log = o.log ?? console.log;
+  let clusterFile = o.cluster ?? 'this-machine';
+  if (o.calibrate) {
+    // Calibrate in the same invocation, so rates and runs see the same machine state.
+    clusterFile = join(mkdtempSync(join(tmpdir(), 'athanor-planval-cal-')), 'this-machine.json');
+    const r = await calibrate({ out: clusterFile, quick: o.quick });
+    for (const line of r.log) log(`  calibration: ${line}`);
+  }
+  const cluster = loadCluster(clusterFile);
+  const steps = o.steps ?? (o.quick ? 3 : 5);
+  const rounds = o.rounds ?? (o.quick ? 1 : 2);
+  const cases = CASES.filter((c) => !o.only || `${c.preset} ${c.layout}`.includes(o.only));
+  const dir = mkdtempSync(join(tmpdir(), 'athanor-planval-data-'));
+  data(dir);
+  const before = loadavg();
+  const meas = new Map<Case, { stepS: number[]; cpuS: number[]; memB: number[]; poolB: number[] }>();
+  for (let round = 0; round < rounds; round++) {
+    // Rotate the order each round so slow periods of the shared machine spread over the cases.
+    const order = cases.map((_, i) => cases[(i + round) % cases.length]!);
+    for (const c of order) {
+      const m = measure(c, dir, steps);
+      const acc = meas.get(c) ?? { stepS: [], cpuS: [], memB: [], poolB: [] };
+      acc.stepS.push(m.stepS); acc.cpuS.push(m.cpuS); acc.memB.push(m.memB); acc.poolB.push(m.poolB);
+      meas.set(c, acc);
+      log(`  round ${round + 1}: ${c.preset} ${c.layout}: ${m.stepS.toFixed(3)} s/step (${m.cpuS.toFixed(3)} CPU-s), ${(m.memB / 2 ** 20).toFixed(0)} MiB (pool live peak ${(m.poolB / 2 ** 20).toFixed(0)} MiB; load ${loadavg()[0]!.toFixed(1)})`);
+    }
+  }
+  const after = loadavg();
+  const rows: ValidateRow[] = [];
+  for (const c of cases) {
+    const model = presetConfig(c.preset).model;
+    // The data here is a 2048-token vocabulary for both presets; the model keeps its own V.
+    const l = parseLayout(c.layout);
+    const est = estimate(traceGpt(model, { microBatch: l.mb, recompute: tracesRecompute(l, cluster.allocator) }), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
+    const m = meas.get(c)!;
+    const stepS = median(m.stepS), cpuS = median(m.cpuS), memB = median(m.memB);
+    rows.push({
+      preset: c.preset, layout: layoutString(l), predictedStepS: est.time.step, measuredStepS: stepS, stepError: est.time.step / stepS - 1,
+      measuredCpuS: cpuS, cpuError: est.time.step / cpuS - 1,
+      predictedMemB: est.memory.total, measuredMemB: memB, memError: est.memory.total / memB - 1, poolLivePeakB: median(m.poolB),
+    });
+  }
+  const cpu = `${cpus()[0]?.model ?? 'unknown'} × ${cpus().length}`;
+  log(`\nmachine: ${cpu}; load ${before.map((v) => v.toFixed(2)).join('/')} before, ${after.map((v) => v.toFixed(2)).join('/')} after; cluster spec ${cluster.name}`);
+  log('| preset | layout | step predicted | step measured (wall) | error | CPU-s per step | error | memory predicted | memory measured | error |');
+  log('|---|---|---|---|---|---|---|---|---|---|');
+  const pct = (x: number) => `${x >= 0 ? '+' : ''}${(100 * x).toFixed(1)}%`;
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+  for (const r of rows) log(`| ${r.preset} | ${r.layout} | ${r.predictedStepS.toFixed(3)} s | ${r.measuredStepS.toFixed(3)} s | ${pct(r.stepError)} | ${r.measuredCpuS.toFixed(3)} s | ${pct(r.cpuError)} | ${mib(r.predictedMemB)} | ${mib(r.measuredMemB)} | ${pct(r.memError)} |`);
+  return { rows, load: { before, after }, cpu };
+}
+
+if (process.argv[1] && /plan-validate-bench\.js$/.test(process.argv[1])) {
+  const { flags } = parseArgs(process.argv.slice(2), ['quick', 'calibrate']);
+  runPlanValidate({ quick: 'quick' in flags, calibrate: 'calibrate' in flags, steps: flags.steps ? Number(flags.steps) : undefined, rounds: flags.rounds ? Number(flags.rounds) : undefined, cluster: flags.cluster, only: flags.only })
+    .catch((e: unknown) => { console.error(e); process.exit(1); });
+}

@@ -1,0 +1,75 @@
+// The communication expert parallelism needs: all-to-all-v and all-reduce that block until
+// done, because tokens are exchanged inside forward and backward (synchronous code). They run
+// on the runtime's communication thread (sockets, or MPI under mpirun) and are waited for with
+// waitSync. Buffers live in reused, grow-only SharedArrayBuffers so the thread uses them in place.
+import type { ReduceOp } from '../runtime/communicator.js';
+import type { ProcessGroup } from '../runtime/init.js';
+import { CommThread, type ThreadComm } from '../runtime/comm-thread.js';
+import { hierarchicalAllToAllVSync } from './expert-parallel-a2a.js';
+
+export type A2aAlgorithm = 'flat' | 'hierarchical';
+
+/** What expert parallelism needs: blocking all-to-all-v and all-reduce over groups of global ranks. */
+export interface EpComm {
+  readonly rank: number;
+  /** Ranks per node (consecutive global ranks share a node), for the hierarchical all-to-all. */
+  readonly localWorldSize: number;
+  shared(slot: string, n: number, kind?: 'f32' | 'i32'): Float32Array | Int32Array;
+  allToAllV(ranks: number[], input: Float32Array | Int32Array, sendCounts: number[], output: Float32Array | Int32Array, recvCounts: number[], algo?: A2aAlgorithm, nodeSize?: number): void;
+  allReduce(ranks: number[], buf: Float32Array, reduce?: ReduceOp): void;
+  close(): Promise<void>;
+}
+
+/** Grow-only shared buffers by slot name (reused across exchanges; data is copied out at once). */
+class SharedPool {
+  private readonly pools = new Map<string, SharedArrayBuffer>();
+  get(slot: string, n: number, kind: 'f32' | 'i32'): Float32Array | Int32Array {
+    let sab = this.pools.get(slot);
+    if (!sab || sab.byteLength < n * 4) { sab = new SharedArrayBuffer(Math.max(64, Math.ceil(n * 1.25) * 4)); this.pools.set(slot, sab); }
+    return kind === 'f32' ? new Float32Array(sab, 0, n) : new Int32Array(sab, 0, n);
+  }
+}
+
+/**
+ * EpComm over the runtime's communication thread (a Communicator with sub-groups and
+ * waitSync; MPI under mpirun, sockets otherwise). Groups are created on first use, in
+ * the same order on every member.
+ */
+export class ThreadEpComm implements EpComm {
+  private readonly groups = new Map<string, ThreadComm>();
+  private readonly pool = new SharedPool();
+  constructor(private readonly thread: CommThread, readonly rank: number, readonly localWorldSize: number) {}
+
+  static async start(pg: ProcessGroup): Promise<ThreadEpComm> {
+    return new ThreadEpComm(await CommThread.start(pg, { prefix: 'athanor/ep' }), pg.rank, pg.localWorldSize);
+  }
+
+  private group(ranks: number[]): ThreadComm {
+    const k = ranks.join(',');
+    let g = this.groups.get(k);
+    if (!g) { g = this.thread.newGroup(ranks, `ep[${k}]`); this.groups.set(k, g); }
+    return g;
+  }
+
+  shared(slot: string, n: number, kind: 'f32' | 'i32' = 'f32'): Float32Array | Int32Array {
+    return this.pool.get(slot, n, kind);
+  }
+
+  allToAllV(ranks: number[], input: Float32Array | Int32Array, sendCounts: number[], output: Float32Array | Int32Array, recvCounts: number[], algo: A2aAlgorithm = 'flat', nodeSize = this.localWorldSize): void {
+    const g = this.group(ranks);
+    if (algo === 'hierarchical' && nodeSize > 1 && nodeSize < g.size) {
+      hierarchicalAllToAllVSync(g, (r) => this.group(r), input, sendCounts, output, nodeSize, (w) => g.waitSync(w));
+    } else {
+      g.waitSync(g.allToAllV(input, sendCounts, output, recvCounts));
+    }
+  }
+
+  allReduce(ranks: number[], buf: Float32Array, reduce: ReduceOp = 'sum'): void {
+    const g = this.group(ranks);
+    g.waitSync(g.allReduce(buf, { op: reduce, deterministic: true }));
+  }
+
+  async close(): Promise<void> {
+    await this.thread.close();
+  }
+}

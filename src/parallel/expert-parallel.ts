@@ -1,0 +1,163 @@
+// Expert parallelism, applied to a plain MoE model from outside (the model never imports
+// this). The E experts of every MoE layer are sharded over the P ranks of an ep group:
+// rank p holds experts [p·E/P, (p+1)·E/P). Routing stays local; the expert-grouped rows
+// (already contiguous per expert, so per destination rank) travel with all-to-all-v:
+//
+//   xp (S, C) grouped by global expert ─allToAllV→ rows [source rank][local expert]
+//   ─moeDispatch (regroup)→ [local expert][source rank] ─grouped GEMM MLP→
+//   ─moeDispatch (un-regroup)→ [source rank][local expert] ─allToAllV→ (S, C) as xp
+//
+// Both exchanges and both regroupings are ops on the tape, so backward runs the adjoint
+// exchanges. Expert gradients are reduced over the expert-data-parallel group (ranks that
+// hold the same experts); dense gradients over the whole data-parallel group.
+import { empty, type Tensor } from '../core/tensor.js';
+import type { GPT } from '../nn/gpt.js';
+import type { MoeMlp } from '../nn/moe.js';
+import type { ShardRequest } from '../nn/materialize.js';
+import { allToAllV, moeDispatch, type RowExchange } from '../ops/moe.js';
+import type { A2aAlgorithm, EpComm } from './expert-parallel-comm.js';
+
+/** Parameter names that belong to the sharded experts. */
+export function isExpertParam(name: string): boolean {
+  return /(^|\.)moe\.experts\./.test(name);
+}
+
+/** Shard function for nn/materialize: expert tensors keep rows [p·E/P, (p+1)·E/P) of dim 0. */
+export function expertShard(epRank: number, epSize: number): (name: string, meta: Tensor) => ShardRequest | null {
+  return (name, meta) => {
+    if (!isExpertParam(name) || epSize === 1) return null;
+    const E = meta.shape[0]!;
+    if (E % epSize !== 0) throw new Error(`expert parallel: ${name} has ${E} experts, not divisible by parallel.ep = ${epSize}`);
+    const El = E / epSize, row = meta.size / E;
+    return { shape: [El, ...meta.shape.slice(1)], runs: [{ start: epRank * El * row, length: El * row }] };
+  };
+}
+
+export interface ExpertParallelOptions {
+  comm: EpComm;
+  /** Global ranks of this rank's ep group, in ep order. */
+  epRanks: number[];
+  /** Global ranks holding the same experts (the expert-data-parallel group). */
+  edpRanks: number[];
+  a2a: A2aAlgorithm;
+  /** Ranks per node for the hierarchical all-to-all (default: the launcher's local world size). */
+  nodeSize?: number;
+}
+
+/** Statistics of the last exchanges (for benchmarks and the progress line). */
+export interface ExchangeStats { calls: number; rowsSent: number; seconds: number }
+
+export class ExpertParallel {
+  readonly epSize: number;
+  readonly epRank: number;
+  readonly stats: ExchangeStats = { calls: 0, rowsSent: 0, seconds: 0 };
+
+  constructor(readonly model: GPT, readonly o: ExpertParallelOptions) {
+    this.epSize = o.epRanks.length;
+    this.epRank = o.epRanks.indexOf(o.comm.rank);
+    if (this.epRank < 0) throw new Error(`expert parallel: rank ${o.comm.rank} is not in its ep group [${o.epRanks.join(',')}]`);
+    for (const m of model.moeLayers()) {
+      const El = m.experts.count, E = m.cfg.experts;
+      if (El * this.epSize !== E) {
+        throw new Error(`expert parallel: rank ${o.comm.rank} holds ${El} of ${E} experts but parallel.ep = ${this.epSize}; build the model with expertShard()`);
+      }
+      m.expertRunner = (xp, counts, local) => this.run(m, xp, counts, local);
+    }
+  }
+
+  /** This rank's expert parameters (reduced over edp) and the rest (reduced over dp). */
+  split(): { experts: [string, Tensor][]; dense: [string, Tensor][] } {
+    const experts: [string, Tensor][] = [], dense: [string, Tensor][] = [];
+    for (const [n, p] of this.model.namedParameters()) (isExpertParam(n) ? experts : dense).push([n, p]);
+    return { experts, dense };
+  }
+
+  /**
+   * Sums expert gradients over the edp group and scales them by 1/dp: each rank's local
+   * loss is a mean over its tokens and the global loss is the mean over dp ranks, while
+   * an expert's gradient on a rank already sums the contributions of its whole ep group.
+   */
+  reduceExpertGrads(dp: number): void {
+    const { experts } = this.split();
+    let n = 0;
+    for (const [, p] of experts) n += p.size;
+    const buf = this.o.comm.shared('grad', n) as Float32Array;
+    let o = 0;
+    for (const [, p] of experts) {
+      if (p.grad) buf.set((p.grad.data as Float32Array).subarray(p.grad.offset, p.grad.offset + p.size), o);
+      else buf.fill(0, o, o + p.size);
+      o += p.size;
+    }
+    if (this.o.edpRanks.length > 1) this.o.comm.allReduce(this.o.edpRanks, buf, 'sum');
+    o = 0;
+    const s = 1 / dp;
+    for (const [, p] of experts) {
+      if (!p.grad) { p.grad = empty(p.shape, p.dtype); p.grad.kept = true; }
+      const g = (p.grad.data as Float32Array).subarray(p.grad.offset, p.grad.offset + p.size);
+      for (let i = 0; i < p.size; i++) g[i] = buf[o + i]! * s;
+      o += p.size;
+    }
+  }
+
+  private run(m: MoeMlp, xp: Tensor, counts: Int32Array, local: (x: Tensor, counts: Int32Array) => Tensor): Tensor {
+    if (xp.dtype !== 'float32') throw new Error(`expert parallel: exchanges float32 rows, got ${xp.dtype}`);
+    const P = this.epSize, El = m.experts.count, C = xp.shape[1]!;
+    const comm = this.o.comm, ranks = this.o.epRanks;
+    // 1. How many rows of each of its local experts every rank receives from every other.
+    const sendCnt = comm.shared('cnt-send', P * El, 'i32') as Int32Array;
+    const recvCnt = comm.shared('cnt-recv', P * El, 'i32') as Int32Array;
+    sendCnt.set(counts);
+    const each = new Array<number>(P).fill(El);
+    comm.allToAllV(ranks, sendCnt, each, recvCnt, each);
+    const sendRows: number[] = [], recvRows: number[] = [];
+    for (let p = 0; p < P; p++) {
+      let s = 0, r = 0;
+      for (let e = 0; e < El; e++) { s += counts[p * El + e]!; r += recvCnt[p * El + e]!; }
+      sendRows.push(s);
+      recvRows.push(r);
+    }
+    const R = recvRows.reduce((a, b) => a + b, 0);
+    // 2. Regrouping [source][local expert] → [local expert][source] and back.
+    const localCounts = new Int32Array(El);
+    const blockStart = new Int32Array(P * El);
+    let o = 0;
+    for (let p = 0; p < P; p++) for (let e = 0; e < El; e++) { blockStart[p * El + e] = o; o += recvCnt[p * El + e]!; }
+    const order = new Int32Array(R), inverse = new Int32Array(R);
+    let w = 0;
+    for (let e = 0; e < El; e++) {
+      for (let p = 0; p < P; p++) {
+        const n = recvCnt[p * El + e]!, b = blockStart[p * El + e]!;
+        for (let i = 0; i < n; i++) { order[w] = b + i; inverse[b + i] = w; w++; }
+        localCounts[e]! += n;
+      }
+    }
+    const there = this.exchange(ranks, sendRows, recvRows, C, 'x');
+    const back = this.exchange(ranks, recvRows, sendRows, C, 'y');
+    const xr = allToAllV(xp, there);
+    const yl = local(moeDispatch(xr, order), localCounts);
+    return allToAllV(moeDispatch(yl, inverse), back);
+  }
+
+  /** An exchange of rows (send rows per rank → receive rows per rank) and its adjoint. */
+  private exchange(ranks: number[], send: number[], recv: number[], C: number, tag: string): RowExchange {
+    const comm = this.o.comm, algo = this.o.a2a, nodeSize = this.o.nodeSize ?? comm.localWorldSize;
+    const go = (x: Tensor, s: number[], r: number[], slot: string): Tensor => {
+      const t0 = performance.now();
+      const nIn = s.reduce((a, b) => a + b, 0) * C, nOut = r.reduce((a, b) => a + b, 0) * C;
+      const inp = comm.shared(`${slot}-in`, nIn) as Float32Array, out = comm.shared(`${slot}-out`, nOut) as Float32Array;
+      inp.set((x.data as Float32Array).subarray(x.offset, x.offset + nIn));
+      comm.allToAllV(ranks, inp, s.map((v) => v * C), out, r.map((v) => v * C), algo, nodeSize);
+      const y = empty([nOut / C, C], 'float32');
+      (y.data as Float32Array).set(out);
+      this.stats.calls++;
+      this.stats.rowsSent += nIn / C;
+      this.stats.seconds += (performance.now() - t0) / 1000;
+      return y;
+    };
+    return {
+      group: `ep[${ranks.join(',')}]`,
+      forward: (x) => go(x, send, recv, `${tag}f`),
+      backward: (g) => go(g, recv, send, `${tag}b`),
+    };
+  }
+}

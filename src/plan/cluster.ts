@@ -1,0 +1,126 @@
+// Cluster specifications: JSON files (clusters/*.json) where every figure carries the
+// public source it was taken from ({ "value": 1.6e12, "source": "https://..." }), or
+// "measured: ..." for this machine, or "assumption: ..." where no figure is published.
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { projectRoot } from '../backend/native.js';
+
+export interface Figure { value: number; source: string }
+
+export interface ClusterSpec {
+  name: string;
+  description: string;
+  nodes: Figure;
+  devicesPerNode: Figure;
+  device: {
+    name: string;
+    memoryBytes: Figure;
+    /** Peak dense FLOP/s per device by precision. */
+    peakFlops: { fp32: Figure; bf16?: Figure };
+    /** Achievable fraction of peak for large GEMMs (measured here; an assumption elsewhere). */
+    gemmEfficiency: Figure;
+    /** Achievable fraction of peak for attention kernels. */
+    attentionEfficiency: Figure;
+    memBandwidth: Figure;
+    /** Fixed cost per op launch in seconds (kernel launch or foreign-call overhead). */
+    opOverhead: Figure;
+    /** Measured GEMM rates by shape, [m, n, k, FLOP/s] (this machine); the planner interpolates. */
+    gemmTable?: { source: string; points: [number, number, number, number][] };
+    /** Measured rates of the element-wise kernel classes, bytes moved per second (this machine). */
+    classBandwidth?: { source: string; rates: Record<string, number> };
+  };
+  network: {
+    intra: { alpha: Figure; beta: Figure };
+    inter: { alpha: Figure; beta: Figure };
+  };
+  /**
+   * How activation memory is counted: 'live' (the peak of live buffers, as a caching GPU
+   * allocator approaches) or 'athanor-pool' (what Athanor's exact-size buffer pool holds,
+   * measured to match on this machine). Default 'live'.
+   */
+  allocator?: 'athanor-pool' | 'live';
+  hostMemoryBytesPerNode?: Figure;
+  powerWattsPerNode?: Figure;
+  /** Measured embedding-server rate (rows looked up per second per server core), where measured. */
+  embeddingRowsPerSecPerCore?: Figure;
+  /** CPU instances that host embedding servers (recommender clusters). */
+  embeddingServer?: { instances: Figure; coresPerInstance: Figure; memoryBytesPerInstance: Figure };
+}
+
+export function clustersDir(): string {
+  return join(projectRoot(), 'clusters');
+}
+
+export function listClusters(): string[] {
+  const d = clustersDir();
+  return existsSync(d) ? readdirSync(d).filter((f) => f.endsWith('.json')).map((f) => f.replace(/\.json$/, '')).sort() : [];
+}
+
+/** A cluster by name (clusters/NAME.json) or by file path. */
+export function loadCluster(nameOrFile: string): ClusterSpec {
+  const file = /[/\\]|\.json$/.test(nameOrFile) ? nameOrFile : join(clustersDir(), `${nameOrFile}.json`);
+  if (!existsSync(file)) throw new Error(`--cluster ${nameOrFile}: no such cluster file ${file} (known: ${listClusters().join(', ')})`);
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`${file}: ${(e as Error).message}`);
+  }
+  return validateCluster(json, file);
+}
+
+export function validateCluster(x: unknown, file: string): ClusterSpec {
+  const obj = (v: unknown, path: string): Record<string, unknown> => {
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${file}: field '${path}' must be an object`);
+    return v as Record<string, unknown>;
+  };
+  const fig = (v: unknown, path: string, opt = false, min = 0): void => {
+    if (v === undefined && opt) return;
+    const f = obj(v, path);
+    if (typeof f.value !== 'number' || !Number.isFinite(f.value) || f.value < min) throw new Error(`${file}: field '${path}.value' must be a number >= ${min}, got ${JSON.stringify(f.value)}`);
+    if (typeof f.source !== 'string' || f.source.trim().length < 8) throw new Error(`${file}: field '${path}.source' must cite where the figure comes from (a URL, "measured: ..." or "assumption: ..."), got ${JSON.stringify(f.source)}`);
+  };
+  const r = obj(x, '(top level)');
+  if (typeof r.name !== 'string' || !r.name) throw new Error(`${file}: field 'name' must be a non-empty string`);
+  if (typeof r.description !== 'string') throw new Error(`${file}: field 'description' must be a string`);
+  fig(r.nodes, 'nodes', false, 1);
+  fig(r.devicesPerNode, 'devicesPerNode', false, 1);
+  const d = obj(r.device, 'device');
+  if (typeof d.name !== 'string') throw new Error(`${file}: field 'device.name' must be a string`);
+  fig(d.memoryBytes, 'device.memoryBytes', false, 1);
+  const pf = obj(d.peakFlops, 'device.peakFlops');
+  fig(pf.fp32, 'device.peakFlops.fp32', false, 1);
+  fig(pf.bf16, 'device.peakFlops.bf16', true, 1);
+  fig(d.gemmEfficiency, 'device.gemmEfficiency');
+  fig(d.attentionEfficiency, 'device.attentionEfficiency');
+  for (const k of ['gemmEfficiency', 'attentionEfficiency'] as const) {
+    if ((d[k] as Figure).value > 1) throw new Error(`${file}: field 'device.${k}.value' must be a fraction in (0, 1], got ${(d[k] as Figure).value}`);
+  }
+  fig(d.memBandwidth, 'device.memBandwidth', false, 1);
+  fig(d.opOverhead, 'device.opOverhead');
+  if (d.gemmTable !== undefined) {
+    const g = obj(d.gemmTable, 'device.gemmTable');
+    if (!Array.isArray(g.points) || !g.points.length || g.points.some((p) => !Array.isArray(p) || p.length !== 4 || p.some((v) => typeof v !== 'number' || !(v > 0)))) {
+      throw new Error(`${file}: field 'device.gemmTable.points' must be a non-empty list of [m, n, k, flopsPerSec] with positive numbers`);
+    }
+  }
+  const n = obj(r.network, 'network');
+  for (const lvl of ['intra', 'inter'] as const) {
+    const l = obj(n[lvl], `network.${lvl}`);
+    fig(l.alpha, `network.${lvl}.alpha`);
+    fig(l.beta, `network.${lvl}.beta`, false, 1);
+  }
+  if (r.allocator !== undefined && r.allocator !== 'athanor-pool' && r.allocator !== 'live') throw new Error(`${file}: field 'allocator' must be 'athanor-pool' or 'live', got ${JSON.stringify(r.allocator)}`);
+  fig(r.hostMemoryBytesPerNode, 'hostMemoryBytesPerNode', true);
+  fig(r.powerWattsPerNode, 'powerWattsPerNode', true);
+  fig(r.embeddingRowsPerSecPerCore, 'embeddingRowsPerSecPerCore', true);
+  if (r.embeddingServer !== undefined) {
+    const e = obj(r.embeddingServer, 'embeddingServer');
+    fig(e.instances, 'embeddingServer.instances', false, 1);
+    fig(e.coresPerInstance, 'embeddingServer.coresPerInstance', false, 1);
+    fig(e.memoryBytesPerInstance, 'embeddingServer.memoryBytesPerInstance', false, 1);
+  }
+  const known = ['name', 'description', 'nodes', 'devicesPerNode', 'device', 'network', 'allocator', 'hostMemoryBytesPerNode', 'powerWattsPerNode', 'embeddingRowsPerSecPerCore', 'embeddingServer'];
+  for (const k of Object.keys(r)) if (!known.includes(k)) throw new Error(`${file}: unknown field '${k}' (fields: ${known.join(', ')})`);
+  return r as unknown as ClusterSpec;
+}

@@ -1,0 +1,318 @@
+// Memory per device and time per step of a traced model under a layout on a cluster.
+// Everything model-specific comes from the trace (parameters, ops, buffer lifetimes);
+// this file only applies the layout (how tp/pp/dp/ZeRO/sp/precision split those) and
+// the cluster's rates (roofline per op class, α–β per collective and link class).
+import type { TraceResult, TracedBuffer } from './trace.js';
+import type { ClusterSpec } from './cluster.js';
+import { devices, type Layout } from './layout.js';
+import { tpRule } from './shard-rules.js';
+
+export interface MemoryEstimate {
+  weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
+  /** Activation bytes Athanor's exact-size buffer pool holds at its high-water mark (>= activations). */
+  activationsPoolHeld: number;
+  commBuffers: number; workspace: number; total: number; hostOffload: number;
+  /** The pipeline stage the figures are for (the largest). */
+  stage: number;
+}
+
+export interface TimeEstimate {
+  compute: Record<string, number>;
+  comm: Record<string, number>;
+  bubble: number; optimizer: number; exposedComm: number; hiddenComm: number; step: number;
+}
+
+export interface Estimate {
+  layout: Layout;
+  devices: number;
+  params: number;
+  memory: MemoryEstimate;
+  fits: boolean;
+  time: TimeEstimate;
+  tokensPerStep: number;
+  tokensPerSec: number;
+  modelFlopsPerToken: number;
+  mfu: number;
+  notes: string[];
+}
+
+const elemBytes = (p: Layout['precision']): number => (p === 'bf16' ? 2 : 4);
+
+/**
+ * Whether the step is traced with block recomputation: asked for by the layout, or
+ * implied by Athanor's ZeRO-3 (zero3.ts wraps every block in a recomputation node).
+ */
+export function tracesRecompute(l: Layout, allocator?: ClusterSpec['allocator']): boolean {
+  return l.recompute === 'full' || (allocator === 'athanor-pool' && l.zero >= 3 && l.dp > 1);
+}
+
+/** Blocks of pipeline stage s (block -1 = embeddings go to stage 0, block L = head to the last). */
+export function stageOf(block: number, nBlocks: number, pp: number): number {
+  if (block < 0) return 0;
+  if (block >= nBlocks) return pp - 1;
+  return Math.min(pp - 1, Math.floor((block * pp) / nBlocks));
+}
+
+/**
+ * Which activation buffers are split over tp: outputs of column-parallel GEMMs and
+ * everything computed from them until a row-parallel GEMM (whose output is all-reduced).
+ * Forward and recompute ops are both walked: a recomputed block repeats its all-reduces.
+ */
+function tpSharded(tr: TraceResult): { sharded: Set<number>; allreduceBytes: Map<number, number>; recomputeAllreduceBytes: Map<number, number> } {
+  const sharded = new Set<number>();
+  const allreduceBytes = new Map<number, number>(); // block → bytes all-reduced per forward
+  const recomputeAllreduceBytes = new Map<number, number>();
+  for (const o of tr.ops) {
+    if ((o.phase !== 'forward' && o.phase !== 'recompute') || o.out < 0) continue;
+    const rules = o.params.map(tpRule);
+    if (rules.includes('row') || (o.op === 'embedding' && rules.includes('vocab'))) {
+      const m = o.phase === 'forward' ? allreduceBytes : recomputeAllreduceBytes;
+      m.set(o.block, (m.get(o.block) ?? 0) + tr.buffers[o.out]!.bytes);
+      continue;
+    }
+    if (rules.includes('col') || rules.includes('vocab') || o.ins.some((i) => i >= 0 && sharded.has(i))) sharded.add(o.out);
+  }
+  return { sharded, allreduceBytes, recomputeAllreduceBytes };
+}
+
+/**
+ * Replays allocation events with a per-buffer scale. Returns the peak of live bytes, the
+ * bytes live at the end of forward, and what Athanor's caching allocator holds
+ * (core/buffer-pool.ts: exact-size free lists that are never returned, so a buffer size
+ * that peaks at one time and another size that peaks later are both held).
+ */
+function replay(tr: TraceResult, keep: (b: TracedBuffer) => boolean, scale: (b: TracedBuffer) => number): { peak: number; atForwardEnd: number; held: number } {
+  let live = 0, peak = 0, atForwardEnd = 0, held = 0;
+  const free = new Map<number, number>();
+  for (const e of tr.events) {
+    if (e.t === 'mark') { if (e.what === 'forward-end') atForwardEnd = live; continue; }
+    const b = tr.buffers[e.id]!;
+    if (b.kind === 'param-grad' || !keep(b)) continue;
+    const v = b.bytes * scale(b);
+    if (e.t === 'alloc') {
+      live += v;
+      if (live > peak) peak = live;
+      const f = free.get(v) ?? 0;
+      if (f > 0) free.set(v, f - 1); else held += v;
+    } else {
+      live -= v;
+      free.set(v, (free.get(v) ?? 0) + 1);
+    }
+  }
+  return { peak, atForwardEnd, held };
+}
+
+/** GEMM FLOP/s at a shape: interpolated from the measured table (inverse distance in log-shape space), else peak × efficiency. */
+function gemmRateFn(c: ClusterSpec, peak: number): (m: number, n: number, k: number) => number {
+  const pts = c.device.gemmTable?.points;
+  if (!pts) return () => peak * c.device.gemmEfficiency.value;
+  return (m, n, k) => {
+    let wsum = 0, rsum = 0;
+    for (const [pm, pn, pk, r] of pts) {
+      const d2 = Math.log(m / pm) ** 2 + Math.log(n / pn) ** 2 + Math.log(k / pk) ** 2;
+      if (d2 < 1e-12) return r;
+      const w = 1 / (d2 * d2);
+      wsum += w; rsum += w * Math.log(r);
+    }
+    return Math.exp(rsum / wsum);
+  };
+}
+
+/** Ring collective over n ranks: α per step plus bytes on the wire over β. */
+export function ringTime(kind: 'allreduce' | 'allgather' | 'reducescatter', bytes: number, n: number, link: { alpha: number; beta: number }): number {
+  if (n <= 1 || bytes <= 0) return 0;
+  const steps = kind === 'allreduce' ? 2 * (n - 1) : n - 1;
+  const wire = (kind === 'allreduce' ? 2 : 1) * ((n - 1) / n) * bytes;
+  return steps * link.alpha + wire / link.beta;
+}
+
+/** The link a group uses: intra-node when its members fit in one node given the rank order tp, dp, pp (innermost first). */
+function linkFor(groupSpanDevices: number, c: ClusterSpec, concurrentPerNode: number): { alpha: number; beta: number; cls: 'intra' | 'inter' } {
+  const dpn = c.devicesPerNode.value;
+  if (groupSpanDevices <= dpn) return { alpha: c.network.intra.alpha.value, beta: c.network.intra.beta.value, cls: 'intra' };
+  // A node's injection bandwidth is shared by the devices of the node that talk at once.
+  return { alpha: c.network.inter.alpha.value, beta: c.network.inter.beta.value / Math.max(1, Math.min(dpn, concurrentPerNode)), cls: 'inter' };
+}
+
+/** Per-device memory of the largest pipeline stage (no cluster needed: `--dry-run` uses this). */
+export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; dModel: number; allocator?: 'athanor-pool' | 'live' }): MemoryEstimate {
+  const { stageParams, bufScale } = layoutScales(tr, l);
+  const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
+  const eb = elemBytes(l.precision);
+  // ---- memory, for every stage; report the largest ----
+  let best: MemoryEstimate | null = null;
+  for (let s = 0; s < pp; s++) {
+    const inStage = (b: TracedBuffer): boolean => stageOf(b.block, L, pp) === s;
+    const P = stageParams[s]!;
+    // Mixed precision keeps bf16 weights and gradients with fp32 master weights and
+    // AdamW moments in the optimizer (ZeRO paper: 2 + 2 + 12 bytes per parameter).
+    const wB = l.precision === 'bf16' ? 2 : 4, gB = l.precision === 'bf16' ? 2 : 4, oB = l.precision === 'bf16' ? 12 : 8;
+    const own = P / (l.zero > 0 ? dp : 1);
+    let weights: number, grads: number, optimizer: number, commBuffers = 0;
+    // The largest unit ZeRO-3 gathers at once (a block, or the embeddings + head).
+    const unitParams = Math.max(...[-1, ...Array.from({ length: L }, (_, i) => i), L].map((b) => tr.params.filter((p) => p.block === b || (b === -1 && p.block === L)).reduce((a, p) => a + p.numel, 0))) / tp;
+    const bucket = Math.min(25 * 2 ** 20, P * gB);
+    if (o.allocator === 'athanor-pool') {
+      // Athanor's data-parallel runtime (src/parallel/data-parallel.ts, zero3.ts), as it allocates:
+      // parameters and gradients are re-homed into flat shared buffers (no bucket copies);
+      // ZeRO-1/2 all-gather updated slices through a shard-sized staging buffer; ZeRO-2/3
+      // copy finished buckets into two staging buffers and reduce-scatter into a shard
+      // gradient, while the full-size gradients return to the buffer pool (which keeps them);
+      // ZeRO-3 keeps the full flat parameter buffer besides its shard and the gathered unit.
+      weights = P * wB + (l.zero >= 3 && dp > 1 ? own * wB + 2 * unitParams * wB : 0);
+      grads = l.zero >= 2 && dp > 1 ? own * gB + (l.zero >= 3 ? unitParams : P) * gB : P * gB;
+      optimizer = (l.zero >= 1 && dp > 1 ? own : P) * oB;
+      if (dp > 1 && (l.zero === 1 || l.zero === 2)) commBuffers += own * wB;
+      if (dp > 1 && l.zero >= 2) commBuffers += 2 * bucket;
+    } else {
+      // ZeRO as the paper defines it: each stage shards one more kind of model state over dp.
+      weights = (P * wB) / (l.zero >= 3 ? dp : 1);
+      grads = (P * gB) / (l.zero >= 2 ? dp : 1);
+      optimizer = (P * oB) / (l.zero >= 1 ? dp : 1);
+      if (dp > 1) commBuffers += 2 * bucket; // double-buffered gradient buckets
+      if (l.zero >= 3) commBuffers += 2 * unitParams * wB; // the gathered unit and the prefetched next one
+    }
+    let hostOffload = 0;
+    if (l.offload !== 'none') { hostOffload += optimizer; optimizer = 0; }
+    if (l.offload === 'params') { hostOffload += weights; weights = 0; }
+    const one = replay(tr, inStage, bufScale);
+    // 1F1B: stage s holds pp − s micro-batches' saved activations at once; GPipe holds all.
+    const inflight = pp === 1 ? 1 : l.schedule === 'gpipe' ? l.ga : Math.min(l.ga, pp - s);
+    const pipelineInFlight = Math.max(0, inflight - 1) * one.atForwardEnd;
+    // TP all-reduce staging and PP send/recv of one boundary activation.
+    const boundary = l.mb * o.seqLen * o.dModel * eb / (l.sp ? tp : 1);
+    if (tp > 1) commBuffers += boundary;
+    if (pp > 1) commBuffers += 2 * boundary;
+    const workspace = Math.max(0, ...tr.ops.filter((op) => op.cls === 'attention').map((op) => (tr.buffers[op.out]?.shape[2] ?? 0) ** 2 * 4));
+    const acts = o.allocator === 'athanor-pool' ? one.held : one.peak;
+    const total = weights + grads + optimizer + acts + pipelineInFlight + commBuffers + workspace;
+    const m: MemoryEstimate = { weights, grads, optimizer, activations: one.peak, activationsPoolHeld: one.held, pipelineInFlight, commBuffers, workspace, total, hostOffload, stage: s };
+    if (!best || m.total > best.total) best = m;
+  }
+  return best!;
+}
+
+/** Parameters per pipeline stage after tp, and the scale of each traced buffer under tp/sp/precision. */
+function layoutScales(tr: TraceResult, l: Layout) {
+  const L = tr.nBlocks, pp = l.pp, tp = l.tp;
+  const actScale = elemBytes(l.precision) / 4; // the trace is float32
+  const { sharded, allreduceBytes, recomputeAllreduceBytes } = tpSharded(tr);
+  const bufScale = (b: TracedBuffer): number => {
+    const src = b.kind === 'grad' && b.of >= 0 ? b.of : b.id;
+    let f = actScale;
+    if (tp > 1 && (sharded.has(src) || (l.sp && b.block >= 0 && b.block < L))) f /= tp;
+    return f;
+  };
+  // ---- parameters per stage (after tp) ----
+  const stageParams = new Array<number>(pp).fill(0);
+  let totalParams = 0;
+  for (const p of tr.params) {
+    totalParams += p.numel;
+    const r = tpRule(p.name);
+    stageParams[stageOf(p.block, L, pp)]! += r === 'replicated' || r === 'row-bias' ? p.numel : p.numel / tp;
+  }
+
+  return { stageParams, totalParams, bufScale, sharded, allreduceBytes, recomputeAllreduceBytes, actScale };
+}
+
+export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen: number; dModel: number; nExperts?: number }): Estimate {
+  const notes: string[] = [];
+  const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
+  const eb = elemBytes(l.precision);
+  const { stageParams, totalParams, sharded, allreduceBytes, recomputeAllreduceBytes, actScale } = layoutScales(tr, l);
+  const memory = estimateMemory(tr, l, { ...o, allocator: c.allocator });
+  const fits = memory.total <= c.device.memoryBytes.value
+    && (memory.hostOffload === 0 || !c.hostMemoryBytesPerNode || memory.hostOffload * c.devicesPerNode.value <= c.hostMemoryBytesPerNode.value);
+
+  // ---- compute time of one micro-batch on the slowest stage ----
+  const peak = (l.precision === 'bf16' ? c.device.peakFlops.bf16?.value : undefined) ?? c.device.peakFlops.fp32.value;
+  if (l.precision === 'bf16' && !c.device.peakFlops.bf16) notes.push(`${c.name} lists no bf16 peak: fp32 rate used`);
+  const bw = c.device.memBandwidth.value, ovh = c.device.opOverhead.value;
+  const gemmRate = gemmRateFn(c, peak);
+  const classBw = (cls: string): number => c.device.classBandwidth?.rates[cls] ?? bw;
+  const stageCompute: Record<string, number>[] = Array.from({ length: pp }, () => ({}));
+  for (const op of tr.ops) {
+    if (op.cls === 'view') continue;
+    const s = stageOf(op.block, L, pp);
+    const split = tp > 1 && (op.params.some((n) => tpRule(n) !== 'replicated' && tpRule(n) !== 'row-bias') || op.ins.some((i) => i >= 0 && sharded.has(i)) || sharded.has(op.out)) ? tp : 1;
+    let t: number;
+    if (op.cls === 'gemm' && op.dims) {
+      // Backward runs dA = G·Bᵀ (m, k, n) and dB = Aᵀ·G (k, n, m): price each at its own shape.
+      // Under tp a column-parallel GEMM has n/tp outputs, a row-parallel one k/tp inputs.
+      const rules = op.params.map(tpRule);
+      const m = op.dims[0]!;
+      const n = op.dims[1]! / (split > 1 && (rules.includes('col') || rules.includes('vocab')) ? tp : 1);
+      const k = op.dims[2]! / (split > 1 && rules.includes('row') ? tp : 1);
+      t = op.phase === 'backward'
+        ? op.flops / 2 / split / gemmRate(m, k, n) + op.flops / 2 / split / gemmRate(k, n, m)
+        : op.flops / split / gemmRate(m, n, k);
+    } else if (op.cls === 'attention') {
+      t = op.flops / split / (peak * c.device.attentionEfficiency.value);
+    } else {
+      t = (op.bytes * actScale) / split / classBw(op.cls);
+    }
+    t += ovh;
+    const key = `${op.phase}:${op.cls}`;
+    stageCompute[s]![key] = (stageCompute[s]![key] ?? 0) + t;
+  }
+  const sum = (r: Record<string, number>): number => Object.values(r).reduce((a, b) => a + b, 0);
+  let slow = 0;
+  for (let s = 1; s < pp; s++) if (sum(stageCompute[s]!) > sum(stageCompute[slow]!)) slow = s;
+  const perMb = stageCompute[slow]!;
+  const tMb = sum(perMb);
+  const bwdShare = Object.entries(perMb).filter(([k]) => !k.startsWith('forward')).reduce((a, [, v]) => a + v, 0);
+  const compute: Record<string, number> = {};
+  for (const [k, v] of Object.entries(perMb)) compute[k] = v * l.ga;
+
+  // ---- communication per step ----
+  const comm: Record<string, number> = {};
+  const dpn = c.devicesPerNode.value;
+  if (tp > 1) {
+    const link = linkFor(tp, c, dpn);
+    let bytes = 0;
+    for (const [blk, b] of allreduceBytes) if (stageOf(blk, L, pp) === slow) bytes += 2 * b * actScale;
+    if (l.recompute !== 'none') for (const [blk, b] of recomputeAllreduceBytes) if (stageOf(blk, L, pp) === slow) bytes += b * actScale;
+    // Megatron: the forward all-reduces (or sp's reduce-scatter + all-gather, same volume),
+    // as many in backward, and the recomputed forward's again.
+    comm[`tp allreduce (${link.cls})`] = l.ga * ringTime('allreduce', bytes, tp, link);
+  }
+  if (pp > 1) {
+    const link = linkFor(tp * dp * 2, c, dpn);
+    const boundary = l.mb * o.seqLen * o.dModel * eb / (l.sp ? tp : 1);
+    comm[`pp send/recv (${link.cls})`] = 2 * l.ga * (link.alpha + boundary / link.beta);
+  }
+  let dpTime = 0;
+  if (dp > 1) {
+    const link = linkFor(tp * dp, c, dpn);
+    const gradBytes = stageParams[slow]! * (l.precision === 'bf16' ? 2 : 4);
+    dpTime = l.zero >= 2 ? ringTime('reducescatter', gradBytes, dp, link) + ringTime('allgather', gradBytes, dp, link) : ringTime('allreduce', gradBytes, dp, link);
+    comm[`dp gradients (${link.cls})`] = dpTime;
+    if (l.zero >= 3) {
+      const g = 2 * l.ga * ringTime('allgather', stageParams[slow]! * (l.precision === 'bf16' ? 2 : 4), dp, link);
+      comm[`zero-3 parameter gathers (${link.cls})`] = g;
+      dpTime += g;
+    }
+  }
+  if (l.ep > 1) notes.push('ep: expert all-to-all not priced (no MoE model is traced on this branch)');
+  // Gradient buckets are reduced on a communication thread during the last micro-batch's backward.
+  const hiddenComm = Math.min(dpTime, bwdShare * 0.9);
+  const exposedDp = dpTime - hiddenComm;
+  const otherComm = Object.entries(comm).filter(([k]) => !k.startsWith('dp') && !k.startsWith('zero')).reduce((a, [, v]) => a + v, 0);
+  const bubble = pp > 1 ? ((pp - 1) / (l.schedule === 'interleaved' ? l.vpp : 1)) * (tMb + otherComm / l.ga) : 0;
+  // AdamW touches its shard's weights, gradients and both moments (read + write): memory-bound.
+  const shard = stageParams[slow]! / (l.zero >= 1 ? dp : 1);
+  const optimizer = (shard * 4 * 7) / bw + (l.offload !== 'none' ? (shard * 16) / c.network.intra.beta.value : 0);
+  const step = l.ga * tMb + otherComm + exposedDp + bubble + optimizer;
+
+  const tokensPerStep = l.mb * l.ga * dp * o.seqLen;
+  const tokensPerSec = tokensPerStep / step;
+  // Model FLOPs per token: the traced forward (matmuls and attention) times 3, no recomputation.
+  const fwd = tr.ops.filter((op) => op.phase === 'forward' && (op.cls === 'gemm' || op.cls === 'attention')).reduce((a, op) => a + op.flops, 0);
+  const modelFlopsPerToken = (3 * fwd) / tr.items;
+  const mfu = (modelFlopsPerToken * tokensPerSec) / (devices(l) * peak);
+  return {
+    layout: l, devices: devices(l), params: totalParams, memory, fits,
+    time: { compute, comm, bubble, optimizer, exposedComm: otherComm + exposedDp, hiddenComm, step },
+    tokensPerStep, tokensPerSec, modelFlopsPerToken, mfu, notes,
+  };
+}

@@ -1,0 +1,76 @@
+// `--search`: every valid layout for a device count and global batch, those that do not
+// fit dropped, the rest ranked by predicted tokens/s.
+import type { GptConfig } from '../nn/gpt-config.js';
+import type { ClusterSpec } from './cluster.js';
+import { estimate, tracesRecompute, type Estimate } from './estimate.js';
+import { layoutProblem, type Layout } from './layout.js';
+import { traceGpt } from './models.js';
+import type { TraceResult } from './trace.js';
+
+const divisors = (n: number): number[] => { const d: number[] = []; for (let i = 1; i <= n; i++) if (n % i === 0) d.push(i); return d; };
+
+export interface SearchResult {
+  considered: number;
+  invalid: number;
+  tooBig: number;
+  ranked: { est: Estimate; why: string }[];
+}
+
+/** A trace cache keyed by micro-batch and recompute policy (the only trace inputs a layout changes). */
+export function traceCache(model: GptConfig): (mb: number, recompute: boolean) => TraceResult {
+  const cache = new Map<string, TraceResult>();
+  return (mb, recompute) => {
+    const k = `${mb}/${recompute}`;
+    let t = cache.get(k);
+    if (!t) { t = traceGpt(model, { microBatch: mb, recompute }); cache.set(k, t); }
+    return t;
+  };
+}
+
+export function searchLayouts(model: GptConfig, cluster: ClusterSpec, o: { devices: number; globalBatch: number; precision: Layout['precision']; top?: number; trace?: (mb: number, rc: boolean) => TraceResult }): SearchResult {
+  const trace = o.trace ?? traceCache(model);
+  const dpn = cluster.devicesPerNode.value;
+  const out: Estimate[] = [];
+  let considered = 0, invalid = 0, tooBig = 0;
+  // tp within a node, or across up to 8 single-device nodes (Fugaku-LLM ran TP6 over Tofu).
+  for (const tp of divisors(o.devices).filter((t) => t <= Math.max(dpn, 8))) {
+    for (const pp of divisors(o.devices / tp).filter((p) => p <= model.nLayer)) {
+      const dp = o.devices / tp / pp;
+      if (o.globalBatch % dp !== 0) continue;
+      const perDp = o.globalBatch / dp;
+      for (const mb of divisors(perDp).filter((m) => m <= 16)) {
+        const ga = perDp / mb;
+        for (const zero of (dp > 1 ? [0, 1, 2, 3] : [0]) as Layout['zero'][]) {
+          for (const recompute of ['none', 'full'] as const) {
+            for (const sp of tp > 1 ? [false, true] : [false]) {
+              considered++;
+              const l: Layout = { tp, pp, dp, ep: 1, zero, sp, recompute, precision: o.precision, offload: 'none', mb, ga, schedule: '1f1b', vpp: 1 };
+              if (layoutProblem(l, model)) { invalid++; continue; }
+              const est = estimate(trace(mb, tracesRecompute(l, cluster.allocator)), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
+              if (!est.fits) { tooBig++; continue; }
+              out.push(est);
+            }
+          }
+        }
+      }
+    }
+  }
+  out.sort((a, b) => b.tokensPerSec - a.tokensPerSec || a.memory.total - b.memory.total);
+  const top = out.slice(0, o.top ?? 5);
+  return { considered, invalid, tooBig, ranked: top.map((e, i) => ({ est: e, why: why(e, i === 0 ? null : top[0]!, cluster) })) };
+}
+
+function why(e: Estimate, best: Estimate | null, c: ClusterSpec): string {
+  const t = e.time;
+  const compute = Object.values(t.compute).reduce((a, b) => a + b, 0);
+  const head = (c.device.memoryBytes.value - e.memory.total) / 2 ** 30;
+  const parts = [
+    `fits with ${head.toFixed(1)} GiB spare`,
+    `compute ${(100 * compute / t.step).toFixed(0)}% of the step`,
+    t.exposedComm > 0 ? `exposed communication ${(100 * t.exposedComm / t.step).toFixed(0)}%` : 'no exposed communication',
+  ];
+  if (t.bubble > 0) parts.push(`pipeline bubble ${(100 * t.bubble / t.step).toFixed(0)}%`);
+  if (e.layout.recompute === 'full') parts.push('recomputation trades compute for activation memory');
+  if (best) parts.push(`${(100 * (1 - e.tokensPerSec / best.tokensPerSec)).toFixed(1)}% slower than #1`);
+  return parts.join('; ');
+}

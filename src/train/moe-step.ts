@@ -1,0 +1,69 @@
+// The trainer's MoE bookkeeping after each optimizer step: routing statistics summed over
+// data-parallel ranks (counts are integers, so the sum is exact), the aux-loss-free bias
+// update on those global counts (every rank moves its biases identically), and the
+// metrics: drop rate, load per expert (max/mean), aux loss, router entropy.
+import type { GPT } from '../nn/gpt.js';
+
+export interface MoeStepMetrics {
+  /** Fraction of token→expert assignments dropped by capacity. */
+  dropRate: number;
+  /** Fraction moved to another expert by SWIPE. */
+  movedRate: number;
+  /** max / mean rows per expert, worst layer. */
+  maxLoad: number;
+  /** Rows per expert of every MoE layer (global). */
+  load: number[][];
+  auxLoss: number;
+  zLoss: number;
+  /** Mean router entropy per token (nats). */
+  entropy: number;
+}
+
+/** Sum of a scalar over ranks, from the trainer's mean. */
+type MeanScalar = (x: number) => Promise<number>;
+
+export async function moeAfterStep(model: GPT, world: number, meanScalar: MeanScalar): Promise<MoeStepMetrics | null> {
+  const layers = model.moeLayers();
+  if (layers.length === 0) return null;
+  const stats = model.takeMoeStats();
+  // Pack every count into one vector; reduce element-wise (a scalar mean per element keeps
+  // to the GradSync interface; E·L is small).
+  const sumAll = async (v: number[]) => {
+    if (world === 1) return v;
+    const out: number[] = [];
+    for (const x of v) out.push(Math.round((await meanScalar(x)) * world));
+    return out;
+  };
+  const E = layers[0]!.cfg.experts;
+  const local: number[] = [];
+  for (const s of stats) local.push(s.tokens, s.assignments, s.dropped, s.moved, ...s.load, ...s.routed);
+  const g = await sumAll(local);
+  let assignments = 0, dropped = 0, moved = 0, tokens = 0, maxLoad = 0;
+  const load: number[][] = [];
+  const per = 4 + 2 * E;
+  layers.forEach((m, i) => {
+    const o = i * per;
+    tokens += g[o]!; assignments += g[o + 1]!; dropped += g[o + 2]!; moved += g[o + 3]!;
+    const l = g.slice(o + 4, o + 4 + E), routed = g.slice(o + 4 + E, o + 4 + 2 * E);
+    load.push(l);
+    const mean = l.reduce((a, b) => a + b, 0) / E;
+    if (mean > 0) maxLoad = Math.max(maxLoad, Math.max(...l) / mean);
+    m.updateBias(routed);
+  });
+  // aux and z: per forward, summed over layers, averaged over micro-batches and ranks.
+  const fw = Math.max(1, stats[0]!.forwards);
+  const mean = async (x: number) => (world === 1 ? x : meanScalar(x));
+  const aux = await mean(stats.reduce((a, s) => a + s.auxLoss, 0) / fw);
+  const z = await mean(stats.reduce((a, s) => a + s.zLoss, 0) / fw);
+  const ent = (await mean(stats[0]!.entropySum)) * world;
+  return {
+    dropRate: assignments ? dropped / assignments : 0,
+    movedRate: assignments ? moved / assignments : 0,
+    maxLoad,
+    load,
+    auxLoss: aux,
+    zLoss: z,
+    // first MoE layer's router (tokens counts every layer's tokens)
+    entropy: tokens ? ent / (tokens / layers.length) : 0,
+  };
+}
