@@ -274,7 +274,7 @@ const BENCHES: BenchDef[] = [
     },
     tables: (rows: ZeroMemoryRow[]) => [{
       title: 'ZeRO memory per rank', peer: '-', about: 'gpt-small, 2 ranks x 1 thread; persistent state as accounted by the runtime, and rank 0 peak RSS',
-      rows: rows.map((r) => ({ case: `ZeRO-${r.zero}`, unit: 'MiB (peak RSS)', athanor: r.maxRssMB, peer: null, ratio: null, notes: `${r.layout.replace(/^.*per-rank state: /, '')}; ${r.tokensPerSec.toFixed(0)} tokens/s` })),
+      rows: rows.map((r) => ({ case: `ZeRO-${r.zero}`, unit: 'MiB (peak RSS)', athanor: r.maxRssMB, peer: null, ratio: null, notes: `${r.layout.replace(/^.*per-rank state(, allocated)?: /, '')}; ${r.tokensPerSec.toFixed(0)} tokens/s` })),
     }],
   },
   {

@@ -104,6 +104,11 @@ test('Athanor runtime memory model: ZeRO stages as data-parallel.ts allocates th
   assert.equal(mem('mb=4,dp=2,zero=1').optimizer, P); // 2 moments over 2 ranks
   assert.equal(mem('mb=4,dp=2,zero=1').commBuffers, P / 2); // the all-gather staging shard
   assert.equal(mem('mb=4,dp=2,zero=2').grads, P / 2 + P); // shard gradient + full gradients kept by the pool
+  // ZeRO-3: the shard (falls as 1/dp) plus a gathered block, a prefetched one and the outer
+  // unit (constant in dp); no full flat buffer beside them (that alone would be P).
+  const z3 = (dp: number) => mem(`mb=4,dp=${dp},zero=3`).weights;
+  assert.ok(Math.abs(z3(2) - z3(4) - P / 4) < 1, 'ZeRO-3 weights: the shard falls as 1/dp');
+  assert.ok(z3(4) - P / 4 < P, 'ZeRO-3 weights: beside the shard only gathered units, not the full parameters');
 });
 
 test('tp, pp, ZeRO and sp shrink memory the way the layout says', () => {

@@ -24,6 +24,7 @@ import { optimizerSegments, loadParams, loadOptimizer, type OptimizerMeta, type 
 import { sharedF32 } from '../runtime/comm-thread.js';
 import { WorkHandle, type AllReduceOptions, type CommBuffer, type ReduceOp, type Work } from '../runtime/communicator.js';
 import { evenCounts } from '../runtime/collectives.js';
+import { pool } from '../core/buffer-pool.js';
 import { Zero3 } from './zero3.js';
 
 /** Collectives over the data-parallel group on the communication thread (a ThreadComm sub-group implements it). */
@@ -48,6 +49,10 @@ export interface ReplicateOptions {
   rng?: Rng;
   /** Transport name for describe(). */
   transport?: string;
+  /** ZeRO-3 over a model built on the meta device: the seed of its per-parameter init streams (materialize.ts). */
+  seed?: number;
+  /** ZeRO-3: start the next unit's all-gather while the current one computes (default true; one more unit of memory). */
+  prefetch?: boolean;
 }
 
 /** The optimizer a parallel transform builds: AdamW over this rank's part plus a clipped, finite-checked step. */
@@ -162,7 +167,8 @@ export function segmentsFor(layout: FlatLayout, ranges: [number, number][]): Par
  */
 export class DataParallel {
   private readonly layout: FlatLayout;
-  private readonly flatParams: Float32Array;
+  /** The full flat parameters (ZeRO 0-2 only: ZeRO-3 ranks never hold them). */
+  private readonly flatParams: Float32Array | null = null;
   private flatGrads: Float32Array | null = null;
   private shardGrad: Float32Array | null = null;
   private staging: Float32Array[] = [];
@@ -172,6 +178,8 @@ export class DataParallel {
   private readonly shardOff: number[];
   private readonly zero3: Zero3 | null = null;
   private readonly gatherIn: Float32Array[] = [];
+  /** The optimizer buildOptimizer made (its state buffers count in memoryReport). */
+  private adamw: AdamW | null = null;
 
   constructor(readonly module: Module, readonly comm: GradComm, readonly rank: number, readonly world: number, readonly opts: ReplicateOptions) {
     let named = module.namedParameters();
@@ -191,8 +199,10 @@ export class DataParallel {
     this.layout = planBuckets(named, this.world, Math.max(1, Math.floor((opts.bucketMB * 1024 * 1024) / 4)), units);
     this.ranges = shardRanges(this.layout, this.rank);
     this.shardOff = shardOffsets(this.ranges);
-    this.flatParams = sharedF32(this.layout.total);
-    for (const [, p] of named) this.flatParams.set(p.data as Float32Array, this.layout.offsets.get(p)!);
+    if (this.stage < 3) {
+      this.flatParams = sharedF32(this.layout.total);
+      for (const [, p] of named) this.flatParams.set(p.data as Float32Array, this.layout.offsets.get(p)!);
+    }
     if (this.stage >= 2) {
       const n = this.ranges.reduce((s, [lo, hi]) => s + hi - lo, 0);
       this.shardGrad = sharedF32(n);
@@ -204,14 +214,17 @@ export class DataParallel {
     }
     for (const [, p] of named) {
       const off = this.layout.offsets.get(p)!;
-      p.box.data = this.flatParams.subarray(off, off + p.size);
+      if (this.flatParams) p.box.data = this.flatParams.subarray(off, off + p.size);
       if (this.flatGrads) {
         const g = fromStorage(this.flatGrads.subarray(off, off + p.size), p.shape, 'float32');
         g.kept = true;
         p.grad = g;
       }
     }
-    if (this.stage === 3) this.zero3 = new Zero3(this, opts.units ?? [], this.layout, this.flatParams, this.ranges, opts.rng);
+    if (this.stage === 3) {
+      this.zero3 = new Zero3(this, opts.units ?? [], this.layout, this.ranges, opts.rng, opts.seed);
+      this.zero3.prefetchOn = opts.prefetch ?? true;
+    }
   }
 
   get stage(): 0 | 1 | 2 | 3 {
@@ -226,18 +239,49 @@ export class DataParallel {
   describe(): string {
     const m = this.memoryReport();
     const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+    const f = m.formula;
+    const gathered = this.zero3 ? `, gather buffers ${mb(m.gathered + m.gatherPooled)} (bound: ${this.zero3?.prefetchOn ? '2 × largest unit (one computing, one prefetched)' : 'largest unit'} + outer unit = ${mb(m.unitBound)})` : '';
     return `data parallel: ${this.world} ranks, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s), ${this.opts.transport ?? 'socket'} transport (gradient thread: ${this.comm.backend ?? 'none'}); ` +
-      `per-rank state: weights ${mb(m.weights)}, grads ${mb(m.grads)}, AdamW ${mb(m.optimizer)} (total ${mb(m.weights + m.grads + m.optimizer)})`;
+      `per-rank state, allocated: weights ${mb(m.weights)}, grads ${mb(m.grads)}, AdamW ${mb(m.optimizer)}${this.adamw ? '' : ' (before the first step)'}${gathered}; ` +
+      `formula: weights ${mb(f.weights)}, grads ${mb(f.grads)}, AdamW ${mb(f.optimizer)} (total ${mb(f.weights + f.grads + f.optimizer)}); ` +
+      `process array buffers ${mb(m.arrayBuffers)}, tensor pool idle ${mb(m.bufferPool)}`;
   }
 
-  /** Bytes this rank keeps between steps, by kind (the ZeRO memory report). */
-  memoryReport(): { weights: number; grads: number; optimizer: number } {
+  /**
+   * Bytes this rank holds, measured from what is allocated (not derived): parameter
+   * storage (full flat buffer, or the ZeRO-3 shard), gradient buffers (flat grads, or
+   * the shard gradient plus the reduce-scatter staging pair), AdamW state buffers, the
+   * ZeRO-3 gather allocator's counters, the tensor pool's idle bytes and the process's
+   * array-buffer total. `formula` is the ZeRO paper's per-rank figure beside them.
+   */
+  memoryReport(): {
+    weights: number; grads: number; optimizer: number;
+    gathered: number; gatherPooled: number; peakGathered: number; gatherAllocated: number; unitBound: number;
+    bufferPool: number; arrayBuffers: number;
+    formula: { weights: number; grads: number; optimizer: number };
+  } {
     const own = this.ranges.reduce((s, [lo, hi]) => s + hi - lo, 0);
     const full = this.layout.total;
+    const z = this.zero3?.memory();
+    const u = this.zero3?.unitElements();
+    let optimizer = 0;
+    for (const sl of this.adamw?.slots() ?? []) for (const a of Object.values(sl.state)) optimizer += a.byteLength;
     return {
-      weights: 4 * (this.stage === 3 ? own : full),
-      grads: 4 * (this.stage >= 2 ? own : full),
-      optimizer: 8 * (this.stage >= 1 ? own : full),
+      weights: this.flatParams?.byteLength ?? z?.shard ?? 0,
+      grads: (this.flatGrads?.byteLength ?? 0) + (this.shardGrad?.byteLength ?? 0) + this.staging.reduce((s, b) => s + b.byteLength, 0),
+      optimizer,
+      gathered: z?.gathered ?? 0,
+      gatherPooled: z?.pooled ?? 0,
+      peakGathered: z?.peakGathered ?? 0,
+      gatherAllocated: z?.allocated ?? 0,
+      unitBound: u ? 4 * ((this.zero3!.prefetchOn ? 2 : 1) * u.largest + u.outer) : 0,
+      bufferPool: pool.stats().pooledBytes,
+      arrayBuffers: process.memoryUsage().arrayBuffers,
+      formula: {
+        weights: 4 * (this.stage === 3 ? own : full),
+        grads: 4 * (this.stage >= 2 ? own : full),
+        optimizer: 8 * (this.stage >= 1 ? own : full),
+      },
     };
   }
 
@@ -311,7 +355,7 @@ export class DataParallel {
     if (this.stage === 0) {
       // The norm is summed over the same shards as ZeRO's, so every stage clips identically.
       const params = named.map(([, p]) => p);
-      const adamw = o.makeAdamW(params);
+      const adamw = (this.adamw = o.makeAdamW(params));
       return this.optimizerFor(adamw, () => normSum(gradSumSquares(segs.filter(counted))), async () => undefined);
     }
     if (this.stage >= 2) {
@@ -329,7 +373,7 @@ export class DataParallel {
       }
     }
     const zero3 = this.zero3;
-    const adamw = o.makeAdamW(segs, zero3 ? (ps) => zero3.shardSegments(ps as ParamSegment[]) : undefined);
+    const adamw = this.adamw = o.makeAdamW(segs, zero3 ? (ps) => zero3.shardSegments(ps as ParamSegment[]) : undefined);
     const sumSq = () => gradSumSquares(segs.filter(counted).map((s) => ({ param: s.param, start: s.start, end: s.end, grad: s.grad })));
     return this.optimizerFor(adamw, () => normSum(sumSq()), () => this.gatherParams());
   }
@@ -361,15 +405,16 @@ export class DataParallel {
 
   /** ZeRO-1/2: every rank updated its slices; all-gather them into everyone's parameters. */
   private async gatherParams(): Promise<void> {
-    if (this.zero3) return;
+    const flat = this.flatParams;
+    if (this.zero3 || !flat) return;
     const works: Promise<void>[] = [];
     this.layout.buckets.forEach((b, i) => {
       const [lo, hi] = this.ranges[i]!;
       // The gather's input must not alias its output, so each rank's slice goes through a
       // (reused) shared staging buffer.
       const mine = (this.gatherIn[i] ??= sharedF32(hi - lo));
-      mine.set(this.flatParams.subarray(lo, hi));
-      works.push(this.comm.allGatherV(mine, this.flatParams.subarray(b.lo, b.hi), b.counts).wait());
+      mine.set(flat.subarray(lo, hi));
+      works.push(this.comm.allGatherV(mine, flat.subarray(b.lo, b.hi), b.counts).wait());
     });
     await Promise.all(works);
   }

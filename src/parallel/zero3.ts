@@ -11,13 +11,15 @@
 import type { Tensor } from '../core/tensor.js';
 import { fromStorage } from '../core/tensor.js';
 import type { Rng } from '../core/rng.js';
-import { wrapMethod, type Module } from '../nn/module.js';
+import { wrapMethod, initSpecs, type Module } from '../nn/module.js';
 import { checkpoint } from '../autograd/checkpoint.js';
 import type { AdamW, ParamSegment } from '../optim/index.js';
 import type { Segment } from '../io/checkpoint.js';
 import type { RangeSource } from '../optim/state-segments.js';
 import { shardOffsets, type Bucket, type FlatLayout, type GradComm } from './data-parallel.js';
+import type { Work } from '../runtime/communicator.js';
 import { sharedF32 } from '../runtime/comm-thread.js';
+import { fillInit } from '../nn/materialize.js';
 
 interface Host {
   readonly comm: GradComm;
@@ -34,23 +36,43 @@ export class Zero3 {
   /** Slot name → element offset of the shard slot inside its parameter. */
   private readonly slotStart = new Map<string, number>();
   private readonly outer: Bucket | null;
+  /** The gather allocator's own counters, in bytes: buffers lent to gathered units now,
+   *  idle in the spare pool, the most ever lent at once, and all ever allocated. */
+  private readonly bytes = { gathered: 0, pooled: 0, peakGathered: 0, allocated: 0 };
 
-  constructor(private readonly host: Host, units: Module[], private readonly layout: FlatLayout, full: Float32Array, private readonly ranges: [number, number][], rng?: Rng) {
+  constructor(private readonly host: Host, units: Module[], private readonly layout: FlatLayout, private readonly ranges: [number, number][], rng?: Rng, seed?: number) {
     this.shardOff = shardOffsets(ranges);
     this.shard = sharedF32(ranges.reduce((s, [lo, hi]) => s + hi - lo, 0));
-    ranges.forEach(([lo, hi], i) => this.shard.set(full.subarray(lo, hi), this.shardOff[i]!));
-    for (const [, p] of layout.named) p.box.data = null; // full parameters exist only while gathered
+    this.materializeShard(seed);
+    for (const [, p] of layout.named) {
+      // Full parameters exist only while gathered; from here on they are ordinary (non-meta) tensors without storage.
+      p.box.meta = false;
+      p.box.data = null;
+    }
     const inUnit = new Set(units.flatMap((u) => u.parameters()));
     const outerParam = layout.named.find(([, p]) => !inUnit.has(p))?.[1];
     this.outer = outerParam ? layout.bucketOf.get(outerParam)! : null;
+    const order: Bucket[] = [];
+    for (const u of units) {
+      const params = u.parameters();
+      if (params.length) order.push(layout.bucketOf.get(params[0]!)!);
+    }
+    let k = 0;
     for (const u of units) {
       const params = u.parameters();
       if (!params.length) continue;
-      const b = layout.bucketOf.get(params[0]!)!;
-      wrapMethod(u as Module & { forward: (x: Tensor, ...rest: unknown[]) => Tensor }, 'forward', (next) => (x: Tensor, ...rest: unknown[]) => {
+      const b = order[k]!, next = order[k + 1], prev = order[k - 1];
+      k++;
+      wrapMethod(u as Module & { forward: (x: Tensor, ...rest: unknown[]) => Tensor }, 'forward', (nextFn) => (x: Tensor, ...rest: unknown[]) => {
         this.gather(b);
-        const out = checkpoint((xs) => next(xs[0]!, ...rest), [x], params, rng, {
-          before: () => this.gather(b),
+        // The next unit's gather runs on the communication thread while this one computes.
+        if (this.prefetchOn && next) this.prefetch(next);
+        const out = checkpoint((xs) => nextFn(xs[0]!, ...rest), [x], params, rng, {
+          before: () => {
+            this.gather(b);
+            // Backward visits the units in reverse: prefetch the one before.
+            if (this.prefetchOn && prev) this.prefetch(prev);
+          },
           // Gradients accumulate in full-size buffers over micro-steps (as ZeRO-2 does) and are
           // reduce-scattered once, after the last one: a reduce-scatter overwrites its output.
           after: () => { if (this.lastMicro) this.host.launch(b); this.release(b); },
@@ -61,16 +83,96 @@ export class Zero3 {
     }
   }
 
-  /** All-gathers a unit's parameters into a (reused) shared buffer and points the tensors at it. */
+  /**
+   * Fills this rank's shard. A parameter still on the meta device is drawn from its own
+   * init stream (materialize.ts) at exactly the elements this rank owns, so the rank never
+   * allocates the full parameter and any dp starts from the single-process values; a
+   * parameter that already has storage (a model built eagerly) is copied.
+   */
+  private materializeShard(seed: number | undefined): void {
+    this.layout.buckets.forEach((b, i) => {
+      const [lo, hi] = this.ranges[i]!;
+      for (const p of b.params) {
+        const base = this.layout.offsets.get(p)!;
+        const a = Math.max(lo, base), c = Math.min(hi, base + p.size);
+        if (a >= c) continue;
+        const o = this.shardOff[i]! + (a - lo);
+        const dst = this.shard.subarray(o, o + (c - a));
+        if (p.box.meta) {
+          const init = initSpecs.get(p);
+          if (!init) throw new Error(`ZeRO-3: parameter '${p.name}' is on the meta device without a recorded initializer`);
+          if (seed === undefined) throw new Error(`ZeRO-3: parameter '${p.name}' is on the meta device; fully-shard needs the model's init seed to materialize it`);
+          fillInit(dst, init, seed, p.name!, [{ start: a - base, length: c - a }]);
+        } else {
+          dst.set((p.data as Float32Array).subarray(p.offset + (a - base), p.offset + (c - base)));
+        }
+      }
+    });
+  }
+
+  /** Whether gathers of the next unit are started ahead (ZeRO-3 `prefetch`; costs one more unit of memory). */
+  prefetchOn = true;
+  /** Gathers started ahead: the buffer and the request still in flight on the communication thread. */
+  private readonly inflight = new Map<Bucket, { buf: Float32Array; req: Work }>();
+
+  /** Starts a unit's all-gather without waiting for it. */
+  prefetch(b: Bucket): void {
+    if (this.gathered.has(b) || this.inflight.has(b)) return;
+    const buf = this.take(b.hi - b.lo);
+    const [lo, hi] = this.ranges[b.index]!;
+    const mine = this.shard.subarray(this.shardOff[b.index]!, this.shardOff[b.index]! + (hi - lo));
+    this.inflight.set(b, { buf, req: this.host.comm.allGatherV(mine, buf, b.counts) });
+  }
+
+  /** Waits for every prefetched gather nobody used (an evaluation ends early) and returns its buffer. */
+  drainPrefetch(): void {
+    for (const [b, { buf, req }] of this.inflight) {
+      this.host.comm.waitSync(req);
+      this.inflight.delete(b);
+      this.giveBack(buf);
+    }
+  }
+
+  /** A gather buffer of n elements from the spare pool, or a new one (counted). */
+  private take(n: number): Float32Array {
+    let buf = this.spare.get(n)?.pop();
+    if (buf) this.bytes.pooled -= buf.byteLength;
+    else { buf = sharedF32(n); this.bytes.allocated += buf.byteLength; }
+    this.bytes.gathered += buf.byteLength;
+    this.bytes.peakGathered = Math.max(this.bytes.peakGathered, this.bytes.gathered);
+    return buf;
+  }
+
+  private giveBack(buf: Float32Array): void {
+    this.bytes.gathered -= buf.byteLength;
+    // As many idle buffers per unit size as gathers can overlap (one, or two with prefetch)
+    // are kept for the next gathers; any other is left to the GC.
+    const list = this.spare.get(buf.length) ?? [];
+    if (list.length < (this.prefetchOn ? 2 : 1)) { list.push(buf); this.bytes.pooled += buf.byteLength; }
+    this.spare.set(buf.length, list);
+  }
+
+  /** All-gathers a unit's parameters (or takes its prefetched gather) into a shared buffer and points the tensors at it. */
   gather(b: Bucket): void {
     if (this.gathered.has(b)) return;
+    const ahead = this.inflight.get(b);
+    if (ahead) {
+      this.inflight.delete(b);
+      this.host.comm.waitSync(ahead.req);
+      this.bind(b, ahead.buf);
+      return;
+    }
     const n = b.hi - b.lo;
-    const buf = this.spare.get(n)?.pop() ?? sharedF32(n);
+    const buf = this.take(n);
     const i = b.index;
     const [lo, hi] = this.ranges[i]!;
     const mine = this.shard.subarray(this.shardOff[i]!, this.shardOff[i]! + (hi - lo));
     const req = this.host.comm.allGatherV(mine, buf, b.counts);
     this.host.comm.waitSync(req);
+    this.bind(b, buf);
+  }
+
+  private bind(b: Bucket, buf: Float32Array): void {
     for (const p of b.params) {
       const off = this.layout.offsets.get(p)! - b.lo;
       p.box.data = buf.subarray(off, off + p.size);
@@ -83,9 +185,18 @@ export class Zero3 {
     if (!buf) return;
     this.gathered.delete(b);
     for (const p of b.params) p.box.data = null;
-    const list = this.spare.get(buf.length) ?? [];
-    if (list.length < 2) list.push(buf);
-    this.spare.set(buf.length, list);
+    this.giveBack(buf);
+  }
+
+  /** Measured bytes: the parameter shard and the gather allocator's counters. */
+  memory(): { shard: number; gathered: number; pooled: number; peakGathered: number; allocated: number } {
+    return { shard: this.shard.byteLength, ...this.bytes };
+  }
+
+  /** Elements of the largest unit and of the outer unit (what one gather may add beside the shard; a prefetch adds one more unit). */
+  unitElements(): { largest: number; outer: number } {
+    const inner = this.layout.buckets.filter((b) => b !== this.outer).map((b) => b.hi - b.lo);
+    return { largest: Math.max(0, ...inner), outer: this.outer ? this.outer.hi - this.outer.lo : 0 };
   }
 
   private lastMicro = true;
@@ -96,6 +207,7 @@ export class Zero3 {
   }
 
   afterBackward(): void {
+    this.drainPrefetch();
     if (this.outer) this.release(this.outer);
   }
 

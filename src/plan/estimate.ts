@@ -151,6 +151,10 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     let weights: number, grads: number, optimizer: number, commBuffers = 0;
     // The largest unit ZeRO-3 gathers at once (a block, or the embeddings + head).
     const unitParams = Math.max(...[-1, ...Array.from({ length: L }, (_, i) => i), L].map((b) => tr.params.filter((p) => p.block === b || (b === -1 && p.block === L)).reduce((a, p) => a + p.numel, 0))) / tp;
+    // Athanor's ZeRO-3 units: each block, and the outer unit (embeddings, final norm, head).
+    const unitOf = (b: number) => tr.params.filter((p) => p.block === b || (b === -1 && p.block === L)).reduce((a, p) => a + p.numel, 0) / tp;
+    const blockParams = Math.max(0, ...Array.from({ length: L }, (_, i) => unitOf(i)));
+    const outerParams = unitOf(-1);
     const bucket = Math.min(25 * 2 ** 20, P * gB);
     if (o.allocator === 'athanor-pool') {
       // Athanor's data-parallel runtime (src/parallel/data-parallel.ts, zero3.ts), as it allocates:
@@ -158,8 +162,9 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
       // ZeRO-1/2 all-gather updated slices through a shard-sized staging buffer; ZeRO-2/3
       // copy finished buckets into two staging buffers and reduce-scatter into a shard
       // gradient, while the full-size gradients return to the buffer pool (which keeps them);
-      // ZeRO-3 keeps the full flat parameter buffer besides its shard and the gathered unit.
-      weights = P * wB + (l.zero >= 3 && dp > 1 ? own * wB + 2 * unitParams * wB : 0);
+      // ZeRO-3 holds only its shard (materialized from per-parameter streams) and the
+      // gathered unit plus the prefetched next one: no full flat parameter buffer.
+      weights = l.zero >= 3 && dp > 1 ? own * wB + (2 * blockParams + outerParams) * wB : P * wB;
       grads = l.zero >= 2 && dp > 1 ? own * gB + (l.zero >= 3 ? unitParams : P) * gB : P * gB;
       optimizer = (l.zero >= 1 && dp > 1 ? own : P) * oB;
       if (dp > 1 && (l.zero === 1 || l.zero === 2)) commBuffers += own * wB;

@@ -120,10 +120,12 @@ export class DistributedLayer implements ParallelLayer {
       const byName = new Map(model.namedParameters());
       this.shardedParams = new Set([...built.shards.keys()].map((n) => byName.get(n)!));
     } else {
-      model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute });
+      // ZeRO-3 builds the model on the meta device: each rank then materializes only its shards.
+      model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute, deferInit: cfg.parallel.zero === 3 });
     }
     this.dp = applyDataParallel(model, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
       zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend, // DataParallel names its gradient thread's backend itself
+      seed: cfg.train.seed,
     });
     return model;
   }

@@ -322,6 +322,9 @@ async function main(): Promise<void> {
     }
     console.log(`RESULT ${JSON.stringify({ rank: r, coords: mesh.coords, groups: got, backend: via.backend })}`);
     if (via !== pg) await via.destroy();
+  } else if (mode === 'zero3-memory') {
+    const { zero3Memory } = await import('./zero3-memory.js');
+    console.log(`RESULT ${JSON.stringify(await zero3Memory(pg))}`);
   } else if (mode === 'launch-ok') {
     const b = new Int32Array([r]);
     await pg.allReduce(b);

@@ -18,6 +18,10 @@ export interface GptDataParallelOptions {
   bucketMB: number;
   deterministic: boolean;
   transport?: string;
+  /** ZeRO-3 over a GPT built on the meta device (deferInit): its init seed, so each rank materializes only its shard. */
+  seed?: number;
+  /** ZeRO-3: prefetch the next block's gather (default true). */
+  prefetch?: boolean;
 }
 
 /** Data parallelism over the data-parallel group: replicate (ZeRO 0-2) or fully-shard (ZeRO-3, one unit per block). */
@@ -25,7 +29,7 @@ export function applyDataParallel(model: GPT, comm: GradComm, rank: number, worl
   if (o.zero === 3) {
     // ZeRO-3 recomputes every block in backward already; a second recomputation would only cost time.
     model.recompute = false;
-    return fullyShard(model, comm, rank, world, { bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, units: model.h, rng: model.rng });
+    return fullyShard(model, comm, rank, world, { bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, units: model.h, rng: model.rng, seed: o.seed, prefetch: o.prefetch });
   }
   return replicate(model, comm, rank, world, { zero: o.zero, bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport });
 }
