@@ -90,24 +90,16 @@ export class Zero3 {
    * parameter that already has storage (a model built eagerly) is copied.
    */
   private materializeShard(seed: number | undefined): void {
-    this.layout.buckets.forEach((b, i) => {
-      const [lo, hi] = this.ranges[i]!;
-      for (const p of b.params) {
-        const base = this.layout.offsets.get(p)!;
-        const a = Math.max(lo, base), c = Math.min(hi, base + p.size);
-        if (a >= c) continue;
-        const o = this.shardOff[i]! + (a - lo);
-        const dst = this.shard.subarray(o, o + (c - a));
-        if (p.box.meta) {
-          const init = initSpecs.get(p);
-          if (!init) throw new Error(`ZeRO-3: parameter '${p.name}' is on the meta device without a recorded initializer`);
-          if (seed === undefined) throw new Error(`ZeRO-3: parameter '${p.name}' is on the meta device; fully-shard needs the model's init seed to materialize it`);
-          fillInit(dst, init, seed, p.name!, [{ start: a - base, length: c - a }]);
-        } else {
-          dst.set((p.data as Float32Array).subarray(p.offset + (a - base), p.offset + (c - base)));
-        }
+    for (const { p, start, data: dst } of this.ownedSlices()) {
+      if (p.box.meta) {
+        const init = initSpecs.get(p);
+        if (!init) throw new Error(`ZeRO-3: parameter '${p.name}' is on the meta device without a recorded initializer`);
+        if (seed === undefined) throw new Error(`ZeRO-3: parameter '${p.name}' is on the meta device; fully-shard needs the model's init seed to materialize it`);
+        fillInit(dst, init, seed, p.name!, [{ start, length: dst.length }]);
+      } else {
+        dst.set((p.data as Float32Array).subarray(p.offset + start, p.offset + start + dst.length));
       }
-    });
+    }
   }
 
   /** Whether gathers of the next unit are started ahead (ZeRO-3 `prefetch`; costs one more unit of memory). */
