@@ -315,11 +315,7 @@ export class DataParallel {
       b.work = this.comm.allReduce(this.flatGrads!.subarray(b.lo, b.hi), { op: 'avg', deterministic: this.opts.deterministic }).wait();
       return;
     }
-    const slot = this.stagingNext;
-    this.stagingNext = 1 - slot;
-    const prior = this.stagingReq[slot];
-    if (prior) this.comm.waitSync(prior);
-    const st = this.staging[slot]!.subarray(0, b.hi - b.lo);
+    const { slot, buf: st } = this.stagingFor(b);
     for (const p of b.params) {
       const off = this.layout.offsets.get(p)! - b.lo;
       if (p.grad) {
@@ -330,6 +326,24 @@ export class DataParallel {
         st.fill(0, off, off + p.size);
       }
     }
+    this.reduceStaged(b, slot, st);
+  }
+
+  /**
+   * ZeRO-2/3: the next of the two reduce-scatter staging buffers, cut to bucket b's size,
+   * once the reduce-scatter that last read it finished. ZeRO-3 points a unit's gradients
+   * straight at it before the unit's backward (zero3.ts), so they are never allocated in full.
+   */
+  stagingFor(b: Bucket): { slot: number; buf: Float32Array } {
+    const slot = this.stagingNext;
+    this.stagingNext = 1 - slot;
+    const prior = this.stagingReq[slot];
+    if (prior) { this.comm.waitSync(prior); this.stagingReq[slot] = null; }
+    return { slot, buf: this.staging[slot]!.subarray(0, b.hi - b.lo) };
+  }
+
+  /** Reduce-scatters bucket b's gradients (filled into staging buffer `slot`) into this rank's shard gradient. */
+  reduceStaged(b: Bucket, slot: number, st: Float32Array): void {
     const [lo, hi] = this.ranges[b.index]!;
     const off = this.shardOff[b.index]!;
     const out = this.shardGrad!.subarray(off, off + (hi - lo));
