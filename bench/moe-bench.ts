@@ -108,33 +108,39 @@ async function a2aWorker(): Promise<void> {
   const sizes = (process.env.BENCH_SIZES ?? '').split(',').map(Number);
   const reps = Number(process.env.BENCH_REPS ?? 5);
   const P = pg.size;
-  const out: Record<string, Record<number, number>> = { flat: {}, hierarchical: {} };
+  const out: Record<string, Record<number, number>> = { flat: {}, hierarchical: {}, hierarchicalKnown: {} };
+  const nodeSize = pg.localWorldSize, myNode = Math.floor(pg.rank / nodeSize);
   for (const bytes of sizes) {
     const n = bytes / 4;
-    const input = new Float32Array(P * n), a = new Float32Array(P * n), h = new Float32Array(P * n);
+    const input = new Float32Array(P * n), a = new Float32Array(P * n), h = new Float32Array(P * n), hk = new Float32Array(P * n);
     for (let i = 0; i < input.length; i++) input[i] = (i * 7 + pg.rank) % 13;
     const counts = new Array<number>(P).fill(n);
-    const algos = {
-      flat: () => pg.allToAllV(input, counts, a, counts).wait(),
-      hierarchical: () => hierarchicalAllToAllV(pg, (r) => pg.newGroup(r), input, counts, h, pg.localWorldSize),
-    };
-    // sub-groups are created once per rank list, so build them before timing
+    // sub-groups are created once per rank list (every member in the same order), before timing
     const groups = new Map<string, ReturnType<typeof pg.newGroup>>();
     const sub = (r: number[]) => { const k = r.join(','); let g = groups.get(k); if (!g) { g = pg.newGroup(r); groups.set(k, g); } return g; };
-    algos.hierarchical = () => hierarchicalAllToAllV(pg, sub, input, counts, h, pg.localWorldSize);
-    await algos.flat(); await algos.hierarchical();
-    const ts: Record<string, number[]> = { flat: [], hierarchical: [] };
+    sub(Array.from({ length: nodeSize }, (_, l) => myNode * nodeSize + l));
+    sub(Array.from({ length: P / nodeSize }, (_, m) => m * nodeSize + (pg.rank % nodeSize)));
+    // What expert parallelism has after its count exchange: the node members' send counts.
+    const nodeSendCounts = new Int32Array(nodeSize * P).fill(n);
+    const algos = {
+      flat: () => pg.allToAllV(input, counts, a, counts).wait(),
+      hierarchical: () => hierarchicalAllToAllV(pg, sub, input, counts, h, counts, { nodeSize }),
+      hierarchicalKnown: () => hierarchicalAllToAllV(pg, sub, input, counts, hk, counts, { nodeSize, nodeSendCounts }),
+    };
+    type Algo = keyof typeof algos;
+    const names: Algo[] = ['flat', 'hierarchical', 'hierarchicalKnown'];
+    for (const name of names) await algos[name]();
+    const ts: Record<string, number[]> = { flat: [], hierarchical: [], hierarchicalKnown: [] };
     for (let k = 0; k < reps; k++) {
-      for (const name of (k % 2 ? ['hierarchical', 'flat'] : ['flat', 'hierarchical']) as ('flat' | 'hierarchical')[]) {
+      for (const name of (k % 2 ? [...names].reverse() : names)) {
         await pg.barrier().wait();
         const t0 = performance.now();
         await algos[name]();
         ts[name]!.push((performance.now() - t0) / 1000);
       }
     }
-    for (let i = 0; i < a.length; i++) if (a[i] !== h[i]) throw new Error(`rank ${pg.rank}: hierarchical all-to-all differs from flat at ${i}`);
-    out.flat![bytes] = median(ts.flat!);
-    out.hierarchical![bytes] = median(ts.hierarchical!);
+    for (let i = 0; i < a.length; i++) if (a[i] !== h[i] || a[i] !== hk[i]) throw new Error(`rank ${pg.rank}: hierarchical all-to-all differs from flat at ${i}`);
+    for (const name of names) out[name]![bytes] = median(ts[name]!);
   }
   if (pg.rank === 0) process.stdout.write(`BENCH ${JSON.stringify(out)}\n`);
   await pg.destroy();
@@ -184,7 +190,10 @@ export async function benchA2a(quick: boolean): Promise<{ rows: Record<string, n
   } else notes.push('MPI_Alltoallv skipped: mpicc not installed');
   // algbw: bytes each rank sends to others per second
   const bw = (bytes: number, t: number | undefined) => (t ? ((P - 1) * bytes) / t / 1e6 : null);
-  const rows = sizes.map((b) => ({ bytesPerPair: b, flatMBs: bw(b, ours.flat![b]), hierarchicalMBs: bw(b, ours.hierarchical![b]), mpiMBs: mpi ? bw(b, mpi[b]) : null }));
+  const rows = sizes.map((b) => ({
+    bytesPerPair: b, flatMBs: bw(b, ours.flat![b]), hierarchicalMBs: bw(b, ours.hierarchical![b]), hierarchicalKnownCountsMBs: bw(b, ours.hierarchicalKnown![b]), mpiMBs: mpi ? bw(b, mpi[b]) : null,
+  }));
+  notes.push('hierarchical: 2 nodes × 2 ranks (127.0.0.2 / 127.0.0.3); "known counts" = the node members\' send counts already known, as in expert parallelism after its count exchange');
   return { rows, notes };
 }
 

@@ -2,7 +2,7 @@
 // done, because tokens are exchanged inside forward and backward (synchronous code). They run
 // on the runtime's communication thread (sockets, or MPI under mpirun) and are waited for with
 // waitSync. Buffers live in reused, grow-only SharedArrayBuffers so the thread uses them in place.
-import type { ReduceOp } from '../runtime/communicator.js';
+import type { CommBuffer, ReduceOp } from '../runtime/communicator.js';
 import type { ProcessGroup } from '../runtime/init.js';
 import { CommThread, type ThreadComm } from '../runtime/comm-thread.js';
 import { hierarchicalAllToAllVSync } from './expert-parallel-a2a.js';
@@ -15,7 +15,13 @@ export interface EpComm {
   /** Ranks per node (consecutive global ranks share a node), for the hierarchical all-to-all. */
   readonly localWorldSize: number;
   shared(slot: string, n: number, kind?: 'f32' | 'i32'): Float32Array | Int32Array;
-  allToAllV(ranks: number[], input: Float32Array | Int32Array, sendCounts: number[], output: Float32Array | Int32Array, recvCounts: number[], algo?: A2aAlgorithm, nodeSize?: number): void;
+  /**
+   * `nodeSendCounts` (hierarchical only): the send counts of every member of this rank's
+   * node, nodeSize rows of P, when the caller knows them (saves a step inside the node).
+   */
+  allToAllV(ranks: number[], input: Float32Array | Int32Array, sendCounts: number[], output: Float32Array | Int32Array, recvCounts: number[], algo?: A2aAlgorithm, nodeSize?: number, nodeSendCounts?: Int32Array): void;
+  /** output (ranks.length × input.length) = every member's input, in ranks order. */
+  allGather(ranks: number[], input: Int32Array, output: Int32Array): void;
   allReduce(ranks: number[], buf: Float32Array, reduce?: ReduceOp): void;
   close(): Promise<void>;
 }
@@ -55,13 +61,20 @@ export class ThreadEpComm implements EpComm {
     return this.pool.get(slot, n, kind);
   }
 
-  allToAllV(ranks: number[], input: Float32Array | Int32Array, sendCounts: number[], output: Float32Array | Int32Array, recvCounts: number[], algo: A2aAlgorithm = 'flat', nodeSize = this.localWorldSize): void {
+  allToAllV(ranks: number[], input: Float32Array | Int32Array, sendCounts: number[], output: Float32Array | Int32Array, recvCounts: number[], algo: A2aAlgorithm = 'flat', nodeSize = this.localWorldSize, nodeSendCounts?: Int32Array): void {
     const g = this.group(ranks);
-    if (algo === 'hierarchical' && nodeSize > 1 && nodeSize < g.size) {
-      hierarchicalAllToAllVSync(g, (r) => this.group(r), input, sendCounts, output, nodeSize, (w) => g.waitSync(w));
+    if (algo === 'hierarchical' && nodeSize > 1 && nodeSize < g.size && g.size % nodeSize === 0) {
+      // Scratch in the shared pool: the communication thread uses it in place (no staging copies).
+      const alloc = (slot: string, n: number, like: CommBuffer) => this.pool.get(slot, n, like instanceof Int32Array ? 'i32' : 'f32');
+      hierarchicalAllToAllVSync(g, (r) => this.group(r), input, sendCounts, output, recvCounts, { nodeSize, ...(nodeSendCounts ? { nodeSendCounts } : {}), alloc }, (w) => g.waitSync(w));
     } else {
       g.waitSync(g.allToAllV(input, sendCounts, output, recvCounts));
     }
+  }
+
+  allGather(ranks: number[], input: Int32Array, output: Int32Array): void {
+    const g = this.group(ranks);
+    g.waitSync(g.allGather(input, output));
   }
 
   allReduce(ranks: number[], buf: Float32Array, reduce: ReduceOp = 'sum'): void {

@@ -107,8 +107,19 @@ export class ExpertParallel {
     const sendCnt = comm.shared('cnt-send', P * El, 'i32') as Int32Array;
     const recvCnt = comm.shared('cnt-recv', P * El, 'i32') as Int32Array;
     sendCnt.set(counts);
-    const each = new Array<number>(P).fill(El);
-    comm.allToAllV(ranks, sendCnt, each, recvCnt, each);
+    const nodeSize = this.o.nodeSize ?? comm.localWorldSize;
+    let nodeRows: { there: Int32Array; back: Int32Array } | undefined;
+    if (this.o.a2a === 'hierarchical' && nodeSize > 1 && nodeSize < P && P % nodeSize === 0) {
+      // The hierarchical exchange needs the send counts of the node's members; gather the
+      // whole count matrix once here instead of inside each of the four exchanges.
+      const mat = comm.shared('cnt-all', P * P * El, 'i32') as Int32Array;
+      comm.allGather(ranks, sendCnt, mat);
+      for (let p = 0; p < P; p++) for (let e = 0; e < El; e++) recvCnt[p * El + e] = mat[p * P * El + this.epRank * El + e]!;
+      nodeRows = nodeRowCounts(mat, P, El, C, nodeSize, Math.floor(this.epRank / nodeSize));
+    } else {
+      const each = new Array<number>(P).fill(El);
+      comm.allToAllV(ranks, sendCnt, each, recvCnt, each);
+    }
     const sendRows: number[] = [], recvRows: number[] = [];
     for (let p = 0; p < P; p++) {
       let s = 0, r = 0;
@@ -131,22 +142,22 @@ export class ExpertParallel {
         localCounts[e]! += n;
       }
     }
-    const there = this.exchange(ranks, sendRows, recvRows, C, 'x');
-    const back = this.exchange(ranks, recvRows, sendRows, C, 'y');
+    const there = this.exchange(ranks, sendRows, recvRows, C, 'x', nodeRows?.there, nodeRows?.back);
+    const back = this.exchange(ranks, recvRows, sendRows, C, 'y', nodeRows?.back, nodeRows?.there);
     const xr = allToAllV(xp, there);
     const yl = local(moeDispatch(xr, order), localCounts);
     return allToAllV(moeDispatch(yl, inverse), back);
   }
 
   /** An exchange of rows (send rows per rank → receive rows per rank) and its adjoint. */
-  private exchange(ranks: number[], send: number[], recv: number[], C: number, tag: string): RowExchange {
+  private exchange(ranks: number[], send: number[], recv: number[], C: number, tag: string, nodeFwd?: Int32Array, nodeBwd?: Int32Array): RowExchange {
     const comm = this.o.comm, algo = this.o.a2a, nodeSize = this.o.nodeSize ?? comm.localWorldSize;
-    const go = (x: Tensor, s: number[], r: number[], slot: string): Tensor => {
+    const go = (x: Tensor, s: number[], r: number[], slot: string, nodeRows?: Int32Array): Tensor => {
       const t0 = performance.now();
       const nIn = s.reduce((a, b) => a + b, 0) * C, nOut = r.reduce((a, b) => a + b, 0) * C;
       const inp = comm.shared(`${slot}-in`, nIn) as Float32Array, out = comm.shared(`${slot}-out`, nOut) as Float32Array;
       inp.set((x.data as Float32Array).subarray(x.offset, x.offset + nIn));
-      comm.allToAllV(ranks, inp, s.map((v) => v * C), out, r.map((v) => v * C), algo, nodeSize);
+      comm.allToAllV(ranks, inp, s.map((v) => v * C), out, r.map((v) => v * C), algo, nodeSize, nodeRows);
       const y = empty([nOut / C, C], 'float32');
       (y.data as Float32Array).set(out);
       this.stats.calls++;
@@ -156,8 +167,24 @@ export class ExpertParallel {
     };
     return {
       group: `ep[${ranks.join(',')}]`,
-      forward: (x) => go(x, send, recv, `${tag}f`),
-      backward: (g) => go(g, recv, send, `${tag}b`),
+      forward: (x) => go(x, send, recv, `${tag}f`, nodeFwd),
+      backward: (g) => go(g, recv, send, `${tag}b`, nodeBwd),
     };
   }
+}
+
+/**
+ * From the ep group's count matrix mat[src][dst·El + e] (rows per source rank, destination
+ * rank and local expert): the element counts that the members of node `node` send to every
+ * rank, for the dispatch direction (there: rows src → dst) and the combine direction (back:
+ * the transpose), as nodeSize rows of P (what the hierarchical all-to-all needs).
+ */
+function nodeRowCounts(mat: Int32Array, P: number, El: number, C: number, nodeSize: number, node: number): { there: Int32Array; back: Int32Array } {
+  const rows = (s: number, d: number) => { let n = 0; for (let e = 0; e < El; e++) n += mat[s * P * El + d * El + e]!; return n; };
+  const there = new Int32Array(nodeSize * P), back = new Int32Array(nodeSize * P);
+  for (let l = 0; l < nodeSize; l++) {
+    const me = node * nodeSize + l;
+    for (let d = 0; d < P; d++) { there[l * P + d] = rows(me, d) * C; back[l * P + d] = rows(d, me) * C; }
+  }
+  return { there, back };
 }
