@@ -274,7 +274,8 @@ export function moeDispatchMeta(x: Tensor, rows: number): Tensor {
 
 /**
  * groupedMatmul: one GEMM per expert over its block of rows. FLOPs are the sum; `dims`
- * is the GEMM of the largest block (m = its rows), the shape the planner prices at.
+ * is the mean block's GEMM (m = S / G rows, fractional when experts outnumber rows), the
+ * shape the planner prices at (under expert parallelism it scales m by ep).
  */
 export function groupedMatmulMeta(x: Tensor, w: Tensor, bias: Tensor | null, counts: Int32Array): Tensor {
   const [S, Cin] = x.shape as [number, number];
@@ -283,7 +284,7 @@ export function groupedMatmulMeta(x: Tensor, w: Tensor, bias: Tensor | null, cou
   const total = counts.reduce((a, c) => a + c, 0);
   if (total !== S) throw new Error(`groupedMatmul (meta): group counts sum to ${total} but x has ${S} rows`);
   const out = alloc([S, Cout], x.dtype);
-  return emit('groupedMatmul', 'gemm', 2 * S * Cout * Cin, {}, bias ? [x, w, bias] : [x, w], out, [], [Math.max(1, ...counts), Cout, Cin]);
+  return emit('groupedMatmul', 'gemm', 2 * S * Cout * Cin, {}, bias ? [x, w, bias] : [x, w], out, [], [S / G, Cout, Cin]);
 }
 
 /** moeCombine: each token's K expert rows weighted by its gates → (N, C). */

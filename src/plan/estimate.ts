@@ -304,7 +304,8 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
       // Under tp a column-parallel GEMM has n/tp outputs, a row-parallel one k/tp inputs.
       const rules = op.params.map(tpRule);
       // Under ep a rank's E/ep experts take the rows of all ep ranks: ep× taller blocks.
-      const m = op.dims[0]! * (op.op === 'groupedMatmul' ? l.ep : 1);
+      // (At least one row: experts that outnumber the rows run single-row GEMMs.)
+      const m = op.op === 'groupedMatmul' ? Math.max(1, op.dims[0]! * l.ep) : op.dims[0]!;
       const n = op.dims[1]! / (split > 1 && (rules.includes('col') || rules.includes('vocab')) ? tp : 1);
       const k = op.dims[2]! / (split > 1 && rules.includes('row') ? tp : 1);
       t = op.phase === 'backward'
