@@ -383,7 +383,10 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // AdamW touches its shard's weights, gradients and both moments (read + write): memory-bound.
   const shard = stageParams[slow]! / (l.zero >= 1 ? dp : 1) + stageExpertParams[slow]! / (l.zero >= 1 && c.allocator !== 'athanor-pool' ? dp / l.ep : 1);
   const optimizer = (shard * 4 * 7) / bw + (l.offload !== 'none' ? (shard * 16) / c.network.intra.beta.value : 0);
-  const step = l.ga * tMb + otherComm + exposedDp + bubble + optimizer;
+  // Where communication runs on the compute cores (a CPU device), overlap hides the wait
+  // but not the communication thread's own work on the core.
+  const commOnDevice = (c.commComputeShare?.value ?? 0) * hiddenComm;
+  const step = l.ga * tMb + otherComm + exposedDp + commOnDevice + bubble + optimizer;
 
   const tokensPerStep = l.mb * l.ga * dp * o.seqLen;
   const tokensPerSec = tokensPerStep / step;
@@ -393,7 +396,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const mfu = (modelFlopsPerToken * tokensPerSec) / (devices(l) * peak);
   return {
     layout: l, devices: devices(l), params: totalParams, memory, fits,
-    time: { compute, comm, bubble, optimizer, exposedComm: otherComm + exposedDp, hiddenComm, step },
+    time: { compute, comm, bubble, optimizer, exposedComm: otherComm + exposedDp + commOnDevice, hiddenComm: hiddenComm - commOnDevice, step },
     tokensPerStep, tokensPerSec, modelFlopsPerToken, mfu, notes,
   };
 }
