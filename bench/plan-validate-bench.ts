@@ -16,7 +16,7 @@ import { Rng } from '../src/core/rng.js';
 import { presetConfig } from '../src/train/config.js';
 import { loadCluster } from '../src/plan/cluster.js';
 import { estimate, tracesRecompute } from '../src/plan/estimate.js';
-import { parseLayout, layoutString } from '../src/plan/layout.js';
+import { devices, parseLayout, layoutString } from '../src/plan/layout.js';
 import { traceGpt } from '../src/plan/models.js';
 import { parseArgs } from '../src/train/overrides.js';
 import { calibrate } from '../src/plan/calibrate.js';
@@ -34,6 +34,15 @@ const CASES: Case[] = [
   { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=1' },
   { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=2' },
   { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=3' },
+  // Tensor and pipeline parallelism (each schedule), expert parallelism, bf16.
+  { preset: 'gpt-tiny', layout: 'tp=2,mb=16' },
+  { preset: 'gpt-tiny', layout: 'pp=2,mb=4,ga=4,schedule=gpipe' },
+  { preset: 'gpt-tiny', layout: 'pp=2,mb=4,ga=4,schedule=1f1b' },
+  { preset: 'gpt-tiny', layout: 'pp=2,mb=4,ga=4,schedule=interleaved,vpp=2' },
+  { preset: 'moe-tiny', layout: 'dp=1,mb=16' },
+  { preset: 'moe-tiny', layout: 'dp=2,ep=2,mb=16' },
+  { preset: 'gpt-tiny', layout: 'dp=1,mb=16,precision=bf16' },
+  { preset: 'gpt-small', layout: 'dp=1,mb=4,precision=bf16' },
 ];
 
 export interface ValidateRow {
@@ -64,15 +73,19 @@ function measure(c: Case, dataDir: string, steps: number): { stepS: number; cpuS
   const worker = join(root, 'dist', 'bench', 'plan-validate-worker.js');
   const args = ['--preset', c.preset, `--data.dir=${dataDir}`, `--train.steps=${steps}`, '--train.evalEvery=0', '--train.checkpointEvery=0',
     '--train.evalBatches=1', '--train.threads=1', `--train.outDir=${out}`, `--train.microBatch=${l.mb}`, `--train.gradAccum=${l.ga}`,
-    `--train.recompute=${l.recompute === 'full'}`, `--parallel.dp=${l.dp}`, `--parallel.zero=${l.zero}`];
-  const cmd = l.dp > 1
-    ? [join(root, 'dist', 'src', 'cli', 'main.js'), 'launch', '--nproc-per-node', String(l.dp), '--', 'node', worker, ...args]
+    `--train.recompute=${l.recompute === 'full'}`, `--parallel.dp=${l.dp}`, `--parallel.zero=${l.zero}`,
+    `--parallel.tp=${l.tp}`, `--parallel.pp=${l.pp}`, `--parallel.ep=${l.ep}`, `--parallel.a2a=${l.a2a}`, `--parallel.sp=${l.sp}`,
+    `--parallel.pipelineSchedule=${l.schedule}`, `--parallel.pipelineChunks=${l.vpp}`, `--train.precision=${l.precision}`];
+  const world = devices(l);
+  const cmd = world > 1
+    ? [join(root, 'dist', 'src', 'cli', 'main.js'), 'launch', '--nproc-per-node', String(world), '--', 'node', worker, ...args]
     : [worker, ...args];
   const r = spawnSync(process.execPath, cmd, { encoding: 'utf8', env: { ...process.env, ATHANOR_QUIET: '1' }, timeout: 600_000 });
   if (r.status !== 0) throw new Error(`${c.preset} ${c.layout} failed:\n${(r.stdout + r.stderr).slice(-2000)}`);
   const recs = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((x) => JSON.parse(x) as Record<string, unknown>);
   const secs = recs.filter((x) => x.kind === 'step' && (x.step as number) > 1).map((x) => x.seconds as number);
-  const mem = [...r.stdout.matchAll(/ATHANOR_PLAN_MEASURED (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as { rank: number; arrayBufferPeak: number; poolLivePeak: number; cpuSteps: number[] });
+  const mem = [...r.stdout.matchAll(/ATHANOR_PLAN_MEASURED (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as { rank: number; arrayBufferPeak: number; poolLivePeak: number; cpuSteps: number[]; threadCpuPerStep?: Record<string, number> });
+  if (process.env.ATHANOR_PLANVAL_THREADS) for (const m of mem) console.log(`    rank ${m.rank} CPU-s/step by thread: ${Object.entries(m.threadCpuPerStep ?? {}).filter(([, v]) => v > 0.001).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}`);
   if (!secs.length || !mem.length || !mem[0]!.cpuSteps.length) throw new Error(`${c.preset} ${c.layout}: no measurements in the output`);
   return {
     stepS: median(secs), cpuS: Math.max(...mem.map((m) => median(m.cpuSteps))),

@@ -8,6 +8,27 @@ import { configFromArgs } from '../src/cli/cmd-train.js';
 import { parseArgs } from '../src/train/overrides.js';
 import { train } from '../src/train/trainer.js';
 import { distributedLayerFromEnv } from '../src/train/dist-setup.js';
+import { readdirSync, readFileSync } from 'node:fs';
+
+/**
+ * CPU seconds of each thread of this process (Linux /proc; {} elsewhere), keyed by thread
+ * name: the main thread is 'main', communication threads and the runtime's helpers by name.
+ * Tells where a rank's CPU time goes (compute vs communication thread).
+ */
+function threadCpu(): Record<string, number> {
+  const out: Record<string, number> = {};
+  let tasks: string[];
+  try { tasks = readdirSync('/proc/self/task'); } catch { return out; }
+  for (const t of tasks) {
+    try {
+      const st = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
+      const name = Number(t) === process.pid ? 'main' : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      out[name] = (out[name] ?? 0) + (Number(f[11]) + Number(f[12])) / 100; // utime + stime, clock ticks
+    } catch { /* thread exited */ }
+  }
+  return out;
+}
 
 async function main(): Promise<void> {
   const { flags } = parseArgs(process.argv.slice(2));
@@ -18,6 +39,7 @@ async function main(): Promise<void> {
   // from one onStep to the next; the first step (warm-up, first allocations) is skipped.
   let lastCpu: NodeJS.CpuUsage | null = null;
   const cpuSteps: number[] = [];
+  let threads0: Record<string, number> | null = null, threads1: Record<string, number> = {};
   // Sampled during training steps only: the final checkpoint's serialisation buffers are not the step's memory.
   const sample = (): void => { if (!training) return; const ab = process.memoryUsage().arrayBuffers; if (ab > peak) peak = ab; };
   const prevOnAlloc = pool.onAllocate;
@@ -35,13 +57,17 @@ async function main(): Promise<void> {
         const now = process.cpuUsage();
         if (lastCpu) cpuSteps.push((now.user - lastCpu.user + now.system - lastCpu.system) / 1e6);
         lastCpu = now;
+        if (!threads0) threads0 = threadCpu(); else if (training) threads1 = threadCpu();
         if (m.step >= cfg.train.steps) training = false;
       },
     });
   } finally {
     await sync?.close();
   }
-  console.log(`ATHANOR_PLAN_MEASURED ${JSON.stringify({ rank, arrayBufferPeak: peak - base, poolLivePeak: livePeak, cpuSteps })}`);
+  // CPU seconds per measured step of each thread (the same steps as cpuSteps).
+  const threadCpuPerStep: Record<string, number> = {};
+  if (threads0 && cpuSteps.length) for (const [k, v] of Object.entries(threads1)) threadCpuPerStep[k] = (v - (threads0[k] ?? 0)) / cpuSteps.length;
+  console.log(`ATHANOR_PLAN_MEASURED ${JSON.stringify({ rank, arrayBufferPeak: peak - base, poolLivePeak: livePeak, cpuSteps, threadCpuPerStep })}`);
 }
 
 main().catch((e: unknown) => { console.error(e); process.exit(1); });

@@ -3,9 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs, applyOverrides } from '../train/overrides.js';
 import { presetConfig, validateTrainConfig, globalBatch, PRESETS, type TrainConfig } from '../train/config.js';
 import { train } from '../train/trainer.js';
-import { GPT } from '../nn/gpt.js';
 import { gptParamCount } from '../nn/gpt-config.js';
-import { moeEnabled } from '../nn/moe-config.js';
 import { planMemory, fmtBytes } from '../train/memory-plan.js';
 import { distributedLayerFromEnv } from '../train/dist-setup.js';
 
@@ -59,19 +57,11 @@ export async function runTrain(argv: string[]): Promise<number> {
   if ('dry-run' in flags) {
     const world = cfg.parallel.dp * cfg.parallel.tp * cfg.parallel.pp;
     validateTrainConfig(cfg, world);
-    if (moeEnabled(cfg.model.moe)) {
-      // The memory plan traces dense models only (src/plan/models.ts); MoE gets its exact count.
-      const n = new GPT(cfg.model, { device: 'meta' }).numParameters();
-      const closed = gptParamCount(cfg.model);
-      console.log(`${cfg.preset}: ${n.toLocaleString('en-US')} parameters (closed form ${closed.toLocaleString('en-US')}${n === closed ? ', equal' : ', MISMATCH'}); ` +
-        `no memory plan: the planner does not trace mixture-of-experts models yet`);
-      return n === closed ? 0 : 1;
-    }
     const plan = planMemory(cfg);
     const n = plan.params;
     const closed = gptParamCount(cfg.model);
     console.log(`${cfg.preset}: ${n.toLocaleString('en-US')} parameters (closed form ${closed.toLocaleString('en-US')}${n === closed ? ', equal' : ', MISMATCH'})`);
-    console.log(`world ${world} = dp ${cfg.parallel.dp} × tp ${cfg.parallel.tp} × pp ${cfg.parallel.pp}, ZeRO-${cfg.parallel.zero}, global batch ${globalBatch(cfg)} × ${cfg.model.seqLen} tokens`);
+    console.log(`world ${world} = dp ${cfg.parallel.dp} × tp ${cfg.parallel.tp} × pp ${cfg.parallel.pp}${cfg.parallel.ep > 1 ? ` (experts over ep ${cfg.parallel.ep})` : ""}, ZeRO-${cfg.parallel.zero}, global batch ${globalBatch(cfg)} × ${cfg.model.seqLen} tokens`);
     console.log(`memory per rank: weights ${fmtBytes(plan.bytes.weights)}, grads ${fmtBytes(plan.bytes.grads)}, AdamW state ${fmtBytes(plan.bytes.optimizer)}, activations ${fmtBytes(plan.bytes.activations)} → total ${fmtBytes(plan.bytes.total)}`);
     for (const note of plan.notes) console.log(`  ${note}`);
     return n === closed ? 0 : 1;

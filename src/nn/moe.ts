@@ -19,6 +19,8 @@ import {
 import { groupedMatmul, moeCombine, moeDispatch } from '../ops/moe.js';
 import { type MoeConfig, expertFF } from './moe-config.js';
 import { routeTokens, updateRoutingBias, type Routing } from './moe-router.js';
+import { isMeta } from '../ops/meta.js';
+import { moeForwardMeta } from './moe-meta.js';
 
 /** G independent linear layers (G, out, in) + (G, out), applied to row blocks by groupedMatmul. */
 export class GroupedLinear extends Module {
@@ -111,6 +113,8 @@ export class MoeMlp extends Module {
 
   /** x (B, T, C) → (B, T, C). Each sequence is one routing group. */
   forward(x: Tensor, rng: Rng): Tensor {
+    // Meta branch (the planner's trace): balanced routing, see moe-meta.ts.
+    if (isMeta(x)) return moeForwardMeta(this, x, rng);
     const [B, T, C] = x.shape as [number, number, number];
     const N = B * T, E = this.cfg.experts, K = this.cfg.topK;
     const x2 = reshape(x, [N, C]);

@@ -261,3 +261,35 @@ export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-5): Tensor {
 }
 export function embedding(weight: Tensor, idx: Tensor): Tensor { return anyMeta([weight, idx]) ? embeddingMeta(weight, idx) : N.embedding(weight, idx); }
 export function dropout(x: Tensor, p: number, opts: N.DropoutOptions = {}): Tensor { return isMeta(x) ? dropoutMeta(x, p, opts) : N.dropout(x, p, opts); }
+
+// ---- mixture-of-experts ops (ops/moe.ts): called by the MoE layer's meta branch
+// (nn/moe-meta.ts), which routes by the balanced-load assumption, so `counts` is known
+// without router probabilities. Shapes and saved tensors as in the real ops.
+
+/** moeDispatch: S rows of x (N, C) gathered in expert order → (S, C); a row copy. */
+export function moeDispatchMeta(x: Tensor, rows: number): Tensor {
+  const out = alloc([rows, x.shape[1]!], x.dtype);
+  return emit('moeDispatch', 'embedding', 0, {}, [x], out);
+}
+
+/**
+ * groupedMatmul: one GEMM per expert over its block of rows. FLOPs are the sum; `dims`
+ * is the mean block's GEMM (m = S / G rows, fractional when experts outnumber rows), the
+ * shape the planner prices at (under expert parallelism it scales m by ep).
+ */
+export function groupedMatmulMeta(x: Tensor, w: Tensor, bias: Tensor | null, counts: Int32Array): Tensor {
+  const [S, Cin] = x.shape as [number, number];
+  const [G, Cout, Cin2] = w.shape as [number, number, number];
+  if (Cin2 !== Cin || counts.length !== G) throw new Error(`groupedMatmul (meta): weight (${G}, ${Cout}, ${Cin2}) and ${counts.length} counts do not fit x (${S}, ${Cin})`);
+  const total = counts.reduce((a, c) => a + c, 0);
+  if (total !== S) throw new Error(`groupedMatmul (meta): group counts sum to ${total} but x has ${S} rows`);
+  const out = alloc([S, Cout], x.dtype);
+  return emit('groupedMatmul', 'gemm', 2 * S * Cout * Cin, {}, bias ? [x, w, bias] : [x, w], out, [], [S / G, Cout, Cin]);
+}
+
+/** moeCombine: each token's K expert rows weighted by its gates → (N, C). */
+export function moeCombineMeta(y: Tensor, gate: Tensor): Tensor {
+  const [N, K] = gate.shape as [number, number];
+  const out = alloc([N, y.shape[1]!], y.dtype);
+  return emit('moeCombine', 'elementwise', 2 * N * K * y.shape[1]!, {}, [y, gate], out);
+}

@@ -128,6 +128,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       inter: { alpha: { value: alpha, source: 'assumption: single host; inter-node equals intra-node' }, beta: { value: beta, source: 'assumption: single host; inter-node equals intra-node' } },
     },
     allocator: 'athanor-pool',
+    commComputeShare: { value: 1, source: 'assumption: one device = one core, and the communication thread runs on the same cores (no DMA engine); bench/plan-validate-bench.ts shows its CPU time per step (ATHANOR_PLANVAL_THREADS=1)' },
     hostMemoryBytesPerNode: { value: totalmem(), source: 'measured: os.totalmem()' },
   };
   const file = o.out ?? join(projectRoot(), 'clusters', 'this-machine.json');

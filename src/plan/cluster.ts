@@ -39,6 +39,14 @@ export interface ClusterSpec {
    * measured to match on this machine). Default 'live'.
    */
   allocator?: 'athanor-pool' | 'live';
+  /**
+   * Fraction of communication time that also occupies the device's compute, in [0, 1]:
+   * 0 where a NIC or DMA engine moves the data while the device computes (GPUs); 1 where
+   * a device is a CPU core and the communication thread's copies, reductions and socket
+   * calls run on the same cores (this machine). Overlapped ("hidden") communication then
+   * still costs that share of its time. Default 0.
+   */
+  commComputeShare?: Figure;
   hostMemoryBytesPerNode?: Figure;
   powerWattsPerNode?: Figure;
   /** Measured embedding-server rate (rows looked up per second per server core), where measured. */
@@ -111,6 +119,8 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
     fig(l.beta, `network.${lvl}.beta`, false, 1);
   }
   if (r.allocator !== undefined && r.allocator !== 'athanor-pool' && r.allocator !== 'live') throw new Error(`${file}: field 'allocator' must be 'athanor-pool' or 'live', got ${JSON.stringify(r.allocator)}`);
+  fig(r.commComputeShare, 'commComputeShare', true);
+  if (r.commComputeShare !== undefined && (r.commComputeShare as Figure).value > 1) throw new Error(`${file}: field 'commComputeShare.value' must be a fraction in [0, 1], got ${(r.commComputeShare as Figure).value}`);
   fig(r.hostMemoryBytesPerNode, 'hostMemoryBytesPerNode', true);
   fig(r.powerWattsPerNode, 'powerWattsPerNode', true);
   fig(r.embeddingRowsPerSecPerCore, 'embeddingRowsPerSecPerCore', true);
@@ -120,7 +130,7 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
     fig(e.coresPerInstance, 'embeddingServer.coresPerInstance', false, 1);
     fig(e.memoryBytesPerInstance, 'embeddingServer.memoryBytesPerInstance', false, 1);
   }
-  const known = ['name', 'description', 'nodes', 'devicesPerNode', 'device', 'network', 'allocator', 'hostMemoryBytesPerNode', 'powerWattsPerNode', 'embeddingRowsPerSecPerCore', 'embeddingServer'];
+  const known = ['name', 'description', 'nodes', 'devicesPerNode', 'device', 'network', 'allocator', 'commComputeShare', 'hostMemoryBytesPerNode', 'powerWattsPerNode', 'embeddingRowsPerSecPerCore', 'embeddingServer'];
   for (const k of Object.keys(r)) if (!known.includes(k)) throw new Error(`${file}: unknown field '${k}' (fields: ${known.join(', ')})`);
   return r as unknown as ClusterSpec;
 }

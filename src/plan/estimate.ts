@@ -134,25 +134,65 @@ function linkFor(groupSpanDevices: number, c: ClusterSpec, concurrentPerNode: nu
   return { alpha: c.network.inter.alpha.value, beta: c.network.inter.beta.value / Math.max(1, Math.min(dpn, concurrentPerNode)), cls: 'inter' };
 }
 
+/** Expert weights of an MoE layer (nn/moe.ts `h.{i}.moe.experts.*`): sharded over ep, reduced over edp. */
+export const isExpertParamName = (name: string): boolean => /\.moe\.experts\./.test(name);
+
+/** Elements of a parameter one device holds before ZeRO: split by its tp rule, experts over ep. */
+function paramShare(p: { name: string; numel: number }, l: Layout): number {
+  if (isExpertParamName(p.name)) return p.numel / l.ep;
+  const r = tpRule(p.name);
+  return r === 'replicated' || r === 'row-bias' ? p.numel : p.numel / l.tp;
+}
+
+/**
+ * One all-to-all of `bytes` per rank over the ep group (balanced: bytes/ep to each member).
+ * The group is ep consecutive dp indices, so its members sit tp devices apart and
+ * m = devicesPerNode / tp of them share a node. Flat: every member sends ep − 1 messages,
+ * ep − m of them off-node. Hierarchical (expert-parallel-a2a.ts, BaGuaLu): an intra-node
+ * exchange among the m local members, then one message per node pair and local index:
+ * ep/m − 1 inter-node messages of m× the size. Every device of a node talks at once, so
+ * they share its injection bandwidth.
+ */
+export function allToAllTime(bytes: number, l: Layout, c: ClusterSpec): { time: number; cls: 'intra' | 'inter' | 'intra+inter' } {
+  const ep = l.ep;
+  if (ep <= 1 || bytes <= 0) return { time: 0, cls: 'intra' };
+  const dpn = c.devicesPerNode.value;
+  const intra = c.network.intra, inter = c.network.inter;
+  const m = Math.max(1, Math.min(ep, Math.floor(dpn / l.tp)));
+  const interBeta = inter.beta.value / Math.max(1, dpn);
+  const local = (m - 1) * intra.alpha.value + (bytes * (m - 1)) / ep / intra.beta.value;
+  if (m >= ep) return { time: local, cls: 'intra' };
+  const offNode = (bytes * (ep - m)) / ep / interBeta;
+  if (l.a2a === 'hierarchical' && m > 1) {
+    const nodes = Math.ceil(ep / m);
+    // Phase 1 moves (m−1)/m of the data inside the node; phase 2 the off-node share.
+    const p1 = (m - 1) * intra.alpha.value + (bytes * (m - 1)) / m / intra.beta.value;
+    return { time: p1 + (nodes - 1) * inter.alpha.value + offNode, cls: 'intra+inter' };
+  }
+  return { time: local + (ep - m) * inter.alpha.value + offNode, cls: m > 1 ? 'intra+inter' : 'inter' };
+}
+
 /** Per-device memory of the largest pipeline stage (no cluster needed: `--dry-run` uses this). */
 export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; dModel: number; allocator?: 'athanor-pool' | 'live' }): MemoryEstimate {
-  const { stageParams, bufScale } = layoutScales(tr, l);
+  const { stageParams, stageExpertParams, bufScale } = layoutScales(tr, l);
   const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
   const eb = elemBytes(l.precision);
   // ---- memory, for every stage; report the largest ----
   let best: MemoryEstimate | null = null;
   for (let s = 0; s < pp; s++) {
     const inStage = (b: TracedBuffer): boolean => stageOf(b.block, L, pp) === s;
-    const P = stageParams[s]!;
+    // P: dense parameters (ZeRO shards them over dp); X: this rank's experts (ZeRO shards
+    // them over the expert-data-parallel group edp = dp / ep, whose members hold the same experts).
+    const P = stageParams[s]!, X = stageExpertParams[s]!, edp = dp / l.ep;
     // Mixed precision keeps bf16 weights and gradients with fp32 master weights and
     // AdamW moments in the optimizer (ZeRO paper: 2 + 2 + 12 bytes per parameter).
     const wB = l.precision === 'bf16' ? 2 : 4, gB = l.precision === 'bf16' ? 2 : 4, oB = l.precision === 'bf16' ? 12 : 8;
     const own = P / (l.zero > 0 ? dp : 1);
     let weights: number, grads: number, optimizer: number, commBuffers = 0;
     // The largest unit ZeRO-3 gathers at once (a block, or the embeddings + head).
-    const unitParams = Math.max(...[-1, ...Array.from({ length: L }, (_, i) => i), L].map((b) => tr.params.filter((p) => p.block === b || (b === -1 && p.block === L)).reduce((a, p) => a + p.numel, 0))) / tp;
     // Athanor's ZeRO-3 units: each block, and the outer unit (embeddings, final norm, head).
-    const unitOf = (b: number) => tr.params.filter((p) => p.block === b || (b === -1 && p.block === L)).reduce((a, p) => a + p.numel, 0) / tp;
+    const unitOf = (b: number) => tr.params.filter((p) => p.block === b || (b === -1 && p.block === L)).reduce((a, p) => a + paramShare(p, l), 0);
+    const unitParams = Math.max(...[-1, ...Array.from({ length: L }, (_, i) => i)].map(unitOf));
     const blockParams = Math.max(0, ...Array.from({ length: L }, (_, i) => unitOf(i)));
     const outerParams = unitOf(-1);
     const bucket = Math.min(25 * 2 ** 20, P * gB);
@@ -169,6 +209,9 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
       optimizer = (l.zero >= 1 && dp > 1 ? own : P) * oB;
       if (dp > 1 && (l.zero === 1 || l.zero === 2)) commBuffers += own * wB;
       if (dp > 1 && l.zero >= 2) commBuffers += 2 * bucket;
+      // expert-parallel-layer.ts: experts are outside ZeRO (their own AdamW, gradients
+      // all-reduced over edp in place).
+      weights += X * wB; grads += X * gB; optimizer += X * oB;
     } else {
       // ZeRO as the paper defines it: each stage shards one more kind of model state over dp.
       weights = (P * wB) / (l.zero >= 3 ? dp : 1);
@@ -176,6 +219,9 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
       optimizer = (P * oB) / (l.zero >= 1 ? dp : 1);
       if (dp > 1) commBuffers += 2 * bucket; // double-buffered gradient buckets
       if (l.zero >= 3) commBuffers += 2 * unitParams * wB; // the gathered unit and the prefetched next one
+      weights += (X * wB) / (l.zero >= 3 ? edp : 1);
+      grads += (X * gB) / (l.zero >= 2 ? edp : 1);
+      optimizer += (X * oB) / (l.zero >= 1 ? edp : 1);
     }
     let hostOffload = 0;
     if (l.offload !== 'none') { hostOffload += optimizer; optimizer = 0; }
@@ -188,6 +234,8 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     const boundary = l.mb * o.seqLen * o.dModel * eb / (l.sp ? tp : 1);
     if (tp > 1) commBuffers += boundary;
     if (pp > 1) commBuffers += 2 * boundary;
+    // Expert parallelism: one exchange's send and receive buffers (the dispatched rows).
+    if (l.ep > 1) commBuffers += 2 * dispatchBytes(tr, (b) => stageOf(b, L, pp) === s) * bufScaleOf(l);
     const workspace = Math.max(0, ...tr.ops.filter((op) => op.cls === 'attention').map((op) => (tr.buffers[op.out]?.shape[2] ?? 0) ** 2 * 4));
     const acts = o.allocator === 'athanor-pool' ? one.held : one.peak;
     const total = weights + grads + optimizer + acts + pipelineInFlight + commBuffers + workspace;
@@ -196,6 +244,15 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
   }
   return best!;
 }
+
+/** Bytes (as traced, float32) of the rows the MoE layers of the selected blocks dispatch per micro-batch, largest layer. */
+function dispatchBytes(tr: TraceResult, inBlocks: (block: number) => boolean): number {
+  let m = 0;
+  for (const o of tr.ops) if (o.op === 'moeDispatch' && o.phase === 'forward' && inBlocks(o.block) && o.out >= 0) m = Math.max(m, tr.buffers[o.out]!.bytes);
+  return m;
+}
+
+const bufScaleOf = (l: Layout): number => elemBytes(l.precision) / 4;
 
 /** Parameters per pipeline stage after tp, and the scale of each traced buffer under tp/sp/precision. */
 function layoutScales(tr: TraceResult, l: Layout) {
@@ -209,22 +266,23 @@ function layoutScales(tr: TraceResult, l: Layout) {
     return f;
   };
   // ---- parameters per stage (after tp) ----
+  // Dense and expert parameters apart: ZeRO and the gradient reduction treat them differently.
   const stageParams = new Array<number>(pp).fill(0);
+  const stageExpertParams = new Array<number>(pp).fill(0);
   let totalParams = 0;
   for (const p of tr.params) {
     totalParams += p.numel;
-    const r = tpRule(p.name);
-    stageParams[stageOf(p.block, L, pp)]! += r === 'replicated' || r === 'row-bias' ? p.numel : p.numel / tp;
+    (isExpertParamName(p.name) ? stageExpertParams : stageParams)[stageOf(p.block, L, pp)]! += paramShare(p, l);
   }
 
-  return { stageParams, totalParams, bufScale, sharded, allreduceBytes, recomputeAllreduceBytes, actScale };
+  return { stageParams, stageExpertParams, totalParams, bufScale, sharded, allreduceBytes, recomputeAllreduceBytes, actScale };
 }
 
 export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen: number; dModel: number; nExperts?: number }): Estimate {
   const notes: string[] = [];
   const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
   const eb = elemBytes(l.precision);
-  const { stageParams, totalParams, sharded, allreduceBytes, recomputeAllreduceBytes, actScale } = layoutScales(tr, l);
+  const { stageParams, stageExpertParams, totalParams, sharded, allreduceBytes, recomputeAllreduceBytes, actScale } = layoutScales(tr, l);
   const memory = estimateMemory(tr, l, { ...o, allocator: c.allocator });
   const fits = memory.total <= c.device.memoryBytes.value
     && (memory.hostOffload === 0 || !c.hostMemoryBytesPerNode || memory.hostOffload * c.devicesPerNode.value <= c.hostMemoryBytesPerNode.value);
@@ -245,7 +303,9 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
       // Backward runs dA = G·Bᵀ (m, k, n) and dB = Aᵀ·G (k, n, m): price each at its own shape.
       // Under tp a column-parallel GEMM has n/tp outputs, a row-parallel one k/tp inputs.
       const rules = op.params.map(tpRule);
-      const m = op.dims[0]!;
+      // Under ep a rank's E/ep experts take the rows of all ep ranks: ep× taller blocks.
+      // (At least one row: experts that outnumber the rows run single-row GEMMs.)
+      const m = op.op === 'groupedMatmul' ? Math.max(1, op.dims[0]! * l.ep) : op.dims[0]!;
       const n = op.dims[1]! / (split > 1 && (rules.includes('col') || rules.includes('vocab')) ? tp : 1);
       const k = op.dims[2]! / (split > 1 && rules.includes('row') ? tp : 1);
       t = op.phase === 'backward'
@@ -298,16 +358,35 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
       dpTime += g;
     }
   }
-  if (l.ep > 1) notes.push('ep: expert all-to-all not priced (no MoE model is traced on this branch)');
+  if (l.ep > 1) {
+    // Dispatch and combine in forward, their transposes in backward: 4 all-to-alls per MoE
+    // layer per micro-batch (MoE blocks are never recomputed, see nn/gpt.ts).
+    const layers = tr.ops.filter((op) => op.op === 'moeDispatch' && op.phase === 'forward' && stageOf(op.block, L, pp) === slow);
+    const bytes = layers.reduce((a, op) => a + tr.buffers[op.out]!.bytes * actScale, 0) / Math.max(1, layers.length);
+    const a2a = allToAllTime(bytes, l, c);
+    comm[`ep all-to-all (${l.a2a}, ${a2a.cls})`] = 4 * layers.length * l.ga * a2a.time;
+    // Expert gradients: all-reduced over the expert-data-parallel group (strided over dp).
+    const edp = dp / l.ep;
+    if (edp > 1) {
+      const link = linkFor(tp * dp, c, dpn);
+      const eBytes = stageExpertParams[slow]! * (l.precision === 'bf16' ? 2 : 4);
+      const te = l.zero >= 2 ? ringTime('reducescatter', eBytes, edp, link) + ringTime('allgather', eBytes, edp, link) : ringTime('allreduce', eBytes, edp, link);
+      comm[`dp expert gradients over edp=${edp} (${link.cls})`] = te;
+      dpTime += te;
+    }
+  }
   // Gradient buckets are reduced on a communication thread during the last micro-batch's backward.
   const hiddenComm = Math.min(dpTime, bwdShare * 0.9);
   const exposedDp = dpTime - hiddenComm;
   const otherComm = Object.entries(comm).filter(([k]) => !k.startsWith('dp') && !k.startsWith('zero')).reduce((a, [, v]) => a + v, 0);
   const bubble = pp > 1 ? ((pp - 1) / (l.schedule === 'interleaved' ? l.vpp : 1)) * (tMb + otherComm / l.ga) : 0;
   // AdamW touches its shard's weights, gradients and both moments (read + write): memory-bound.
-  const shard = stageParams[slow]! / (l.zero >= 1 ? dp : 1);
+  const shard = stageParams[slow]! / (l.zero >= 1 ? dp : 1) + stageExpertParams[slow]! / (l.zero >= 1 && c.allocator !== 'athanor-pool' ? dp / l.ep : 1);
   const optimizer = (shard * 4 * 7) / bw + (l.offload !== 'none' ? (shard * 16) / c.network.intra.beta.value : 0);
-  const step = l.ga * tMb + otherComm + exposedDp + bubble + optimizer;
+  // Where communication runs on the compute cores (a CPU device), overlap hides the wait
+  // but not the communication thread's own work on the core.
+  const commOnDevice = (c.commComputeShare?.value ?? 0) * hiddenComm;
+  const step = l.ga * tMb + otherComm + exposedDp + commOnDevice + bubble + optimizer;
 
   const tokensPerStep = l.mb * l.ga * dp * o.seqLen;
   const tokensPerSec = tokensPerStep / step;
@@ -317,7 +396,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const mfu = (modelFlopsPerToken * tokensPerSec) / (devices(l) * peak);
   return {
     layout: l, devices: devices(l), params: totalParams, memory, fits,
-    time: { compute, comm, bubble, optimizer, exposedComm: otherComm + exposedDp, hiddenComm, step },
+    time: { compute, comm, bubble, optimizer, exposedComm: otherComm + exposedDp + commOnDevice, hiddenComm: hiddenComm - commOnDevice, step },
     tokensPerStep, tokensPerSec, modelFlopsPerToken, mfu, notes,
   };
 }

@@ -5,12 +5,16 @@ export type Precision = 'fp32' | 'bf16';
 export type Recompute = 'none' | 'full';
 export type Offload = 'none' | 'optimizer' | 'params';
 export type Schedule = '1f1b' | 'gpipe' | 'interleaved';
+/** Expert-parallel all-to-all: one message per rank pair, or BaGuaLu's two-phase (intra-node, then one per node pair). */
+export type A2a = 'flat' | 'hierarchical';
 
 export interface Layout {
   tp: number;
   pp: number;
   dp: number;
+  /** Expert parallelism: each MoE layer's experts split over ep ranks taken from dp (dp = ep × edp). */
   ep: number;
+  a2a: A2a;
   zero: 0 | 1 | 2 | 3;
   /** Sequence parallelism: activations outside the TP regions are split over tp too. */
   sp: boolean;
@@ -26,10 +30,10 @@ export interface Layout {
   vpp: number;
 }
 
-export const LAYOUT_KEYS = ['tp', 'pp', 'dp', 'ep', 'zero', 'sp', 'recompute', 'precision', 'offload', 'mb', 'ga', 'schedule', 'vpp'] as const;
+export const LAYOUT_KEYS = ['tp', 'pp', 'dp', 'ep', 'a2a', 'zero', 'sp', 'recompute', 'precision', 'offload', 'mb', 'ga', 'schedule', 'vpp'] as const;
 
 export function defaultLayout(): Layout {
-  return { tp: 1, pp: 1, dp: 1, ep: 1, zero: 0, sp: false, recompute: 'none', precision: 'fp32', offload: 'none', mb: 1, ga: 1, schedule: '1f1b', vpp: 1 };
+  return { tp: 1, pp: 1, dp: 1, ep: 1, a2a: 'flat', zero: 0, sp: false, recompute: 'none', precision: 'fp32', offload: 'none', mb: 1, ga: 1, schedule: '1f1b', vpp: 1 };
 }
 
 export function devices(l: Layout): number {
@@ -59,6 +63,7 @@ export function parseLayout(s: string, base: Layout = defaultLayout(), where = '
       case 'recompute': l.recompute = oneOf(['none', 'full'] as const); break;
       case 'precision': l.precision = oneOf(['fp32', 'bf16'] as const); break;
       case 'offload': l.offload = oneOf(['none', 'optimizer', 'params'] as const); break;
+      case 'a2a': l.a2a = oneOf(['flat', 'hierarchical'] as const); break;
       case 'schedule': l.schedule = oneOf(['1f1b', 'gpipe', 'interleaved'] as const); break;
       default: throw new Error(`${where}: unknown field '${k}' (fields: ${LAYOUT_KEYS.join(', ')})`);
     }
@@ -67,13 +72,14 @@ export function parseLayout(s: string, base: Layout = defaultLayout(), where = '
 }
 
 /** Checks the layout against the model; returns the first reason it is invalid, or null. */
-export function layoutProblem(l: Layout, m: { nHead: number; nLayer: number; dFF: number; nExperts?: number }): string | null {
+export function layoutProblem(l: Layout, m: { nHead: number; nLayer: number; dFF: number; nExperts?: number; moe?: { experts: number } }): string | null {
+  const nExperts = m.nExperts ?? m.moe?.experts ?? 0;
   if (m.nHead % l.tp !== 0) return `tp=${l.tp} does not divide the ${m.nHead} attention heads`;
   if (m.dFF % l.tp !== 0) return `tp=${l.tp} does not divide the feed-forward width ${m.dFF}`;
   if (l.pp * l.vpp > m.nLayer) return `pp=${l.pp}×vpp=${l.vpp} stages exceed the ${m.nLayer} layers`;
   if (l.schedule === 'interleaved' && m.nLayer % (l.pp * l.vpp) !== 0) return `interleaved schedule needs pp×vpp (${l.pp * l.vpp}) to divide ${m.nLayer} layers`;
-  if (l.ep > 1 && !m.nExperts) return `ep=${l.ep} needs a mixture-of-experts model`;
-  if (l.ep > 1 && (m.nExperts! % l.ep !== 0 || l.dp % l.ep !== 0)) return `ep=${l.ep} must divide the experts (${m.nExperts}) and dp (${l.dp})`;
+  if (l.ep > 1 && !nExperts) return `ep=${l.ep} needs a mixture-of-experts model`;
+  if (l.ep > 1 && (nExperts % l.ep !== 0 || l.dp % l.ep !== 0)) return `ep=${l.ep} must divide the experts (${nExperts}) and dp (${l.dp})`;
   if (l.sp && l.tp === 1) return 'sp needs tp > 1';
   if (l.zero > 0 && l.dp === 1) return `zero=${l.zero} needs dp > 1`;
   return null;
@@ -82,7 +88,7 @@ export function layoutProblem(l: Layout, m: { nHead: number; nLayer: number; dFF
 export function layoutString(l: Layout): string {
   const d = defaultLayout();
   const parts = [`tp=${l.tp}`, `pp=${l.pp}`, `dp=${l.dp}`];
-  for (const k of ['ep', 'zero', 'sp', 'recompute', 'precision', 'offload', 'mb', 'ga', 'schedule', 'vpp'] as const) {
+  for (const k of ['ep', 'a2a', 'zero', 'sp', 'recompute', 'precision', 'offload', 'mb', 'ga', 'schedule', 'vpp'] as const) {
     if (l[k] !== d[k] || k === 'mb' || k === 'ga') parts.push(`${k}=${l[k]}`);
   }
   return parts.join(',');

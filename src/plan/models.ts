@@ -2,15 +2,12 @@
 import { metaTensor } from '../core/tensor.js';
 import { GPT } from '../nn/gpt.js';
 import type { GptConfig } from '../nn/gpt-config.js';
-import { moeEnabled } from '../nn/moe-config.js';
 import { DLRM, bceWithLogits, type DlrmConfig } from '../recsys/dlrm.js';
 import { traceStep, type TraceResult } from './trace.js';
 
 /** One micro-step of a GPT (any preset or config) with `microBatch` sequences of `seqLen` tokens. */
 export function traceGpt(cfg: GptConfig, o: { microBatch: number; seqLen?: number; recompute?: boolean }): TraceResult {
-  // MoE routing reads the router's probabilities, which a meta tensor does not have; until
-  // the MoE layer has a meta path (balanced routing), say so instead of guessing.
-  if (moeEnabled(cfg.moe)) throw new Error(`model.moe.experts is ${cfg.moe.experts}: the planner does not trace mixture-of-experts models yet (dense GPT and DLRM only)`);
+  // MoE layers take their meta branch (nn/moe-meta.ts): balanced routing, capacity respected.
   const model = new GPT(cfg, { device: 'meta', recompute: o.recompute ?? false });
   const B = o.microBatch, T = o.seqLen ?? cfg.seqLen;
   const x = metaTensor([B, T], 'int32'), y = metaTensor([B, T], 'int32');

@@ -9,6 +9,17 @@ import type { TraceResult } from './trace.js';
 
 const divisors = (n: number): number[] => { const d: number[] = []; for (let i = 1; i <= n; i++) if (n % i === 0) d.push(i); return d; };
 
+/** (ep, a2a) pairs to try: ep = 1 for dense models; for MoE every divisor of dp (layoutProblem rejects those not dividing the experts). */
+function epChoices(dp: number, tp: number, experts: number, devicesPerNode: number): [number, Layout['a2a']][] {
+  if (!experts) return [[1, 'flat']];
+  const out: [number, Layout['a2a']][] = [];
+  for (const ep of divisors(dp)) {
+    out.push([ep, 'flat']);
+    if (ep * tp > devicesPerNode && devicesPerNode / tp > 1) out.push([ep, 'hierarchical']);
+  }
+  return out;
+}
+
 export interface SearchResult {
   considered: number;
   invalid: number;
@@ -32,6 +43,7 @@ export function searchLayouts(model: GptConfig, cluster: ClusterSpec, o: { devic
   const dpn = cluster.devicesPerNode.value;
   const out: Estimate[] = [];
   let considered = 0, invalid = 0, tooBig = 0;
+  const experts = model.moe?.experts ?? 0;
   // tp within a node, or across up to 8 single-device nodes (Fugaku-LLM ran TP6 over Tofu).
   for (const tp of divisors(o.devices).filter((t) => t <= Math.max(dpn, 8))) {
     for (const pp of divisors(o.devices / tp).filter((p) => p <= model.nLayer)) {
@@ -43,12 +55,15 @@ export function searchLayouts(model: GptConfig, cluster: ClusterSpec, o: { devic
         for (const zero of (dp > 1 ? [0, 1, 2, 3] : [0]) as Layout['zero'][]) {
           for (const recompute of ['none', 'full'] as const) {
             for (const sp of tp > 1 ? [false, true] : [false]) {
-              considered++;
-              const l: Layout = { tp, pp, dp, ep: 1, zero, sp, recompute, precision: o.precision, offload: 'none', mb, ga, schedule: '1f1b', vpp: 1 };
-              if (layoutProblem(l, model)) { invalid++; continue; }
-              const est = estimate(trace(mb, tracesRecompute(l, cluster.allocator)), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
-              if (!est.fits) { tooBig++; continue; }
-              out.push(est);
+              // Expert parallelism (MoE models): every ep dividing dp, with both all-to-all algorithms once it leaves a node.
+              for (const [ep, a2a] of epChoices(dp, tp, experts, dpn)) {
+                considered++;
+                const l: Layout = { tp, pp, dp, ep, a2a, zero, sp, recompute, precision: o.precision, offload: 'none', mb, ga, schedule: '1f1b', vpp: 1 };
+                if (layoutProblem(l, model)) { invalid++; continue; }
+                const est = estimate(trace(mb, tracesRecompute(l, cluster.allocator)), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
+                if (!est.fits) { tooBig++; continue; }
+                out.push(est);
+              }
             }
           }
         }
@@ -70,6 +85,7 @@ function why(e: Estimate, best: Estimate | null, c: ClusterSpec): string {
     t.exposedComm > 0 ? `exposed communication ${(100 * t.exposedComm / t.step).toFixed(0)}%` : 'no exposed communication',
   ];
   if (t.bubble > 0) parts.push(`pipeline bubble ${(100 * t.bubble / t.step).toFixed(0)}%`);
+  if (e.layout.ep > 1) parts.push(`experts over ep=${e.layout.ep} (${e.layout.a2a} all-to-all)`);
   if (e.layout.recompute === 'full') parts.push('recomputation trades compute for activation memory');
   if (best) parts.push(`${(100 * (1 - e.tokensPerSec / best.tokensPerSec)).toFixed(1)}% slower than #1`);
   return parts.join('; ');
