@@ -3,9 +3,24 @@
 // gradient push of the same batch (the trainer's pattern). Reported per server
 // core (ids / server CPU-second, from the server's own cpuUsage), next to this
 // machine's single-core memcpy bandwidth measured in the same run.
-// Run: node dist/bench/embedding-server-bench.js [secondsPerDim]
+// Two sets of client threads (embedding-server-bench-client.ts, 2 by default: one client
+// cannot keep a server busy) take turns on the same server (reps interleaved, medians
+// reported): one over the socket only, one through shared memory (shm-region.ts: payloads
+// and answers in a region both processes map; 16-byte descriptors on the socket). The
+// server's own store calls, run in this process without a transport, are the third peer.
+// Run: node dist/bench/embedding-server-bench.js [secondsPerRep] [--quick]
+import { cpus, loadavg } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { launchEmbeddingServers } from '../src/recsys/embedding-launch.js';
+import { parseServerConfig } from '../src/recsys/embedding-config.js';
+import { GroupTable } from '../src/recsys/embedding-store.js';
+import { idsToPairs } from '../src/recsys/embedding-hash.js';
+import { decodeHalf } from '../src/recsys/native-sparse.js';
+import { decodeValues } from '../src/recsys/protocol.js';
+import { DEFAULT_SHARED_MEMORY_BYTES } from '../src/recsys/embedding-client.js';
+import { Worker, isMainThread } from 'node:worker_threads';
+import type { BenchClientData } from './embedding-server-bench-client.js';
 import type { WireDType } from '../src/recsys/protocol.js';
 import { wireBytes } from '../src/recsys/protocol.js';
 
@@ -18,10 +33,21 @@ export interface EmbeddingBenchOptions {
   wireDtype?: WireDType;
   /** Iterations (lookup + push) kept in flight. */
   inFlight?: number;
+  /** Client threads driving the server at once (each keeps inFlight iterations in flight). */
+  clients?: number;
+  /** Interleaved repetitions per dim and transport (medians reported). */
+  reps?: number;
+  transports?: Array<'socket' | 'shm' | 'in-process'>;
 }
 
 export interface EmbeddingBenchDim {
   dim: number;
+  /**
+   * 'socket': payloads through the TCP connection; 'shm': through shared memory;
+   * 'in-process': the same store calls a server makes per request (bf16 lookup answer,
+   * bf16 gradient decode, push) in this process, no transport: the ceiling for the other two.
+   */
+  transport: 'socket' | 'shm' | 'in-process';
   iterations: number;
   idsPerBatch: number;
   uniquePerBatch: number;
@@ -41,6 +67,7 @@ export interface EmbeddingBenchDim {
 
 export interface EmbeddingBenchResult {
   memcpyGBps: number;
+  loadavg: { before: number[]; after: number[] };
   wireDtype: WireDType;
   optimizer: string;
   dims: EmbeddingBenchDim[];
@@ -66,11 +93,11 @@ export function measureMemcpyGBps(bytes = 128 << 20, reps = 8): number {
 }
 
 /** Zipf(s) ranks 0..n-1 by inverse-CDF lookup (deterministic LCG). */
-function zipfBatches(n: number, s: number, batch: number, count: number): BigUint64Array[] {
+export function zipfBatches(n: number, s: number, batch: number, count: number, seed = 12345): BigUint64Array[] {
   const cdf = new Float64Array(n);
   let acc = 0;
   for (let k = 0; k < n; k++) { acc += 1 / Math.pow(k + 1, s); cdf[k] = acc; }
-  let x = 12345;
+  let x = seed;
   const out: BigUint64Array[] = [];
   for (let b = 0; b < count; b++) {
     const ids = new BigUint64Array(batch);
@@ -87,69 +114,120 @@ function zipfBatches(n: number, s: number, batch: number, count: number): BigUin
   return out;
 }
 
+const median = (a: number[]): number => [...a].sort((x, y) => x - y)[a.length >> 1]!;
+
 export async function runEmbeddingServerBench(o: EmbeddingBenchOptions = {}): Promise<EmbeddingBenchResult> {
   const dims = o.dims ?? [16, 64, 128];
   const batch = o.batch ?? 4096, universe = o.universe ?? 1 << 20, zipfS = o.zipfS ?? 1.05;
-  const seconds = o.secondsPerDim ?? 4, wire = o.wireDtype ?? 'bfloat16', inFlight = o.inFlight ?? 2;
-  const memcpyGBps = measureMemcpyGBps();
+  const seconds = o.secondsPerDim ?? 2, wire = o.wireDtype ?? 'bfloat16', inFlight = o.inFlight ?? 2, reps = o.reps ?? 3;
+  const transports = o.transports ?? ['in-process', 'socket', 'shm'];
+  const before = loadavg();
+  const memcpy: number[] = [measureMemcpyGBps()];
   const optimizer = { kind: 'adagrad' as const, lr: 0.01, eps: 1e-10, initialAccumulator: 0 };
   const cluster = await launchEmbeddingServers({
     numShards: 1,
     config: { seed: 1, maxFrameBytes: 64 << 20, capacity: universe, optimizer, groups: dims.map((d, i) => ({ id: i + 1, dim: d })) },
   });
-  const client = await cluster.connect({ wireDtype: wire });
+  // Client threads per transport (a single client cannot keep the server busy); `stats` reads the server's CPU time.
+  const nClients = o.clients ?? 2;
+  const stats = await cluster.connect({ wireDtype: wire, sharedMemoryBytes: 0 });
+  const spawnClients = (shm: boolean): Promise<Worker[]> => Promise.all(Array.from({ length: nClients }, (_, i) => new Promise<Worker>((resolve, reject) => {
+    const data: BenchClientData = { servers: cluster.endpoints(), token: cluster.token, wire, sharedMemoryBytes: shm ? DEFAULT_SHARED_MEMORY_BYTES : 0, universe, zipfS, batch, seed: 12345 + 7919 * i };
+    const w = new Worker(new URL('./embedding-server-bench-client.js', import.meta.url), { workerData: data });
+    w.once('message', () => resolve(w));
+    w.once('error', reject);
+  })));
+  const ask = (ws: Worker[], m: unknown): Promise<Array<{ it: number; wall: number; sharedMemory?: boolean }>> => Promise.all(ws.map((w) => new Promise<{ it: number; wall: number }>((resolve, reject) => {
+    w.once('message', resolve);
+    w.once('error', reject);
+    w.postMessage(m);
+  })));
+  const clients: Record<'socket' | 'shm', Worker[]> = { socket: await spawnClients(false), shm: await spawnClients(true) };
+  const serverCfg = parseServerConfig({ seed: 1, capacity: universe, optimizer, groups: dims.map((d, i) => ({ id: i + 1, dim: d })) }, 'bench');
   const batches = zipfBatches(universe, zipfS, batch, 64);
   const uniquePerBatch = batches.reduce((a, b) => a + new Set(b).size, 0) / batches.length;
   const results: EmbeddingBenchDim[] = [];
   try {
     for (let gi = 0; gi < dims.length; gi++) {
       const group = gi + 1, dim = dims[gi]!;
-      const iterate = async (ids: BigUint64Array): Promise<void> => {
-        const batch = client.route(group, ids); // dedup + routing once for both calls, as a trainer does
-        const rows = await client.lookup(group, batch);
-        for (let k = 0; k < rows.length; k++) rows[k] *= 0.001; // a stand-in gradient
-        await client.pushGrads(group, batch, rows);
+      const samples = new Map<string, Array<{ it: number; wall: number; cpu: number }>>();
+      // In-process peer: one table, the distinct ids of each batch as the client sends them.
+      const table = new GroupTable(serverCfg.groups[gi]!, 1);
+      const local = batches.map((b) => idsToPairs(group, [...new Set(b)]));
+      const wireOut = new Uint8Array(batch * dim * 2), wireGrad = new Uint16Array(batch * dim).fill(0x3a83), grads = new Float32Array(batch * dim);
+      let step = 0;
+      const inProcess = (k: number): void => {
+        const ids = local[k % local.length]!, n = ids.length / 2;
+        table.lookupWire(ids, n, wire === 'float32' ? 'bfloat16' : wire, wireOut, step, false);
+        if (!decodeHalf(wire !== 'float16', n * dim, wireGrad, grads)) decodeValues(wire === 'float16' ? 'float16' : 'bfloat16', new Uint8Array(wireGrad.buffer), n * dim, grads);
+        table.push(ids, n, grads, step++);
       };
-      for (const b of batches) await iterate(b); // warm-up: creates the hot rows, JIT-compiles both sides
-      const cpu0 = (await client.stats()).shards[0]!;
-      const t0 = performance.now();
-      let it = 0;
-      const worker = async (): Promise<void> => {
-        while (performance.now() - t0 < seconds * 1000) await iterate(batches[it++ % batches.length]!);
-      };
-      await Promise.all(Array.from({ length: inFlight }, worker));
-      const wall = (performance.now() - t0) / 1000;
-      const cpu1 = (await client.stats()).shards[0]!;
-      const serverCpu = (cpu1.cpuUserMs + cpu1.cpuSystemMs - cpu0.cpuUserMs - cpu0.cpuSystemMs) / 1000;
+      for (const tr of transports) {
+        samples.set(tr, []);
+        if (tr === 'in-process') { for (let k = 0; k < local.length; k++) inProcess(k); continue; }
+        const warm = await ask(clients[tr], { cmd: 'warm', group });
+        if (tr === 'shm' && warm.some((x) => !x.sharedMemory)) throw new Error('embedding-server-bench: a shared-memory client fell back to the socket');
+      }
+      for (let rep = 0; rep < reps; rep++) {
+        for (const tr of transports) {
+          if (tr === 'in-process') {
+            const c0 = process.cpuUsage(), t0 = performance.now();
+            let it = 0;
+            while (performance.now() - t0 < seconds * 1000) inProcess(it++);
+            const c = process.cpuUsage(c0);
+            samples.get(tr)!.push({ it, wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 });
+            continue;
+          }
+          const cpu0 = (await stats.stats()).shards[0]!;
+          const t0 = performance.now();
+          const done = await ask(clients[tr], { cmd: 'run', group, seconds, inFlight });
+          const wall = (performance.now() - t0) / 1000;
+          const cpu1 = (await stats.stats()).shards[0]!;
+          samples.get(tr)!.push({ it: done.reduce((a, x) => a + x.it, 0), wall, cpu: (cpu1.cpuUserMs + cpu1.cpuSystemMs - cpu0.cpuUserMs - cpu0.cpuSystemMs) / 1000 });
+        }
+        memcpy.push(measureMemcpyGBps(64 << 20, 3)); // the bound, interleaved with the reps
+      }
       const w = wireBytes(wire);
       // lookup: read row (4d), write answer (w*d); push: read gradient (w*d), read+write row (8d), read+write Adagrad state (8d).
       const bytesPerRow = dim * (4 + w + w + 8 + 8);
-      const rowsPerCore = (it * uniquePerBatch) / serverCpu;
-      results.push({
-        dim, iterations: it, idsPerBatch: batch, uniquePerBatch, wallSeconds: wall, serverCpuSeconds: serverCpu,
-        idsPerSec: (it * batch) / wall, rowsPerServerCoreSec: rowsPerCore, idsPerServerCoreSec: (it * batch) / serverCpu,
-        bytesPerRow, fractionOfBound: (rowsPerCore * bytesPerRow) / (memcpyGBps * 1e9),
-      });
+      const bound = median(memcpy);
+      for (const tr of transports) {
+        const ss = samples.get(tr)!;
+        const rowsPerCore = median(ss.map((x) => (x.it * uniquePerBatch) / x.cpu));
+        const idsPerSec = median(ss.map((x) => (x.it * batch) / x.wall));
+        const it = ss.reduce((a, x) => a + x.it, 0), wall = ss.reduce((a, x) => a + x.wall, 0), serverCpu = ss.reduce((a, x) => a + x.cpu, 0);
+        results.push({
+          dim, transport: tr, iterations: it, idsPerBatch: batch, uniquePerBatch, wallSeconds: wall, serverCpuSeconds: serverCpu,
+          idsPerSec, rowsPerServerCoreSec: rowsPerCore, idsPerServerCoreSec: (rowsPerCore * batch) / uniquePerBatch,
+          bytesPerRow, fractionOfBound: (rowsPerCore * bytesPerRow) / (bound * 1e9),
+        });
+      }
     }
   } finally {
-    client.close();
+    stats.close();
+    for (const w of [...clients.socket, ...clients.shm]) { w.postMessage({ cmd: 'close' }); await new Promise((r) => w.once('exit', r)); }
     await cluster.stop();
   }
-  return { memcpyGBps, wireDtype: wire, optimizer: optimizer.kind, dims: results };
+  return { memcpyGBps: median(memcpy), loadavg: { before, after: loadavg() }, wireDtype: wire, optimizer: optimizer.kind, dims: results };
 }
 
 function print(r: EmbeddingBenchResult): void {
   console.log(`embedding server bench: wire ${r.wireDtype}, optimizer ${r.optimizer}, single-core memcpy ${r.memcpyGBps.toFixed(2)} GB/s (read+write)`);
-  console.log('dim  ids/batch uniq/batch  ids/s(wall)  ids/server-core-s  rows/server-core-s  bytes/row  GB/s/core  of-bound');
+  console.log(`loadavg before ${r.loadavg.before.map((x) => x.toFixed(2)).join(' ')}, after ${r.loadavg.after.map((x) => x.toFixed(2)).join(' ')}`);
+  console.log('dim  transport  ids/batch uniq/batch  ids/s(wall)  ids/server-core-s  rows/server-core-s  bytes/row  GB/s/core  of-bound');
   for (const d of r.dims) {
     const gbps = (d.rowsPerServerCoreSec * d.bytesPerRow) / 1e9;
-    console.log(`${String(d.dim).padStart(3)}  ${String(d.idsPerBatch).padStart(9)} ${d.uniquePerBatch.toFixed(0).padStart(10)}  ${(d.idsPerSec / 1e6).toFixed(3).padStart(9)} M  ${(d.idsPerServerCoreSec / 1e6).toFixed(3).padStart(15)} M  ${(d.rowsPerServerCoreSec / 1e6).toFixed(3).padStart(16)} M  ${String(d.bytesPerRow).padStart(9)}  ${gbps.toFixed(2).padStart(9)}  ${(100 * d.fractionOfBound).toFixed(1).padStart(6)}%`);
+    console.log(`${String(d.dim).padStart(3)}  ${d.transport.padEnd(9)}  ${String(d.idsPerBatch).padStart(9)} ${d.uniquePerBatch.toFixed(0).padStart(10)}  ${(d.idsPerSec / 1e6).toFixed(3).padStart(9)} M  ${(d.idsPerServerCoreSec / 1e6).toFixed(3).padStart(15)} M  ${(d.rowsPerServerCoreSec / 1e6).toFixed(3).padStart(16)} M  ${String(d.bytesPerRow).padStart(9)}  ${gbps.toFixed(2).padStart(9)}  ${(100 * d.fractionOfBound).toFixed(1).padStart(6)}%`);
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const secs = process.argv[2] ? Number(process.argv[2]) : undefined;
-  runEmbeddingServerBench(secs ? { secondsPerDim: secs } : {}).then((r) => { print(r); console.log(JSON.stringify(r)); }, (e: unknown) => {
+if (isMainThread && process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const quick = process.argv.includes('--quick');
+  const secs = process.argv[2] && !process.argv[2].startsWith('--') ? Number(process.argv[2]) : undefined;
+  const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  const flags = (() => { try { const m = /flags\s*:(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8')); return m ? m[1]!.trim().split(/\s+/) : []; } catch { return []; } })();
+  console.log(`machine: ${cpu} (${['avx2', 'fma', 'avx512f', 'avx512_bf16'].filter((f) => flags.includes(f)).join(' ')}), ${cpus().length} cpus`);
+  runEmbeddingServerBench({ ...(quick ? { dims: [64], secondsPerDim: 1, reps: 3 } : {}), ...(secs ? { secondsPerDim: secs } : {}) }).then((r) => { print(r); console.log(JSON.stringify(r)); }, (e: unknown) => {
     console.error(e);
     process.exit(1);
   });

@@ -11,6 +11,8 @@
 //          [--rows N] [--test-rows N] [--vocab N] [--trainers 2,4] [--ks 0,1,2,4,8]
 //          [--rtts 0,1,5,20] [--bw 0,25] (MB/s per direction per server; 0 = uncapped)
 //          [--correction on|off|both] [--reps N] (passes over the grid; medians reported)
+//          [--rank-link off|same] (same: the cell's RTT and cap also between trainer ranks,
+//          i.e. on the dense all-reduce, through ATHANOR_EMULATE_LINK; default off)
 // --quick: 60k samples, vocab 10^5, 2 trainers, k in {0,4}, RTT in {0,5} ms, uncapped.
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,16 +22,19 @@ import { generateCriteo } from '../src/recsys/criteo-generate.js';
 import { recsysMain } from '../src/recsys/recsys-main.js';
 import type { RecsysResult } from '../src/recsys/recsys-worker.js';
 import { emulateLinks } from './net-emulator.js';
+import { EMULATE_ENV } from '../src/runtime/link-emulation.js';
 
 export interface SweepOptions {
   rows: number; testRows: number; vocab: number; trainers: number[]; ks: number[]; rtts: number[]; bwMBs: number[];
   corrections: boolean[]; batchSize: number; embDim: number; shards: number;
   /** Passes over the whole grid (interleaved: rep is the outer loop); tables report medians. */
   reps: number;
+  /** Emulate the cell's link between trainer ranks too (the dense all-reduce), not only to the servers. */
+  rankLink: boolean;
 }
 
 export interface SweepCell {
-  trainers: number; bwMBs: number; rttMs: number; k: number; correction: boolean; rep: number;
+  trainers: number; bwMBs: number; rttMs: number; k: number; correction: boolean; rep: number; rankLink: boolean;
   samplesPerSec: number; auc: number; logLoss: number; steps: number; seconds: number; load: { before: number[]; after: number[] };
 }
 
@@ -49,10 +54,12 @@ export function parseSweepArgs(argv: string[]): { o: SweepOptions; out: string |
     if (!k.startsWith('--') || argv[i + 1] === undefined) throw new Error(`recsys-sweep-bench: unexpected argument '${k}'`);
     a.set(k.slice(2), argv[++i]!);
   }
-  const known = ['out', 'rows', 'test-rows', 'vocab', 'trainers', 'ks', 'rtts', 'bw', 'correction', 'batch', 'reps'];
+  const known = ['out', 'rows', 'test-rows', 'vocab', 'trainers', 'ks', 'rtts', 'bw', 'correction', 'batch', 'reps', 'rank-link'];
   for (const k of a.keys()) if (!known.includes(k)) throw new Error(`recsys-sweep-bench: unknown option --${k}`);
   const corr = a.get('correction') ?? 'on';
   if (!['on', 'off', 'both'].includes(corr)) throw new Error(`recsys-sweep-bench: --correction must be on, off or both`);
+  const rankLink = a.get('rank-link') ?? 'off';
+  if (!['off', 'same'].includes(rankLink)) throw new Error(`recsys-sweep-bench: --rank-link must be off or same`);
   const o: SweepOptions = {
     rows: list(a.get('rows'), [quick ? 60_000 : 1_000_000])[0]!,
     testRows: list(a.get('test-rows'), [quick ? 10_000 : 100_000])[0]!,
@@ -66,6 +73,7 @@ export function parseSweepArgs(argv: string[]): { o: SweepOptions; out: string |
     embDim: 16,
     shards: 2,
     reps: Math.max(1, list(a.get('reps'), [1])[0]!),
+    rankLink: rankLink === 'same',
   };
   return { o, out: a.get('out') ?? null };
 }
@@ -94,11 +102,20 @@ export async function runRecsysSweep(o: SweepOptions, log: (s: string) => void =
       writeFileSync(path, JSON.stringify(cfg));
       const before = loadavg();
       const link = { rttMs, bandwidthBytesPerSec: bwMBs * 1e6 };
-      const code = await recsysMain([path], rttMs > 0 || bwMBs > 0 ? { trainerEndpoints: (eps) => emulateLinks(eps, link) } : {});
+      // Trainer processes inherit the environment: with --rank-link same their mesh emulates the link too.
+      const rankEmu = o.rankLink && (rttMs > 0 || bwMBs > 0);
+      const saved = process.env[EMULATE_ENV];
+      if (rankEmu) process.env[EMULATE_ENV] = `rtt=${rttMs},bw=${bwMBs * 1e6}`;
+      let code: number;
+      try {
+        code = await recsysMain([path], rttMs > 0 || bwMBs > 0 ? { trainerEndpoints: (eps) => emulateLinks(eps, link) } : {});
+      } finally {
+        if (saved === undefined) delete process.env[EMULATE_ENV]; else process.env[EMULATE_ENV] = saved;
+      }
       if (code !== 0) throw new Error(`recsys-sweep-bench: trainers=${trainers} rtt=${rttMs} k=${k} exited ${code}`);
       const r = JSON.parse(readFileSync(join(work, 'result.json'), 'utf8')) as RecsysResult;
       const cell: SweepCell = {
-        trainers, bwMBs, rttMs, k, correction, rep, samplesPerSec: r.samplesPerSec, auc: r.auc, logLoss: r.logLoss, steps: r.steps, seconds: r.seconds,
+        trainers, bwMBs, rttMs, k, correction, rep, rankLink: rankEmu, samplesPerSec: r.samplesPerSec, auc: r.auc, logLoss: r.logLoss, steps: r.steps, seconds: r.seconds,
         load: { before, after: loadavg() },
       };
       cells.push(cell);
@@ -140,7 +157,7 @@ if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) 
   const r = await runRecsysSweep(o);
   const seconds = (performance.now() - t0) / 1000;
   const lines = summarize(r.cells);
-  console.log(`\nrecsys sweep (${seconds.toFixed(0)} s; hidden model AUC ${r.groundTruthAUC.toFixed(4)}; ${o.shards} servers, batch ${o.batchSize}/trainer, dim ${o.embDim}, adagrad):`);
+  console.log(`\nrecsys sweep (${seconds.toFixed(0)} s; hidden model AUC ${r.groundTruthAUC.toFixed(4)}; ${o.shards} servers, batch ${o.batchSize}/trainer, dim ${o.embDim}, adagrad; link between trainer ranks: ${o.rankLink ? 'emulated too' : 'not emulated'}; load after ${loadavg().map((x) => x.toFixed(2)).join(' ')}):`);
   for (const l of lines) console.log(l);
   if (out) writeFileSync(out, JSON.stringify({ options: o, machine, isaFlags: flags, seconds, ...r }, null, 1));
 }

@@ -200,13 +200,13 @@ const BENCHES: BenchDef[] = [
     async run(quick, log) {
       const { runEmbeddingServerBench } = await import('./embedding-server-bench.js');
       const r = await runEmbeddingServerBench(quick ? { dims: [16, 64], secondsPerDim: 1 } : {});
-      log(`single-core memcpy ${r.memcpyGBps.toFixed(2)} GB/s; ${r.dims.map((d) => `dim ${d.dim}: ${(d.rowsPerServerCoreSec / 1e6).toFixed(3)} M rows/server-core-s`).join(', ')}`);
+      log(`single-core memcpy ${r.memcpyGBps.toFixed(2)} GB/s; ${r.dims.map((d) => `dim ${d.dim} ${d.transport}: ${(d.rowsPerServerCoreSec / 1e6).toFixed(3)} M rows/server-core-s`).join(', ')}`);
       return r;
     },
     tables: (r: EmbeddingBenchResult) => [{
       title: 'Embedding server', peer: 'memcpy bound', about: `wire ${r.wireDtype}, ${r.optimizer}; bound = single-core memcpy ${r.memcpyGBps.toFixed(2)} GB/s ÷ bytes per row (ratio = fraction of the bound)`,
       rows: r.dims.map((d) => ({
-        case: `dim ${d.dim}, ${d.idsPerBatch} ids/batch (${d.uniquePerBatch.toFixed(0)} unique)`, unit: 'M rows/server-core-s', athanor: d.rowsPerServerCoreSec / 1e6,
+        case: `dim ${d.dim}, ${d.transport}, ${d.idsPerBatch} ids/batch (${d.uniquePerBatch.toFixed(0)} unique)`, unit: 'M rows/server-core-s', athanor: d.rowsPerServerCoreSec / 1e6,
         peer: (r.memcpyGBps * 1e9) / d.bytesPerRow / 1e6, ratio: d.fractionOfBound, notes: `${(d.idsPerSec / 1e6).toFixed(3)} M ids/s wall, ${d.bytesPerRow} B/row`,
       })),
     }],

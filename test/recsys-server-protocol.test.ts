@@ -47,7 +47,7 @@ test('idsToPairs: bigint, number and BigUint64Array inputs agree and carry the g
 test('header round trip and rejection of bad magic, version and length', () => {
   const b = new Uint8Array(HEADER_BYTES);
   writeHeader(b, MsgType.PUSH, 0xfeedbeef, 1234);
-  assert.deepEqual(readHeader(b, 1234), { type: MsgType.PUSH, requestId: 0xfeedbeef, length: 1234 });
+  assert.deepEqual(readHeader(b, 1234), { type: MsgType.PUSH, requestId: 0xfeedbeef, length: 1234, flags: 0 });
   assert.throws(() => readHeader(b, 1233), ProtocolError);
   const bad = Uint8Array.from(b); bad[0] ^= 1;
   assert.throws(() => readHeader(bad, 1 << 20), /bad magic/);

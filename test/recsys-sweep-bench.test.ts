@@ -18,11 +18,14 @@ test('sweep bench: full defaults meet the workload minimums; --quick is small; b
   assert.throws(() => parseSweepArgs(['--bogus', '1']), /unknown option --bogus/);
   assert.throws(() => parseSweepArgs(['--ks', '0,-1']), /bad list/);
   assert.throws(() => parseSweepArgs(['--correction', 'maybe']), /--correction must be/);
+  assert.equal(full.rankLink, false);
+  assert.equal(parseSweepArgs(['--rank-link', 'same']).o.rankLink, true);
+  assert.throws(() => parseSweepArgs(['--rank-link', 'both']), /--rank-link must be off or same/);
 });
 
 test('sweep bench: the table takes medians over reps and compares with k = 0 of the same cell', () => {
   const c = (rtt: number, k: number, sps: number, auc: number, rep: number): SweepCell => ({
-    trainers: 2, bwMBs: 0, rttMs: rtt, k, correction: k > 0, rep, samplesPerSec: sps, auc, logLoss: 0.5, steps: 10, seconds: 1, load: { before: [1], after: [1] },
+    trainers: 2, bwMBs: 0, rttMs: rtt, k, correction: k > 0, rep, rankLink: false, samplesPerSec: sps, auc, logLoss: 0.5, steps: 10, seconds: 1, load: { before: [1], after: [1] },
   });
   const lines = summarize([c(5, 0, 100, 0.70, 0), c(5, 4, 150, 0.699, 0), c(0, 0, 300, 0.71, 0), c(5, 0, 140, 0.70, 1), c(5, 4, 210, 0.701, 1), c(5, 0, 120, 0.70, 2), c(5, 4, 180, 0.70, 2)]);
   const row = lines.find((l) => l.startsWith('| 2 | uncapped | 5 | 4 |'))!;

@@ -11,7 +11,7 @@ import type { ServerCounters } from './embedding-server.js';
 import type { SparseOptimizerConfig } from './sparse-optimizer.js';
 import {
   HEADER_BYTES, LOOKUP_READ_ONLY, LOOKUP_WITH_STATE, MsgType, PUSH_ADVANCE_STEP,
-  decodeLookupResponse, decodePushResponse, decodeValues, encodeFrame, encodeIdRequest, wireBytes,
+  decodeLookupResponse, decodePushResponse, decodeValues, encodeFrame, encodeIdRequest, idRequestBytes, lookupResponseBytes, wireBytes, writeIdRequest,
   type PushResponse, type WireDType,
 } from './protocol.js';
 
@@ -28,7 +28,15 @@ export interface EmbeddingClientOptions {
   connectTimeoutMs?: number;
   /** Reconnect to a restarted server and resend what was unanswered (default: a lost server fails every request). */
   reconnect?: ReconnectOptions;
+  /**
+   * Bytes of shared memory per server on this host for lookups and pushes (shm-region.ts;
+   * default 16 MiB; 0 = sockets only). A server on another host, or a request larger than
+   * the free room, goes over the socket.
+   */
+  sharedMemoryBytes?: number;
 }
+
+export const DEFAULT_SHARED_MEMORY_BYTES = 16 << 20;
 
 export interface ClusterStats {
   shards: Array<ShardStats & { server: ServerCounters }>;
@@ -117,6 +125,8 @@ export class EmbeddingClient {
         if (info.shardIndex !== i || info.numShards !== o.servers.length) {
           throw new Error(`${c.name}: is shard ${info.shardIndex} of ${info.numShards}, expected shard ${i} of ${o.servers.length}`);
         }
+        const shmBytes = o.sharedMemoryBytes ?? DEFAULT_SHARED_MEMORY_BYTES;
+        if (shmBytes > 0) await c.attachShm(shmBytes);
         const g0 = JSON.stringify(conns[0]!.info.groups), gi = JSON.stringify(info.groups);
         if (g0 !== gi) throw new Error(`${c.name}: feature groups ${gi} differ from server 0's ${g0}`);
       }
@@ -128,6 +138,8 @@ export class EmbeddingClient {
   }
 
   get numShards(): number { return this.conns.length; }
+  /** Per server: whether lookups and pushes travel through shared memory. */
+  get sharedMemory(): boolean[] { return this.conns.map((c) => c.sharedMemory); }
   groups(): Array<{ id: number; name: string; dim: number }> { return this.conns[0]!.info.groups; }
 
   dim(group: number): number {
@@ -243,7 +255,11 @@ export class EmbeddingClient {
       const parts: Promise<void>[] = [];
       for (let start = 0; start < cnt; start += maxIds) {
         const k = Math.min(maxIds, cnt - start);
-        parts.push(c.request((id) => encodeIdRequest(MsgType.LOOKUP, id, group, dtype, flags, r.shardIds[s]!, start, k, undefined, mask), MsgType.LOOKUP).then((rep) => {
+        // Room for the answer: state rows at most 2 * dim floats (Adam) for the masked ids.
+        const respCap = lookupResponseBytes(dtype, k, dim, mask ? 2 * dim : 0, mask ? before[start + k]! - before[start]! : 0);
+        parts.push(c.requestShm(MsgType.LOOKUP, idRequestBytes(k, dtype, 0, !!mask), respCap,
+          (dst) => writeIdRequest(dst, group, dtype, flags, r.shardIds[s]!, start, k, undefined, mask),
+          (id) => encodeIdRequest(MsgType.LOOKUP, id, group, dtype, flags, r.shardIds[s]!, start, k, undefined, mask), (rep) => {
           const lr = decodeLookupResponse(rep.payload);
           if (lr.count !== k || lr.dim !== dim) throw new Error(`${c.name}: lookup answered ${lr.count}x${lr.dim}, asked ${k}x${dim}`);
           decodeValues(lr.dtype, lr.values, k * dim, rows, start * dim);
@@ -290,8 +306,10 @@ export class EmbeddingClient {
         const k = Math.min(maxIds, cnt - start);
         const flags = advance && start + k >= cnt ? PUSH_ADVANCE_STEP : 0;
         const at = start;
-        parts.push(c.request((id) => encodeIdRequest(MsgType.PUSH, id, group, dtype, flags, r.shardIds[s]!, at, k, { data: sums[s]!, dim }), MsgType.PUSH)
-          .then((rep) => decodePushResponse(rep.payload)));
+        const g = { data: sums[s]!, dim };
+        parts.push(c.requestShm(MsgType.PUSH, idRequestBytes(k, dtype, dim, false), 0,
+          (dst) => writeIdRequest(dst, group, dtype, flags, r.shardIds[s]!, at, k, g),
+          (id) => encodeIdRequest(MsgType.PUSH, id, group, dtype, flags, r.shardIds[s]!, at, k, g), (rep) => decodePushResponse(rep.payload)));
         start += k;
       } while (start < cnt);
       return Promise.all(parts);

@@ -78,7 +78,7 @@ export interface EmbeddingCluster {
   configPath: string;
   servers: EmbeddingServerProcess[];
   endpoints(): EmbeddingEndpoint[];
-  connect(o?: { wireDtype?: WireDType }): Promise<EmbeddingClient>;
+  connect(o?: { wireDtype?: WireDType; sharedMemoryBytes?: number }): Promise<EmbeddingClient>;
   /** Sends `signal` to one server and waits for it to exit. */
   kill(shard: number, signal?: NodeJS.Signals): Promise<void>;
   /** Starts shard `shard` again on its old port (or `port`; 0 = any) (e.g. after a crash), optionally from a checkpoint. */
@@ -106,7 +106,10 @@ export async function launchEmbeddingServers(o: LaunchOptions): Promise<Embeddin
   const cluster: EmbeddingCluster = {
     token, configPath, servers,
     endpoints: () => cluster.servers.map((s) => ({ host: s.host, port: s.port })),
-    connect: (c) => EmbeddingClient.connect({ servers: cluster.endpoints(), token, ...(c?.wireDtype ? { wireDtype: c.wireDtype } : {}) }),
+    connect: (c) => EmbeddingClient.connect({
+      servers: cluster.endpoints(), token, ...(c?.wireDtype ? { wireDtype: c.wireDtype } : {}),
+      ...(c?.sharedMemoryBytes !== undefined ? { sharedMemoryBytes: c.sharedMemoryBytes } : {}),
+    }),
     async kill(shard, signal = 'SIGKILL') {
       const s = cluster.servers[shard]!;
       if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill(signal);

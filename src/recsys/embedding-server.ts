@@ -9,8 +9,9 @@ import type { ConfigPatch, EmbeddingShard } from './embedding-shard.js';
 import {
   FrameReader, HEADER_BYTES, LOOKUP_READ_ONLY, LOOKUP_WITH_STATE, MsgType, PRE_AUTH_MAX_PAYLOAD, PROTOCOL_VERSION, ProtocolError, PUSH_ADVANCE_STEP, RESPONSE,
   decodeIdRequest, decodeJson, decodeValues, encodeErrorFrame, encodeFrame, encodeJsonFrame, allocLookupResponse, encodePushResponse,
-  tokenMatches, type FrameHeader,
+  tokenMatches, type FrameHeader, FRAME_SHM, allocFrame, decodeShmDescriptor, layoutLookupResponse, lookupResponseBytes,
 } from './protocol.js';
+import { attachShmRegion, type ShmMapping } from './shm-region.js';
 import { decodeHalf } from './native-sparse.js';
 import type { SparseOptimizerConfig } from './sparse-optimizer.js';
 
@@ -43,7 +44,7 @@ export interface ServerInfo {
 
 export interface ServerCounters { connections: number; rejectedConnections: number; requests: number; errors: number }
 
-interface Conn { sock: Socket; reader: FrameReader; authed: boolean; closed: boolean; timer: NodeJS.Timeout | null }
+interface Conn { sock: Socket; reader: FrameReader; authed: boolean; closed: boolean; timer: NodeJS.Timeout | null; shm: ShmMapping | null }
 
 class CloseConnection extends Error {}
 
@@ -101,7 +102,7 @@ export class EmbeddingServer {
 
   private onConnection(sock: Socket): void {
     sock.setNoDelay(true);
-    const c: Conn = { sock, reader: new FrameReader(PRE_AUTH_MAX_PAYLOAD), authed: false, closed: false, timer: null };
+    const c: Conn = { sock, reader: new FrameReader(PRE_AUTH_MAX_PAYLOAD), authed: false, closed: false, timer: null, shm: null };
     this.conns.add(c);
     this.counters.connections++;
     c.timer = setTimeout(() => this.reject(c, 0, 'authentication timeout'), this.authTimeoutMs);
@@ -121,6 +122,9 @@ export class EmbeddingServer {
       c.closed = true;
       if (c.timer) clearTimeout(c.timer);
       this.conns.delete(c);
+      // Frames are handled synchronously, so no view of the region outlives this.
+      c.shm?.unmap();
+      c.shm = null;
     });
   }
 
@@ -162,23 +166,44 @@ export class EmbeddingServer {
     }
   }
 
+  private region(c: Conn): Uint8Array {
+    if (!c.shm) throw new ProtocolError('shared-memory frame on a connection without an attached region (send SHM_ATTACH first)');
+    return c.shm.bytes;
+  }
+
   private dispatch(c: Conn, h: FrameHeader, payload: Uint8Array): void {
     const shard = this.shard;
     switch (h.type) {
       case MsgType.LOOKUP: {
-        const r = decodeIdRequest(payload, () => 0, false);
+        // With FRAME_SHM the request is read, and the answer written, in place in the client's region.
+        const d = (h.flags & FRAME_SHM) !== 0 ? decodeShmDescriptor(payload, this.region(c).byteLength) : null;
+        const req = d ? c.shm!.bytes.subarray(d.reqOff, d.reqOff + d.reqLen) : payload;
+        const r = decodeIdRequest(req, () => 0, false);
         const t = shard.table(r.group);
         const withState = (r.flags & LOOKUP_WITH_STATE) !== 0;
         let m = 0;
         if (withState) for (let i = 0; i < r.count; i++) if (r.values[i] !== 0) m++;
-        const out = allocLookupResponse(h.requestId, r.group, r.dtype, r.count, t.dim, withState ? t.stW : 0, m);
+        const sw = withState ? t.stW : 0;
+        let out: { values: Uint8Array; state: Float32Array | null }, frame: Buffer;
+        if (d) {
+          const len = lookupResponseBytes(r.dtype, r.count, t.dim, sw, m);
+          if (len > d.respCap) throw new ProtocolError(`lookup: the answer needs ${len} bytes of shared memory, the client left ${d.respCap}`);
+          out = layoutLookupResponse(c.shm!.bytes.subarray(d.respOff, d.respOff + len), r.group, r.dtype, r.count, t.dim, sw, m);
+          frame = allocFrame(MsgType.LOOKUP | RESPONSE, h.requestId, 8, FRAME_SHM);
+          frame.writeUInt32LE(len, HEADER_BYTES);
+          frame.writeUInt32LE(0, HEADER_BYTES + 4);
+        } else {
+          const a = allocLookupResponse(h.requestId, r.group, r.dtype, r.count, t.dim, sw, m);
+          out = a; frame = a.frame;
+        }
         t.lookupWire(r.ids, r.count, r.dtype, out.values, shard.step, (r.flags & LOOKUP_READ_ONLY) !== 0);
         if (out.state) t.gatherState(r.ids, r.count, r.values, out.state);
-        this.send(c, out.frame);
+        this.send(c, frame);
         return;
       }
       case MsgType.PUSH: {
-        const r = decodeIdRequest(payload, (g) => shard.table(g).dim, true);
+        const d = (h.flags & FRAME_SHM) !== 0 ? decodeShmDescriptor(payload, this.region(c).byteLength) : null;
+        const r = decodeIdRequest(d ? c.shm!.bytes.subarray(d.reqOff, d.reqOff + d.reqLen) : payload, (g) => shard.table(g).dim, true);
         const dim = shard.table(r.group).dim;
         const need = r.count * dim;
         if (this.grads.length < need) this.grads = new Float32Array(need);
@@ -188,6 +213,14 @@ export class EmbeddingServer {
         }
         const res = shard.push(r.group, r.ids, r.count, this.grads, (r.flags & PUSH_ADVANCE_STEP) !== 0);
         this.send(c, encodePushResponse(h.requestId, res));
+        return;
+      }
+      case MsgType.SHM_ATTACH: {
+        const o = decodeJson(payload, 'shm-attach') as { pid?: unknown; fd?: unknown; bytes?: unknown; nonce?: unknown };
+        const map = attachShmRegion(o);
+        c.shm?.unmap();
+        c.shm = map;
+        this.send(c, encodeJsonFrame(MsgType.SHM_ATTACH | RESPONSE, h.requestId, { ok: true, bytes: map.bytes.byteLength }));
         return;
       }
       case MsgType.STATS:

@@ -1,7 +1,10 @@
 // Binary protocol between embedding clients and servers (TCP, little-endian).
 //
 // Frame = 16-byte header + payload:
-//   u32 magic 'ATEM' | u8 version | u8 type | u16 flags (0) | u32 requestId | u32 payloadLength
+//   u32 magic 'ATEM' | u8 version | u8 type | u16 flags | u32 requestId | u32 payloadLength
+// flags: 0, or FRAME_SHM on LOOKUP/PUSH requests and LOOKUP answers whose payload lives in
+// the connection's shared-memory region (shm-region.ts, SHM_ATTACH): the frame then carries
+// only where (see encodeShmDescriptor), and the bytes there are the payload described below.
 // A response carries the request's id and type | 0x80; failures come back as ERROR
 // (utf-8 message). The first frame on a connection must be AUTH with the shared
 // token, otherwise the server closes the connection. Payload lengths are checked
@@ -29,6 +32,8 @@ export const PRE_AUTH_MAX_PAYLOAD = 4096;
 
 export const MsgType = {
   AUTH: 1, LOOKUP: 2, PUSH: 3, STATS: 4, DUMP: 5, LOAD: 6, SET_CONFIG: 7, PING: 8,
+  /** JSON {pid, fd, bytes, nonce}: map the client's shared-memory region (same host only). */
+  SHM_ATTACH: 9,
   ERROR: 0x7f,
 } as const;
 export const RESPONSE = 0x80;
@@ -40,6 +45,8 @@ export const LOOKUP_READ_ONLY = 1;
 /** A mask byte per id follows the ids; the answer carries the masked rows' optimizer state (float32) after the rows. */
 export const LOOKUP_WITH_STATE = 2;
 export const PUSH_ADVANCE_STEP = 1;
+/** Header flag: the payload is in the connection's shared-memory region. */
+export const FRAME_SHM = 1;
 
 export function wireCode(d: WireDType): number {
   const c = WIRE_CODES[d];
@@ -56,14 +63,14 @@ export function wireBytes(d: WireDType): number { return d === 'float32' ? 4 : 2
 /** A frame or payload that does not follow the protocol. */
 export class ProtocolError extends Error {}
 
-export interface FrameHeader { type: number; requestId: number; length: number }
+export interface FrameHeader { type: number; requestId: number; length: number; flags: number }
 
-export function writeHeader(dst: Uint8Array, type: number, requestId: number, length: number): void {
+export function writeHeader(dst: Uint8Array, type: number, requestId: number, length: number, flags = 0): void {
   const v = new DataView(dst.buffer, dst.byteOffset, HEADER_BYTES);
   v.setUint32(0, MAGIC, true);
   v.setUint8(4, PROTOCOL_VERSION);
   v.setUint8(5, type);
-  v.setUint16(6, 0, true);
+  v.setUint16(6, flags, true);
   v.setUint32(8, requestId >>> 0, true);
   v.setUint32(12, length >>> 0, true);
 }
@@ -74,14 +81,38 @@ export function readHeader(src: Uint8Array, maxPayload: number): FrameHeader {
   if (v.getUint8(4) !== PROTOCOL_VERSION) throw new ProtocolError(`unsupported protocol version ${v.getUint8(4)}`);
   const length = v.getUint32(12, true);
   if (length > maxPayload) throw new ProtocolError(`payload of ${length} bytes exceeds the limit of ${maxPayload}`);
-  return { type: v.getUint8(5), requestId: v.getUint32(8, true), length };
+  return { type: v.getUint8(5), requestId: v.getUint32(8, true), length, flags: v.getUint16(6, true) };
 }
 
 /** Frame with an uninitialised payload of `length` bytes at offset HEADER_BYTES (8-aligned). */
-export function allocFrame(type: number, requestId: number, length: number): Buffer {
+export function allocFrame(type: number, requestId: number, length: number, flags = 0): Buffer {
   const b = Buffer.allocUnsafeSlow(HEADER_BYTES + length);
-  writeHeader(b, type, requestId, length);
+  writeHeader(b, type, requestId, length, flags);
   return b;
+}
+
+/** Where a shared-memory payload is: request bytes [reqOff, reqOff+reqLen), answer room [respOff, respOff+respCap). */
+export interface ShmDescriptor { reqOff: number; reqLen: number; respOff: number; respCap: number }
+
+/** A FRAME_SHM request frame: 16 bytes of descriptor instead of the payload. */
+export function encodeShmRequest(type: number, requestId: number, d: ShmDescriptor): Buffer {
+  const f = allocFrame(type, requestId, 16, FRAME_SHM);
+  f.writeUInt32LE(d.reqOff, HEADER_BYTES);
+  f.writeUInt32LE(d.reqLen, HEADER_BYTES + 4);
+  f.writeUInt32LE(d.respOff, HEADER_BYTES + 8);
+  f.writeUInt32LE(d.respCap, HEADER_BYTES + 12);
+  return f;
+}
+
+/** Parses a FRAME_SHM descriptor and checks it against the region (`regionBytes`): both ranges inside, 8-aligned, disjoint. */
+export function decodeShmDescriptor(payload: Uint8Array, regionBytes: number): ShmDescriptor {
+  if (payload.byteLength !== 16) throw new ProtocolError(`shared-memory descriptor: payload must be 16 bytes (got ${payload.byteLength})`);
+  const v = new DataView(payload.buffer, payload.byteOffset, 16);
+  const d = { reqOff: v.getUint32(0, true), reqLen: v.getUint32(4, true), respOff: v.getUint32(8, true), respCap: v.getUint32(12, true) };
+  const inside = (o: number, n: number): boolean => o % 8 === 0 && o + n <= regionBytes;
+  if (!inside(d.reqOff, d.reqLen) || !inside(d.respOff, d.respCap)) throw new ProtocolError(`shared-memory descriptor: range outside the ${regionBytes}-byte region or not 8-aligned`);
+  if (d.reqOff < d.respOff + d.respCap && d.respOff < d.reqOff + d.reqLen) throw new ProtocolError('shared-memory descriptor: request and answer ranges overlap');
+  return d;
 }
 
 export function encodeFrame(type: number, requestId: number, payload: Uint8Array = new Uint8Array(0)): Buffer {
@@ -209,28 +240,41 @@ export interface IdRequest {
   values: Uint8Array;
 }
 
+/** Payload bytes of a LOOKUP (grads absent) or PUSH request for `count` ids. */
+export function idRequestBytes(count: number, dtype: WireDType, gradDim: number, withMask: boolean): number {
+  return 8 + 8 * count + (gradDim > 0 ? count * gradDim * wireBytes(dtype) : withMask ? (count + 7) & ~7 : 0);
+}
+
+/** Writes a LOOKUP or PUSH payload for ids[2*start .. 2*(start+count)) into dst (8-aligned, idRequestBytes long). */
+export function writeIdRequest(
+  dst: Uint8Array, group: number, dtype: WireDType, flags: number,
+  ids: Uint32Array, start: number, count: number, grads?: { data: Float32Array; dim: number }, stateMask?: Uint8Array,
+): void {
+  const len = idRequestBytes(count, dtype, grads ? grads.dim : 0, !!stateMask), vb = len - 8 - 8 * count;
+  const v = new DataView(dst.buffer, dst.byteOffset, 8);
+  v.setUint16(0, group, true);
+  v.setUint8(2, wireCode(dtype));
+  v.setUint8(3, flags);
+  v.setUint32(4, count, true);
+  new Uint32Array(dst.buffer, dst.byteOffset + 8, 2 * count).set(ids.subarray(2 * start, 2 * (start + count)));
+  if (grads) {
+    const d = grads.dim;
+    encodeValues(dtype, grads.data.subarray(start * d, (start + count) * d), count * d, new Uint8Array(dst.buffer, dst.byteOffset + 8 + 8 * count, vb));
+  } else if (stateMask) {
+    const m = new Uint8Array(dst.buffer, dst.byteOffset + 8 + 8 * count, vb);
+    m.fill(0);
+    m.set(stateMask.subarray(start, start + count));
+  }
+}
+
 /** LOOKUP or PUSH frame for ids[2*start .. 2*(start+count)); grads (PUSH) are rows start.. of `grads`. */
 export function encodeIdRequest(
   type: number, requestId: number, group: number, dtype: WireDType, flags: number,
   ids: Uint32Array, start: number, count: number, grads?: { data: Float32Array; dim: number }, stateMask?: Uint8Array,
 ): Buffer {
-  const vb = grads ? count * grads.dim * wireBytes(dtype) : stateMask ? (count + 7) & ~7 : 0;
-  const len = 8 + 8 * count + vb;
+  const len = idRequestBytes(count, dtype, grads ? grads.dim : 0, !!stateMask);
   const f = allocFrame(type, requestId, len);
-  const p = HEADER_BYTES;
-  f.writeUInt16LE(group, p);
-  f.writeUInt8(wireCode(dtype), p + 2);
-  f.writeUInt8(flags, p + 3);
-  f.writeUInt32LE(count, p + 4);
-  new Uint32Array(f.buffer, f.byteOffset + p + 8, 2 * count).set(ids.subarray(2 * start, 2 * (start + count)));
-  if (grads) {
-    const d = grads.dim;
-    encodeValues(dtype, grads.data.subarray(start * d, (start + count) * d), count * d, new Uint8Array(f.buffer, f.byteOffset + p + 8 + 8 * count, vb));
-  } else if (stateMask) {
-    const m = new Uint8Array(f.buffer, f.byteOffset + p + 8 + 8 * count, vb);
-    m.fill(0);
-    m.set(stateMask.subarray(start, start + count));
-  }
+  writeIdRequest(new Uint8Array(f.buffer, f.byteOffset + HEADER_BYTES, len), group, dtype, flags, ids, start, count, grads, stateMask);
   return f;
 }
 
@@ -265,25 +309,41 @@ function rowBlockBytes(count: number, dim: number, dtype: WireDType): number {
   return (count * dim * wireBytes(dtype) + 7) & ~7;
 }
 
+/** Payload bytes of a LOOKUP answer (stateRows state rows of stateWidth floats after the rows). */
+export function lookupResponseBytes(dtype: WireDType, count: number, dim: number, stateWidth = 0, stateRows = count): number {
+  const sb = stateWidth > 0 ? stateRows * stateWidth * 4 : 0;
+  return 16 + (sb > 0 ? rowBlockBytes(count, dim, dtype) : count * dim * wireBytes(dtype)) + sb;
+}
+
+/**
+ * Lays out a LOOKUP answer payload in dst (8-aligned, lookupResponseBytes long): writes its
+ * header and returns the row block for the caller to fill (`values`) and, when
+ * stateWidth > 0, the float32 state block (`state`).
+ */
+export function layoutLookupResponse(dst: Uint8Array, group: number, dtype: WireDType, count: number, dim: number, stateWidth = 0, stateRows = count): { values: Uint8Array; state: Float32Array | null } {
+  const vb = count * dim * wireBytes(dtype);
+  const sb = stateWidth > 0 ? stateRows * stateWidth * 4 : 0;
+  const vbPadded = sb > 0 ? rowBlockBytes(count, dim, dtype) : vb;
+  const v = new DataView(dst.buffer, dst.byteOffset, 16);
+  v.setUint16(0, group, true);
+  v.setUint8(2, wireCode(dtype));
+  v.setUint8(3, 0);
+  v.setUint32(4, count, true);
+  v.setUint32(8, dim, true);
+  v.setUint32(12, stateWidth, true);
+  if (vbPadded > vb) dst.fill(0, 16 + vb, 16 + vbPadded);
+  const state = sb > 0 ? new Float32Array(dst.buffer, dst.byteOffset + 16 + vbPadded, stateRows * stateWidth) : null;
+  return { values: new Uint8Array(dst.buffer, dst.byteOffset + 16, vb), state };
+}
+
 /**
  * LOOKUP response frame with its row block left for the caller to fill (`values`,
  * 8-aligned) and, when stateWidth > 0, its float32 state block (`state`).
  */
 export function allocLookupResponse(requestId: number, group: number, dtype: WireDType, count: number, dim: number, stateWidth = 0, stateRows = count): { frame: Buffer; values: Uint8Array; state: Float32Array | null } {
-  const vb = count * dim * wireBytes(dtype);
-  const sb = stateWidth > 0 ? stateRows * stateWidth * 4 : 0;
-  const vbPadded = sb > 0 ? rowBlockBytes(count, dim, dtype) : vb;
-  const f = allocFrame(MsgType.LOOKUP | RESPONSE, requestId, 16 + vbPadded + sb);
-  const p = HEADER_BYTES;
-  f.writeUInt16LE(group, p);
-  f.writeUInt8(wireCode(dtype), p + 2);
-  f.writeUInt8(0, p + 3);
-  f.writeUInt32LE(count, p + 4);
-  f.writeUInt32LE(dim, p + 8);
-  f.writeUInt32LE(stateWidth, p + 12);
-  if (vbPadded > vb) f.fill(0, p + 16 + vb, p + 16 + vbPadded);
-  const state = sb > 0 ? new Float32Array(f.buffer, f.byteOffset + p + 16 + vbPadded, stateRows * stateWidth) : null;
-  return { frame: f, values: new Uint8Array(f.buffer, f.byteOffset + p + 16, vb), state };
+  const len = lookupResponseBytes(dtype, count, dim, stateWidth, stateRows);
+  const f = allocFrame(MsgType.LOOKUP | RESPONSE, requestId, len);
+  return { frame: f, ...layoutLookupResponse(new Uint8Array(f.buffer, f.byteOffset + HEADER_BYTES, len), group, dtype, count, dim, stateWidth, stateRows) };
 }
 
 export interface LookupResponse { group: number; dtype: WireDType; count: number; dim: number; values: Uint8Array; stateWidth: number; state: Float32Array | null }

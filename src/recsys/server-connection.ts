@@ -4,7 +4,8 @@
 // that replaced it (failover: updates since that server's checkpoint are lost, nothing else).
 import { connect as netConnect, type Socket } from 'node:net';
 import type { ServerInfo } from './embedding-server.js';
-import { FrameReader, HEADER_BYTES, MsgType, PRE_AUTH_MAX_PAYLOAD, RESPONSE, decodeJson, encodeFrame, encodeJsonFrame } from './protocol.js';
+import { FRAME_SHM, FrameReader, HEADER_BYTES, MsgType, PRE_AUTH_MAX_PAYLOAD, ProtocolError, RESPONSE, decodeJson, encodeFrame, encodeJsonFrame, encodeShmRequest } from './protocol.js';
+import { ShmRing, createShmRegion, type ShmRegion } from './shm-region.js';
 
 export interface EmbeddingEndpoint { host?: string; port: number }
 
@@ -32,7 +33,11 @@ function openSocket(ep: EmbeddingEndpoint, timeoutMs: number): Promise<Socket> {
   });
 }
 
-interface Pending { frame: Buffer; type: number; resolve: (r: Reply) => void; reject: (e: Error) => void }
+interface Pending {
+  frame: Buffer; type: number; resolve: (r: Reply) => void; reject: (e: Error) => void;
+  /** A FRAME_SHM request: where its answer may be written in the region. */
+  shm?: { respOff: number; respCap: number };
+}
 
 /**
  * One server's connection. Requests are kept (with their encoded frames) until answered,
@@ -49,6 +54,8 @@ export class ServerConnection {
   private closed = false;
   private reconnecting = false;
   private helloId = 0;
+  /** Shared memory with a server on this host (attachShm); null: everything goes over the socket. */
+  private shm: { region: ShmRegion; ring: ShmRing } | null = null;
 
   constructor(readonly shard: number, private ep: EmbeddingEndpoint, private readonly token: string,
     private readonly timeoutMs: number, private readonly re: ReconnectOptions | null) {}
@@ -69,7 +76,12 @@ export class ServerConnection {
           if (!p) return;
           this.pending.delete(h.requestId);
           if (h.type === (MsgType.ERROR | RESPONSE)) p.reject(new Error(`${this.name}: ${Buffer.from(payload).toString('utf8')}`));
-          else p.resolve({ type: h.type, payload });
+          else if ((h.flags & FRAME_SHM) !== 0) {
+            // The answer is in our region: the frame says how long it is.
+            const len = payload.byteLength === 8 ? new DataView(payload.buffer, payload.byteOffset, 8).getUint32(0, true) : -1;
+            if (!p.shm || !this.shm || len < 0 || len > p.shm.respCap) throw new ProtocolError(`shared-memory answer (${len} bytes) to a request that left no room for it`);
+            p.resolve({ type: h.type, payload: this.shm.region.map.bytes.subarray(p.shm.respOff, p.shm.respOff + len) });
+          } else p.resolve({ type: h.type, payload });
         });
       } catch (e) {
         // A protocol error is not a dead server: no reconnect.
@@ -84,11 +96,73 @@ export class ServerConnection {
     const hello = this.enqueue((id) => encodeFrame(MsgType.AUTH, id, Buffer.from(this.token, 'utf8')), MsgType.AUTH, false);
     this.helloId = hello.id;
     sock.write(hello.frame);
+    // A restarted server maps our region again before the waiting shared-memory requests reach it.
+    const attach = this.shm ? this.enqueue((id) => encodeJsonFrame(MsgType.SHM_ATTACH, id, this.attachBody()), MsgType.SHM_ATTACH, false) : null;
+    if (attach) sock.write(attach.frame);
     for (const p of waiting) if (p.frame.length > 0) sock.write(p.frame);
     const r = await hello.reply;
     this.info = decodeJson(r.payload, 'auth reply') as ServerInfo;
     this.reader.maxPayload = this.info.maxFrameBytes - HEADER_BYTES;
+    if (attach) await attach.reply;
     return this.info;
+  }
+
+  private attachBody(): unknown {
+    const r = this.shm!.region;
+    return { pid: r.pid, fd: r.fd, bytes: r.map.bytes.byteLength, nonce: r.nonce };
+  }
+
+  /**
+   * Shares a region of `bytes` with the server, if it runs on this host and both sides can
+   * map it; true when lookups and pushes will travel through it (requestShm). Call once,
+   * right after open().
+   */
+  async attachShm(bytes: number): Promise<boolean> {
+    const region = createShmRegion(bytes);
+    if (!region) return false;
+    this.shm = { region, ring: new ShmRing(bytes) };
+    try {
+      await this.json(MsgType.SHM_ATTACH, this.attachBody());
+      return true;
+    } catch {
+      // Another host, or a server that cannot map it: stay on the socket.
+      this.shm = null;
+      region.map.unmap();
+      return false;
+    }
+  }
+
+  get sharedMemory(): boolean { return this.shm !== null; }
+
+  /**
+   * A LOOKUP or PUSH whose payload (reqLen bytes, written by `fill`) and answer (at most
+   * respCap bytes, read by `decode` before the room is reused) live in the shared region;
+   * over the socket (`make` + `decode`) when there is no region or no room in it now.
+   */
+  requestShm<T>(type: number, reqLen: number, respCap: number, fill: (dst: Uint8Array) => void,
+    make: (requestId: number) => Buffer, decode: (r: Reply) => T): Promise<T> {
+    const shm = this.shm;
+    const off = shm && !this.failure && !this.closed ? shm.ring.alloc(reqLen + respCap + 8) : -1;
+    if (off < 0) return this.request(make, type).then(decode);
+    const bytes = shm!.region.map.bytes;
+    const respOff = off + ((reqLen + 7) & ~7);
+    try {
+      fill(bytes.subarray(off, off + reqLen));
+    } catch (e) {
+      shm!.ring.free(off);
+      throw e;
+    }
+    return new Promise<T>((resolve, reject) => {
+      const q = this.enqueue((id) => encodeShmRequest(type, id, { reqOff: off, reqLen, respOff, respCap }), type, true, { respOff, respCap });
+      // The answer is decoded where it lies, then its room is given back.
+      q.reply.then((r) => {
+        let v: T;
+        try { v = decode(r); } catch (e) { shm!.ring.free(off); reject(e as Error); return; }
+        shm!.ring.free(off);
+        resolve(v);
+      }, (e: Error) => { shm!.ring.free(off); reject(e); });
+      if (this.sock) this.sock.write(q.frame);
+    });
   }
 
   private fail(e: Error): void {
@@ -138,7 +212,7 @@ export class ServerConnection {
     }
   }
 
-  private enqueue(make: (requestId: number) => Buffer, type: number, keep = true): { id: number; frame: Buffer; reply: Promise<Reply> } {
+  private enqueue(make: (requestId: number) => Buffer, type: number, keep = true, shm?: Pending['shm']): { id: number; frame: Buffer; reply: Promise<Reply> } {
     const id = this.nextId;
     this.nextId = (this.nextId + 1) >>> 0 || 1;
     const frame = make(id);
@@ -147,6 +221,7 @@ export class ServerConnection {
         frame, type,
         resolve: (r) => (r.type === (type | RESPONSE) ? resolve(r) : reject(new Error(`${this.name}: reply type ${r.type} to request type ${type}`))),
         reject,
+        ...(shm ? { shm } : {}),
       };
       this.pending.set(id, keep ? p : { ...p, frame: Buffer.alloc(0) });
     });

@@ -12,6 +12,7 @@ import { SocketGroup, groupIdOf } from './socket-group.js';
 import { DEFAULT_TUNING } from './collectives.js';
 import type { Tuning } from './collectives.js';
 import { MpiCommunicator, mpiInit, underMpirun } from './mpi.js';
+import { EMULATE_ENV, parseLinkSpec, type LinkSpec } from './link-emulation.js';
 
 export interface InitOptions {
   /** Default env ATHANOR_BACKEND or 'auto' (mpi under mpirun, else unix within a host / tcp across hosts). */
@@ -38,6 +39,8 @@ export interface InitOptions {
   tuning?: Partial<Tuning>;
   /** Store key prefix for this group's rendezvous (a second group in the same job, e.g. a communication thread, needs its own). */
   prefix?: string;
+  /** Emulated network between socket ranks, for benchmarks and tests (default env ATHANOR_EMULATE_LINK; link-emulation.ts). */
+  emulate?: LinkSpec;
 }
 
 export interface ProcessGroup extends Communicator {
@@ -141,10 +144,12 @@ export async function initProcessGroup(opts: InitOptions = {}): Promise<ProcessG
     rendezvous = { host: addr, port: port!, token };
   }
   const prefix = opts.prefix ?? `athanor/pg${pgIndex}`;
+  const emulate = opts.emulate ?? (env[EMULATE_ENV] ? parseLinkSpec(env[EMULATE_ENV]!) : undefined);
   const meshBackend = backend === 'local' || backend === 'auto' ? 'auto' : backend;
   const mesh = await SocketMesh.create({
     rank, world, store: store as TcpStore, prefix, token, backend: meshBackend, hostId: hid, timeoutMs,
     bindAddr: opts.bindAddr ?? env.ATHANOR_BIND_ADDR, advertiseAddr: opts.advertiseAddr ?? env.ATHANOR_ADVERTISE_ADDR,
+    ...(emulate ? { emulate } : {}),
   });
   const ranks = [...Array(world).keys()];
   const created = new Map<string, number>([[ranks.join(','), 1]]);

@@ -22,6 +22,7 @@
 //   u32 address low | u32 address high | u32 sender pid | u32 transfer id
 // Messages are matched by (group, kind, seq, step) per sending peer; the opcode and length
 // are then checked, which is how a collective mismatch between ranks is detected.
+import { LinkEmulator, type LinkSpec } from './link-emulation.js';
 import net from 'node:net';
 import { createHash } from 'node:crypto';
 import type { TcpStore } from './tcp-store.js';
@@ -257,6 +258,12 @@ class PeerLink {
   }
 
   send(h: MsgHeader, payload: Uint8Array): Promise<void> {
+    const emu = this.mesh.emulation;
+    if (emu) return emu.after(this.peer, HDR + payload.byteLength, () => this.sendNow(h, payload));
+    return this.sendNow(h, payload);
+  }
+
+  private sendNow(h: MsgHeader, payload: Uint8Array): Promise<void> {
     if (this.cmaUsable && h.kind === Kind.COLL && payload.byteLength >= CMA_MIN && this.sendVia === 'unix') {
       const s = this.sendSock, nr = nativeReduce();
       if (nr && s && !this.dead) {
@@ -325,6 +332,8 @@ export interface MeshOptions {
   advertiseAddr?: string;
   hostId: string;
   timeoutMs: number;
+  /** Emulated network for benchmarks and tests (link-emulation.ts); absent = none. */
+  emulate?: LinkSpec;
 }
 
 interface PeerAddr { hostId: string; tcp: { host: string; port: number } | null; unix: string | null }
@@ -364,9 +373,12 @@ export class SocketMesh {
   private closing = false;
   private tickTimer: NodeJS.Timeout | null = null;
   private transports = new Set<'tcp' | 'unix'>();
+  /** Delays every send as an emulated link would (benchmarks and tests only). */
+  readonly emulation: LinkEmulator | null;
 
   private constructor(o: MeshOptions) {
     this.rank = o.rank; this.world = o.world;
+    this.emulation = o.emulate ? new LinkEmulator(o.emulate, o.rank) : null;
     this.links = Array.from({ length: o.world }, (_, i) => (i === o.rank ? null : new PeerLink(this, i)));
   }
 
