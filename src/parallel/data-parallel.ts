@@ -26,6 +26,7 @@ import { WorkHandle, type AllReduceOptions, type CommBuffer, type ReduceOp, type
 import { evenCounts } from '../runtime/collectives.js';
 import { pool } from '../core/buffer-pool.js';
 import { Zero3 } from './zero3.js';
+import { OffloadAdamW } from './offload-optimizer.js';
 
 /** Collectives over the data-parallel group on the communication thread (a ThreadComm sub-group implements it). */
 export interface GradComm {
@@ -242,7 +243,7 @@ export class DataParallel {
     const f = m.formula;
     const gathered = this.zero3 ? `, gather buffers ${mb(m.gathered + m.gatherPooled)} (bound: ${this.zero3?.prefetchOn ? '2 × largest unit (one computing, one prefetched)' : 'largest unit'} + outer unit = ${mb(m.unitBound)})` : '';
     return `data parallel: ${this.world} ranks, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s), ${this.opts.transport ?? 'socket'} transport (gradient thread: ${this.comm.backend ?? 'none'}); ` +
-      `per-rank state, allocated: weights ${mb(m.weights)}, grads ${mb(m.grads)}, AdamW ${mb(m.optimizer)}${this.adamw ? '' : ' (before the first step)'}${gathered}; ` +
+      `per-rank state, allocated: weights ${mb(m.weights)}, grads ${mb(m.grads)}, AdamW ${mb(m.optimizer)}${this.adamw instanceof OffloadAdamW ? ` (${this.adamw.describe()})` : this.adamw ? '' : ' (before the first step)'}${gathered}; ` +
       `formula: weights ${mb(f.weights)}, grads ${mb(f.grads)}, AdamW ${mb(f.optimizer)} (total ${mb(f.weights + f.grads + f.optimizer)}); ` +
       `process array buffers ${mb(m.arrayBuffers)}, tensor pool idle ${mb(m.bufferPool)}`;
   }
@@ -388,7 +389,10 @@ export class DataParallel {
           return { gradNorm: norm, applied: false };
         }
         for (const g of adamw.paramGroups) g.lr = lr;
-        adamw.step({ gradScale: maxNorm > 0 ? clipCoefficient(norm, maxNorm) : 1 });
+        const gradScale = maxNorm > 0 ? clipCoefficient(norm, maxNorm) : 1;
+        // parallel.offload=disk: the update streams master weights and moments through the offload file.
+        if (adamw instanceof OffloadAdamW) await adamw.stepAsync({ gradScale });
+        else adamw.step({ gradScale });
         this.zeroGrads(adamw);
         await after();
         return { gradNorm: norm, applied: true };
@@ -446,7 +450,9 @@ export class DataParallel {
       for (const [name, p] of this.layout.named) segs.push({ name, shape: [...p.shape], dtype: 'float32', start: 0, end: p.size, data: p.data.subarray(p.offset, p.offset + p.size) });
     }
     // Without ZeRO every replica holds the same moments: replica 0 writes them.
-    if (this.zero3) segs.push(...this.zero3.optimizerSegments(adamw));
+    if (adamw instanceof OffloadAdamW) {
+      if (this.zero3 || this.stage > 0 || this.rank === 0) segs.push(...adamw.checkpointSegments((s) => this.offloadLocate(s.name)));
+    } else if (this.zero3) segs.push(...this.zero3.optimizerSegments(adamw));
     else if (this.stage > 0 || this.rank === 0) segs.push(...optimizerSegments(adamw));
     return segs;
   }
@@ -455,7 +461,16 @@ export class DataParallel {
   loadCheckpoint(r: RangeSource, adamw: AdamW, meta: OptimizerMeta | undefined): void {
     if (this.zero3) this.zero3.loadParams(r);
     else loadParams(r, this.layout.named);
-    if (meta) loadOptimizer(r, adamw, meta, this.zero3 ? (n) => this.zero3!.slotOffset(n) : undefined);
+    const offsetOf = this.zero3 ? (n: string) => this.zero3!.slotOffset(n) : undefined;
+    if (adamw instanceof OffloadAdamW) adamw.loadCheckpoint(r, meta, offsetOf); // also rewrites the on-disk masters from the loaded parameters
+    else if (meta) loadOptimizer(r, adamw, meta, offsetOf);
+  }
+
+  /** Offloaded moments in checkpoint coordinates: the parameter's shape, and where a ZeRO-3 shard slot starts in it. */
+  private offloadLocate(name: string): { shape: number[]; offset: number } {
+    const p = this.layout.named.find(([n]) => n === name)?.[1];
+    if (!p) throw new Error(`offload checkpoint: no parameter named '${name}'`);
+    return { shape: [...p.shape], offset: this.zero3 ? this.zero3.slotOffset(name) : 0 };
   }
 }
 

@@ -25,6 +25,7 @@ import { buildRankPipeline, type RankPipeline } from '../parallel/pipeline/pipel
 import { pipelineStepSchedule } from '../parallel/pipeline/pipeline-schedule.js';
 import type { Communicator } from '../runtime/communicator.js';
 import { pipelineSettings } from './memory-plan.js';
+import { newOffloadAdamW } from './offload-setup.js';
 
 export class DistributedLayer implements ParallelLayer {
   readonly rank: number;
@@ -160,7 +161,9 @@ export class DistributedLayer implements ParallelLayer {
     // The last pipeline stage's copy of a tied embedding is the first stage's parameter.
     const tied = this.pipe?.stages.tiedCopy ? this.pipe.stages.wte!.weight : null;
     return this.data.buildOptimizer({
-      makeAdamW: (ps, relocate) => newAdamW(ps, cfg.optim, relocate),
+      makeAdamW: (ps, relocate) => cfg.parallel.offload === 'disk'
+        ? newOffloadAdamW(ps, cfg.optim, { dir: cfg.parallel.offloadDir, rank: this.rank }, relocate)
+        : newAdamW(ps, cfg.optim, relocate),
       // Replicated parameters (norms, some biases) count once per tensor-parallel group.
       countInNorm: (p) => p !== tied && (tpRank === 0 || this.shardedParams.has(p)),
       sumOutsideDp: tp.size === 1 && pp.size === 1 ? undefined : async (x) => sumFloat64(pp, await sumFloat64(tp, x)),
