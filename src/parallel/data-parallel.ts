@@ -27,6 +27,8 @@ import { evenCounts } from '../runtime/collectives.js';
 import { pool } from '../core/buffer-pool.js';
 import { Zero3 } from './zero3.js';
 import { OffloadAdamW } from './offload-optimizer.js';
+import { initSpecs } from '../nn/module.js';
+import { fillInit } from '../nn/materialize.js';
 
 /** Collectives over the data-parallel group on the communication thread (a ThreadComm sub-group implements it). */
 export interface GradComm {
@@ -202,7 +204,17 @@ export class DataParallel {
     this.shardOff = shardOffsets(this.ranges);
     if (this.stage < 3) {
       this.flatParams = sharedF32(this.layout.total);
-      for (const [, p] of named) this.flatParams.set(p.data as Float32Array, this.layout.offsets.get(p)!);
+      for (const [, p] of named) {
+        const off = this.layout.offsets.get(p)!;
+        if (p.box.meta) {
+          // A model built on the meta device (offload does this, so the full model is never
+          // allocated twice): each parameter is drawn from its own init stream straight into the flat buffer.
+          const init = initSpecs.get(p);
+          if (!init || opts.seed === undefined) throw new Error(`data parallel: parameter '${p.name}' is on the meta device without a recorded initializer and seed`);
+          fillInit(this.flatParams.subarray(off, off + p.size), init, opts.seed, p.name!, [{ start: 0, length: p.size }]);
+          p.box.meta = false;
+        } else this.flatParams.set(p.data as Float32Array, off);
+      }
     }
     if (this.stage >= 2) {
       const n = this.ranges.reduce((s, [lo, hi]) => s + hi - lo, 0);

@@ -122,7 +122,7 @@ export class DistributedLayer implements ParallelLayer {
       this.shardedParams = new Set([...built.shards.keys()].map((n) => byName.get(n)!));
     } else {
       // ZeRO-3 builds the model on the meta device: each rank then materializes only its shards.
-      model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute, deferInit: cfg.parallel.zero === 3 });
+      model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute, deferInit: cfg.parallel.zero === 3 || cfg.parallel.offload === 'disk' });
     }
     this.dp = applyDataParallel(model, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
       zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend, // DataParallel names its gradient thread's backend itself

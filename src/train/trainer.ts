@@ -28,6 +28,7 @@ import { latestCheckpoint, type TrainState } from './train-checkpoint.js';
 import { singleProcessLayer, type ParallelLayer, type TrainModel } from './parallel-layer.js';
 import type { MicroBatch, StepSchedule } from './step-schedule.js';
 import { moeAfterStep } from './moe-step.js';
+import { checkMemoryFits, explainAllocationFailure } from './memory-fit.js';
 
 export interface TrainOptions {
   resume?: boolean;
@@ -60,6 +61,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   const prevPrecision = getPrecision();
   try {
     return await trainWithPrecision(cfg, opts);
+  } catch (e) {
+    throw explainAllocationFailure(e, cfg);
   } finally {
     setPrecision(prevPrecision);
   }
@@ -79,6 +82,8 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
   const T = cfg.model.seqLen, B = cfg.train.microBatch;
   const loader = new TokenLoader(trainSrc, { T, seed: cfg.data.seed, rank: par.dataRank, worldSize: par.dataWorld });
 
+  // Before anything large is allocated: refuse, naming parallel.offload, a run that cannot fit.
+  checkMemoryFits(cfg, par.rank, Number(process.env.ATHANOR_LOCAL_WORLD_SIZE ?? process.env.OMPI_COMM_WORLD_LOCAL_SIZE ?? 1));
   const model = par.buildModel(cfg);
   const schedule = par.schedule(model, cfg);
   const optim = par.buildOptimizer(model, cfg);

@@ -31,7 +31,7 @@ export function applyDataParallel(model: GPT, comm: GradComm, rank: number, worl
     model.recompute = false;
     return fullyShard(model, comm, rank, world, { bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, units: model.h, rng: model.rng, seed: o.seed, prefetch: o.prefetch });
   }
-  return replicate(model, comm, rank, world, { zero: o.zero, bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport });
+  return replicate(model, comm, rank, world, { zero: o.zero, bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, seed: o.seed });
 }
 
 /**
