@@ -162,7 +162,7 @@ export class OffloadAdamW extends AdamW {
         const lo = offset + s.start;
         out.push({
           name: `optim.${part}.${s.name}`, shape, dtype: 'float32', start: lo, end: lo + (s.end - s.start), data: new Float32Array(0),
-          read: (start: number, dst: Float32Array) => this.store.readPartSync(r, part, start - lo, dst),
+          read: (start: number, dst: Float32Array) => this.store.readPartSync(r, part, start, dst), // start is segment-relative
         });
       }
     }
