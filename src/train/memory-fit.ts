@@ -13,6 +13,20 @@ import type { TrainConfig } from './config.js';
 import { planMemory, fmtBytes } from './memory-plan.js';
 import { gptParamCount } from '../nn/gpt-config.js';
 import { DEFAULT_CHUNK } from '../parallel/offload-store.js';
+import { gemm } from '../backend/blas.js';
+import { stat } from 'node:fs/promises';
+
+/**
+ * Maps what the runtime maps lazily on first use, so that the address space measured
+ * next is what training starts from: BLAS (and oneDNN) thread buffers on the first
+ * GEMM, libuv's thread pool (its stacks) on the first asynchronous file operation
+ * (offload I/O, checkpoint writes). Costs one 256² GEMM and one stat.
+ */
+export async function warmRuntime(): Promise<void> {
+  const n = 256, a = new Float32Array(n * n), c = new Float32Array(n * n);
+  gemm(false, false, n, n, n, 1, a, 0, n, a, 0, n, 0, c, 0, n);
+  await stat('.');
+}
 
 export interface MemoryNeed {
   total: number;

@@ -28,7 +28,7 @@ import { latestCheckpoint, type TrainState } from './train-checkpoint.js';
 import { singleProcessLayer, type ParallelLayer, type TrainModel } from './parallel-layer.js';
 import type { MicroBatch, StepSchedule } from './step-schedule.js';
 import { moeAfterStep } from './moe-step.js';
-import { checkMemoryFits, explainAllocationFailure } from './memory-fit.js';
+import { checkMemoryFits, explainAllocationFailure, warmRuntime } from './memory-fit.js';
 
 export interface TrainOptions {
   resume?: boolean;
@@ -83,6 +83,7 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
   const loader = new TokenLoader(trainSrc, { T, seed: cfg.data.seed, rank: par.dataRank, worldSize: par.dataWorld });
 
   // Before anything large is allocated: refuse, naming parallel.offload, a run that cannot fit.
+  await warmRuntime();
   checkMemoryFits(cfg, par.rank, Number(process.env.ATHANOR_LOCAL_WORLD_SIZE ?? process.env.OMPI_COMM_WORLD_LOCAL_SIZE ?? 1));
   const model = par.buildModel(cfg);
   const schedule = par.schedule(model, cfg);
