@@ -14,6 +14,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { atomicWriteFileSync } from './atomic-write.js';
+import { writeSafetensorsStreamed } from './checkpoint-stream.js';
 import { writeSafetensorsChecksummed, SafetensorsReader } from './safetensors.js';
 import { ChecksumError, crc32c, verifyFile, type ChecksumRange, type FileChecksum } from './checksum.js';
 import { fromStorage } from '../core/tensor.js';
@@ -30,6 +31,12 @@ export interface Segment {
   start: number;
   end: number;
   data: Storage;
+  /**
+   * Set for bytes that are not in memory (disk-offloaded optimizer state): `data` is then
+   * empty and the writer reads elements [start, start + out.length) (segment-relative to
+   * this.start) in pieces while it writes (checkpoint-stream.ts).
+   */
+  read?: (start: number, out: Float32Array) => void;
 }
 
 interface ManifestEntry {
@@ -70,6 +77,13 @@ export function writeRankShard(root: string, step: number, rank: number, segment
   const file = `rank-${rank}.safetensors`;
   const tensors = new Map<string, ReturnType<typeof fromStorage>>();
   const index: Record<string, { shape: number[]; dtype: DType; start: number; end: number }> = {};
+  if (segments.some((s) => s.read)) {
+    for (const s of segments) if (!s.read && s.data.length !== s.end - s.start) throw new Error(`checkpoint: segment ${s.name}[${s.start}:${s.end}] has ${s.data.length} elements`);
+    const checksum = writeSafetensorsStreamed(join(dir, file), segments.map((s) => ({ key: `${s.name}@${s.start}`, dtype: s.dtype, length: s.end - s.start, data: s.read ? null : s.data, read: s.read })));
+    for (const s of segments) index[`${s.name}@${s.start}`] = { shape: s.shape, dtype: s.dtype, start: s.start, end: s.end };
+    atomicWriteFileSync(join(dir, `rank-${rank}.index.json`), JSON.stringify({ tensors: index, checksum }));
+    return;
+  }
   for (const s of segments) {
     if (s.data.length !== s.end - s.start) throw new Error(`checkpoint: segment ${s.name}[${s.start}:${s.end}] has ${s.data.length} elements`);
     const key = `${s.name}@${s.start}`;

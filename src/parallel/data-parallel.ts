@@ -26,6 +26,9 @@ import { WorkHandle, type AllReduceOptions, type CommBuffer, type ReduceOp, type
 import { evenCounts } from '../runtime/collectives.js';
 import { pool } from '../core/buffer-pool.js';
 import { Zero3 } from './zero3.js';
+import { OffloadAdamW } from './offload-optimizer.js';
+import { initSpecs } from '../nn/module.js';
+import { fillInit } from '../nn/materialize.js';
 
 /** Collectives over the data-parallel group on the communication thread (a ThreadComm sub-group implements it). */
 export interface GradComm {
@@ -204,7 +207,17 @@ export class DataParallel {
     this.shardOff = shardOffsets(this.ranges);
     if (this.stage < 3) {
       this.flatParams = sharedF32(this.layout.total);
-      for (const [, p] of named) this.flatParams.set(p.data as Float32Array, this.layout.offsets.get(p)!);
+      for (const [, p] of named) {
+        const off = this.layout.offsets.get(p)!;
+        if (p.box.meta) {
+          // A model built on the meta device (offload does this, so the full model is never
+          // allocated twice): each parameter is drawn from its own init stream straight into the flat buffer.
+          const init = initSpecs.get(p);
+          if (!init || opts.seed === undefined) throw new Error(`data parallel: parameter '${p.name}' is on the meta device without a recorded initializer and seed`);
+          fillInit(this.flatParams.subarray(off, off + p.size), init, opts.seed, p.name!, [{ start: 0, length: p.size }]);
+          p.box.meta = false;
+        } else this.flatParams.set(p.data as Float32Array, off);
+      }
     }
     if (this.stage >= 2) {
       const n = this.ranges.reduce((s, [lo, hi]) => s + hi - lo, 0);
@@ -247,7 +260,7 @@ export class DataParallel {
     const rep = this.opts.replica;
     const ranks = rep && rep.size > 1 ? `${this.world * rep.size} ranks, HSDP: sharded over groups of ${this.world} × ${rep.size} replica groups` : `${this.world} ranks`;
     return `data parallel: ${ranks}, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s), ${this.opts.transport ?? 'socket'} transport (gradient thread: ${this.comm.backend ?? 'none'}); ` +
-      `per-rank state, allocated: weights ${mb(m.weights)}, grads ${mb(m.grads)}, AdamW ${mb(m.optimizer)}${this.adamw ? '' : ' (before the first step)'}${gathered}; ` +
+      `per-rank state, allocated: weights ${mb(m.weights)}, grads ${mb(m.grads)}, AdamW ${mb(m.optimizer)}${this.adamw instanceof OffloadAdamW ? ` (${this.adamw.describe()})` : this.adamw ? '' : ' (before the first step)'}${gathered}; ` +
       `formula: weights ${mb(f.weights)}, grads ${mb(f.grads)}, AdamW ${mb(f.optimizer)} (total ${mb(f.weights + f.grads + f.optimizer)}); ` +
       `process array buffers ${mb(m.arrayBuffers)}, tensor pool idle ${mb(m.bufferPool)}`;
   }
@@ -419,7 +432,10 @@ export class DataParallel {
           return { gradNorm: norm, applied: false };
         }
         for (const g of adamw.paramGroups) g.lr = lr;
-        adamw.step({ gradScale: maxNorm > 0 ? clipCoefficient(norm, maxNorm) : 1 });
+        const gradScale = maxNorm > 0 ? clipCoefficient(norm, maxNorm) : 1;
+        // parallel.offload=disk: the update streams master weights and moments through the offload file.
+        if (adamw instanceof OffloadAdamW) await adamw.stepAsync({ gradScale });
+        else adamw.step({ gradScale });
         this.zeroGrads(adamw);
         await after();
         return { gradNorm: norm, applied: true };
@@ -479,7 +495,9 @@ export class DataParallel {
       for (const [name, p] of this.layout.named) segs.push({ name, shape: [...p.shape], dtype: 'float32', start: 0, end: p.size, data: p.data.subarray(p.offset, p.offset + p.size) });
     }
     // Without ZeRO every replica holds the same moments: replica 0 writes them.
-    if (this.zero3) segs.push(...this.zero3.optimizerSegments(adamw));
+    if (adamw instanceof OffloadAdamW) {
+      if (this.zero3 || this.stage > 0 || this.rank === 0) segs.push(...adamw.checkpointSegments((s) => this.offloadLocate(s.name)));
+    } else if (this.zero3) segs.push(...this.zero3.optimizerSegments(adamw));
     else if (this.stage > 0 || this.rank === 0) segs.push(...optimizerSegments(adamw));
     return segs;
   }
@@ -488,7 +506,16 @@ export class DataParallel {
   loadCheckpoint(r: RangeSource, adamw: AdamW, meta: OptimizerMeta | undefined): void {
     if (this.zero3) this.zero3.loadParams(r);
     else loadParams(r, this.layout.named);
-    if (meta) loadOptimizer(r, adamw, meta, this.zero3 ? (n) => this.zero3!.slotOffset(n) : undefined);
+    const offsetOf = this.zero3 ? (n: string) => this.zero3!.slotOffset(n) : undefined;
+    if (adamw instanceof OffloadAdamW) adamw.loadCheckpoint(r, meta, offsetOf); // also rewrites the on-disk masters from the loaded parameters
+    else if (meta) loadOptimizer(r, adamw, meta, offsetOf);
+  }
+
+  /** Offloaded moments in checkpoint coordinates: the parameter's shape, and where a ZeRO-3 shard slot starts in it. */
+  private offloadLocate(name: string): { shape: number[]; offset: number } {
+    const p = this.layout.named.find(([n]) => n === name)?.[1];
+    if (!p) throw new Error(`offload checkpoint: no parameter named '${name}'`);
+    return { shape: [...p.shape], offset: this.zero3 ? this.zero3.slotOffset(name) : 0 };
   }
 }
 

@@ -8,7 +8,8 @@ export function worldFromEnv(): number {
 }
 
 export async function distributedLayerFromEnv(cfg: TrainConfig): Promise<ParallelLayer | null> {
-  if (worldFromEnv() <= 1) return null;
+  // Disk offload lives in DataParallel's optimizer, so one process runs it as a data-parallel group of one.
+  if (worldFromEnv() <= 1 && cfg.parallel.offload !== 'disk') return null;
   if (cfg.parallel.ep > 1) {
     const { ExpertParallelLayer } = await import('../parallel/expert-parallel-layer.js');
     return ExpertParallelLayer.create(cfg);

@@ -26,6 +26,7 @@ import { pipelineStepSchedule } from '../parallel/pipeline/pipeline-schedule.js'
 import type { Communicator } from '../runtime/communicator.js';
 import { pipelineSettings } from './memory-plan.js';
 import { hsdpGroups, type HsdpGroups } from '../parallel/hsdp.js';
+import { newOffloadAdamW } from './offload-setup.js';
 
 export class DistributedLayer implements ParallelLayer {
   readonly rank: number;
@@ -127,7 +128,7 @@ export class DistributedLayer implements ParallelLayer {
       this.shardedParams = new Set([...built.shards.keys()].map((n) => byName.get(n)!));
     } else {
       // ZeRO-3 builds the model on the meta device: each rank then materializes only its shards.
-      model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute, deferInit: cfg.parallel.zero === 3 });
+      model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute, deferInit: cfg.parallel.zero === 3 || cfg.parallel.offload === 'disk' });
     }
     // HSDP: the data-parallel transform shards over the shard group and averages over the replica group.
     const h = this.hsdp;
@@ -168,7 +169,9 @@ export class DistributedLayer implements ParallelLayer {
     // The last pipeline stage's copy of a tied embedding is the first stage's parameter.
     const tied = this.pipe?.stages.tiedCopy ? this.pipe.stages.wte!.weight : null;
     return this.data.buildOptimizer({
-      makeAdamW: (ps, relocate) => newAdamW(ps, cfg.optim, relocate),
+      makeAdamW: (ps, relocate) => cfg.parallel.offload === 'disk'
+        ? newOffloadAdamW(ps, cfg.optim, { dir: cfg.parallel.offloadDir, rank: this.rank }, relocate)
+        : newAdamW(ps, cfg.optim, relocate),
       // Replicated parameters (norms, some biases) count once per tensor-parallel group.
       countInNorm: (p) => p !== tied && (tpRank === 0 || this.shardedParams.has(p)),
       sumOutsideDp: tp.size === 1 && pp.size === 1 ? undefined : async (x) => sumFloat64(pp, await sumFloat64(tp, x)),

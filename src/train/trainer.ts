@@ -29,6 +29,7 @@ import { singleProcessLayer, type ParallelLayer, type TrainModel } from './paral
 import { trackArrayBufferPeak, arrayBufferPeak } from '../core/array-buffer-peak.js';
 import type { MicroBatch, StepSchedule } from './step-schedule.js';
 import { moeAfterStep } from './moe-step.js';
+import { checkMemoryFits, explainAllocationFailure, warmRuntime } from './memory-fit.js';
 
 export interface TrainOptions {
   resume?: boolean;
@@ -61,6 +62,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   const prevPrecision = getPrecision();
   try {
     return await trainWithPrecision(cfg, opts);
+  } catch (e) {
+    throw explainAllocationFailure(e, cfg);
   } finally {
     setPrecision(prevPrecision);
   }
@@ -81,6 +84,9 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
   const T = cfg.model.seqLen, B = cfg.train.microBatch;
   const loader = new TokenLoader(trainSrc, { T, seed: cfg.data.seed, rank: par.dataRank, worldSize: par.dataWorld });
 
+  // Before anything large is allocated: refuse, naming parallel.offload, a run that cannot fit.
+  await warmRuntime();
+  checkMemoryFits(cfg, par.rank, Number(process.env.ATHANOR_LOCAL_WORLD_SIZE ?? process.env.OMPI_COMM_WORLD_LOCAL_SIZE ?? 1));
   const model = par.buildModel(cfg);
   const schedule = par.schedule(model, cfg);
   const optim = par.buildOptimizer(model, cfg);

@@ -38,7 +38,7 @@ export function applyDataParallel(model: GPT, comm: GradComm, rank: number, worl
     const units = model.cfg.tieEmbeddings ? [...model.h] : [model.wte, ...model.h, model.lm_head];
     return fullyShard(model, comm, rank, world, { bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, units, rng: model.rng, seed: o.seed, prefetch: o.prefetch, replica: o.replica });
   }
-  return replicate(model, comm, rank, world, { zero: o.zero, bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport });
+  return replicate(model, comm, rank, world, { zero: o.zero, bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, seed: o.seed });
 }
 
 /**
