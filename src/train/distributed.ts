@@ -109,6 +109,7 @@ export class DistributedLayer implements ParallelLayer {
       this.shardedParams = new Set([...stages.shards.keys()].filter((n) => byName.has(n)).map((n) => byName.get(n)!));
       this.dp = replicate(stages, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
         zero: cfg.parallel.zero as 0 | 1 | 2, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend,
+        gradDtype: cfg.parallel.gradDtype,
       });
       return stages;
     }
@@ -125,7 +126,7 @@ export class DistributedLayer implements ParallelLayer {
     }
     this.dp = applyDataParallel(model, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
       zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend, // DataParallel names its gradient thread's backend itself
-      seed: cfg.train.seed,
+      seed: cfg.train.seed, gradDtype: cfg.parallel.gradDtype,
     });
     return model;
   }
