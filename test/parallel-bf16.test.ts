@@ -13,14 +13,17 @@ import { tinyData, tinyArgs, runCli, stepLosses, tmp } from './helpers/train-fix
 
 // Stated tolerances (measured values are printed): per-step loss relative difference, and
 // for the final parameters after 8 AdamW steps, per tensor, the relative L2 difference
-// ‖a − b‖ / ‖b‖ and the max |a − b| / max(max |b|, 0.02). bf16 gradient communication
-// rounds each rank's partial gradient before the sum: where the ranks' parts nearly cancel
-// (rare-token embedding rows, biases) the rounding is comparable to the sum, and Adam's
-// normalised first steps turn that into differences of about one learning rate (measured
-// at dp=2: relative L2 ≤ 3e-2, max ≤ 6e-2; with fp32 communication ≤ 5e-4 and ≤ 1e-3).
-const LOSS_TOL = 2e-3;
+// ‖a − b‖ / max(‖b‖, 0.02·√n) and the max |a − b| / max(max |b|, 0.02) (0.02, the init
+// std, is the scale floor: biases start at zero). bf16 rounds each rank's partial gradient
+// before the sum (gradDtype=bf16) and the activations and gradients crossing a pipeline
+// stage: where parts nearly cancel (biases, rare-token embedding rows) that rounding is
+// comparable to the sum, and Adam's normalised first steps turn it into differences of
+// about one learning rate. Measured (loaded 2-core Zen 3): losses ≤ 1.2e-5 in every
+// layout; parameters relative L2 ≤ 1.8e-2 (pp=2), ≤ 8.7e-3 (dp=2 bf16 communication),
+// max ≤ 9.8e-2 (pp=2); dp=2 with fp32 communication ≤ 6.9e-4 / 9.6e-4.
+const LOSS_TOL = 5e-4;
 const PARAM_L2_TOL = 5e-2;
-const PARAM_MAX_TOL = 0.15;
+const PARAM_MAX_TOL = 0.2;
 
 function paramsOf(out: string): Map<string, Float32Array> {
   const dir = latestCheckpoint(join(out, 'checkpoints'));
@@ -51,7 +54,7 @@ function paramDiff(a: string, b: string): [number, number] {
       num += (x[i]! - y[i]!) ** 2; den += y[i]! ** 2;
     }
     worstMax = Math.max(worstMax, d / m);
-    worstL2 = Math.max(worstL2, Math.sqrt(num / Math.max(den, 1e-30)));
+    worstL2 = Math.max(worstL2, Math.sqrt(num / Math.max(den, 0.02 ** 2 * y.length)));
   }
   return [worstL2, worstMax];
 }
