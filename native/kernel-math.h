@@ -39,6 +39,16 @@ static inline float fast_expf(float x) {
   return exp_poly(r) * f_as((uint32_t)(((int32_t)n + 127) << 23));
 }
 
+/* bfloat16 <-> float32, bit-exact with src/core/dtype.ts (round to nearest even, NaN
+ * kept quiet): the saved-activation kernels of nn-lowp.c convert inside their loops. */
+static inline float bf16_to_f32(uint16_t h) { return f_as((uint32_t)h << 16); }
+static inline uint16_t f32_to_bf16(float f) {
+  const uint32_t u = u_as(f);
+  const uint16_t rounded = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  const uint16_t quiet = (uint16_t)((u >> 16) | 0x40u);
+  return (u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
+}
+
 static inline float row_max(const float *x, int64_t n) {
   float m = -INFINITY;
 #pragma omp simd reduction(max : m)

@@ -220,11 +220,13 @@ static inline void thread_share(int64_t n, int64_t *lo, int64_t *hi) {
  * (always_inline), so each combination gets its own branch-free vectorised loops. */
 #define NORM_INLINE static inline __attribute__((always_inline))
 
-NORM_INLINE void norm_bwd_row(const float *restrict dy, const float *restrict x, const float *restrict w,
-                              const float *mean, const float *rstd, float *restrict dx,
+NORM_INLINE void norm_bwd_row(const float *restrict dy, const float *restrict x, const uint16_t *restrict xh,
+                              const float *restrict w, const float *mean, const float *rstd, float *restrict dx,
                               float *restrict pw, float *restrict pb, int64_t i, int64_t C,
-                              const int CENTRE, const int ACC, const int DX, const int W) {
-  const float *g0 = dy + i * C, *x0 = x + i * C;
+                              const int CENTRE, const int ACC, const int DX, const int W, const int XH) {
+  /* XH: x is the bf16 copy saved for backward (xh), widened as it is read. */
+  const float *g0 = dy + i * C, *x0 = XH ? NULL : x + i * C;
+  const uint16_t *xh0 = XH ? xh + i * C : NULL;
   const float m0 = CENTRE ? mean[i] : 0.f, r0 = rstd[i];
   float mg0 = 0.f, mx0 = 0.f;
   if (DX) {
@@ -233,7 +235,7 @@ NORM_INLINE void norm_bwd_row(const float *restrict dy, const float *restrict x,
     for (int64_t j = 0; j < C; j++) {
       const float a0 = g0[j] * w[j];
       if (CENTRE) sg0 += a0;
-      sx0 += a0 * (x0[j] - m0);
+      sx0 += a0 * ((XH ? bf16_to_f32(xh0[j]) : x0[j]) - m0);
     }
     const float inv = 1.0f / (float)C;
     mg0 = sg0 * inv;
@@ -242,7 +244,7 @@ NORM_INLINE void norm_bwd_row(const float *restrict dy, const float *restrict x,
   float *d0 = DX ? dx + i * C : NULL;
 #pragma omp simd
   for (int64_t j = 0; j < C; j++) {
-    const float e0 = g0[j], h0 = (x0[j] - m0) * r0;
+    const float e0 = g0[j], h0 = ((XH ? bf16_to_f32(xh0[j]) : x0[j]) - m0) * r0;
     if (DX) {
       const float v0 = r0 * (e0 * w[j] - mg0 - h0 * mx0);
       if (ACC) d0[j] += v0;
@@ -256,15 +258,19 @@ NORM_INLINE void norm_bwd_row(const float *restrict dy, const float *restrict x,
 }
 
 /* Rows [r0, r1) of one thread. */
-NORM_INLINE void norm_bwd_share(const float *dy, const float *x, const float *w, const float *mean, const float *rstd,
-                                float *dx, float *pw, float *pb, int64_t r0, int64_t r1, int64_t C,
+NORM_INLINE void norm_bwd_share(const float *dy, const float *x, const uint16_t *xh, const float *w, const float *mean,
+                                const float *rstd, float *dx, float *pw, float *pb, int64_t r0, int64_t r1, int64_t C,
                                 const int CENTRE, const int ACC, const int DX, const int W) {
-  for (int64_t i = r0; i < r1; i++) norm_bwd_row(dy, x, w, mean, rstd, dx, pw, pb, i, C, CENTRE, ACC, DX, W);
+  if (xh)
+    for (int64_t i = r0; i < r1; i++) norm_bwd_row(dy, x, xh, w, mean, rstd, dx, pw, pb, i, C, CENTRE, ACC, DX, W, 1);
+  else
+    for (int64_t i = r0; i < r1; i++) norm_bwd_row(dy, x, xh, w, mean, rstd, dx, pw, pb, i, C, CENTRE, ACC, DX, W, 0);
 }
 
-#define NORM_SHARE(CE, AC, DXF, WF) norm_bwd_share(dy, x, w, mean, rstd, dx, pw, pb, r0, r1, C, CE, AC, DXF, WF)
+#define NORM_SHARE(CE, AC, DXF, WF) norm_bwd_share(dy, x, xh, w, mean, rstd, dx, pw, pb, r0, r1, C, CE, AC, DXF, WF)
 
-static void norm_bwd(const float *dy, const float *x, const float *w, const float *mean, const float *rstd,
+/* x (fp32) or xh (its bf16 copy saved for backward): exactly one is non-NULL. */
+static void norm_bwd(const float *dy, const float *x, const uint16_t *xh, const float *w, const float *mean, const float *rstd,
                      float *dx, float *dw, float *db, int64_t rows, int64_t C, int acc) {
   int need_w = dw != NULL || db != NULL;
   if (!dx && !need_w) return;
@@ -317,7 +323,14 @@ static void norm_bwd(const float *dy, const float *x, const float *w, const floa
 
 void athn_layernorm_bwd_f32(const float *dy, const float *x, const float *w, const float *mean, const float *rstd,
                             float *dx, float *dw, float *db, int64_t rows, int64_t C, int acc) {
-  norm_bwd(dy, x, w, mean, rstd, dx, dw, db, rows, C, acc);
+  norm_bwd(dy, x, NULL, w, mean, rstd, dx, dw, db, rows, C, acc);
+}
+
+/* LayerNorm backward reading the bf16 copy of x saved by athn_layernorm_fwd_bf16pack
+ * (nn-lowp.c); fp32 math, the same loops as the fp32 kernel. */
+void athn_layernorm_bwd_bf16in(const float *dy, const uint16_t *xh, const float *w, const float *mean, const float *rstd,
+                               float *dx, float *dw, float *db, int64_t rows, int64_t C, int acc) {
+  norm_bwd(dy, NULL, xh, w, mean, rstd, dx, dw, db, rows, C, acc);
 }
 
 /* ---------------------------------------------------------------- RMSNorm */
@@ -339,7 +352,7 @@ void athn_rmsnorm_fwd_f32(const float *x, const float *w, float *y, float *rstd,
 
 void athn_rmsnorm_bwd_f32(const float *dy, const float *x, const float *w, const float *rstd,
                           float *dx, float *dw, int64_t rows, int64_t C, int acc) {
-  norm_bwd(dy, x, w, NULL, rstd, dx, dw, NULL, rows, C, acc);
+  norm_bwd(dy, x, NULL, w, NULL, rstd, dx, dw, NULL, rows, C, acc);
 }
 
 /* -------------------------------------------------------------- embedding */

@@ -8,6 +8,7 @@ import { untrack } from '../core/scope.js';
 import { shapeStr } from '../core/layout.js';
 import type { Node, OpAttrs, OpName } from './node.js';
 import { gradRuleFor } from './grad-rules.js';
+import { pinForBackward } from './saved-pack.js';
 
 let gradEnabled = true;
 let nextSeq = 0;
@@ -44,6 +45,7 @@ export function record<K extends OpName>(
   out: Tensor,
   saved: Tensor[] = [],
   ctx?: unknown,
+  packed?: readonly number[],
 ): Tensor {
   if (!gradEnabled || !inputs.some((t) => t.requiresGrad)) {
     for (const s of saved) if (s !== out && !inputs.includes(s)) s.dispose();
@@ -52,6 +54,7 @@ export function record<K extends OpName>(
   const node: Node<K> = { seq: nextSeq++, op, attrs, inputs, out, saved, ctx };
   out.requiresGrad = true;
   out.node = node as unknown as Node;
+  pinForBackward(node as unknown as Node, packed);
   return out;
 }
 

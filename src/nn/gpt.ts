@@ -6,6 +6,7 @@ import type { DType } from '../core/dtype.js';
 import { Module, type Device, type InitContext } from './module.js';
 import { Linear, LayerNorm, Embedding } from './layers.js';
 import { checkpoint } from '../autograd/checkpoint.js';
+import { releaseActivation as done } from '../autograd/saved-pack.js';
 import {
   add, mul, neg, gelu, reshape, permute, slice, concat, attention, crossEntropy, dropout,
 } from '../ops/index.js';
@@ -44,9 +45,14 @@ export class CausalSelfAttention extends Module {
       q = rope.apply(q);
       k = rope.apply(k);
     }
-    let y = attention(q, k, v, { causal: true });
-    y = reshape(permute(y, [0, 2, 1, 3]), [B, T, C]);
-    y = this.c_proj.forward(y);
+    const att = attention(q, k, v, { causal: true });
+    // done(t): the forward no longer reads t; its fp32 buffer is freed when every
+    // backward reader kept a 16-bit copy (train.precision=bf16), else nothing happens.
+    for (const t of [qkv, q, k, v]) done(t);
+    const yc = reshape(permute(att, [0, 2, 1, 3]), [B, T, C]);
+    let y = this.c_proj.forward(yc);
+    done(yc);
+    done(att);
     return this.cfg.dropout > 0 ? dropout(y, this.cfg.dropout, { rng, training: this.training }) : y;
   }
 }
@@ -60,7 +66,11 @@ export class Mlp extends Module {
     this.c_proj = this.child('c_proj', new Linear(ctx, cfg.dFF, cfg.dModel, { std: 0.02 / Math.sqrt(2 * cfg.nLayer) }));
   }
   forward(x: Tensor, rng: Rng): Tensor {
-    const y = this.c_proj.forward(gelu(this.c_fc.forward(x)));
+    const u = this.c_fc.forward(x);
+    const a = gelu(u);
+    done(u);
+    const y = this.c_proj.forward(a);
+    done(a);
     return this.cfg.dropout > 0 ? dropout(y, this.cfg.dropout, { rng, training: this.training }) : y;
   }
 }
@@ -81,9 +91,18 @@ export class Block extends Module {
     this.mlp = useMoe ? (null as unknown as Mlp) : this.child('mlp', new Mlp(ctx, cfg));
   }
   forward(x: Tensor, rope: Rope | null, rng: Rng): Tensor {
-    const h = add(x, this.attn.forward(this.ln_1.forward(x), rope, rng));
-    const y = this.moe ? this.moe.forward(this.ln_2.forward(h), rng) : this.mlp.forward(this.ln_2.forward(h), rng);
-    return add(h, y);
+    const a = this.ln_1.forward(x);
+    const att = this.attn.forward(a, rope, rng);
+    done(a);
+    const h = add(x, att);
+    done(att);
+    const m = this.ln_2.forward(h);
+    const y = this.moe ? this.moe.forward(m, rng) : this.mlp.forward(m, rng);
+    done(m);
+    const out = add(h, y);
+    done(y);
+    done(h);
+    return out;
   }
 }
 
@@ -167,7 +186,11 @@ export class GPT extends Module {
     const T = idx.shape[1]!;
     if (T > this.cfg.seqLen) throw new Error(`GPT: sequence length ${T} exceeds model.seqLen ${this.cfg.seqLen}`);
     let x = this.wte.forward(idx);
-    if (this.wpe) x = add(x, slice(this.wpe.weight, 0, 0, T));
+    if (this.wpe) {
+      const e = x;
+      x = add(e, slice(this.wpe.weight, 0, 0, T));
+      done(e);
+    }
     return this.cfg.dropout > 0 ? dropout(x, this.cfg.dropout, { rng: this.rng, training: this.training }) : x;
   }
 
@@ -183,13 +206,22 @@ export class GPT extends Module {
 
   /** Logits (B, T, V). */
   head(x: Tensor): Tensor {
-    return this.lm_head.forward(this.ln_f.forward(x));
+    const n = this.ln_f.forward(x);
+    const logits = this.lm_head.forward(n);
+    done(n);
+    return logits;
   }
 
   forward(idx: Tensor): Tensor {
     let x = this.embed(idx);
-    for (let i = 0; i < this.h.length; i++) x = this.runBlock(i, x);
-    return this.head(x);
+    for (let i = 0; i < this.h.length; i++) {
+      const nx = this.runBlock(i, x);
+      done(x);
+      x = nx;
+    }
+    const logits = this.head(x);
+    done(x);
+    return logits;
   }
 
   /**
@@ -200,6 +232,7 @@ export class GPT extends Module {
     const logits = this.forward(idx);
     const [B, T, V] = logits.shape as [number, number, number];
     let l = crossEntropy(reshape(logits, [B * T, V]), reshape(targets, [B * T]));
+    done(logits);
     for (const m of this.moeLayers()) if (m.auxLoss) { l = add(l, m.auxLoss); m.auxLoss = null; }
     return l;
   }

@@ -39,6 +39,14 @@ export interface AttentionOptions {
 
 const ATTN_BLOCK = 128;
 
+/** Mixed-precision attention node context: the 16-bit type and the 16-bit Q, K, V kept for backward. */
+interface AttnCtx {
+  kind: Lowp;
+  q16: Tensor;
+  k16: Tensor;
+  v16: Tensor;
+}
+
 type GemmFn = typeof gemmF;
 type Arr = F | Uint16Array;
 
@@ -134,10 +142,13 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     }
   }
   if (!kind) release(Q, Km, Vm);
-  else { q16!.dispose(); k16!.dispose(); v16!.dispose(); }
   const out = base.view([B, H, Tq, Dv], [Tq * ldo, Dv, ldo, 1], 0);
   base.dispose();
-  return record('attention', { causal, scale }, [q, k, v], out, [P], kind);
+  if (!kind) return record('attention', { causal, scale }, [q, k, v], out, [P]);
+  // The 16-bit Q, K, V made for the GEMMs are what backward reads: kept on the node, so
+  // the fp32 q, k, v (views of the qkv projection) may be released by the caller.
+  const ctx: AttnCtx = { kind, q16: q16!, k16: k16!, v16: v16! };
+  return record('attention', { causal, scale }, [q, k, v], out, [P, q16!, k16!, v16!], ctx, [0, 1, 2]);
 }
 
 /** Offset of row i in a matrix with layout `lay` (rows are strided by ld, or by 1 when stored transposed). */
@@ -156,11 +167,13 @@ export function attentionBackward(node: Node<'attention'>, gOut: Tensor): void {
   // A 16-bit ctx: the forward ran in mixed precision (P saved in 16 bits), so do the
   // gradient GEMMs on recast Q, K, V; dO and dS enter them as 16-bit (times the fp16 loss
   // scale, divided out by alpha).
-  const kind = (node.ctx as Lowp | undefined) ?? null;
+  const actx = (node.ctx as AttnCtx | undefined) ?? null;
+  const kind = actx?.kind ?? null;
   const gemm = gemmFor(kind);
   const gs = kind ? gradOperandScale() : 1, ga = 1 / gs;
   const g16 = kind ? castLowp(gOut, kind, gs) : null;
-  const q16 = kind ? castLowp(q, kind) : null, k16 = kind ? castLowp(k, kind) : null, v16 = kind ? castLowp(v, kind) : null;
+  // Owned by node.saved (disposed after this rule).
+  const q16 = actx?.q16 ?? null, k16 = actx?.k16 ?? null, v16 = actx?.v16 ?? null;
   const Q = mats(q16 ?? q), Km = mats(k16 ?? k), Vm = mats(v16 ?? v), G = mats(g16 ?? gOut);
   const dS16 = kind ? new Uint16Array(Tq * Tk) : null;
   // Fresh (uninitialised) gradient buffers are written with beta = 0 by the first GEMM
@@ -221,6 +234,6 @@ export function attentionBackward(node: Node<'attention'>, gOut: Tensor): void {
       }
     }
   }
-  if (kind) for (const t of [g16, q16, k16, v16]) t!.dispose();
+  if (kind) g16!.dispose();
   else release(Q, Km, Vm, G);
 }

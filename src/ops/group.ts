@@ -15,16 +15,28 @@ import { record } from '../autograd/tape.js';
 import type { Node } from '../autograd/node.js';
 import { accumulateGrad } from '../autograd/accumulate.js';
 import { dense, floatData, gradTarget, int32Data, type F } from '../backend/nn-kernels.js';
+import { lowpKind } from '../backend/precision.js';
 
 export interface GroupCollectives {
   readonly rank: number;
   readonly size: number;
-  /** In place. */
-  allReduce(buf: F, op: 'sum' | 'max'): void;
+  /** In place. `wire` 'bf16': the values travel rounded to bf16 (sums accumulate in fp32, rounded once). */
+  allReduce(buf: F, op: 'sum' | 'max', wire?: Wire): void;
   /** output (size × input.length) = every rank's input, in rank order. */
-  allGather(input: F, output: F): void;
+  allGather(input: F, output: F, wire?: Wire): void;
   /** output (input.length / size) = this rank's chunk of the element-wise sum of every rank's input. */
-  reduceScatter(input: F, output: F): void;
+  reduceScatter(input: F, output: F, wire?: Wire): void;
+}
+
+export type Wire = 'fp32' | 'bf16';
+
+/**
+ * Activations and their gradients cross the tensor-parallel group in the compute dtype
+ * (bf16 under train.precision=bf16, as Megatron's bf16 runs do); the vocab-parallel
+ * cross-entropy's per-row statistics always travel in fp32.
+ */
+function wire(): Wire {
+  return lowpKind() === 'bfloat16' ? 'bf16' : 'fp32';
 }
 
 function checkFloat(t: Tensor, where: string): void {
@@ -72,7 +84,7 @@ export function groupCopy(x: Tensor, group: GroupCollectives): Tensor {
 
 export function groupCopyBackward(node: Node<'groupCopy'>, gOut: Tensor): void {
   const g = copyOf(gOut);
-  if (node.attrs.group.size > 1) node.attrs.group.allReduce(g.data as F, 'sum');
+  if (node.attrs.group.size > 1) node.attrs.group.allReduce(g.data as F, 'sum', wire());
   accumulateGrad(node.inputs[0]!, g, true);
 }
 
@@ -81,7 +93,7 @@ export function groupReduce(x: Tensor, group: GroupCollectives, opts: ExitOption
   checkFloat(x, 'groupReduce');
   const inPlace = opts.consume === true && x.isContiguous() && x.offset === 0 && x.box.refs === 1;
   const out = inPlace ? x.view(x.shape, x.strides, 0) : copyOf(x);
-  if (group.size > 1) group.allReduce(out.data as F, 'sum');
+  if (group.size > 1) group.allReduce(out.data as F, 'sum', wire());
   return record('groupReduce', { group }, [x], out);
 }
 
@@ -115,7 +127,7 @@ export function groupGather(x: Tensor, group: GroupCollectives, axis: number): T
   else {
     const { outer, inner } = axisParts(x.shape, axis);
     const tmp = empty(shape, x.dtype);
-    group.allGather(floatData(xd).subarray(0, x.size), tmp.data as F);
+    group.allGather(floatData(xd).subarray(0, x.size), tmp.data as F, wire());
     fromRankMajor(tmp.data as F, out.data as F, outer, group.size, x.shape[axis]! * inner);
     tmp.dispose();
   }
@@ -134,7 +146,7 @@ export function groupGatherBackward(node: Node<'groupGather'>, gOut: Tensor): vo
     const { outer, inner } = axisParts(x.shape, axis);
     const tmp = empty(gOut.shape, x.dtype);
     toRankMajor(floatData(g), tmp.data as F, outer, group.size, x.shape[axis]! * inner);
-    group.reduceScatter(tmp.data as F, local.data as F);
+    group.reduceScatter(tmp.data as F, local.data as F, wire());
     tmp.dispose();
   }
   if (g !== gOut) g.dispose();
@@ -156,7 +168,7 @@ export function groupScatter(x: Tensor, group: GroupCollectives, axis: number, o
     const { outer, inner } = axisParts(x.shape, axis);
     const tmp = empty(x.shape, x.dtype);
     toRankMajor(floatData(xd), tmp.data as F, outer, group.size, (n / group.size) * inner);
-    group.reduceScatter(tmp.data as F, out.data as F);
+    group.reduceScatter(tmp.data as F, out.data as F, wire());
     tmp.dispose();
   }
   if (xd !== x) xd.dispose();
@@ -174,7 +186,7 @@ export function groupScatterBackward(node: Node<'groupScatter'>, gOut: Tensor): 
   else {
     const { outer, inner } = axisParts(x.shape, axis);
     const tmp = empty(x.shape, x.dtype);
-    group.allGather(floatData(g).subarray(0, gOut.size), tmp.data as F);
+    group.allGather(floatData(g).subarray(0, gOut.size), tmp.data as F, wire());
     fromRankMajor(tmp.data as F, full.data as F, outer, group.size, gOut.shape[axis]! * inner);
     tmp.dispose();
   }

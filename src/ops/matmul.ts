@@ -140,6 +140,17 @@ function lowpGemm(kind: Lowp): GemmFn {
   return g;
 }
 
+/** Mixed-precision matmul node context: the 16-bit type and the activation operands kept for backward. */
+interface MatmulCtx {
+  kind: Lowp;
+  a16: Tensor | null;
+  b16: Tensor | null;
+}
+
+function isParameter(t: Tensor): boolean {
+  return t.isLeaf && t.requiresGrad;
+}
+
 function checkFloat(t: Tensor, what: string): void {
   if (t.dtype !== 'float32' && t.dtype !== 'float64') throw new Error(`matmul: ${what} must be float32 or float64, got ${t.dtype}`);
 }
@@ -176,17 +187,23 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     beta = 1;
   }
   // train.precision bf16/fp16: 16-bit operands (parameters from the per-step copy), fp32
-  // accumulation and output. Activation operands are not kept in 16 bits for backward: the
-  // fp32 inputs stay alive as autograd inputs anyway, so backward recasts them (one
-  // memory-bound pass) rather than holding a second copy; the node's ctx is the 16-bit type.
+  // accumulation and output. The 16-bit copy of an activation operand is what backward
+  // reads (a for dB, b for dA): it is kept on the node and the input is recorded as
+  // packed, so the caller may release the fp32 activation (autograd/saved-pack.ts).
+  // Parameters are not kept: backward takes them from the per-step copy again (ZeRO-3
+  // must be able to drop a gathered parameter between forward and backward).
   const kind = a.dtype === 'float32' ? lowpKind() : null;
   if (kind) {
     const a16 = lowpOperand(a, kind), b16 = lowpOperand(b, kind);
     const A = operand(a16), B = operand(b16);
     run(plan(A, transA, B, transB, batch, batch), A, transA, B, transB, od, batch, batch, 1, beta, kind);
-    a16.dispose();
-    b16.dispose();
-    return record('matmul', { transA, transB }, bias ? [a, b, bias] : [a, b], out, [], kind);
+    const keepA = b.requiresGrad && !isParameter(a), keepB = a.requiresGrad && !isParameter(b);
+    if (!keepA) a16.dispose();
+    if (!keepB) b16.dispose();
+    const ctx: MatmulCtx = { kind, a16: keepA ? a16 : null, b16: keepB ? b16 : null };
+    const saved = [...(keepA ? [a16] : []), ...(keepB ? [b16] : [])];
+    const packed = [2, ...(keepA || !b.requiresGrad ? [0] : []), ...(keepB || !a.requiresGrad ? [1] : [])];
+    return record('matmul', { transA, transB }, bias ? [a, b, bias] : [a, b], out, saved, ctx, packed);
   }
   const A = operand(a), B = operand(b);
   run(plan(A, transA, B, transB, batch, batch), A, transA, B, transB, od, batch, batch, 1, beta);
@@ -214,13 +231,15 @@ export function matmulBackward(node: Node<'matmul'>, gOut: Tensor): void {
   // A 16-bit ctx means the forward ran in mixed precision: so do both gradient GEMMs, on
   // the same 16-bit operands (parameters: the step's copy; activations: recast) and the
   // output gradient cast to that type (times the fp16 loss scale, divided out by alpha).
-  const lowp = (node.ctx as Lowp | undefined) ?? null;
+  const mctx = (node.ctx as MatmulCtx | undefined) ?? null;
+  const lowp = mctx?.kind ?? null;
   const gScale = lowp ? gradOperandScale() : 1;
   const G16 = lowp && (a.requiresGrad || b.requiresGrad) ? castLowp(Gt, lowp, gScale) : null;
   const G = operand(G16 ?? Gt);
   if (a.requiresGrad || b.requiresGrad) {
-    const a16 = lowp && b.requiresGrad ? lowpOperand(a, lowp) : null;
-    const b16 = lowp && a.requiresGrad ? lowpOperand(b, lowp) : null;
+    // Kept 16-bit activation operands are views owned by node.saved (disposed after this rule).
+    const a16 = lowp && b.requiresGrad ? (mctx!.a16 ? mctx!.a16.view(mctx!.a16.shape, mctx!.a16.strides, mctx!.a16.offset) : lowpOperand(a, lowp)) : null;
+    const b16 = lowp && a.requiresGrad ? (mctx!.b16 ? mctx!.b16.view(mctx!.b16.shape, mctx!.b16.strides, mctx!.b16.offset) : lowpOperand(b, lowp)) : null;
     const A = operand(a16 ?? a), B = operand(b16 ?? b);
     if (a.requiresGrad) {
       // !transA: dA = G · op(B)^T ; transA: dA = op(B) · G^T

@@ -11,6 +11,16 @@ import { record } from '../autograd/tape.js';
 import type { Node } from '../autograd/node.js';
 import * as K from '../backend/nn-kernels.js';
 import { copyStrided, dense, floatData, gradTarget, int32Data, type F } from '../backend/nn-kernels.js';
+import * as L from '../backend/nn-lowp-kernels.js';
+import { lowpKind } from '../backend/precision.js';
+import { isGradEnabled } from '../autograd/tape.js';
+
+// train.precision=bf16: whether an op whose backward reads `x` keeps a bf16 copy of it
+// (written by the fused forward kernel) instead, so the fp32 activation can be released
+// after the forward (autograd/saved-pack.ts). Backward then reads the copy in fp32 math.
+function packsBf16(x: Tensor, ...needGrad: (Tensor | null)[]): boolean {
+  return x.dtype === 'float32' && lowpKind() === 'bfloat16' && isGradEnabled() && needGrad.some((t) => t !== null && t.requiresGrad);
+}
 
 function checkFloat(t: Tensor, where: string, what = 'input'): void {
   if (t.dtype !== 'float32' && t.dtype !== 'float64') throw new Error(`${where}: ${what} must be float32 or float64, got ${t.dtype}`);
@@ -67,6 +77,12 @@ function softmaxForward(op: 'softmax' | 'logSoftmax', x: Tensor, axis: number): 
   const cols = x.shape[ax]!, rows = cols === 0 ? 0 : x.size / cols;
   const kern = op === 'softmax' ? K.softmaxFwd : K.logSoftmaxFwd;
   const out = empty(x.shape, x.dtype);
+  if (op === 'softmax' && ax === x.ndim - 1 && packsBf16(x, x)) {
+    const xd = dense(x), yh = empty(x.shape, 'bfloat16');
+    L.softmaxFwdBf16Pack(floatData(xd) as Float32Array, out.data as Float32Array, yh.data as Uint16Array, rows, cols);
+    if (xd !== x) xd.dispose();
+    return record(op, { axis: ax }, [x], out, [yh], yh, [0, -1]);
+  }
   if (ax === x.ndim - 1) {
     const xd = dense(x);
     kern(floatData(xd), out.data as F, rows, cols);
@@ -96,6 +112,14 @@ export function softmaxBackward(node: Node<'softmax'> | Node<'logSoftmax'>, gOut
   if (!x.requiresGrad) return;
   const kern = node.op === 'softmax' ? K.softmaxBwd : K.logSoftmaxBwd;
   const cols = x.shape[ax]!, rows = cols === 0 ? 0 : x.size / cols;
+  if (node.ctx) {
+    // bf16 path: the forward kept bf16(y) only (see packsBf16).
+    const g = dense(gOut);
+    const { g: dx, fresh } = gradTarget(x, true);
+    L.softmaxBwdBf16In((node.ctx as Tensor).data as Uint16Array, floatData(g) as Float32Array, dx.data as Float32Array, rows, cols, !fresh);
+    if (g !== gOut) g.dispose();
+    return;
+  }
   if (ax === x.ndim - 1) {
     const g = dense(gOut);
     const { g: dx, fresh } = gradTarget(x, true);
@@ -120,7 +144,9 @@ export interface CrossEntropyOptions {
 interface CeCtx {
   targets: Int32Array;
   count: number;
-  logits: Tensor;
+  /** fp32 logits (dense), or null when the forward kept their bf16 copy `lh` instead. */
+  logits: Tensor | null;
+  lh?: Tensor;
 }
 
 /**
@@ -149,8 +175,16 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   }
   const xd = dense(logits);
   const lse = empty([rows], logits.dtype);
-  const total = K.crossEntropyFwd(floatData(xd), t, lse.data as F, rows, V, ignoreIndex);
   const out = empty([], logits.dtype);
+  if (packsBf16(logits, logits)) {
+    const lh = empty(logits.shape, 'bfloat16');
+    const total = L.crossEntropyFwdBf16Pack(floatData(xd) as Float32Array, t, lse.data as Float32Array, lh.data as Uint16Array, rows, V, ignoreIndex);
+    out.data[0] = count > 0 ? total / count : NaN;
+    if (xd !== logits) xd.dispose();
+    const ctx: CeCtx = { targets: t, count, logits: null, lh };
+    return record('crossEntropy', { ignoreIndex }, [logits, targets], out, [lse, lh], ctx, [0, 1]);
+  }
+  const total = K.crossEntropyFwd(floatData(xd), t, lse.data as F, rows, V, ignoreIndex);
   out.data[0] = count > 0 ? total / count : NaN;
   const saved = xd === logits ? [lse] : [lse, xd];
   const ctx: CeCtx = { targets: t, count, logits: xd };
@@ -160,18 +194,21 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
 export function crossEntropyBackward(node: Node<'crossEntropy'>, gOut: Tensor): void {
   const logits = node.inputs[0]!;
   if (!logits.requiresGrad) return;
-  const { targets, count, logits: xd } = node.ctx as CeCtx;
+  const { targets, count, logits: xd, lh } = node.ctx as CeCtx;
   const lse = node.saved[0]!;
   const V = logits.shape[logits.ndim - 1]!, rows = lse.size;
   const { g, fresh } = gradTarget(logits, true);
   const scale = count > 0 ? gOut.item() / count : 0;
-  K.crossEntropyBwd(floatData(xd), targets, lse.data as F, g.data as F, rows, V, node.attrs.ignoreIndex, scale, !fresh);
+  if (lh) L.crossEntropyBwdBf16In(lh.data as Uint16Array, targets, lse.data as Float32Array, g.data as Float32Array, rows, V, node.attrs.ignoreIndex, scale, !fresh);
+  else K.crossEntropyBwd(floatData(xd!), targets, lse.data as F, g.data as F, rows, V, node.attrs.ignoreIndex, scale, !fresh);
 }
 
 // ------------------------------------------------------------- LayerNorm
 
 interface NormCtx {
-  x: Tensor;
+  /** fp32 input (dense), or null when the forward kept its bf16 copy `xh` instead (LayerNorm only). */
+  x: Tensor | null;
+  xh?: Tensor;
   w: Tensor;
 }
 
@@ -185,6 +222,17 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor | null, eps = 
   const xd = dense(x), wd = dense(weight), bd = bias ? dense(bias) : null;
   const out = empty(x.shape, x.dtype);
   const mean = empty([rows], x.dtype), rstd = empty([rows], x.dtype);
+  if (packsBf16(x, x, weight, bias)) {
+    const xh = empty(x.shape, 'bfloat16');
+    L.layerNormFwdBf16Pack(floatData(xd) as Float32Array, floatData(wd) as Float32Array, bd ? floatData(bd) as Float32Array : null, out.data as Float32Array,
+      mean.data as Float32Array, rstd.data as Float32Array, xh.data as Uint16Array, rows, C, eps);
+    if (bd && bd !== bias) bd.dispose();
+    if (xd !== x) xd.dispose();
+    const saved = [mean, rstd, xh];
+    if (wd !== weight) saved.push(wd);
+    const ctx: NormCtx = { x: null, xh, w: wd };
+    return record('layerNorm', { eps }, bias ? [x, weight, bias] : [x, weight], out, saved, ctx, [0]);
+  }
   K.layerNormFwd(floatData(xd), floatData(wd), bd ? floatData(bd) : null, out.data as F, mean.data as F, rstd.data as F, rows, C, eps);
   if (bd && bd !== bias) bd.dispose();
   const saved = [mean, rstd];
@@ -196,14 +244,20 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor | null, eps = 
 
 export function layerNormBackward(node: Node<'layerNorm'>, gOut: Tensor): void {
   const [x, w, b] = node.inputs as [Tensor, Tensor, Tensor | undefined];
-  const { x: xd, w: wd } = node.ctx as NormCtx;
+  const { x: xd, xh, w: wd } = node.ctx as NormCtx;
   const [mean, rstd] = node.saved as [Tensor, Tensor];
   const C = x.shape[x.ndim - 1]!, rows = mean.size;
   const g = dense(gOut);
   const dx = x.requiresGrad ? gradTarget(x, true) : null;
   const dw = w.requiresGrad ? gradTarget(w, false).g : null;
   const db = b && b.requiresGrad ? gradTarget(b, false).g : null;
-  K.layerNormBwd(floatData(g), floatData(xd), floatData(wd), mean.data as F, rstd.data as F,
+  if (xh) {
+    L.layerNormBwdBf16In(floatData(g) as Float32Array, xh.data as Uint16Array, floatData(wd) as Float32Array, mean.data as Float32Array, rstd.data as Float32Array,
+      dx ? dx.g.data as Float32Array : null, dw ? dw.data as Float32Array : null, db ? db.data as Float32Array : null, rows, C, !(dx?.fresh ?? false));
+    if (g !== gOut) g.dispose();
+    return;
+  }
+  K.layerNormBwd(floatData(g), floatData(xd!), floatData(wd), mean.data as F, rstd.data as F,
     dx ? dx.g.data as F : null, dw ? dw.data as F : null, db ? db.data as F : null, rows, C, !(dx?.fresh ?? false));
   if (g !== gOut) g.dispose();
 }
@@ -233,7 +287,7 @@ export function rmsNormBackward(node: Node<'rmsNorm'>, gOut: Tensor): void {
   const g = dense(gOut);
   const dx = x.requiresGrad ? gradTarget(x, true) : null;
   const dw = w.requiresGrad ? gradTarget(w, false).g : null;
-  K.rmsNormBwd(floatData(g), floatData(xd), floatData(wd), rstd.data as F,
+  K.rmsNormBwd(floatData(g), floatData(xd!), floatData(wd), rstd.data as F,
     dx ? dx.g.data as F : null, dw ? dw.data as F : null, rows, C, !(dx?.fresh ?? false));
   if (g !== gOut) g.dispose();
 }

@@ -9,6 +9,7 @@ import type { OpAttrs } from '../autograd/node.js';
 import { UN, castContig, copyStrided, unaryContig, type CastDType, type UnCode } from '../backend/basic-kernels.js';
 import type { FArr } from '../backend/reference/basic.js';
 import { NO_ATTRS, assertFloat } from './elementwise.js';
+import { geluBf16, geluPacks } from './gelu-lowp.js';
 
 type UnaryName = 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'pow' | 'tanh' | 'sigmoid' | 'relu' | 'gelu' | 'silu' | 'scale';
 
@@ -37,7 +38,7 @@ export function tanh(x: Tensor): Tensor { return unary(UN.tanh, 'tanh', x, 0, NO
 export function sigmoid(x: Tensor): Tensor { return unary(UN.sigmoid, 'sigmoid', x, 0, NO_ATTRS); }
 export function relu(x: Tensor): Tensor { return unary(UN.relu, 'relu', x, 0, NO_ATTRS); }
 /** GELU, tanh form: 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))) (GPT-2's). */
-export function gelu(x: Tensor): Tensor { return unary(UN.gelu, 'gelu', x, 0, NO_ATTRS); }
+export function gelu(x: Tensor): Tensor { return geluPacks(x) ? geluBf16(x) : unary(UN.gelu, 'gelu', x, 0, NO_ATTRS); }
 /** x·sigmoid(x). */
 export function silu(x: Tensor): Tensor { return unary(UN.silu, 'silu', x, 0, NO_ATTRS); }
 /** x · factor. */

@@ -4,7 +4,8 @@
 // thread waits with Atomics.wait. Tensors live in pooled (non-shared) memory: each call
 // copies through shared staging buffers that grow to the largest message (reused, where
 // the thread would otherwise allocate a fresh SharedArrayBuffer per call).
-import type { GroupCollectives } from '../ops/group.js';
+import type { GroupCollectives, Wire } from '../ops/group.js';
+import { from16, to16 } from '../backend/gemm-lowp.js';
 import type { F } from '../backend/nn-kernels.js';
 import { sharedF32 } from '../runtime/comm-thread.js';
 import type { GradComm } from './data-parallel.js';
@@ -12,6 +13,8 @@ import type { GradComm } from './data-parallel.js';
 export class ThreadGroup implements GroupCollectives {
   private a = sharedF32(0);
   private b = sharedF32(0);
+  private a16: Uint16Array<ArrayBufferLike> = new Uint16Array(0);
+  private b16: Uint16Array<ArrayBufferLike> = new Uint16Array(0);
   /** Payload elements this rank sent, by the ring algorithms' count ((size-1)/size of a reduce-scatter or all-gather, twice that for an all-reduce). */
   sentElements = 0;
 
@@ -32,32 +35,63 @@ export class ThreadGroup implements GroupCollectives {
     return buf;
   }
 
-  allReduce(buf: F, op: 'sum' | 'max'): void {
+  private stage16(n: number, which: 'a' | 'b'): Uint16Array {
+    const k = which === 'a' ? 'a16' : 'b16';
+    if (this[k].length < n) this[k] = new Uint16Array(new SharedArrayBuffer(Math.max(8, 2 * Math.max(n, Math.ceil(this[k].length * 1.5)))));
+    return this[k].subarray(0, n);
+  }
+
+  // wire 'bf16': the shared staging holds bf16 (rounded as it is copied in, widened as it is
+  // copied out), so half the bytes travel; the runtime's bf16 reductions sum in fp32.
+  allReduce(buf: F, op: 'sum' | 'max', wire: Wire = 'fp32'): void {
     const x = this.f32(buf, 'allReduce');
-    const s = this.stage(x.length, 'a');
-    s.set(x);
-    this.comm.waitSync(this.comm.allReduce(s, { op, deterministic: true }));
-    x.set(s);
+    if (wire === 'bf16') {
+      const s = this.stage16(x.length, 'a');
+      to16('bfloat16', 1, x.length, x, 0, x.length, s, 0, x.length);
+      this.comm.waitSync(this.comm.allReduce(s, { op, deterministic: true }));
+      from16('bfloat16', 1, x.length, s, 0, x.length, x, 0, x.length);
+    } else {
+      const s = this.stage(x.length, 'a');
+      s.set(x);
+      this.comm.waitSync(this.comm.allReduce(s, { op, deterministic: true }));
+      x.set(s);
+    }
     this.sentElements += (2 * x.length * (this.size - 1)) / this.size;
   }
 
-  allGather(input: F, output: F): void {
+  allGather(input: F, output: F, wire: Wire = 'fp32'): void {
     const i = this.f32(input, 'allGather'), o = this.f32(output, 'allGather');
     if (o.length !== i.length * this.size) throw new Error(`tensor parallel allGather: output has ${o.length} elements, expected ${i.length} × ${this.size}`);
-    const si = this.stage(i.length, 'a'), so = this.stage(o.length, 'b');
-    si.set(i);
-    this.comm.waitSync(this.comm.allGatherV(si, so, new Array<number>(this.size).fill(i.length)));
-    o.set(so);
+    const counts = new Array<number>(this.size).fill(i.length);
+    if (wire === 'bf16') {
+      const si = this.stage16(i.length, 'a'), so = this.stage16(o.length, 'b');
+      to16('bfloat16', 1, i.length, i, 0, i.length, si, 0, i.length);
+      this.comm.waitSync(this.comm.allGatherV(si, so, counts));
+      from16('bfloat16', 1, o.length, so, 0, o.length, o, 0, o.length);
+    } else {
+      const si = this.stage(i.length, 'a'), so = this.stage(o.length, 'b');
+      si.set(i);
+      this.comm.waitSync(this.comm.allGatherV(si, so, counts));
+      o.set(so);
+    }
     this.sentElements += (o.length * (this.size - 1)) / this.size;
   }
 
-  reduceScatter(input: F, output: F): void {
+  reduceScatter(input: F, output: F, wire: Wire = 'fp32'): void {
     const i = this.f32(input, 'reduceScatter'), o = this.f32(output, 'reduceScatter');
     if (i.length !== o.length * this.size) throw new Error(`tensor parallel reduceScatter: input has ${i.length} elements, expected ${o.length} × ${this.size}`);
-    const si = this.stage(i.length, 'a'), so = this.stage(o.length, 'b');
-    si.set(i);
-    this.comm.waitSync(this.comm.reduceScatterV(si, so, new Array<number>(this.size).fill(o.length), 'sum'));
-    o.set(so);
+    const counts = new Array<number>(this.size).fill(o.length);
+    if (wire === 'bf16') {
+      const si = this.stage16(i.length, 'a'), so = this.stage16(o.length, 'b');
+      to16('bfloat16', 1, i.length, i, 0, i.length, si, 0, i.length);
+      this.comm.waitSync(this.comm.reduceScatterV(si, so, counts, 'sum'));
+      from16('bfloat16', 1, o.length, so, 0, o.length, o, 0, o.length);
+    } else {
+      const si = this.stage(i.length, 'a'), so = this.stage(o.length, 'b');
+      si.set(i);
+      this.comm.waitSync(this.comm.reduceScatterV(si, so, counts, 'sum'));
+      o.set(so);
+    }
     this.sentElements += (i.length * (this.size - 1)) / this.size;
   }
 }

@@ -50,6 +50,8 @@ export interface ParallelConfig {
   offload: 'none' | 'disk';
   /** Directory of the per-rank offload files (required with offload=disk). */
   offloadDir: string;
+  /** Data-parallel gradient all-reduce / reduce-scatter in fp32, or in bf16 (half the bytes; summed in fp32, rounded once). */
+  gradDtype: 'fp32' | 'bf16';
 }
 
 export interface TrainConfig {
@@ -102,7 +104,7 @@ function base(preset: string, model: GptConfig, microBatch: number): TrainConfig
       precision: 'fp32', lossScale: 65536, lossScaleWindow: 1000,
     },
     optim: { lr: 3e-4, minLr: 3e-5, warmupSteps: 100, schedule: 'cosine', weightDecay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradClip: 1.0 },
-    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, a2a: 'flat', pipelineChunks: 2, pipelineSchedule: '1f1b', sp: false, order: 'tp,dp,pp', shardGroup: 0, offload: 'none', offloadDir: '' },
+    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, a2a: 'flat', pipelineChunks: 2, pipelineSchedule: '1f1b', sp: false, order: 'tp,dp,pp', shardGroup: 0, offload: 'none', offloadDir: '', gradDtype: 'fp32' },
   };
 }
 
@@ -205,6 +207,8 @@ export function validateTrainConfig(c: TrainConfig, world = 1): void {
   posInt(c.train.steps, 'train.steps');
   for (const k of ['dp', 'tp', 'pp', 'ep'] as const) posInt(c.parallel[k], `parallel.${k}`);
   if (![0, 1, 2, 3].includes(c.parallel.zero)) throw new Error(`parallel.zero must be 0, 1, 2 or 3, got ${c.parallel.zero}`);
+  if (c.parallel.gradDtype !== 'fp32' && c.parallel.gradDtype !== 'bf16') throw new Error(`parallel.gradDtype must be fp32 or bf16, got '${c.parallel.gradDtype}'`);
+  if (c.parallel.gradDtype === 'bf16' && c.parallel.ep > 1) throw new Error('parallel.gradDtype=bf16 is not wired into expert parallelism (parallel.ep > 1); use parallel.gradDtype=fp32 there');
   const prod = c.parallel.dp * c.parallel.tp * c.parallel.pp;
   if (prod !== world) {
     throw new Error(`parallel.dp × parallel.tp × parallel.pp = ${c.parallel.dp} × ${c.parallel.tp} × ${c.parallel.pp} = ${prod}, but the world size is ${world}`);

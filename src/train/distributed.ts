@@ -116,6 +116,7 @@ export class DistributedLayer implements ParallelLayer {
       this.shardedParams = new Set([...stages.shards.keys()].filter((n) => byName.has(n)).map((n) => byName.get(n)!));
       this.dp = replicate(stages, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
         zero: cfg.parallel.zero as 0 | 1 | 2, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend,
+        gradDtype: cfg.parallel.gradDtype,
       });
       return stages;
     }
@@ -134,7 +135,7 @@ export class DistributedLayer implements ParallelLayer {
     const h = this.hsdp;
     this.dp = applyDataParallel(model, this.comm, h ? h.shard.rank : this.mesh.coords.dp, h ? h.shard.size : this.mesh.dims.dp, {
       zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend, // DataParallel names its gradient thread's backend itself
-      seed: cfg.train.seed, replica: h?.replica,
+      seed: cfg.train.seed, replica: h?.replica, gradDtype: cfg.parallel.gradDtype,
     });
     return model;
   }

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { dnnlStatus, dnnlMatmul } from '../backend/dnnl.js';
 import type { Precision } from '../backend/precision.js';
+import { measureGemmCeiling } from './gemm-ceiling.js';
 
 /** The CPU's 16-bit-relevant ISA flags (avx512_bf16, amx_bf16, avx512_fp16, ...) from /proc/cpuinfo. */
 export function cpuLowpFlags(): string[] {
@@ -19,5 +20,13 @@ export function precisionSummary(p: Precision): string {
   const path = prim ? `oneDNN ${st.version} ${prim.impl}` : st.available
     ? `oneDNN ${st.version} has no ${p} matmul on this CPU (ISA ${st.isa}): ${p} operands widened to fp32 GEMMs (${p} numerics, fp32 speed or slower)`
     : `oneDNN unavailable (${st.note}): ${p} operands widened to fp32 GEMMs`;
-  return `precision ${p}: fp32 master weights and optimizer state, ${p} GEMM operands with fp32 accumulation; CPU ${cpuLowpFlags().join(' ') || 'flags unknown'}; GEMM ${path}`;
+  const flags = cpuLowpFlags();
+  const hw = p === 'bf16'
+    ? `bf16 hardware: AVX512_BF16 ${flags.includes('avx512_bf16') ? 'yes' : 'no'}, AMX ${flags.includes('amx_bf16') ? 'yes' : 'no'}`
+    : `fp16 hardware: AVX512_FP16 ${flags.includes('avx512_fp16') ? 'yes' : 'no'}`;
+  // Both ceilings (measured once per process, cached): MFU is reported against the one of
+  // the precision in use, and the pair shows what the 16-bit path gains on this CPU.
+  const g = (q: Precision) => (measureGemmCeiling(1024, 8, q) / 1e9).toFixed(1);
+  return `precision ${p}: fp32 master weights and optimizer state, ${p} GEMM operands with fp32 accumulation, ${p === 'bf16' ? 'activations saved for backward in bf16' : 'GEMM and attention inputs saved for backward in fp16'}; ` +
+    `CPU ${flags.join(' ') || 'flags unknown'} (${hw}); GEMM ${path}; GEMM ceiling fp32 ${g('fp32')} GFLOP/s, ${p} ${g(p)} GFLOP/s per rank (MFU is against ${p}'s)`;
 }

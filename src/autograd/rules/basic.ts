@@ -12,6 +12,7 @@ import { BIN, UN, binaryInto, copyStrided, scatterAddInto, unaryBackwardContig, 
 import type { FArr } from '../../backend/reference/basic.js';
 import { div, mul, where } from '../../ops/elementwise.js';
 import { cast, neg } from '../../ops/unary.js';
+import { geluBf16Backward } from '../../ops/gelu-lowp.js';
 import '../../ops/reduce.js'; // installs the native sumToShape used by accumulateGrad
 
 /**
@@ -125,6 +126,8 @@ function accumulateBroadcast(x: Tensor, g: View, s: number): void {
   tmp?.dispose();
 }
 
+const geluFp32Rule = unaryRule(UN.gelu, false);
+
 type Rules = Pick<GradRuleTable,
   'add' | 'sub' | 'mul' | 'div' | 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'pow' | 'tanh' | 'sigmoid' | 'relu' | 'gelu' | 'silu' | 'scale' |
   'sum' | 'mean' | 'max' | 'reshape' | 'permute' | 'expand' | 'slice' | 'contiguous' | 'concat' | 'gather' | 'where' | 'cast'>;
@@ -168,7 +171,7 @@ export const basicRules: Rules = {
   tanh: unaryRule(UN.tanh, true),
   sigmoid: unaryRule(UN.sigmoid, true),
   relu: unaryRule(UN.relu, false),
-  gelu: unaryRule(UN.gelu, false),
+  gelu: (node, g) => (node.ctx ? geluBf16Backward(node, g) : geluFp32Rule(node, g)),
   silu: unaryRule(UN.silu, false),
   scale: unaryRule(UN.scale, false),
   sum(node, g) {

@@ -19,6 +19,8 @@ import type { Communicator } from '../../runtime/communicator.js';
 import type { GptPipelineStages } from '../plans/gpt-pipeline.js';
 import { rankActions, theoreticalBubble, type PipeAction, type ScheduleShape } from './schedule.js';
 import { forwardDetached, release, type LiveGraph } from './graph-lifetime.js';
+import { lowpKind } from '../../backend/precision.js';
+import { from16, to16 } from '../../backend/gemm-lowp.js';
 
 /** One micro-batch: rows × T token ids and next-token targets (the step-schedule seam's MicroBatch). */
 export interface PipeMicroBatch { x: Int32Array; y: Int32Array; rows: number; T: number }
@@ -85,12 +87,29 @@ export class PipelineEngine {
     return { rank: s % this.p, chunk: Math.floor(s / this.p) };
   }
 
+  // Activations and their gradients cross stages in the compute dtype: under
+  // train.precision=bf16 they travel as bf16 (half the bytes; rounded once on the way, as
+  // Megatron's bf16 pipeline does), widened back to fp32 on arrival. Both ends run the
+  // same config, so they agree on the wire format.
   private async recvInto(buf: Float32Array, src: number, tag: number): Promise<void> {
-    await this.o.pp.recv(buf, src, tag).wait();
+    if (lowpKind() !== 'bfloat16') {
+      await this.o.pp.recv(buf, src, tag).wait();
+      return;
+    }
+    const wire = new Uint16Array(buf.length);
+    await this.o.pp.recv(wire, src, tag).wait();
+    from16('bfloat16', 1, buf.length, wire, 0, buf.length, buf, 0, buf.length);
   }
 
-  /** Starts a send that is awaited when the step ends; a failure is reported there (or by the receive it breaks). */
-  private sendAsync(buf: Float32Array, dst: number, tag: number): Promise<void> {
+  /** Starts a send of `n` elements of `data` from `off` (copied now) that is awaited when the step ends; a failure is reported there (or by the receive it breaks). */
+  private sendAsync(data: Float32Array, off: number, n: number, dst: number, tag: number): Promise<void> {
+    let buf: Float32Array | Uint16Array;
+    if (lowpKind() === 'bfloat16') {
+      buf = new Uint16Array(n);
+      to16('bfloat16', 1, n, data, off, n, buf, 0, n);
+    } else {
+      buf = Float32Array.from(data.subarray(off, off + n));
+    }
     const w = this.o.pp.send(buf, dst, tag).wait();
     w.catch(() => undefined);
     return w;
@@ -128,9 +147,8 @@ export class PipelineEngine {
           if (ch.last) lossSum += graph.out.item();
           else {
             const out = graph.out;
-            const copy = Float32Array.from(out.data.subarray(out.offset, out.offset + out.size) as Float32Array);
             const dst = this.where(ch.stage + 1);
-            sends.push(this.sendAsync(copy, dst.rank, 2 * dst.chunk));
+            sends.push(this.sendAsync(out.data as Float32Array, out.offset, out.size, dst.rank, 2 * dst.chunk));
           }
           busy += performance.now() - ts;
           inflight.set(key, { input, graph });
@@ -152,11 +170,11 @@ export class PipelineEngine {
           if (!ch.first) {
             const g = f.input.grad;
             // An input the stage did not use would have no gradient; send zeros then.
-            const copy = g ? Float32Array.from(g.data.subarray(g.offset, g.offset + g.size) as Float32Array) : new Float32Array(f.input.size);
+            const dst = this.where(ch.stage - 1);
+            if (g) sends.push(this.sendAsync(g.data as Float32Array, g.offset, g.size, dst.rank, 2 * dst.chunk + 1));
+            else sends.push(this.sendAsync(new Float32Array(f.input.size), 0, f.input.size, dst.rank, 2 * dst.chunk + 1));
             g?.dispose();
             f.input.grad = null;
-            const dst = this.where(ch.stage - 1);
-            sends.push(this.sendAsync(copy, dst.rank, 2 * dst.chunk + 1));
           }
           release(f.graph);
           f.input.dispose();
@@ -197,9 +215,8 @@ export class PipelineEngine {
         const out = noGrad(() => stages.forwardChunk(c, input, ch.last ? fromStorage(mb.y, [mb.rows, mb.T], 'int32') : undefined));
         if (ch.last) loss = out.item();
         else {
-          const copy = Float32Array.from(out.data.subarray(out.offset, out.offset + out.size) as Float32Array);
           const dst = this.where(ch.stage + 1);
-          sends.push(this.sendAsync(copy, dst.rank, 2 * dst.chunk));
+          sends.push(this.sendAsync(out.data as Float32Array, out.offset, out.size, dst.rank, 2 * dst.chunk));
         }
         out.dispose();
       }
