@@ -9,7 +9,7 @@
 // the client wrote at the start of the region proves the server mapped the right file, so a
 // server on another host (or one that cannot open it) refuses, and the client stays on the
 // socket. mmap comes from libc through koffi (Linux only); elsewhere both sides say no.
-import { closeSync, ftruncateSync, openSync, readlinkSync, unlinkSync } from 'node:fs';
+import { closeSync, openSync, readlinkSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { koffi } from '../backend/native.js';
 
@@ -21,6 +21,7 @@ export const SHM_MAX_BYTES = 1 << 30;
 interface Libc {
   mmap(addr: null, len: number, prot: number, flags: number, fd: number, off: number): unknown;
   munmap(addr: unknown, len: number): number;
+  posix_fallocate(fd: number, off: number, len: number): number;
 }
 
 let libc: Libc | null | undefined;
@@ -34,6 +35,7 @@ function lib(): Libc | null {
     libc = {
       mmap: l.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
       munmap: l.func('int munmap(void *addr, size_t len)'),
+      posix_fallocate: l.func('int posix_fallocate(int fd, int64_t off, int64_t len)'),
     } as Libc;
   } catch {
     libc = null;
@@ -69,7 +71,9 @@ export function createShmRegion(bytes: number, dir = '/dev/shm'): ShmRegion | nu
   try {
     fd = openSync(path, 'wx+', 0o600);
     unlinkSync(path);
-    ftruncateSync(fd, bytes);
+    // Reserve every page now: a full tmpfs (a container's 64 MB /dev/shm) then fails here, and
+    // the client stays on the socket, instead of a SIGBUS at the first write to a missing page.
+    if (l.posix_fallocate(fd, 0, bytes) !== 0) { closeSync(fd); return null; }
     const map = mapFd(l, fd, bytes);
     if (!map) { closeSync(fd); return null; }
     const nonce = randomBytes(16);
