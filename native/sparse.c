@@ -218,7 +218,7 @@ static inline int hit_slot(int i, const uint32_t *ids, const int32_t *found, con
 static inline void prefetch_meta(int i, int n, const int32_t *found, const int32_t *prev, const int32_t *next,
                                  const double *lastTouch, const int32_t *mark, const int32_t *markPos) {
   if (i + 2 * META_AHEAD < n) {
-    const s = found[i + 2 * META_AHEAD];
+    const int s = found[i + 2 * META_AHEAD];
     if (s >= 0) {
       __builtin_prefetch(prev + s, 1, 3);
       __builtin_prefetch(next + s, 1, 3);
@@ -227,9 +227,9 @@ static inline void prefetch_meta(int i, int n, const int32_t *found, const int32
     }
   }
   if (i + META_AHEAD < n) {
-    const s = found[i + META_AHEAD];
+    const int s = found[i + META_AHEAD];
     if (s >= 0) {
-      const p = prev[s], nx = next[s];
+      const int p = prev[s], nx = next[s];
       if (p >= 0) __builtin_prefetch(next + p, 1, 3);
       if (nx >= 0) __builtin_prefetch(prev + nx, 1, 3);
     }

@@ -5,7 +5,7 @@
 // and a server restarted under a client (the region is attached again).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
@@ -108,6 +108,15 @@ test('a bad shm attach or a shared-memory frame without a region gets a clear er
     s.write(encodeJsonFrame(MsgType.SHM_ATTACH, 4, { pid: region.pid, fd: 'x', bytes: 1 << 16, nonce: region.nonce }));
     r = await f.next();
     assert.match(Buffer.from(r.p).toString(), /field 'fd'/);
+    // Another file this process has open is not a region, whatever the nonce says.
+    const other = join(mkdtempSync(join(tmpdir(), 'shm-other-')), 'f');
+    writeFileSync(other, Buffer.alloc(1 << 16));
+    const ofd = openSync(other, 'r+');
+    s.write(encodeJsonFrame(MsgType.SHM_ATTACH, 7, { pid: process.pid, fd: ofd, bytes: 1 << 16, nonce: '0'.repeat(32) }));
+    r = await f.next();
+    closeSync(ofd);
+    rmSync(other, { force: true });
+    assert.match(Buffer.from(r.p).toString(), /not an embedding-client region/);
     s.write(encodeJsonFrame(MsgType.SHM_ATTACH, 5, { pid: region.pid, fd: region.fd, bytes: 1 << 16, nonce: region.nonce }));
     r = await f.next();
     assert.equal(r.h.type, MsgType.SHM_ATTACH | RESPONSE);

@@ -30,13 +30,13 @@ export interface EmbeddingClientOptions {
   reconnect?: ReconnectOptions;
   /**
    * Bytes of shared memory per server on this host for lookups and pushes (shm-region.ts;
-   * default 16 MiB; 0 = sockets only). A server on another host, or a request larger than
+   * default 8 MiB, reserved up front; 0 = sockets only). A server on another host, or a request larger than
    * the free room, goes over the socket.
    */
   sharedMemoryBytes?: number;
 }
 
-export const DEFAULT_SHARED_MEMORY_BYTES = 16 << 20;
+export const DEFAULT_SHARED_MEMORY_BYTES = 8 << 20;
 
 export interface ClusterStats {
   shards: Array<ShardStats & { server: ServerCounters }>;

@@ -9,7 +9,7 @@
 // the client wrote at the start of the region proves the server mapped the right file, so a
 // server on another host (or one that cannot open it) refuses, and the client stays on the
 // socket. mmap comes from libc through koffi (Linux only); elsewhere both sides say no.
-import { closeSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
+import { closeSync, openSync, readlinkSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { koffi } from '../backend/native.js';
 
@@ -21,6 +21,7 @@ export const SHM_MAX_BYTES = 1 << 30;
 interface Libc {
   mmap(addr: null, len: number, prot: number, flags: number, fd: number, off: number): unknown;
   munmap(addr: unknown, len: number): number;
+  posix_fallocate(fd: number, off: number, len: number): number;
 }
 
 let libc: Libc | null | undefined;
@@ -34,6 +35,7 @@ function lib(): Libc | null {
     libc = {
       mmap: l.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
       munmap: l.func('int munmap(void *addr, size_t len)'),
+      posix_fallocate: l.func('int posix_fallocate(int fd, int64_t off, int64_t len)'),
     } as Libc;
   } catch {
     libc = null;
@@ -69,7 +71,9 @@ export function createShmRegion(bytes: number, dir = '/dev/shm'): ShmRegion | nu
   try {
     fd = openSync(path, 'wx+', 0o600);
     unlinkSync(path);
-    ftruncateSync(fd, bytes);
+    // Reserve every page now: a full tmpfs (a container's 64 MB /dev/shm) then fails here, and
+    // the client stays on the socket, instead of a SIGBUS at the first write to a missing page.
+    if (l.posix_fallocate(fd, 0, bytes) !== 0) { closeSync(fd); return null; }
     const map = mapFd(l, fd, bytes);
     if (!map) { closeSync(fd); return null; }
     const nonce = randomBytes(16);
@@ -92,6 +96,11 @@ export function attachShmRegion(o: { pid?: unknown; fd?: unknown; bytes?: unknow
   if (typeof o.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(o.nonce)) throw new Error(`shm-attach: field 'nonce' must be 32 hex digits`);
   const l = lib();
   if (!l) throw new Error('shm-attach: shared memory is unavailable on this server (no koffi/libc or not Linux)');
+  // Only a region made by createShmRegion in that very process: an authenticated client must
+  // not get the server to map (and write into) any other file a process of this user has open.
+  let target = '';
+  try { target = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch (e) { throw new Error(`shm-attach: cannot see the client's region (${(e as Error).message}): not on the same host?`); }
+  if (!new RegExp(`^/dev/shm/athanor-emb-${pid}-[0-9a-f]{16} \\(deleted\\)$`).test(target)) throw new Error(`shm-attach: pid ${pid} fd ${fd} is not an embedding-client region`);
   let f: number;
   try { f = openSync(`/proc/${pid}/fd/${fd}`, 'r+'); } catch (e) { throw new Error(`shm-attach: cannot open the client's region (${(e as Error).message}): not on the same host?`); }
   let map: ShmMapping | null;
