@@ -50,7 +50,7 @@ test('parallel.shardGroup is validated at start, naming the field', () => {
   validateTrainConfig(cfg({ dp: 4, zero: 3, shardGroup: 0 }), 4);
 });
 
-test('ZeRO-3 at dp=4 and HSDP (dp=4, 2 shard groups of 2) match single-process training', async () => {
+test('ZeRO-3 at dp=4 and HSDP (dp=4, 2 shard groups of 2; also with 2 micro-steps) match single-process training', async () => {
   const base = await once('h-dp1', 1, 0);
   const z3 = await once('h-z3dp4', 4, 3);
   close(z3, base, 'ZeRO-3 dp=4 vs dp=1', TOL);
@@ -58,6 +58,10 @@ test('ZeRO-3 at dp=4 and HSDP (dp=4, 2 shard groups of 2) match single-process t
   const hsdp = await once('h-hsdp', 4, 3, ['--parallel.shardGroup=2']);
   close(hsdp, base, 'HSDP vs dp=1', TOL);
   sameParams(hsdp, base, 'HSDP vs dp=1', PTOL);
+  // Gradient accumulation: earlier micro-steps accumulate full-size, the last into staging.
+  const acc = await once('h-hsdp-acc', 4, 3, ['--parallel.shardGroup=2', '--train.microBatch=1', '--train.gradAccum=2']);
+  close(acc, base, 'HSDP × 2 micro-steps vs dp=1', TOL);
+  sameParams(acc, base, 'HSDP × 2 micro-steps vs dp=1', PTOL);
   // The shards exist once: the first replica group (dp ranks 0 and 1) writes the checkpoint.
   assert.deepEqual([...checkpointFiles(outOf.get(hsdp)!)].sort(), ['rank-0.safetensors', 'rank-1.safetensors']);
   assert.deepEqual([...checkpointFiles(outOf.get(z3)!)].sort(), ['rank-0.safetensors', 'rank-1.safetensors', 'rank-2.safetensors', 'rank-3.safetensors']);

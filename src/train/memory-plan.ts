@@ -30,6 +30,8 @@ export function layoutFromTrainConfig(cfg: TrainConfig): Layout {
 
 export function planMemory(cfg: TrainConfig): MemoryPlan {
   const l = layoutFromTrainConfig(cfg);
+  // HSDP: a rank holds ZeRO-3's share of its shard group; the replica groups add no memory.
+  if (cfg.parallel.zero === 3 && cfg.parallel.shardGroup > 0) l.dp = cfg.parallel.shardGroup;
   // Athanor's own runtime: its buffer pool and data-parallel allocations (src/plan/estimate.ts).
   const tr = traceGpt(cfg.model, { microBatch: l.mb, recompute: tracesRecompute(l, 'athanor-pool') });
   const m = estimateMemory(tr, l, { seqLen: cfg.model.seqLen, dModel: cfg.model.dModel, allocator: 'athanor-pool' });
