@@ -267,14 +267,15 @@ const BENCHES: BenchDef[] = [
   },
   {
     name: 'zero-memory',
-    title: 'memory per rank for each ZeRO stage (gpt-small, dp=2)',
+    title: 'memory per rank for each ZeRO stage and HSDP (gpt-small, 8 layers, dp=1/2/4)',
     async run(quick, log) {
-      const { runZeroMemoryBench } = await import('./zero-memory-bench.js');
-      return runZeroMemoryBench({ steps: quick ? 2 : 4, log });
+      const { runZeroMemoryBench, defaultCases } = await import('./zero-memory-bench.js');
+      return runZeroMemoryBench({ steps: quick ? 3 : 4, reps: quick ? 1 : 3, cases: defaultCases(quick), log });
     },
     tables: (rows: ZeroMemoryRow[]) => [{
-      title: 'ZeRO memory per rank', peer: '-', about: 'gpt-small, 2 ranks x 1 thread; persistent state as accounted by the runtime, and rank 0 peak RSS',
-      rows: rows.map((r) => ({ case: `ZeRO-${r.zero}`, unit: 'MiB (peak RSS)', athanor: r.maxRssMB, peer: null, ratio: null, notes: `${r.layout.replace(/^.*per-rank state(, allocated)?: /, '')}; ${r.tokensPerSec.toFixed(0)} tokens/s` })),
+      title: 'ZeRO memory per rank', peer: '-', about: 'gpt-small with 8 layers, seq 64, micro-batch 1, ranks x 1 thread; rank 0 measured peak array-buffer bytes, every rank\'s peak RSS, the runtime\'s accounting',
+      rows: rows.map((r) => ({ case: r.label, unit: 'MiB (peak array buffers, rank 0)', athanor: r.peakArrayBuffersMB, peer: null, ratio: null,
+        notes: `peak RSS per rank ${r.rankPeakRssMB.map((m) => m.toFixed(0)).join(', ')} MiB${r.modelStateMB !== null ? `; ZeRO-3 state model ${r.modelStateMB.toFixed(0)} MiB` : ''}; ${r.tokensPerSec.toFixed(0)} tokens/s; ${r.layout.replace(/^.*per-rank state(, allocated)?: /, '')}` })),
     }],
   },
   {

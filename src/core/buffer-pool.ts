@@ -19,6 +19,8 @@ export class BufferPool {
   maxPooledBytes = 8 * 1024 ** 3;
   /** Sees each newly allocated buffer before first use (the native backend requests huge pages for big ones). */
   onAllocate: ((buf: Storage) => void) | null = null;
+  /** Called after each new allocation, once the buffer counts in the process's array-buffer bytes (array-buffer-peak.ts). */
+  onGrow: (() => void) | null = null;
   // Keyed by dtype, then element count: no key string is built (and hashed) per acquire/release.
   private free = new Map<DType, Map<number, Storage[]>>();
   private s: PoolStats = { hits: 0, misses: 0, releases: 0, pooledBytes: 0, allocatedBytes: 0 };
@@ -38,6 +40,7 @@ export class BufferPool {
     const buf = allocStorage(dtype, n);
     if (this.onAllocate) this.onAllocate(buf);
     this.s.allocatedBytes += buf.byteLength;
+    this.onGrow?.();
     return buf;
   }
 

@@ -56,6 +56,9 @@ export interface ReplicateOptions {
   seed?: number;
   /** ZeRO-3: start the next unit's all-gather while the current one computes (default true; one more unit of memory). */
   prefetch?: boolean;
+  /** HSDP (hsdp.ts): `comm`/`rank`/`world` are this rank's shard group, and this is its replica
+   *  group, over which each reduce-scattered shard gradient is then averaged. */
+  replica?: { comm: GradComm; rank: number; size: number };
 }
 
 /** The optimizer a parallel transform builds: AdamW over this rank's part plus a clipped, finite-checked step. */
@@ -254,7 +257,9 @@ export class DataParallel {
     const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
     const f = m.formula;
     const gathered = this.zero3 ? `, gather buffers ${mb(m.gathered + m.gatherPooled)} (bound: ${this.zero3?.prefetchOn ? '2 × largest unit (one computing, one prefetched)' : 'largest unit'} + outer unit = ${mb(m.unitBound)})` : '';
-    return `data parallel: ${this.world} ranks, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s), ${this.opts.transport ?? 'socket'} transport (gradient thread: ${this.comm.backend ?? 'none'}); ` +
+    const rep = this.opts.replica;
+    const ranks = rep && rep.size > 1 ? `${this.world * rep.size} ranks, HSDP: sharded over groups of ${this.world} × ${rep.size} replica groups` : `${this.world} ranks`;
+    return `data parallel: ${ranks}, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s), ${this.opts.transport ?? 'socket'} transport (gradient thread: ${this.comm.backend ?? 'none'}); ` +
       `per-rank state, allocated: weights ${mb(m.weights)}, grads ${mb(m.grads)}, AdamW ${mb(m.optimizer)}${this.adamw instanceof OffloadAdamW ? ` (${this.adamw.describe()})` : this.adamw ? '' : ' (before the first step)'}${gathered}; ` +
       `formula: weights ${mb(f.weights)}, grads ${mb(f.grads)}, AdamW ${mb(f.optimizer)} (total ${mb(f.weights + f.grads + f.optimizer)}); ` +
       `process array buffers ${mb(m.arrayBuffers)}, tensor pool idle ${mb(m.bufferPool)}`;
@@ -323,11 +328,7 @@ export class DataParallel {
       b.work = this.comm.allReduce(this.flatGrads!.subarray(b.lo, b.hi), { op: 'avg', deterministic: this.opts.deterministic }).wait();
       return;
     }
-    const slot = this.stagingNext;
-    this.stagingNext = 1 - slot;
-    const prior = this.stagingReq[slot];
-    if (prior) this.comm.waitSync(prior);
-    const st = this.staging[slot]!.subarray(0, b.hi - b.lo);
+    const { slot, buf: st } = this.stagingFor(b);
     for (const p of b.params) {
       const off = this.layout.offsets.get(p)! - b.lo;
       if (p.grad) {
@@ -338,13 +339,43 @@ export class DataParallel {
         st.fill(0, off, off + p.size);
       }
     }
+    this.reduceStaged(b, slot, st);
+  }
+
+  /**
+   * ZeRO-2/3: the next of the two reduce-scatter staging buffers, cut to bucket b's size,
+   * once the reduce-scatter that last read it finished. ZeRO-3 points a unit's gradients
+   * straight at it before the unit's backward (zero3.ts), so they are never allocated in full.
+   */
+  stagingFor(b: Bucket): { slot: number; buf: Float32Array } {
+    const slot = this.stagingNext;
+    this.stagingNext = 1 - slot;
+    const prior = this.stagingReq[slot];
+    if (prior) { this.comm.waitSync(prior); this.stagingReq[slot] = null; }
+    return { slot, buf: this.staging[slot]!.subarray(0, b.hi - b.lo) };
+  }
+
+  /** Reduce-scatters bucket b's gradients (filled into staging buffer `slot`) into this rank's shard gradient. */
+  reduceStaged(b: Bucket, slot: number, st: Float32Array): void {
     const [lo, hi] = this.ranges[b.index]!;
     const off = this.shardOff[b.index]!;
     const out = this.shardGrad!.subarray(off, off + (hi - lo));
     const req = this.comm.reduceScatterV(st, out, b.counts, 'avg');
     this.stagingReq[slot] = req;
-    b.work = req.wait();
+    const rep = this.opts.replica;
+    if (!rep || rep.size === 1) { b.work = req.wait(); return; }
+    // HSDP: average the shard gradient over the replica group once this rank's reduce-scatter
+    // finished. The all-reduces are posted through one chain, in launch order, so every
+    // member posts them in the same order whichever reduce-scatter finishes first.
+    const rs = req.wait();
+    // (The request is boxed: a Work is thenable, and returning it would chain on its completion.)
+    const posted = this.replicaChain.then(() => rs).then(() => ({ req: rep.comm.allReduce(out, { op: 'avg', deterministic: this.opts.deterministic }) }));
+    this.replicaChain = posted.then(() => undefined);
+    b.work = posted.then(({ req: w }) => w.wait());
   }
+
+  /** HSDP: the last replica all-reduce posted (the next one is posted after it). */
+  private replicaChain: Promise<void> = Promise.resolve();
 
   /** Waits for every bucket's reduction (launching those no backward hook started). */
   async reduceGrads(): Promise<void> {
@@ -457,6 +488,8 @@ export class DataParallel {
    */
   checkpointSegments(adamw: AdamW): Segment[] {
     const segs: Segment[] = [];
+    // HSDP: every replica group holds the same shards; the first writes them.
+    if (this.zero3 && (this.opts.replica?.rank ?? 0) > 0) return segs;
     if (this.zero3) segs.push(...this.zero3.paramSegments());
     else if (this.rank === 0) {
       for (const [name, p] of this.layout.named) segs.push({ name, shape: [...p.shape], dtype: 'float32', start: 0, end: p.size, data: p.data.subarray(p.offset, p.offset + p.size) });

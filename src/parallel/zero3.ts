@@ -20,11 +20,14 @@ import { shardOffsets, type Bucket, type FlatLayout, type GradComm } from './dat
 import type { Work } from '../runtime/communicator.js';
 import { sharedF32 } from '../runtime/comm-thread.js';
 import { fillInit } from '../nn/materialize.js';
+import { sampleArrayBuffers } from '../core/array-buffer-peak.js';
 
 interface Host {
   readonly comm: GradComm;
   readonly rank: number;
   launch(b: Bucket): void;
+  stagingFor(b: Bucket): { slot: number; buf: Float32Array };
+  reduceStaged(b: Bucket, slot: number, st: Float32Array): void;
 }
 
 export class Zero3 {
@@ -36,6 +39,8 @@ export class Zero3 {
   /** Slot name → element offset of the shard slot inside its parameter. */
   private readonly slotStart = new Map<string, number>();
   private readonly outer: Bucket | null;
+  /** Elements of the largest unit other than the outer one (the size of every inner gather buffer). */
+  private readonly largestInner: number;
   /** The gather allocator's own counters, in bytes: buffers lent to gathered units now,
    *  idle in the spare pool, the most ever lent at once, and all ever allocated. */
   private readonly bytes = { gathered: 0, pooled: 0, peakGathered: 0, allocated: 0 };
@@ -52,6 +57,7 @@ export class Zero3 {
     const inUnit = new Set(units.flatMap((u) => u.parameters()));
     const outerParam = layout.named.find(([, p]) => !inUnit.has(p))?.[1];
     this.outer = outerParam ? layout.bucketOf.get(outerParam)! : null;
+    this.largestInner = Math.max(0, ...layout.buckets.filter((b) => b !== this.outer).map((b) => b.hi - b.lo));
     const order: Bucket[] = [];
     for (const u of units) {
       const params = u.parameters();
@@ -72,10 +78,11 @@ export class Zero3 {
             this.gather(b);
             // Backward visits the units in reverse: prefetch the one before.
             if (this.prefetchOn && prev) this.prefetch(prev);
+            if (this.lastMicro) this.gradsIntoStaging(b);
           },
           // Gradients accumulate in full-size buffers over micro-steps (as ZeRO-2 does) and are
           // reduce-scattered once, after the last one: a reduce-scatter overwrites its output.
-          after: () => { if (this.lastMicro) this.host.launch(b); this.release(b); },
+          after: () => { if (this.lastMicro) this.reduceUnit(b); this.release(b); },
         });
         this.release(b);
         return out;
@@ -102,6 +109,41 @@ export class Zero3 {
     }
   }
 
+  /** Units whose gradients point into a staging buffer during their backward. */
+  private readonly staged = new Map<Bucket, { slot: number; buf: Float32Array }>();
+
+  /**
+   * Before a unit's last backward of the step: its parameters' gradients become views of
+   * a reduce-scatter staging buffer (holding what earlier micro-steps accumulated, or
+   * zeros), so backward accumulates straight into it and no full-size gradient is
+   * allocated beside the staging pair.
+   */
+  private gradsIntoStaging(b: Bucket): void {
+    const s = this.host.stagingFor(b);
+    for (const p of b.params) {
+      const off = this.layout.offsets.get(p)! - b.lo;
+      const view = s.buf.subarray(off, off + p.size);
+      if (p.grad) {
+        view.set(p.grad.data.subarray(p.grad.offset, p.grad.offset + p.size) as Float32Array);
+        p.grad.dispose();
+      } else view.fill(0);
+      const g = fromStorage(view, p.shape, 'float32');
+      g.kept = true;
+      p.grad = g;
+    }
+    this.staged.set(b, s);
+  }
+
+  /** After the unit's backward: reduce-scatter its staged gradients into the shard gradient. */
+  private reduceUnit(b: Bucket): void {
+    const s = this.staged.get(b);
+    if (!s) { this.host.launch(b); return; }
+    this.staged.delete(b);
+    // The views belong to the staging buffer (shared memory): dropped, not returned to the pool.
+    for (const p of b.params) p.grad = null;
+    this.host.reduceStaged(b, s.slot, s.buf);
+  }
+
   /** Whether gathers of the next unit are started ahead (ZeRO-3 `prefetch`; costs one more unit of memory). */
   prefetchOn = true;
   /** Gathers started ahead: the buffer and the request still in flight on the communication thread. */
@@ -110,7 +152,7 @@ export class Zero3 {
   /** Starts a unit's all-gather without waiting for it. */
   prefetch(b: Bucket): void {
     if (this.gathered.has(b) || this.inflight.has(b)) return;
-    const buf = this.take(b.hi - b.lo);
+    const buf = this.take(b);
     const [lo, hi] = this.ranges[b.index]!;
     const mine = this.shard.subarray(this.shardOff[b.index]!, this.shardOff[b.index]! + (hi - lo));
     this.inflight.set(b, { buf, req: this.host.comm.allGatherV(mine, buf, b.counts) });
@@ -125,17 +167,31 @@ export class Zero3 {
     }
   }
 
-  /** A gather buffer of n elements from the spare pool, or a new one (counted). */
-  private take(n: number): Float32Array {
-    let buf = this.spare.get(n)?.pop();
+  /**
+   * A gather buffer for unit b from the spare pool, or a new one (counted), cut to b's size.
+   * Every inner unit's buffer has the largest inner unit's size, so the two buffers that
+   * alternate between gathered and prefetched units serve units of any size (the embedding,
+   * a block, the head) instead of two per distinct size; the outer unit has its own.
+   */
+  private take(b: Bucket): Float32Array {
+    const n = b.hi - b.lo;
+    const size = b === this.outer ? n : this.largestInner;
+    let buf = this.spare.get(size)?.pop();
     if (buf) this.bytes.pooled -= buf.byteLength;
-    else { buf = sharedF32(n); this.bytes.allocated += buf.byteLength; }
+    else { buf = sharedF32(size); this.bytes.allocated += buf.byteLength; sampleArrayBuffers(); }
     this.bytes.gathered += buf.byteLength;
     this.bytes.peakGathered = Math.max(this.bytes.peakGathered, this.bytes.gathered);
-    return buf;
+    const out = buf.subarray(0, n);
+    this.whole.set(out, buf);
+    return out;
   }
 
-  private giveBack(buf: Float32Array): void {
+  /** The allocation behind each lent buffer (take hands out a prefix of it). */
+  private readonly whole = new WeakMap<Float32Array, Float32Array>();
+
+  private giveBack(part: Float32Array): void {
+    const buf = this.whole.get(part) ?? part;
+    this.whole.delete(part);
     this.bytes.gathered -= buf.byteLength;
     // As many idle buffers per unit size as gathers can overlap (one, or two with prefetch)
     // are kept for the next gathers; any other is left to the GC.
@@ -154,8 +210,7 @@ export class Zero3 {
       this.bind(b, ahead.buf);
       return;
     }
-    const n = b.hi - b.lo;
-    const buf = this.take(n);
+    const buf = this.take(b);
     const i = b.index;
     const [lo, hi] = this.ranges[i]!;
     const mine = this.shard.subarray(this.shardOff[i]!, this.shardOff[i]! + (hi - lo));
@@ -187,8 +242,7 @@ export class Zero3 {
 
   /** Elements of the largest unit and of the outer unit (what one gather may add beside the shard; a prefetch adds one more unit). */
   unitElements(): { largest: number; outer: number } {
-    const inner = this.layout.buckets.filter((b) => b !== this.outer).map((b) => b.hi - b.lo);
-    return { largest: Math.max(0, ...inner), outer: this.outer ? this.outer.hi - this.outer.lo : 0 };
+    return { largest: this.largestInner, outer: this.outer ? this.outer.hi - this.outer.lo : 0 };
   }
 
   private lastMicro = true;

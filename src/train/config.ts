@@ -8,6 +8,7 @@ import { validatePipeline } from '../parallel/pipeline/pipeline-setup.js';
 import { denseMoe, moeEnabled, type MoeConfig } from '../nn/moe-config.js';
 import { validateGptTensorParallel } from '../parallel/plans/gpt.js';
 import { parseMeshOrder } from '../parallel/mesh.js';
+import { validateFullyShard } from '../parallel/hsdp.js';
 import { PRECISIONS, type Precision } from '../backend/precision.js';
 import { validateOffload } from '../parallel/offload-config.js';
 
@@ -43,6 +44,8 @@ export interface ParallelConfig {
   sp: boolean;
   /** Mesh rank order, fastest-varying first: "tp,dp,pp" puts a tensor-parallel group on neighbouring ranks (one node). */
   order: string;
+  /** HSDP (zero=3 only): shard parameters, gradients and optimizer state within groups of this many data-parallel ranks and replicate across the dp/shardGroup groups; 0 = the whole dp group. */
+  shardGroup: number;
   /** ZeRO-Infinity style: 'disk' keeps fp32 master weights and AdamW moments of the rank's shard in a file under offloadDir. */
   offload: 'none' | 'disk';
   /** Directory of the per-rank offload files (required with offload=disk). */
@@ -99,7 +102,7 @@ function base(preset: string, model: GptConfig, microBatch: number): TrainConfig
       precision: 'fp32', lossScale: 65536, lossScaleWindow: 1000,
     },
     optim: { lr: 3e-4, minLr: 3e-5, warmupSteps: 100, schedule: 'cosine', weightDecay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradClip: 1.0 },
-    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, a2a: 'flat', pipelineChunks: 2, pipelineSchedule: '1f1b', sp: false, order: 'tp,dp,pp', offload: 'none', offloadDir: '' },
+    parallel: { dp: 1, tp: 1, pp: 1, ep: 1, zero: 0, bucketMB: 25, deterministic: true, a2a: 'flat', pipelineChunks: 2, pipelineSchedule: '1f1b', sp: false, order: 'tp,dp,pp', shardGroup: 0, offload: 'none', offloadDir: '' },
   };
 }
 
@@ -223,6 +226,7 @@ export function validateTrainConfig(c: TrainConfig, world = 1): void {
     if (c.parallel.zero === 3) throw new Error('parallel.zero = 3 does not support MoE models (model.moe.experts > 0): ZeRO-3 recomputes blocks, which would route tokens twice');
     if (c.parallel.tp > 1) throw new Error('parallel.tp > 1 does not support MoE models (model.moe.experts > 0) yet');
   }
+  validateFullyShard(c.parallel);
   validateOffload(c.parallel);
   if (c.parallel.a2a !== 'flat' && c.parallel.a2a !== 'hierarchical') throw new Error(`parallel.a2a must be flat or hierarchical, got '${c.parallel.a2a}'`);
   if (c.parallel.ep > 1 && (!moeEnabled(c.model.moe) || c.model.moe.experts % c.parallel.ep !== 0)) {

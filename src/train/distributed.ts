@@ -25,6 +25,7 @@ import { buildRankPipeline, type RankPipeline } from '../parallel/pipeline/pipel
 import { pipelineStepSchedule } from '../parallel/pipeline/pipeline-schedule.js';
 import type { Communicator } from '../runtime/communicator.js';
 import { pipelineSettings } from './memory-plan.js';
+import { hsdpGroups, type HsdpGroups } from '../parallel/hsdp.js';
 import { newOffloadAdamW } from './offload-setup.js';
 
 export class DistributedLayer implements ParallelLayer {
@@ -43,7 +44,8 @@ export class DistributedLayer implements ParallelLayer {
   readonly tpGroup: ThreadGroup | null;
 
   private constructor(readonly cfg: TrainConfig, readonly pg: ProcessGroup, readonly mesh: DeviceMesh,
-    readonly comm: GradComm, private readonly threads: CommThread[], tpComm: GradComm | null, private readonly ppComm: Communicator | null) {
+    readonly comm: GradComm, private readonly threads: CommThread[], tpComm: GradComm | null, private readonly ppComm: Communicator | null,
+    private readonly hsdp: HsdpGroups | null = null) {
     this.rank = pg.rank;
     this.world = pg.size;
     this.dataRank = mesh.coords.dp;
@@ -58,16 +60,20 @@ export class DistributedLayer implements ParallelLayer {
       // Every invariant is checked here, before any thread starts or any model is allocated.
       validateTrainConfig(cfg, pg.size);
       const { tp, pp, dp } = cfg.parallel;
-      if (tp > 1 && cfg.parallel.zero === 3) throw new Error(`parallel.zero=3 with parallel.tp=${tp}: ZeRO-3 is not combined with tensor parallelism; use parallel.zero=1 or 2 on the data-parallel dimension`);
       const mesh = buildMesh(pg, { tp, pp, dp, order: parseMeshOrder(cfg.parallel.order, 'parallel.order') });
       // One communication thread per parallel dimension in use, so the tensor-parallel
       // collectives (waited for inside forward/backward) never queue behind the
       // data-parallel gradient buckets (which overlap with backward).
       let comm: GradComm = new SingleMemberComm();
+      let hsdp: HsdpGroups | null = null;
       if (mesh.dp.size > 1) {
         const t = await CommThread.start(pg, { prefix: 'athanor/grad' });
         threads.push(t);
-        comm = t.newGroup([...mesh.dp.ranks], 'dp');
+        const sg = cfg.parallel.shardGroup;
+        if (cfg.parallel.zero === 3 && sg > 0 && sg < dp) {
+          hsdp = hsdpGroups(t, mesh.dp.ranks, mesh.coords.dp, sg);
+          comm = hsdp.shard.comm;
+        } else comm = t.newGroup([...mesh.dp.ranks], 'dp');
       }
       let tpComm: GradComm | null = null;
       if (mesh.tp.size > 1) {
@@ -85,7 +91,7 @@ export class DistributedLayer implements ParallelLayer {
         threads.push(t);
         ppComm = t.newGroup([...mesh.pp.ranks], 'pp');
       }
-      return new DistributedLayer(cfg, pg, mesh, comm, threads, tpComm, ppComm);
+      return new DistributedLayer(cfg, pg, mesh, comm, threads, tpComm, ppComm, hsdp);
     } catch (e) {
       for (const t of threads) await t.close().catch(() => undefined);
       await pg.destroy().catch(() => undefined);
@@ -124,9 +130,11 @@ export class DistributedLayer implements ParallelLayer {
       // ZeRO-3 builds the model on the meta device: each rank then materializes only its shards.
       model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute, deferInit: cfg.parallel.zero === 3 || cfg.parallel.offload === 'disk' });
     }
-    this.dp = applyDataParallel(model, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
+    // HSDP: the data-parallel transform shards over the shard group and averages over the replica group.
+    const h = this.hsdp;
+    this.dp = applyDataParallel(model, this.comm, h ? h.shard.rank : this.mesh.coords.dp, h ? h.shard.size : this.mesh.dims.dp, {
       zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend, // DataParallel names its gradient thread's backend itself
-      seed: cfg.train.seed,
+      seed: cfg.train.seed, replica: h?.replica,
     });
     return model;
   }

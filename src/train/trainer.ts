@@ -26,6 +26,7 @@ import { measureGemmCeiling } from './gemm-ceiling.js';
 import { lrAt } from './optim-setup.js';
 import { latestCheckpoint, type TrainState } from './train-checkpoint.js';
 import { singleProcessLayer, type ParallelLayer, type TrainModel } from './parallel-layer.js';
+import { trackArrayBufferPeak, arrayBufferPeak } from '../core/array-buffer-peak.js';
 import type { MicroBatch, StepSchedule } from './step-schedule.js';
 import { moeAfterStep } from './moe-step.js';
 import { checkMemoryFits, explainAllocationFailure, warmRuntime } from './memory-fit.js';
@@ -70,6 +71,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
 
 async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise<TrainResult> {
   const par = opts.parallel ?? singleProcessLayer();
+  trackArrayBufferPeak(); // the summary's measured peak of array-buffer bytes (weights, gradients, optimizer state, activations)
   validateTrainConfig(cfg, par.world);
   setPrecision(cfg.train.precision);
   const scaler = cfg.train.precision === 'fp16' ? new DynamicLossScaler({ initScale: cfg.train.lossScale, growthInterval: cfg.train.lossScaleWindow }) : null;
@@ -197,7 +199,7 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
   if (isMain && f32GemmMode() === 'auto') progress.record('gemm-choices', { choices: gemmChoices() });
   const seconds = (performance.now() - t0) / 1000;
   const tokensPerSec = ((step - startStep) * tokensPerStep) / Math.max(seconds, 1e-9);
-  if (isMain) progress.record('summary', { steps: step, seconds, tokensPerSec, stoppedEarly, maxRssMB: process.resourceUsage().maxRSS / 1024 });
+  if (isMain) progress.record('summary', { steps: step, seconds, tokensPerSec, stoppedEarly, maxRssMB: process.resourceUsage().maxRSS / 1024, peakArrayBuffersMB: arrayBufferPeak() / 2 ** 20 });
   return { steps: step, losses, valLosses, skippedSteps: skipped, tokensPerSec, model, stoppedEarly };
 }
 

@@ -325,6 +325,9 @@ async function main(): Promise<void> {
   } else if (mode === 'zero3-memory') {
     const { zero3Memory } = await import('./zero3-memory.js');
     console.log(`RESULT ${JSON.stringify(await zero3Memory(pg))}`);
+  } else if (mode === 'zero-peak') {
+    const { zeroPeak } = await import('./zero-peak.js');
+    console.log(`RESULT ${JSON.stringify(await zeroPeak(pg))}`);
   } else if (mode === 'launch-ok') {
     const b = new Int32Array([r]);
     await pg.allReduce(b);

@@ -22,6 +22,8 @@ export interface GptDataParallelOptions {
   seed?: number;
   /** ZeRO-3: prefetch the next block's gather (default true). */
   prefetch?: boolean;
+  /** HSDP: the replica group (comm/rank/world are then the shard group's); see hsdp.ts. */
+  replica?: { comm: GradComm; rank: number; size: number };
 }
 
 /** Data parallelism over the data-parallel group: replicate (ZeRO 0-2) or fully-shard (ZeRO-3, one unit per block). */
@@ -29,7 +31,12 @@ export function applyDataParallel(model: GPT, comm: GradComm, rank: number, worl
   if (o.zero === 3) {
     // ZeRO-3 recomputes every block in backward already; a second recomputation would only cost time.
     model.recompute = false;
-    return fullyShard(model, comm, rank, world, { bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, units: model.h, rng: model.rng, seed: o.seed, prefetch: o.prefetch });
+    // Units in forward order. Untied, the token embedding and the LM head are units of their
+    // own (each V × C, often the largest tensors): gathered around the lookup and around the
+    // head GEMM instead of held for the whole step. A tied matrix is used at both ends, so it
+    // stays in the outer unit with the position table and the final norm.
+    const units = model.cfg.tieEmbeddings ? [...model.h] : [model.wte, ...model.h, model.lm_head];
+    return fullyShard(model, comm, rank, world, { bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, units, rng: model.rng, seed: o.seed, prefetch: o.prefetch, replica: o.replica });
   }
   return replicate(model, comm, rank, world, { zero: o.zero, bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, seed: o.seed });
 }
