@@ -279,6 +279,19 @@ const BENCHES: BenchDef[] = [
     }],
   },
   {
+    name: 'offload',
+    title: 'parallel.offload=disk against in-memory optimizer state (gpt-small tokens/s)',
+    async run(quick, log) {
+      const { runOffloadBench } = await import('./offload-bench.js');
+      return runOffloadBench({ quick, log });
+    },
+    tables: (r: { rows: { config: string; memory: number; disk: number; perRunMemory: number[]; perRunDisk: number[] }[] }) => [{
+      title: 'Disk offload', peer: 'the same run with state in memory', about: 'gpt-small, fp32 master weights + AdamW moments streamed from a per-rank file (parallel.offload=disk) vs in memory; median per-step tokens/s over interleaved reps; ratio > 1 means offload is faster',
+      rows: r.rows.map((x) => ({ case: x.config, unit: 'tokens/s', athanor: x.disk, peer: x.memory, ratio: ratioOf(x.disk, x.memory),
+        notes: `offload runs ${x.perRunDisk.map((v) => v.toFixed(0)).join(', ')}; in-memory runs ${x.perRunMemory.map((v) => v.toFixed(0)).join(', ')}` })),
+    }],
+  },
+  {
     name: 'accuracy',
     title: 'gpt-tiny validation curve vs the PyTorch reference trainer (several minutes)',
     async run(quick, log) {

@@ -2,7 +2,7 @@
 // per-rank file, streamed in chunks through two buffers. The update is AdamW's
 // element-wise kernel on the same values in the same order, so offload must equal the
 // in-memory optimizer BIT FOR BIT: in-process (small chunks, many chunk boundaries) and
-// through the CLI with real processes at dp=1 and dp=2 under ZeRO-1/2/3, in the losses
+// through the CLI with real processes at dp=1, dp=2 under ZeRO-1/2/3 and HSDP, in the losses
 // of every step, the final parameters and the AdamW moments of the last checkpoint.
 // Checkpoints stay layout-independent: offload → no offload and back resume exactly.
 import { test } from 'node:test';
@@ -137,11 +137,14 @@ async function train(label: string, dp: number, zero: number, offload: boolean, 
   return out;
 }
 
-test('offload=disk equals no offload bit for bit: dp=1, and dp=2 with ZeRO-1/2/3 (real processes)', async () => {
+test('offload=disk equals no offload bit for bit: dp=1, dp=2 with ZeRO-1/2/3, HSDP 2 × 2 (real processes)', async () => {
   sameRuns(await train('off-dp1', 1, 0, true), await train('mem-dp1', 1, 0, false), 'dp=1');
   for (const zero of [1, 2, 3]) {
     sameRuns(await train(`off-dp2z${zero}`, 2, zero, true), await train(`mem-dp2z${zero}`, 2, zero, false), `dp=2 ZeRO-${zero}`);
   }
+  // HSDP: shards within groups of 2, two replica groups; each rank streams its own shard.
+  const hsdp = ['--parallel.shardGroup=2'];
+  sameRuns(await train('off-hsdp', 4, 3, true, hsdp), await train('mem-hsdp', 4, 3, false, hsdp), 'dp=4 HSDP 2 × 2');
 });
 
 /** Turns a finished run back into one that stopped after its step-4 checkpoint. */

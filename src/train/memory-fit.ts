@@ -121,6 +121,6 @@ export function checkMemoryFits(cfg: TrainConfig, rank: number, ranksOnHost = 1,
 
 /** An allocation failure during training as the same clear message (other errors pass through). */
 export function explainAllocationFailure(e: unknown, cfg: TrainConfig): unknown {
-  if (!(e instanceof RangeError) || !/allocation failed|Invalid array length|Array buffer|out of memory/i.test(e.message)) return e;
+  if (!(e instanceof RangeError) || !/allocation failed|out of memory/i.test(e.message)) return e;
   return new Error(`out of memory: ${e.message} while allocating training state; ${advice(cfg)}`);
 }
