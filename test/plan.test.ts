@@ -18,6 +18,7 @@ import { pool } from '../src/core/buffer-pool.js';
 import { scope } from '../src/core/scope.js';
 import { fromStorage } from '../src/core/tensor.js';
 import { backward } from '../src/autograd/tape.js';
+import { withPrecision } from '../src/backend/precision.js';
 import { runCli, tmp } from './helpers/train-fixture.js';
 
 test('tracing counts exactly the closed-form parameters of every preset (and a rotary, tied variant)', () => {
@@ -193,4 +194,19 @@ test('athanor plan: CLI output, --json and errors naming the field', async () =>
   assert.match(bad.out, /field 'zero' must be 0, 1, 2 or 3/);
   const nocl = await runCli(['plan', '--preset', 'gpt-small']);
   assert.match(nocl.out, /--cluster is required/);
+});
+
+test('mixed precision: the bf16 trace (16-bit casts, 16-bit attention probabilities) matches a real bf16 step within 5%; weights add a 16-bit copy', () => {
+  const cfg: GptConfig = { ...presetConfig('gpt-tiny').model, nLayer: 2, seqLen: 64 };
+  const real = withPrecision('bf16', () => measuredStep(cfg, 4, false));
+  const tr = traceGpt(cfg, { microBatch: 4, precision: 'bf16' });
+  assert.equal(tr.precision, 'bf16');
+  const l = { ...defaultLayout(), mb: 4, precision: 'bf16' as const };
+  const plan = estimateMemory(tr, l, { seqLen: 64, dModel: cfg.dModel, allocator: 'athanor-pool' });
+  assert.ok(Math.abs(plan.activations / real - 1) < 0.05, `traced ${plan.activations}, measured ${real}`);
+  // Athanor keeps fp32 master weights, gradients and moments; GEMM weights get a 16-bit copy.
+  const fp32 = estimateMemory(traceGpt(cfg, { microBatch: 4 }), { ...l, precision: 'fp32' }, { seqLen: 64, dModel: cfg.dModel, allocator: 'athanor-pool' });
+  assert.equal(plan.grads, fp32.grads);
+  assert.equal(plan.optimizer, fp32.optimizer);
+  assert.ok(plan.weights > fp32.weights && plan.weights < 1.5 * fp32.weights);
 });
