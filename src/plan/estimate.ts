@@ -6,6 +6,7 @@ import type { TraceResult, TracedBuffer } from './trace.js';
 import type { ClusterSpec } from './cluster.js';
 import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
+import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
@@ -234,8 +235,10 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     if (l.offload !== 'none') { hostOffload += optimizer; optimizer = 0; }
     if (l.offload === 'params') { hostOffload += weights; weights = 0; }
     const one = replay(tr, inStage, bufScale);
-    // 1F1B: stage s holds pp − s micro-batches' saved activations at once; GPipe holds all.
-    const inflight = pp === 1 ? 1 : l.schedule === 'gpipe' ? l.ga : Math.min(l.ga, pp - s);
+    // Micro-batches whose saved activations stage s holds at once, from the schedule's own
+    // action list (parallel/pipeline/schedule.ts): GPipe all, 1F1B pp − s, interleaved its
+    // warm-up chunks + 1 (each chunk 1/vpp of the stage).
+    const inflight = pp === 1 ? 1 : inflightMicroBatches(l, s);
     const pipelineInFlight = Math.max(0, inflight - 1) * one.atForwardEnd;
     // TP all-reduce staging and PP send/recv of one boundary activation.
     const boundary = l.mb * o.seqLen * o.dModel * eb / (l.sp ? tp : 1);
@@ -257,6 +260,15 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     if (!best || m.total > best.total) best = m;
   }
   return best!;
+}
+
+/** Peak forward-not-yet-backward chunks of pipeline rank s under the layout's schedule, in whole-stage micro-batches. */
+export function inflightMicroBatches(l: Layout, s: number): number {
+  const v = l.schedule === 'interleaved' ? l.vpp : 1;
+  if (scheduleShapeError({ kind: l.schedule, p: l.pp, m: l.ga, v })) return l.schedule === 'gpipe' ? l.ga : Math.min(l.ga, l.pp - s);
+  let live = 0, peak = 0;
+  for (const a of rankActions({ kind: l.schedule, p: l.pp, m: l.ga, v }, s)) { live += a.kind === 'F' ? 1 : -1; peak = Math.max(peak, live); }
+  return peak / v;
 }
 
 /** Elements of the parameters GEMMs read (those with a per-step 16-bit copy), per pipeline stage, after tp/ep. */
