@@ -210,3 +210,25 @@ test('mixed precision: the bf16 trace (16-bit casts, 16-bit attention probabilit
   assert.equal(plan.optimizer, fp32.optimizer);
   assert.ok(plan.weights > fp32.weights && plan.weights < 1.5 * fp32.weights);
 });
+
+test('communication on a CPU device: commComputeShare charges overlapped communication to the step, and a bad value names the field', () => {
+  const m = presetConfig('gpt-tiny').model;
+  const c = loadCluster('this-machine');
+  const tr = traceGpt(m, { microBatch: 16 });
+  const l = parseLayout('dp=2,mb=16');
+  const off = estimate(tr, l, { ...c, commComputeShare: { value: 0, source: 'assumption: test' } }, { seqLen: m.seqLen, dModel: m.dModel });
+  const on = estimate(tr, l, { ...c, commComputeShare: { value: 1, source: 'assumption: test' } }, { seqLen: m.seqLen, dModel: m.dModel });
+  assert.ok(off.time.hiddenComm > 0);
+  assert.ok(Math.abs(on.time.step - off.time.step - off.time.hiddenComm) < 1e-12);
+  const bad = JSON.parse(JSON.stringify(c)); bad.commComputeShare.value = 2;
+  assert.throws(() => validateCluster(bad, 'c.json'), /c\.json: field 'commComputeShare\.value' must be a fraction in \[0, 1\]/);
+});
+
+test('pipeline in-flight micro-batches follow the schedule: GPipe all, 1F1B pp − stage, interleaved its warm-up chunks', async () => {
+  const { inflightMicroBatches } = await import('../src/plan/estimate.js');
+  assert.equal(inflightMicroBatches(parseLayout('pp=4,ga=8,schedule=gpipe'), 0), 8);
+  assert.equal(inflightMicroBatches(parseLayout('pp=4,ga=8'), 0), 4);
+  assert.equal(inflightMicroBatches(parseLayout('pp=4,ga=8'), 3), 1);
+  // Megatron's interleaved warm-up: (pp − s − 1)·2 + (vpp − 1)·pp chunks, then one more.
+  assert.equal(inflightMicroBatches(parseLayout('pp=2,ga=4,schedule=interleaved,vpp=2'), 0), (2 + 2 + 1) / 2);
+});
