@@ -15,9 +15,9 @@ import { projectRoot } from '../src/backend/native.js';
 import { Rng } from '../src/core/rng.js';
 import { presetConfig } from '../src/train/config.js';
 import { loadCluster } from '../src/plan/cluster.js';
-import { estimate, tracesRecompute } from '../src/plan/estimate.js';
+import { estimate } from '../src/plan/estimate.js';
 import { devices, parseLayout, layoutString } from '../src/plan/layout.js';
-import { traceGpt } from '../src/plan/models.js';
+import { traceForLayout } from '../src/plan/models.js';
 import { parseArgs } from '../src/train/overrides.js';
 import { calibrate } from '../src/plan/calibrate.js';
 
@@ -127,7 +127,7 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
     const model = presetConfig(c.preset).model;
     // The data here is a 2048-token vocabulary for both presets; the model keeps its own V.
     const l = parseLayout(c.layout);
-    const est = estimate(traceGpt(model, { microBatch: l.mb, recompute: tracesRecompute(l, cluster.allocator) }), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
+    const est = estimate(traceForLayout(model, l, cluster.allocator), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
     const m = meas.get(c)!;
     const stepS = median(m.stepS), cpuS = median(m.cpuS), memB = median(m.memB);
     rows.push({

@@ -18,6 +18,7 @@ import { pool } from '../src/core/buffer-pool.js';
 import { scope } from '../src/core/scope.js';
 import { fromStorage } from '../src/core/tensor.js';
 import { backward } from '../src/autograd/tape.js';
+import { withPrecision } from '../src/backend/precision.js';
 import { runCli, tmp } from './helpers/train-fixture.js';
 
 test('tracing counts exactly the closed-form parameters of every preset (and a rotary, tied variant)', () => {
@@ -193,4 +194,41 @@ test('athanor plan: CLI output, --json and errors naming the field', async () =>
   assert.match(bad.out, /field 'zero' must be 0, 1, 2 or 3/);
   const nocl = await runCli(['plan', '--preset', 'gpt-small']);
   assert.match(nocl.out, /--cluster is required/);
+});
+
+test('mixed precision: the bf16 trace (16-bit casts, 16-bit attention probabilities) matches a real bf16 step within 5%; weights add a 16-bit copy', () => {
+  const cfg: GptConfig = { ...presetConfig('gpt-tiny').model, nLayer: 2, seqLen: 64 };
+  const real = withPrecision('bf16', () => measuredStep(cfg, 4, false));
+  const tr = traceGpt(cfg, { microBatch: 4, precision: 'bf16' });
+  assert.equal(tr.precision, 'bf16');
+  const l = { ...defaultLayout(), mb: 4, precision: 'bf16' as const };
+  const plan = estimateMemory(tr, l, { seqLen: 64, dModel: cfg.dModel, allocator: 'athanor-pool' });
+  assert.ok(Math.abs(plan.activations / real - 1) < 0.05, `traced ${plan.activations}, measured ${real}`);
+  // Athanor keeps fp32 master weights, gradients and moments; GEMM weights get a 16-bit copy.
+  const fp32 = estimateMemory(traceGpt(cfg, { microBatch: 4 }), { ...l, precision: 'fp32' }, { seqLen: 64, dModel: cfg.dModel, allocator: 'athanor-pool' });
+  assert.equal(plan.grads, fp32.grads);
+  assert.equal(plan.optimizer, fp32.optimizer);
+  assert.ok(plan.weights > fp32.weights && plan.weights < 1.5 * fp32.weights);
+});
+
+test('communication on a CPU device: commComputeShare charges overlapped communication to the step, and a bad value names the field', () => {
+  const m = presetConfig('gpt-tiny').model;
+  const c = loadCluster('this-machine');
+  const tr = traceGpt(m, { microBatch: 16 });
+  const l = parseLayout('dp=2,mb=16');
+  const off = estimate(tr, l, { ...c, commComputeShare: { value: 0, source: 'assumption: test' } }, { seqLen: m.seqLen, dModel: m.dModel });
+  const on = estimate(tr, l, { ...c, commComputeShare: { value: 1, source: 'assumption: test' } }, { seqLen: m.seqLen, dModel: m.dModel });
+  assert.ok(off.time.hiddenComm > 0);
+  assert.ok(Math.abs(on.time.step - off.time.step - off.time.hiddenComm) < 1e-12);
+  const bad = JSON.parse(JSON.stringify(c)); bad.commComputeShare.value = 2;
+  assert.throws(() => validateCluster(bad, 'c.json'), /c\.json: field 'commComputeShare\.value' must be a fraction in \[0, 1\]/);
+});
+
+test('pipeline in-flight micro-batches follow the schedule: GPipe all, 1F1B pp − stage, interleaved its warm-up chunks', async () => {
+  const { inflightMicroBatches } = await import('../src/plan/estimate.js');
+  assert.equal(inflightMicroBatches(parseLayout('pp=4,ga=8,schedule=gpipe'), 0), 8);
+  assert.equal(inflightMicroBatches(parseLayout('pp=4,ga=8'), 0), 4);
+  assert.equal(inflightMicroBatches(parseLayout('pp=4,ga=8'), 3), 1);
+  // Megatron's interleaved warm-up: (pp − s − 1)·2 + (vpp − 1)·pp chunks, then one more.
+  assert.equal(inflightMicroBatches(parseLayout('pp=2,ga=4,schedule=interleaved,vpp=2'), 0), (2 + 2 + 1) / 2);
 });

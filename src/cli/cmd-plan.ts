@@ -5,7 +5,7 @@ import { configFromArgs } from './cmd-train.js';
 import { loadCluster, listClusters, type ClusterSpec } from '../plan/cluster.js';
 import { devices, layoutProblem, layoutString, parseLayout, type Layout } from '../plan/layout.js';
 import { estimate, tracesRecompute, type Estimate } from '../plan/estimate.js';
-import { traceGpt } from '../plan/models.js';
+import { traceForLayout } from '../plan/models.js';
 import { searchLayouts } from '../plan/search.js';
 import { calibrate } from '../plan/calibrate.js';
 import { planRecsys } from '../plan/recsys.js';
@@ -70,7 +70,7 @@ export async function runPlan(argv: string[]): Promise<number> {
   }
   const problem = layoutProblem(layout, cfg.model);
   if (problem) throw new Error(`--layout: ${problem}`);
-  const tr = traceGpt(cfg.model, { microBatch: layout.mb, recompute: tracesRecompute(layout, cluster.allocator) });
+  const tr = traceForLayout(cfg.model, layout, cluster.allocator);
   const est = estimate(tr, layout, cluster, { seqLen: cfg.model.seqLen, dModel: cfg.model.dModel });
   const nodes = Math.ceil(est.devices / cluster.devicesPerNode.value);
   const secs = tokens / est.tokensPerSec;

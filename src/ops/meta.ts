@@ -20,6 +20,7 @@ import * as S from './shape.js';
 import * as M from './matmul.js';
 import * as N from './nn.js';
 import * as A from './attention.js';
+import { lowpKind } from '../backend/precision.js';
 
 /** What the planner prices an op as. */
 export type OpClass = 'gemm' | 'attention' | 'elementwise' | 'norm' | 'softmax' | 'embedding' | 'copy' | 'view';
@@ -34,6 +35,12 @@ export interface MetaOpEvent {
   saved: readonly Tensor[];
   /** GEMM (m, n, k) with the batch folded into m; attention (B·H, Tq, Tk, D). */
   dims?: number[];
+  /**
+   * Mixed precision (train.precision bf16/fp16, see backend/precision.ts): elements of the
+   * 16-bit operand casts the real op makes and frees, in forward and in its backward, and
+   * of every 16-bit GEMM operand (parameters' per-step copies included) the GEMMs read.
+   */
+  lowp?: { fwdCasts: number[]; bwdCasts: number[]; fwdOperands: number[]; bwdOperands: number[] };
 }
 
 /** Receives every meta op as it runs (set by src/plan/trace.ts). */
@@ -68,12 +75,14 @@ function alloc(shape: readonly number[], dtype: DType): Tensor {
 
 const nbytes = (t: Tensor): number => t.size * dtypeBytes(t.dtype);
 
-function emit<K extends OpName>(op: K, cls: OpClass, flops: number, attrs: OpAttrs[K], inputs: Tensor[], out: Tensor, saved: Tensor[] = [], dims?: number[]): Tensor {
+function emit<K extends OpName>(op: K, cls: OpClass, flops: number, attrs: OpAttrs[K], inputs: Tensor[], out: Tensor, saved: Tensor[] = [], dims?: number[], lowp?: MetaOpEvent['lowp']): Tensor {
   const bytes = cls === 'view' ? 0 : inputs.reduce((s, t) => s + nbytes(t), 0) + nbytes(out);
-  sink?.op({ op, cls, flops, bytes, inputs, out, saved, dims });
+  sink?.op({ op, cls, flops, bytes, inputs, out, saved, dims, lowp });
   return record(op, attrs, inputs, out, saved);
 }
 
+/** A parameter (leaf that trains), whose 16-bit copy is cached per step (backend/lowp-tensor.ts). */
+const isParam = (t: Tensor): boolean => t.isLeaf && t.requiresGrad;
 const anyMeta = (xs: readonly unknown[]): boolean => xs.some(isMeta);
 const asTensor = (v: Tensor | number, like: Tensor): Tensor => (typeof v === 'number' ? metaTensor([], like.dtype) : v);
 const NO = Object.freeze({}) as Record<string, never>;
@@ -100,21 +109,36 @@ function matmulMeta(a: Tensor, b: Tensor, opts: M.MatmulOptions): Tensor {
   if (k !== kb) throw new Error(`matmul (meta): inner dims differ: ${k} vs ${kb}`);
   const batch = broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2), 'matmul batch dims');
   const out = alloc([...batch, m, n], a.dtype);
-  return emit('matmul', 'gemm', 2 * numel(batch) * m * n * k, { transA, transB }, bias ? [a, b, bias] : [a, b], out, [], [numel(batch) * m, n, k]);
+  // Mixed precision as matmul.ts runs it: activations are cast to 16 bits for the GEMM and
+  // freed (backward recasts them, plus the output gradient); parameters use the step's copy.
+  const kind = a.dtype === 'float32' ? lowpKind() : null;
+  let lowp: MetaOpEvent['lowp'];
+  if (kind) {
+    const acts = [a, b].filter((t) => !isParam(t)).map((t) => t.size);
+    for (const n16 of acts) alloc([n16], kind).dispose();
+    lowp = { fwdCasts: acts, bwdCasts: [out.size, ...acts], fwdOperands: [a.size, b.size], bwdOperands: [out.size, a.size, out.size, b.size] };
+  }
+  return emit('matmul', 'gemm', 2 * numel(batch) * m * n * k, { transA, transB }, bias ? [a, b, bias] : [a, b], out, [], [numel(batch) * m, n, k], lowp);
 }
 
 function attentionMeta(q: Tensor, k: Tensor, v: Tensor, opts: A.AttentionOptions): Tensor {
   const causal = opts.causal ?? true;
   const [B, H, Tq, D] = q.shape as [number, number, number, number];
   const Tk = k.shape[2]!, Dv = v.shape[3]!;
-  const P = alloc([B * H, Tq, Tk], q.dtype); // probabilities, saved for backward (not flash attention)
+  // Mixed precision (attention.ts): Q, K, V cast to 16 bits for the GEMMs and freed; the
+  // probabilities are written and saved in 16 bits.
+  const kind = q.dtype === 'float32' ? lowpKind() : null;
+  const lowp: MetaOpEvent['lowp'] = kind ? { fwdCasts: [q.size, k.size, v.size], bwdCasts: [q.size, q.size, k.size, v.size], fwdOperands: [q.size, k.size, B * H * Tq * Tk, v.size], bwdOperands: [q.size, k.size, v.size, q.size, B * H * Tq * Tk, B * H * Tq * Tk] } : undefined;
+  const casts = kind ? [q, k, v].map((t) => alloc([t.size], kind)) : [];
+  const P = alloc([B * H, Tq, Tk], kind ?? q.dtype); // probabilities, saved for backward (not flash attention)
+  for (const c of casts) c.dispose();
   const base = alloc([B, Tq, H, Dv], q.dtype);
   const out = base.view([B, H, Tq, Dv], [Tq * H * Dv, Dv, H * Dv, 1], 0);
   base.dispose();
   // Causal rows skip key blocks past the diagonal (128-row blocks, see attention.ts).
   const keys = causal ? Math.min(Tk, (Tq + 128) / 2) : Tk;
   const flops = 2 * B * H * Tq * keys * (D + Dv) + 5 * B * H * Tq * keys;
-  return emit('attention', 'attention', flops, { causal, scale: opts.scale ?? 1 / Math.sqrt(D) }, [q, k, v], out, [P], [B * H, Tq, Tk, D]);
+  return emit('attention', 'attention', flops, { causal, scale: opts.scale ?? 1 / Math.sqrt(D) }, [q, k, v], out, [P], [B * H, Tq, Tk, D], lowp);
 }
 
 function softmaxMeta(op: 'softmax' | 'logSoftmax', x: Tensor, axis: number): Tensor {

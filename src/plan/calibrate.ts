@@ -14,6 +14,7 @@ import { add, attention, contiguous, crossEntropy, embedding, gelu, layerNorm, r
 import { backward } from '../autograd/tape.js';
 import { projectRoot } from '../backend/native.js';
 import { atomicWriteFileSync } from '../io/atomic-write.js';
+import { from16, to16 } from '../backend/gemm-lowp.js';
 import type { ClusterSpec } from './cluster.js';
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -74,7 +75,8 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   log.push(`attention forward + backward: ${(attEff * 100).toFixed(0)}% of the GEMM ceiling`);
   // Memory-bound classes: the real kernels, bytes as the meta trace counts them (inputs + output).
   const n = 1 << 20, rows = 2048, C = 512, V = 2048;
-  const x = fromStorage(new Float32Array(n).fill(1), [n], 'float32');
+  const xd = new Float32Array(n).fill(1), x16 = new Uint16Array(n);
+  const x = fromStorage(xd, [n], 'float32');
   const xr = fromStorage(new Float32Array(rows * C).fill(1), [rows, C], 'float32');
   const w = fromStorage(new Float32Array(C).fill(1), [C], 'float32');
   const logits = fromStorage(new Float32Array(rows * V).fill(0.1), [rows, V], 'float32');
@@ -88,6 +90,8 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
     softmax: rate(4 * rows * V + 4 * rows + 4, () => { crossEntropy(logits, tgt); }),
     embedding: rate(4 * V * C + 4 * rows + 4 * rows * C, () => { embedding(table, idx); }),
     copy: rate(2 * 4 * n, () => { contiguous(transpose(reshape(x, [1024, 1024]))); }),
+    // Mixed precision's operand casts and widening (6 bytes moved per element each way).
+    convert: rate(2 * 6 * n, () => { to16('bfloat16', 1, n, xd, 0, n, x16, 0, n, 1); from16('bfloat16', 1, n, x16, 0, n, xd, 0, n); }),
   };
   const bw = classBw.elementwise!;
   const s = fromStorage(new Float32Array(64).fill(1), [64], 'float32');
@@ -120,7 +124,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       memBandwidth: { value: bw, source: meas('add() and gelu() on 1M floats, bytes read + written per second') },
       opOverhead: { value: tiny, source: meas('time per add() of 64 elements (op dispatch, tape and allocation)') },
       gemmTable: { source: meas('median sgemm rate, 1 thread, at each [m, n, k]'), points },
-      classBandwidth: { source: meas('the real kernels (gelu/add, layerNorm, crossEntropy, embedding, transpose copy), bytes as the meta trace counts them'), rates: classBw },
+      classBandwidth: { source: meas('the real kernels (gelu/add, layerNorm, crossEntropy, embedding, transpose copy, bfloat16 to16/from16 conversion), bytes as the meta trace counts them'), rates: classBw },
     },
     network: {
       // Collectives are timed by the wall clock (their cost is waiting as much as copying).

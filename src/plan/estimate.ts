@@ -6,6 +6,7 @@ import type { TraceResult, TracedBuffer } from './trace.js';
 import type { ClusterSpec } from './cluster.js';
 import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
+import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
@@ -173,10 +174,14 @@ export function allToAllTime(bytes: number, l: Layout, c: ClusterSpec): { time: 
 }
 
 /** Per-device memory of the largest pipeline stage (no cluster needed: `--dry-run` uses this). */
-export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; dModel: number; allocator?: 'athanor-pool' | 'live' }): MemoryEstimate {
+export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; dModel: number; allocator?: 'athanor-pool' | 'live'; nativeLowp?: boolean }): MemoryEstimate {
   const { stageParams, stageExpertParams, bufScale } = layoutScales(tr, l);
   const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
-  const eb = elemBytes(l.precision);
+  // Athanor's mixed precision (a bf16 trace): fp32 master weights, gradients, optimizer
+  // state, activations and communication; 16-bit copies of GEMM weights per step.
+  const athanorLowp = tr.precision === 'bf16';
+  const eb = athanorLowp ? 4 : elemBytes(l.precision);
+  const lowpCopies = athanorLowp ? gemmParamsPerStage(tr, l) : null;
   // ---- memory, for every stage; report the largest ----
   let best: MemoryEstimate | null = null;
   for (let s = 0; s < pp; s++) {
@@ -186,7 +191,8 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     const P = stageParams[s]!, X = stageExpertParams[s]!, edp = dp / l.ep;
     // Mixed precision keeps bf16 weights and gradients with fp32 master weights and
     // AdamW moments in the optimizer (ZeRO paper: 2 + 2 + 12 bytes per parameter).
-    const wB = l.precision === 'bf16' ? 2 : 4, gB = l.precision === 'bf16' ? 2 : 4, oB = l.precision === 'bf16' ? 12 : 8;
+    const paper16 = l.precision === 'bf16' && !athanorLowp;
+    const wB = paper16 ? 2 : 4, gB = paper16 ? 2 : 4, oB = paper16 ? 12 : 8;
     const own = P / (l.zero > 0 ? dp : 1);
     let weights: number, grads: number, optimizer: number, commBuffers = 0;
     // The largest unit ZeRO-3 gathers at once (a block, or the embeddings + head).
@@ -223,12 +229,16 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
       grads += (X * gB) / (l.zero >= 2 ? edp : 1);
       optimizer += (X * oB) / (l.zero >= 1 ? edp : 1);
     }
+    // backend/lowp-tensor.ts: one 16-bit copy of every GEMM weight, remade each step.
+    if (lowpCopies) weights += 2 * lowpCopies[s]!;
     let hostOffload = 0;
     if (l.offload !== 'none') { hostOffload += optimizer; optimizer = 0; }
     if (l.offload === 'params') { hostOffload += weights; weights = 0; }
     const one = replay(tr, inStage, bufScale);
-    // 1F1B: stage s holds pp − s micro-batches' saved activations at once; GPipe holds all.
-    const inflight = pp === 1 ? 1 : l.schedule === 'gpipe' ? l.ga : Math.min(l.ga, pp - s);
+    // Micro-batches whose saved activations stage s holds at once, from the schedule's own
+    // action list (parallel/pipeline/schedule.ts): GPipe all, 1F1B pp − s, interleaved its
+    // warm-up chunks + 1 (each chunk 1/vpp of the stage).
+    const inflight = pp === 1 ? 1 : inflightMicroBatches(l, s);
     const pipelineInFlight = Math.max(0, inflight - 1) * one.atForwardEnd;
     // TP all-reduce staging and PP send/recv of one boundary activation.
     const boundary = l.mb * o.seqLen * o.dModel * eb / (l.sp ? tp : 1);
@@ -236,13 +246,38 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     if (pp > 1) commBuffers += 2 * boundary;
     // Expert parallelism: one exchange's send and receive buffers (the dispatched rows).
     if (l.ep > 1) commBuffers += 2 * dispatchBytes(tr, (b) => stageOf(b, L, pp) === s) * bufScaleOf(l);
-    const workspace = Math.max(0, ...tr.ops.filter((op) => op.cls === 'attention').map((op) => (tr.buffers[op.out]?.shape[2] ?? 0) ** 2 * 4));
+    let workspace = Math.max(0, ...tr.ops.filter((op) => op.cls === 'attention').map((op) => (tr.buffers[op.out]?.shape[2] ?? 0) ** 2 * 4));
+    // Without native 16-bit GEMMs, gemm-lowp.ts widens both operands into two grow-only
+    // fp32 scratch buffers (sized by the largest GEMM's operands).
+    if (athanorLowp && !o.nativeLowp) {
+      let a = 0, b = 0;
+      for (const op of tr.ops) if (op.cls === 'gemm' && op.lowp) { a = Math.max(a, op.lowp.fwdOperands[0]!, op.lowp.bwdOperands[0]!, op.lowp.bwdOperands[2]!); b = Math.max(b, op.lowp.fwdOperands[1]!, op.lowp.bwdOperands[1]!, op.lowp.bwdOperands[3]!); }
+      workspace += 4 * (a + b);
+    }
     const acts = o.allocator === 'athanor-pool' ? one.held : one.peak;
     const total = weights + grads + optimizer + acts + pipelineInFlight + commBuffers + workspace;
     const m: MemoryEstimate = { weights, grads, optimizer, activations: one.peak, activationsPoolHeld: one.held, pipelineInFlight, commBuffers, workspace, total, hostOffload, stage: s };
     if (!best || m.total > best.total) best = m;
   }
   return best!;
+}
+
+/** Peak forward-not-yet-backward chunks of pipeline rank s under the layout's schedule, in whole-stage micro-batches. */
+export function inflightMicroBatches(l: Layout, s: number): number {
+  const v = l.schedule === 'interleaved' ? l.vpp : 1;
+  if (scheduleShapeError({ kind: l.schedule, p: l.pp, m: l.ga, v })) return l.schedule === 'gpipe' ? l.ga : Math.min(l.ga, l.pp - s);
+  let live = 0, peak = 0;
+  for (const a of rankActions({ kind: l.schedule, p: l.pp, m: l.ga, v }, s)) { live += a.kind === 'F' ? 1 : -1; peak = Math.max(peak, live); }
+  return peak / v;
+}
+
+/** Elements of the parameters GEMMs read (those with a per-step 16-bit copy), per pipeline stage, after tp/ep. */
+function gemmParamsPerStage(tr: TraceResult, l: Layout): number[] {
+  const names = new Set<string>();
+  for (const op of tr.ops) if (op.cls === 'gemm' && op.phase === 'forward') for (const n of op.params) if ((tr.params.find((p) => p.name === n)?.shape.length ?? 0) >= 2) names.add(n);
+  const out = new Array<number>(l.pp).fill(0);
+  for (const p of tr.params) if (names.has(p.name)) out[stageOf(p.block, tr.nBlocks, l.pp)]! += paramShare(p, l);
+  return out;
 }
 
 /** Bytes (as traced, float32) of the rows the MoE layers of the selected blocks dispatch per micro-batch, largest layer. */
@@ -257,7 +292,9 @@ const bufScaleOf = (l: Layout): number => elemBytes(l.precision) / 4;
 /** Parameters per pipeline stage after tp, and the scale of each traced buffer under tp/sp/precision. */
 function layoutScales(tr: TraceResult, l: Layout) {
   const L = tr.nBlocks, pp = l.pp, tp = l.tp;
-  const actScale = elemBytes(l.precision) / 4; // the trace is float32
+  // A float32 trace is scaled to the layout's element size; a trace under Athanor's mixed
+  // precision already has its buffers' real dtypes.
+  const actScale = tr.precision === 'bf16' ? 1 : elemBytes(l.precision) / 4;
   const { sharded, allreduceBytes, recomputeAllreduceBytes } = tpSharded(tr);
   const bufScale = (b: TracedBuffer): number => {
     const src = b.kind === 'grad' && b.of >= 0 ? b.of : b.id;
@@ -281,9 +318,10 @@ function layoutScales(tr: TraceResult, l: Layout) {
 export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen: number; dModel: number; nExperts?: number }): Estimate {
   const notes: string[] = [];
   const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
-  const eb = elemBytes(l.precision);
+  const eb = tr.precision === 'bf16' ? 4 : elemBytes(l.precision);
   const { stageParams, stageExpertParams, totalParams, sharded, allreduceBytes, recomputeAllreduceBytes, actScale } = layoutScales(tr, l);
-  const memory = estimateMemory(tr, l, { ...o, allocator: c.allocator });
+  const nativeLowp = !!c.device.peakFlops.bf16;
+  const memory = estimateMemory(tr, l, { ...o, allocator: c.allocator, nativeLowp });
   const fits = memory.total <= c.device.memoryBytes.value
     && (memory.hostOffload === 0 || !c.hostMemoryBytesPerNode || memory.hostOffload * c.devicesPerNode.value <= c.hostMemoryBytesPerNode.value);
 
@@ -316,6 +354,14 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     } else {
       t = (op.bytes * actScale) / split / classBw(op.cls);
     }
+    if (op.lowp) {
+      // Mixed precision in Athanor: casts of activation operands (read fp32, write 16 bits),
+      // and without native 16-bit GEMMs each operand widened back to fp32 (gemm-lowp.ts).
+      const fwd = op.phase !== 'backward';
+      const casts = (fwd ? op.lowp.fwdCasts : op.lowp.bwdCasts).reduce((a, n) => a + n, 0);
+      const widened = nativeLowp ? 0 : (fwd ? op.lowp.fwdOperands : op.lowp.bwdOperands).reduce((a, n) => a + n, 0);
+      t += (6 * (casts + widened)) / split / (c.device.classBandwidth?.rates.convert ?? bw);
+    }
     t += ovh;
     const key = `${op.phase}:${op.cls}`;
     stageCompute[s]![key] = (stageCompute[s]![key] ?? 0) + t;
@@ -331,6 +377,8 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
 
   // ---- communication per step ----
   const comm: Record<string, number> = {};
+  // Gradients travel in the layout's precision, except under Athanor's mixed precision (fp32 gradients).
+  const gradElem = l.precision === 'bf16' && tr.precision !== 'bf16' ? 2 : 4;
   const dpn = c.devicesPerNode.value;
   if (tp > 1) {
     const link = linkFor(tp, c, dpn);
@@ -349,11 +397,11 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   let dpTime = 0;
   if (dp > 1) {
     const link = linkFor(tp * dp, c, dpn);
-    const gradBytes = stageParams[slow]! * (l.precision === 'bf16' ? 2 : 4);
+    const gradBytes = stageParams[slow]! * gradElem;
     dpTime = l.zero >= 2 ? ringTime('reducescatter', gradBytes, dp, link) + ringTime('allgather', gradBytes, dp, link) : ringTime('allreduce', gradBytes, dp, link);
     comm[`dp gradients (${link.cls})`] = dpTime;
     if (l.zero >= 3) {
-      const g = 2 * l.ga * ringTime('allgather', stageParams[slow]! * (l.precision === 'bf16' ? 2 : 4), dp, link);
+      const g = 2 * l.ga * ringTime('allgather', stageParams[slow]! * gradElem, dp, link);
       comm[`zero-3 parameter gathers (${link.cls})`] = g;
       dpTime += g;
     }
@@ -369,7 +417,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     const edp = dp / l.ep;
     if (edp > 1) {
       const link = linkFor(tp * dp, c, dpn);
-      const eBytes = stageExpertParams[slow]! * (l.precision === 'bf16' ? 2 : 4);
+      const eBytes = stageExpertParams[slow]! * gradElem;
       const te = l.zero >= 2 ? ringTime('reducescatter', eBytes, edp, link) + ringTime('allgather', eBytes, edp, link) : ringTime('allreduce', eBytes, edp, link);
       comm[`dp expert gradients over edp=${edp} (${link.cls})`] = te;
       dpTime += te;
@@ -382,7 +430,9 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const bubble = pp > 1 ? ((pp - 1) / (l.schedule === 'interleaved' ? l.vpp : 1)) * (tMb + otherComm / l.ga) : 0;
   // AdamW touches its shard's weights, gradients and both moments (read + write): memory-bound.
   const shard = stageParams[slow]! / (l.zero >= 1 ? dp : 1) + stageExpertParams[slow]! / (l.zero >= 1 && c.allocator !== 'athanor-pool' ? dp / l.ep : 1);
-  const optimizer = (shard * 4 * 7) / bw + (l.offload !== 'none' ? (shard * 16) / c.network.intra.beta.value : 0);
+  // Athanor's mixed precision remakes the 16-bit GEMM weight copies once per step.
+  const lowpCopyTime = tr.precision === 'bf16' ? (6 * gemmParamsPerStage(tr, l)[slow]!) / (c.device.classBandwidth?.rates.convert ?? bw) : 0;
+  const optimizer = (shard * 4 * 7) / bw + (l.offload !== 'none' ? (shard * 16) / c.network.intra.beta.value : 0) + lowpCopyTime;
   // Where communication runs on the compute cores (a CPU device), overlap hides the wait
   // but not the communication thread's own work on the core.
   const commOnDevice = (c.commComputeShare?.value ?? 0) * hiddenComm;

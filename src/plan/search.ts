@@ -27,18 +27,18 @@ export interface SearchResult {
   ranked: { est: Estimate; why: string }[];
 }
 
-/** A trace cache keyed by micro-batch and recompute policy (the only trace inputs a layout changes). */
-export function traceCache(model: GptConfig): (mb: number, recompute: boolean) => TraceResult {
+/** A trace cache keyed by micro-batch, recompute policy and traced precision (the only trace inputs a layout changes). */
+export function traceCache(model: GptConfig): (mb: number, recompute: boolean, precision?: 'fp32' | 'bf16') => TraceResult {
   const cache = new Map<string, TraceResult>();
-  return (mb, recompute) => {
-    const k = `${mb}/${recompute}`;
+  return (mb, recompute, precision = 'fp32') => {
+    const k = `${mb}/${recompute}/${precision}`;
     let t = cache.get(k);
-    if (!t) { t = traceGpt(model, { microBatch: mb, recompute }); cache.set(k, t); }
+    if (!t) { t = traceGpt(model, { microBatch: mb, recompute, precision }); cache.set(k, t); }
     return t;
   };
 }
 
-export function searchLayouts(model: GptConfig, cluster: ClusterSpec, o: { devices: number; globalBatch: number; precision: Layout['precision']; top?: number; trace?: (mb: number, rc: boolean) => TraceResult }): SearchResult {
+export function searchLayouts(model: GptConfig, cluster: ClusterSpec, o: { devices: number; globalBatch: number; precision: Layout['precision']; top?: number; trace?: (mb: number, rc: boolean, precision?: 'fp32' | 'bf16') => TraceResult }): SearchResult {
   const trace = o.trace ?? traceCache(model);
   const dpn = cluster.devicesPerNode.value;
   const out: Estimate[] = [];
@@ -60,7 +60,7 @@ export function searchLayouts(model: GptConfig, cluster: ClusterSpec, o: { devic
                 considered++;
                 const l: Layout = { tp, pp, dp, ep, a2a, zero, sp, recompute, precision: o.precision, offload: 'none', mb, ga, schedule: '1f1b', vpp: 1 };
                 if (layoutProblem(l, model)) { invalid++; continue; }
-                const est = estimate(trace(mb, tracesRecompute(l, cluster.allocator)), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
+                const est = estimate(trace(mb, tracesRecompute(l, cluster.allocator), cluster.allocator === 'athanor-pool' ? l.precision : 'fp32'), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
                 if (!est.fits) { tooBig++; continue; }
                 out.push(est);
               }

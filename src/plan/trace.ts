@@ -14,6 +14,7 @@ import type { Node } from '../autograd/node.js';
 import type { CheckpointCtx } from '../autograd/checkpoint.js';
 import { dtypeBytes, setMetaSink, type MetaOpEvent, type OpClass } from '../ops/meta.js';
 import type { Module } from '../nn/module.js';
+import { lowpKind } from '../backend/precision.js';
 
 export type Phase = 'forward' | 'backward' | 'recompute';
 
@@ -32,6 +33,8 @@ export interface TracedOp {
   out: number;
   /** GEMM (m, n, k); attention (B·H, Tq, Tk, D). */
   dims?: number[];
+  /** Mixed precision: 16-bit casts and operands (see MetaOpEvent.lowp). */
+  lowp?: MetaOpEvent['lowp'];
 }
 
 export interface TracedBuffer {
@@ -50,6 +53,8 @@ export interface TracedBuffer {
 export type MemEvent = { t: 'alloc'; id: number } | { t: 'free'; id: number } | { t: 'mark'; what: 'forward-end' | 'step-end' };
 
 export interface TraceResult {
+  /** The compute precision the step was traced under (mixed precision changes buffers). */
+  precision: 'fp32' | 'bf16';
   params: { name: string; shape: number[]; numel: number; block: number }[];
   numParams: number;
   ops: TracedOp[];
@@ -126,7 +131,7 @@ export function traceStep(model: Module, step: () => Tensor, opts: TraceOptions)
       const block = pb.length ? Math.max(...pb) : Math.max(-1, ...e.inputs.map((t) => blockOfBox(t.box)));
       for (const t of pending) if (!idOf.has(t.box)) register(t, 'activation', block);
       pending = [];
-      const op: TracedOp = { op: e.op, cls: e.cls, phase, flops: e.flops, bytes: e.bytes, block, params: pnames, ins: e.inputs.map(bufId), out: bufId(e.out), dims: e.dims };
+      const op: TracedOp = { op: e.op, cls: e.cls, phase, flops: e.flops, bytes: e.bytes, block, params: pnames, ins: e.inputs.map(bufId), out: bufId(e.out), dims: e.dims, lowp: e.lowp };
       ops.push(op);
       opOf.set(e.out, op);
       reap();
@@ -150,6 +155,10 @@ export function traceStep(model: Module, step: () => Tensor, opts: TraceOptions)
   const backwardOp = (node: Node): void => {
     const f = opOf.get(node.out);
     if (f) ops.push({ ...f, phase: 'backward', flops: f.flops * backwardFactor(f.cls), bytes: f.bytes * backwardFactor(f.cls) });
+    // The rule's transient 16-bit casts (mixed precision): live together during the rule.
+    const casts = (f?.lowp?.bwdCasts ?? []).map((n) => metaTensor([n], 'bfloat16'));
+    for (const t of casts) register(t, 'grad', f!.block);
+    for (const t of casts) t.dispose();
   };
   // The walk of tape.ts backward(): reverse creation order, each node's rule creates its
   // inputs' gradients, then its output gradient and saved tensors are freed.
@@ -226,7 +235,7 @@ export function traceStep(model: Module, step: () => Tensor, opts: TraceOptions)
   }
   reap();
   events.push({ t: 'mark', what: 'step-end' });
-  return { params, numParams: params.reduce((s, p) => s + p.numel, 0), ops, buffers, events, nBlocks: opts.nBlocks, items: opts.items };
+  return { precision: lowpKind() ? 'bf16' : 'fp32', params, numParams: params.reduce((s, p) => s + p.numel, 0), ops, buffers, events, nBlocks: opts.nBlocks, items: opts.items };
 }
 
 /** Backward cost relative to forward: two GEMMs per forward GEMM, and so on (see each op's rule). */

@@ -2,8 +2,8 @@
 // model's own code is traced on the meta device (src/plan/), so the plan cannot drift
 // from the model; a 13B plan allocates nothing.
 import type { TrainConfig } from './config.js';
-import { traceGpt } from '../plan/models.js';
-import { estimateMemory, tracesRecompute, type MemoryEstimate } from '../plan/estimate.js';
+import { traceForLayout } from '../plan/models.js';
+import { estimateMemory, type MemoryEstimate } from '../plan/estimate.js';
 import { defaultLayout, type Layout } from '../plan/layout.js';
 import type { PipelineSettings } from '../parallel/pipeline/pipeline-setup.js';
 
@@ -23,7 +23,7 @@ export interface MemoryPlan {
 export function layoutFromTrainConfig(cfg: TrainConfig): Layout {
   const p = cfg.parallel;
   return {
-    ...defaultLayout(), tp: p.tp, pp: p.pp, dp: p.dp, ep: p.ep, zero: p.zero, recompute: cfg.train.recompute ? 'full' : 'none',
+    ...defaultLayout(), tp: p.tp, pp: p.pp, dp: p.dp, ep: p.ep, zero: p.zero, precision: cfg.train.precision === 'fp32' ? 'fp32' : 'bf16', recompute: cfg.train.recompute ? 'full' : 'none',
     mb: cfg.train.microBatch, ga: cfg.train.gradAccum,
   };
 }
@@ -33,7 +33,7 @@ export function planMemory(cfg: TrainConfig): MemoryPlan {
   // HSDP: a rank holds ZeRO-3's share of its shard group; the replica groups add no memory.
   if (cfg.parallel.zero === 3 && cfg.parallel.shardGroup > 0) l.dp = cfg.parallel.shardGroup;
   // Athanor's own runtime: its buffer pool and data-parallel allocations (src/plan/estimate.ts).
-  const tr = traceGpt(cfg.model, { microBatch: l.mb, recompute: tracesRecompute(l, 'athanor-pool') });
+  const tr = traceForLayout(cfg.model, l, 'athanor-pool');
   const m = estimateMemory(tr, l, { seqLen: cfg.model.seqLen, dModel: cfg.model.dModel, allocator: 'athanor-pool' });
   const notes: string[] = [];
   const activations = m.activationsPoolHeld + m.pipelineInFlight;
