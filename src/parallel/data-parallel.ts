@@ -26,11 +26,6 @@ import { WorkHandle, type AllReduceOptions, type CommBuffer, type ReduceOp, type
 import { evenCounts } from '../runtime/collectives.js';
 import { pool } from '../core/buffer-pool.js';
 import { Zero3 } from './zero3.js';
-import { from16, to16 } from '../backend/gemm-lowp.js';
-
-function sharedU16(n: number): Uint16Array {
-  return new Uint16Array(new SharedArrayBuffer(Math.max(8, n * 2)), 0, n);
-}
 
 /** Collectives over the data-parallel group on the communication thread (a ThreadComm sub-group implements it). */
 export interface GradComm {
@@ -58,12 +53,6 @@ export interface ReplicateOptions {
   seed?: number;
   /** ZeRO-3: start the next unit's all-gather while the current one computes (default true; one more unit of memory). */
   prefetch?: boolean;
-  /**
-   * Gradient communication dtype (parallel.gradDtype): 'bf16' rounds each bucket's
-   * gradients to bf16 before the all-reduce / reduce-scatter (half the bytes on the wire;
-   * the collectives sum in fp32 and round once) and widens the result back to fp32.
-   */
-  gradDtype?: 'fp32' | 'bf16';
 }
 
 /** The optimizer a parallel transform builds: AdamW over this rank's part plus a clipped, finite-checked step. */
@@ -183,10 +172,6 @@ export class DataParallel {
   private flatGrads: Float32Array | null = null;
   private shardGrad: Float32Array | null = null;
   private staging: Float32Array[] = [];
-  /** parallel.gradDtype=bf16: what travels (flat bf16 gradients for ZeRO 0-1; staging pair and shard for ZeRO 2-3). */
-  private grad16: Uint16Array | null = null;
-  private staging16: Uint16Array[] = [];
-  private shard16: Uint16Array | null = null;
   private stagingReq: (Work | null)[] = [];
   private stagingNext = 0;
   private readonly ranges: [number, number][];
@@ -218,22 +203,14 @@ export class DataParallel {
       this.flatParams = sharedF32(this.layout.total);
       for (const [, p] of named) this.flatParams.set(p.data as Float32Array, this.layout.offsets.get(p)!);
     }
-    const bf16Comm = opts.gradDtype === 'bf16' && this.world > 1;
     if (this.stage >= 2) {
       const n = this.ranges.reduce((s, [lo, hi]) => s + hi - lo, 0);
       this.shardGrad = sharedF32(n);
       const maxBucket = Math.max(...this.layout.buckets.map((b) => b.hi - b.lo));
-      // bf16: the staging pair is bf16 only (gradients are rounded as they are copied in).
-      if (bf16Comm) {
-        this.staging16 = [sharedU16(maxBucket), sharedU16(maxBucket)];
-        this.shard16 = sharedU16(n);
-      } else {
-        this.staging = [sharedF32(maxBucket), sharedF32(maxBucket)];
-      }
+      this.staging = [sharedF32(maxBucket), sharedF32(maxBucket)];
       this.stagingReq = [null, null];
     } else {
       this.flatGrads = sharedF32(this.layout.total);
-      if (bf16Comm) this.grad16 = sharedU16(this.layout.total);
     }
     for (const [, p] of named) {
       const off = this.layout.offsets.get(p)!;
@@ -264,7 +241,7 @@ export class DataParallel {
     const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
     const f = m.formula;
     const gathered = this.zero3 ? `, gather buffers ${mb(m.gathered + m.gatherPooled)} (bound: ${this.zero3?.prefetchOn ? '2 × largest unit (one computing, one prefetched)' : 'largest unit'} + outer unit = ${mb(m.unitBound)})` : '';
-    return `data parallel: ${this.world} ranks, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s) communicated in ${this.grad16 || this.shard16 ? 'bf16' : 'fp32'}, ${this.opts.transport ?? 'socket'} transport (gradient thread: ${this.comm.backend ?? 'none'}); ` +
+    return `data parallel: ${this.world} ranks, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s), ${this.opts.transport ?? 'socket'} transport (gradient thread: ${this.comm.backend ?? 'none'}); ` +
       `per-rank state, allocated: weights ${mb(m.weights)}, grads ${mb(m.grads)}, AdamW ${mb(m.optimizer)}${this.adamw ? '' : ' (before the first step)'}${gathered}; ` +
       `formula: weights ${mb(f.weights)}, grads ${mb(f.grads)}, AdamW ${mb(f.optimizer)} (total ${mb(f.weights + f.grads + f.optimizer)}); ` +
       `process array buffers ${mb(m.arrayBuffers)}, tensor pool idle ${mb(m.bufferPool)}`;
@@ -291,8 +268,7 @@ export class DataParallel {
     for (const sl of this.adamw?.slots() ?? []) for (const a of Object.values(sl.state)) optimizer += a.byteLength;
     return {
       weights: this.flatParams?.byteLength ?? z?.shard ?? 0,
-      grads: (this.flatGrads?.byteLength ?? 0) + (this.shardGrad?.byteLength ?? 0) + [...this.staging, ...this.staging16].reduce((s, b) => s + b.byteLength, 0) +
-        (this.grad16?.byteLength ?? 0) + (this.shard16?.byteLength ?? 0),
+      grads: (this.flatGrads?.byteLength ?? 0) + (this.shardGrad?.byteLength ?? 0) + this.staging.reduce((s, b) => s + b.byteLength, 0),
       optimizer,
       gathered: z?.gathered ?? 0,
       gatherPooled: z?.pooled ?? 0,
@@ -331,15 +307,6 @@ export class DataParallel {
   /** Starts a bucket's reduction on the communication thread. */
   launch(b: Bucket): void {
     if (this.stage < 2) {
-      const n = b.hi - b.lo;
-      if (this.grad16) {
-        // Rounded into the bf16 mirror, reduced there, widened back once the reduction is done.
-        to16('bfloat16', 1, n, this.flatGrads!, b.lo, n, this.grad16, b.lo, n);
-        const g16 = this.grad16.subarray(b.lo, b.hi);
-        b.work = this.comm.allReduce(g16, { op: 'avg', deterministic: this.opts.deterministic }).wait()
-          .then(() => from16('bfloat16', 1, n, this.grad16!, b.lo, n, this.flatGrads!, b.lo, n));
-        return;
-      }
       b.work = this.comm.allReduce(this.flatGrads!.subarray(b.lo, b.hi), { op: 'avg', deterministic: this.opts.deterministic }).wait();
       return;
     }
@@ -347,30 +314,21 @@ export class DataParallel {
     this.stagingNext = 1 - slot;
     const prior = this.stagingReq[slot];
     if (prior) this.comm.waitSync(prior);
-    const st16 = this.shard16 ? this.staging16[slot]!.subarray(0, b.hi - b.lo) : null;
-    const st = st16 ? null : this.staging[slot]!.subarray(0, b.hi - b.lo);
+    const st = this.staging[slot]!.subarray(0, b.hi - b.lo);
     for (const p of b.params) {
       const off = this.layout.offsets.get(p)! - b.lo;
       if (p.grad) {
-        if (st16) to16('bfloat16', 1, p.size, p.grad.data as Float32Array, p.grad.offset, p.size, st16, off, p.size);
-        else st!.set(p.grad.data.subarray(p.grad.offset, p.grad.offset + p.size) as Float32Array, off);
+        st.set(p.grad.data.subarray(p.grad.offset, p.grad.offset + p.size) as Float32Array, off);
         p.grad.dispose();
         p.grad = null;
       } else {
-        (st16 ?? st!).fill(0, off, off + p.size);
+        st.fill(0, off, off + p.size);
       }
     }
     const [lo, hi] = this.ranges[b.index]!;
     const off = this.shardOff[b.index]!;
-    if (st16) {
-      const out16 = this.shard16!.subarray(off, off + (hi - lo));
-      const req = this.comm.reduceScatterV(st16, out16, b.counts, 'avg');
-      this.stagingReq[slot] = req;
-      b.work = req.wait().then(() => from16('bfloat16', 1, hi - lo, this.shard16!, off, hi - lo, this.shardGrad!, off, hi - lo));
-      return;
-    }
     const out = this.shardGrad!.subarray(off, off + (hi - lo));
-    const req = this.comm.reduceScatterV(st!, out, b.counts, 'avg');
+    const req = this.comm.reduceScatterV(st, out, b.counts, 'avg');
     this.stagingReq[slot] = req;
     b.work = req.wait();
   }

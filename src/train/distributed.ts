@@ -25,6 +25,7 @@ import { buildRankPipeline, type RankPipeline } from '../parallel/pipeline/pipel
 import { pipelineStepSchedule } from '../parallel/pipeline/pipeline-schedule.js';
 import type { Communicator } from '../runtime/communicator.js';
 import { pipelineSettings } from './memory-plan.js';
+import { gradCommFor } from '../parallel/grad-comm-bf16.js';
 
 export class DistributedLayer implements ParallelLayer {
   readonly rank: number;
@@ -107,9 +108,8 @@ export class DistributedLayer implements ParallelLayer {
       this.shards = stages.shards;
       const byName = new Map(stages.namedParameters());
       this.shardedParams = new Set([...stages.shards.keys()].filter((n) => byName.has(n)).map((n) => byName.get(n)!));
-      this.dp = replicate(stages, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
+      this.dp = replicate(stages, gradCommFor(this.comm, cfg.parallel.gradDtype), this.mesh.coords.dp, this.mesh.dims.dp, {
         zero: cfg.parallel.zero as 0 | 1 | 2, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend,
-        gradDtype: cfg.parallel.gradDtype,
       });
       return stages;
     }
@@ -124,9 +124,9 @@ export class DistributedLayer implements ParallelLayer {
       // ZeRO-3 builds the model on the meta device: each rank then materializes only its shards.
       model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute, deferInit: cfg.parallel.zero === 3 });
     }
-    this.dp = applyDataParallel(model, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
+    this.dp = applyDataParallel(model, gradCommFor(this.comm, cfg.parallel.gradDtype), this.mesh.coords.dp, this.mesh.dims.dp, {
       zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend, // DataParallel names its gradient thread's backend itself
-      seed: cfg.train.seed, gradDtype: cfg.parallel.gradDtype,
+      seed: cfg.train.seed,
     });
     return model;
   }

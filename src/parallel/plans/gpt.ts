@@ -22,8 +22,6 @@ export interface GptDataParallelOptions {
   seed?: number;
   /** ZeRO-3: prefetch the next block's gather (default true). */
   prefetch?: boolean;
-  /** Gradient communication dtype (default fp32). */
-  gradDtype?: 'fp32' | 'bf16';
 }
 
 /** Data parallelism over the data-parallel group: replicate (ZeRO 0-2) or fully-shard (ZeRO-3, one unit per block). */
@@ -31,9 +29,9 @@ export function applyDataParallel(model: GPT, comm: GradComm, rank: number, worl
   if (o.zero === 3) {
     // ZeRO-3 recomputes every block in backward already; a second recomputation would only cost time.
     model.recompute = false;
-    return fullyShard(model, comm, rank, world, { bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, units: model.h, rng: model.rng, seed: o.seed, prefetch: o.prefetch, gradDtype: o.gradDtype });
+    return fullyShard(model, comm, rank, world, { bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, units: model.h, rng: model.rng, seed: o.seed, prefetch: o.prefetch });
   }
-  return replicate(model, comm, rank, world, { zero: o.zero, bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, gradDtype: o.gradDtype });
+  return replicate(model, comm, rank, world, { zero: o.zero, bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport });
 }
 
 /**
