@@ -16,10 +16,11 @@ import type { StorageBox, Tensor } from '../core/tensor.js';
 import { pool } from '../core/buffer-pool.js';
 import type { Node } from './node.js';
 
-// Ops whose gradient rule never reads its inputs' data (only shapes and the output gradient).
-const INPUTS_UNREAD = new Set<string>(['add', 'sub', 'neg', 'scale', 'sum', 'mean', 'reshape', 'permute', 'expand', 'slice', 'contiguous', 'concat', 'dropout', 'embedding', 'groupCopy', 'groupReduce']);
-// Ops whose gradient rule never reads its output's data.
-const OUTPUT_UNREAD = new Set<string>([...INPUTS_UNREAD, 'mul', 'div', 'matmul', 'attention', 'layerNorm', 'rmsNorm', 'crossEntropy', 'gelu', 'relu', 'silu', 'log', 'pow']);
+// Ops whose gradient rule never touches its inputs' data (only shapes and the output
+// gradient). Not neg/scale: their shared unary rule passes the input array to the kernel.
+const INPUTS_UNREAD = new Set<string>(['add', 'sub', 'sum', 'mean', 'reshape', 'permute', 'expand', 'slice', 'contiguous', 'concat', 'dropout', 'embedding', 'groupCopy', 'groupReduce']);
+// Ops whose gradient rule never touches its output's data.
+const OUTPUT_UNREAD = new Set<string>([...INPUTS_UNREAD, 'neg', 'scale', 'mul', 'div', 'matmul', 'attention', 'layerNorm', 'rmsNorm', 'crossEntropy', 'gelu', 'relu', 'silu', 'log', 'pow']);
 
 const pins = new WeakMap<StorageBox, number>();
 let released = 0;

@@ -29,11 +29,6 @@ import { Zero3 } from './zero3.js';
 import { OffloadAdamW } from './offload-optimizer.js';
 import { initSpecs } from '../nn/module.js';
 import { fillInit } from '../nn/materialize.js';
-import { from16, to16 } from '../backend/gemm-lowp.js';
-
-function sharedU16(n: number): Uint16Array {
-  return new Uint16Array(new SharedArrayBuffer(Math.max(8, n * 2)), 0, n);
-}
 
 /** Collectives over the data-parallel group on the communication thread (a ThreadComm sub-group implements it). */
 export interface GradComm {
@@ -64,12 +59,6 @@ export interface ReplicateOptions {
   /** HSDP (hsdp.ts): `comm`/`rank`/`world` are this rank's shard group, and this is its replica
    *  group, over which each reduce-scattered shard gradient is then averaged. */
   replica?: { comm: GradComm; rank: number; size: number };
-  /**
-   * Gradient communication dtype (parallel.gradDtype): 'bf16' rounds each bucket's
-   * gradients to bf16 before the all-reduce / reduce-scatter (half the bytes on the wire;
-   * the collectives sum in fp32 and round once) and widens the result back to fp32.
-   */
-  gradDtype?: 'fp32' | 'bf16';
 }
 
 /** The optimizer a parallel transform builds: AdamW over this rank's part plus a clipped, finite-checked step. */
@@ -189,10 +178,6 @@ export class DataParallel {
   private flatGrads: Float32Array | null = null;
   private shardGrad: Float32Array | null = null;
   private staging: Float32Array[] = [];
-  /** parallel.gradDtype=bf16: what travels (flat bf16 gradients for ZeRO 0-1; staging pair and shard for ZeRO 2-3). */
-  private grad16: Uint16Array | null = null;
-  private staging16: Uint16Array[] = [];
-  private shard16: Uint16Array | null = null;
   private stagingReq: (Work | null)[] = [];
   private stagingNext = 0;
   private readonly ranges: [number, number][];
@@ -234,22 +219,14 @@ export class DataParallel {
         } else this.flatParams.set(p.data as Float32Array, off);
       }
     }
-    const bf16Comm = opts.gradDtype === 'bf16' && this.world > 1;
     if (this.stage >= 2) {
       const n = this.ranges.reduce((s, [lo, hi]) => s + hi - lo, 0);
       this.shardGrad = sharedF32(n);
       const maxBucket = Math.max(...this.layout.buckets.map((b) => b.hi - b.lo));
-      // The fp32 staging pair is always there: ZeRO-3 accumulates a unit's gradients straight
-      // into it. bf16 adds a 16-bit pair that is what travels (rounded once, after accumulation).
       this.staging = [sharedF32(maxBucket), sharedF32(maxBucket)];
-      if (bf16Comm) {
-        this.staging16 = [sharedU16(maxBucket), sharedU16(maxBucket)];
-        this.shard16 = sharedU16(n);
-      }
       this.stagingReq = [null, null];
     } else {
       this.flatGrads = sharedF32(this.layout.total);
-      if (bf16Comm) this.grad16 = sharedU16(this.layout.total);
     }
     for (const [, p] of named) {
       const off = this.layout.offsets.get(p)!;
@@ -282,7 +259,7 @@ export class DataParallel {
     const gathered = this.zero3 ? `, gather buffers ${mb(m.gathered + m.gatherPooled)} (bound: ${this.zero3?.prefetchOn ? '2 × largest unit (one computing, one prefetched)' : 'largest unit'} + outer unit = ${mb(m.unitBound)})` : '';
     const rep = this.opts.replica;
     const ranks = rep && rep.size > 1 ? `${this.world * rep.size} ranks, HSDP: sharded over groups of ${this.world} × ${rep.size} replica groups` : `${this.world} ranks`;
-    return `data parallel: ${ranks}, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s) communicated in ${this.grad16 || this.shard16 ? 'bf16' : 'fp32'}, ${this.opts.transport ?? 'socket'} transport (gradient thread: ${this.comm.backend ?? 'none'}); ` +
+    return `data parallel: ${ranks}, ZeRO-${this.stage}, ${this.layout.buckets.length} gradient bucket(s), ${this.opts.transport ?? 'socket'} transport (gradient thread: ${this.comm.backend ?? 'none'}); ` +
       `per-rank state, allocated: weights ${mb(m.weights)}, grads ${mb(m.grads)}, AdamW ${mb(m.optimizer)}${this.adamw instanceof OffloadAdamW ? ` (${this.adamw.describe()})` : this.adamw ? '' : ' (before the first step)'}${gathered}; ` +
       `formula: weights ${mb(f.weights)}, grads ${mb(f.grads)}, AdamW ${mb(f.optimizer)} (total ${mb(f.weights + f.grads + f.optimizer)}); ` +
       `process array buffers ${mb(m.arrayBuffers)}, tensor pool idle ${mb(m.bufferPool)}`;
@@ -309,8 +286,7 @@ export class DataParallel {
     for (const sl of this.adamw?.slots() ?? []) for (const a of Object.values(sl.state)) optimizer += a.byteLength;
     return {
       weights: this.flatParams?.byteLength ?? z?.shard ?? 0,
-      grads: (this.flatGrads?.byteLength ?? 0) + (this.shardGrad?.byteLength ?? 0) + [...this.staging, ...this.staging16].reduce((s, b) => s + b.byteLength, 0) +
-        (this.grad16?.byteLength ?? 0) + (this.shard16?.byteLength ?? 0),
+      grads: (this.flatGrads?.byteLength ?? 0) + (this.shardGrad?.byteLength ?? 0) + this.staging.reduce((s, b) => s + b.byteLength, 0),
       optimizer,
       gathered: z?.gathered ?? 0,
       gatherPooled: z?.pooled ?? 0,
@@ -349,15 +325,6 @@ export class DataParallel {
   /** Starts a bucket's reduction on the communication thread. */
   launch(b: Bucket): void {
     if (this.stage < 2) {
-      const n = b.hi - b.lo;
-      if (this.grad16) {
-        // Rounded into the bf16 mirror, reduced there, widened back once the reduction is done.
-        to16('bfloat16', 1, n, this.flatGrads!, b.lo, n, this.grad16, b.lo, n);
-        const g16 = this.grad16.subarray(b.lo, b.hi);
-        b.work = this.comm.allReduce(g16, { op: 'avg', deterministic: this.opts.deterministic }).wait()
-          .then(() => from16('bfloat16', 1, n, this.grad16!, b.lo, n, this.flatGrads!, b.lo, n));
-        return;
-      }
       b.work = this.comm.allReduce(this.flatGrads!.subarray(b.lo, b.hi), { op: 'avg', deterministic: this.opts.deterministic }).wait();
       return;
     }
@@ -393,27 +360,14 @@ export class DataParallel {
     const [lo, hi] = this.ranges[b.index]!;
     const off = this.shardOff[b.index]!;
     const out = this.shardGrad!.subarray(off, off + (hi - lo));
-    let rs: Promise<void>;
-    if (this.shard16) {
-      // parallel.gradDtype=bf16: the accumulated fp32 gradients are rounded once into the 16-bit
-      // staging buffer, reduce-scattered at half the bytes, and widened into the fp32 shard.
-      const n = b.hi - b.lo;
-      const st16 = this.staging16[slot]!.subarray(0, n);
-      to16('bfloat16', 1, n, st, 0, n, st16, 0, n);
-      const out16 = this.shard16.subarray(off, off + (hi - lo));
-      const req = this.comm.reduceScatterV(st16, out16, b.counts, 'avg');
-      this.stagingReq[slot] = req;
-      rs = req.wait().then(() => { from16('bfloat16', 1, hi - lo, this.shard16!, off, hi - lo, this.shardGrad!, off, hi - lo); });
-    } else {
-      const req = this.comm.reduceScatterV(st, out, b.counts, 'avg');
-      this.stagingReq[slot] = req;
-      rs = req.wait();
-    }
+    const req = this.comm.reduceScatterV(st, out, b.counts, 'avg');
+    this.stagingReq[slot] = req;
     const rep = this.opts.replica;
-    if (!rep || rep.size === 1) { b.work = rs; return; }
+    if (!rep || rep.size === 1) { b.work = req.wait(); return; }
     // HSDP: average the shard gradient over the replica group once this rank's reduce-scatter
     // finished. The all-reduces are posted through one chain, in launch order, so every
     // member posts them in the same order whichever reduce-scatter finishes first.
+    const rs = req.wait();
     // (The request is boxed: a Work is thenable, and returning it would chain on its completion.)
     const posted = this.replicaChain.then(() => rs).then(() => ({ req: rep.comm.allReduce(out, { op: 'avg', deterministic: this.opts.deterministic }) }));
     this.replicaChain = posted.then(() => undefined);

@@ -27,6 +27,7 @@ import type { Communicator } from '../runtime/communicator.js';
 import { pipelineSettings } from './memory-plan.js';
 import { hsdpGroups, type HsdpGroups } from '../parallel/hsdp.js';
 import { newOffloadAdamW } from './offload-setup.js';
+import { gradCommFor } from '../parallel/grad-comm-bf16.js';
 
 export class DistributedLayer implements ParallelLayer {
   readonly rank: number;
@@ -114,9 +115,8 @@ export class DistributedLayer implements ParallelLayer {
       this.shards = stages.shards;
       const byName = new Map(stages.namedParameters());
       this.shardedParams = new Set([...stages.shards.keys()].filter((n) => byName.has(n)).map((n) => byName.get(n)!));
-      this.dp = replicate(stages, this.comm, this.mesh.coords.dp, this.mesh.dims.dp, {
+      this.dp = replicate(stages, gradCommFor(this.comm, cfg.parallel.gradDtype), this.mesh.coords.dp, this.mesh.dims.dp, {
         zero: cfg.parallel.zero as 0 | 1 | 2, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend,
-        gradDtype: cfg.parallel.gradDtype,
       });
       return stages;
     }
@@ -131,11 +131,13 @@ export class DistributedLayer implements ParallelLayer {
       // ZeRO-3 builds the model on the meta device: each rank then materializes only its shards.
       model = new GPT(cfg.model, { seed: cfg.train.seed, recompute: cfg.train.recompute, deferInit: cfg.parallel.zero === 3 || cfg.parallel.offload === 'disk' });
     }
-    // HSDP: the data-parallel transform shards over the shard group and averages over the replica group.
+    // HSDP: the data-parallel transform shards over the shard group and averages over the replica
+    // group; with parallel.gradDtype=bf16 both carry their gradients in bf16 (grad-comm-bf16.ts).
     const h = this.hsdp;
-    this.dp = applyDataParallel(model, this.comm, h ? h.shard.rank : this.mesh.coords.dp, h ? h.shard.size : this.mesh.dims.dp, {
+    const gd = cfg.parallel.gradDtype;
+    this.dp = applyDataParallel(model, gradCommFor(this.comm, gd), h ? h.shard.rank : this.mesh.coords.dp, h ? h.shard.size : this.mesh.dims.dp, {
       zero: cfg.parallel.zero, bucketMB: cfg.parallel.bucketMB, deterministic: cfg.parallel.deterministic, transport: this.pg.backend, // DataParallel names its gradient thread's backend itself
-      seed: cfg.train.seed, replica: h?.replica, gradDtype: cfg.parallel.gradDtype,
+      seed: cfg.train.seed, replica: h ? { ...h.replica, comm: gradCommFor(h.replica.comm, gd) } : undefined,
     });
     return model;
   }

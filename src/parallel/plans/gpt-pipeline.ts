@@ -16,6 +16,7 @@ import type { Shard } from '../placement.js';
 import { buildTensorParallelGpt } from './gpt.js';
 import { partitionLayers, type StageCosts } from '../pipeline/partition.js';
 import { virtualStage } from '../pipeline/schedule.js';
+import { releaseActivation } from '../../autograd/saved-pack.js';
 
 /** One virtual stage held by this rank. */
 export interface StageChunk {
@@ -128,10 +129,17 @@ export class GptPipelineStages extends Module {
     if (!ch) throw new Error(`pipeline: rank ${this.layout.rank} has no chunk ${c}`);
     const g = this.model;
     let x = ch.first ? g.embed(input) : input;
-    for (let i = ch.lo; i < ch.hi; i++) x = g.runBlock(i, x);
+    // As GPT.forward: an activation no later forward reads is released (a no-op unless
+    // every backward reader kept a bf16 copy; the stage input is a leaf and stays).
+    for (let i = ch.lo; i < ch.hi; i++) {
+      const nx = g.runBlock(i, x);
+      releaseActivation(x);
+      x = nx;
+    }
     if (!ch.last) return x;
     if (!targets) throw new Error('pipeline: the last stage needs targets');
     const logits = g.head(x);
+    releaseActivation(x);
     const [B, T, Vl] = logits.shape as [number, number, number];
     const tp = this.opts.tp;
     // Under tensor parallelism the logits stay split by vocabulary (as plans/gpt.ts's loss).

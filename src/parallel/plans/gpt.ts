@@ -24,8 +24,6 @@ export interface GptDataParallelOptions {
   prefetch?: boolean;
   /** HSDP: the replica group (comm/rank/world are then the shard group's); see hsdp.ts. */
   replica?: { comm: GradComm; rank: number; size: number };
-  /** Gradient communication dtype (default fp32). */
-  gradDtype?: 'fp32' | 'bf16';
 }
 
 /** Data parallelism over the data-parallel group: replicate (ZeRO 0-2) or fully-shard (ZeRO-3, one unit per block). */
@@ -38,9 +36,9 @@ export function applyDataParallel(model: GPT, comm: GradComm, rank: number, worl
     // head GEMM instead of held for the whole step. A tied matrix is used at both ends, so it
     // stays in the outer unit with the position table and the final norm.
     const units = model.cfg.tieEmbeddings ? [...model.h] : [model.wte, ...model.h, model.lm_head];
-    return fullyShard(model, comm, rank, world, { bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, units, rng: model.rng, seed: o.seed, prefetch: o.prefetch, replica: o.replica, gradDtype: o.gradDtype });
+    return fullyShard(model, comm, rank, world, { bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, units, rng: model.rng, seed: o.seed, prefetch: o.prefetch, replica: o.replica });
   }
-  return replicate(model, comm, rank, world, { zero: o.zero, bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, seed: o.seed, gradDtype: o.gradDtype });
+  return replicate(model, comm, rank, world, { zero: o.zero, bucketMB: o.bucketMB, deterministic: o.deterministic, transport: o.transport, seed: o.seed });
 }
 
 /**
