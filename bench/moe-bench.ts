@@ -197,6 +197,23 @@ export async function benchA2a(quick: boolean): Promise<{ rows: Record<string, n
   return { rows, notes };
 }
 
+export interface MoeBenchResult {
+  grouped: ReturnType<typeof benchGrouped>;
+  model: ReturnType<typeof benchModel>;
+  a2a: Awaited<ReturnType<typeof benchA2a>>;
+}
+
+/** All three parts, competitors interleaved (for bench/run-all.ts, which records machine and load). */
+export async function runMoeBench(quick: boolean, log: (line: string) => void = () => undefined): Promise<MoeBenchResult> {
+  const grouped = benchGrouped(quick);
+  log(`grouped GEMM: ${grouped.map((r) => `E${r.E} S${r.S} C${r.C} F${r.F} ${(r.loopMs! / r.groupedMs!).toFixed(2)}x`).join(', ')}`);
+  const model = benchModel(quick);
+  log(`tokens/s: ${model.map((r) => `${r.model} ${Math.round(r.tokensPerSec as number)}`).join(', ')}`);
+  const a2a = await benchA2a(quick);
+  log(`all-to-all-v MB/s per rank: ${a2a.rows.map((r) => `${r.bytesPerPair} B flat ${r.flatMBs?.toFixed(0)} hier ${r.hierarchicalMBs?.toFixed(0)} mpi ${r.mpiMBs?.toFixed(0) ?? '-'}`).join('; ')}`);
+  return { grouped, model, a2a };
+}
+
 async function main(): Promise<void> {
   if (process.argv.includes('--a2a-worker')) { await a2aWorker(); return; }
   const quick = process.argv.includes('--quick');

@@ -176,3 +176,16 @@ test('config errors name the field', () => {
   bad(['--model.moe.balance=magic'], /model\.moe\.balance must be one of aux, bias, swipe, none/);
   bad(['--model.moe.balance=swipe', '--model.moe.capacityFactor=0'], /capacityFactor > 0/);
 });
+
+test('unsupported MoE layouts are refused at config validation, naming the fields', () => {
+  const bad = (args: string[], world: number, re: RegExp) => assert.throws(() => validateTrainConfig(configFromArgs(parseArgs(['--preset', 'moe-tiny', ...args]).flags), world), re);
+  bad(['--parallel.tp=2'], 2, /parallel\.tp = 2 with an MoE model \(model\.moe\.experts = 8\) is not supported/);
+  bad(['--parallel.pp=2', '--train.gradAccum=2'], 2, /parallel\.pp = 2 with an MoE model \(model\.moe\.experts = 8\) is not supported.*auxiliary losses/);
+  bad(['--parallel.ep=2', '--parallel.dp=2', '--parallel.tp=2'], 4, /parallel\.tp = 2 with an MoE model/);
+  bad(['--parallel.ep=2', '--parallel.dp=2', '--parallel.pp=2', '--train.gradAccum=2'], 4, /parallel\.pp = 2 with an MoE model/);
+  bad(['--parallel.ep=4', '--parallel.dp=2'], 2, /parallel\.ep \(4\) must divide parallel\.dp \(2\)/);
+  bad(['--parallel.ep=3', '--parallel.dp=3'], 3, /parallel\.ep \(3\) must divide model\.moe\.experts \(8\)/);
+  // what is supported passes: ep × dp with ZeRO-1/2
+  for (const zero of [0, 1, 2]) validateTrainConfig(configFromArgs(parseArgs(['--preset', 'moe-tiny', '--parallel.ep=2', '--parallel.dp=4', `--parallel.zero=${zero}`]).flags), 4);
+  bad(['--parallel.ep=2', '--parallel.dp=2', '--parallel.zero=3'], 2, /parallel\.zero = 3 does not support MoE/);
+});

@@ -155,7 +155,9 @@ export function moeTiny(): TrainConfig {
   const c = gptTiny();
   c.preset = 'moe-tiny';
   c.train.outDir = 'runs/moe-tiny';
-  c.model.moe = moe({ experts: 8, topK: 2, every: 2, dFF: 256, capacityFactor: 0, balance: 'aux' });
+  // biasRate 0.01 (DeepSeek-V3 uses 1e-3 over ~10^5 steps): with balance = bias the
+  // selection biases must reach their offsets (~0.1-0.4 in probability) within warm-up.
+  c.model.moe = moe({ experts: 8, topK: 2, every: 2, dFF: 256, capacityFactor: 0, balance: 'aux', biasRate: 0.01 });
   return c;
 }
 
@@ -164,7 +166,7 @@ export function moeSmall(): TrainConfig {
   const c = gptSmall();
   c.preset = 'moe-small';
   c.train.outDir = 'runs/moe-small';
-  c.model.moe = moe({ experts: 8, topK: 2, every: 2, dFF: 1024, capacityFactor: 1.25, balance: 'aux' });
+  c.model.moe = moe({ experts: 8, topK: 2, every: 2, dFF: 1024, capacityFactor: 1.25, balance: 'aux', biasRate: 0.01 });
   return c;
 }
 
@@ -216,7 +218,11 @@ export function validateTrainConfig(c: TrainConfig, world = 1): void {
   posInt(c.train.lossScaleWindow, 'train.lossScaleWindow');
   if (moeEnabled(c.model.moe)) {
     if (c.parallel.zero === 3) throw new Error('parallel.zero = 3 does not support MoE models (model.moe.experts > 0): ZeRO-3 recomputes blocks, which would route tokens twice');
-    if (c.parallel.tp > 1) throw new Error('parallel.tp > 1 does not support MoE models (model.moe.experts > 0) yet');
+    if (c.parallel.tp > 1) throw new Error(`parallel.tp = ${c.parallel.tp} with an MoE model (model.moe.experts = ${c.model.moe.experts}) is not supported: tensor parallelism does not split the experts or the router; use parallel.tp = 1 (parallel.ep and parallel.dp do compose with MoE)`);
+    if (c.parallel.pp > 1) throw new Error(`parallel.pp = ${c.parallel.pp} with an MoE model (model.moe.experts = ${c.model.moe.experts}) is not supported: pipeline stages would not add the routers' auxiliary losses (model.moe.balance = aux, model.moe.zLossCoef) nor update the bias balancing; use parallel.pp = 1 (parallel.ep and parallel.dp do compose with MoE)`);
+  }
+  if (c.parallel.ep > 1 && c.parallel.dp % c.parallel.ep !== 0) {
+    throw new Error(`parallel.ep (${c.parallel.ep}) must divide parallel.dp (${c.parallel.dp}): expert parallelism borrows its ranks from the data-parallel group (dp = ep × expert-data-parallel)`);
   }
   if (c.parallel.a2a !== 'flat' && c.parallel.a2a !== 'hierarchical') throw new Error(`parallel.a2a must be flat or hierarchical, got '${c.parallel.a2a}'`);
   if (c.parallel.ep > 1 && (!moeEnabled(c.model.moe) || c.model.moe.experts % c.parallel.ep !== 0)) {

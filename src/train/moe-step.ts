@@ -67,3 +67,29 @@ export async function moeAfterStep(model: GPT, world: number, meanScalar: MeanSc
     entropy: tokens ? ent / (tokens / layers.length) : 0,
   };
 }
+
+/**
+ * The MoE state a checkpoint must carry besides parameters: the `bias` balancing's
+ * per-expert selection biases, one list per MoE layer in block order. They are global
+ * (every rank holds all E values, identical on every rank), so they go in the JSON
+ * state and resume under any ep / dp layout. null when no layer has a bias.
+ */
+export function moeCheckpointState(model: GPT): number[][] | null {
+  const layers = model.moeLayers();
+  if (!layers.some((m) => m.routingBias)) return null;
+  return layers.map((m) => (m.routingBias ? Array.from(m.routingBias) : []));
+}
+
+/** Restores what moeCheckpointState saved; the layer count and expert count must match. */
+export function restoreMoeCheckpointState(model: GPT, saved: number[][] | undefined, where: string): void {
+  const layers = model.moeLayers();
+  const want = layers.some((m) => m.routingBias);
+  if (!want) return;
+  if (!saved) throw new Error(`${where}: the checkpoint has no moeBias (model.moe.balance = bias needs the routing biases); it was written by a run with another model.moe.balance`);
+  if (saved.length !== layers.length) throw new Error(`${where}: moeBias has ${saved.length} layers, the model has ${layers.length} MoE layers`);
+  layers.forEach((m, i) => {
+    const b = m.routingBias!, s = saved[i]!;
+    if (s.length !== b.length) throw new Error(`${where}: moeBias[${i}] has ${s.length} experts, model.moe.experts is ${b.length}`);
+    b.set(s);
+  });
+}
