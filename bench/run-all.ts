@@ -278,11 +278,11 @@ const BENCHES: BenchDef[] = [
       return [
         {
           title: 'MoE grouped expert GEMM', peer: 'per-expert loop of linear layers', about: 'E experts over S routed rows C→F, forward + backward (3·2·S·C·F flops), uneven blocks as routing makes them; ratio = grouped / loop throughput',
-          rows: r.grouped.map((x) => ({ case: `E=${x.E} S=${x.S} C=${x.C} F=${x.F}`, unit: 'GFLOP/s', athanor: x.groupedGflops, peer: x.loopGflops, ratio: ratioOf(x.groupedGflops, x.loopGflops), notes: `${x.groupedMs!.toFixed(1)} ms vs ${x.loopMs!.toFixed(1)} ms` })),
+          rows: r.grouped.map((x) => ({ case: `E=${x.E} S=${x.S} C=${x.C} F=${x.F}`, unit: 'GFLOP/s', athanor: x.groupedGflops, peer: x.loopGflops, ratio: ratioOf(x.groupedGflops, x.loopGflops), notes: `${x.groupedMs!.toFixed(1)} ms vs ${x.loopMs!.toFixed(1)} ms wall; CPU ${x.groupedCpuMs!.toFixed(1)} ms vs ${x.loopCpuMs!.toFixed(1)} ms (CPU ratio ${(x.loopCpuMs! / x.groupedCpuMs!).toFixed(2)})` })),
         },
         {
           title: 'MoE training throughput', peer: 'dense gpt-tiny (same active MLP compute per token)', about: 'forward + backward of one batch, one process; moe-tiny = 8 experts top-2 of width F/2 in every second block',
-          rows: moe && dense ? [{ case: `moe-tiny (${moe.params} params) vs gpt-tiny (${dense.params})`, unit: 'tokens/s', athanor: moe.tokensPerSec as number, peer: dense.tokensPerSec as number, ratio: ratioOf(moe.tokensPerSec as number, dense.tokensPerSec as number) }] : [],
+          rows: moe && dense ? [{ case: `moe-tiny (${moe.params} params) vs gpt-tiny (${dense.params})`, unit: 'tokens/s', athanor: moe.tokensPerSec as number, peer: dense.tokensPerSec as number, ratio: ratioOf(moe.tokensPerSec as number, dense.tokensPerSec as number), notes: `per CPU-second: ${Math.round(moe.tokensPerCpuSec as number)} vs ${Math.round(dense.tokensPerCpuSec as number)} (ratio ${ratioOf(moe.tokensPerCpuSec as number, dense.tokensPerCpuSec as number)?.toFixed(2)})` }] : [],
         },
         {
           title: 'All-to-all-v, 4 ranks', peer: 'MPI_Alltoallv (OpenMPI, C, same run)', about: `MB/s each rank sends to the 3 others; Athanor on 2 "nodes" (127.0.0.2 / .3, TCP between, Unix sockets within); ${r.a2a.notes.join('; ')}`,
