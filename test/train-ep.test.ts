@@ -65,7 +65,7 @@ test('checkpoints reshard across ep counts: ep=4 → ep=1 → ep=2 resumes to th
   // rates the straight 8-step run uses (a cosine decay depends on train.steps).
   // balance = bias with a large rate, so the routing biases change which experts tokens
   // choose within these few steps: a resume that lost them would route differently.
-  const c = ['--optim.schedule=constant', '--model.moe.balance=bias', '--model.moe.biasRate=0.1'];
+  const c = ['--optim.schedule=constant', '--model.moe.balance=bias', '--model.moe.biasRate=2'];
   const straight = await run('ep-straight', 1, 1, c);
   const out = tmp('ep-reshard');
   // Odd stopping points: on this tiny model the sign update oscillates with period 2, so

@@ -18,7 +18,7 @@ import {
 } from '../ops/index.js';
 import { groupedMatmul, moeCombine, moeDispatch } from '../ops/moe.js';
 import { type MoeConfig, expertFF } from './moe-config.js';
-import { routeTokens, updateRoutingBias, type Routing } from './moe-router.js';
+import { routeTokens, scoreSpread, updateRoutingBias, type Routing } from './moe-router.js';
 
 /** G independent linear layers (G, out, in) + (G, out), applied to row blocks by groupedMatmul. */
 export class GroupedLinear extends Module {
@@ -77,12 +77,14 @@ export interface MoeStats {
   /** Router first choices per expert (before capacity): what the bias update balances. */
   routed: Float64Array;
   entropySum: number;
+  /** Σ over forwards of the mean per-token std of the router probabilities (scoreSpread). */
+  spreadSum: number;
   auxLoss: number;
   zLoss: number;
 }
 
 function emptyStats(E: number): MoeStats {
-  return { forwards: 0, tokens: 0, assignments: 0, dropped: 0, moved: 0, load: new Float64Array(E), routed: new Float64Array(E), entropySum: 0, auxLoss: 0, zLoss: 0 };
+  return { forwards: 0, tokens: 0, assignments: 0, dropped: 0, moved: 0, load: new Float64Array(E), routed: new Float64Array(E), entropySum: 0, spreadSum: 0, auxLoss: 0, zLoss: 0 };
 }
 
 /** Replaces the local expert computation (expert parallelism); `local` runs this rank's experts. */
@@ -178,6 +180,7 @@ export class MoeMlp extends Module {
     let ent = 0;
     for (let i = 0; i < N * E; i++) { const p = pd[i]!; if (p > 0) ent -= p * Math.log(p); }
     s.entropySum += ent;
+    if (this.routingBias) s.spreadSum += scoreSpread(pd, N, E);
     s.auxLoss += auxV;
     s.zLoss += zV;
   }
@@ -190,10 +193,11 @@ export class MoeMlp extends Module {
   }
 
   /**
-   * balance = bias: moves the selection bias against `routed` (first-choice counts per
-   * expert; summed over data-parallel ranks by the caller so every rank stays identical).
+   * balance = bias: moves the selection bias against `routed` (chosen counts per expert;
+   * summed over data-parallel ranks by the caller so every rank stays identical) by
+   * biasRate × `spread` (the routers' mean score spread, also averaged over ranks).
    */
-  updateBias(routed: ArrayLike<number>): void {
-    if (this.routingBias) updateRoutingBias(this.routingBias, routed, this.cfg.biasRate);
+  updateBias(routed: ArrayLike<number>, spread: number): void {
+    if (this.routingBias) updateRoutingBias(this.routingBias, routed, this.cfg.biasRate * spread);
   }
 }

@@ -155,9 +155,7 @@ export function moeTiny(): TrainConfig {
   const c = gptTiny();
   c.preset = 'moe-tiny';
   c.train.outDir = 'runs/moe-tiny';
-  // biasRate 0.01 (DeepSeek-V3 uses 1e-3 over ~10^5 steps): with balance = bias the
-  // selection biases must reach their offsets (~0.1-0.4 in probability) within warm-up.
-  c.model.moe = moe({ experts: 8, topK: 2, every: 2, dFF: 256, capacityFactor: 0, balance: 'aux', biasRate: 0.01 });
+  c.model.moe = moe({ experts: 8, topK: 2, every: 2, dFF: 256, capacityFactor: 0, balance: 'aux' });
   return c;
 }
 
@@ -166,7 +164,7 @@ export function moeSmall(): TrainConfig {
   const c = gptSmall();
   c.preset = 'moe-small';
   c.train.outDir = 'runs/moe-small';
-  c.model.moe = moe({ experts: 8, topK: 2, every: 2, dFF: 1024, capacityFactor: 1.25, balance: 'aux', biasRate: 0.01 });
+  c.model.moe = moe({ experts: 8, topK: 2, every: 2, dFF: 1024, capacityFactor: 1.25, balance: 'aux' });
   return c;
 }
 

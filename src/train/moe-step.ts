@@ -38,6 +38,9 @@ export async function moeAfterStep(model: GPT, world: number, meanScalar: MeanSc
   const local: number[] = [];
   for (const s of stats) local.push(s.tokens, s.assignments, s.dropped, s.moved, ...s.load, ...s.routed);
   const g = await sumAll(local);
+  // Score spread per layer (bias balancing's step scale), averaged over forwards and ranks.
+  const spreads: number[] = [];
+  for (const s of stats) spreads.push(world === 1 ? s.spreadSum / Math.max(1, s.forwards) : await meanScalar(s.spreadSum / Math.max(1, s.forwards)));
   let assignments = 0, dropped = 0, moved = 0, tokens = 0, maxLoad = 0;
   const load: number[][] = [];
   const per = 4 + 2 * E;
@@ -48,7 +51,7 @@ export async function moeAfterStep(model: GPT, world: number, meanScalar: MeanSc
     load.push(l);
     const mean = l.reduce((a, b) => a + b, 0) / E;
     if (mean > 0) maxLoad = Math.max(maxLoad, Math.max(...l) / mean);
-    m.updateBias(routed);
+    m.updateBias(routed, spreads[i]!);
   });
   // aux and z: per forward, summed over layers, averaged over micro-batches and ranks.
   const fw = Math.max(1, stats[0]!.forwards);
