@@ -84,7 +84,9 @@ test('checkpoints reshard across ep counts: ep=4 → ep=1 → ep=2 resumes to th
   sameParams(out, straight, 8, 'ep=4 → ep=1 → ep=2');
   const bs = bias(straight), br = bias(out);
   assert.ok(bs && bs.length > 0, 'the straight run saved its routing biases');
-  assert.deepEqual(br, bs, 'routing biases after ep=4 → ep=1 → ep=2 equal the straight run');
+  // The step scales with the routers' score spread, a float sum whose order differs by layout.
+  assert.equal(br?.length, bs.length);
+  bs.forEach((l, i) => l.forEach((v, e) => assert.ok(Math.abs(br![i]![e]! - v) <= 1e-6, `routing bias [${i}][${e}]: ${br![i]![e]} after ep=4 → ep=1 → ep=2 vs ${v} straight`)));
 });
 
 test('expert parallelism under mpirun matches the launcher', async (t) => {
