@@ -13,12 +13,13 @@ import type { Rng } from '../core/rng.js';
 import { isGradEnabled } from '../autograd/tape.js';
 import { Module, parameter, type InitContext } from './module.js';
 import { Linear } from './layers.js';
+import { scoreSpread } from './moe-router.js';
 import {
   add, cast, div, dropout, gather, gelu, linear, logSoftmax, mean, mul, reshape, scale, slice, softmax, sub, sum,
 } from '../ops/index.js';
 import { groupedMatmul, moeCombine, moeDispatch } from '../ops/moe.js';
 import { type MoeConfig, expertFF } from './moe-config.js';
-import { routeTokens, scoreSpread, updateRoutingBias, type Routing } from './moe-router.js';
+import { routeTokens, updateRoutingBias, type Routing } from './moe-router.js';
 
 /** G independent linear layers (G, out, in) + (G, out), applied to row blocks by groupedMatmul. */
 export class GroupedLinear extends Module {

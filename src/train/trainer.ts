@@ -25,9 +25,10 @@ import { Progress, fmtTime } from './progress.js';
 import { measureGemmCeiling } from './gemm-ceiling.js';
 import { lrAt } from './optim-setup.js';
 import { latestCheckpoint, type TrainState } from './train-checkpoint.js';
+import { moeCheckpointState, restoreMoeCheckpointState } from './moe-step.js';
 import { singleProcessLayer, type ParallelLayer, type TrainModel } from './parallel-layer.js';
 import type { MicroBatch, StepSchedule } from './step-schedule.js';
-import { moeAfterStep, moeCheckpointState, restoreMoeCheckpointState } from './moe-step.js';
+import { moeAfterStep } from './moe-step.js';
 
 export interface TrainOptions {
   resume?: boolean;
