@@ -39,6 +39,14 @@ function timeIt(fn: () => void): number {
   return (performance.now() - t0) / 1000;
 }
 
+/** Wall seconds and this process's CPU seconds (all its threads): on a loaded machine the CPU time is the steadier figure. */
+function timeBoth(fn: () => void): [number, number] {
+  const c0 = process.cpuUsage(), t0 = performance.now();
+  fn();
+  const c = process.cpuUsage(c0);
+  return [(performance.now() - t0) / 1000, (c.user + c.system) / 1e6];
+}
+
 /** Grouped GEMM vs per-expert loop: E experts, S rows of width C → F, forward + backward. */
 export function benchGrouped(quick: boolean): Record<string, number>[] {
   const rows: Record<string, number>[] = [];
@@ -71,12 +79,14 @@ export function benchGrouped(quick: boolean): Record<string, number>[] {
       backward(sum(concat(outs, 0)), { grad: full([], 1) });
     });
     grouped(); loop();
-    const tg: number[] = [], tl: number[] = [];
+    const tg: number[] = [], tl: number[] = [], cg: number[] = [], cl: number[] = [];
+    const g = () => { const [w, c] = timeBoth(grouped); tg.push(w); cg.push(c); };
+    const l = () => { const [w, c] = timeBoth(loop); tl.push(w); cl.push(c); };
     for (let r = 0; r < reps; r++) {
-      if (r % 2) { tg.push(timeIt(grouped)); tl.push(timeIt(loop)); } else { tl.push(timeIt(loop)); tg.push(timeIt(grouped)); }
+      if (r % 2) { g(); l(); } else { l(); g(); }
     }
     const flops = 3 * 2 * S * C * F;
-    rows.push({ E, S, C, F, groupedMs: 1e3 * median(tg), loopMs: 1e3 * median(tl), groupedGflops: flops / median(tg) / 1e9, loopGflops: flops / median(tl) / 1e9 });
+    rows.push({ E, S, C, F, groupedMs: 1e3 * median(tg), loopMs: 1e3 * median(tl), groupedGflops: flops / median(tg) / 1e9, loopGflops: flops / median(tl) / 1e9, groupedCpuMs: 1e3 * median(cg), loopCpuMs: 1e3 * median(cl) });
   }
   return rows;
 }
@@ -96,9 +106,16 @@ export function benchModel(quick: boolean): Record<string, number | string>[] {
     m.takeMoeStats();
   });
   const times = new Map<string, number[]>(models.map((m) => [m.name, []]));
+  const cpu = new Map<string, number[]>(models.map((m) => [m.name, []]));
   for (const m of models) step(m.model);
-  for (let r = 0; r < reps; r++) for (const m of (r % 2 ? [...models].reverse() : models)) times.get(m.name)!.push(timeIt(() => step(m.model)));
-  return models.map((m) => ({ model: m.name, params: m.model.numParameters(), tokensPerSec: (B * T) / median(times.get(m.name)!) }));
+  for (let r = 0; r < reps; r++) {
+    for (const m of (r % 2 ? [...models].reverse() : models)) {
+      const [w, c] = timeBoth(() => step(m.model));
+      times.get(m.name)!.push(w);
+      cpu.get(m.name)!.push(c);
+    }
+  }
+  return models.map((m) => ({ model: m.name, params: m.model.numParameters(), tokensPerSec: (B * T) / median(times.get(m.name)!), tokensPerCpuSec: (B * T) / median(cpu.get(m.name)!) }));
 }
 
 // ------------------------------------------------------------------ all-to-all
@@ -195,6 +212,23 @@ export async function benchA2a(quick: boolean): Promise<{ rows: Record<string, n
   }));
   notes.push('hierarchical: 2 nodes × 2 ranks (127.0.0.2 / 127.0.0.3); "known counts" = the node members\' send counts already known, as in expert parallelism after its count exchange');
   return { rows, notes };
+}
+
+export interface MoeBenchResult {
+  grouped: ReturnType<typeof benchGrouped>;
+  model: ReturnType<typeof benchModel>;
+  a2a: Awaited<ReturnType<typeof benchA2a>>;
+}
+
+/** All three parts, competitors interleaved (for bench/run-all.ts, which records machine and load). */
+export async function runMoeBench(quick: boolean, log: (line: string) => void = () => undefined): Promise<MoeBenchResult> {
+  const grouped = benchGrouped(quick);
+  log(`grouped GEMM: ${grouped.map((r) => `E${r.E} S${r.S} C${r.C} F${r.F} ${(r.loopMs! / r.groupedMs!).toFixed(2)}x`).join(', ')}`);
+  const model = benchModel(quick);
+  log(`tokens/s: ${model.map((r) => `${r.model} ${Math.round(r.tokensPerSec as number)}`).join(', ')}`);
+  const a2a = await benchA2a(quick);
+  log(`all-to-all-v MB/s per rank: ${a2a.rows.map((r) => `${r.bytesPerPair} B flat ${r.flatMBs?.toFixed(0)} hier ${r.hierarchicalMBs?.toFixed(0)} mpi ${r.mpiMBs?.toFixed(0) ?? '-'}`).join('; ')}`);
+  return { grouped, model, a2a };
 }
 
 async function main(): Promise<void> {

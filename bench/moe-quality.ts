@@ -5,6 +5,10 @@
 // and writes them as JSON and as a markdown table. Nothing is asserted here.
 //
 //   node dist/bench/moe-quality.js [--steps N] [--balance-steps M] [--eval-every K] [--out DIR] [--quick]
+//                                  [--only RUN,...] [--report]
+//
+// Runs: gpt-tiny, moe-tiny (aux), moe-tiny-bias, moe-tiny-swipe. --only trains a subset (start
+// one process per run to use several cores); --report only reads what finished under --out.
 //
 // --steps: the dense / moe-tiny pair (default 700, the demo's length); --balance-steps: the
 // bias and swipe runs (default: --steps); they only need to run past warm-up.
@@ -72,15 +76,30 @@ async function main(): Promise<void> {
   mk('moe-tiny', 'moe-tiny', steps, []);
   mk('moe-tiny-bias', 'moe-tiny', balanceSteps, ['--model.moe.balance=bias'], (c) => { c.model.moe!.balance = 'bias'; });
   mk('moe-tiny-swipe', 'moe-tiny', balanceSteps, ['--model.moe.balance=swipe', '--model.moe.capacityFactor=1.25'], (c) => { c.model.moe!.balance = 'swipe'; c.model.moe!.capacityFactor = 1.25; });
+  // --only a,b: train just those runs (e.g. one per process, on a shared machine); the report
+  // below always reads every finished run under --out from its metrics.jsonl.
+  const only = arg('--only', '').split(',').filter(Boolean);
+  for (const n of only) if (!runs.some((r) => r.name === n)) throw new Error(`--only: unknown run '${n}' (runs: ${runs.map((r) => r.name).join(', ')})`);
+  if (!process.argv.includes('--report')) {
+    for (const r of runs) {
+      if (only.length && !only.includes(r.name)) continue;
+      mkdirSync(r.cfg.train.outDir, { recursive: true });
+      await train(r.cfg, { quiet: true });
+    }
+  }
   const results: Record<string, RunResult> = {};
   for (const r of runs) {
-    mkdirSync(r.cfg.train.outDir, { recursive: true });
-    const t = await train(r.cfg, { quiet: true });
+    const f = join(r.cfg.train.outDir, 'metrics.jsonl');
+    if (!existsSync(f)) continue;
+    const recs = readFileSync(f, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; step?: number; valLoss?: number; tokensPerSec?: number; steps?: number });
+    const summary = recs.find((m) => m.kind === 'summary');
+    if (!summary) continue; // unfinished
+    const valLosses = recs.filter((m) => m.kind === 'eval').map((m) => ({ step: m.step!, loss: m.valLoss! }));
     const moe = r.cfg.model.moe && r.cfg.model.moe.experts > 0 ? r.cfg.model.moe : null;
     const l = moe ? loads(r.cfg.train.outDir, r.cfg.optim.warmupSteps) : [];
     const load = l.length ? { steps: l.length, mean: l.reduce((a, b) => a + b, 0) / l.length, median: median(l), max: Math.max(...l) } : null;
-    results[r.name] = { preset: r.cfg.preset, balance: moe ? moe.balance : null, steps: r.cfg.train.steps, valLosses: t.valLosses, tokensPerSec: t.tokensPerSec, load, overrides: r.overrides };
-    console.log(`${r.name}: validation ${t.valLosses.map((v) => `${v.step}:${v.loss.toFixed(3)}`).join(' ')}; ${Math.round(t.tokensPerSec)} tokens/s` +
+    results[r.name] = { preset: r.cfg.preset, balance: moe ? moe.balance : null, steps: summary.steps!, valLosses, tokensPerSec: summary.tokensPerSec!, load, overrides: r.overrides };
+    console.log(`${r.name}: validation ${valLosses.map((v) => `${v.step}:${v.loss.toFixed(3)}`).join(' ')}; ${Math.round(summary.tokensPerSec!)} tokens/s` +
       (load ? `; max/mean expert load after warm-up (step > ${r.cfg.optim.warmupSteps}): mean ${load.mean.toFixed(3)} median ${load.median.toFixed(3)} max ${load.max.toFixed(3)}` : ''));
   }
   const after = os.loadavg();

@@ -14,7 +14,7 @@
 // JSON and the markdown, so disturbed numbers cannot pass for headline figures.
 //
 // Names (default: all, in the order of BENCHES below): gemm, ops-basic, ops-nn, optim, pool,
-// tokenizer, data, allreduce, embedding-server, recsys-capacity, recsys-hybrid, gpt-train;
+// tokenizer, data, allreduce, embedding-server, recsys-capacity, recsys-hybrid, gpt-train, moe;
 // groups: ops (= ops-basic ops-nn), gpt (= gpt-train), embedding, recsys (both recsys ones).
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -35,6 +35,7 @@ import type { RecsysHybridBenchResult } from './recsys-hybrid-bench.js';
 import type { ZeroMemoryRow } from './zero-memory-bench.js';
 import type { AccuracyResult } from './accuracy-bench.js';
 import type { GptTrainBenchRow } from './gpt-train-bench.js';
+import type { MoeBenchResult } from './moe-bench.js';
 import { machineInfo, sampleBusyCpus } from './machine-info.js';
 import { fmtLoad, machineMd, reportMd, tableMd, type BenchRecord, type LoadPolicy, type Row, type Table } from './report.js';
 
@@ -264,6 +265,34 @@ const BENCHES: BenchDef[] = [
         };
       }),
     }],
+  },
+  {
+    name: 'moe',
+    title: 'mixture of experts: grouped expert GEMM, MoE vs dense tokens/s, all-to-all-v (flat, hierarchical, MPI_Alltoallv)',
+    async run(quick, log) {
+      const { runMoeBench } = await import('./moe-bench.js');
+      return runMoeBench(quick, log);
+    },
+    tables: (r: MoeBenchResult) => {
+      const dense = r.model.find((x) => x.model === 'gpt-tiny'), moe = r.model.find((x) => x.model === 'moe-tiny');
+      return [
+        {
+          title: 'MoE grouped expert GEMM', peer: 'per-expert loop of linear layers', about: 'E experts over S routed rows C→F, forward + backward (3·2·S·C·F flops), uneven blocks as routing makes them; ratio = grouped / loop throughput',
+          rows: r.grouped.map((x) => ({ case: `E=${x.E} S=${x.S} C=${x.C} F=${x.F}`, unit: 'GFLOP/s', athanor: x.groupedGflops, peer: x.loopGflops, ratio: ratioOf(x.groupedGflops, x.loopGflops), notes: `${x.groupedMs!.toFixed(1)} ms vs ${x.loopMs!.toFixed(1)} ms wall; CPU ${x.groupedCpuMs!.toFixed(1)} ms vs ${x.loopCpuMs!.toFixed(1)} ms (CPU ratio ${(x.loopCpuMs! / x.groupedCpuMs!).toFixed(2)})` })),
+        },
+        {
+          title: 'MoE training throughput', peer: 'dense gpt-tiny (same active MLP compute per token)', about: 'forward + backward of one batch, one process; moe-tiny = 8 experts top-2 of width F/2 in every second block',
+          rows: moe && dense ? [{ case: `moe-tiny (${moe.params} params) vs gpt-tiny (${dense.params})`, unit: 'tokens/s', athanor: moe.tokensPerSec as number, peer: dense.tokensPerSec as number, ratio: ratioOf(moe.tokensPerSec as number, dense.tokensPerSec as number), notes: `per CPU-second: ${Math.round(moe.tokensPerCpuSec as number)} vs ${Math.round(dense.tokensPerCpuSec as number)} (ratio ${ratioOf(moe.tokensPerCpuSec as number, dense.tokensPerCpuSec as number)?.toFixed(2)})` }] : [],
+        },
+        {
+          title: 'All-to-all-v, 4 ranks', peer: 'MPI_Alltoallv (OpenMPI, C, same run)', about: `MB/s each rank sends to the 3 others; Athanor on 2 "nodes" (127.0.0.2 / .3, TCP between, Unix sockets within); ${r.a2a.notes.join('; ')}`,
+          rows: r.a2a.rows.flatMap((x) => [
+            { case: `flat, ${bytesHuman(x.bytesPerPair!)} per pair`, unit: 'MB/s', athanor: x.flatMBs, peer: x.mpiMBs, ratio: ratioOf(x.flatMBs, x.mpiMBs) },
+            { case: `hierarchical, ${bytesHuman(x.bytesPerPair!)} per pair`, unit: 'MB/s', athanor: x.hierarchicalMBs, peer: x.mpiMBs, ratio: ratioOf(x.hierarchicalMBs, x.mpiMBs), notes: `hierarchical / flat ${ratioOf(x.hierarchicalMBs, x.flatMBs)?.toFixed(2) ?? '–'}; counts known (as in EP): ${x.hierarchicalKnownCountsMBs?.toFixed(1) ?? '–'} MB/s` },
+          ]),
+        },
+      ];
+    },
   },
   {
     name: 'zero-memory',

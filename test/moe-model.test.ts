@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { presetConfig, validateTrainConfig } from '../src/train/config.js';
 import { GPT } from '../src/nn/gpt.js';
 import { gptActiveParamCount, gptParamCount } from '../src/nn/gpt-config.js';
-import { routeTokens, updateRoutingBias } from '../src/nn/moe-router.js';
+import { routeTokens, scoreSpread, updateRoutingBias } from '../src/nn/moe-router.js';
+import { denseMoe } from '../src/nn/moe-config.js';
 import { groupedMatmul } from '../src/ops/moe.js';
 import { linear } from '../src/ops/matmul.js';
 import { fromStorage } from '../src/core/tensor.js';
@@ -102,22 +103,44 @@ test('routing: SWIPE moves overflow to under-loaded experts (no drops once capac
   for (let t = 0; t < G * T; t++) assert.notEqual(swipe.expert[t * K], swipe.expert[t * K + 1]);
 });
 
-test('routing: the aux-loss-free bias update evens out a skewed router', () => {
+test('routing: the aux-loss-free bias update evens out a skewed router, and a near-uniform one (step scaled by the score spread)', () => {
   const G = 8, T = 32, E = 8, K = 2;
-  const probs = randomProbs(G * T, E, 11, 1.0);
-  const bias = new Float32Array(E);
-  const o = { groups: G, groupSize: T, experts: E, topK: K, capacityFactor: 0, swipe: false, bias };
+  /** Logits N(0, sigma) plus `skew` on expert 0; sigma 0.02 is a freshly initialized router (entropy ≈ ln E). */
+  const probsOf = (sigma: number, skew: number) => {
+    const rng = new Rng(11), p = new Float64Array(G * T * E);
+    rng.fillNormal(p, 0, sigma);
+    for (let t = 0; t < G * T; t++) {
+      let z = 0;
+      for (let e = 0; e < E; e++) { p[t * E + e] = Math.exp(p[t * E + e]! + (e === 0 ? skew : 0)); z += p[t * E + e]!; }
+      for (let e = 0; e < E; e++) p[t * E + e]! /= z;
+    }
+    return p;
+  };
   const ratio = (r: ReturnType<typeof routeTokens>) => Math.max(...r.counts) / ((G * T * K) / E);
-  const before = ratio(routeTokens(probs, o));
-  for (let i = 0; i < 300; i++) {
-    const r = routeTokens(probs, o);
-    const routed = new Float64Array(E);
-    for (let g = 0; g < G; g++) for (let e = 0; e < E; e++) routed[e]! += r.chosen[g * E + e]!;
-    updateRoutingBias(bias, routed, 1e-3);
+  const balance = (probs: Float64Array, rate: number) => {
+    const bias = new Float32Array(E);
+    const o = { groups: G, groupSize: T, experts: E, topK: K, capacityFactor: 0, swipe: false, bias };
+    const before = ratio(routeTokens(probs, o));
+    let worst = 0;
+    for (let i = 0; i < 300; i++) {
+      const r = routeTokens(probs, o);
+      if (i >= 200) worst = Math.max(worst, ratio(r));
+      const routed = new Float64Array(E);
+      for (let g = 0; g < G; g++) for (let e = 0; e < E; e++) routed[e]! += r.chosen[g * E + e]!;
+      updateRoutingBias(bias, routed, rate);
+    }
+    return { before, worst };
+  };
+  const rate = denseMoe().biasRate;
+  for (const [sigma, skew] of [[1, 1], [0.02, 0.02]] as const) {
+    const probs = probsOf(sigma, skew);
+    const spread = scoreSpread(probs, G * T, E);
+    const { before, worst } = balance(probs, rate * spread);
+    assert.ok(before > 1.5, `router sigma ${sigma}: skewed before: ${before}`);
+    assert.ok(worst <= 1.3, `router sigma ${sigma}: max/mean load over the last 100 of 300 bias updates: ${worst} (before ${before})`);
   }
-  const after = ratio(routeTokens(probs, o));
-  assert.ok(before > 1.5, `skewed before: ${before}`);
-  assert.ok(after <= 1.3, `max/mean load after bias updates: ${after} (before ${before})`);
+  // Why the step is scaled: a fixed step of 0.01 keeps flipping a near-uniform router's tokens.
+  assert.ok(balance(probsOf(0.02, 0.02), 0.01).worst > 1.5, 'a fixed 0.01 step over-steers a near-uniform router');
 });
 
 test('grouped GEMM equals a per-expert loop of linear layers', () => {
@@ -175,4 +198,17 @@ test('config errors name the field', () => {
   bad(['--model.moe.topK=9'], /model\.moe\.topK \(9\) must not exceed model\.moe\.experts \(8\)/);
   bad(['--model.moe.balance=magic'], /model\.moe\.balance must be one of aux, bias, swipe, none/);
   bad(['--model.moe.balance=swipe', '--model.moe.capacityFactor=0'], /capacityFactor > 0/);
+});
+
+test('unsupported MoE layouts are refused at config validation, naming the fields', () => {
+  const bad = (args: string[], world: number, re: RegExp) => assert.throws(() => validateTrainConfig(configFromArgs(parseArgs(['--preset', 'moe-tiny', ...args]).flags), world), re);
+  bad(['--parallel.tp=2'], 2, /parallel\.tp = 2 with an MoE model \(model\.moe\.experts = 8\) is not supported/);
+  bad(['--parallel.pp=2', '--train.gradAccum=2'], 2, /parallel\.pp = 2 with an MoE model \(model\.moe\.experts = 8\) is not supported.*auxiliary losses/);
+  bad(['--parallel.ep=2', '--parallel.dp=2', '--parallel.tp=2'], 4, /parallel\.tp = 2 with an MoE model/);
+  bad(['--parallel.ep=2', '--parallel.dp=2', '--parallel.pp=2', '--train.gradAccum=2'], 4, /parallel\.pp = 2 with an MoE model/);
+  bad(['--parallel.ep=4', '--parallel.dp=2'], 2, /parallel\.ep \(4\) must divide parallel\.dp \(2\)/);
+  bad(['--parallel.ep=3', '--parallel.dp=3'], 3, /parallel\.ep \(3\) must divide model\.moe\.experts \(8\)/);
+  // what is supported passes: ep × dp with ZeRO-1/2
+  for (const zero of [0, 1, 2]) validateTrainConfig(configFromArgs(parseArgs(['--preset', 'moe-tiny', '--parallel.ep=2', '--parallel.dp=4', `--parallel.zero=${zero}`]).flags), 4);
+  bad(['--parallel.ep=2', '--parallel.dp=2', '--parallel.zero=3'], 2, /parallel\.zero = 3 does not support MoE/);
 });

@@ -31,12 +31,15 @@ export interface MoeConfig {
   auxLossCoef: number;
   /** Weight of the router z-loss (ST-MoE); 0 = off. */
   zLossCoef: number;
-  /** Step of the bias update (balance = bias): b_e += rate·sign(mean load − load_e). */
+  /**
+   * Step of the bias update (balance = bias), relative to the routers' score spread σ (mean
+   * per-token std of the E probabilities): b_e += biasRate·σ·sign(mean load − load_e).
+   */
   biasRate: number;
 }
 
 export function denseMoe(): MoeConfig {
-  return { experts: 0, topK: 2, capacityFactor: 0, every: 2, balance: 'aux', sharedExpert: false, dFF: 0, auxLossCoef: 0.01, zLossCoef: 0, biasRate: 1e-3 };
+  return { experts: 0, topK: 2, capacityFactor: 0, every: 2, balance: 'aux', sharedExpert: false, dFF: 0, auxLossCoef: 0.01, zLossCoef: 0, biasRate: 0.05 };
 }
 
 export function moeEnabled(m: MoeConfig | undefined): m is MoeConfig {

@@ -112,10 +112,28 @@ export function routeTokens(probs: ArrayLike<number>, o: RouteOptions): Routing 
   return { expert, slot, srcRow, counts, chosen, dropped, moved, capacity };
 }
 
-/** DeepSeek-V3 bias update: experts above the mean load get less score, those below more. */
+/**
+ * DeepSeek-V3 bias update: experts above the mean load get less score, those below more,
+ * by a fixed step `rate` (b_e += rate · sign(mean − load_e)). The MoE layer passes
+ * rate = model.moe.biasRate × the routers' score spread (see scoreSpread): a fixed step in
+ * probability units over-steers a near-uniform router (scores within ~0.01 of each other,
+ * as every freshly initialized router is), flipping most tokens between experts every step.
+ */
 export function updateRoutingBias(bias: Float32Array, load: ArrayLike<number>, rate: number): void {
   let mean = 0;
   for (let e = 0; e < bias.length; e++) mean += load[e]!;
   mean /= bias.length;
   for (let e = 0; e < bias.length; e++) bias[e]! += rate * Math.sign(mean - load[e]!);
+}
+
+/** Mean over tokens of the standard deviation of a token's E probabilities: the scale the selection bias acts on. */
+export function scoreSpread(probs: ArrayLike<number>, N: number, E: number): number {
+  let sum = 0;
+  for (let t = 0; t < N; t++) {
+    let m = 0, q = 0;
+    for (let e = 0; e < E; e++) { const p = probs[t * E + e]!; m += p; q += p * p; }
+    m /= E;
+    sum += Math.sqrt(Math.max(0, q / E - m * m));
+  }
+  return N ? sum / N : 0;
 }

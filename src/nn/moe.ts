@@ -13,6 +13,7 @@ import type { Rng } from '../core/rng.js';
 import { isGradEnabled } from '../autograd/tape.js';
 import { Module, parameter, type InitContext } from './module.js';
 import { Linear } from './layers.js';
+import { scoreSpread } from './moe-router.js';
 import {
   add, cast, div, dropout, gather, gelu, linear, logSoftmax, mean, mul, reshape, scale, slice, softmax, sub, sum,
 } from '../ops/index.js';
@@ -79,12 +80,14 @@ export interface MoeStats {
   /** Router first choices per expert (before capacity): what the bias update balances. */
   routed: Float64Array;
   entropySum: number;
+  /** Σ over forwards of the mean per-token std of the router probabilities (scoreSpread). */
+  spreadSum: number;
   auxLoss: number;
   zLoss: number;
 }
 
 function emptyStats(E: number): MoeStats {
-  return { forwards: 0, tokens: 0, assignments: 0, dropped: 0, moved: 0, load: new Float64Array(E), routed: new Float64Array(E), entropySum: 0, auxLoss: 0, zLoss: 0 };
+  return { forwards: 0, tokens: 0, assignments: 0, dropped: 0, moved: 0, load: new Float64Array(E), routed: new Float64Array(E), entropySum: 0, spreadSum: 0, auxLoss: 0, zLoss: 0 };
 }
 
 /** Replaces the local expert computation (expert parallelism); `local` runs this rank's experts. */
@@ -182,6 +185,7 @@ export class MoeMlp extends Module {
     let ent = 0;
     for (let i = 0; i < N * E; i++) { const p = pd[i]!; if (p > 0) ent -= p * Math.log(p); }
     s.entropySum += ent;
+    if (this.routingBias) s.spreadSum += scoreSpread(pd, N, E);
     s.auxLoss += auxV;
     s.zLoss += zV;
   }
@@ -194,10 +198,11 @@ export class MoeMlp extends Module {
   }
 
   /**
-   * balance = bias: moves the selection bias against `routed` (first-choice counts per
-   * expert; summed over data-parallel ranks by the caller so every rank stays identical).
+   * balance = bias: moves the selection bias against `routed` (chosen counts per expert;
+   * summed over data-parallel ranks by the caller so every rank stays identical) by
+   * biasRate × `spread` (the routers' mean score spread, also averaged over ranks).
    */
-  updateBias(routed: ArrayLike<number>): void {
-    if (this.routingBias) updateRoutingBias(this.routingBias, routed, this.cfg.biasRate);
+  updateBias(routed: ArrayLike<number>, spread: number): void {
+    if (this.routingBias) updateRoutingBias(this.routingBias, routed, this.cfg.biasRate * spread);
   }
 }

@@ -20,7 +20,7 @@ import { replicate, type DataParallel, type GradComm } from './data-parallel.js'
 import { CheckpointReader, type Segment } from '../io/checkpoint.js';
 import { gradSumSquares, clipCoefficient, type AdamW } from '../optim/index.js';
 import { optimizerMeta, optimizerSegments, loadParams, loadOptimizer, type OptimizerMeta } from '../optim/state-segments.js';
-import type { TrainConfig } from '../train/config.js';
+import { validateTrainConfig, type TrainConfig } from '../train/config.js';
 import { saveCheckpoint, type TrainState } from '../train/train-checkpoint.js';
 import { newAdamW, type TrainOptimizer } from '../train/optim-setup.js';
 import { accumulationSchedule, type StepSchedule } from '../train/step-schedule.js';
@@ -57,6 +57,8 @@ export class ExpertParallelLayer implements ParallelLayer {
     const pg = await initProcessGroup();
     let thread: CommThread | null = null;
     try {
+      // Every invariant (MoE × tp / pp refused, ep | dp, ...) is checked before any thread starts.
+      validateTrainConfig(cfg, pg.size);
       const { tp, pp, dp, ep } = cfg.parallel;
       if (tp !== 1 || pp !== 1) throw new Error(`rank ${pg.rank}: parallel.ep=${ep} runs with data parallelism only; set parallel.tp = parallel.pp = 1`);
       if (dp !== pg.size) throw new Error(`rank ${pg.rank}: parallel.dp is ${dp} but ${pg.size} ranks were started; pass --parallel.dp=${pg.size} (ep borrows its ranks from dp)`);

@@ -38,6 +38,9 @@ export async function moeAfterStep(model: GPT, world: number, meanScalar: MeanSc
   const local: number[] = [];
   for (const s of stats) local.push(s.tokens, s.assignments, s.dropped, s.moved, ...s.load, ...s.routed);
   const g = await sumAll(local);
+  // Score spread per layer (bias balancing's step scale), averaged over forwards and ranks.
+  const spreads: number[] = [];
+  for (const s of stats) spreads.push(world === 1 ? s.spreadSum / Math.max(1, s.forwards) : await meanScalar(s.spreadSum / Math.max(1, s.forwards)));
   let assignments = 0, dropped = 0, moved = 0, tokens = 0, maxLoad = 0;
   const load: number[][] = [];
   const per = 4 + 2 * E;
@@ -48,7 +51,7 @@ export async function moeAfterStep(model: GPT, world: number, meanScalar: MeanSc
     load.push(l);
     const mean = l.reduce((a, b) => a + b, 0) / E;
     if (mean > 0) maxLoad = Math.max(maxLoad, Math.max(...l) / mean);
-    m.updateBias(routed);
+    m.updateBias(routed, spreads[i]!);
   });
   // aux and z: per forward, summed over layers, averaged over micro-batches and ranks.
   const fw = Math.max(1, stats[0]!.forwards);
@@ -66,4 +69,30 @@ export async function moeAfterStep(model: GPT, world: number, meanScalar: MeanSc
     // first MoE layer's router (tokens counts every layer's tokens)
     entropy: tokens ? ent / (tokens / layers.length) : 0,
   };
+}
+
+/**
+ * The MoE state a checkpoint must carry besides parameters: the `bias` balancing's
+ * per-expert selection biases, one list per MoE layer in block order. They are global
+ * (every rank holds all E values, identical on every rank), so they go in the JSON
+ * state and resume under any ep / dp layout. null when no layer has a bias.
+ */
+export function moeCheckpointState(model: GPT): number[][] | null {
+  const layers = model.moeLayers();
+  if (!layers.some((m) => m.routingBias)) return null;
+  return layers.map((m) => (m.routingBias ? Array.from(m.routingBias) : []));
+}
+
+/** Restores what moeCheckpointState saved; the layer count and expert count must match. */
+export function restoreMoeCheckpointState(model: GPT, saved: number[][] | undefined, where: string): void {
+  const layers = model.moeLayers();
+  const want = layers.some((m) => m.routingBias);
+  if (!want) return;
+  if (!saved) throw new Error(`${where}: the checkpoint has no moeBias (model.moe.balance = bias needs the routing biases); it was written by a run with another model.moe.balance`);
+  if (saved.length !== layers.length) throw new Error(`${where}: moeBias has ${saved.length} layers, the model has ${layers.length} MoE layers`);
+  layers.forEach((m, i) => {
+    const b = m.routingBias!, s = saved[i]!;
+    if (s.length !== b.length) throw new Error(`${where}: moeBias[${i}] has ${s.length} experts, model.moe.experts is ${b.length}`);
+    b.set(s);
+  });
 }

@@ -25,6 +25,8 @@ export interface TrainState {
   optimizer?: OptimizerMeta;
   /** fp16 dynamic loss scale (train.precision = fp16). */
   lossScaler?: { scale: number; goodSteps: number };
+  /** Routing biases of model.moe.balance = bias, per MoE layer (train/moe-step.ts). */
+  moeBias?: number[][];
 }
 
 export interface CheckpointComm {

@@ -25,6 +25,7 @@ import { Progress, fmtTime } from './progress.js';
 import { measureGemmCeiling } from './gemm-ceiling.js';
 import { lrAt } from './optim-setup.js';
 import { latestCheckpoint, type TrainState } from './train-checkpoint.js';
+import { moeCheckpointState, restoreMoeCheckpointState } from './moe-step.js';
 import { singleProcessLayer, type ParallelLayer, type TrainModel } from './parallel-layer.js';
 import { trackArrayBufferPeak, arrayBufferPeak } from '../core/array-buffer-peak.js';
 import type { MicroBatch, StepSchedule } from './step-schedule.js';
@@ -103,6 +104,7 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
       step = st.step;
       loader.restore(st.loader as TokenLoaderState);
       model.rng.setState(st.modelRng);
+      if (model instanceof GPT) restoreMoeCheckpointState(model, st.moeBias, latest);
       if (isMain) progress.log(`resumed from ${latest} at step ${step}`);
     } else if (isMain) {
       progress.log(`--resume: no checkpoint under ${ckptRoot}; starting from step 0`);
@@ -190,6 +192,8 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
     if (timeUp && !stoppedEarly) stoppedEarly = 'time';
     if ((cfg.train.checkpointEvery > 0 && step % cfg.train.checkpointEvery === 0) || last || stoppedEarly) {
       const st: TrainState = { step, loader: loader.state(), modelRng: model.rng.getState(), config: cfg, ...(scaler ? { lossScaler: scaler.state() } : {}) };
+      const moeBias = model instanceof GPT ? moeCheckpointState(model) : null;
+      if (moeBias) st.moeBias = moeBias;
       const dir = await par.saveCheckpoint(ckptRoot, model, optim, st);
       if (isMain) progress.log(`step ${step}: checkpoint ${dir}`);
     }
