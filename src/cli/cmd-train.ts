@@ -66,6 +66,7 @@ export async function runTrain(argv: string[]): Promise<number> {
     // The same breakdown the run's layout line reports as allocated (DataParallel.describe).
     console.log(`memory per rank: weights ${fmtBytes(b.weights)}, grads ${fmtBytes(b.grads)}, AdamW state ${fmtBytes(b.optimizer)}${b.gather ? `, gather buffers ${fmtBytes(b.gather)}` : ''}, activations ${fmtBytes(b.activations)}${b.other ? `, other ${fmtBytes(b.other)}` : ''} → total ${fmtBytes(b.total)}`);
     for (const note of plan.notes) console.log(`  ${note}`);
+    console.log('  the run measures the same per rank: its layout line (allocated weights, grads, AdamW, gather buffers), "mem" on the progress line, peakArrayBuffersMB in metrics.jsonl\'s summary');
     return n === closed ? 0 : 1;
   }
   const parallel = await distributedLayerFromEnv(cfg);
