@@ -22,8 +22,8 @@ options:
   --config FILE    JSON config merged over the preset (as for train); --KEY=VALUE overrides too
   --cluster NAME   one of clusters/*.json (${listClusters().join(', ') || 'none yet'}) or a path
   --layout SPEC    tp=,pp=,dp=,ep=,zero=0..3,sp=true|false,recompute=none|full,precision=fp32|bf16,
-                   offload=none|optimizer|params,mb= (sequences per micro-batch),ga= (micro-batches
-                   per step),schedule=1f1b|gpipe|interleaved,vpp= ; unspecified fields come from the config
+                   offload=none|optimizer|params|disk,shardGroup= (HSDP: ZeRO-3 over groups of this size),
+                   mb= (sequences per micro-batch),ga= (micro-batches per step),schedule=1f1b|gpipe|interleaved,vpp= ; unspecified fields come from the config
   --search         rank every valid layout that fits by predicted tokens/s (top 5, with why)
   --devices N      device count for --search (default: the layout's, else the whole cluster)
   --tokens N       also print the time (and energy) to train N tokens (default 1e9)
@@ -92,10 +92,11 @@ function printEstimate(cfg: TrainConfig, c: ClusterSpec, e: Estimate, nodes: num
   console.log(`${cfg.preset === 'gpt-tiny' && process.argv.includes('--config') ? 'config' : cfg.preset} (${e.params.toLocaleString('en-US')} parameters, traced) on ${c.name}: ${layoutString(e.layout)} = ${e.devices} devices on ${nodes} node(s)`);
   console.log(`memory per device (pipeline stage ${m.stage}): ${fmtBytes(m.total)} of ${fmtBytes(c.device.memoryBytes.value)} → ${e.fits ? 'fits' : 'DOES NOT FIT'}`);
   for (const [k, v] of [['weights', m.weights], ['gradients', m.grads], ['optimizer state', m.optimizer], ['activations (one micro-batch, live peak)', m.activations], ['  held by the exact-size buffer pool', m.activationsPoolHeld],
-    ['pipeline in-flight micro-batches', m.pipelineInFlight], ['communication buffers', m.commBuffers], ['workspace', m.workspace]] as const) {
+    ['ZeRO-3 gather buffers (2 units + outer)', m.gatherBuffers], ['pipeline in-flight micro-batches', m.pipelineInFlight], ['communication buffers', m.commBuffers], ['workspace', m.workspace]] as const) {
     console.log(`  ${k.padEnd(42)} ${fmtBytes(v)}`);
   }
   if (m.hostOffload) console.log(`  offloaded to host memory: ${fmtBytes(m.hostOffload)}`);
+  if (m.diskOffload) console.log(`  offloaded to disk (master weights + AdamW moments, offload=disk): ${fmtBytes(m.diskOffload)}`);
   const t = e.time;
   console.log(`time per step: ${fmtT(t.step)} (${e.layout.ga} micro-batch(es) of ${e.layout.mb} × ${cfg.model.seqLen} tokens per data-parallel rank)`);
   for (const [k, v] of Object.entries(t.compute).sort((a, b) => b[1] - a[1])) if (v > 0) console.log(`  compute ${k.padEnd(30)} ${fmtT(v)}`);

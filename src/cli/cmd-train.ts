@@ -62,8 +62,11 @@ export async function runTrain(argv: string[]): Promise<number> {
     const closed = gptParamCount(cfg.model);
     console.log(`${cfg.preset}: ${n.toLocaleString('en-US')} parameters (closed form ${closed.toLocaleString('en-US')}${n === closed ? ', equal' : ', MISMATCH'})`);
     console.log(`world ${world} = dp ${cfg.parallel.dp} × tp ${cfg.parallel.tp} × pp ${cfg.parallel.pp}${cfg.parallel.ep > 1 ? ` (experts over ep ${cfg.parallel.ep})` : ""}, ZeRO-${cfg.parallel.zero}, global batch ${globalBatch(cfg)} × ${cfg.model.seqLen} tokens`);
-    console.log(`memory per rank: weights ${fmtBytes(plan.bytes.weights)}, grads ${fmtBytes(plan.bytes.grads)}, AdamW state ${fmtBytes(plan.bytes.optimizer)}, activations ${fmtBytes(plan.bytes.activations)} → total ${fmtBytes(plan.bytes.total)}`);
+    const b = plan.bytes;
+    // The same breakdown the run's layout line reports as allocated (DataParallel.describe).
+    console.log(`memory per rank: weights ${fmtBytes(b.weights)}, grads ${fmtBytes(b.grads)}, AdamW state ${fmtBytes(b.optimizer)}${b.gather ? `, gather buffers ${fmtBytes(b.gather)}` : ''}, activations ${fmtBytes(b.activations)}${b.other ? `, other ${fmtBytes(b.other)}` : ''} → total ${fmtBytes(b.total)}`);
     for (const note of plan.notes) console.log(`  ${note}`);
+    console.log('  the run measures the same per rank: its layout line (allocated weights, grads, AdamW, gather buffers), "mem" on the progress line, peakArrayBuffersMB in metrics.jsonl\'s summary');
     return n === closed ? 0 : 1;
   }
   const parallel = await distributedLayerFromEnv(cfg);

@@ -7,12 +7,20 @@ import type { ClusterSpec } from './cluster.js';
 import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
 import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
+import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
   /** Activation bytes Athanor's exact-size buffer pool holds at its high-water mark (>= activations). */
   activationsPoolHeld: number;
   commBuffers: number; workspace: number; total: number; hostOffload: number;
+  /**
+   * Athanor's ZeRO-3 gather buffers (in total, apart from weights): the computing and the
+   * prefetched unit (2U) plus the outer unit (O), as DataParallel.describe() reports them.
+   */
+  gatherBuffers: number;
+  /** offload=disk: bytes of optimizer state (fp32 master + AdamW moments) kept in the rank's offload file. */
+  diskOffload: number;
   /** The pipeline stage the figures are for (the largest). */
   stage: number;
 }
@@ -193,36 +201,49 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     // AdamW moments in the optimizer (ZeRO paper: 2 + 2 + 12 bytes per parameter).
     const paper16 = l.precision === 'bf16' && !athanorLowp;
     const wB = paper16 ? 2 : 4, gB = paper16 ? 2 : 4, oB = paper16 ? 12 : 8;
-    const own = P / (l.zero > 0 ? dp : 1);
-    let weights: number, grads: number, optimizer: number, commBuffers = 0;
-    // The largest unit ZeRO-3 gathers at once (a block, or the embeddings + head).
-    // Athanor's ZeRO-3 units: each block, and the outer unit (embeddings, final norm, head).
+    // HSDP (shardGroup S): ZeRO-3 shards over the S ranks of a shard group only; the dp/S
+    // replica groups hold identical shards (their all-reduce runs in place).
+    const sdp = shardDp(l);
+    const own = P / (l.zero > 0 ? sdp : 1);
+    let weights: number, grads: number, optimizer: number, commBuffers = 0, gatherBuffers = 0;
     const unitOf = (b: number) => tr.params.filter((p) => p.block === b || (b === -1 && p.block === L)).reduce((a, p) => a + paramShare(p, l), 0);
-    const unitParams = Math.max(...[-1, ...Array.from({ length: L }, (_, i) => i)].map(unitOf));
     const blockParams = Math.max(0, ...Array.from({ length: L }, (_, i) => unitOf(i)));
     const outerParams = unitOf(-1);
     const bucket = Math.min(25 * 2 ** 20, P * gB);
     if (o.allocator === 'athanor-pool') {
       // Athanor's data-parallel runtime (src/parallel/data-parallel.ts, zero3.ts), as it allocates:
       // parameters and gradients are re-homed into flat shared buffers (no bucket copies);
-      // ZeRO-1/2 all-gather updated slices through a shard-sized staging buffer; ZeRO-2/3
-      // copy finished buckets into two staging buffers and reduce-scatter into a shard
-      // gradient, while the full-size gradients return to the buffer pool (which keeps them);
-      // ZeRO-3 holds only its shard (materialized from per-parameter streams) and the
-      // gathered unit plus the prefetched next one: no full flat parameter buffer.
-      weights = l.zero >= 3 && dp > 1 ? own * wB + (2 * blockParams + outerParams) * wB : P * wB;
-      grads = l.zero >= 2 && dp > 1 ? own * gB + (l.zero >= 3 ? unitParams : P) * gB : P * gB;
-      optimizer = (l.zero >= 1 && dp > 1 ? own : P) * oB;
+      // ZeRO-1/2 all-gather updated slices through a shard-sized staging buffer; ZeRO-2
+      // copies finished buckets into two staging buffers and reduce-scatters into a shard
+      // gradient, while the full-size gradients return to the buffer pool (which keeps them).
+      if (l.zero >= 3 && sdp > 1) {
+        // ZeRO-3 (zero3.ts, plans/gpt.ts): the gather units are each block and, untied, the
+        // embedding and the LM head on their own (U = the largest); the outer unit O (position
+        // table, final norm, a tied embedding) is gathered for the whole step. A rank holds
+        // its shard, two gather buffers of U (computing + prefetched) and O; gradients
+        // accumulate straight into two reduce-scatter staging buffers of U, then into the
+        // shard gradient: no full-size gradients and no bucket copies.
+        const { U, O } = zero3Units(tr, l, blockParams, outerParams);
+        weights = own * wB;
+        grads = own * gB + 2 * U * gB;
+        gatherBuffers = (2 * U + O) * wB;
+      } else {
+        weights = P * wB;
+        grads = l.zero >= 2 && dp > 1 ? own * gB + P * gB : P * gB;
+      }
+      optimizer = (l.zero >= 1 && sdp > 1 ? own : P) * oB;
       if (dp > 1 && (l.zero === 1 || l.zero === 2)) commBuffers += own * wB;
-      if (dp > 1 && l.zero >= 2) commBuffers += 2 * bucket;
+      if (dp > 1 && l.zero === 2) commBuffers += 2 * bucket;
       // expert-parallel-layer.ts: experts are outside ZeRO (their own AdamW, gradients
       // all-reduced over edp in place).
       weights += X * wB; grads += X * gB; optimizer += X * oB;
     } else {
       // ZeRO as the paper defines it: each stage shards one more kind of model state over dp.
-      weights = (P * wB) / (l.zero >= 3 ? dp : 1);
-      grads = (P * gB) / (l.zero >= 2 ? dp : 1);
-      optimizer = (P * oB) / (l.zero >= 1 ? dp : 1);
+      // The largest unit ZeRO-3 gathers at once (a block, or the embeddings + head).
+      const unitParams = Math.max(blockParams, outerParams);
+      weights = (P * wB) / (l.zero >= 3 ? sdp : 1);
+      grads = (P * gB) / (l.zero >= 2 ? sdp : 1);
+      optimizer = (P * oB) / (l.zero >= 1 ? sdp : 1);
       if (dp > 1) commBuffers += 2 * bucket; // double-buffered gradient buckets
       if (l.zero >= 3) commBuffers += 2 * unitParams * wB; // the gathered unit and the prefetched next one
       weights += (X * wB) / (l.zero >= 3 ? edp : 1);
@@ -231,8 +252,13 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     }
     // backend/lowp-tensor.ts: one 16-bit copy of every GEMM weight, remade each step.
     if (lowpCopies) weights += 2 * lowpCopies[s]!;
-    let hostOffload = 0;
-    if (l.offload !== 'none') { hostOffload += optimizer; optimizer = 0; }
+    let hostOffload = 0, diskOffload = 0;
+    if (l.offload === 'disk') {
+      // offload-optimizer.ts: the fp32 master and both moments (12 bytes per shard element)
+      // live in the rank's offload file; memory keeps two chunk buffers of them.
+      diskOffload = (optimizer / oB) * 12;
+      optimizer = Math.min(diskOffload, 2 * 12 * OFFLOAD_CHUNK);
+    } else if (l.offload !== 'none') { hostOffload += optimizer; optimizer = 0; }
     if (l.offload === 'params') { hostOffload += weights; weights = 0; }
     const one = replay(tr, inStage, bufScale);
     // Micro-batches whose saved activations stage s holds at once, from the schedule's own
@@ -255,11 +281,29 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
       workspace += 4 * (a + b);
     }
     const acts = o.allocator === 'athanor-pool' ? one.held : one.peak;
-    const total = weights + grads + optimizer + acts + pipelineInFlight + commBuffers + workspace;
-    const m: MemoryEstimate = { weights, grads, optimizer, activations: one.peak, activationsPoolHeld: one.held, pipelineInFlight, commBuffers, workspace, total, hostOffload, stage: s };
+    const total = weights + grads + optimizer + gatherBuffers + acts + pipelineInFlight + commBuffers + workspace;
+    const m: MemoryEstimate = { weights, grads, optimizer, activations: one.peak, activationsPoolHeld: one.held, pipelineInFlight, commBuffers, workspace, total, hostOffload, gatherBuffers, diskOffload, stage: s };
     if (!best || m.total > best.total) best = m;
   }
   return best!;
+}
+
+/** Ranks ZeRO shards over: the shard group under HSDP (ZeRO-3 with shardGroup > 0), else dp. */
+export function shardDp(l: Layout): number {
+  return l.zero >= 3 && l.shardGroup > 0 ? l.shardGroup : l.dp;
+}
+
+/**
+ * Athanor's ZeRO-3 units (plans/gpt.ts): U, the largest gathered unit: a block, or with
+ * untied embeddings the token embedding or the LM head (units of their own); O, the outer
+ * unit: the rest of the non-block parameters (positions, final norm, a tied embedding).
+ */
+export function zero3Units(tr: TraceResult, l: Layout, blockParams: number, outerParams: number): { U: number; O: number } {
+  const head = tr.params.find((p) => p.name === 'lm_head.weight');
+  const wte = tr.params.find((p) => p.name === 'wte.weight');
+  if (!head || !wte) return { U: blockParams, O: outerParams };
+  const hs = paramShare(head, l), ws = paramShare(wte, l);
+  return { U: Math.max(blockParams, hs, ws), O: outerParams - hs - ws };
 }
 
 /** Peak forward-not-yet-backward chunks of pipeline rank s under the layout's schedule, in whole-stage micro-batches. */
@@ -396,12 +440,22 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   }
   let dpTime = 0;
   if (dp > 1) {
-    const link = linkFor(tp * dp, c, dpn);
     const gradBytes = stageParams[slow]! * gradElem;
-    dpTime = l.zero >= 2 ? ringTime('reducescatter', gradBytes, dp, link) + ringTime('allgather', gradBytes, dp, link) : ringTime('allreduce', gradBytes, dp, link);
-    comm[`dp gradients (${link.cls})`] = dpTime;
+    // HSDP: ZeRO-3's gathers and reduce-scatters stay inside the shard group (S neighbouring
+    // dp ranks); each shard gradient is then all-reduced over the dp/S replica group.
+    const S = shardDp(l);
+    const link = linkFor(tp * S, c, dpn);
+    dpTime = l.zero >= 2 ? ringTime('reducescatter', gradBytes, S, link) + (l.zero >= 3 ? 0 : ringTime('allgather', gradBytes, S, link)) : ringTime('allreduce', gradBytes, S, link);
+    comm[`dp gradients${S < dp ? ` over shardGroup=${S}` : ''} (${link.cls})`] = dpTime;
+    if (S < dp) {
+      const rlink = linkFor(tp * dp, c, dpn);
+      const r = ringTime('allreduce', gradBytes / S, dp / S, rlink);
+      comm[`dp replica all-reduce over ${dp / S} groups (${rlink.cls})`] = r;
+      dpTime += r;
+    }
     if (l.zero >= 3) {
-      const g = 2 * l.ga * ringTime('allgather', stageParams[slow]! * gradElem, dp, link);
+      // Each unit gathered for its forward and again for its recomputed backward.
+      const g = 2 * l.ga * ringTime('allgather', stageParams[slow]! * gradElem, S, link);
       comm[`zero-3 parameter gathers (${link.cls})`] = g;
       dpTime += g;
     }
@@ -429,10 +483,13 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const otherComm = Object.entries(comm).filter(([k]) => !k.startsWith('dp') && !k.startsWith('zero')).reduce((a, [, v]) => a + v, 0);
   const bubble = pp > 1 ? ((pp - 1) / (l.schedule === 'interleaved' ? l.vpp : 1)) * (tMb + otherComm / l.ga) : 0;
   // AdamW touches its shard's weights, gradients and both moments (read + write): memory-bound.
-  const shard = stageParams[slow]! / (l.zero >= 1 ? dp : 1) + stageExpertParams[slow]! / (l.zero >= 1 && c.allocator !== 'athanor-pool' ? dp / l.ep : 1);
+  const shard = stageParams[slow]! / (l.zero >= 1 ? shardDp(l) : 1) + stageExpertParams[slow]! / (l.zero >= 1 && c.allocator !== 'athanor-pool' ? dp / l.ep : 1);
   // Athanor's mixed precision remakes the 16-bit GEMM weight copies once per step.
   const lowpCopyTime = tr.precision === 'bf16' ? (6 * gemmParamsPerStage(tr, l)[slow]!) / (c.device.classBandwidth?.rates.convert ?? bw) : 0;
-  const optimizer = (shard * 4 * 7) / bw + (l.offload !== 'none' ? (shard * 16) / c.network.intra.beta.value : 0) + lowpCopyTime;
+  // offload=disk streams 12 bytes per shard element in and 12 out through the page cache
+  // (offload-optimizer.ts), overlapped with the update: priced at memory bandwidth.
+  const offloadTime = l.offload === 'disk' ? (shard * 24) / bw : l.offload !== 'none' ? (shard * 16) / c.network.intra.beta.value : 0;
+  const optimizer = (shard * 4 * 7) / bw + offloadTime + lowpCopyTime;
   // Where communication runs on the compute cores (a CPU device), overlap hides the wait
   // but not the communication thread's own work on the core.
   const commOnDevice = (c.commComputeShare?.value ?? 0) * hiddenComm;

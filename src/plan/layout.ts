@@ -3,7 +3,8 @@
 
 export type Precision = 'fp32' | 'bf16';
 export type Recompute = 'none' | 'full';
-export type Offload = 'none' | 'optimizer' | 'params';
+/** optimizer/params: to host memory (the ZeRO-Offload paper's model); disk: Athanor's parallel.offload=disk (master weights and AdamW moments in a file per rank). */
+export type Offload = 'none' | 'optimizer' | 'params' | 'disk';
 export type Schedule = '1f1b' | 'gpipe' | 'interleaved';
 /** Expert-parallel all-to-all: one message per rank pair, or BaGuaLu's two-phase (intra-node, then one per node pair). */
 export type A2a = 'flat' | 'hierarchical';
@@ -16,6 +17,8 @@ export interface Layout {
   ep: number;
   a2a: A2a;
   zero: 0 | 1 | 2 | 3;
+  /** HSDP (parallel.shardGroup): ZeRO-3 shards over groups of this many dp ranks and replicates across the dp/shardGroup groups; 0 = the whole dp group. */
+  shardGroup: number;
   /** Sequence parallelism: activations outside the TP regions are split over tp too. */
   sp: boolean;
   recompute: Recompute;
@@ -30,10 +33,10 @@ export interface Layout {
   vpp: number;
 }
 
-export const LAYOUT_KEYS = ['tp', 'pp', 'dp', 'ep', 'a2a', 'zero', 'sp', 'recompute', 'precision', 'offload', 'mb', 'ga', 'schedule', 'vpp'] as const;
+export const LAYOUT_KEYS = ['tp', 'pp', 'dp', 'ep', 'a2a', 'zero', 'shardGroup', 'sp', 'recompute', 'precision', 'offload', 'mb', 'ga', 'schedule', 'vpp'] as const;
 
 export function defaultLayout(): Layout {
-  return { tp: 1, pp: 1, dp: 1, ep: 1, a2a: 'flat', zero: 0, sp: false, recompute: 'none', precision: 'fp32', offload: 'none', mb: 1, ga: 1, schedule: '1f1b', vpp: 1 };
+  return { tp: 1, pp: 1, dp: 1, ep: 1, a2a: 'flat', zero: 0, shardGroup: 0, sp: false, recompute: 'none', precision: 'fp32', offload: 'none', mb: 1, ga: 1, schedule: '1f1b', vpp: 1 };
 }
 
 export function devices(l: Layout): number {
@@ -58,11 +61,12 @@ export function parseLayout(s: string, base: Layout = defaultLayout(), where = '
     };
     switch (k) {
       case 'tp': case 'pp': case 'dp': case 'ep': case 'mb': case 'ga': case 'vpp': l[k] = int(1); break;
+      case 'shardGroup': l.shardGroup = int(0); break;
       case 'zero': l.zero = int(0) as Layout['zero']; if (l.zero > 3) throw new Error(`${where}: field 'zero' must be 0, 1, 2 or 3, got '${v}'`); break;
       case 'sp': l.sp = oneOf(['true', 'false', '1', '0'] as const) === 'true' || v === '1'; break;
       case 'recompute': l.recompute = oneOf(['none', 'full'] as const); break;
       case 'precision': l.precision = oneOf(['fp32', 'bf16'] as const); break;
-      case 'offload': l.offload = oneOf(['none', 'optimizer', 'params'] as const); break;
+      case 'offload': l.offload = oneOf(['none', 'optimizer', 'params', 'disk'] as const); break;
       case 'a2a': l.a2a = oneOf(['flat', 'hierarchical'] as const); break;
       case 'schedule': l.schedule = oneOf(['1f1b', 'gpipe', 'interleaved'] as const); break;
       default: throw new Error(`${where}: unknown field '${k}' (fields: ${LAYOUT_KEYS.join(', ')})`);
@@ -82,13 +86,15 @@ export function layoutProblem(l: Layout, m: { nHead: number; nLayer: number; dFF
   if (l.ep > 1 && (nExperts % l.ep !== 0 || l.dp % l.ep !== 0)) return `ep=${l.ep} must divide the experts (${nExperts}) and dp (${l.dp})`;
   if (l.sp && l.tp === 1) return 'sp needs tp > 1';
   if (l.zero > 0 && l.dp === 1) return `zero=${l.zero} needs dp > 1`;
+  if (l.shardGroup > 0 && l.zero !== 3) return `shardGroup=${l.shardGroup} (HSDP) needs zero=3`;
+  if (l.shardGroup > 0 && l.dp % l.shardGroup !== 0) return `shardGroup=${l.shardGroup} must divide dp=${l.dp}`;
   return null;
 }
 
 export function layoutString(l: Layout): string {
   const d = defaultLayout();
   const parts = [`tp=${l.tp}`, `pp=${l.pp}`, `dp=${l.dp}`];
-  for (const k of ['ep', 'a2a', 'zero', 'sp', 'recompute', 'precision', 'offload', 'mb', 'ga', 'schedule', 'vpp'] as const) {
+  for (const k of ['ep', 'a2a', 'zero', 'shardGroup', 'sp', 'recompute', 'precision', 'offload', 'mb', 'ga', 'schedule', 'vpp'] as const) {
     if (l[k] !== d[k] || k === 'mb' || k === 'ga') parts.push(`${k}=${l[k]}`);
   }
   return parts.join(',');

@@ -58,7 +58,7 @@ export function searchLayouts(model: GptConfig, cluster: ClusterSpec, o: { devic
               // Expert parallelism (MoE models): every ep dividing dp, with both all-to-all algorithms once it leaves a node.
               for (const [ep, a2a] of epChoices(dp, tp, experts, dpn)) {
                 considered++;
-                const l: Layout = { tp, pp, dp, ep, a2a, zero, sp, recompute, precision: o.precision, offload: 'none', mb, ga, schedule: '1f1b', vpp: 1 };
+                const l: Layout = { tp, pp, dp, ep, a2a, zero, shardGroup: 0, sp, recompute, precision: o.precision, offload: 'none', mb, ga, schedule: '1f1b', vpp: 1 };
                 if (layoutProblem(l, model)) { invalid++; continue; }
                 const est = estimate(trace(mb, tracesRecompute(l, cluster.allocator), cluster.allocator === 'athanor-pool' ? l.precision : 'fp32'), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
                 if (!est.fits) { tooBig++; continue; }

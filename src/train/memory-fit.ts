@@ -44,14 +44,15 @@ export function estimateRankBytes(cfg: TrainConfig): MemoryNeed {
   let parts: MemoryNeed['parts'];
   try {
     const b = planMemory(cfg).bytes;
-    parts = { weights: b.weights, grads: b.grads, optimizer: b.optimizer, activations: b.activations };
+    // The planner already models offload=disk (two chunk buffers) and ZeRO-3's gather buffers.
+    parts = { weights: b.weights + b.gather, grads: b.grads, optimizer: b.optimizer, activations: b.activations };
   } catch {
     // Models the planner does not trace (mixture of experts): the ZeRO formula over the closed-form count.
     const P = gptParamCount(cfg.model), dp = cfg.parallel.dp, z = cfg.parallel.zero;
     parts = { weights: 4 * P / (z >= 3 ? dp : 1), grads: 4 * P / (z >= 2 ? dp : 1), optimizer: 8 * P / (z >= 1 ? dp : 1), activations: 0 };
+    // Offload keeps two chunk buffers of master + exp_avg + exp_avg_sq in memory instead of the moments.
+    if (cfg.parallel.offload === 'disk') parts.optimizer = Math.min(parts.optimizer * 1.5, 2 * 12 * DEFAULT_CHUNK);
   }
-  // Offload keeps two chunk buffers of master + exp_avg + exp_avg_sq in memory instead of the moments.
-  if (cfg.parallel.offload === 'disk') parts.optimizer = Math.min(parts.optimizer * 1.5, 2 * 12 * DEFAULT_CHUNK);
   return { total: parts.weights + parts.grads + parts.optimizer + parts.activations, parts };
 }
 

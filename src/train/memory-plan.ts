@@ -13,7 +13,7 @@ export function pipelineSettings(cfg: TrainConfig): PipelineSettings {
 
 export interface MemoryPlan {
   params: number;
-  bytes: { weights: number; grads: number; optimizer: number; activations: number; total: number };
+  bytes: { weights: number; grads: number; optimizer: number; gather: number; activations: number; other: number; total: number };
   /** The full per-device breakdown (src/plan/estimate.ts). */
   detail: MemoryEstimate;
   notes: string[];
@@ -23,15 +23,13 @@ export interface MemoryPlan {
 export function layoutFromTrainConfig(cfg: TrainConfig): Layout {
   const p = cfg.parallel;
   return {
-    ...defaultLayout(), tp: p.tp, pp: p.pp, dp: p.dp, ep: p.ep, zero: p.zero, precision: cfg.train.precision === 'fp32' ? 'fp32' : 'bf16', recompute: cfg.train.recompute ? 'full' : 'none',
+    ...defaultLayout(), tp: p.tp, pp: p.pp, dp: p.dp, ep: p.ep, zero: p.zero, shardGroup: p.zero === 3 ? p.shardGroup : 0, offload: p.offload === 'disk' ? 'disk' : 'none', precision: cfg.train.precision === 'fp32' ? 'fp32' : 'bf16', recompute: cfg.train.recompute ? 'full' : 'none',
     mb: cfg.train.microBatch, ga: cfg.train.gradAccum,
   };
 }
 
 export function planMemory(cfg: TrainConfig): MemoryPlan {
   const l = layoutFromTrainConfig(cfg);
-  // HSDP: a rank holds ZeRO-3's share of its shard group; the replica groups add no memory.
-  if (cfg.parallel.zero === 3 && cfg.parallel.shardGroup > 0) l.dp = cfg.parallel.shardGroup;
   // Athanor's own runtime: its buffer pool and data-parallel allocations (src/plan/estimate.ts).
   const tr = traceForLayout(cfg.model, l, 'athanor-pool');
   const m = estimateMemory(tr, l, { seqLen: cfg.model.seqLen, dModel: cfg.model.dModel, allocator: 'athanor-pool' });
@@ -40,10 +38,12 @@ export function planMemory(cfg: TrainConfig): MemoryPlan {
   notes.push(`activations: ${fmtBytes(m.activations)} live at the peak; the exact-size buffer pool holds ${fmtBytes(m.activationsPoolHeld)}`);
   if (m.pipelineInFlight) notes.push(`pipeline: ${fmtBytes(m.pipelineInFlight)} of saved activations of in-flight micro-batches (stage ${m.stage})`);
   if (m.commBuffers) notes.push(`communication buffers: ${fmtBytes(m.commBuffers)}`);
+  if (m.diskOffload) notes.push(`offload=disk: ${fmtBytes(m.diskOffload)} of master weights and AdamW moments in the rank's offload file; memory holds two chunk buffers (${fmtBytes(m.optimizer)})`);
+  if (l.shardGroup > 0 && l.shardGroup < l.dp) notes.push(`HSDP: ZeRO-3 sharded over groups of ${l.shardGroup}, replicated over ${l.dp / l.shardGroup} groups`);
   if (cfg.train.recompute) notes.push('activation recomputation: only block inputs are kept');
   return {
     params: tr.numParams,
-    bytes: { weights: m.weights, grads: m.grads, optimizer: m.optimizer, activations, total: m.total },
+    bytes: { weights: m.weights, grads: m.grads, optimizer: m.optimizer, gather: m.gatherBuffers, activations, other: m.commBuffers + m.workspace, total: m.total },
     detail: m,
     notes,
   };

@@ -2,6 +2,7 @@
 // every metric also appended to a JSONL file for plotting and comparisons.
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { fmtMemory } from './memory-sample.js';
 
 export interface StepMetrics {
   step: number;
@@ -20,6 +21,8 @@ export interface StepMetrics {
   bubbleTheory?: number;
   /** MoE routing (src/train/moe-step.ts). */
   moe?: import('./moe-step.js').MoeStepMetrics;
+  /** Measured memory, on logged steps only (memory-sample.ts). */
+  mem?: import('./memory-sample.js').MemorySample;
 }
 
 export class Progress {
@@ -45,7 +48,7 @@ export class Progress {
     const done = m.step - startStep;
     const rate = done / Math.max(1e-9, (Date.now() - this.start) / 1000);
     const eta = rate > 0 ? (this.totalSteps - m.step) / rate : 0;
-    const text = `step ${m.step}/${this.totalSteps} loss ${m.loss.toFixed(4)} lr ${m.lr.toExponential(2)} ${Math.round(m.tokensPerSec)} tok/s MFU ${(100 * m.mfu).toFixed(1)}% ETA ${fmtTime(eta)}${m.bubble !== undefined ? ` bubble ${(100 * m.bubble).toFixed(1)}% (theory ${(100 * m.bubbleTheory!).toFixed(1)}%)` : ''}${m.moe ? ` | moe drop ${(100 * m.moe.dropRate).toFixed(1)}% load max/mean ${m.moe.maxLoad.toFixed(2)} aux ${m.moe.auxLoss.toExponential(2)} H ${m.moe.entropy.toFixed(2)}` : ''}${m.skipped ? ' (skipped: non-finite)' : ''}`;
+    const text = `step ${m.step}/${this.totalSteps} loss ${m.loss.toFixed(4)} lr ${m.lr.toExponential(2)} ${Math.round(m.tokensPerSec)} tok/s MFU ${(100 * m.mfu).toFixed(1)}% ETA ${fmtTime(eta)}${m.bubble !== undefined ? ` bubble ${(100 * m.bubble).toFixed(1)}% (theory ${(100 * m.bubbleTheory!).toFixed(1)}%)` : ''}${m.moe ? ` | moe drop ${(100 * m.moe.dropRate).toFixed(1)}% load max/mean ${m.moe.maxLoad.toFixed(2)} aux ${m.moe.auxLoss.toExponential(2)} H ${m.moe.entropy.toFixed(2)}` : ''}${m.mem ? fmtMemory(m.mem) : ''}${m.skipped ? ' (skipped: non-finite)' : ''}`;
     if (this.tty) {
       const width = 24, filled = Math.round((width * m.step) / this.totalSteps);
       const bar = '█'.repeat(filled) + '░'.repeat(Math.max(0, width - filled));

@@ -28,6 +28,7 @@ import { latestCheckpoint, type TrainState } from './train-checkpoint.js';
 import { moeCheckpointState, restoreMoeCheckpointState } from './moe-step.js';
 import { singleProcessLayer, type ParallelLayer, type TrainModel } from './parallel-layer.js';
 import { trackArrayBufferPeak, arrayBufferPeak } from '../core/array-buffer-peak.js';
+import { sampleMemory, plannedMB } from './memory-sample.js';
 import type { MicroBatch, StepSchedule } from './step-schedule.js';
 import { moeAfterStep } from './moe-step.js';
 import { checkMemoryFits, explainAllocationFailure, warmRuntime } from './memory-fit.js';
@@ -112,6 +113,7 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
   }
 
   const nParams = model.numParameters();
+  const planMB = isMain ? plannedMB(cfg) : undefined; // beside the measured memory on the progress line
   const tokensPerStep = globalBatch(cfg) * T;
   const flopsPerToken = 3 * gptFlopsPerToken(cfg.model, T);
   const ceiling = measureGemmCeiling(1024, 8, cfg.train.precision) * par.world;
@@ -177,7 +179,7 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
     opts.onStep?.({ step, loss, skipped: bad });
     const dt = (performance.now() - ts) / 1000;
     const tps = tokensPerStep / dt;
-    progress.step({ step, loss, lr, tokensPerSec: tps, mfu: (tps * flopsPerToken) / ceiling, gradNorm, seconds: dt, skipped: bad, ...(scaler ? { lossScale: stepScale } : {}), ...bubbleOf(schedule), ...(moe ? { moe } : {}) }, cfg.train.logEvery, startStep);
+    progress.step({ step, loss, lr, tokensPerSec: tps, mfu: (tps * flopsPerToken) / ceiling, gradNorm, seconds: dt, skipped: bad, ...(scaler ? { lossScale: stepScale } : {}), ...bubbleOf(schedule), ...(moe ? { moe } : {}), ...(isMain && (step % cfg.train.logEvery === 0 || step === cfg.train.steps) ? { mem: sampleMemory(planMB) } : {}) }, cfg.train.logEvery, startStep);
 
     const elapsed = (performance.now() - t0) / 1000;
     const timeUp = cfg.train.maxSeconds > 0 && elapsed >= cfg.train.maxSeconds;
@@ -203,7 +205,7 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
   if (isMain && f32GemmMode() === 'auto') progress.record('gemm-choices', { choices: gemmChoices() });
   const seconds = (performance.now() - t0) / 1000;
   const tokensPerSec = ((step - startStep) * tokensPerStep) / Math.max(seconds, 1e-9);
-  if (isMain) progress.record('summary', { steps: step, seconds, tokensPerSec, stoppedEarly, maxRssMB: process.resourceUsage().maxRSS / 1024, peakArrayBuffersMB: arrayBufferPeak() / 2 ** 20 });
+  if (isMain) progress.record('summary', { steps: step, seconds, tokensPerSec, stoppedEarly, maxRssMB: process.resourceUsage().maxRSS / 1024, peakArrayBuffersMB: arrayBufferPeak() / 2 ** 20, ...(planMB !== undefined ? { planMB } : {}) });
   return { steps: step, losses, valLosses, skippedSteps: skipped, tokensPerSec, model, stoppedEarly };
 }
 

@@ -2,11 +2,13 @@
 // memory (8 blocks of d512, vocabulary 8192, seq 64, micro-batch 1), data parallel over
 // every rank at ZeRO-0 or ZeRO-3 (ZERO_STAGE), trained 3 steps; reports the peak of the
 // process's array-buffer bytes over those steps (array-buffer-peak.ts) and the layer's
-// own accounting.
+// own accounting. SHARD_GROUP=S (with ZERO_STAGE=3) runs HSDP: ZeRO-3 inside groups of S
+// neighbouring ranks, shard gradients all-reduced over the replica groups (hsdp.ts).
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { ProcessGroup } from '../../src/runtime/init.js';
 import { CommThread } from '../../src/runtime/comm-thread.js';
+import { hsdpGroups } from '../../src/parallel/hsdp.js';
 import { GPT } from '../../src/nn/gpt.js';
 import type { GptConfig } from '../../src/nn/gpt-config.js';
 import { applyDataParallel } from '../../src/parallel/plans/gpt.js';
@@ -25,13 +27,18 @@ export async function zeroPeak(pg: ProcessGroup): Promise<Record<string, unknown
   const gc = runInNewContext('gc') as () => void;
   const ct = await CommThread.start(pg, { prefix: 'athanor/zero-peak' });
   try {
-    const comm = ct.newGroup([...Array(pg.size).keys()], 'dp');
+    const all = [...Array(pg.size).keys()];
+    const sg = Number(process.env.SHARD_GROUP ?? '0');
+    const hsdp = zero === 3 && sg > 0 && sg < pg.size ? hsdpGroups(ct, all, pg.rank, sg) : null;
+    const comm = hsdp ? hsdp.shard.comm : ct.newGroup(all, 'dp');
     trackArrayBufferPeak();
     const seed = 5;
     // ZeRO-0 builds the model in full and copies it into the flat buffer; ZeRO-3 builds it on
     // the meta device and materializes the shard only (as `athanor train` does).
     const model = new GPT(ZERO_PEAK_MODEL, { seed, recompute: false, deferInit: zero === 3 });
-    const dp = applyDataParallel(model, comm, pg.rank, pg.size, { zero, bucketMB: 25, deterministic: true, seed });
+    const dp = hsdp
+      ? applyDataParallel(model, comm, hsdp.shard.rank, hsdp.shard.size, { zero, bucketMB: 25, deterministic: true, seed, replica: hsdp.replica })
+      : applyDataParallel(model, comm, pg.rank, pg.size, { zero, bucketMB: 25, deterministic: true, seed });
     const optim = dp.buildOptimizer({ makeAdamW: (ps, relocate) => newAdamW(ps, presetConfig('gpt-small').optim, relocate) });
     const sched = accumulationSchedule(model, {
       onGradReady: dp.onGradReady, beforeForward: (last) => dp.beforeForward(last), afterEval: () => dp.afterEval(), meanLoss: async (x) => x,
