@@ -25,6 +25,17 @@ const OUTPUT_UNREAD = new Set<string>([...INPUTS_UNREAD, 'neg', 'scale', 'mul', 
 const pins = new WeakMap<StorageBox, number>();
 let released = 0;
 let releasedBytes = 0;
+// Meta tensors have no buffer to free: a release marks the box, and src/plan/trace.ts
+// (through setMetaReleaseSink) records the free in its allocation timeline.
+const metaReleased = new WeakSet<StorageBox>();
+let metaSink: ((t: Tensor) => void) | null = null;
+
+/** Receives every meta tensor releaseActivation releases (set by src/plan/trace.ts). Returns the previous one. */
+export function setMetaReleaseSink(fn: ((t: Tensor) => void) | null): ((t: Tensor) => void) | null {
+  const prev = metaSink;
+  metaSink = fn;
+  return prev;
+}
 
 function pin(t: Tensor): void {
   pins.set(t.box, (pins.get(t.box) ?? 0) + 1);
@@ -49,12 +60,21 @@ export function pinForBackward(node: Node, packed: readonly number[] | undefined
  */
 export function releaseActivation(t: Tensor): boolean {
   const box = t.box;
-  if (t.kept || (t.isLeaf && t.requiresGrad) || box.meta || box.data === null || t.isDisposed) return false;
+  if (t.kept || (t.isLeaf && t.requiresGrad) || t.isDisposed) return false;
+  if (box.meta ? metaReleased.has(box) : box.data === null) return false;
   if ((pins.get(box) ?? 0) > 0) return false;
   if (t.dtype !== 'float32' && t.dtype !== 'float64') return false;
+  if (box.meta) {
+    // The same decision on the meta device (meta ops record and pin as the real ones do):
+    // the planner's trace sees the buffer freed here, as the real step frees it.
+    metaReleased.add(box);
+    metaSink?.(t);
+    return true;
+  }
+  const data = box.data!;
   released++;
-  releasedBytes += box.data.byteLength;
-  if (box.pooled) pool.release(t.dtype, box.data);
+  releasedBytes += data.byteLength;
+  if (box.pooled) pool.release(t.dtype, data);
   box.data = null;
   return true;
 }

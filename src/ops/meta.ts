@@ -11,7 +11,7 @@
 import { Tensor, metaTensor } from '../core/tensor.js';
 import type { DType } from '../core/dtype.js';
 import { broadcastShapes, contiguousStrides, normAxis, numel, sameShape } from '../core/layout.js';
-import { record } from '../autograd/tape.js';
+import { record, isGradEnabled } from '../autograd/tape.js';
 import type { OpAttrs, OpName } from '../autograd/node.js';
 import * as E from './elementwise.js';
 import * as U from './unary.js';
@@ -75,10 +75,23 @@ function alloc(shape: readonly number[], dtype: DType): Tensor {
 
 const nbytes = (t: Tensor): number => t.size * dtypeBytes(t.dtype);
 
-function emit<K extends OpName>(op: K, cls: OpClass, flops: number, attrs: OpAttrs[K], inputs: Tensor[], out: Tensor, saved: Tensor[] = [], dims?: number[], lowp?: MetaOpEvent['lowp']): Tensor {
+/**
+ * `packed`: the input indices (-1: the output) whose fp32 data the real op's backward does
+ * not read, as the real op records them (autograd/saved-pack.ts), so releaseActivation
+ * makes the same decision on meta tensors and the trace frees what the real step frees.
+ */
+function emit<K extends OpName>(op: K, cls: OpClass, flops: number, attrs: OpAttrs[K], inputs: Tensor[], out: Tensor, saved: Tensor[] = [], dims?: number[], lowp?: MetaOpEvent['lowp'], packed?: number[]): Tensor {
   const bytes = cls === 'view' ? 0 : inputs.reduce((s, t) => s + nbytes(t), 0) + nbytes(out);
   sink?.op({ op, cls, flops, bytes, inputs, out, saved, dims, lowp });
-  return record(op, attrs, inputs, out, saved);
+  return record(op, attrs, inputs, out, saved, undefined, packed);
+}
+
+/**
+ * train.precision=bf16 with recording on: the ops whose fused forward kernel writes a bf16
+ * copy of what backward reads (ops/nn.ts packsBf16, ops/gelu-lowp.ts geluPacks).
+ */
+function packsBf16(x: Tensor, ...needGrad: (Tensor | null)[]): boolean {
+  return x.dtype === 'float32' && lowpKind() === 'bfloat16' && isGradEnabled() && needGrad.some((t) => t !== null && t.requiresGrad);
 }
 
 /** A parameter (leaf that trains), whose 16-bit copy is cached per step (backend/lowp-tensor.ts). */
@@ -99,6 +112,11 @@ function binaryMeta(name: 'add' | 'sub' | 'mul' | 'div', a: Tensor, b: Tensor | 
 const UNARY_FLOPS: Record<string, number> = { gelu: 12, silu: 5, tanh: 8, sigmoid: 5, exp: 4, log: 4, pow: 4 };
 function unaryMeta(name: 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'pow' | 'tanh' | 'sigmoid' | 'relu' | 'gelu' | 'silu' | 'scale', x: Tensor, attrs: OpAttrs[typeof name]): Tensor {
   const out = alloc(x.shape, x.dtype);
+  if (name === 'gelu' && packsBf16(x, x)) {
+    // gelu-lowp.ts: the fused kernel also writes bf16(x), which backward reads.
+    const xh = alloc(x.shape, 'bfloat16');
+    return emit(name, 'elementwise', out.size * (UNARY_FLOPS[name] ?? 1), attrs as never, [x], out, [xh], undefined, undefined, [0]);
+  }
   return emit(name, 'elementwise', out.size * (UNARY_FLOPS[name] ?? 1), attrs as never, [x], out);
 }
 
@@ -109,45 +127,68 @@ function matmulMeta(a: Tensor, b: Tensor, opts: M.MatmulOptions): Tensor {
   if (k !== kb) throw new Error(`matmul (meta): inner dims differ: ${k} vs ${kb}`);
   const batch = broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2), 'matmul batch dims');
   const out = alloc([...batch, m, n], a.dtype);
-  // Mixed precision as matmul.ts runs it: activations are cast to 16 bits for the GEMM and
-  // freed (backward recasts them, plus the output gradient); parameters use the step's copy.
+  // Mixed precision as matmul.ts runs it: activations are cast to 16 bits for the GEMM;
+  // the copy backward reads (a for dB, b for dA) is kept on the node and the fp32 input
+  // recorded as packed, the others freed; parameters use the step's copy. Backward casts
+  // the output gradient.
   const kind = a.dtype === 'float32' ? lowpKind() : null;
-  let lowp: MetaOpEvent['lowp'];
+  const inputs = bias ? [a, b, bias] : [a, b];
+  const flops = 2 * numel(batch) * m * n * k, dims = [numel(batch) * m, n, k];
   if (kind) {
     const acts = [a, b].filter((t) => !isParam(t)).map((t) => t.size);
-    for (const n16 of acts) alloc([n16], kind).dispose();
-    lowp = { fwdCasts: acts, bwdCasts: [out.size, ...acts], fwdOperands: [a.size, b.size], bwdOperands: [out.size, a.size, out.size, b.size] };
+    const a16 = isParam(a) ? null : alloc(a.shape, kind), b16 = isParam(b) ? null : alloc(b.shape, kind);
+    const keepA = b.requiresGrad && !isParam(a), keepB = a.requiresGrad && !isParam(b);
+    if (a16 && !keepA) a16.dispose();
+    if (b16 && !keepB) b16.dispose();
+    const saved = [...(keepA ? [a16!] : []), ...(keepB ? [b16!] : [])];
+    const packed = [2, ...(keepA || !b.requiresGrad ? [0] : []), ...(keepB || !a.requiresGrad ? [1] : [])];
+    const lowp = { fwdCasts: acts, bwdCasts: [out.size], fwdOperands: [a.size, b.size], bwdOperands: [out.size, a.size, out.size, b.size] };
+    return emit('matmul', 'gemm', flops, { transA, transB }, inputs, out, saved, dims, lowp, packed);
   }
-  return emit('matmul', 'gemm', 2 * numel(batch) * m * n * k, { transA, transB }, bias ? [a, b, bias] : [a, b], out, [], [numel(batch) * m, n, k], lowp);
+  return emit('matmul', 'gemm', flops, { transA, transB }, inputs, out, [], dims);
 }
 
 function attentionMeta(q: Tensor, k: Tensor, v: Tensor, opts: A.AttentionOptions): Tensor {
   const causal = opts.causal ?? true;
   const [B, H, Tq, D] = q.shape as [number, number, number, number];
   const Tk = k.shape[2]!, Dv = v.shape[3]!;
-  // Mixed precision (attention.ts): Q, K, V cast to 16 bits for the GEMMs and freed; the
-  // probabilities are written and saved in 16 bits.
+  // Mixed precision (attention.ts): Q, K, V cast to 16 bits for the GEMMs and kept on the
+  // node for backward (the fp32 q, k, v recorded as packed); the probabilities are written
+  // and saved in 16 bits. Backward casts the output gradient.
   const kind = q.dtype === 'float32' ? lowpKind() : null;
-  const lowp: MetaOpEvent['lowp'] = kind ? { fwdCasts: [q.size, k.size, v.size], bwdCasts: [q.size, q.size, k.size, v.size], fwdOperands: [q.size, k.size, B * H * Tq * Tk, v.size], bwdOperands: [q.size, k.size, v.size, q.size, B * H * Tq * Tk, B * H * Tq * Tk] } : undefined;
-  const casts = kind ? [q, k, v].map((t) => alloc([t.size], kind)) : [];
+  const outSize = B * H * Tq * Dv;
+  const lowp: MetaOpEvent['lowp'] = kind ? { fwdCasts: [q.size, k.size, v.size], bwdCasts: [outSize], fwdOperands: [q.size, k.size, B * H * Tq * Tk, v.size], bwdOperands: [q.size, k.size, v.size, q.size, B * H * Tq * Tk, B * H * Tq * Tk] } : undefined;
+  const casts = kind ? [q, k, v].map((t) => alloc(t.shape, kind)) : [];
   const P = alloc([B * H, Tq, Tk], kind ?? q.dtype); // probabilities, saved for backward (not flash attention)
-  for (const c of casts) c.dispose();
   const base = alloc([B, Tq, H, Dv], q.dtype);
   const out = base.view([B, H, Tq, Dv], [Tq * H * Dv, Dv, H * Dv, 1], 0);
   base.dispose();
   // Causal rows skip key blocks past the diagonal (128-row blocks, see attention.ts).
   const keys = causal ? Math.min(Tk, (Tq + 128) / 2) : Tk;
   const flops = 2 * B * H * Tq * keys * (D + Dv) + 5 * B * H * Tq * keys;
-  return emit('attention', 'attention', flops, { causal, scale: opts.scale ?? 1 / Math.sqrt(D) }, [q, k, v], out, [P], [B * H, Tq, Tk, D], lowp);
+  return emit('attention', 'attention', flops, { causal, scale: opts.scale ?? 1 / Math.sqrt(D) }, [q, k, v], out, [P, ...casts], [B * H, Tq, Tk, D], lowp, kind ? [0, 1, 2] : undefined);
 }
 
 function softmaxMeta(op: 'softmax' | 'logSoftmax', x: Tensor, axis: number): Tensor {
+  const ax = normAxis(axis, x.ndim, op);
   const out = alloc(x.shape, x.dtype);
-  return emit(op, 'softmax', 5 * x.size, { axis: normAxis(axis, x.ndim, op) }, [x], out);
+  if (op === 'softmax' && ax === x.ndim - 1 && packsBf16(x, x)) {
+    // ops/nn.ts: bf16(y) is all backward reads.
+    const yh = alloc(x.shape, 'bfloat16');
+    return emit(op, 'softmax', 5 * x.size, { axis: ax }, [x], out, [yh], undefined, undefined, [0, -1]);
+  }
+  return emit(op, 'softmax', 5 * x.size, { axis: ax }, [x], out);
 }
 
 function crossEntropyMeta(logits: Tensor, targets: Tensor, opts: N.CrossEntropyOptions): Tensor {
   const rows = numel(logits.shape.slice(0, -1));
+  if (packsBf16(logits, logits)) {
+    // ops/nn.ts: the fused kernel writes bf16(logits), which backward reads.
+    const xd = logits.isContiguous() ? null : alloc(logits.shape, logits.dtype);
+    const lse = alloc([rows], logits.dtype), out = alloc([], logits.dtype), lh = alloc(logits.shape, 'bfloat16');
+    xd?.dispose();
+    return emit('crossEntropy', 'softmax', 5 * logits.size, { ignoreIndex: opts.ignoreIndex ?? -100 }, [logits, targets], out, [lse, lh], undefined, undefined, [0, 1]);
+  }
   const lse = alloc([rows], logits.dtype);
   const out = alloc([], logits.dtype);
   const saved = logits.isContiguous() ? [lse] : [lse, alloc(logits.shape, logits.dtype)];
@@ -159,6 +200,11 @@ function normMeta(op: 'layerNorm' | 'rmsNorm', x: Tensor, weight: Tensor, bias: 
   const out = alloc(x.shape, x.dtype);
   const saved = op === 'layerNorm' ? [alloc([rows], x.dtype), alloc([rows], x.dtype)] : [alloc([rows], x.dtype)];
   const inputs = bias ? [x, weight, bias] : [x, weight];
+  if (op === 'layerNorm' && packsBf16(x, x, weight, bias)) {
+    // ops/nn.ts: the fused kernel also writes bf16(x), which backward reads.
+    saved.push(alloc(x.shape, 'bfloat16'));
+    return emit(op, 'norm', 8 * x.size, { eps }, inputs, out, saved, undefined, undefined, [0]);
+  }
   return emit(op, 'norm', 8 * x.size, { eps }, inputs, out, saved);
 }
 

@@ -15,6 +15,7 @@ import type { CheckpointCtx } from '../autograd/checkpoint.js';
 import { dtypeBytes, setMetaSink, type MetaOpEvent, type OpClass } from '../ops/meta.js';
 import type { Module } from '../nn/module.js';
 import { lowpKind } from '../backend/precision.js';
+import { setMetaReleaseSink } from '../autograd/saved-pack.js';
 
 export type Phase = 'forward' | 'backward' | 'recompute';
 
@@ -137,6 +138,15 @@ export function traceStep(model: Module, step: () => Tensor, opts: TraceOptions)
       reap();
     },
   });
+  // releaseActivation (autograd/saved-pack.ts) frees a buffer before its tensors are
+  // disposed (the model's forward calls it once no later forward op reads it and no
+  // recorded backward does): the free happens there, as in the real step.
+  const prevRelease = setMetaReleaseSink((t) => {
+    const i = live.findIndex((l) => l.box === t.box);
+    if (i < 0) return;
+    events.push({ t: 'free', id: live[i]!.id });
+    live.splice(i, 1);
+  });
   const paramGrads = new Set<string>();
   // Gradients of non-parameter leaves (a recomputed block's detached inputs), handed back to the caller.
   const handedBack = new Map<Tensor, Tensor>();
@@ -232,6 +242,7 @@ export function traceStep(model: Module, step: () => Tensor, opts: TraceOptions)
     });
   } finally {
     setMetaSink(prevSink);
+    setMetaReleaseSink(prevRelease);
   }
   reap();
   events.push({ t: 'mark', what: 'step-end' });
