@@ -285,8 +285,8 @@ class PeerLink {
 
   private sendInline(h: MsgHeader, payload: Uint8Array): Promise<void> {
     const s = this.sendSock;
-    if (this.dead || !s) return Promise.reject(new DistError(this.dead ?? `no connection to rank ${this.peer}`));
-    return new Promise<void>((resolve, reject) => {
+    if (this.dead || !s) return handled(Promise.reject(new DistError(this.dead ?? `no connection to rank ${this.peer}`)));
+    return handled(new Promise<void>((resolve, reject) => {
       const cb = (e?: Error | null): void => {
         if (e) reject(new DistError(this.dead ?? `sending to rank ${this.peer} failed: ${e.message}`));
         else resolve();
@@ -297,7 +297,7 @@ class PeerLink {
       s.write(encodeHeader(h, len));
       s.write(payload, cb);
       s.uncork();
-    });
+    }));
   }
 
   /** Cancels receives posted for one group/seq (after a watchdog abort). */
@@ -563,4 +563,14 @@ export class SocketMesh {
     for (const l of this.links) { l?.recvSock?.destroy(); }
     for (const s of this.servers) s.close();
   }
+}
+
+/**
+ * Marks a send's promise as handled and returns it: a caller that awaits it still sees the
+ * rejection, but a collective that already failed on a receive (and stopped awaiting its
+ * sends) must not turn the peer's EPIPE into an unhandled rejection that kills the rank.
+ */
+function handled(p: Promise<void>): Promise<void> {
+  p.catch(() => {});
+  return p;
 }
