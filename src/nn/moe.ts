@@ -13,7 +13,7 @@ import type { Rng } from '../core/rng.js';
 import { isGradEnabled } from '../autograd/tape.js';
 import { Module, parameter, type InitContext } from './module.js';
 import { Linear } from './layers.js';
-import { scoreSpread } from './moe-router.js';
+import { tokenSpread } from './moe-router.js';
 import {
   add, cast, div, dropout, gather, gelu, linear, logSoftmax, mean, mul, reshape, scale, slice, softmax, sub, sum,
 } from '../ops/index.js';
@@ -78,7 +78,7 @@ export interface MoeStats {
   /** Router first choices per expert (before capacity): what the bias update balances. */
   routed: Float64Array;
   entropySum: number;
-  /** Σ over forwards of the mean per-token std of the router probabilities (scoreSpread). */
+  /** Σ over forwards of the routers' token spread (tokenSpread): the bias step's scale. */
   spreadSum: number;
   auxLoss: number;
   zLoss: number;
@@ -181,7 +181,7 @@ export class MoeMlp extends Module {
     let ent = 0;
     for (let i = 0; i < N * E; i++) { const p = pd[i]!; if (p > 0) ent -= p * Math.log(p); }
     s.entropySum += ent;
-    if (this.routingBias) s.spreadSum += scoreSpread(pd, N, E);
+    if (this.routingBias) s.spreadSum += tokenSpread(pd, N, E);
     s.auxLoss += auxV;
     s.zLoss += zV;
   }
@@ -196,7 +196,8 @@ export class MoeMlp extends Module {
   /**
    * balance = bias: moves the selection bias against `routed` (chosen counts per expert;
    * summed over data-parallel ranks by the caller so every rank stays identical) by
-   * biasRate × `spread` (the routers' mean score spread, also averaged over ranks).
+   * biasRate × `spread` × the relative load error (`spread`: the routers' token spread,
+   * averaged over forwards and ranks).
    */
   updateBias(routed: ArrayLike<number>, spread: number): void {
     if (this.routingBias) updateRoutingBias(this.routingBias, routed, this.cfg.biasRate * spread);
