@@ -138,13 +138,20 @@ export function updateRoutingBias(bias: Float32Array, load: ArrayLike<number>, r
  * from one expert to another instead of settling.)
  */
 export function tokenSpread(probs: ArrayLike<number>, N: number, E: number): number {
-  if (N === 0) return 0;
-  let sum = 0;
-  for (let e = 0; e < E; e++) {
-    let m = 0, q = 0;
-    for (let t = 0; t < N; t++) { const p = probs[t * E + e]!; m += p; q += p * p; }
-    m /= N;
-    sum += Math.sqrt(Math.max(0, q / N - m * m));
+  const s = new Float64Array(E), q = new Float64Array(E);
+  for (let t = 0; t < N; t++) {
+    for (let e = 0; e < E; e++) { const p = probs[t * E + e]!; s[e]! += p; q[e]! += p * p; }
   }
-  return sum / E;
+  return spreadFromSums(s, q, N);
+}
+
+/** tokenSpread from per-expert Σp and Σp² over N tokens (sums add across ranks and micro-batches). */
+export function spreadFromSums(sum: ArrayLike<number>, sumSq: ArrayLike<number>, N: number): number {
+  if (!(N > 0)) return 0;
+  let acc = 0;
+  for (let e = 0; e < sum.length; e++) {
+    const m = sum[e]! / N;
+    acc += Math.sqrt(Math.max(0, sumSq[e]! / N - m * m));
+  }
+  return acc / sum.length;
 }
