@@ -32,10 +32,9 @@ export interface MoeConfig {
   /** Weight of the router z-loss (ST-MoE); 0 = off. */
   zLossCoef: number;
   /**
-   * First step of the bias update (balance = bias), relative to the routers' token spread σ
-   * (mean over experts of the std over tokens of an expert's probability): after every
-   * optimizer step each MoE layer moves b_e += γ_e·sign(mean load − load_e) from its global
-   * load, with γ_e = biasRate·σ at first, then adapted per expert (updateRoutingBias).
+   * Gain of the bias update (balance = bias), relative to the routers' token spread σ (mean
+   * over experts of the std over tokens of an expert's probability), applied after every
+   * optimizer step to each MoE layer from its global load: b_e += biasRate·σ·(mean − load_e)/mean.
    */
   biasRate: number;
 }

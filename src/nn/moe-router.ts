@@ -112,45 +112,22 @@ export function routeTokens(probs: ArrayLike<number>, o: RouteOptions): Routing 
   return { expert, slot, srcRow, counts, chosen, dropped, moved, capacity };
 }
 
-/** Per-expert state of the bias update: its current step γ_e and the sign of its last move. */
-export interface BiasState {
-  step: Float64Array;
-  sign: Int8Array;
-}
-
-export function newBiasState(E: number): BiasState {
-  return { step: new Float64Array(E), sign: new Int8Array(E) };
-}
-
 /**
- * DeepSeek-V3's auxiliary-loss-free bias update, b_e += γ_e · sign(mean − load_e): experts
- * above the mean load get less selection score, those below more. DeepSeek uses one fixed
- * γ; here each expert's γ_e adapts as in Rprop: ×1.2 while its error keeps its sign (the
- * router drifts faster than the bias follows), ×0.5 when it flips (the bias over-stepped).
- * Why: no fixed γ works over a training run. A fresh router's scores differ by ~0.01 and
- * nearly every token shares the same preference, so a step that follows the router's drift
- * in warm-up moves all tokens at once later, and the load flips between experts every step
- * (measured in training on moe-tiny with fixed and load-proportional steps: max/mean 2–4).
- * `initStep` is γ before the first move (the layer passes biasRate × the token spread).
+ * DeepSeek-V3's auxiliary-loss-free bias update, in its load-error-proportional form:
+ * experts above the mean load get less selection score, those below more,
+ * b_e += rate · (mean − load_e) / mean (DeepSeek-V3 moves by rate · sign(mean − load_e)).
+ * The MoE layer passes rate = model.moe.biasRate × the routers' token spread (tokenSpread).
+ * Why not the sign step: the load error of a collapsed router is large (up to E/K − 1) and
+ * is corrected in proportion, while near balance the step shrinks instead of flipping tokens
+ * back and forth; in simulations of a drifting router it balanced in every case the sign
+ * step did and in some it did not.
  */
-export function updateRoutingBias(bias: Float32Array, load: ArrayLike<number>, state: BiasState, initStep: number): void {
-  const E = bias.length;
+export function updateRoutingBias(bias: Float32Array, load: ArrayLike<number>, rate: number): void {
   let mean = 0;
-  for (let e = 0; e < E; e++) mean += load[e]!;
-  mean /= E;
-  for (let e = 0; e < E; e++) {
-    const s = Math.sign(mean - load[e]!);
-    if (s === 0) { state.sign[e] = 0; continue; }
-    let g = state.step[e]!;
-    if (!(g > 0)) g = initStep;
-    else if (s === state.sign[e]) g *= 1.2;
-    else if (state.sign[e] !== 0) g *= 0.5;
-    // bounded: the selection scores are probabilities, so a larger move is never needed
-    g = Math.min(g, 0.1);
-    state.step[e] = g;
-    state.sign[e] = s;
-    bias[e]! += g * s;
-  }
+  for (let e = 0; e < bias.length; e++) mean += load[e]!;
+  mean /= bias.length;
+  if (!(mean > 0)) return;
+  for (let e = 0; e < bias.length; e++) bias[e]! += (rate * (mean - load[e]!)) / mean;
 }
 
 /**

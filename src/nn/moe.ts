@@ -18,7 +18,7 @@ import {
 } from '../ops/index.js';
 import { groupedMatmul, moeCombine, moeDispatch } from '../ops/moe.js';
 import { type MoeConfig, expertFF } from './moe-config.js';
-import { newBiasState, routeTokens, updateRoutingBias, type BiasState, type Routing } from './moe-router.js';
+import { routeTokens, updateRoutingBias, type Routing } from './moe-router.js';
 
 /** G independent linear layers (G, out, in) + (G, out), applied to row blocks by groupedMatmul. */
 export class GroupedLinear extends Module {
@@ -101,8 +101,6 @@ export class MoeMlp extends Module {
   readonly shared: SharedExpert | null;
   /** Selection bias of balance = bias (state, not a parameter: no gradient). */
   readonly routingBias: Float32Array | null;
-  /** Its per-expert step state (checkpointed with it). */
-  readonly biasState: BiasState;
   /** Auxiliary losses (balance + z-loss) of the last training forward, already weighted. */
   auxLoss: Tensor | null = null;
   expertRunner: ExpertRunner | null = null;
@@ -115,7 +113,6 @@ export class MoeMlp extends Module {
     this.experts = this.child('experts', new Experts(ctx, E, dModel, F, projStd));
     this.shared = cfg.sharedExpert ? this.child('shared', new SharedExpert(ctx, dModel, F, projStd)) : null;
     this.routingBias = cfg.balance === 'bias' ? new Float32Array(E) : null;
-    this.biasState = newBiasState(E);
     this.stats = emptyStats(E);
   }
 
@@ -207,10 +204,10 @@ export class MoeMlp extends Module {
   /**
    * balance = bias: moves the selection bias against `routed` (chosen counts per expert;
    * summed over data-parallel ranks by the caller so every rank stays identical) by
-   * an adaptive per-expert step that starts at biasRate × `spread` (the routers' token
-   * spread over the step's global batch, spreadFromSums).
+   * biasRate × `spread` × the relative load error (`spread`: the routers' token spread over
+   * the step's global batch, spreadFromSums).
    */
   updateBias(routed: ArrayLike<number>, spread: number): void {
-    if (this.routingBias) updateRoutingBias(this.routingBias, routed, this.biasState, this.cfg.biasRate * spread);
+    if (this.routingBias) updateRoutingBias(this.routingBias, routed, this.cfg.biasRate * spread);
   }
 }

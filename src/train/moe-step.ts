@@ -83,15 +83,14 @@ export async function moeAfterStep(model: GPT, world: number, meanScalar: MeanSc
 
 /**
  * The MoE state a checkpoint must carry besides parameters: the `bias` balancing's
- * per-expert selection biases, then their steps and last signs (3E numbers), one list per
- * MoE layer in block order. They are global
+ * per-expert selection biases, one list per MoE layer in block order. They are global
  * (every rank holds all E values, identical on every rank), so they go in the JSON
  * state and resume under any ep / dp layout. null when no layer has a bias.
  */
 export function moeCheckpointState(model: GPT): number[][] | null {
   const layers = model.moeLayers();
   if (!layers.some((m) => m.routingBias)) return null;
-  return layers.map((m) => (m.routingBias ? [...m.routingBias, ...m.biasState.step, ...m.biasState.sign] : []));
+  return layers.map((m) => (m.routingBias ? Array.from(m.routingBias) : []));
 }
 
 /** Restores what moeCheckpointState saved; the layer count and expert count must match. */
@@ -102,10 +101,8 @@ export function restoreMoeCheckpointState(model: GPT, saved: number[][] | undefi
   if (!saved) throw new Error(`${where}: the checkpoint has no moeBias (model.moe.balance = bias needs the routing biases); it was written by a run with another model.moe.balance`);
   if (saved.length !== layers.length) throw new Error(`${where}: moeBias has ${saved.length} layers, the model has ${layers.length} MoE layers`);
   layers.forEach((m, i) => {
-    const b = m.routingBias!, s = saved[i]!, E = b.length;
-    if (s.length !== 3 * E) throw new Error(`${where}: moeBias[${i}] has ${s.length} values, model.moe.experts = ${E} needs ${3 * E} (biases, steps, signs)`);
-    b.set(s.slice(0, E));
-    m.biasState.step.set(s.slice(E, 2 * E));
-    m.biasState.sign.set(s.slice(2 * E));
+    const b = m.routingBias!, s = saved[i]!;
+    if (s.length !== b.length) throw new Error(`${where}: moeBias[${i}] has ${s.length} experts, model.moe.experts is ${b.length}`);
+    b.set(s);
   });
 }
