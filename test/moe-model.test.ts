@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { presetConfig, validateTrainConfig } from '../src/train/config.js';
 import { GPT } from '../src/nn/gpt.js';
 import { gptActiveParamCount, gptParamCount } from '../src/nn/gpt-config.js';
-import { routeTokens, scoreSpread, updateRoutingBias } from '../src/nn/moe-router.js';
+import { routeTokens, tokenSpread, updateRoutingBias } from '../src/nn/moe-router.js';
 import { denseMoe } from '../src/nn/moe-config.js';
 import { groupedMatmul } from '../src/ops/moe.js';
 import { linear } from '../src/ops/matmul.js';
@@ -103,15 +103,20 @@ test('routing: SWIPE moves overflow to under-loaded experts (no drops once capac
   for (let t = 0; t < G * T; t++) assert.notEqual(swipe.expert[t * K], swipe.expert[t * K + 1]);
 });
 
-test('routing: the aux-loss-free bias update evens out a skewed router, and a near-uniform one (step scaled by the score spread)', () => {
+test('routing: the aux-loss-free bias update evens out a skewed router, a near-uniform one, and one with a shared preference (step scaled by the token spread)', () => {
   const G = 8, T = 32, E = 8, K = 2;
-  /** Logits N(0, sigma) plus `skew` on expert 0; sigma 0.02 is a freshly initialized router (entropy ≈ ln E). */
+  /**
+   * Logits N(0, sigma) per token plus a preference `skew`·d_e shared by every token (d_0 = 1,
+   * the others N(0, 1)); sigma 0.02 is a freshly initialized router (entropy ≈ ln E).
+   */
   const probsOf = (sigma: number, skew: number) => {
-    const rng = new Rng(11), p = new Float64Array(G * T * E);
+    const rng = new Rng(11), p = new Float64Array(G * T * E), d = new Float64Array(E);
+    rng.fillNormal(d);
+    d[0] = 1;
     rng.fillNormal(p, 0, sigma);
     for (let t = 0; t < G * T; t++) {
       let z = 0;
-      for (let e = 0; e < E; e++) { p[t * E + e] = Math.exp(p[t * E + e]! + (e === 0 ? skew : 0)); z += p[t * E + e]!; }
+      for (let e = 0; e < E; e++) { p[t * E + e] = Math.exp(p[t * E + e]! + skew * d[e]!); z += p[t * E + e]!; }
       for (let e = 0; e < E; e++) p[t * E + e]! /= z;
     }
     return p;
@@ -131,16 +136,28 @@ test('routing: the aux-loss-free bias update evens out a skewed router, and a ne
     }
     return { before, worst };
   };
+  /** The per-token spread over experts: the scale an earlier version used, wrong under a shared preference. */
+  const perTokenSpread = (p: Float64Array) => {
+    let s = 0;
+    for (let t = 0; t < G * T; t++) {
+      let m = 0, q = 0;
+      for (let e = 0; e < E; e++) { m += p[t * E + e]!; q += p[t * E + e]! ** 2; }
+      m /= E;
+      s += Math.sqrt(Math.max(0, q / E - m * m));
+    }
+    return s / (G * T);
+  };
   const rate = denseMoe().biasRate;
-  for (const [sigma, skew] of [[1, 1], [0.02, 0.02]] as const) {
+  for (const [sigma, skew] of [[1, 1], [0.02, 0.02], [0.02, 0.3]] as const) {
     const probs = probsOf(sigma, skew);
-    const spread = scoreSpread(probs, G * T, E);
-    const { before, worst } = balance(probs, rate * spread);
-    assert.ok(before > 1.5, `router sigma ${sigma}: skewed before: ${before}`);
-    assert.ok(worst <= 1.3, `router sigma ${sigma}: max/mean load over the last 100 of 300 bias updates: ${worst} (before ${before})`);
+    const { before, worst } = balance(probs, rate * tokenSpread(probs, G * T, E));
+    assert.ok(before > 1.5, `router sigma ${sigma} skew ${skew}: skewed before: ${before}`);
+    assert.ok(worst <= 1.3, `router sigma ${sigma} skew ${skew}: max/mean load over the last 100 of 300 bias updates: ${worst} (before ${before})`);
   }
-  // Why the step is scaled: a fixed step of 0.01 keeps flipping a near-uniform router's tokens.
-  assert.ok(balance(probsOf(0.02, 0.02), 0.01).worst > 1.5, 'a fixed 0.01 step over-steers a near-uniform router');
+  // Why the scale is the token spread: a shared preference inflates the per-token spread, and
+  // a step sized by it moves every token at once (the load flips between experts).
+  const shared = probsOf(0.02, 0.3);
+  assert.ok(balance(shared, rate * perTokenSpread(shared)).worst > 1.5, 'a step sized by the per-token spread over-steers a router with a shared preference');
 });
 
 test('grouped GEMM equals a per-expert loop of linear layers', () => {

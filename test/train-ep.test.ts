@@ -68,8 +68,7 @@ test('checkpoints reshard across ep counts: ep=4 → ep=1 → ep=2 resumes to th
   const c = ['--optim.schedule=constant', '--model.moe.balance=bias', '--model.moe.biasRate=2'];
   const straight = await run('ep-straight', 1, 1, c);
   const out = tmp('ep-reshard');
-  // Odd stopping points: on this tiny model the sign update oscillates with period 2, so
-  // the biases are non-zero at odd steps (checked below) and a lost bias shows.
+  // Stopping points 3 and 5: the biases there are non-zero (checked below), so a lost bias shows.
   const bias = (dir: string, step = 8) => {
     const r = new CheckpointReader(join(dir, 'checkpoints', `step-${String(step).padStart(8, '0')}`));
     try { return (r.state as { moeBias?: number[][] }).moeBias; } finally { r.close(); }
@@ -84,7 +83,7 @@ test('checkpoints reshard across ep counts: ep=4 → ep=1 → ep=2 resumes to th
   sameParams(out, straight, 8, 'ep=4 → ep=1 → ep=2');
   const bs = bias(straight), br = bias(out);
   assert.ok(bs && bs.length > 0, 'the straight run saved its routing biases');
-  // The step scales with the routers' score spread, a float sum whose order differs by layout.
+  // The step scales with the routers' token spread, from float sums whose order differs by layout.
   assert.equal(br?.length, bs.length);
   bs.forEach((l, i) => l.forEach((v, e) => assert.ok(Math.abs(br![i]![e]! - v) <= 1e-6, `routing bias [${i}][${e}]: ${br![i]![e]} after ep=4 → ep=1 → ep=2 vs ${v} straight`)));
 });

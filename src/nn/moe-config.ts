@@ -32,14 +32,15 @@ export interface MoeConfig {
   /** Weight of the router z-loss (ST-MoE); 0 = off. */
   zLossCoef: number;
   /**
-   * Step of the bias update (balance = bias), relative to the routers' score spread σ (mean
-   * per-token std of the E probabilities): b_e += biasRate·σ·sign(mean load − load_e).
+   * Gain of the bias update (balance = bias), relative to the routers' token spread σ (mean
+   * over experts of the std over tokens of an expert's probability), applied after every
+   * optimizer step to each MoE layer from its global load: b_e += biasRate·σ·(mean − load_e)/mean.
    */
   biasRate: number;
 }
 
 export function denseMoe(): MoeConfig {
-  return { experts: 0, topK: 2, capacityFactor: 0, every: 2, balance: 'aux', sharedExpert: false, dFF: 0, auxLossCoef: 0.01, zLossCoef: 0, biasRate: 0.05 };
+  return { experts: 0, topK: 2, capacityFactor: 0, every: 2, balance: 'aux', sharedExpert: false, dFF: 0, auxLossCoef: 0.01, zLossCoef: 0, biasRate: 0.25 };
 }
 
 export function moeEnabled(m: MoeConfig | undefined): m is MoeConfig {

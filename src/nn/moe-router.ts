@@ -113,27 +113,45 @@ export function routeTokens(probs: ArrayLike<number>, o: RouteOptions): Routing 
 }
 
 /**
- * DeepSeek-V3 bias update: experts above the mean load get less score, those below more,
- * by a fixed step `rate` (b_e += rate · sign(mean − load_e)). The MoE layer passes
- * rate = model.moe.biasRate × the routers' score spread (see scoreSpread): a fixed step in
- * probability units over-steers a near-uniform router (scores within ~0.01 of each other,
- * as every freshly initialized router is), flipping most tokens between experts every step.
+ * DeepSeek-V3's auxiliary-loss-free bias update, in its load-error-proportional form:
+ * experts above the mean load get less selection score, those below more,
+ * b_e += rate · (mean − load_e) / mean (DeepSeek-V3 moves by rate · sign(mean − load_e)).
+ * The MoE layer passes rate = model.moe.biasRate × the routers' token spread (tokenSpread).
+ * Why not the sign step: the load error of a collapsed router is large (up to E/K − 1) and
+ * is corrected in proportion, while near balance the step shrinks instead of flipping tokens
+ * back and forth; in simulations of a drifting router it balanced in every case the sign
+ * step did and in some it did not.
  */
 export function updateRoutingBias(bias: Float32Array, load: ArrayLike<number>, rate: number): void {
   let mean = 0;
   for (let e = 0; e < bias.length; e++) mean += load[e]!;
   mean /= bias.length;
-  for (let e = 0; e < bias.length; e++) bias[e]! += rate * Math.sign(mean - load[e]!);
+  if (!(mean > 0)) return;
+  for (let e = 0; e < bias.length; e++) bias[e]! += (rate * (mean - load[e]!)) / mean;
 }
 
-/** Mean over tokens of the standard deviation of a token's E probabilities: the scale the selection bias acts on. */
-export function scoreSpread(probs: ArrayLike<number>, N: number, E: number): number {
-  let sum = 0;
+/**
+ * Mean over experts of the standard deviation over tokens of that expert's probability:
+ * the scale on which a selection bias moves tokens between experts. (The per-token spread
+ * over experts is the wrong scale: early in training it is dominated by a common preference
+ * shared by all tokens, so a step sized by it moves every token at once and the load flips
+ * from one expert to another instead of settling.)
+ */
+export function tokenSpread(probs: ArrayLike<number>, N: number, E: number): number {
+  const s = new Float64Array(E), q = new Float64Array(E);
   for (let t = 0; t < N; t++) {
-    let m = 0, q = 0;
-    for (let e = 0; e < E; e++) { const p = probs[t * E + e]!; m += p; q += p * p; }
-    m /= E;
-    sum += Math.sqrt(Math.max(0, q / E - m * m));
+    for (let e = 0; e < E; e++) { const p = probs[t * E + e]!; s[e]! += p; q[e]! += p * p; }
   }
-  return N ? sum / N : 0;
+  return spreadFromSums(s, q, N);
+}
+
+/** tokenSpread from per-expert Σp and Σp² over N tokens (sums add across ranks and micro-batches). */
+export function spreadFromSums(sum: ArrayLike<number>, sumSq: ArrayLike<number>, N: number): number {
+  if (!(N > 0)) return 0;
+  let acc = 0;
+  for (let e = 0; e < sum.length; e++) {
+    const m = sum[e]! / N;
+    acc += Math.sqrt(Math.max(0, sumSq[e]! / N - m * m));
+  }
+  return acc / sum.length;
 }

@@ -13,7 +13,6 @@ import type { Rng } from '../core/rng.js';
 import { isGradEnabled } from '../autograd/tape.js';
 import { Module, parameter, type InitContext } from './module.js';
 import { Linear } from './layers.js';
-import { scoreSpread } from './moe-router.js';
 import {
   add, cast, div, dropout, gather, gelu, linear, logSoftmax, mean, mul, reshape, scale, slice, softmax, sub, sum,
 } from '../ops/index.js';
@@ -80,14 +79,19 @@ export interface MoeStats {
   /** Router first choices per expert (before capacity): what the bias update balances. */
   routed: Float64Array;
   entropySum: number;
-  /** Σ over forwards of the mean per-token std of the router probabilities (scoreSpread). */
-  spreadSum: number;
+  /**
+   * Σ over tokens of each expert's probability and of its square (balance = bias only): the
+   * token spread (std over tokens) that scales the bias step, from sums so that it is the same
+   * whichever ranks hold which tokens.
+   */
+  probSum: Float64Array;
+  probSqSum: Float64Array;
   auxLoss: number;
   zLoss: number;
 }
 
 function emptyStats(E: number): MoeStats {
-  return { forwards: 0, tokens: 0, assignments: 0, dropped: 0, moved: 0, load: new Float64Array(E), routed: new Float64Array(E), entropySum: 0, spreadSum: 0, auxLoss: 0, zLoss: 0 };
+  return { forwards: 0, tokens: 0, assignments: 0, dropped: 0, moved: 0, load: new Float64Array(E), routed: new Float64Array(E), entropySum: 0, probSum: new Float64Array(E), probSqSum: new Float64Array(E), auxLoss: 0, zLoss: 0 };
 }
 
 /** Replaces the local expert computation (expert parallelism); `local` runs this rank's experts. */
@@ -185,7 +189,11 @@ export class MoeMlp extends Module {
     let ent = 0;
     for (let i = 0; i < N * E; i++) { const p = pd[i]!; if (p > 0) ent -= p * Math.log(p); }
     s.entropySum += ent;
-    if (this.routingBias) s.spreadSum += scoreSpread(pd, N, E);
+    if (this.routingBias) {
+      for (let t = 0; t < N; t++) {
+        for (let e = 0; e < E; e++) { const p = pd[t * E + e]!; s.probSum[e]! += p; s.probSqSum[e]! += p * p; }
+      }
+    }
     s.auxLoss += auxV;
     s.zLoss += zV;
   }
@@ -200,7 +208,8 @@ export class MoeMlp extends Module {
   /**
    * balance = bias: moves the selection bias against `routed` (chosen counts per expert;
    * summed over data-parallel ranks by the caller so every rank stays identical) by
-   * biasRate × `spread` (the routers' mean score spread, also averaged over ranks).
+   * biasRate × `spread` × the relative load error (`spread`: the routers' token spread over
+   * the step's global batch, spreadFromSums).
    */
   updateBias(routed: ArrayLike<number>, spread: number): void {
     if (this.routingBias) updateRoutingBias(this.routingBias, routed, this.cfg.biasRate * spread);

@@ -3,6 +3,7 @@
 // update on those global counts (every rank moves its biases identically), and the
 // metrics: drop rate, load per expert (max/mean), aux loss, router entropy.
 import type { GPT } from '../nn/gpt.js';
+import { spreadFromSums } from '../nn/moe-router.js';
 
 export interface MoeStepMetrics {
   /** Fraction of token→expert assignments dropped by capacity. */
@@ -38,9 +39,18 @@ export async function moeAfterStep(model: GPT, world: number, meanScalar: MeanSc
   const local: number[] = [];
   for (const s of stats) local.push(s.tokens, s.assignments, s.dropped, s.moved, ...s.load, ...s.routed);
   const g = await sumAll(local);
-  // Score spread per layer (bias balancing's step scale), averaged over forwards and ranks.
+  // Token spread per layer (bias balancing's step scale) over the global batch, from the
+  // per-expert sums of p and p² summed over ranks (not rounded: they are real sums).
   const spreads: number[] = [];
-  for (const s of stats) spreads.push(world === 1 ? s.spreadSum / Math.max(1, s.forwards) : await meanScalar(s.spreadSum / Math.max(1, s.forwards)));
+  if (layers.some((m) => m.routingBias)) {
+    for (let i = 0; i < stats.length; i++) {
+      const s = stats[i]!;
+      const v = [...s.probSum, ...s.probSqSum];
+      const gv: number[] = [];
+      for (const x of v) gv.push(world === 1 ? x : (await meanScalar(x)) * world);
+      spreads.push(spreadFromSums(gv.slice(0, E), gv.slice(E), g[i * (4 + 2 * E)]!));
+    }
+  }
   let assignments = 0, dropped = 0, moved = 0, tokens = 0, maxLoad = 0;
   const load: number[][] = [];
   const per = 4 + 2 * E;
@@ -51,7 +61,7 @@ export async function moeAfterStep(model: GPT, world: number, meanScalar: MeanSc
     load.push(l);
     const mean = l.reduce((a, b) => a + b, 0) / E;
     if (mean > 0) maxLoad = Math.max(maxLoad, Math.max(...l) / mean);
-    m.updateBias(routed, spreads[i]!);
+    if (m.routingBias) m.updateBias(routed, spreads[i]!);
   });
   // aux and z: per forward, summed over layers, averaged over micro-batches and ranks.
   const fw = Math.max(1, stats[0]!.forwards);
