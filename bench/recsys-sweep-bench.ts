@@ -15,8 +15,8 @@
 //          i.e. on the dense all-reduce, through ATHANOR_EMULATE_LINK; default off)
 // --quick: 60k samples, vocab 10^5, 2 trainers, k in {0,4}, RTT in {0,5} ms, uncapped.
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { generateCriteo } from '../src/recsys/criteo-generate.js';
 import { recsysMain } from '../src/recsys/recsys-main.js';
@@ -159,5 +159,5 @@ if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) 
   const lines = summarize(r.cells);
   console.log(`\nrecsys sweep (${seconds.toFixed(0)} s; hidden model AUC ${r.groundTruthAUC.toFixed(4)}; ${o.shards} servers, batch ${o.batchSize}/trainer, dim ${o.embDim}, adagrad; link between trainer ranks: ${o.rankLink ? 'emulated too' : 'not emulated'}; load after ${loadavg().map((x) => x.toFixed(2)).join(' ')}):`);
   for (const l of lines) console.log(l);
-  if (out) writeFileSync(out, JSON.stringify({ options: o, machine, isaFlags: flags, seconds, ...r }, null, 1));
+  if (out) { mkdirSync(dirname(out), { recursive: true }); writeFileSync(out, JSON.stringify({ options: o, machine, isaFlags: flags, seconds, ...r }, null, 1)); }
 }
