@@ -56,4 +56,22 @@ static inline float row_max(const float *x, int64_t n) {
   return m;
 }
 
+
+/* LayerNorm row statistics (mean and 1/sqrt(var + eps)), shared by the fp32 kernel and its
+ * bf16-packing variant so both normalize with the same arithmetic. */
+static inline void layernorm_row_stats(const float *xr, int64_t C, float eps, float *mu_out, float *rs_out) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < C; j++) s += xr[j];
+  float mu = s / (float)C;
+  float v = 0.f;
+#pragma omp simd reduction(+ : v)
+  for (int64_t j = 0; j < C; j++) {
+    float d = xr[j] - mu;
+    v += d * d;
+  }
+  *mu_out = mu;
+  *rs_out = 1.0f / sqrtf(v / (float)C + eps);
+}
+
 #endif

@@ -45,17 +45,8 @@ void athn_layernorm_fwd_bf16pack(const float *x, const float *w, const float *b,
     const float *xr = x + i * C;
     float *yr = y + i * C;
     uint16_t *hr = xh + i * C;
-    float s = 0.f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < C; j++) s += xr[j];
-    float mu = s / (float)C;
-    float v = 0.f;
-#pragma omp simd reduction(+ : v)
-    for (int64_t j = 0; j < C; j++) {
-      float d = xr[j] - mu;
-      v += d * d;
-    }
-    float rs = 1.0f / sqrtf(v / (float)C + eps);
+    float mu, rs;
+    layernorm_row_stats(xr, C, eps, &mu, &rs);
     for (int64_t j = 0; j < C; j++) {
       yr[j] = (xr[j] - mu) * rs * w[j] + (b ? b[j] : 0.f);
       hr[j] = f32_to_bf16(xr[j]);

@@ -159,17 +159,8 @@ void athn_layernorm_fwd_f32(const float *x, const float *w, const float *b, floa
   for (int64_t i = 0; i < rows; i++) {
     const float *xr = x + i * C;
     float *yr = y + i * C;
-    float s = 0.f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < C; j++) s += xr[j];
-    float mu = s / (float)C;
-    float v = 0.f;
-#pragma omp simd reduction(+ : v)
-    for (int64_t j = 0; j < C; j++) {
-      float d = xr[j] - mu;
-      v += d * d;
-    }
-    float rs = 1.0f / sqrtf(v / (float)C + eps);
+    float mu, rs;
+    layernorm_row_stats(xr, C, eps, &mu, &rs);
     if (b) {
 #pragma omp simd
       for (int64_t j = 0; j < C; j++) yr[j] = (xr[j] - mu) * rs * w[j] + b[j];
