@@ -27,15 +27,24 @@ function fsyncDir(dir: string): void {
 
 /** Atomically replaces `path` with the concatenation of `chunks`. */
 export function atomicWriteFileSync(path: string, chunks: Chunk | Chunk[]): void {
+  atomicWriteStreamSync(path, (put) => { for (const c of Array.isArray(chunks) ? chunks : [chunks]) put(asBytes(c)); });
+}
+
+/**
+ * Atomically replaces `path` with whatever `write` hands to `put`, in order: for files
+ * produced piece by piece (a checkpoint streamed from an offload file) that should never
+ * be held in memory whole.
+ */
+export function atomicWriteStreamSync<T>(path: string, write: (put: (b: Uint8Array) => void) => T): T {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = tmpName(path);
   const fd = openSync(tmp, 'w');
+  let result: T;
   try {
-    for (const c of Array.isArray(chunks) ? chunks : [chunks]) {
-      const b = asBytes(c);
+    result = write((b) => {
       let off = 0;
       while (off < b.byteLength) off += writeSync(fd, b, off, b.byteLength - off);
-    }
+    });
     fsyncSync(fd);
   } catch (e) {
     closeSync(fd);
@@ -45,6 +54,7 @@ export function atomicWriteFileSync(path: string, chunks: Chunk | Chunk[]): void
   closeSync(fd);
   renameSync(tmp, path);
   fsyncDir(dirname(path));
+  return result;
 }
 
 /** Async variant, for large shards written while training goes on. */

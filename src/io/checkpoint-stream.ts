@@ -5,8 +5,7 @@
 // safetensors.ts writes (8-byte header length, space-padded JSON header, data by
 // descending element size in segment order), and its CRC-32C is computed from the
 // bytes as they are written, per tensor and for the whole file.
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { atomicWriteStreamSync } from './atomic-write.js';
 import { ChecksumBuilder, type FileChecksum } from './checksum.js';
 import type { DType, Storage } from '../core/dtype.js';
 
@@ -44,16 +43,9 @@ export function writeSafetensorsStreamed(path: string, items: readonly StreamIte
   const len = new Uint8Array(8);
   new DataView(len.buffer).setBigUint64(0, BigInt(json.byteLength), true);
 
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w');
   const sum = new ChecksumBuilder();
-  const put = (name: string, b: Uint8Array) => {
-    sum.add(name, b);
-    let done = 0;
-    while (done < b.byteLength) done += writeSync(fd, b, done, b.byteLength - done);
-  };
-  try {
+  atomicWriteStreamSync(path, (write) => {
+    const put = (name: string, b: Uint8Array) => { sum.add(name, b); write(b); };
     put('(header)', len);
     put('(header)', new Uint8Array(json.buffer, json.byteOffset, json.byteLength));
     let scratch: Float32Array | null = null;
@@ -67,13 +59,6 @@ export function writeSafetensorsStreamed(path: string, items: readonly StreamIte
         put(it.key, new Uint8Array(piece.buffer, piece.byteOffset, piece.byteLength));
       }
     }
-    fsyncSync(fd);
-  } catch (e) {
-    closeSync(fd);
-    try { unlinkSync(tmp); } catch { /* gone */ }
-    throw e;
-  }
-  closeSync(fd);
-  renameSync(tmp, path);
+  });
   return sum.finish();
 }
