@@ -12,7 +12,7 @@
 // column, the C peer's MPI_Send/MPI_Recv included.
 //
 //   node dist/bench/allreduce-bench.js [--quick] [--max-bytes N] [--reps N] [--rounds N] [--p2p-bytes N]
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,6 +22,7 @@ import type { Communicator } from '../src/runtime/communicator.js';
 import { mpiUnavailableReason } from '../src/runtime/mpi.js';
 import { CommThread } from '../src/runtime/comm-thread.js';
 import { readFileSync } from 'node:fs';
+import { runCaptured } from './run-captured.js';
 
 const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), '..', '..');
@@ -117,15 +118,6 @@ async function worker(): Promise<void> {
   if (Number(process.env.OMPI_COMM_WORLD_RANK ?? process.env.ATHANOR_RANK ?? 0) === 0) console.log(`BENCH ${JSON.stringify({ res, p2p, lat })}`);
 }
 
-function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    c.stdout.on('data', (d) => { stdout += d; });
-    c.stderr.on('data', (d) => { stderr += d; });
-    c.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 // Measured on the 2-core dev box: OpenMPI's polling needs its default core binding (unbound,
 // small MPI allreduces took ~30 ms instead of ~70 us), while the socket transports lose ~10x
@@ -165,8 +157,8 @@ export async function runAllreduceBench(o: { maxBytes?: number; reps?: number; r
   const penv = ['-x', 'BENCH_MAX_BYTES', '-x', 'BENCH_REPS', '-x', 'BENCH_P2P_BYTES', '-x', 'BENCH_BACKENDS'];
   const athanor = async (flags: readonly string[] | null, backends: string): Promise<void> => {
     const r = flags
-      ? await run('mpirun', [...flags, ...penv, process.execPath, HERE, '--worker'], { ...env, BENCH_BACKENDS: backends })
-      : await run(process.execPath, [path.join(ROOT, 'dist/src/runtime/launcher.js'), '--nproc-per-node', '2', '--', 'node', HERE, '--worker'], { ...env, BENCH_BACKENDS: backends });
+      ? await runCaptured('mpirun', [...flags, ...penv, process.execPath, HERE, '--worker'], { ...env, BENCH_BACKENDS: backends })
+      : await runCaptured(process.execPath, [path.join(ROOT, 'dist/src/runtime/launcher.js'), '--nproc-per-node', '2', '--', 'node', HERE, '--worker'], { ...env, BENCH_BACKENDS: backends });
     const line = r.stdout.split('\n').find((l) => l.includes('BENCH '));
     if (r.code !== 0 || !line) throw new Error(`allreduce-bench: worker run failed (${r.code})\n${r.stderr}\n${r.stdout}`);
     const got = JSON.parse(line.slice(line.indexOf('BENCH ') + 6)) as { res: Record<string, Record<number, number>>; p2p: Record<string, number>; lat: Record<string, number> };
@@ -181,7 +173,7 @@ export async function runAllreduceBench(o: { maxBytes?: number; reps?: number; r
     if (cc.status !== 0) { notes.push(`C reference skipped: mpicc failed: ${cc.stderr || cc.error?.message}`); exe = null; }
   } else notes.push(`MPI columns skipped: ${mpiMissing}`);
   const mpiC = async (): Promise<void> => {
-    const r = await run('mpirun', [...MPIRUN, exe!, String(reps), `p2p=${p2pBytes}`, ...sizes(maxBytes).map(String)]);
+    const r = await runCaptured('mpirun', [...MPIRUN, exe!, String(reps), `p2p=${p2pBytes}`, ...sizes(maxBytes).map(String)]);
     const ref: Record<number, number> = {};
     const p2p: Record<string, number> = {}, lat: Record<string, number> = {};
     for (const l of r.stdout.split('\n')) {

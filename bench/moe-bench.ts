@@ -10,7 +10,7 @@
 // and the load average before and after (the machine is shared).
 //
 //   node dist/bench/moe-bench.js [--quick] [grouped] [model] [a2a]
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import os from 'node:os';
@@ -28,6 +28,7 @@ import { TcpStoreServer } from '../src/runtime/tcp-store.js';
 import { initProcessGroup } from '../src/runtime/init.js';
 import { hierarchicalAllToAllV } from '../src/parallel/expert-parallel-a2a.js';
 import { machineInfo } from './machine-info.js';
+import { runCaptured } from './run-captured.js';
 
 const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), '..', '..');
@@ -163,15 +164,6 @@ async function a2aWorker(): Promise<void> {
   await pg.destroy();
 }
 
-function run(cmd: string, args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    c.stdout.on('data', (d) => { stdout += d; });
-    c.stderr.on('data', (d) => { stderr += d; });
-    c.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 export async function benchA2a(quick: boolean): Promise<{ rows: Record<string, number | null>[]; notes: string[] }> {
   const P = 4, sizes = quick ? [16384, 262144] : [4096, 65536, 262144, 1048576, 4194304];
@@ -181,7 +173,7 @@ export async function benchA2a(quick: boolean): Promise<{ rows: Record<string, n
   const store = await TcpStoreServer.start({ host: '127.0.0.1', port: 0, token });
   let ours: Record<string, Record<number, number>>;
   try {
-    const rs = await Promise.all(Array.from({ length: P }, (_, r) => run(process.execPath, [HERE, '--a2a-worker'], {
+    const rs = await Promise.all(Array.from({ length: P }, (_, r) => runCaptured(process.execPath, [HERE, '--a2a-worker'], {
       ATHANOR_RANK: String(r), ATHANOR_WORLD_SIZE: String(P), ATHANOR_LOCAL_RANK: String(r % 2), ATHANOR_LOCAL_WORLD_SIZE: '2',
       ATHANOR_HOST_ID: `node${r >> 1}`, ATHANOR_BIND_ADDR: `127.0.0.${2 + (r >> 1)}`,
       ATHANOR_MASTER_ADDR: '127.0.0.1', ATHANOR_MASTER_PORT: String(store.port), ATHANOR_STORE_TOKEN: token, ATHANOR_STORE_HOSTED: '1',
@@ -199,7 +191,7 @@ export async function benchA2a(quick: boolean): Promise<{ rows: Record<string, n
     mkdirSync(path.dirname(exe), { recursive: true });
     const cc = spawnSync('mpicc', ['-O2', '-o', exe, path.join(ROOT, 'bench', 'moe-alltoallv-mpi-peer.c')], { encoding: 'utf8' });
     if (cc.status === 0) {
-      const r = await run('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(P), exe, String(reps), ...sizes.map(String)], {});
+      const r = await runCaptured('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(P), exe, String(reps), ...sizes.map(String)], {});
       mpi = {};
       for (const l of r.stdout.split('\n')) { const [b, t] = l.trim().split(/\s+/); if (b && t) mpi[Number(b)] = Number(t); }
       notes.push('MPI_Alltoallv: OpenMPI on one host (shared memory between all 4 ranks), so it is the same-host ceiling, not 2 nodes');
