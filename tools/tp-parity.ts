@@ -148,6 +148,10 @@ async function main(): Promise<number> {
       else if (firstGrad) console.log(`first diverging layer: ${firstGrad.layer} (gradient)`);
       else console.log('no layer diverges');
     }
+    // Every rank exits non-zero on divergence, and the launcher stops the others as soon as
+    // one does: wait until rank 0 has printed its report (console.log to a pipe is
+    // synchronous on Linux) so that the report is never cut off.
+    await pg.allReduce(new Float32Array(1), { op: 'max' }).wait();
     return firstAct || firstGrad ? 1 : 0;
   } finally {
     await thread.close();
