@@ -63,6 +63,12 @@ export interface BackwardOptions {
   grad?: Tensor;
   /** Called once for each leaf whose gradient is complete (for overlapping gradient communication). */
   onLeafGradReady?: (leaf: Tensor) => void;
+  /**
+   * Further roots backpropagated in the same pass, each with its own seed gradient (a
+   * pipeline stage's MoE auxiliary loss beside its output): one walk, so every node's rule
+   * runs once with all contributions accumulated.
+   */
+  also?: { output: Tensor; grad: Tensor }[];
 }
 
 export function backward(output: Tensor, opts: BackwardOptions = {}): void {
@@ -72,7 +78,8 @@ export function backward(output: Tensor, opts: BackwardOptions = {}): void {
     if (output.size !== 1) throw new Error(`backward: output has shape ${shapeStr(output.shape)}; pass opts.grad for non-scalar outputs`);
     g = ones(output.shape, output.dtype);
   }
-  const nodes = collectNodes(output);
+  const extra = (opts.also ?? []).filter((r) => r.output.requiresGrad && r.output !== output);
+  const nodes = collectNodes([output, ...extra.map((r) => r.output)]);
   const pendingUses = new Map<Tensor, number>();
   if (opts.onLeafGradReady) {
     for (const n of nodes) for (const inp of n.inputs) if (inp.requiresGrad && inp.isLeaf) pendingUses.set(inp, (pendingUses.get(inp) ?? 0) + 1);
@@ -84,6 +91,12 @@ export function backward(output: Tensor, opts: BackwardOptions = {}): void {
       return;
     }
     setGrad(output, g);
+    for (const r of extra) {
+      if (r.output.isLeaf) { accumulateInto(r.output, r.grad); continue; }
+      // As the main seed, the walk owns (and disposes) it once the root's rule ran.
+      if (!r.output.grad) setGrad(r.output, r.grad);
+      else { const a = r.output.grad.data, b = r.grad.data; for (let i = 0; i < r.output.size; i++) a[r.output.grad.offset + i]! += b[r.grad.offset + i]!; }
+    }
     for (const node of nodes) {
       const out = node.out;
       const gOut = out.grad;
@@ -124,11 +137,11 @@ function accumulateInto(t: Tensor, g: Tensor): void {
   }
 }
 
-/** Nodes reachable from `output`, in reverse creation order. */
-function collectNodes(output: Tensor): Node[] {
+/** Nodes reachable from the outputs, in reverse creation order. */
+function collectNodes(outputs: Tensor[]): Node[] {
   const seen = new Set<Node>();
   const stack: Node[] = [];
-  if (output.node) stack.push(output.node);
+  for (const output of outputs) if (output.node) stack.push(output.node);
   while (stack.length) {
     const n = stack.pop()!;
     if (seen.has(n)) continue;

@@ -11,6 +11,7 @@ import { buildOptimizer, type TrainOptimizer } from './optim-setup.js';
 import { accumulationSchedule, type StepSchedule } from './step-schedule.js';
 import type { Module } from '../nn/module.js';
 import type { Rng } from '../core/rng.js';
+import type { MoeStepMetrics } from './moe-step.js';
 
 /**
  * What the trainer needs of a rank's model: its parameters and the generator dropout draws
@@ -39,6 +40,11 @@ export interface ParallelLayer {
   saveCheckpoint(root: string, model: TrainModel, optim: TrainOptimizer, st: TrainState): Promise<string>;
   /** Collective load from a checkpoint of any layout. */
   loadCheckpoint(dir: string, model: TrainModel, optim: TrainOptimizer): TrainState;
+  /**
+   * MoE bookkeeping after an optimizer step when this layout holds only part of the MoE
+   * layers (pipeline stages); absent: the trainer runs moeAfterStep on the whole GPT.
+   */
+  moeAfterStep?(model: TrainModel): Promise<MoeStepMetrics | null>;
   /** One line on the layout and its memory per rank (null: nothing to say). */
   describe(): string | null;
   close(): Promise<void>;

@@ -174,8 +174,8 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
       badInARow = 0;
     }
     losses.push(loss);
-    // Routing statistics exist on a whole GPT (MoE with pipeline stages is refused at start).
-    const moe = model instanceof GPT ? await moeAfterStep(model, par.dataWorld, (x) => par.meanScalar(x)) : null;
+    // Routing statistics: on a whole GPT here; a layout holding some of the layers (pipeline) gathers them itself.
+    const moe = par.moeAfterStep ? await par.moeAfterStep(model) : model instanceof GPT ? await moeAfterStep(model, par.dataWorld, (x) => par.meanScalar(x)) : null;
     opts.onStep?.({ step, loss, skipped: bad });
     const dt = (performance.now() - ts) / 1000;
     const tps = tokensPerStep / dt;

@@ -9,14 +9,16 @@ import { beginScope, endScope, untrack } from '../../core/scope.js';
 
 export interface LiveGraph {
   out: Tensor;
+  /** A second root the backward seeds too (a non-last stage's MoE auxiliary losses), or null. */
+  aux: Tensor | null;
   /** Tensors the backward may still read; released by release(). */
   tensors: Tensor[];
 }
 
-function reachable(out: Tensor): Tensor[] {
-  const found = new Set<Tensor>([out]);
+function reachable(outs: Tensor[]): Tensor[] {
+  const found = new Set<Tensor>(outs);
   const seen = new Set<object>();
-  const stack = out.node ? [out.node] : [];
+  const stack = outs.flatMap((o) => (o.node ? [o.node] : []));
   while (stack.length) {
     const n = stack.pop()!;
     if (seen.has(n)) continue;
@@ -31,20 +33,25 @@ function reachable(out: Tensor): Tensor[] {
   return [...found].filter((t) => !t.kept);
 }
 
-/** Runs a forward so that its graph outlives the call (see the file comment). */
-export function forwardDetached(fn: () => Tensor): LiveGraph {
+/**
+ * Runs a forward so that its graph outlives the call (see the file comment). `takeAux`
+ * (run right after, inside the same scope) hands over a second root kept alive with it.
+ */
+export function forwardDetached(fn: () => Tensor, takeAux?: () => Tensor | null): LiveGraph {
   const s = beginScope();
   let out: Tensor;
+  let aux: Tensor | null = null;
   try {
     out = fn();
+    aux = takeAux?.() ?? null;
   } catch (e) {
     endScope(s);
     throw e;
   }
-  const tensors = reachable(out);
+  const tensors = reachable(aux ? [out, aux] : [out]);
   endScope(s, tensors);
   for (const t of tensors) untrack(t);
-  return { out, tensors };
+  return { out, aux, tensors };
 }
 
 /** Frees what a forward kept (after its backward, or when a step is abandoned). */

@@ -123,6 +123,8 @@ export class PipelineEngine {
     const sends: Promise<void>[] = [];
     const scale = 1 / shape.m;
     let lossSum = 0;
+    // MoE auxiliary losses of this rank's non-last chunks (the last stage's are in lossSum).
+    let auxSum = 0;
     let busy = 0;
     const t0 = performance.now();
     try {
@@ -143,7 +145,8 @@ export class PipelineEngine {
           }
           const ts = performance.now();
           const targets = ch.last ? fromStorage(mb.y, [mb.rows, mb.T], 'int32') : undefined;
-          const graph = forwardDetached(() => stages.forwardChunk(a.chunk, input, targets));
+          const graph = forwardDetached(() => stages.forwardChunk(a.chunk, input, targets), ch.last ? undefined : () => stages.takeChunkAux());
+          if (graph.aux) auxSum += graph.aux.item();
           if (ch.last) lossSum += graph.out.item();
           else {
             const out = graph.out;
@@ -165,7 +168,10 @@ export class PipelineEngine {
             grad = fromStorage(buf, dims, 'float32');
           }
           const ts = performance.now();
-          backward(f.graph.out, { grad, onLeafGradReady: a.micro === shape.m - 1 ? this.gradReady : undefined });
+          // A stage's MoE auxiliary losses enter the step's loss with the micro-batch weight,
+          // as in one process (their gradient is local to the stage).
+          const also = f.graph.aux ? [{ output: f.graph.aux, grad: full([], scale) }] : undefined;
+          backward(f.graph.out, { grad, also, onLeafGradReady: a.micro === shape.m - 1 ? this.gradReady : undefined });
           grad.dispose();
           if (!ch.first) {
             const g = f.input.grad;
@@ -187,7 +193,9 @@ export class PipelineEngine {
     }
     const wall = performance.now() - t0;
     await this.syncTiedEmbedding();
-    const loss = await this.broadcastLoss(lossSum * scale);
+    // With MoE layers the loss also holds every stage's auxiliary losses: summed over the
+    // pipeline in stage order (float64 bits), identical on every rank.
+    const loss = this.hasMoe ? (await this.sumOverPipeline(lossSum + auxSum)) * scale : await this.broadcastLoss(lossSum * scale);
     const bubble = wall > 0 ? Math.max(0, 1 - busy / wall) : 0;
     this.lastStats = { wallS: wall / 1000, busyS: busy / 1000, bubble, meanBubble: await this.meanOverPipeline(bubble), theory: theoreticalBubble(shape) };
     return loss;
@@ -236,6 +244,17 @@ export class PipelineEngine {
     const gd = w.grad.data as Float32Array;
     // Sum in a fixed order (first stage's + last stage's) so both copies stay bit-identical.
     await g.allReduce(gd.subarray(w.grad.offset, w.grad.offset + w.grad.size), { op: 'sum', deterministic: true }).wait();
+  }
+
+  private get hasMoe(): boolean { return this.o.stages.moeLayout().total > 0; }
+
+  /** Sum of a float64 over the pipeline ranks in rank order, bit-identical on every rank. */
+  async sumOverPipeline(x: number): Promise<number> {
+    const mine = new Float64Array([x]), all = new Float64Array(this.p);
+    await this.o.pp.allGather(new Int32Array(mine.buffer), new Int32Array(all.buffer)).wait();
+    let s = 0;
+    for (const v of all) s += v;
+    return s;
   }
 
   /** The last stage's value on every pipeline rank, bit for bit (float64 carried as raw bits). */

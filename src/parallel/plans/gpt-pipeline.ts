@@ -10,7 +10,8 @@ import { Module } from '../../nn/module.js';
 import { GPT } from '../../nn/gpt.js';
 import type { GptConfig } from '../../nn/gpt-config.js';
 import { materialize } from '../../nn/materialize.js';
-import { reshape, crossEntropy } from '../../ops/index.js';
+import { add, reshape, crossEntropy } from '../../ops/index.js';
+import type { MoeMlp, MoeStats } from '../../nn/moe.js';
 import { vocabParallelCrossEntropy, type GroupCollectives } from '../../ops/group.js';
 import type { Shard } from '../placement.js';
 import { buildTensorParallelGpt } from './gpt.js';
@@ -69,6 +70,8 @@ export class GptPipelineStages extends Module {
   /** Tensor-parallel placement of this rank's split parameters (empty without tp). */
   readonly shards: Map<string, Shard>;
   private readonly model: GPT;
+  /** The MoE auxiliary losses of the last non-last chunk forward (taken by the engine). */
+  private chunkAux: Tensor | null = null;
 
   constructor(readonly cfg: GptConfig, readonly layout: GptPipelineLayout, private readonly opts: GptStageOptions) {
     super();
@@ -136,14 +139,52 @@ export class GptPipelineStages extends Module {
       releaseActivation(x);
       x = nx;
     }
-    if (!ch.last) return x;
+    // MoE blocks' auxiliary losses (training forwards only), in block order as GPT.loss adds
+    // them: the last stage adds its own to the loss; any other stage hands them to the
+    // engine, which backpropagates them beside the gradient it receives.
+    const aux: Tensor[] = [];
+    for (let i = ch.lo; i < ch.hi; i++) {
+      const m = g.h[i]!.moe;
+      if (m?.auxLoss) { aux.push(m.auxLoss); m.auxLoss = null; }
+    }
+    if (!ch.last) { this.chunkAux = aux.length ? aux.reduce((a, b) => add(a, b)) : null; return x; }
     if (!targets) throw new Error('pipeline: the last stage needs targets');
     const logits = g.head(x);
     releaseActivation(x);
     const [B, T, Vl] = logits.shape as [number, number, number];
     const tp = this.opts.tp;
     // Under tensor parallelism the logits stay split by vocabulary (as plans/gpt.ts's loss).
-    if (tp && tp.group.size > 1) return vocabParallelCrossEntropy(reshape(logits, [B * T, Vl]), reshape(targets, [B * T]), tp.group, tp.group.rank * Vl, this.cfg.vocabSize);
-    return crossEntropy(reshape(logits, [B * T, Vl]), reshape(targets, [B * T]));
+    let loss = tp && tp.group.size > 1
+      ? vocabParallelCrossEntropy(reshape(logits, [B * T, Vl]), reshape(targets, [B * T]), tp.group, tp.group.rank * Vl, this.cfg.vocabSize)
+      : crossEntropy(reshape(logits, [B * T, Vl]), reshape(targets, [B * T]));
+    for (const a of aux) loss = add(loss, a);
+    return loss;
+  }
+
+  /** The auxiliary losses of the last forwardChunk of a non-last chunk (null: none); clears them. */
+  takeChunkAux(): Tensor | null {
+    const a = this.chunkAux;
+    this.chunkAux = null;
+    return a;
+  }
+
+  /** Every MoE layer of the whole model in block order (absent layers on the meta device). */
+  private allMoe(): MoeMlp[] { return this.model.moeLayers(); }
+
+  /** The MoE layers this rank's stages run, in block order. */
+  moeLayers(): MoeMlp[] {
+    const held = new Set(this.chunks.flatMap((c) => this.model.h.slice(c.lo, c.hi).flatMap((b) => (b.moe ? [b.moe] : []))));
+    return this.allMoe().filter((m) => held.has(m));
+  }
+
+  /** Index of each of moeLayers() among all MoE layers of the model, and their count. */
+  moeLayout(): { indices: number[]; total: number } {
+    const all = this.allMoe();
+    return { indices: this.moeLayers().map((m) => all.indexOf(m)), total: all.length };
+  }
+
+  /** Routing statistics of this rank's MoE layers since the last call (resets them). */
+  takeMoeStats(): MoeStats[] {
+    return this.moeLayers().map((m) => m.takeStats());
   }
 }
