@@ -11,6 +11,7 @@ import { add, slice, reshape, dropout } from '../../ops/index.js';
 import { groupCopy, vocabParallelCrossEntropy, type GroupCollectives } from '../../ops/group.js';
 import { replicate, fullyShard, type DataParallel, type GradComm } from '../data-parallel.js';
 import { globalRuns, localShape, type Shard } from '../placement.js';
+import { moeShardOf, tensorParallelMoe, validateMoeTensorParallel } from '../moe-tensor-parallel.js';
 import { regionEntry, rowParallel, sequenceParallelColumn, columnParallelWithEntry, vocabParallelEmbedding, sequenceParallelNorm } from '../tensor-parallel.js';
 
 export interface GptDataParallelOptions {
@@ -55,7 +56,7 @@ export function gptShardOf(name: string, shape: readonly number[], rank: number,
   if (/\.mlp\.c_fc\.(weight|bias)$/.test(name)) return s(0);
   if (/\.(attn|mlp)\.c_proj\.weight$/.test(name)) return s(1);
   if (name === 'wte.weight' || name === 'lm_head.weight') return s(0);
-  return null;
+  return moeShardOf(name, shape, rank, size);
 }
 
 /** Checks that a GPT config splits over `tp` ranks, naming the offending field. */
@@ -65,6 +66,7 @@ export function validateGptTensorParallel(m: GptConfig, tp: number, sequencePara
   if (m.dFF % tp !== 0) throw new Error(`model.dFF (${m.dFF}) must be divisible by parallel.tp (${tp}): the MLP is split by its hidden width`);
   if (m.vocabSize % tp !== 0) throw new Error(`model.vocabSize (${m.vocabSize}) must be divisible by parallel.tp (${tp}): the embedding and head are split by vocabulary`);
   if (sequenceParallel && m.seqLen % tp !== 0) throw new Error(`model.seqLen (${m.seqLen}) must be divisible by parallel.tp (${tp}) when parallel.sp=true: sequence parallelism splits the sequence`);
+  validateMoeTensorParallel(m, tp, sequenceParallel);
 }
 
 export interface GptTensorParallelOptions {
@@ -100,8 +102,12 @@ export function buildTensorParallelGpt(cfg: GptConfig, group: GroupCollectives, 
     // backward, so the block holds only its sequence shard (attention and MLP read x only there).
     if (sp) sequenceParallelColumn(b.attn.c_attn, group); else regionEntry(b.attn, group, sp);
     rowParallel(b.attn.c_proj, group, sp);
-    if (sp) sequenceParallelColumn(b.mlp.c_fc, group); else regionEntry(b.mlp, group, sp);
-    rowParallel(b.mlp.c_proj, group, sp);
+    // An MoE block: replicated router, experts split over F (moe-tensor-parallel.ts).
+    if (b.moe) tensorParallelMoe(b.moe, group);
+    else {
+      if (sp) sequenceParallelColumn(b.mlp.c_fc, group); else regionEntry(b.mlp, group, sp);
+      rowParallel(b.mlp.c_proj, group, sp);
+    }
     if (sp) { sequenceParallelNorm(b.ln_1, group); sequenceParallelNorm(b.ln_2, group); }
   }
   const V = cfg.vocabSize, Vl = V / size;
@@ -122,7 +128,10 @@ export function buildTensorParallelGpt(cfg: GptConfig, group: GroupCollectives, 
   wrapMethod(model, 'loss', () => (idx: Tensor, targets: Tensor) => {
     const logits = model.forward(idx);
     const [B, T] = logits.shape as [number, number, number];
-    return vocabParallelCrossEntropy(reshape(logits, [B * T, Vl]), reshape(targets, [B * T]), group, rank * Vl, V);
+    let l = vocabParallelCrossEntropy(reshape(logits, [B * T, Vl]), reshape(targets, [B * T]), group, rank * Vl, V);
+    // As GPT.loss: the MoE blocks' auxiliary losses (replicated, identical on every rank).
+    for (const m of model.moeLayers()) if (m.auxLoss) { l = add(l, m.auxLoss); m.auxLoss = null; }
+    return l;
   });
   return { model, shards };
 }
