@@ -28,7 +28,8 @@ import { pipelineSettings } from './memory-plan.js';
 import { hsdpGroups, type HsdpGroups } from '../parallel/hsdp.js';
 import { newOffloadAdamW } from './offload-setup.js';
 import { gradCommFor } from '../parallel/grad-comm-bf16.js';
-import { moeAfterStep, type MoePipeline, type MoeStepMetrics } from './moe-step.js';
+import type { MoeStepMetrics } from './moe-step.js';
+import { pipelineMoeAfterStep, restorePipelineMoeBias, withPipelineMoeBias } from './moe-pipeline.js';
 
 export class DistributedLayer implements ParallelLayer {
   readonly rank: number;
@@ -164,23 +165,7 @@ export class DistributedLayer implements ParallelLayer {
   get moeAfterStep(): ((model: TrainModel) => Promise<MoeStepMetrics | null>) | undefined {
     const pipe = this.pipe;
     if (!pipe) return undefined;
-    return (_model) => moeAfterStep(pipe.stages, this.mesh.dims.dp, (x) => this.meanScalar(x), this.moePipeline());
-  }
-
-  private moePipeline(): MoePipeline {
-    const st = this.pipe!.stages;
-    return { ...st.moeLayout(), experts: this.cfg.model.moe?.experts ?? 0, sum: (v) => sumFloat64Vector(this.mesh.pp, v) };
-  }
-
-  /** bias balancing: every MoE layer's routing biases (each stage fills the layers it holds). */
-  private async pipelineMoeBias(): Promise<number[][] | null> {
-    const st = this.pipe!.stages, layers = st.moeLayers();
-    if (this.cfg.model.moe?.balance !== 'bias' || !this.cfg.model.moe.experts) return null;
-    const { indices, total } = st.moeLayout(), E = this.cfg.model.moe.experts;
-    const v = new Float64Array(total * E);
-    layers.forEach((m, i) => { if (m.routingBias) v.set(m.routingBias, indices[i]! * E); });
-    const s = await sumFloat64Vector(this.mesh.pp, v);
-    return Array.from({ length: total }, (_, l) => Array.from(s.subarray(l * E, (l + 1) * E)));
+    return () => pipelineMoeAfterStep(pipe.stages, this.cfg, this.mesh.dims.dp, (x) => this.meanScalar(x), this.mesh.pp);
   }
 
   async meanScalar(x: number): Promise<number> {
@@ -213,7 +198,7 @@ export class DistributedLayer implements ParallelLayer {
     let segs = this.tpView.toGlobal(this.data.checkpointSegments(optim.adamw));
     // The first stage writes the tied embedding (and its moments); the last stage's copy is equal.
     if (this.pipe?.stages.tiedCopy) segs = segs.filter((s) => s.name !== 'wte.weight' && !/^optim\.[a-z_]+\.wte\.weight$/.test(s.name));
-    if (this.pipe) { const b = await this.pipelineMoeBias(); if (b) st = { ...st, moeBias: b }; }
+    if (this.pipe) st = await withPipelineMoeBias(this.pipe.stages, this.cfg, this.mesh.pp, st);
     return saveCheckpoint(root, { ...st, optimizer: optimizerMeta(optim.adamw) }, segs, { rank: this.rank, world: this.world, barrier: () => this.barrier() });
   }
 
@@ -222,20 +207,7 @@ export class DistributedLayer implements ParallelLayer {
     try {
       const st = r.state as TrainState;
       this.data.loadCheckpoint(this.tpView.reader(r), optim.adamw, st.optimizer);
-      if (this.pipe) {
-        // The saved biases are every MoE layer's in block order; this rank takes its layers'.
-        const { indices } = this.pipe.stages.moeLayout();
-        const layers = this.pipe.stages.moeLayers();
-        const all = st.moeBias;
-        if (layers.some((m) => m.routingBias)) {
-          if (!all) throw new Error(`${dir}: the checkpoint has no moeBias (model.moe.balance = bias needs the routing biases); it was written by a run with another model.moe.balance`);
-          layers.forEach((m, i) => {
-            const b = all[indices[i]!];
-            if (!b || b.length !== m.routingBias!.length) throw new Error(`${dir}: moeBias[${indices[i]}] is missing or has the wrong expert count (model.moe.experts = ${m.routingBias!.length})`);
-            m.routingBias!.set(b);
-          });
-        }
-      }
+      if (this.pipe) restorePipelineMoeBias(this.pipe.stages, st, dir);
       return st;
     } finally {
       r.close();
@@ -267,16 +239,6 @@ export class DistributedLayer implements ParallelLayer {
     for (const t of this.threads) await t.close();
     await this.pg.destroy();
   }
-}
-
-/** Element-wise sum of float64s over a group, added in group-rank order (identical on every rank). */
-async function sumFloat64Vector(g: Communicator, v: Float64Array): Promise<Float64Array> {
-  if (g.size === 1) return v;
-  const all = new Float64Array(g.size * v.length);
-  await g.allGather(new Int32Array(v.buffer, v.byteOffset, v.length * 2), new Int32Array(all.buffer)).wait();
-  const s = new Float64Array(v.length);
-  for (let r = 0; r < g.size; r++) for (let i = 0; i < v.length; i++) s[i]! += all[r * v.length + i]!;
-  return s;
 }
 
 /** Sum of a float64 over a group, exactly as one process would add it: raw bits gathered, added in group-rank order. */
