@@ -1,5 +1,5 @@
-// MoE composed with pipeline and tensor parallelism through `athanor launch` (and
-// mpirun): every step's loss (which includes the routers' auxiliary and z losses, from
+// MoE composed with pipeline and tensor parallelism (and expert parallelism inside pipeline
+// stages) through `athanor launch` (and mpirun): every step's loss (which includes the routers' auxiliary and z losses, from
 // whichever stage runs them), the final parameters and the MoE metrics (per-expert load
 // of every layer, drop rate, aux/z loss, router entropy) equal single-process training
 // with the same micro-batches within 1e-5 relative. Tensor parallelism sums the experts'
@@ -33,6 +33,15 @@ test('MoE × pipeline: pp=2 1F1B and pp=2 interleaved (2 chunks) × dp=2 ZeRO-1 
   sameMoeMetrics(ppdp.out, ref.out, 'pp=2 interleaved × dp=2');
 });
 
+test('MoE × pipeline × expert parallel: pp=2 × ep=2 (4 ranks, ZeRO-2; each stage\'s experts split over its 2 data-parallel ranks) equals one process', async () => {
+  const ref = await base();
+  const ppep = await runMesh('moe-pp2ep2', { pp: 2, dp: 2, zero: 2 }, ['--parallel.ep=2']);
+  assert.match(ppep.log, /expert parallel: ep=2 × edp=1.*pipeline: 2 stages × 1 chunk\(s\), 1f1b/);
+  closeLosses(ppep.losses, ref.losses, 'pp=2 × ep=2');
+  closeParams(ppep.out, ref.out, 'pp=2 × ep=2');
+  sameMoeMetrics(ppep.out, ref.out, 'pp=2 × ep=2');
+});
+
 test('MoE × tensor parallel: tp=2 (experts split over F, router replicated) and tp=2 × pp=2 GPipe equal one process', async () => {
   const ref = await base();
   const tp2 = await runMesh('moe-tp2', { tp: 2 });
@@ -46,7 +55,7 @@ test('MoE × tensor parallel: tp=2 (experts split over F, router replicated) and
   sameMoeMetrics(tppp.out, ref.out, 'tp=2 × pp=2 gpipe');
 });
 
-test('MoE checkpoints across layouts with bias balancing: pp=2 → pp=2 → tp=2 resumes to the straight run', async () => {
+test('MoE checkpoints across layouts with bias balancing: pp=2 × ep=2 → pp=2 → tp=2 resumes to the straight run', async () => {
   // Constant LR after warmup so stopping early does not change the straight run's rates;
   // a large bias rate so the routing biases change routing within these steps (a resume
   // that lost a stage's biases would route differently).
@@ -63,15 +72,15 @@ test('MoE checkpoints across layouts with bias balancing: pp=2 → pp=2 → tp=2
     assert.equal(b?.length, 4, `step ${s}: moeBias of all 4 MoE layers`);
     assert.ok(b!.every((l) => l.some((v) => v !== 0)), `step ${s}: every layer's routing biases moved`);
   };
-  await runMesh('moe-bias-pp2-a', { pp: 2 }, [...c, '--train.steps=3'], out);
+  await runMesh('moe-bias-pp2ep2', { pp: 2, dp: 2, zero: 1 }, [...c, '--parallel.ep=2', '--train.steps=3'], out);
   allMoved(3);
   const resumed = await runMesh('moe-bias-pp2-b', { pp: 2, schedule: 'gpipe' }, [...c, '--train.steps=5', '--resume'], out);
   assert.match(resumed.log, /resumed from .*step-00000003 at step 3/);
   allMoved(5);
   const last = await runMesh('moe-bias-tp2', { tp: 2 }, [...c, '--resume'], out);
   assert.match(last.log, /resumed from .*step-00000005 at step 5/);
-  closeLosses(stepLosses(out), straight.losses, 'pp=2 → pp=2 → tp=2');
-  closeParams(out, straight.out, 'pp=2 → pp=2 → tp=2');
+  closeLosses(stepLosses(out), straight.losses, 'pp=2 × ep=2 → pp=2 → tp=2');
+  closeParams(out, straight.out, 'pp=2 × ep=2 → pp=2 → tp=2');
   const bs = bias(straight.out, 8)!, br = bias(out, 8)!;
   bs.forEach((l, i) => l.forEach((v, e) => assert.ok(Math.abs(br[i]![e]! - v) <= 1e-6, `routing bias [${i}][${e}]: ${br[i]![e]} vs ${v} straight`)));
 });
