@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { CheckpointReader } from '../src/io/checkpoint.js';
-import { tinyData, stepLosses, tmp, CLI } from './helpers/train-fixture.js';
+import { tinyData, stepLosses, tmp, CLI, runCli } from './helpers/train-fixture.js';
+import { projectRoot } from '../src/backend/native.js';
 import { runMesh, meshArgs, closeLosses, closeParams, sameMoeMetrics, type MeshRun } from './helpers/moe-mesh.js';
 
 let single: MeshRun | null = null;
@@ -53,6 +54,18 @@ test('MoE × tensor parallel: tp=2 (experts split over F, router replicated) and
   closeLosses(tppp.losses, ref.losses, 'tp=2 × pp=2 gpipe');
   closeParams(tppp.out, ref.out, 'tp=2 × pp=2 gpipe');
   sameMoeMetrics(tppp.out, ref.out, 'tp=2 × pp=2 gpipe');
+});
+
+test('tp-parity with MoE layers: every tp rank\'s replicated router and expert biases get the single-process gradient (no reduction needed), split experts their slice', async () => {
+  // Each rank compares the gradient of every parameter it holds (its F-slice of the
+  // experts, its full copy of the router, the experts' c_proj biases and the norms) with
+  // the single-process model's; the worst over both ranks is printed per layer.
+  const tool = join(projectRoot(), 'dist', 'tools', 'tp-parity.js');
+  const r = await runCli(['launch', '--nproc-per-node', '2', '--', 'node', tool, '--model.nLayer=2', '--model.seqLen=32', '--model.vocabSize=512',
+    '--model.moe.experts=4', '--model.moe.every=1', '--model.moe.capacityFactor=1.25', '--model.moe.zLossCoef=1e-3', '--model.moe.sharedExpert=true', '--tol', '1e-5']);
+  assert.equal(r.code, 0, r.out.slice(-3000));
+  assert.match(r.out, /h\.1\.moe\s+\d\.\d+e[-+]\d+\s+\d\.\d+e[-+]\d+/, 'a row for the MoE layer');
+  assert.match(r.out, /no layer diverges/);
 });
 
 test('MoE checkpoints across layouts with bias balancing: pp=2 × ep=2 → pp=2 → tp=2 resumes to the straight run', async () => {
