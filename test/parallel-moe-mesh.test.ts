@@ -15,12 +15,12 @@ import { projectRoot } from '../src/backend/native.js';
 import { runMesh, meshArgs, closeLosses, closeParams, sameMoeMetrics, type MeshRun } from './helpers/moe-mesh.js';
 
 let single: MeshRun | null = null;
-let pp2: MeshRun | null = null;
+let ppep: MeshRun | null = null;
 const base = async () => (single ??= await runMesh('moe-single', {}));
 
 test('MoE × pipeline: pp=2 1F1B and pp=2 interleaved (2 chunks) × dp=2 ZeRO-1 equal one process', async () => {
   const ref = await base();
-  pp2 = await runMesh('moe-pp2', { pp: 2 });
+  const pp2 = await runMesh('moe-pp2', { pp: 2 });
   assert.match(pp2.log, /pipeline: 2 stages × 1 chunk\(s\), 1f1b/);
   closeLosses(pp2.losses, ref.losses, 'pp=2 1f1b');
   closeParams(pp2.out, ref.out, 'pp=2 1f1b');
@@ -36,7 +36,7 @@ test('MoE × pipeline: pp=2 1F1B and pp=2 interleaved (2 chunks) × dp=2 ZeRO-1 
 
 test('MoE × pipeline × expert parallel: pp=2 × ep=2 (4 ranks, ZeRO-2; each stage\'s experts split over its 2 data-parallel ranks) equals one process', async () => {
   const ref = await base();
-  const ppep = await runMesh('moe-pp2ep2', { pp: 2, dp: 2, zero: 2 }, ['--parallel.ep=2']);
+  ppep = await runMesh('moe-pp2ep2', { pp: 2, dp: 2, zero: 2 }, ['--parallel.ep=2']);
   assert.match(ppep.log, /expert parallel: ep=2 × edp=1.*pipeline: 2 stages × 1 chunk\(s\), 1f1b/);
   closeLosses(ppep.losses, ref.losses, 'pp=2 × ep=2');
   closeParams(ppep.out, ref.out, 'pp=2 × ep=2');
@@ -98,16 +98,17 @@ test('MoE checkpoints across layouts with bias balancing: pp=2 × ep=2 → pp=2 
   bs.forEach((l, i) => l.forEach((v, e) => assert.ok(Math.abs(br[i]![e]! - v) <= 1e-6, `routing bias [${i}][${e}]: ${br[i]![e]} vs ${v} straight`)));
 });
 
-test('MoE × pipeline under mpirun matches the launcher', async (t) => {
+test('MoE × pipeline × expert parallel under mpirun (pipeline and all-to-all traffic over MPI) matches the launcher', async (t) => {
   if (spawnSync('which', ['mpirun']).status !== 0) { t.skip('mpirun not installed (Debian: openmpi-bin)'); return; }
-  const launched = pp2 ?? await runMesh('moe-pp2', { pp: 2 });
+  const layout = { pp: 2, dp: 2, zero: 2 }, ep = ['--parallel.ep=2'];
+  const launched = ppep ?? await runMesh('moe-pp2ep2', layout, ep);
   const data = await tinyData();
-  const out = tmp('moe-pp2-mpi');
-  const r = spawnSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, CLI, 'train', ...meshArgs(data, out, { pp: 2 })],
+  const out = tmp('moe-pp2ep2-mpi');
+  const r = spawnSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '4', process.execPath, CLI, 'train', ...meshArgs(data, out, layout, ep)],
     { encoding: 'utf8', timeout: 180_000, env: { ...process.env, ATHANOR_QUIET: '1', ATHANOR_WATCHDOG_S: '60' } });
   assert.equal(r.status, 0, (r.stdout + r.stderr).slice(-3000));
-  assert.match(r.stdout + r.stderr, /pipeline: 2 stages/);
+  assert.match(r.stdout + r.stderr, /expert parallel: ep=2.*pipeline: 2 stages/);
   assert.deepEqual([...stepLosses(out)], [...launched.losses], 'losses under mpirun vs the launcher');
-  closeParams(out, launched.out, 'pp=2 under mpirun vs the launcher', 0);
-  sameMoeMetrics(out, launched.out, 'pp=2 under mpirun vs the launcher', 0);
+  closeParams(out, launched.out, 'pp=2 × ep=2 under mpirun vs the launcher', 0);
+  sameMoeMetrics(out, launched.out, 'pp=2 × ep=2 under mpirun vs the launcher', 0);
 });
