@@ -1,32 +1,47 @@
 // Run by `athanor plan --calibrate` under the launcher with 2 ranks: times all-reduce
-// at a small and a large size so the α–β model of this machine's link is measured.
+// at a small and a large size so the α–β model of this machine's link is measured:
+// the wall time on the runtime's own process group, and the CPU time a rank spends per
+// collective on the path the trainer's synchronous collectives take (tensor parallelism,
+// expert exchanges: a communication thread fed through shared staging buffers and
+// waited for with Atomics.wait, parallel/thread-group.ts), all threads of the process.
 import { initProcessGroup } from '../runtime/init.js';
+import { CommThread } from '../runtime/comm-thread.js';
+import { ThreadGroup } from '../parallel/thread-group.js';
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const SIZES = [['small', 4096, 200], ['large', 16 * 2 ** 20, 8]] as const;
 
 async function main(): Promise<void> {
   const pg = await initProcessGroup();
   const out: Record<string, number> = {};
-  // CPU seconds of this process (all threads: the transport's copies, reductions and
-  // socket calls) per all-reduce, beside the wall time: what communication costs a core.
-  const cpuOut: Record<string, number> = {};
-  for (const [name, bytes, reps] of [['small', 4096, 200], ['large', 16 * 2 ** 20, 8]] as const) {
+  for (const [name, bytes, reps] of SIZES) {
     const buf = new Float32Array(bytes / 4).fill(1);
     for (let w = 0; w < (name === 'small' ? 50 : 2); w++) await pg.allReduce(buf);
-    const ts: number[] = [], cs: number[] = [];
+    const ts: number[] = [];
     for (let r = 0; r < reps; r++) {
       await pg.barrier();
-      const t0 = performance.now(), c0 = process.cpuUsage();
+      const t0 = performance.now();
       await pg.allReduce(buf);
-      const c = process.cpuUsage(c0);
       ts.push((performance.now() - t0) / 1000);
-      cs.push((c.user + c.system) / 1e6);
     }
     out[name] = median(ts);
-    cpuOut[name] = cs.reduce((a, b) => a + b, 0) / cs.length;
   }
-  // Both ranks' CPU time: the larger (mean per all-reduce) is reported by rank 0.
-  const both = new Float32Array([cpuOut.small!, cpuOut.large!]);
+  const thread = await CommThread.start(pg, { prefix: 'athanor/calibrate' });
+  const group = new ThreadGroup(thread.newGroup([0, 1], 'calibrate'), pg.rank, 2);
+  const cpu: number[] = [];
+  for (const [name, bytes, reps] of SIZES) {
+    const buf = new Float32Array(bytes / 4).fill(1);
+    for (let w = 0; w < (name === 'small' ? 50 : 2); w++) group.allReduce(buf, 'sum');
+    await pg.barrier();
+    // Back to back, as a step issues them: the mean CPU time per all-reduce.
+    const c0 = process.cpuUsage();
+    for (let r = 0; r < reps; r++) group.allReduce(buf, 'sum');
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1e6 / reps);
+  }
+  await thread.close();
+  // The busier rank's CPU time per all-reduce, reported by rank 0.
+  const both = new Float32Array(cpu);
   await pg.allReduce(both, { op: 'max' });
   if (pg.rank === 0) console.log(`ATHANOR_CALIBRATE_COMM ${JSON.stringify({ ...out, cpuSmall: both[0], cpuLarge: both[1] })}`);
   await pg.destroy();

@@ -184,7 +184,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
     },
     allocator: 'athanor-pool',
     commCpu: {
-      alpha: { value: cpuAlpha, source: meas('half the mean CPU time (all threads of a rank) of a 4 KiB all-reduce, 2 ranks') },
+      alpha: { value: cpuAlpha, source: meas('half the mean CPU time (all threads of a rank) of a 4 KiB all-reduce through the trainer synchronous path (communication thread, parallel/thread-group.ts), 2 ranks') },
       beta: { value: cpuBeta, source: meas('16 MiB all-reduce, CPU time of a rank, ring model') },
     },
     commComputeShare: { value: 1, source: 'assumption: one device = one core, and the communication thread runs on the same cores (no DMA engine); bench/plan-validate-bench.ts shows its CPU time per step (ATHANOR_PLANVAL_THREADS=1)' },
