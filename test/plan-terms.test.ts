@@ -99,3 +99,15 @@ test('bf16 traces use the calibrated 16-bit kernel rates; tp prices its loss at 
   assert.ok(tp(1e8) > tp(1e9));
   assert.equal(estimate(tr32, parseLayout('mb=16'), vp(1e8), opts).time.busy, estimate(tr32, parseLayout('mb=16'), vp(1e9), opts).time.busy);
 });
+
+test('per-op rates: an op\'s own measured forward and backward rates replace its class rate (fp32 traces)', () => {
+  const c = loadCluster('this-machine');
+  const tr = traceGpt(tiny, { microBatch: 16 });
+  const withAdd = (fwd: number, bwd: number): ClusterSpec => ({ ...c, device: { ...c.device, opRates: { source: 'assumption: test', rates: { add: { fwd, bwd } } } } });
+  const t = (cc: ClusterSpec) => estimate(tr, parseLayout('mb=16'), cc, opts).time.compute;
+  const a = t(withAdd(1e9, 1e9)), slowBwd = t(withAdd(1e9, 1e8));
+  assert.equal(slowBwd['forward:elementwise'], a['forward:elementwise']);
+  assert.ok(slowBwd['backward:elementwise']! > a['backward:elementwise']!);
+  const bad = JSON.parse(JSON.stringify(withAdd(1e9, 1e9))); bad.device.opRates.rates.add.bwd = 0;
+  assert.throws(() => validateCluster(bad, 'c.json'), /field 'device\.opRates\.rates\.add\.bwd' must be a positive number/);
+});

@@ -138,6 +138,30 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
     };
   });
   log.push(`bf16 kernels: attention ${(lowp.attEff * 100).toFixed(0)}% of the GEMM ceiling; ${Object.entries(lowp.rates).map(([k, v]) => `${k} ${(v / 1e9).toFixed(1)}`).join(', ')} GB/s (forward + backward)`);
+  // Per op, forward and backward apart (a class rate with one backward factor misprices the
+  // ops of a class against each other: a residual add is far cheaper per byte than GELU, a
+  // reshape's backward is a copy, cross-entropy's backward is not 1.5× its forward): the
+  // real op's forward, then forward + its backward rule, as forward bytes per second each.
+  const fb = (bytesFwd: number, input: Tensor, fn: (x: Tensor) => Tensor): { fwd: number; bwd: number } => {
+    const run = (withBackward: boolean): number => median(timeIt(() => scope(() => {
+      const xi = fromStorage(input.data as Float32Array, input.shape, 'float32');
+      xi.requiresGrad = true;
+      const y = fn(xi);
+      if (withBackward) backward(y, y.size === 1 ? {} : { grad: fromStorage(new Float32Array(y.size).fill(1), y.shape, 'float32') });
+      xi.grad?.dispose();
+    }), reps * 2));
+    const tf = run(false), tb = Math.max(1e-7, run(true) - tf);
+    return { fwd: bytesFwd / tf, bwd: bytesFwd / tb };
+  };
+  const x2 = fromStorage(new Float32Array(n).fill(1), [1024, 1024], 'float32');
+  const opRates: Record<string, { fwd: number; bwd: number }> = {
+    add: fb(3 * 4 * n, x, (t) => add(t, t)),
+    gelu: fb(2 * 4 * n, x, (t) => gelu(t)),
+    layerNorm: fb(2 * 4 * rows * C + 8 * C, xr, (t) => layerNorm(t, w, w)),
+    crossEntropy: fb(4 * rows * V + 4 * rows + 4, logits, (t) => crossEntropy(t, tgt)),
+    reshape: fb(2 * 4 * n, x2, (t) => reshape(transpose(t), [n])),
+  };
+  log.push(`per op (GB/s, forward / backward): ${Object.entries(opRates).map(([k, v]) => `${k} ${(v.fwd / 1e9).toFixed(1)}/${(v.bwd / 1e9).toFixed(1)}`).join(', ')}`);
   const s = fromStorage(new Float32Array(64).fill(1), [64], 'float32');
   const tiny = median(timeIt(() => scope(() => { for (let i = 0; i < 1000; i++) add(s, s); }), reps)) / 1000;
   log.push(`memory-bound kernels (GB/s): ${Object.entries(classBw).map(([k, v]) => `${k} ${(v / 1e9).toFixed(1)}`).join(', ')}; ${(tiny * 1e6).toFixed(2)} µs per small op`);
@@ -170,6 +194,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       memBandwidth: { value: bw, source: meas('add() and gelu() on 1M floats, bytes read + written per second') },
       opOverhead: { value: tiny, source: meas('time per add() of 64 elements (op dispatch, tape and allocation)') },
       gemmTable: { source: meas('median sgemm rate, 1 thread, at each [m, n, k]'), points },
+      opRates: { source: meas('the real ops forward, and their backward rules (forward + backward less forward), at 1M floats / 2048 rows; forward bytes as the meta trace counts them, per second'), rates: opRates },
       lowpKernels: {
         source: meas('the same kernels under train.precision=bf16, forward + backward (attention at B2 H8 T256 D64; add + gelu, layerNorm, crossEntropy; bytes as the meta trace counts the forward, times 2.5)'),
         attentionEfficiency: lowp.attEff,

@@ -30,6 +30,11 @@ export interface ClusterSpec {
      * Athanor's mixed precision (a bf16 trace): attention efficiency and kernel-class rates
      * (bytes per second, forward + backward) of the ops' 16-bit paths, measured (this machine).
      */
+    /**
+     * Measured rates of single ops by name (this machine): forward bytes (as the trace counts
+     * them) per second of the op's forward and of its backward rule; fp32 traces only.
+     */
+    opRates?: { source: string; rates: Record<string, { fwd: number; bwd: number }> };
     lowpKernels?: { source: string; attentionEfficiency: number; rates: Record<string, number> };
     /** Measured rates of the element-wise kernel classes, bytes moved per second (this machine). */
     classBandwidth?: { source: string; rates: Record<string, number> };
@@ -121,6 +126,13 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
     const g = obj(d.gemmTable, 'device.gemmTable');
     if (!Array.isArray(g.points) || !g.points.length || g.points.some((p) => !Array.isArray(p) || p.length !== 4 || p.some((v) => typeof v !== 'number' || !(v > 0)))) {
       throw new Error(`${file}: field 'device.gemmTable.points' must be a non-empty list of [m, n, k, flopsPerSec] with positive numbers`);
+    }
+  }
+  if (d.opRates !== undefined) {
+    const orr = obj(obj(d.opRates, 'device.opRates').rates, 'device.opRates.rates');
+    for (const [k, v] of Object.entries(orr)) {
+      const r = obj(v, `device.opRates.rates.${k}`);
+      for (const ph of ['fwd', 'bwd'] as const) if (typeof r[ph] !== 'number' || !((r[ph] as number) > 0)) throw new Error(`${file}: field 'device.opRates.rates.${k}.${ph}' must be a positive number of bytes per second, got ${JSON.stringify(r[ph])}`);
     }
   }
   if (d.lowpKernels !== undefined) {

@@ -3,6 +3,7 @@
 // this file only applies the layout (how tp/pp/dp/ZeRO/sp/precision split those) and
 // the cluster's rates (roofline per op class, α–β per collective and link class).
 import type { TraceResult, TracedBuffer, MemEvent } from './trace.js';
+import { backwardFactor } from './trace.js';
 import type { ClusterSpec } from './cluster.js';
 import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
@@ -29,6 +30,8 @@ export interface TimeEstimate {
   compute: Record<string, number>;
   comm: Record<string, number>;
   bubble: number; optimizer: number; exposedComm: number; hiddenComm: number; step: number;
+  /** Compute seconds per step of each pipeline rank (its chunks' ops, all micro-batches). */
+  stageCompute: number[];
   /** Seconds the busiest device works per step (compute, optimizer, communication's work on its cores; no bubble or waiting): what CPU time per step measures on this machine. */
   busy: number;
 }
@@ -478,6 +481,10 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     } else if (split > 1 && op.op === 'crossEntropy' && c.device.classBandwidth?.rates.vocabParallelCrossEntropy) {
       // Under tp the loss is the vocab-parallel cross-entropy (plans/gpt.ts), its own kernel.
       t = (op.bytes * actScale) / split / c.device.classBandwidth.rates.vocabParallelCrossEntropy;
+    } else if (!lowpK && c.device.opRates?.rates[op.op]) {
+      // The op's own measured forward and backward rates (forward bytes per second).
+      const r = c.device.opRates.rates[op.op]!;
+      t = op.phase === 'backward' ? (op.bytes / backwardFactor(op.cls)) * actScale / split / r.bwd : (op.bytes * actScale) / split / r.fwd;
     } else {
       t = (op.bytes * actScale) / split / classBw(op.cls);
     }
@@ -608,7 +615,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const mfu = (modelFlopsPerToken * tokensPerSec) / (devices(l) * peak);
   return {
     layout: l, devices: devices(l), params: totalParams, memory, fits,
-    time: { compute, comm, bubble, optimizer, exposedComm: otherComm + exposedDp + commOnDevice, hiddenComm: hiddenComm - commOnDevice, step, busy },
+    time: { compute, comm, bubble, optimizer, exposedComm: otherComm + exposedDp + commOnDevice, hiddenComm: hiddenComm - commOnDevice, step, busy, stageCompute: stageCompute.map((r) => l.ga * sum(r)) },
     tokensPerStep, tokensPerSec, modelFlopsPerToken, mfu, notes,
   };
 }
