@@ -111,3 +111,19 @@ test('per-op rates: an op\'s own measured forward and backward rates replace its
   const bad = JSON.parse(JSON.stringify(withAdd(1e9, 1e9))); bad.device.opRates.rates.add.bwd = 0;
   assert.throws(() => validateCluster(bad, 'c.json'), /field 'device\.opRates\.rates\.add\.bwd' must be a positive number/);
 });
+
+test('communication CPU table: 2-rank tp all-reduces priced from the measured sizes (log–log between them)', async () => {
+  const { interpLogLog } = await import('../src/plan/estimate.js');
+  const pts: [number, number][] = [[4096, 5e-4], [65536, 1e-3], [1048576, 2e-3], [16777216, 1.6e-2]];
+  for (const [x, y] of pts) assert.ok(Math.abs(interpLogLog(pts, x) - y) < 1e-12);
+  assert.ok(Math.abs(interpLogLog(pts, 262144) - Math.sqrt(1e-3 * 2e-3)) < 1e-12);
+  const c = loadCluster('this-machine');
+  const base: ClusterSpec = { ...c, commComputeShare: fig(1), commCpu: { alpha: fig(1e-4), beta: fig(1e9) } };
+  const tr = traceGpt(tiny, { microBatch: 16 });
+  const busy = (cc: ClusterSpec) => estimate(tr, parseLayout('tp=2,mb=16'), cc, opts).time.busy;
+  const cheap = busy({ ...base, commCpu: { ...base.commCpu!, allReduce2: { source: 'assumption: test', points: pts } } });
+  const dear = busy({ ...base, commCpu: { ...base.commCpu!, allReduce2: { source: 'assumption: test', points: pts.map(([x, y]) => [x, 2 * y] as [number, number]) } } });
+  assert.ok(dear > cheap);
+  const bad = JSON.parse(JSON.stringify(base)); bad.commCpu.allReduce2 = { source: 'x', points: [[1, 2]] };
+  assert.throws(() => validateCluster(bad, 'c.json'), /field 'commCpu\.allReduce2\.points' must be a list of at least two/);
+});

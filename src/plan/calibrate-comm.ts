@@ -29,7 +29,9 @@ async function main(): Promise<void> {
   const thread = await CommThread.start(pg, { prefix: 'athanor/calibrate' });
   const group = new ThreadGroup(thread.newGroup([0, 1], 'calibrate'), pg.rank, 2);
   const cpu: number[] = [];
-  for (const [name, bytes, reps] of SIZES) {
+  // 64 KiB and 1 MiB as well: a collective's CPU cost is not linear in between (the size of
+  // tensor-parallel activations and expert exchanges), so the planner interpolates a table.
+  for (const [name, bytes, reps] of [...SIZES, ['mid', 2 ** 16, 60], ['mib', 2 ** 20, 30]] as const) {
     const buf = new Float32Array(bytes / 4).fill(1);
     for (let w = 0; w < (name === 'small' ? 50 : 2); w++) group.allReduce(buf, 'sum');
     await pg.barrier();
@@ -43,7 +45,7 @@ async function main(): Promise<void> {
   // The busier rank's CPU time per all-reduce, reported by rank 0.
   const both = new Float32Array(cpu);
   await pg.allReduce(both, { op: 'max' });
-  if (pg.rank === 0) console.log(`ATHANOR_CALIBRATE_COMM ${JSON.stringify({ ...out, cpuSmall: both[0], cpuLarge: both[1] })}`);
+  if (pg.rank === 0) console.log(`ATHANOR_CALIBRATE_COMM ${JSON.stringify({ ...out, cpuSmall: both[0], cpuLarge: both[1], cpuPoints: [[4096, both[0]], [2 ** 16, both[2]], [2 ** 20, both[3]], [16 * 2 ** 20, both[1]]] })}`);
   await pg.destroy();
 }
 

@@ -171,7 +171,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   const r = spawnSync(process.execPath, [cli, 'launch', '--nproc-per-node', '2', '--', 'node', script], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ATHANOR_QUIET: '1' } });
   const m = /ATHANOR_CALIBRATE_COMM (\{.*\})/.exec(r.stdout ?? '');
   if (!m) throw new Error(`plan --calibrate: the all-reduce measurement failed:\n${((r.stdout ?? '') + (r.stderr ?? '')).slice(-1500)}`);
-  const c = JSON.parse(m[1]!) as { small: number; large: number; cpuSmall: number; cpuLarge: number };
+  const c = JSON.parse(m[1]!) as { small: number; large: number; cpuSmall: number; cpuLarge: number; cpuPoints: [number, number][] };
   const alpha = c.small / 2, beta = (16 * 2 ** 20) / Math.max(1e-9, c.large - 2 * alpha);
   // The same model for the CPU time a collective takes from a rank (all its threads).
   const cpuAlpha = c.cpuSmall / 2, cpuBeta = (16 * 2 ** 20) / Math.max(1e-9, c.cpuLarge - 2 * cpuAlpha);
@@ -211,6 +211,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
     commCpu: {
       alpha: { value: cpuAlpha, source: meas('half the mean CPU time (all threads of a rank) of a 4 KiB all-reduce through the trainer synchronous path (communication thread, parallel/thread-group.ts), 2 ranks') },
       beta: { value: cpuBeta, source: meas('16 MiB all-reduce, CPU time of a rank, ring model') },
+      allReduce2: { source: meas('mean CPU seconds of a rank per 2-rank all-reduce at 4 KiB, 64 KiB, 1 MiB, 16 MiB (trainer synchronous path)'), points: c.cpuPoints },
     },
     commComputeShare: { value: 1, source: 'assumption: one device = one core, and the communication thread runs on the same cores (no DMA engine); bench/plan-validate-bench.ts shows its CPU time per step (ATHANOR_PLANVAL_THREADS=1)' },
     hostMemoryBytesPerNode: { value: totalmem(), source: 'measured: os.totalmem()' },

@@ -62,7 +62,11 @@ export interface ClusterSpec {
    * a collective takes from a rank, α per message step and β bytes per CPU-second (this
    * machine: measured with the real transport). Prices the device's busy time.
    */
-  commCpu?: { alpha: Figure; beta: Figure };
+  commCpu?: {
+    alpha: Figure; beta: Figure;
+    /** Measured [bytes, CPU seconds] of one 2-rank all-reduce at several sizes (the cost is not linear in between); 2-rank groups interpolate it. */
+    allReduce2?: { source: string; points: [number, number][] };
+  };
   hostMemoryBytesPerNode?: Figure;
   powerWattsPerNode?: Figure;
   /** Measured embedding-server rate (rows looked up per second per server core), where measured. */
@@ -154,6 +158,10 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
     const cc = obj(r.commCpu, 'commCpu');
     fig(cc.alpha, 'commCpu.alpha');
     fig(cc.beta, 'commCpu.beta', false, 1);
+    if (cc.allReduce2 !== undefined) {
+      const pts = obj(cc.allReduce2, 'commCpu.allReduce2').points;
+      if (!Array.isArray(pts) || pts.length < 2 || pts.some((q) => !Array.isArray(q) || q.length !== 2 || q.some((v) => typeof v !== 'number' || !(v > 0)))) throw new Error(`${file}: field 'commCpu.allReduce2.points' must be a list of at least two [bytes, seconds] pairs of positive numbers`);
+    }
   }
   fig(r.hostMemoryBytesPerNode, 'hostMemoryBytesPerNode', true);
   fig(r.powerWattsPerNode, 'powerWattsPerNode', true);

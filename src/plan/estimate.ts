@@ -160,6 +160,16 @@ function gemmRateFn(c: ClusterSpec, peak: number): (m: number, n: number, k: num
   };
 }
 
+/** y at x from measured [x, y] points: piecewise linear in log–log, extended along the end segments. */
+export function interpLogLog(pts: [number, number][], x: number): number {
+  const p = [...pts].sort((a, b) => a[0] - b[0]);
+  let i = 0;
+  while (i < p.length - 2 && x > p[i + 1]![0]) i++;
+  const [x0, y0] = p[i]!, [x1, y1] = p[i + 1]!;
+  const t = (Math.log(x) - Math.log(x0)) / (Math.log(x1) - Math.log(x0));
+  return Math.exp(Math.log(y0) + t * (Math.log(y1) - Math.log(y0)));
+}
+
 /** Ring collective over n ranks: α per step plus bytes on the wire over β. */
 export function ringTime(kind: 'allreduce' | 'allgather' | 'reducescatter', bytes: number, n: number, link: { alpha: number; beta: number }): number {
   if (n <= 1 || bytes <= 0) return 0;
@@ -527,7 +537,9 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     // as many in backward, and the recomputed forward's again; each pays its own latency.
     const extraSteps = Math.max(0, count - 1) * 2 * (tp - 1);
     comm[`tp allreduce (${link.cls})`] = l.ga * (ringTime('allreduce', bytes, tp, link) + extraSteps * link.alpha);
-    if (cpuLink) commCpu += l.ga * (ringTime('allreduce', bytes, tp, cpuLink) + extraSteps * cpuLink.alpha);
+    const table = tp === 2 && count > 0 ? c.commCpu?.allReduce2?.points : undefined;
+    if (table) commCpu += l.ga * count * interpLogLog(table, bytes / count);
+    else if (cpuLink) commCpu += l.ga * (ringTime('allreduce', bytes, tp, cpuLink) + extraSteps * cpuLink.alpha);
   }
   if (pp > 1) {
     const link = linkFor(tp * dp * 2, c, dpn);
