@@ -38,10 +38,16 @@ async function main(): Promise<void> {
   // CPU seconds of each step (all threads of this rank: main and communication thread),
   // from one onStep to the next; the first step (warm-up, first allocations) is skipped.
   let lastCpu: NodeJS.CpuUsage | null = null;
+  let gcCpu = 0;
   const cpuSteps: number[] = [];
   let threads0: Record<string, number> | null = null, threads1: Record<string, number> = {};
   // Sampled during training steps only: the final checkpoint's serialisation buffers are not the step's memory.
-  const sample = (): void => { if (!training) return; const ab = process.memoryUsage().arrayBuffers; if (ab > peak) peak = ab; };
+  // poolAtPeak: bytes the buffer pool had allocated when the peak was seen (the rest of the
+  // peak is memory outside the pool: transport buffers, unpooled arrays awaiting GC).
+  let poolAtPeak = 0;
+  // After each step: [array-buffer bytes above the start, pool bytes allocated] (where memory goes).
+  const stepMem: [number, number][] = [];
+  const sample = (): void => { if (!training) return; const ab = process.memoryUsage().arrayBuffers; if (ab > peak) { peak = ab; poolAtPeak = pool.stats().allocatedBytes; } };
   const prevOnAlloc = pool.onAllocate;
   pool.onAllocate = (buf) => { prevOnAlloc?.(buf); sample(); };
   const acq = pool.acquire.bind(pool), rel = pool.release.bind(pool);
@@ -54,9 +60,16 @@ async function main(): Promise<void> {
       parallel: sync ?? undefined,
       onStep: (m) => {
         sample();
+        // Under --expose-gc (the bench passes it) unreachable unpooled arrays are collected at
+        // every step boundary, outside the step's CPU time: the peak then counts what a step
+        // holds and allocates, not garbage from earlier steps that V8 had not yet collected.
+        const g = (globalThis as { gc?: () => void }).gc;
+        if (g) { const c0 = process.cpuUsage(); g(); const d = process.cpuUsage(c0); gcCpu += (d.user + d.system) / 1e6; }
+        stepMem.push([process.memoryUsage().arrayBuffers - base, pool.stats().allocatedBytes]);
         const now = process.cpuUsage();
-        if (lastCpu) cpuSteps.push((now.user - lastCpu.user + now.system - lastCpu.system) / 1e6);
+        if (lastCpu) cpuSteps.push((now.user - lastCpu.user + now.system - lastCpu.system) / 1e6 - gcCpu);
         lastCpu = now;
+        gcCpu = 0;
         if (!threads0) threads0 = threadCpu(); else if (training) threads1 = threadCpu();
         if (m.step >= cfg.train.steps) training = false;
       },
@@ -67,7 +80,7 @@ async function main(): Promise<void> {
   // CPU seconds per measured step of each thread (the same steps as cpuSteps).
   const threadCpuPerStep: Record<string, number> = {};
   if (threads0 && cpuSteps.length) for (const [k, v] of Object.entries(threads1)) threadCpuPerStep[k] = (v - (threads0[k] ?? 0)) / cpuSteps.length;
-  console.log(`ATHANOR_PLAN_MEASURED ${JSON.stringify({ rank, arrayBufferPeak: peak - base, poolLivePeak: livePeak, cpuSteps, threadCpuPerStep })}`);
+  console.log(`ATHANOR_PLAN_MEASURED ${JSON.stringify({ rank, arrayBufferPeak: peak - base, poolAtPeak, poolLivePeak: livePeak, stepMem, cpuSteps, threadCpuPerStep })}`);
 }
 
 main().catch((e: unknown) => { console.error(e); process.exit(1); });

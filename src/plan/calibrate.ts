@@ -15,6 +15,9 @@ import { backward } from '../autograd/tape.js';
 import { projectRoot } from '../backend/native.js';
 import { atomicWriteFileSync } from '../io/atomic-write.js';
 import { from16, to16 } from '../backend/gemm-lowp.js';
+import { withPrecision } from '../backend/precision.js';
+import { vocabParallelCrossEntropy, type GroupCollectives } from '../ops/group.js';
+import type { Tensor } from '../core/tensor.js';
 import type { ClusterSpec } from './cluster.js';
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -93,7 +96,72 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
     // Mixed precision's operand casts and widening (6 bytes moved per element each way).
     convert: rate(2 * 6 * n, () => { to16('bfloat16', 1, n, xd, 0, n, x16, 0, n, 1); from16('bfloat16', 1, n, x16, 0, n, xd, 0, n); }),
   };
+  // Tensor parallelism's loss (plans/gpt.ts): the vocab-parallel cross-entropy (ops/group.ts),
+  // run here on one rank's half of the vocabulary (a one-rank group: its collectives are the
+  // identity), forward + backward, bytes as the trace counts the cross-entropy it replaces.
+  const one: GroupCollectives = { rank: 0, size: 1, allReduce: () => undefined, allGather: (i, o) => { o.set(i); }, reduceScatter: (i, o) => { o.set(i.subarray(0, o.length)); } };
+  const Vl = V / 2, half = fromStorage(new Float32Array(rows * Vl).fill(0.1), [rows, Vl], 'float32');
+  const tgtHalf = fromStorage(new Int32Array(rows).map((_, i) => (i * 7) % Vl), [rows], 'int32');
+  classBw.vocabParallelCrossEntropy = (2.5 * (4 * rows * Vl + 4 * rows + 4)) / median(timeIt(() => scope(() => {
+    const z = fromStorage(half.data as Float32Array, half.shape, 'float32');
+    z.requiresGrad = true;
+    backward(vocabParallelCrossEntropy(z, tgtHalf, one, 0, Vl));
+    z.grad?.dispose();
+  }), reps * 2));
   const bw = classBw.elementwise!;
+  // Mixed precision (train.precision=bf16): the same ops take their 16-bit paths (packed
+  // saved activations, bf16 attention probabilities, see backend/gemm-lowp.ts and
+  // nn-lowp-kernels), measured forward + backward with bytes counted as the trace prices
+  // them (forward bytes × (1 + the 1.5 backward factor of src/plan/trace.ts)).
+  const lowp = withPrecision('bf16', () => {
+    const fb = (bytesFwd: number, fn: (x: Tensor) => Tensor, input: Tensor): number => (bytesFwd * 2.5) / median(timeIt(() => scope(() => {
+      const xi = fromStorage(input.data as Float32Array, input.shape, 'float32');
+      xi.requiresGrad = true;
+      const y = fn(xi);
+      backward(y, y.size === 1 ? {} : { grad: fromStorage(new Float32Array(y.size).fill(1), y.shape, 'float32') });
+      xi.grad?.dispose();
+    }), reps * 2));
+    const attT16 = median(timeIt(() => scope(() => {
+      const q = fromStorage(qd, [B, H, T, D], 'float32');
+      q.requiresGrad = true;
+      const y = attention(q, q, q, { causal: true });
+      backward(sum(y));
+      q.grad?.dispose();
+    }), reps));
+    return {
+      attEff: ((3 * 2 * B * H * T * keys * 2 * D) / attT16) / peak,
+      rates: {
+        elementwise: fb((3 + 2) * 4 * n, (t) => gelu(add(t, t)), x),
+        norm: fb(2 * 4 * rows * C + 8 * C, (t) => layerNorm(t, w, w), xr),
+        softmax: fb(4 * rows * V + 4 * rows + 4, (t) => crossEntropy(t, tgt), logits),
+      } as Record<string, number>,
+    };
+  });
+  log.push(`bf16 kernels: attention ${(lowp.attEff * 100).toFixed(0)}% of the GEMM ceiling; ${Object.entries(lowp.rates).map(([k, v]) => `${k} ${(v / 1e9).toFixed(1)}`).join(', ')} GB/s (forward + backward)`);
+  // Per op, forward and backward apart (a class rate with one backward factor misprices the
+  // ops of a class against each other: a residual add is far cheaper per byte than GELU, a
+  // reshape's backward is a copy, cross-entropy's backward is not 1.5× its forward): the
+  // real op's forward, then forward + its backward rule, as forward bytes per second each.
+  const fb = (bytesFwd: number, input: Tensor, fn: (x: Tensor) => Tensor): { fwd: number; bwd: number } => {
+    const run = (withBackward: boolean): number => median(timeIt(() => scope(() => {
+      const xi = fromStorage(input.data as Float32Array, input.shape, 'float32');
+      xi.requiresGrad = true;
+      const y = fn(xi);
+      if (withBackward) backward(y, y.size === 1 ? {} : { grad: fromStorage(new Float32Array(y.size).fill(1), y.shape, 'float32') });
+      xi.grad?.dispose();
+    }), reps * 2));
+    const tf = run(false), tb = Math.max(1e-7, run(true) - tf);
+    return { fwd: bytesFwd / tf, bwd: bytesFwd / tb };
+  };
+  const x2 = fromStorage(new Float32Array(n).fill(1), [1024, 1024], 'float32');
+  const opRates: Record<string, { fwd: number; bwd: number }> = {
+    add: fb(3 * 4 * n, x, (t) => add(t, t)),
+    gelu: fb(2 * 4 * n, x, (t) => gelu(t)),
+    layerNorm: fb(2 * 4 * rows * C + 8 * C, xr, (t) => layerNorm(t, w, w)),
+    crossEntropy: fb(4 * rows * V + 4 * rows + 4, logits, (t) => crossEntropy(t, tgt)),
+    reshape: fb(2 * 4 * n, x2, (t) => reshape(transpose(t), [n])),
+  };
+  log.push(`per op (GB/s, forward / backward): ${Object.entries(opRates).map(([k, v]) => `${k} ${(v.fwd / 1e9).toFixed(1)}/${(v.bwd / 1e9).toFixed(1)}`).join(', ')}`);
   const s = fromStorage(new Float32Array(64).fill(1), [64], 'float32');
   const tiny = median(timeIt(() => scope(() => { for (let i = 0; i < 1000; i++) add(s, s); }), reps)) / 1000;
   log.push(`memory-bound kernels (GB/s): ${Object.entries(classBw).map(([k, v]) => `${k} ${(v / 1e9).toFixed(1)}`).join(', ')}; ${(tiny * 1e6).toFixed(2)} µs per small op`);
@@ -103,9 +171,11 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   const r = spawnSync(process.execPath, [cli, 'launch', '--nproc-per-node', '2', '--', 'node', script], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ATHANOR_QUIET: '1' } });
   const m = /ATHANOR_CALIBRATE_COMM (\{.*\})/.exec(r.stdout ?? '');
   if (!m) throw new Error(`plan --calibrate: the all-reduce measurement failed:\n${((r.stdout ?? '') + (r.stderr ?? '')).slice(-1500)}`);
-  const c = JSON.parse(m[1]!) as { small: number; large: number };
+  const c = JSON.parse(m[1]!) as { small: number; large: number; cpuSmall: number; cpuLarge: number; cpuPoints: [number, number][] };
   const alpha = c.small / 2, beta = (16 * 2 ** 20) / Math.max(1e-9, c.large - 2 * alpha);
-  log.push(`all-reduce (2 ranks, same host): α ${(alpha * 1e6).toFixed(1)} µs, β ${(beta / 1e9).toFixed(2)} GB/s`);
+  // The same model for the CPU time a collective takes from a rank (all its threads).
+  const cpuAlpha = c.cpuSmall / 2, cpuBeta = (16 * 2 ** 20) / Math.max(1e-9, c.cpuLarge - 2 * cpuAlpha);
+  log.push(`all-reduce (2 ranks, same host): α ${(alpha * 1e6).toFixed(1)} µs, β ${(beta / 1e9).toFixed(2)} GB/s; CPU per rank α ${(cpuAlpha * 1e6).toFixed(1)} µs, β ${(cpuBeta / 1e9).toFixed(2)} GB/s`);
   const loadAfter = loadavg();
   const when = new Date().toISOString();
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
@@ -124,7 +194,13 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       memBandwidth: { value: bw, source: meas('add() and gelu() on 1M floats, bytes read + written per second') },
       opOverhead: { value: tiny, source: meas('time per add() of 64 elements (op dispatch, tape and allocation)') },
       gemmTable: { source: meas('median sgemm rate, 1 thread, at each [m, n, k]'), points },
-      classBandwidth: { source: meas('the real kernels (gelu/add, layerNorm, crossEntropy, embedding, transpose copy, bfloat16 to16/from16 conversion), bytes as the meta trace counts them'), rates: classBw },
+      opRates: { source: meas('the real ops forward, and their backward rules (forward + backward less forward), at 1M floats / 2048 rows; forward bytes as the meta trace counts them, per second'), rates: opRates },
+      lowpKernels: {
+        source: meas('the same kernels under train.precision=bf16, forward + backward (attention at B2 H8 T256 D64; add + gelu, layerNorm, crossEntropy; bytes as the meta trace counts the forward, times 2.5)'),
+        attentionEfficiency: lowp.attEff,
+        rates: lowp.rates,
+      },
+      classBandwidth: { source: meas('the real kernels (gelu/add, layerNorm, crossEntropy, embedding, transpose copy, bfloat16 to16/from16 conversion; vocabParallelCrossEntropy forward + backward over 2.5× its forward bytes), bytes as the meta trace counts them'), rates: classBw },
     },
     network: {
       // Collectives are timed by the wall clock (their cost is waiting as much as copying).
@@ -132,6 +208,11 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       inter: { alpha: { value: alpha, source: 'assumption: single host; inter-node equals intra-node' }, beta: { value: beta, source: 'assumption: single host; inter-node equals intra-node' } },
     },
     allocator: 'athanor-pool',
+    commCpu: {
+      alpha: { value: cpuAlpha, source: meas('half the mean CPU time (all threads of a rank) of a 4 KiB all-reduce through the trainer synchronous path (communication thread, parallel/thread-group.ts), 2 ranks') },
+      beta: { value: cpuBeta, source: meas('16 MiB all-reduce, CPU time of a rank, ring model') },
+      allReduce2: { source: meas('mean CPU seconds of a rank per 2-rank all-reduce at 4 KiB, 64 KiB, 1 MiB, 16 MiB (trainer synchronous path)'), points: c.cpuPoints },
+    },
     commComputeShare: { value: 1, source: 'assumption: one device = one core, and the communication thread runs on the same cores (no DMA engine); bench/plan-validate-bench.ts shows its CPU time per step (ATHANOR_PLANVAL_THREADS=1)' },
     hostMemoryBytesPerNode: { value: totalmem(), source: 'measured: os.totalmem()' },
   };

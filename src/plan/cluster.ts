@@ -26,6 +26,16 @@ export interface ClusterSpec {
     opOverhead: Figure;
     /** Measured GEMM rates by shape, [m, n, k, FLOP/s] (this machine); the planner interpolates. */
     gemmTable?: { source: string; points: [number, number, number, number][] };
+    /**
+     * Athanor's mixed precision (a bf16 trace): attention efficiency and kernel-class rates
+     * (bytes per second, forward + backward) of the ops' 16-bit paths, measured (this machine).
+     */
+    /**
+     * Measured rates of single ops by name (this machine): forward bytes (as the trace counts
+     * them) per second of the op's forward and of its backward rule; fp32 traces only.
+     */
+    opRates?: { source: string; rates: Record<string, { fwd: number; bwd: number }> };
+    lowpKernels?: { source: string; attentionEfficiency: number; rates: Record<string, number> };
     /** Measured rates of the element-wise kernel classes, bytes moved per second (this machine). */
     classBandwidth?: { source: string; rates: Record<string, number> };
   };
@@ -47,6 +57,16 @@ export interface ClusterSpec {
    * still costs that share of its time. Default 0.
    */
   commComputeShare?: Figure;
+  /**
+   * Where communication runs on the device's own cores (commComputeShare > 0): the CPU time
+   * a collective takes from a rank, α per message step and β bytes per CPU-second (this
+   * machine: measured with the real transport). Prices the device's busy time.
+   */
+  commCpu?: {
+    alpha: Figure; beta: Figure;
+    /** Measured [bytes, CPU seconds] of one 2-rank all-reduce at several sizes (the cost is not linear in between); 2-rank groups interpolate it. */
+    allReduce2?: { source: string; points: [number, number][] };
+  };
   hostMemoryBytesPerNode?: Figure;
   powerWattsPerNode?: Figure;
   /** Measured embedding-server rate (rows looked up per second per server core), where measured. */
@@ -112,6 +132,19 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
       throw new Error(`${file}: field 'device.gemmTable.points' must be a non-empty list of [m, n, k, flopsPerSec] with positive numbers`);
     }
   }
+  if (d.opRates !== undefined) {
+    const orr = obj(obj(d.opRates, 'device.opRates').rates, 'device.opRates.rates');
+    for (const [k, v] of Object.entries(orr)) {
+      const r = obj(v, `device.opRates.rates.${k}`);
+      for (const ph of ['fwd', 'bwd'] as const) if (typeof r[ph] !== 'number' || !((r[ph] as number) > 0)) throw new Error(`${file}: field 'device.opRates.rates.${k}.${ph}' must be a positive number of bytes per second, got ${JSON.stringify(r[ph])}`);
+    }
+  }
+  if (d.lowpKernels !== undefined) {
+    const lk = obj(d.lowpKernels, 'device.lowpKernels');
+    if (typeof lk.attentionEfficiency !== 'number' || !(lk.attentionEfficiency > 0 && lk.attentionEfficiency <= 1)) throw new Error(`${file}: field 'device.lowpKernels.attentionEfficiency' must be a fraction in (0, 1], got ${JSON.stringify(lk.attentionEfficiency)}`);
+    const rates = obj(lk.rates, 'device.lowpKernels.rates');
+    for (const [k, v] of Object.entries(rates)) if (typeof v !== 'number' || !(v > 0)) throw new Error(`${file}: field 'device.lowpKernels.rates.${k}' must be a positive number of bytes per second, got ${JSON.stringify(v)}`);
+  }
   const n = obj(r.network, 'network');
   for (const lvl of ['intra', 'inter'] as const) {
     const l = obj(n[lvl], `network.${lvl}`);
@@ -121,6 +154,15 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
   if (r.allocator !== undefined && r.allocator !== 'athanor-pool' && r.allocator !== 'live') throw new Error(`${file}: field 'allocator' must be 'athanor-pool' or 'live', got ${JSON.stringify(r.allocator)}`);
   fig(r.commComputeShare, 'commComputeShare', true);
   if (r.commComputeShare !== undefined && (r.commComputeShare as Figure).value > 1) throw new Error(`${file}: field 'commComputeShare.value' must be a fraction in [0, 1], got ${(r.commComputeShare as Figure).value}`);
+  if (r.commCpu !== undefined) {
+    const cc = obj(r.commCpu, 'commCpu');
+    fig(cc.alpha, 'commCpu.alpha');
+    fig(cc.beta, 'commCpu.beta', false, 1);
+    if (cc.allReduce2 !== undefined) {
+      const pts = obj(cc.allReduce2, 'commCpu.allReduce2').points;
+      if (!Array.isArray(pts) || pts.length < 2 || pts.some((q) => !Array.isArray(q) || q.length !== 2 || q.some((v) => typeof v !== 'number' || !(v > 0)))) throw new Error(`${file}: field 'commCpu.allReduce2.points' must be a list of at least two [bytes, seconds] pairs of positive numbers`);
+    }
+  }
   fig(r.hostMemoryBytesPerNode, 'hostMemoryBytesPerNode', true);
   fig(r.powerWattsPerNode, 'powerWattsPerNode', true);
   fig(r.embeddingRowsPerSecPerCore, 'embeddingRowsPerSecPerCore', true);
@@ -130,7 +172,7 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
     fig(e.coresPerInstance, 'embeddingServer.coresPerInstance', false, 1);
     fig(e.memoryBytesPerInstance, 'embeddingServer.memoryBytesPerInstance', false, 1);
   }
-  const known = ['name', 'description', 'nodes', 'devicesPerNode', 'device', 'network', 'allocator', 'commComputeShare', 'hostMemoryBytesPerNode', 'powerWattsPerNode', 'embeddingRowsPerSecPerCore', 'embeddingServer'];
+  const known = ['name', 'description', 'nodes', 'devicesPerNode', 'device', 'network', 'allocator', 'commComputeShare', 'commCpu', 'hostMemoryBytesPerNode', 'powerWattsPerNode', 'embeddingRowsPerSecPerCore', 'embeddingServer'];
   for (const k of Object.keys(r)) if (!known.includes(k)) throw new Error(`${file}: unknown field '${k}' (fields: ${known.join(', ')})`);
   return r as unknown as ClusterSpec;
 }

@@ -2,7 +2,8 @@
 // Everything model-specific comes from the trace (parameters, ops, buffer lifetimes);
 // this file only applies the layout (how tp/pp/dp/ZeRO/sp/precision split those) and
 // the cluster's rates (roofline per op class, α–β per collective and link class).
-import type { TraceResult, TracedBuffer } from './trace.js';
+import type { TraceResult, TracedBuffer, MemEvent } from './trace.js';
+import { backwardFactor } from './trace.js';
 import type { ClusterSpec } from './cluster.js';
 import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
@@ -29,6 +30,10 @@ export interface TimeEstimate {
   compute: Record<string, number>;
   comm: Record<string, number>;
   bubble: number; optimizer: number; exposedComm: number; hiddenComm: number; step: number;
+  /** Compute seconds per step of each pipeline rank (its chunks' ops, all micro-batches). */
+  stageCompute: number[];
+  /** Seconds the busiest device works per step (compute, optimizer, communication's work on its cores; no bubble or waiting): what CPU time per step measures on this machine. */
+  busy: number;
 }
 
 export interface Estimate {
@@ -55,11 +60,35 @@ export function tracesRecompute(l: Layout, allocator?: ClusterSpec['allocator'])
   return l.recompute === 'full' || (allocator === 'athanor-pool' && l.zero >= 3 && l.dp > 1);
 }
 
-/** Blocks of pipeline stage s (block -1 = embeddings go to stage 0, block L = head to the last). */
+/** Blocks of pipeline stage s split evenly (block -1 = embeddings go to stage 0, block L = head to the last): the fallback where the trace has no partitioner. */
 export function stageOf(block: number, nBlocks: number, pp: number): number {
   if (block < 0) return 0;
   if (block >= nBlocks) return pp - 1;
   return Math.min(pp - 1, Math.floor((block * pp) / nBlocks));
+}
+
+/** Where each traced block runs under the layout's pipeline: its rank and its chunk (virtual stage = chunk·pp + rank). */
+export interface StageMap { v: number; rank(block: number): number; chunk(block: number): number; parts: [number, number][] }
+
+/**
+ * The pipeline placement the trainer uses: the model's own partitioner (tr.stagePartition,
+ * parallel/plans/gpt-pipeline.ts, which balances layers against the embedding and the
+ * head), else an even split. Virtual stage vs runs on rank vs mod pp as chunk ⌊vs / pp⌋.
+ */
+export function stageMap(tr: TraceResult, l: Layout): StageMap {
+  const pp = l.pp, v = l.schedule === 'interleaved' ? l.vpp : 1, S = pp * v, L = tr.nBlocks;
+  let parts: [number, number][] = S > 1 && tr.stagePartition ? tr.stagePartition(pp, v) : [];
+  if (parts.length !== S) {
+    parts = [];
+    for (let vs = 0; vs < S; vs++) { const lo = Math.floor((vs * L) / S), hi = Math.floor(((vs + 1) * L) / S); parts.push([lo, hi]); }
+  }
+  const vsOf = (block: number): number => {
+    if (S === 1 || block < 0) return 0;
+    if (block >= L) return S - 1;
+    const i = parts.findIndex(([lo, hi]) => block >= lo && block < hi);
+    return i < 0 ? S - 1 : i;
+  };
+  return { v, parts, rank: (b) => vsOf(b) % pp, chunk: (b) => Math.floor(vsOf(b) / pp) };
 }
 
 /**
@@ -67,21 +96,25 @@ export function stageOf(block: number, nBlocks: number, pp: number): number {
  * everything computed from them until a row-parallel GEMM (whose output is all-reduced).
  * Forward and recompute ops are both walked: a recomputed block repeats its all-reduces.
  */
-function tpSharded(tr: TraceResult): { sharded: Set<number>; allreduceBytes: Map<number, number>; recomputeAllreduceBytes: Map<number, number> } {
+function tpSharded(tr: TraceResult): { sharded: Set<number>; allreduceBytes: Map<number, number>; recomputeAllreduceBytes: Map<number, number>; allreduceCount: Map<number, number>; recomputeAllreduceCount: Map<number, number> } {
   const sharded = new Set<number>();
   const allreduceBytes = new Map<number, number>(); // block → bytes all-reduced per forward
   const recomputeAllreduceBytes = new Map<number, number>();
+  const allreduceCount = new Map<number, number>(); // block → all-reduces per forward
+  const recomputeAllreduceCount = new Map<number, number>();
   for (const o of tr.ops) {
     if ((o.phase !== 'forward' && o.phase !== 'recompute') || o.out < 0) continue;
     const rules = o.params.map(tpRule);
     if (rules.includes('row') || (o.op === 'embedding' && rules.includes('vocab'))) {
       const m = o.phase === 'forward' ? allreduceBytes : recomputeAllreduceBytes;
       m.set(o.block, (m.get(o.block) ?? 0) + tr.buffers[o.out]!.bytes);
+      const k = o.phase === 'forward' ? allreduceCount : recomputeAllreduceCount;
+      k.set(o.block, (k.get(o.block) ?? 0) + 1);
       continue;
     }
     if (rules.includes('col') || rules.includes('vocab') || o.ins.some((i) => i >= 0 && sharded.has(i))) sharded.add(o.out);
   }
-  return { sharded, allreduceBytes, recomputeAllreduceBytes };
+  return { sharded, allreduceBytes, recomputeAllreduceBytes, allreduceCount, recomputeAllreduceCount };
 }
 
 /**
@@ -125,6 +158,16 @@ function gemmRateFn(c: ClusterSpec, peak: number): (m: number, n: number, k: num
     }
     return Math.exp(rsum / wsum);
   };
+}
+
+/** y at x from measured [x, y] points: piecewise linear in log–log, extended along the end segments. */
+export function interpLogLog(pts: [number, number][], x: number): number {
+  const p = [...pts].sort((a, b) => a[0] - b[0]);
+  let i = 0;
+  while (i < p.length - 2 && x > p[i + 1]![0]) i++;
+  const [x0, y0] = p[i]!, [x1, y1] = p[i + 1]!;
+  const t = (Math.log(x) - Math.log(x0)) / (Math.log(x1) - Math.log(x0));
+  return Math.exp(Math.log(y0) + t * (Math.log(y1) - Math.log(y0)));
 }
 
 /** Ring collective over n ranks: α per step plus bytes on the wire over β. */
@@ -183,7 +226,7 @@ export function allToAllTime(bytes: number, l: Layout, c: ClusterSpec): { time: 
 
 /** Per-device memory of the largest pipeline stage (no cluster needed: `--dry-run` uses this). */
 export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; dModel: number; allocator?: 'athanor-pool' | 'live'; nativeLowp?: boolean }): MemoryEstimate {
-  const { stageParams, stageExpertParams, bufScale } = layoutScales(tr, l);
+  const { stageParams, stageExpertParams, bufScale, sm } = layoutScales(tr, l);
   const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
   // Athanor's mixed precision (a bf16 trace): fp32 master weights, gradients, optimizer
   // state, activations and communication; 16-bit copies of GEMM weights per step.
@@ -193,7 +236,7 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
   // ---- memory, for every stage; report the largest ----
   let best: MemoryEstimate | null = null;
   for (let s = 0; s < pp; s++) {
-    const inStage = (b: TracedBuffer): boolean => stageOf(b.block, L, pp) === s;
+    const inStage = (b: TracedBuffer): boolean => sm.rank(b.block) === s;
     // P: dense parameters (ZeRO shards them over dp); X: this rank's experts (ZeRO shards
     // them over the expert-data-parallel group edp = dp / ep, whose members hold the same experts).
     const P = stageParams[s]!, X = stageExpertParams[s]!, edp = dp / l.ep;
@@ -264,14 +307,17 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     // Micro-batches whose saved activations stage s holds at once, from the schedule's own
     // action list (parallel/pipeline/schedule.ts): GPipe all, 1F1B pp − s, interleaved its
     // warm-up chunks + 1 (each chunk 1/vpp of the stage).
-    const inflight = pp === 1 ? 1 : inflightMicroBatches(l, s);
-    const pipelineInFlight = Math.max(0, inflight - 1) * one.atForwardEnd;
+    // The whole schedule replayed (micro-batches in flight), beyond one micro-batch's figure;
+    // for shapes the schedule refuses, the in-flight count times one micro-batch's forward.
+    const sched = pp === 1 ? null : scheduleReplay(tr, l, s, sm, inStage, bufScale);
+    const pool = o.allocator === 'athanor-pool';
+    const pipelineInFlight = pp === 1 ? 0 : sched ? Math.max(0, pool ? sched.held - one.held : sched.peak - one.peak) : Math.max(0, inflightMicroBatches(l, s) - 1) * one.atForwardEnd;
     // TP all-reduce staging and PP send/recv of one boundary activation.
     const boundary = l.mb * o.seqLen * o.dModel * eb / (l.sp ? tp : 1);
     if (tp > 1) commBuffers += boundary;
     if (pp > 1) commBuffers += 2 * boundary;
     // Expert parallelism: one exchange's send and receive buffers (the dispatched rows).
-    if (l.ep > 1) commBuffers += 2 * dispatchBytes(tr, (b) => stageOf(b, L, pp) === s) * bufScaleOf(l);
+    if (l.ep > 1) commBuffers += 2 * dispatchBytes(tr, (b) => sm.rank(b) === s) * bufScaleOf(l);
     let workspace = Math.max(0, ...tr.ops.filter((op) => op.cls === 'attention').map((op) => (tr.buffers[op.out]?.shape[2] ?? 0) ** 2 * 4));
     // Without native 16-bit GEMMs, gemm-lowp.ts widens both operands into two grow-only
     // fp32 scratch buffers (sized by the largest GEMM's operands).
@@ -306,6 +352,48 @@ export function zero3Units(tr: TraceResult, l: Layout, blockParams: number, oute
   return { U: Math.max(blockParams, hs, ws), O: outerParams - hs - ws };
 }
 
+/**
+ * Pipeline rank s's activation memory over a whole step: the traced allocation events of
+ * each of its chunks, forward part (before the forward-end mark) and backward part, played
+ * in the schedule's own action order (parallel/pipeline/schedule.ts), one copy per
+ * micro-batch. Gives the live peak and what the exact-size buffer pool holds with several
+ * micro-batches in flight (chunks of one rank differ: the partitioner gives the
+ * embedding's and the head's stages fewer layers).
+ */
+export function scheduleReplay(tr: TraceResult, l: Layout, s: number, sm: StageMap, keep: (b: TracedBuffer) => boolean, scale: (b: TracedBuffer) => number): { peak: number; held: number } | null {
+  const v = sm.v, shape = { kind: l.schedule, p: l.pp, m: l.ga, v };
+  if (scheduleShapeError(shape)) return null;
+  const parts = Array.from({ length: v }, () => ({ F: [] as MemEvent[], B: [] as MemEvent[] }));
+  let fwd = true;
+  for (const e of tr.events) {
+    if (e.t === 'mark') { if (e.what === 'forward-end') fwd = false; continue; }
+    const b = tr.buffers[e.id]!;
+    if (b.kind === 'param-grad' || !keep(b) || sm.rank(b.block) !== s) continue;
+    parts[sm.chunk(b.block)]![fwd ? 'F' : 'B'].push(e);
+  }
+  const n = tr.buffers.length;
+  let live = 0, peak = 0, held = 0;
+  const free = new Map<number, number>();
+  const alive = new Set<number>();
+  for (const a of rankActions(shape, s)) {
+    for (const e of parts[a.chunk]![a.kind === 'F' ? 'F' : 'B']) {
+      if (e.t === 'mark') continue;
+      const key = a.micro * n + e.id, bytes = tr.buffers[e.id]!.bytes * scale(tr.buffers[e.id]!);
+      if (e.t === 'alloc') {
+        alive.add(key);
+        live += bytes;
+        if (live > peak) peak = live;
+        const f = free.get(bytes) ?? 0;
+        if (f > 0) free.set(bytes, f - 1); else held += bytes;
+      } else if (alive.delete(key)) {
+        live -= bytes;
+        free.set(bytes, (free.get(bytes) ?? 0) + 1);
+      }
+    }
+  }
+  return { peak, held };
+}
+
 /** Peak forward-not-yet-backward chunks of pipeline rank s under the layout's schedule, in whole-stage micro-batches. */
 export function inflightMicroBatches(l: Layout, s: number): number {
   const v = l.schedule === 'interleaved' ? l.vpp : 1;
@@ -320,7 +408,8 @@ function gemmParamsPerStage(tr: TraceResult, l: Layout): number[] {
   const names = new Set<string>();
   for (const op of tr.ops) if (op.cls === 'gemm' && op.phase === 'forward') for (const n of op.params) if ((tr.params.find((p) => p.name === n)?.shape.length ?? 0) >= 2) names.add(n);
   const out = new Array<number>(l.pp).fill(0);
-  for (const p of tr.params) if (names.has(p.name)) out[stageOf(p.block, tr.nBlocks, l.pp)]! += paramShare(p, l);
+  const sm = stageMap(tr, l);
+  for (const p of tr.params) if (names.has(p.name)) out[sm.rank(p.block)]! += paramShare(p, l);
   return out;
 }
 
@@ -336,10 +425,11 @@ const bufScaleOf = (l: Layout): number => elemBytes(l.precision) / 4;
 /** Parameters per pipeline stage after tp, and the scale of each traced buffer under tp/sp/precision. */
 function layoutScales(tr: TraceResult, l: Layout) {
   const L = tr.nBlocks, pp = l.pp, tp = l.tp;
+  const sm = stageMap(tr, l);
   // A float32 trace is scaled to the layout's element size; a trace under Athanor's mixed
   // precision already has its buffers' real dtypes.
   const actScale = tr.precision === 'bf16' ? 1 : elemBytes(l.precision) / 4;
-  const { sharded, allreduceBytes, recomputeAllreduceBytes } = tpSharded(tr);
+  const { sharded, allreduceBytes, recomputeAllreduceBytes, allreduceCount, recomputeAllreduceCount } = tpSharded(tr);
   const bufScale = (b: TracedBuffer): number => {
     const src = b.kind === 'grad' && b.of >= 0 ? b.of : b.id;
     let f = actScale;
@@ -353,17 +443,17 @@ function layoutScales(tr: TraceResult, l: Layout) {
   let totalParams = 0;
   for (const p of tr.params) {
     totalParams += p.numel;
-    (isExpertParamName(p.name) ? stageExpertParams : stageParams)[stageOf(p.block, L, pp)]! += paramShare(p, l);
+    (isExpertParamName(p.name) ? stageExpertParams : stageParams)[sm.rank(p.block)]! += paramShare(p, l);
   }
 
-  return { stageParams, stageExpertParams, totalParams, bufScale, sharded, allreduceBytes, recomputeAllreduceBytes, actScale };
+  return { stageParams, stageExpertParams, totalParams, bufScale, sharded, allreduceBytes, recomputeAllreduceBytes, allreduceCount, recomputeAllreduceCount, actScale, sm };
 }
 
 export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen: number; dModel: number; nExperts?: number }): Estimate {
   const notes: string[] = [];
   const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
   const eb = tr.precision === 'bf16' ? 4 : elemBytes(l.precision);
-  const { stageParams, stageExpertParams, totalParams, sharded, allreduceBytes, recomputeAllreduceBytes, actScale } = layoutScales(tr, l);
+  const { stageParams, stageExpertParams, totalParams, sharded, allreduceBytes, recomputeAllreduceBytes, allreduceCount, recomputeAllreduceCount, actScale, sm } = layoutScales(tr, l);
   const nativeLowp = !!c.device.peakFlops.bf16;
   const memory = estimateMemory(tr, l, { ...o, allocator: c.allocator, nativeLowp });
   const fits = memory.total <= c.device.memoryBytes.value
@@ -374,11 +464,14 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   if (l.precision === 'bf16' && !c.device.peakFlops.bf16) notes.push(`${c.name} lists no bf16 peak: fp32 rate used`);
   const bw = c.device.memBandwidth.value, ovh = c.device.opOverhead.value;
   const gemmRate = gemmRateFn(c, peak);
-  const classBw = (cls: string): number => c.device.classBandwidth?.rates[cls] ?? bw;
+  // Athanor's mixed precision runs the ops' 16-bit paths: their own measured rates where calibrated.
+  const lowpK = tr.precision === 'bf16' ? c.device.lowpKernels : undefined;
+  const classBw = (cls: string): number => lowpK?.rates[cls] ?? c.device.classBandwidth?.rates[cls] ?? bw;
+  const attEff = lowpK?.attentionEfficiency ?? c.device.attentionEfficiency.value;
   const stageCompute: Record<string, number>[] = Array.from({ length: pp }, () => ({}));
   for (const op of tr.ops) {
     if (op.cls === 'view') continue;
-    const s = stageOf(op.block, L, pp);
+    const s = sm.rank(op.block);
     const split = tp > 1 && (op.params.some((n) => tpRule(n) !== 'replicated' && tpRule(n) !== 'row-bias') || op.ins.some((i) => i >= 0 && sharded.has(i)) || sharded.has(op.out)) ? tp : 1;
     let t: number;
     if (op.cls === 'gemm' && op.dims) {
@@ -394,7 +487,14 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
         ? op.flops / 2 / split / gemmRate(m, k, n) + op.flops / 2 / split / gemmRate(k, n, m)
         : op.flops / split / gemmRate(m, n, k);
     } else if (op.cls === 'attention') {
-      t = op.flops / split / (peak * c.device.attentionEfficiency.value);
+      t = op.flops / split / (peak * attEff);
+    } else if (split > 1 && op.op === 'crossEntropy' && c.device.classBandwidth?.rates.vocabParallelCrossEntropy) {
+      // Under tp the loss is the vocab-parallel cross-entropy (plans/gpt.ts), its own kernel.
+      t = (op.bytes * actScale) / split / c.device.classBandwidth.rates.vocabParallelCrossEntropy;
+    } else if (!lowpK && c.device.opRates?.rates[op.op]) {
+      // The op's own measured forward and backward rates (forward bytes per second).
+      const r = c.device.opRates.rates[op.op]!;
+      t = op.phase === 'backward' ? (op.bytes / backwardFactor(op.cls)) * actScale / split / r.bwd : (op.bytes * actScale) / split / r.fwd;
     } else {
       t = (op.bytes * actScale) / split / classBw(op.cls);
     }
@@ -424,19 +524,28 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // Gradients travel in the layout's precision, except under Athanor's mixed precision (fp32 gradients).
   const gradElem = l.precision === 'bf16' && tr.precision !== 'bf16' ? 2 : 4;
   const dpn = c.devicesPerNode.value;
+  // CPU time communication takes from the device where it runs on its cores (commCpu,
+  // measured with the real transport): the same collectives priced with the CPU α–β.
+  const cpuLink = c.commCpu ? { alpha: c.commCpu.alpha.value, beta: c.commCpu.beta.value } : null;
+  let commCpu = 0;
   if (tp > 1) {
     const link = linkFor(tp, c, dpn);
-    let bytes = 0;
-    for (const [blk, b] of allreduceBytes) if (stageOf(blk, L, pp) === slow) bytes += 2 * b * actScale;
-    if (l.recompute !== 'none') for (const [blk, b] of recomputeAllreduceBytes) if (stageOf(blk, L, pp) === slow) bytes += b * actScale;
+    let bytes = 0, count = 0;
+    for (const [blk, b] of allreduceBytes) if (sm.rank(blk) === slow) { bytes += 2 * b * actScale; count += 2 * allreduceCount.get(blk)!; }
+    if (l.recompute !== 'none') for (const [blk, b] of recomputeAllreduceBytes) if (sm.rank(blk) === slow) { bytes += b * actScale; count += recomputeAllreduceCount.get(blk)!; }
     // Megatron: the forward all-reduces (or sp's reduce-scatter + all-gather, same volume),
-    // as many in backward, and the recomputed forward's again.
-    comm[`tp allreduce (${link.cls})`] = l.ga * ringTime('allreduce', bytes, tp, link);
+    // as many in backward, and the recomputed forward's again; each pays its own latency.
+    const extraSteps = Math.max(0, count - 1) * 2 * (tp - 1);
+    comm[`tp allreduce (${link.cls})`] = l.ga * (ringTime('allreduce', bytes, tp, link) + extraSteps * link.alpha);
+    const table = tp === 2 && count > 0 ? c.commCpu?.allReduce2?.points : undefined;
+    if (table) commCpu += l.ga * count * interpLogLog(table, bytes / count);
+    else if (cpuLink) commCpu += l.ga * (ringTime('allreduce', bytes, tp, cpuLink) + extraSteps * cpuLink.alpha);
   }
   if (pp > 1) {
     const link = linkFor(tp * dp * 2, c, dpn);
     const boundary = l.mb * o.seqLen * o.dModel * eb / (l.sp ? tp : 1);
     comm[`pp send/recv (${link.cls})`] = 2 * l.ga * (link.alpha + boundary / link.beta);
+    if (cpuLink) commCpu += 2 * l.ga * (cpuLink.alpha + boundary / cpuLink.beta);
   }
   let dpTime = 0;
   if (dp > 1) {
@@ -445,17 +554,21 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     // dp ranks); each shard gradient is then all-reduced over the dp/S replica group.
     const S = shardDp(l);
     const link = linkFor(tp * S, c, dpn);
-    dpTime = l.zero >= 2 ? ringTime('reducescatter', gradBytes, S, link) + (l.zero >= 3 ? 0 : ringTime('allgather', gradBytes, S, link)) : ringTime('allreduce', gradBytes, S, link);
+    const dpRing = (lk: { alpha: number; beta: number }): number => (l.zero >= 2 ? ringTime('reducescatter', gradBytes, S, lk) + (l.zero >= 3 ? 0 : ringTime('allgather', gradBytes, S, lk)) : ringTime('allreduce', gradBytes, S, lk));
+    dpTime = dpRing(link);
+    if (cpuLink) commCpu += dpRing(cpuLink);
     comm[`dp gradients${S < dp ? ` over shardGroup=${S}` : ''} (${link.cls})`] = dpTime;
     if (S < dp) {
       const rlink = linkFor(tp * dp, c, dpn);
       const r = ringTime('allreduce', gradBytes / S, dp / S, rlink);
+      if (cpuLink) commCpu += ringTime('allreduce', gradBytes / S, dp / S, cpuLink);
       comm[`dp replica all-reduce over ${dp / S} groups (${rlink.cls})`] = r;
       dpTime += r;
     }
     if (l.zero >= 3) {
       // Each unit gathered for its forward and again for its recomputed backward.
       const g = 2 * l.ga * ringTime('allgather', stageParams[slow]! * gradElem, S, link);
+      if (cpuLink) commCpu += 2 * l.ga * ringTime('allgather', stageParams[slow]! * gradElem, S, cpuLink);
       comm[`zero-3 parameter gathers (${link.cls})`] = g;
       dpTime += g;
     }
@@ -463,16 +576,22 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   if (l.ep > 1) {
     // Dispatch and combine in forward, their transposes in backward: 4 all-to-alls per MoE
     // layer per micro-batch (MoE blocks are never recomputed, see nn/gpt.ts).
-    const layers = tr.ops.filter((op) => op.op === 'moeDispatch' && op.phase === 'forward' && stageOf(op.block, L, pp) === slow);
+    const layers = tr.ops.filter((op) => op.op === 'moeDispatch' && op.phase === 'forward' && sm.rank(op.block) === slow);
     const bytes = layers.reduce((a, op) => a + tr.buffers[op.out]!.bytes * actScale, 0) / Math.max(1, layers.length);
     const a2a = allToAllTime(bytes, l, c);
     comm[`ep all-to-all (${l.a2a}, ${a2a.cls})`] = 4 * layers.length * l.ga * a2a.time;
+    if (cpuLink) {
+      const onCpu: ClusterSpec = { ...c, network: { intra: { alpha: c.commCpu!.alpha, beta: c.commCpu!.beta }, inter: { alpha: c.commCpu!.alpha, beta: c.commCpu!.beta } } };
+      commCpu += 4 * layers.length * l.ga * allToAllTime(bytes, l, onCpu).time;
+    }
     // Expert gradients: all-reduced over the expert-data-parallel group (strided over dp).
     const edp = dp / l.ep;
     if (edp > 1) {
       const link = linkFor(tp * dp, c, dpn);
       const eBytes = stageExpertParams[slow]! * gradElem;
-      const te = l.zero >= 2 ? ringTime('reducescatter', eBytes, edp, link) + ringTime('allgather', eBytes, edp, link) : ringTime('allreduce', eBytes, edp, link);
+      const eRing = (lk: { alpha: number; beta: number }): number => (l.zero >= 2 ? ringTime('reducescatter', eBytes, edp, lk) + ringTime('allgather', eBytes, edp, lk) : ringTime('allreduce', eBytes, edp, lk));
+      const te = eRing(link);
+      if (cpuLink) commCpu += eRing(cpuLink);
       comm[`dp expert gradients over edp=${edp} (${link.cls})`] = te;
       dpTime += te;
     }
@@ -494,6 +613,11 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // but not the communication thread's own work on the core.
   const commOnDevice = (c.commComputeShare?.value ?? 0) * hiddenComm;
   const step = l.ga * tMb + otherComm + exposedDp + commOnDevice + bubble + optimizer;
+  // What the busiest device works per step (no bubble, no waiting): compute, optimizer, and
+  // communication's own CPU work where it runs on the device's cores (measured α–β, else the
+  // commComputeShare of its time).
+  const allComm = Object.values(comm).reduce((a, b) => a + b, 0);
+  const busy = l.ga * tMb + optimizer + (cpuLink ? commCpu : (c.commComputeShare?.value ?? 0) * allComm);
 
   const tokensPerStep = l.mb * l.ga * dp * o.seqLen;
   const tokensPerSec = tokensPerStep / step;
@@ -503,7 +627,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const mfu = (modelFlopsPerToken * tokensPerSec) / (devices(l) * peak);
   return {
     layout: l, devices: devices(l), params: totalParams, memory, fits,
-    time: { compute, comm, bubble, optimizer, exposedComm: otherComm + exposedDp + commOnDevice, hiddenComm: hiddenComm - commOnDevice, step },
+    time: { compute, comm, bubble, optimizer, exposedComm: otherComm + exposedDp + commOnDevice, hiddenComm: hiddenComm - commOnDevice, step, busy, stageCompute: stageCompute.map((r) => l.ga * sum(r)) },
     tokensPerStep, tokensPerSec, modelFlopsPerToken, mfu, notes,
   };
 }

@@ -1,6 +1,7 @@
 // The models the planner traces, each built by its own code on the meta device.
 import { metaTensor } from '../core/tensor.js';
 import { GPT } from '../nn/gpt.js';
+import { gptStagePartition } from '../parallel/plans/gpt-pipeline.js';
 import type { GptConfig } from '../nn/gpt-config.js';
 import { DLRM, bceWithLogits, type DlrmConfig } from '../recsys/dlrm.js';
 import { traceStep, type TraceResult } from './trace.js';
@@ -27,7 +28,10 @@ export function traceGpt(cfg: GptConfig, o: { microBatch: number; seqLen?: numbe
   const model = new GPT(cfg, { device: 'meta', recompute: o.recompute ?? false });
   const B = o.microBatch, T = o.seqLen ?? cfg.seqLen;
   const x = metaTensor([B, T], 'int32'), y = metaTensor([B, T], 'int32');
-  return traceStep(model, () => model.loss(x, y), { nBlocks: cfg.nLayer, items: B * T });
+  const tr = traceStep(model, () => model.loss(x, y), { nBlocks: cfg.nLayer, items: B * T });
+  // Pipeline stages as the trainer cuts them (balanced against the embedding and the head).
+  tr.stagePartition = (pp, v) => gptStagePartition(cfg, pp, v);
+  return tr;
 }
 
 /**

@@ -64,6 +64,11 @@ export interface TraceResult {
   nBlocks: number;
   /** Tokens (or samples) in the traced micro-batch. */
   items: number;
+  /**
+   * The model's own pipeline partitioner: layer ranges [lo, hi) of each of pp·v virtual
+   * stages, as the trainer splits them (set by src/plan/models.ts; absent: an even split).
+   */
+  stagePartition?: (pp: number, v: number) => [number, number][];
 }
 
 /** Block index of a parameter name `h.{i}.…` (the GPT and MoE-GPT naming), else null. */

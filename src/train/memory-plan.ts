@@ -25,6 +25,8 @@ export function layoutFromTrainConfig(cfg: TrainConfig): Layout {
   return {
     ...defaultLayout(), tp: p.tp, pp: p.pp, dp: p.dp, ep: p.ep, zero: p.zero, shardGroup: p.zero === 3 ? p.shardGroup : 0, offload: p.offload === 'disk' ? 'disk' : 'none', precision: cfg.train.precision === 'fp32' ? 'fp32' : 'bf16', recompute: cfg.train.recompute ? 'full' : 'none',
     mb: cfg.train.microBatch, ga: cfg.train.gradAccum,
+    // The pipeline schedule decides which micro-batches are in flight; sp splits activations.
+    schedule: p.pipelineSchedule, vpp: p.pipelineSchedule === 'interleaved' ? p.pipelineChunks : 1, sp: p.sp, a2a: p.a2a,
   };
 }
 
