@@ -1,9 +1,16 @@
 // Caching allocator. A training step allocates the same set of activation and
 // gradient sizes every step; recycling exact-size buffers avoids fresh multi-MB
 // ArrayBuffers (zero-filled by V8 and collected late) on every step.
+// Some sizes are not the same every step (an MoE layer's rows per expert depend on the
+// routing), and an exact-size pool would keep one idle buffer of every size it has ever
+// seen. So the trainer calls endStep() after each step, and a size that no one acquired
+// or released during a whole step is dropped: steady-state sizes stay, one-off sizes go.
 import { allocStorage, type DType, type Storage } from './dtype.js';
 
 const MIN_POOLED = 256; // smaller arrays are cheaper to allocate than to track
+
+/** Idle buffers of one size, and the last step in which that size was acquired or released. */
+interface FreeList { bufs: Storage[]; used: number }
 
 export interface PoolStats {
   hits: number;
@@ -22,14 +29,16 @@ export class BufferPool {
   /** Called after each new allocation, once the buffer counts in the process's array-buffer bytes (array-buffer-peak.ts). */
   onGrow: (() => void) | null = null;
   // Keyed by dtype, then element count: no key string is built (and hashed) per acquire/release.
-  private free = new Map<DType, Map<number, Storage[]>>();
+  private free = new Map<DType, Map<number, FreeList>>();
+  private step = 0;
   private s: PoolStats = { hits: 0, misses: 0, releases: 0, pooledBytes: 0, allocatedBytes: 0 };
 
   /** Returns a buffer of exactly `n` elements. Its contents are undefined. */
   acquire(dtype: DType, n: number): Storage {
     if (this.enabled && n >= MIN_POOLED) {
       const list = this.free.get(dtype)?.get(n);
-      const buf = list?.pop();
+      if (list) list.used = this.step;
+      const buf = list?.bufs.pop();
       if (buf) {
         this.s.hits++;
         this.s.pooledBytes -= buf.byteLength;
@@ -50,10 +59,29 @@ export class BufferPool {
     let byLen = this.free.get(dtype);
     if (!byLen) this.free.set(dtype, (byLen = new Map()));
     let list = byLen.get(buf.length);
-    if (!list) byLen.set(buf.length, (list = []));
-    list.push(buf);
+    if (!list) byLen.set(buf.length, (list = { bufs: [], used: this.step }));
+    list.used = this.step;
+    list.bufs.push(buf);
     this.s.releases++;
     this.s.pooledBytes += buf.byteLength;
+  }
+
+  /**
+   * Marks the end of a training step: idle buffers of a size that was neither acquired nor
+   * released during the whole step just ended are left to the GC. Returns the bytes dropped.
+   */
+  endStep(): number {
+    let dropped = 0;
+    for (const byLen of this.free.values()) {
+      for (const [n, list] of byLen) {
+        if (list.used >= this.step) continue;
+        for (const b of list.bufs) dropped += b.byteLength;
+        byLen.delete(n);
+      }
+    }
+    this.s.pooledBytes -= dropped;
+    this.step++;
+    return dropped;
   }
 
   stats(): PoolStats {

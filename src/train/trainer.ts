@@ -29,6 +29,7 @@ import { moeCheckpointState, restoreMoeCheckpointState } from './moe-step.js';
 import { singleProcessLayer, type ParallelLayer, type TrainModel } from './parallel-layer.js';
 import { trackArrayBufferPeak, arrayBufferPeak } from '../core/array-buffer-peak.js';
 import { sampleMemory, plannedMB } from './memory-sample.js';
+import { pool } from '../core/buffer-pool.js';
 import type { MicroBatch, StepSchedule } from './step-schedule.js';
 import { moeAfterStep } from './moe-step.js';
 import { checkMemoryFits, explainAllocationFailure, warmRuntime } from './memory-fit.js';
@@ -174,6 +175,7 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
       badInARow = 0;
     }
     losses.push(loss);
+    pool.endStep();
     // Routing statistics: on a whole GPT here; a layout holding some of the layers (pipeline) gathers them itself.
     const moe = par.moeAfterStep ? await par.moeAfterStep(model) : model instanceof GPT ? await moeAfterStep(model, par.dataWorld, (x) => par.meanScalar(x)) : null;
     opts.onStep?.({ step, loss, skipped: bad });

@@ -1,0 +1,39 @@
+// The caching allocator keeps steady-state sizes across steps and drops sizes that a whole
+// step did not use (an MoE layer's rows per expert change with the routing every step).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { BufferPool } from '../src/core/buffer-pool.js';
+
+test('buffer pool: a size used every step stays pooled; a size unused for a whole step is dropped', () => {
+  const p = new BufferPool();
+  const steady = 4096, oneOff = [1000, 1500, 2000, 2500];
+  let steadyBuf = p.acquire('float32', steady);
+  for (let step = 0; step < oneOff.length; step++) {
+    // Each step: the steady size is released and re-acquired (a hit after the first step),
+    // plus one size seen only this step.
+    p.release('float32', steadyBuf);
+    steadyBuf = p.acquire('float32', steady);
+    p.release('float32', p.acquire('float32', oneOff[step]!));
+    p.endStep();
+  }
+  p.release('float32', steadyBuf);
+  const s = p.stats();
+  // A size released in step t survives endStep() of step t and is dropped at the end of
+  // t+1, so idle now: the steady buffer and only the last step's one-off size.
+  assert.equal(s.pooledBytes, 4 * (steady + oneOff[3]!), `idle bytes ${s.pooledBytes}`);
+  assert.ok(s.hits >= oneOff.length - 1, `the steady size is reused (hits ${s.hits})`);
+  // A dropped size is a miss again; a kept one is a hit.
+  const misses = p.stats().misses;
+  p.acquire('float32', oneOff[0]!);
+  assert.equal(p.stats().misses, misses + 1, 'a size unused for a whole step was dropped');
+  p.acquire('float32', steady);
+  assert.equal(p.stats().misses, misses + 1, 'the steady size was kept');
+});
+
+test('buffer pool: endStep reports the bytes it dropped and without steps nothing is dropped', () => {
+  const p = new BufferPool();
+  p.release('float32', p.acquire('float32', 1000));
+  assert.equal(p.endStep(), 0, 'released during this step: kept');
+  assert.equal(p.endStep(), 4000, 'unused for the whole next step: dropped');
+  assert.equal(p.stats().pooledBytes, 0);
+});
