@@ -114,6 +114,7 @@ test('MoE: search with ep proposes only valid layouts (ep divides the experts an
     assert.equal(m.moe.experts % l.ep, 0);
     assert.equal(l.dp % l.ep, 0);
     assert.equal(l.tp * l.pp * l.dp, 8);
+    assert.ok(!(l.ep > 1 && l.tp > 1) && !l.sp, `the trainer runs neither tp × ep nor sp with MoE: ${JSON.stringify(l)}`);
     assert.ok(est.fits);
   }
   // A model with 6 experts: ep=4 and ep=8 are never proposed.

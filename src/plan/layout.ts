@@ -85,6 +85,10 @@ export function layoutProblem(l: Layout, m: { nHead: number; nLayer: number; dFF
   if (l.ep > 1 && !nExperts) return `ep=${l.ep} needs a mixture-of-experts model`;
   if (l.ep > 1 && (nExperts % l.ep !== 0 || l.dp % l.ep !== 0)) return `ep=${l.ep} must divide the experts (${nExperts}) and dp (${l.dp})`;
   if (l.sp && l.tp === 1) return 'sp needs tp > 1';
+  // The trainer's MoE layouts (config validation): experts split over tp or over ep, not both,
+  // and no sequence parallelism (a routing group is a whole sequence).
+  if (nExperts && l.ep > 1 && l.tp > 1) return `ep=${l.ep} with tp=${l.tp}: an MoE model splits its experts over tp or over ep, not both`;
+  if (nExperts && l.sp) return 'sp with a mixture-of-experts model: routing needs whole sequences on each tp rank';
   if (l.zero > 0 && l.dp === 1) return `zero=${l.zero} needs dp > 1`;
   if (l.shardGroup > 0 && l.zero !== 3) return `shardGroup=${l.shardGroup} (HSDP) needs zero=3`;
   if (l.shardGroup > 0 && l.dp % l.shardGroup !== 0) return `shardGroup=${l.shardGroup} must divide dp=${l.dp}`;
