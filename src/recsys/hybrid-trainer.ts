@@ -78,6 +78,8 @@ export interface TrainReport {
   recoveries: number;
   /** Row updates replayed by the staleness correction (0 when off). */
   correctedRows: number;
+  /** This process's CPU time (user + system) over the timed loop: CPU per step, whatever the machine's load. */
+  cpuSeconds: number;
 }
 
 export interface EvalReport { auc: number; logLoss: number; samples: number; positives: number }
@@ -339,6 +341,7 @@ export class HybridTrainer {
     await this.resetPipeline(src);
     const startStep = this.step;
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     let done = 0;
     while (this.step < total) {
       try {
@@ -363,13 +366,14 @@ export class HybridTrainer {
     }
     await this.drainPushes();
     const seconds0 = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
     await this.source?.return?.();
     this.source = null;
     // A final checkpoint, so a rerun of a finished job resumes at its end.
     if (c && c.every > 0 && this.step % c.every !== 0) await this.saveCheckpoint(batchSize);
     const seconds = seconds0;
     const samples = done * batchSize * this.world;
-    return { steps: this.step - startStep, losses, samples, seconds, samplesPerSec: samples / seconds, recoveries, correctedRows: this.pending?.corrected ?? 0 };
+    return { steps: this.step - startStep, losses, samples, seconds, samplesPerSec: samples / seconds, recoveries, correctedRows: this.pending?.corrected ?? 0, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
   }
 
   /** AUC and log-loss over batches, with read-only lookups (the next batch's lookups overlap this batch's compute). */

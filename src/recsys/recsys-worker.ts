@@ -54,6 +54,8 @@ export function criteoFileSource(path: string, o: { rank: number; world: number;
 export interface RecsysResult {
   auc: number; logLoss: number; evalSamples: number; steps: number; trainSamples: number;
   samplesPerSec: number; seconds: number; trainers: number; staleness: number; finalLoss: number;
+  /** Rank 0's CPU seconds (user + system) over the training loop. */
+  trainerCpuSeconds: number;
   /** Embedding-server failovers survived in this attempt (rank 0's view). */
   failovers: TrainerFailover[];
 }
@@ -120,7 +122,7 @@ export async function runRecsysWorker(configPath: string): Promise<number> {
       const last = [...rep.losses.entries()].sort((a, b) => a[0] - b[0]).at(-1)?.[1] ?? NaN;
       const result: RecsysResult = {
         auc: ev.auc, logLoss: ev.logLoss, evalSamples: ev.samples, steps: trainer.step, trainSamples: rep.samples,
-        samplesPerSec: rep.samplesPerSec, seconds: rep.seconds, trainers: world, staleness: c.train.staleness, finalLoss: last, failovers,
+        samplesPerSec: rep.samplesPerSec, seconds: rep.seconds, trainerCpuSeconds: rep.cpuSeconds, trainers: world, staleness: c.train.staleness, finalLoss: last, failovers,
       };
       atomicWriteFileSync(join(c.workDir, 'result.json'), JSON.stringify(result, null, 1));
     }
