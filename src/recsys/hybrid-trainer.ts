@@ -198,8 +198,12 @@ export class HybridTrainer {
     if (this.asyncError) throw this.asyncError;
   }
 
-  /** Forward + backward of one batch; returns the loss and per-field row gradients. */
-  private compute(batch: RecBatch, rows: Float32Array[]): { loss: number; grads: Float32Array[] } {
+  /**
+   * Forward + backward of one batch; returns the loss and per-field row gradients, multiplied
+   * by `scale` before the push: here when `scaled` (the correction replays them), else by
+   * pushGrads while it sums them per server (one pass fewer over every gradient).
+   */
+  private compute(batch: RecBatch, rows: Float32Array[], scaled: boolean): { loss: number; grads: Float32Array[]; scale: number } {
     const B = batch.size, D = this.dim, F = this.groups.length;
     const scale = this.o.embGradScale ?? 1 / this.world;
     return scope(() => {
@@ -212,16 +216,20 @@ export class HybridTrainer {
       const grads: Float32Array[] = [];
       for (let f = 0; f < F; f++) {
         const g = leaves[f]!.grad;
-        const out = new Float32Array(rows[f]!.length);
+        const len = rows[f]!.length;
+        let out: Float32Array;
         if (g) {
           const d = g.data as Float32Array;
-          for (let i = 0; i < out.length; i++) out[i] = d[i]! * scale;
+          if (scaled) {
+            out = new Float32Array(len);
+            for (let i = 0; i < len; i++) out[i] = d[i]! * scale;
+          } else out = d.slice(0, len); // a copy: the buffer goes back to the pool
           g.dispose();
           leaves[f]!.grad = null;
-        }
+        } else out = new Float32Array(len);
         grads.push(out);
       }
-      return { loss: lv, grads };
+      return { loss: lv, grads, scale: scaled ? 1 : scale };
     });
   }
 
@@ -259,10 +267,10 @@ export class HybridTrainer {
     const rows = await this.rowsOf(t);
     if (this.asyncError) throw this.asyncError;
     this.optimizer.zeroGrad();
-    const { loss, grads } = this.compute(t.batch, rows);
+    const { loss, grads, scale } = this.compute(t.batch, rows, this.pending !== null);
     const client = this.client;
     const last = this.groups.length - 1;
-    const ack = Promise.all(t.routed.map((rb, f) => client.pushGrads(this.groups[f]!, rb, grads[f]!, { advanceStep: f === last })))
+    const ack = Promise.all(t.routed.map((rb, f) => client.pushGrads(this.groups[f]!, rb, grads[f]!, { advanceStep: f === last, scale })))
       .then(() => undefined, (e: unknown) => { this.asyncError ??= e instanceof Error ? e : new Error(String(e)); throw this.asyncError; });
     ack.catch(() => undefined);
     if (this.pending) this.pending.record(i, t.tables!, grads);
