@@ -42,6 +42,8 @@ export interface SweepCell {
    * proxies) from start to exit, evaluation and start-up included.
    */
   cpu: { trainerMsPerStep: number; serversMsPerStep: number; jobMsPerStep: number; jobSeconds: number };
+  /** Rank 0's wall milliseconds per step waiting for embedding rows and in the dense all-reduce. */
+  waits: { lookupMsPerStep: number; allReduceMsPerStep: number };
 }
 
 /** CPU seconds of this process's reaped children (cutime + cstime, /proc/self/stat), and of itself. */
@@ -138,10 +140,11 @@ export async function runRecsysSweep(o: SweepOptions, log: (s: string) => void =
       const cell: SweepCell = {
         trainers, bwMBs, rttMs, k, correction, rep, rankLink: rankEmu, samplesPerSec: r.samplesPerSec, auc: r.auc, logLoss: r.logLoss, steps: r.steps, seconds: r.seconds,
         load: { before, after: loadavg() },
+        waits: { lookupMsPerStep: (1000 * r.lookupWaitSeconds) / r.steps, allReduceMsPerStep: (1000 * r.allReduceSeconds) / r.steps },
         cpu: { trainerMsPerStep: (1000 * r.trainerCpuSeconds) / r.steps, serversMsPerStep: (1000 * r.serverCpuSeconds) / r.steps, jobMsPerStep: (1000 * jobSeconds) / r.steps, jobSeconds },
       };
       cells.push(cell);
-      log(`  trainers ${trainers}  bw ${bwMBs || '-'} MB/s  rtt ${rttMs} ms  k ${k}${correction ? '+corr' : ''}: ${r.samplesPerSec.toFixed(0)} samples/s  AUC ${r.auc.toFixed(4)}  (${r.seconds.toFixed(1)} s, ${((1000 * r.seconds) / r.steps).toFixed(1)} ms/step; CPU ms/step: trainer ${cell.cpu.trainerMsPerStep.toFixed(1)}, servers ${cell.cpu.serversMsPerStep.toFixed(1)}, job ${cell.cpu.jobMsPerStep.toFixed(1)}; load ${before[0]!.toFixed(1)} -> ${cell.load.after[0]!.toFixed(1)})`);
+      log(`  trainers ${trainers}  bw ${bwMBs || '-'} MB/s  rtt ${rttMs} ms  k ${k}${correction ? '+corr' : ''}: ${r.samplesPerSec.toFixed(0)} samples/s  AUC ${r.auc.toFixed(4)}  (${r.seconds.toFixed(1)} s, ${((1000 * r.seconds) / r.steps).toFixed(1)} ms/step; CPU ms/step: trainer ${cell.cpu.trainerMsPerStep.toFixed(1)}, servers ${cell.cpu.serversMsPerStep.toFixed(1)}, job ${cell.cpu.jobMsPerStep.toFixed(1)}; waits ms/step: rows ${cell.waits.lookupMsPerStep.toFixed(1)}, all-reduce ${cell.waits.allReduceMsPerStep.toFixed(1)}; load ${before[0]!.toFixed(1)} -> ${cell.load.after[0]!.toFixed(1)})`);
       rmSync(work, { recursive: true, force: true });
     }
     return { groundTruthAUC: gt.groundTruthAUC, cells };
@@ -160,14 +163,15 @@ export function summarize(cells: SweepCell[]): string[] {
   const rows = [...groups.values()].map((g) => ({
     c: g[0]!, sps: median(g.map((x) => x.samplesPerSec)), auc: median(g.map((x) => x.auc)), lo: Math.min(...g.map((x) => x.samplesPerSec)), hi: Math.max(...g.map((x) => x.samplesPerSec)), n: g.length,
     trainerCpu: median(g.map((x) => x.cpu.trainerMsPerStep)), serversCpu: median(g.map((x) => x.cpu.serversMsPerStep)), jobCpu: median(g.map((x) => x.cpu.jobMsPerStep)),
+    rowWait: median(g.map((x) => x.waits.lookupMsPerStep)), arWait: median(g.map((x) => x.waits.allReduceMsPerStep)),
   }));
-  const lines: string[] = ['| trainers | bw MB/s | RTT ms | k | correction | samples/s (median, min–max, reps) | speedup vs k=0 | AUC | ΔAUC vs k=0 (points) | CPU ms/step: trainer, servers, job |', '|---|---|---|---|---|---|---|---|---|---|'];
+  const lines: string[] = ['| trainers | bw MB/s | RTT ms | k | correction | samples/s (median, min–max, reps) | speedup vs k=0 | AUC | ΔAUC vs k=0 (points) | CPU ms/step: trainer, servers, job | wait ms/step: rows, all-reduce |', '|---|---|---|---|---|---|---|---|---|---|---|'];
   for (const r of rows) {
     const c = r.c;
     const base = rows.find((b) => b.c.k === 0 && b.c.trainers === c.trainers && b.c.bwMBs === c.bwMBs && b.c.rttMs === c.rttMs);
     const sp = base ? (r.sps / base.sps).toFixed(2) : '-';
     const d = base ? (100 * (r.auc - base.auc)).toFixed(2) : '-';
-    lines.push(`| ${c.trainers} | ${c.bwMBs || 'uncapped'} | ${c.rttMs} | ${c.k} | ${c.k === 0 ? '-' : c.correction ? 'on' : 'off'} | ${r.sps.toFixed(0)} (${r.lo.toFixed(0)}–${r.hi.toFixed(0)}, ${r.n}) | ${sp} | ${r.auc.toFixed(4)} | ${d} | ${r.trainerCpu.toFixed(1)}, ${r.serversCpu.toFixed(1)}, ${r.jobCpu.toFixed(1)} |`);
+    lines.push(`| ${c.trainers} | ${c.bwMBs || 'uncapped'} | ${c.rttMs} | ${c.k} | ${c.k === 0 ? '-' : c.correction ? 'on' : 'off'} | ${r.sps.toFixed(0)} (${r.lo.toFixed(0)}–${r.hi.toFixed(0)}, ${r.n}) | ${sp} | ${r.auc.toFixed(4)} | ${d} | ${r.trainerCpu.toFixed(1)}, ${r.serversCpu.toFixed(1)}, ${r.jobCpu.toFixed(1)} | ${r.rowWait.toFixed(1)}, ${r.arWait.toFixed(1)} |`);
   }
   return lines;
 }

@@ -80,6 +80,10 @@ export interface TrainReport {
   correctedRows: number;
   /** This process's CPU time (user + system) over the timed loop: CPU per step, whatever the machine's load. */
   cpuSeconds: number;
+  /** Wall time steps spent waiting for their embedding rows (what staleness k hides). */
+  lookupWaitSeconds: number;
+  /** Wall time in the dense gradient all-reduce (waiting for the slowest trainer included). */
+  allReduceSeconds: number;
 }
 
 export interface EvalReport { auc: number; logLoss: number; samples: number; positives: number }
@@ -130,6 +134,8 @@ export class HybridTrainer {
   /** Pushes sent so far (= the step after the newest push). */
   private pushesSent = 0;
   private readonly pending: PendingGradients | null;
+  /** Wall milliseconds waiting for rows and in the all-reduce since the last train() began. */
+  private waitMs = { lookup: 0, allReduce: 0 };
 
   constructor(readonly o: HybridTrainerOptions) {
     this.model = o.model;
@@ -264,7 +270,9 @@ export class HybridTrainer {
     await this.issueUpTo(Math.min(i + this.k, boundary - 1, total - 1));
     const t = this.tickets.shift()!;
     if (t.step !== i) throw new Error(`HybridTrainer: internal error: ticket for step ${t.step} at step ${i}`);
+    const tw = performance.now();
     const rows = await this.rowsOf(t);
+    this.waitMs.lookup += performance.now() - tw;
     if (this.asyncError) throw this.asyncError;
     this.optimizer.zeroGrad();
     const { loss, grads, scale } = this.compute(t.batch, rows, this.pending !== null);
@@ -278,7 +286,9 @@ export class HybridTrainer {
     this.pushAcks.set(i, ack);
     this.pushAcks.delete(i - this.k - 2);
     await this.issueUpTo(Math.min(i + this.k + 1, boundary - 1, total - 1));
+    const ta = performance.now();
     await this.allReduceDense();
+    this.waitMs.allReduce += performance.now() - ta;
     this.optimizer.step();
     this.step = i + 1;
     return loss;
@@ -350,6 +360,7 @@ export class HybridTrainer {
     const startStep = this.step;
     const t0 = performance.now();
     const cpu0 = process.cpuUsage();
+    this.waitMs = { lookup: 0, allReduce: 0 };
     let done = 0;
     while (this.step < total) {
       try {
@@ -381,7 +392,8 @@ export class HybridTrainer {
     if (c && c.every > 0 && this.step % c.every !== 0) await this.saveCheckpoint(batchSize);
     const seconds = seconds0;
     const samples = done * batchSize * this.world;
-    return { steps: this.step - startStep, losses, samples, seconds, samplesPerSec: samples / seconds, recoveries, correctedRows: this.pending?.corrected ?? 0, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
+    return { steps: this.step - startStep, losses, samples, seconds, samplesPerSec: samples / seconds, recoveries, correctedRows: this.pending?.corrected ?? 0, cpuSeconds: (cpu.user + cpu.system) / 1e6,
+      lookupWaitSeconds: this.waitMs.lookup / 1000, allReduceSeconds: this.waitMs.allReduce / 1000 };
   }
 
   /** AUC and log-loss over batches, with read-only lookups (the next batch's lookups overlap this batch's compute). */

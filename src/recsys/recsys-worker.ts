@@ -58,6 +58,9 @@ export interface RecsysResult {
   trainerCpuSeconds: number;
   /** All embedding servers' CPU seconds from just before training to after every trainer's last push. */
   serverCpuSeconds: number;
+  /** Rank 0's wall seconds waiting for embedding rows, and in the dense all-reduce, over the training loop. */
+  lookupWaitSeconds: number;
+  allReduceSeconds: number;
   /** Embedding-server failovers survived in this attempt (rank 0's view). */
   failovers: TrainerFailover[];
 }
@@ -129,7 +132,7 @@ export async function runRecsysWorker(configPath: string): Promise<number> {
       const last = [...rep.losses.entries()].sort((a, b) => a[0] - b[0]).at(-1)?.[1] ?? NaN;
       const result: RecsysResult = {
         auc: ev.auc, logLoss: ev.logLoss, evalSamples: ev.samples, steps: trainer.step, trainSamples: rep.samples,
-        samplesPerSec: rep.samplesPerSec, seconds: rep.seconds, trainerCpuSeconds: rep.cpuSeconds, serverCpuSeconds, trainers: world, staleness: c.train.staleness, finalLoss: last, failovers,
+        samplesPerSec: rep.samplesPerSec, seconds: rep.seconds, trainerCpuSeconds: rep.cpuSeconds, serverCpuSeconds, lookupWaitSeconds: rep.lookupWaitSeconds, allReduceSeconds: rep.allReduceSeconds, trainers: world, staleness: c.train.staleness, finalLoss: last, failovers,
       };
       atomicWriteFileSync(join(c.workDir, 'result.json'), JSON.stringify(result, null, 1));
     }
