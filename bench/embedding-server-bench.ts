@@ -8,7 +8,7 @@
 // reported): one over the socket only, one through shared memory (shm-region.ts: payloads
 // and answers in a region both processes map; 16-byte descriptors on the socket). The
 // server's own store calls, run in this process without a transport, are the third peer.
-// Run: node dist/bench/embedding-server-bench.js [secondsPerRep] [--quick]
+// Run: node dist/bench/embedding-server-bench.js [secondsPerRep] [--quick] [--batch N] (ids per request, default 4096)
 import { cpus, loadavg } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
@@ -227,7 +227,10 @@ if (isMainThread && process.argv[1] && import.meta.url === pathToFileURL(process
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
   const flags = (() => { try { const m = /flags\s*:(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8')); return m ? m[1]!.trim().split(/\s+/) : []; } catch { return []; } })();
   console.log(`machine: ${cpu} (${['avx2', 'fma', 'avx512f', 'avx512_bf16'].filter((f) => flags.includes(f)).join(' ')}), ${cpus().length} cpus`);
-  runEmbeddingServerBench({ ...(quick ? { dims: [64], secondsPerDim: 1, reps: 3 } : {}), ...(secs ? { secondsPerDim: secs } : {}) }).then((r) => { print(r); console.log(JSON.stringify(r)); }, (e: unknown) => {
+  const bi = process.argv.indexOf('--batch');
+  const batch = bi > 0 ? Number(process.argv[bi + 1]) : undefined;
+  if (batch !== undefined && !(Number.isInteger(batch) && batch > 0)) { console.error(`embedding-server-bench: --batch must be a positive integer (got ${process.argv[bi + 1]})`); process.exit(2); }
+  runEmbeddingServerBench({ ...(quick ? { dims: [64], secondsPerDim: 1, reps: 3 } : {}), ...(secs ? { secondsPerDim: secs } : {}), ...(batch ? { batch } : {}) }).then((r) => { print(r); console.log(JSON.stringify(r)); }, (e: unknown) => {
     console.error(e);
     process.exit(1);
   });

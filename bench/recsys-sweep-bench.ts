@@ -36,7 +36,27 @@ export interface SweepOptions {
 export interface SweepCell {
   trainers: number; bwMBs: number; rttMs: number; k: number; correction: boolean; rep: number; rankLink: boolean;
   samplesPerSec: number; auc: number; logLoss: number; steps: number; seconds: number; load: { before: number[]; after: number[] };
+  /**
+   * CPU milliseconds per training step, load-independent: rank 0's trainer over its training
+   * loop, all servers over the same loop, and the whole job (every trainer and server process, reaped, plus this process's
+   * proxies) from start to exit, evaluation and start-up included.
+   */
+  cpu: { trainerMsPerStep: number; serversMsPerStep: number; jobMsPerStep: number; jobSeconds: number };
+  /** Rank 0's wall milliseconds per step waiting for embedding rows and in the dense all-reduce. */
+  waits: { lookupMsPerStep: number; allReduceMsPerStep: number };
 }
+
+/** CPU seconds of this process's reaped children (cutime + cstime, /proc/self/stat), and of itself. */
+function cpuNow(): { children: number; self: number } {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields after the command: state is field 3; cutime and cstime are fields 16 and 17 (1-based).
+  const ticks = Number(f[16 - 3]) + Number(f[17 - 3]);
+  const u = process.cpuUsage();
+  return { children: ticks / CLK_TCK, self: (u.user + u.system) / 1e6 };
+}
+// USER_HZ: 100 on every Linux ABI Node runs on.
+const CLK_TCK = 100;
 
 function list(v: string | undefined, def: number[]): number[] {
   if (v === undefined) return def;
@@ -101,6 +121,7 @@ export async function runRecsysSweep(o: SweepOptions, log: (s: string) => void =
       const path = join(dir, `run${n}.json`);
       writeFileSync(path, JSON.stringify(cfg));
       const before = loadavg();
+      const cpu0 = cpuNow();
       const link = { rttMs, bandwidthBytesPerSec: bwMBs * 1e6 };
       // Trainer processes inherit the environment: with --rank-link same their mesh emulates the link too.
       const rankEmu = o.rankLink && (rttMs > 0 || bwMBs > 0);
@@ -114,12 +135,16 @@ export async function runRecsysSweep(o: SweepOptions, log: (s: string) => void =
       }
       if (code !== 0) throw new Error(`recsys-sweep-bench: trainers=${trainers} rtt=${rttMs} k=${k} exited ${code}`);
       const r = JSON.parse(readFileSync(join(work, 'result.json'), 'utf8')) as RecsysResult;
+      const cpu1 = cpuNow();
+      const jobSeconds = cpu1.children - cpu0.children + cpu1.self - cpu0.self;
       const cell: SweepCell = {
         trainers, bwMBs, rttMs, k, correction, rep, rankLink: rankEmu, samplesPerSec: r.samplesPerSec, auc: r.auc, logLoss: r.logLoss, steps: r.steps, seconds: r.seconds,
         load: { before, after: loadavg() },
+        waits: { lookupMsPerStep: (1000 * r.lookupWaitSeconds) / r.steps, allReduceMsPerStep: (1000 * r.allReduceSeconds) / r.steps },
+        cpu: { trainerMsPerStep: (1000 * r.trainerCpuSeconds) / r.steps, serversMsPerStep: (1000 * r.serverCpuSeconds) / r.steps, jobMsPerStep: (1000 * jobSeconds) / r.steps, jobSeconds },
       };
       cells.push(cell);
-      log(`  trainers ${trainers}  bw ${bwMBs || '-'} MB/s  rtt ${rttMs} ms  k ${k}${correction ? '+corr' : ''}: ${r.samplesPerSec.toFixed(0)} samples/s  AUC ${r.auc.toFixed(4)}  (${r.seconds.toFixed(1)} s, load ${before[0]!.toFixed(1)} -> ${cell.load.after[0]!.toFixed(1)})`);
+      log(`  trainers ${trainers}  bw ${bwMBs || '-'} MB/s  rtt ${rttMs} ms  k ${k}${correction ? '+corr' : ''}: ${r.samplesPerSec.toFixed(0)} samples/s  AUC ${r.auc.toFixed(4)}  (${r.seconds.toFixed(1)} s, ${((1000 * r.seconds) / r.steps).toFixed(1)} ms/step; CPU ms/step: trainer ${cell.cpu.trainerMsPerStep.toFixed(1)}, servers ${cell.cpu.serversMsPerStep.toFixed(1)}, job ${cell.cpu.jobMsPerStep.toFixed(1)}; waits ms/step: rows ${cell.waits.lookupMsPerStep.toFixed(1)}, all-reduce ${cell.waits.allReduceMsPerStep.toFixed(1)}; load ${before[0]!.toFixed(1)} -> ${cell.load.after[0]!.toFixed(1)})`);
       rmSync(work, { recursive: true, force: true });
     }
     return { groundTruthAUC: gt.groundTruthAUC, cells };
@@ -135,14 +160,18 @@ export function summarize(cells: SweepCell[]): string[] {
   const key = (c: SweepCell): string => `${c.trainers}/${c.bwMBs}/${c.rttMs}/${c.k}/${c.correction}`;
   const groups = new Map<string, SweepCell[]>();
   for (const c of cells) (groups.get(key(c)) ?? groups.set(key(c), []).get(key(c))!).push(c);
-  const rows = [...groups.values()].map((g) => ({ c: g[0]!, sps: median(g.map((x) => x.samplesPerSec)), auc: median(g.map((x) => x.auc)), lo: Math.min(...g.map((x) => x.samplesPerSec)), hi: Math.max(...g.map((x) => x.samplesPerSec)), n: g.length }));
-  const lines: string[] = ['| trainers | bw MB/s | RTT ms | k | correction | samples/s (median, min–max, reps) | speedup vs k=0 | AUC | ΔAUC vs k=0 (points) |', '|---|---|---|---|---|---|---|---|---|'];
+  const rows = [...groups.values()].map((g) => ({
+    c: g[0]!, sps: median(g.map((x) => x.samplesPerSec)), auc: median(g.map((x) => x.auc)), lo: Math.min(...g.map((x) => x.samplesPerSec)), hi: Math.max(...g.map((x) => x.samplesPerSec)), n: g.length,
+    trainerCpu: median(g.map((x) => x.cpu.trainerMsPerStep)), serversCpu: median(g.map((x) => x.cpu.serversMsPerStep)), jobCpu: median(g.map((x) => x.cpu.jobMsPerStep)),
+    rowWait: median(g.map((x) => x.waits.lookupMsPerStep)), arWait: median(g.map((x) => x.waits.allReduceMsPerStep)),
+  }));
+  const lines: string[] = ['| trainers | bw MB/s | RTT ms | k | correction | samples/s (median, min–max, reps) | speedup vs k=0 | AUC | ΔAUC vs k=0 (points) | CPU ms/step: trainer, servers, job | wait ms/step: rows, all-reduce |', '|---|---|---|---|---|---|---|---|---|---|---|'];
   for (const r of rows) {
     const c = r.c;
     const base = rows.find((b) => b.c.k === 0 && b.c.trainers === c.trainers && b.c.bwMBs === c.bwMBs && b.c.rttMs === c.rttMs);
     const sp = base ? (r.sps / base.sps).toFixed(2) : '-';
     const d = base ? (100 * (r.auc - base.auc)).toFixed(2) : '-';
-    lines.push(`| ${c.trainers} | ${c.bwMBs || 'uncapped'} | ${c.rttMs} | ${c.k} | ${c.k === 0 ? '-' : c.correction ? 'on' : 'off'} | ${r.sps.toFixed(0)} (${r.lo.toFixed(0)}–${r.hi.toFixed(0)}, ${r.n}) | ${sp} | ${r.auc.toFixed(4)} | ${d} |`);
+    lines.push(`| ${c.trainers} | ${c.bwMBs || 'uncapped'} | ${c.rttMs} | ${c.k} | ${c.k === 0 ? '-' : c.correction ? 'on' : 'off'} | ${r.sps.toFixed(0)} (${r.lo.toFixed(0)}–${r.hi.toFixed(0)}, ${r.n}) | ${sp} | ${r.auc.toFixed(4)} | ${d} | ${r.trainerCpu.toFixed(1)}, ${r.serversCpu.toFixed(1)}, ${r.jobCpu.toFixed(1)} | ${r.rowWait.toFixed(1)}, ${r.arWait.toFixed(1)} |`);
   }
   return lines;
 }

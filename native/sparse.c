@@ -305,3 +305,85 @@ void athn_sparse_gather_bf16(int n, int dim, const int *slots, const uint64_t *t
     }
   }
 }
+
+/* ---- lookups that create rows in C (GroupTable.gatherNative) ----------------------
+ * athn_sparse_lookup_hits stops at every miss, and with a large vocabulary most ids of a
+ * batch are first seen: one TypeScript round trip (and one FFI call) per new row. This
+ * kernel runs the reference loop (GroupTable.lookupFound + insertNew) in C for the common
+ * miss too: an admitted id (admitProbability 1) placed in a never-used slot that already
+ * has metadata and a slab (slot < slotLimit), while the index stays at most half full
+ * (count < countLimit). Anything else (a recycled or evicted slot, growth, a rehash,
+ * admission draws, a misrouted id) returns its index to TypeScript, as before. A
+ * read-only miss (touch == 0) is answered -1 here (the caller writes the init vector).
+ * acc (in/out): [0] hits, [1] inserts, [2] read-only misses, [3] nextSlot, [4] count. */
+
+/* GroupTable.initRow's mulberry32 stream, bit-exact: JS computes in double, rounds once on the store. */
+static void init_row(float *out, int dim, int uniform, double scale, uint32_t hi, uint32_t lo) {
+  if (!uniform) { for (int j = 0; j < dim; j++) out[j] = 0.0f; return; }
+  const uint64_t h = fmix64(((uint64_t)hi << 32) | lo);
+  uint32_t x = (uint32_t)h ^ (uint32_t)(h >> 32);
+  for (int j = 0; j < dim; j++) {
+    x += 0x6d2b79f5u;
+    uint32_t t = (x ^ (x >> 15)) * (1u | x);
+    t = (t + (t ^ (t >> 7)) * (61u | t)) ^ t;
+    const double u = (double)(t ^ (t >> 14)) / 4294967296.0;
+    out[j] = (float)((2.0 * u - 1.0) * scale);
+  }
+}
+
+int athn_sparse_lookup_fill(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check,
+                            uint32_t *idLo, uint32_t *idHi, uint32_t *hashLo, int32_t *table, int mask,
+                            int numShards, int shardIndex, int groupId, int touch, double step,
+                            int32_t *prev, int32_t *next, int32_t *ends, double *lastTouch, int32_t *slots,
+                            int slotLimit, int countLimit, const uint64_t *rowTab, const uint64_t *stateTab, int shift,
+                            int dim, int stW, int initUniform, double initScale, uint32_t initHi, uint32_t initLo,
+                            double stateInit, int32_t *rowStep, int32_t *acc) {
+  int hits = 0, inserts = 0, roMisses = 0, nextSlot = acc[3], count = acc[4], ret = n;
+  const int cmask = (1 << shift) - 1;
+  const float st0 = (float)stateInit;
+  for (int i = i0; i < n; i++) {
+    if (touch) prefetch_meta(i, n, found, prev, next, lastTouch, NULL, NULL);
+    const uint32_t lo = ids[2 * i], hi = ids[2 * i + 1];
+    if (hashHi[i] % (uint32_t)numShards != (uint32_t)shardIndex || (hi >> 24) != (uint32_t)groupId) { ret = i; break; }
+    int s = found[i];
+    if (s >= 0 && check && (idLo[s] != lo || idHi[s] != hi)) { ret = i; break; }
+    if (s < 0 && check) {
+      /* Inserted since the batch find (a repeated id, or by TypeScript): ask the index again. */
+      const uint64_t h = fmix64(((uint64_t)hi << 32) | lo);
+      for (int b = (int)((uint32_t)h & (uint32_t)mask);; b = (b + 1) & mask) {
+        const int t = table[b];
+        if (t < 0) break;
+        if (idLo[t] == lo && idHi[t] == hi) { s = t; break; }
+      }
+    }
+    if (s >= 0) {
+      hits++;
+      slots[i] = s;
+      if (touch) { lastTouch[s] = step; lru_move_to_head(prev, next, ends, s); }
+      continue;
+    }
+    if (!touch) { roMisses++; slots[i] = -1; continue; }
+    if (nextSlot >= slotLimit || count >= countLimit) { ret = i; break; }
+    /* insertNew: a fresh slot, the index, the seeded row, the initial state, the LRU head. */
+    s = nextSlot++;
+    count++;
+    inserts++;
+    const uint64_t h = fmix64(((uint64_t)hi << 32) | lo);
+    idLo[s] = lo; idHi[s] = hi; hashLo[s] = (uint32_t)h;
+    int b = (int)((uint32_t)h & (uint32_t)mask);
+    while (table[b] >= 0) b = (b + 1) & mask;
+    table[b] = s;
+    init_row(row_at(rowTab, shift, cmask, dim, s), dim, initUniform, initScale, hi ^ initHi, lo ^ initLo);
+    if (stW > 0) { float *st = row_at(stateTab, shift, cmask, stW, s); for (int j = 0; j < stW; j++) st[j] = st0; }
+    rowStep[s] = 0;
+    prev[s] = -1; next[s] = ends[0];
+    if (ends[0] >= 0) prev[ends[0]] = s;
+    ends[0] = s;
+    if (ends[1] < 0) ends[1] = s;
+    lastTouch[s] = step;
+    check = 1; /* the index changed: later misses are looked up again */
+    slots[i] = s;
+  }
+  acc[0] += hits; acc[1] += inserts; acc[2] += roMisses; acc[3] = nextSlot; acc[4] = count;
+  return ret;
+}

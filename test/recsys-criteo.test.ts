@@ -106,3 +106,35 @@ test('generator: deterministic, readable, and its ground truth beats chance', as
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('Criteo reader: the one-pass line parser writes exactly what parseCriteoLine writes, and declines what it cannot take', async () => {
+  const { parseCriteoLine, parseCriteoLineFast, CRITEO_FORMAT: fmt } = await import('../src/recsys/criteo.js');
+  let x = 7;
+  const rnd = (n: number): number => { x = (Math.imul(x, 1664525) + 1013904223) >>> 0; return x % n; };
+  const ints = ['', '0', '-0', '5', '-3', '007', '123456789012345', '1234567890123456', '9'.repeat(20), '-', '+4', '1.5', '1e3'];
+  const hexes = ['', '0', 'a', 'F', 'deadbeef', 'DEADBEEF', '0a0B0c0D', '123456789', 'xyz', '-1'];
+  const lines: string[] = [];
+  for (let k = 0; k < 400; k++) {
+    const label = ['0', '1', '1', '0', '2', ''][rnd(6)]!;
+    const is = Array.from({ length: 13 }, () => ints[rnd(k < 200 ? 6 : ints.length)]!);
+    const cs = Array.from({ length: 26 }, () => hexes[rnd(k < 200 ? 7 : hexes.length)]!);
+    if (k % 50 === 49) cs.pop(); // a column short
+    if (k % 50 === 48) cs.push('ab'); // a column too many
+    lines.push([label, ...is, ...cs].join('\t'));
+  }
+  let fast = 0;
+  for (const l of lines) {
+    const mk = (): { d: Float32Array; w: Uint32Array[]; y: Float32Array } => ({ d: new Float32Array(13), w: Array.from({ length: 26 }, () => new Uint32Array(2)), y: new Float32Array(1) });
+    const a = mk(), b = mk();
+    let err: string | null = null;
+    try { parseCriteoLine(l, 'x', fmt, a.d, a.w, a.y, 0); } catch (e) { err = (e as Error).message; }
+    const ok = parseCriteoLineFast(l, fmt, b.d, b.w, b.y, 0);
+    if (err !== null) { assert.equal(ok, false, `fast parser took a line the reference refuses (${err}): ${l}`); continue; }
+    if (!ok) continue; // declined: the reader falls back to the reference
+    fast++;
+    assert.deepEqual([...b.y], [...a.y], l);
+    assert.deepEqual(new Uint32Array(b.d.buffer), new Uint32Array(a.d.buffer), l);
+    assert.deepEqual(b.w, a.w, l);
+  }
+  assert.ok(fast > 100, `the fast path took ${fast} lines`);
+});

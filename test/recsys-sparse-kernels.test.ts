@@ -98,3 +98,38 @@ test('native batch path still refuses an id of another shard or group', { skip: 
     assert.throws(() => t1.lookup(other, 1, new Float32Array(8), 2, false), /or to this group/);
   }
 });
+
+// athn_sparse_lookup_fill creates rows in C (seeded init, initial optimizer state, index,
+// LRU head) for first-seen ids: batches of mostly new ids, crossing slab and rehash
+// boundaries (where it hands back to TypeScript), must equal the TypeScript loops bit for bit.
+for (const [name, over] of [
+  ['uniform init, dim 64, adagrad', { dim: 64, init: { kind: 'uniform', scale: 0.37 }, optimizer: { kind: 'adagrad', lr: 0.05, eps: 1e-8, initialAccumulator: 0.3 } }],
+  ['zeros init, dim 5, adam', { dim: 5, init: { kind: 'zeros' }, optimizer: { kind: 'adam', lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8 } }],
+  ['uniform init, dim 3, sgd', { dim: 3, init: { kind: 'uniform', scale: 1 }, optimizer: { kind: 'sgd', lr: 0.1 } }],
+] as const) {
+  test(`native lookups create new rows exactly as the TypeScript loops: ${name}`, { skip: noNative && 'native library unavailable' }, () => {
+    const mk = (native: boolean): GroupTable => {
+      const cfg = parseServerConfig({ seed: 23, groups: [{ id: G, capacity: 40_000, ...over }] }, 'test');
+      return new GroupTable(cfg.groups[0]!, cfg.seed, { native });
+    };
+    const nat = mk(true), ref = mk(false), dim = over.dim;
+    const rng = lcg(99);
+    let next = 0;
+    for (let step = 1; step <= 12; step++) {
+      // ~3000 ids a batch, most never seen, some repeated within and across batches.
+      const n = 2500 + Math.floor(rng() * 1000);
+      const raw = Array.from({ length: n }, () => (rng() < 0.8 ? next++ : Math.floor(rng() * Math.max(1, next))));
+      const ids = idsToPairs(G, raw);
+      const readOnly = step % 5 === 0;
+      const oa = new Float32Array(n * dim), ob = new Float32Array(n * dim);
+      nat.lookup(ids, n, oa, step, readOnly);
+      ref.lookup(ids, n, ob, step, readOnly);
+      assert.deepEqual(new Uint32Array(oa.buffer), new Uint32Array(ob.buffer), `step ${step}: answers`);
+      const g = Float32Array.from({ length: n * dim }, () => rng() - 0.5);
+      if (!readOnly) assert.deepEqual(nat.push(ids, n, g, step), ref.push(ids, n, g, step), `step ${step}: push`);
+      assertSame(nat, ref, `step ${step}`);
+    }
+    // Slabs are 16384 rows: the run crossed at least one slab and several index resizes.
+    assert.ok(nat.counters.inserts > 20_000, `inserted ${nat.counters.inserts} rows`);
+  });
+}

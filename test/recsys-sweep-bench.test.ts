@@ -26,9 +26,11 @@ test('sweep bench: full defaults meet the workload minimums; --quick is small; b
 test('sweep bench: the table takes medians over reps and compares with k = 0 of the same cell', () => {
   const c = (rtt: number, k: number, sps: number, auc: number, rep: number): SweepCell => ({
     trainers: 2, bwMBs: 0, rttMs: rtt, k, correction: k > 0, rep, rankLink: false, samplesPerSec: sps, auc, logLoss: 0.5, steps: 10, seconds: 1, load: { before: [1], after: [1] },
+    cpu: { trainerMsPerStep: sps / 10, serversMsPerStep: sps / 20, jobMsPerStep: sps / 5, jobSeconds: sps / 50 },
+    waits: { lookupMsPerStep: sps / 100, allReduceMsPerStep: sps / 200 },
   });
   const lines = summarize([c(5, 0, 100, 0.70, 0), c(5, 4, 150, 0.699, 0), c(0, 0, 300, 0.71, 0), c(5, 0, 140, 0.70, 1), c(5, 4, 210, 0.701, 1), c(5, 0, 120, 0.70, 2), c(5, 4, 180, 0.70, 2)]);
   const row = lines.find((l) => l.startsWith('| 2 | uncapped | 5 | 4 |'))!;
-  assert.match(row, /\| 180 \(150–210, 3\) \| 1\.50 \| 0\.7000 \| 0\.00 \|/);
+  assert.match(row, /\| 180 \(150–210, 3\) \| 1\.50 \| 0\.7000 \| 0\.00 \| 18\.0, 9\.0, 36\.0 \| 1\.8, 0\.9 \|$/);
   assert.match(lines.find((l) => l.startsWith('| 2 | uncapped | 0 | 0 |'))!, /\| 300 \(300–300, 1\) \| 1\.00 \|/);
 });

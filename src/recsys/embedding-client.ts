@@ -282,18 +282,29 @@ export class EmbeddingClient {
    * again on the server. With advanceStep (default) every server's step counter
    * moves on once this push is applied (admission and expiry count these steps);
    * a trainer pushing several groups per step passes false for all but the last.
+   * With `scale`, every gradient value is multiplied by it as it is summed (default 1).
    */
-  async pushGrads(group: number, ids: IdInput | RoutedBatch, grads: Float32Array, opts: { advanceStep?: boolean } = {}): Promise<PushResponse> {
+  async pushGrads(group: number, ids: IdInput | RoutedBatch, grads: Float32Array, opts: { advanceStep?: boolean; scale?: number } = {}): Promise<PushResponse> {
     const dim = this.dim(group);
     const rb = this.routed(group, ids);
     const n = rb.n, r = rb.routing;
     if (grads.length !== n * dim) throw new Error(`embedding client: pushGrads got ${grads.length} gradient values for ${n} ids of dim ${dim}`);
     const sums = Array.from({ length: this.conns.length }, (_, s) => new Float32Array(r.shardCount[s]! * dim));
     const { inverse, uShard, uPos } = r;
-    for (let i = 0; i < n; i++) {
-      const u = inverse[i]!;
-      const d = sums[uShard[u]!]!, o = uPos[u]! * dim;
-      for (let j = 0; j < dim; j++) d[o + j] += grads[i * dim + j]!;
+    const scale = opts.scale ?? 1;
+    if (scale === 1) {
+      for (let i = 0; i < n; i++) {
+        const u = inverse[i]!;
+        const d = sums[uShard[u]!]!, o = uPos[u]! * dim;
+        for (let j = 0; j < dim; j++) d[o + j] += grads[i * dim + j]!;
+      }
+    } else {
+      for (let i = 0; i < n; i++) {
+        const u = inverse[i]!;
+        const d = sums[uShard[u]!]!, o = uPos[u]! * dim;
+        // Rounded as a scaled copy would be, so the sums equal scaling first, then pushing.
+        for (let j = 0; j < dim; j++) d[o + j] += Math.fround(grads[i * dim + j]! * scale);
+      }
     }
     const advance = opts.advanceStep ?? true;
     const dtype = this.wireDtype, maxIds = this.maxIds(dim);

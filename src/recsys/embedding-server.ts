@@ -108,12 +108,16 @@ export class EmbeddingServer {
     c.timer = setTimeout(() => this.reject(c, 0, 'authentication timeout'), this.authTimeoutMs);
     sock.on('data', (chunk: Buffer) => {
       if (c.closed) return;
+      // The answers to every frame of this chunk leave in one write (clients send a step's requests together).
+      sock.cork();
       try {
         c.reader.push(chunk, (h, p) => this.onFrame(c, h, p));
       } catch (e) {
         if (e instanceof CloseConnection) return;
         // A broken header means the stream cannot be resynchronised: answer and hang up.
         this.reject(c, 0, e instanceof Error ? e.message : String(e));
+      } finally {
+        sock.uncork();
       }
     });
     sock.on('drain', () => sock.resume());

@@ -84,6 +84,7 @@ export class GroupTable {
   // Native batch path (native-sparse.ts): chunk address tables and reused per-batch scratch.
   private readonly nat: NativeSparse | null;
   private hitAcc = new Int32Array(2); // push kernel's [distinct rows so far, duplicates seen]
+  private fillAcc = new Int32Array(5); // lookup kernel's [hits, inserts, read-only misses, nextSlot, count]
   private rowTab = new BigUint64Array(0);
   private stateTab = new BigUint64Array(0);
   private slotBuf = new Int32Array(0);
@@ -215,15 +216,34 @@ export class GroupTable {
     const nat = this.nat;
     if (!nat || n > this.capacity) return false;
     if (this.slotBuf.length < n) this.slotBuf = new Int32Array(Math.max(n, 2 * this.slotBuf.length));
-    const slots = this.slotBuf;
+    const slots = this.slotBuf, dim = this.dim;
     let missing = 0;
     const m0 = this.prefind(nat, ids, n), hashHi = this.hashHiBuf, c = this.counters;
     const touch = readOnly ? 0 : 1;
+    const acc = this.fillAcc, init = this.cfg.init, opt = this.cfg.optimizer;
+    const stateInit = opt.kind === 'adagrad' ? opt.initialAccumulator : 0;
     for (let i = 0; i < n; i++) {
-      // Stored ids in C up to the next one that needs lookupFound (arrays re-read: inserts grow them).
-      const j = nat.lookupHits(i, n, ids, this.foundBuf, hashHi, this.mutations === m0 ? 0 : 1, this.ids.idLo, this.ids.idHi,
-        this.numShards, this.shardIndex, this.cfg.id, touch, step, this.lru.prev, this.lru.next, this.lru.ends, this.lastTouch, slots);
-      c.hits += j - i;
+      // Stored ids, and new rows in never-used slots, in C up to the next id that needs
+      // lookupFound (arrays re-read: TypeScript inserts grow them). Fresh slots only while
+      // every id is admitted and nothing waits in the free list (insertNew takes those first).
+      const slotLimit = this.cfg.admitProbability >= 1 && this.freeTop === 0
+        ? Math.min(this.capacity, this.metaCap, this.rowChunks.length << CHUNK_SHIFT) : 0;
+      acc[0] = 0; acc[1] = 0; acc[2] = 0; acc[3] = this.nextSlot; acc[4] = this.count;
+      const j = nat.lookupFill(i, n, ids, this.foundBuf, hashHi, this.mutations === m0 ? 0 : 1,
+        this.ids.idLo, this.ids.idHi, this.ids.hashLo, this.ids.table, this.ids.mask,
+        this.numShards, this.shardIndex, this.cfg.id, touch, step, this.lru.prev, this.lru.next, this.lru.ends, this.lastTouch, slots,
+        slotLimit, this.ids.size >> 1, this.rowTab, this.stateTab, CHUNK_SHIFT, dim, this.stW,
+        init.kind === 'uniform' ? 1 : 0, init.kind === 'uniform' ? init.scale : 0, this.initHi, this.initLo, stateInit, this.rowStep, acc);
+      const inserted = acc[1]!;
+      c.hits += acc[0]!;
+      c.misses += inserted + acc[2]!;
+      missing += acc[2]!;
+      if (inserted > 0) {
+        c.inserts += inserted;
+        this.count = acc[4]!;
+        this.nextSlot = acc[3]!;
+        this.mutations += inserted;
+      }
       if (j >= n) break;
       i = j;
       const lo = ids[2 * i]!, hi = ids[2 * i + 1]!;
@@ -231,7 +251,6 @@ export class GroupTable {
       slots[i] = s;
       if (s < 0) missing++;
     }
-    const dim = this.dim;
     if (bf16) nat.gatherBf16(n, dim, slots, this.rowTab, CHUNK_SHIFT, bf16);
     else nat.gather(n, dim, slots, this.rowTab, CHUNK_SHIFT, out!);
     for (let i = 0; missing > 0 && i < n; i++) {

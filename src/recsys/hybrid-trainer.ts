@@ -78,6 +78,12 @@ export interface TrainReport {
   recoveries: number;
   /** Row updates replayed by the staleness correction (0 when off). */
   correctedRows: number;
+  /** This process's CPU time (user + system) over the timed loop: CPU per step, whatever the machine's load. */
+  cpuSeconds: number;
+  /** Wall time steps spent waiting for their embedding rows (what staleness k hides). */
+  lookupWaitSeconds: number;
+  /** Wall time in the dense gradient all-reduce (waiting for the slowest trainer included). */
+  allReduceSeconds: number;
 }
 
 export interface EvalReport { auc: number; logLoss: number; samples: number; positives: number }
@@ -128,6 +134,8 @@ export class HybridTrainer {
   /** Pushes sent so far (= the step after the newest push). */
   private pushesSent = 0;
   private readonly pending: PendingGradients | null;
+  /** Wall milliseconds waiting for rows and in the all-reduce since the last train() began. */
+  private waitMs = { lookup: 0, allReduce: 0 };
 
   constructor(readonly o: HybridTrainerOptions) {
     this.model = o.model;
@@ -196,8 +204,12 @@ export class HybridTrainer {
     if (this.asyncError) throw this.asyncError;
   }
 
-  /** Forward + backward of one batch; returns the loss and per-field row gradients. */
-  private compute(batch: RecBatch, rows: Float32Array[]): { loss: number; grads: Float32Array[] } {
+  /**
+   * Forward + backward of one batch; returns the loss and per-field row gradients, multiplied
+   * by `scale` before the push: here when `scaled` (the correction replays them), else by
+   * pushGrads while it sums them per server (one pass fewer over every gradient).
+   */
+  private compute(batch: RecBatch, rows: Float32Array[], scaled: boolean): { loss: number; grads: Float32Array[]; scale: number } {
     const B = batch.size, D = this.dim, F = this.groups.length;
     const scale = this.o.embGradScale ?? 1 / this.world;
     return scope(() => {
@@ -210,16 +222,20 @@ export class HybridTrainer {
       const grads: Float32Array[] = [];
       for (let f = 0; f < F; f++) {
         const g = leaves[f]!.grad;
-        const out = new Float32Array(rows[f]!.length);
+        const len = rows[f]!.length;
+        let out: Float32Array;
         if (g) {
           const d = g.data as Float32Array;
-          for (let i = 0; i < out.length; i++) out[i] = d[i]! * scale;
+          if (scaled) {
+            out = new Float32Array(len);
+            for (let i = 0; i < len; i++) out[i] = d[i]! * scale;
+          } else out = d.slice(0, len); // a copy: the buffer goes back to the pool
           g.dispose();
           leaves[f]!.grad = null;
-        }
+        } else out = new Float32Array(len);
         grads.push(out);
       }
-      return { loss: lv, grads };
+      return { loss: lv, grads, scale: scaled ? 1 : scale };
     });
   }
 
@@ -254,13 +270,15 @@ export class HybridTrainer {
     await this.issueUpTo(Math.min(i + this.k, boundary - 1, total - 1));
     const t = this.tickets.shift()!;
     if (t.step !== i) throw new Error(`HybridTrainer: internal error: ticket for step ${t.step} at step ${i}`);
+    const tw = performance.now();
     const rows = await this.rowsOf(t);
+    this.waitMs.lookup += performance.now() - tw;
     if (this.asyncError) throw this.asyncError;
     this.optimizer.zeroGrad();
-    const { loss, grads } = this.compute(t.batch, rows);
+    const { loss, grads, scale } = this.compute(t.batch, rows, this.pending !== null);
     const client = this.client;
     const last = this.groups.length - 1;
-    const ack = Promise.all(t.routed.map((rb, f) => client.pushGrads(this.groups[f]!, rb, grads[f]!, { advanceStep: f === last })))
+    const ack = Promise.all(t.routed.map((rb, f) => client.pushGrads(this.groups[f]!, rb, grads[f]!, { advanceStep: f === last, scale })))
       .then(() => undefined, (e: unknown) => { this.asyncError ??= e instanceof Error ? e : new Error(String(e)); throw this.asyncError; });
     ack.catch(() => undefined);
     if (this.pending) this.pending.record(i, t.tables!, grads);
@@ -268,7 +286,9 @@ export class HybridTrainer {
     this.pushAcks.set(i, ack);
     this.pushAcks.delete(i - this.k - 2);
     await this.issueUpTo(Math.min(i + this.k + 1, boundary - 1, total - 1));
+    const ta = performance.now();
     await this.allReduceDense();
+    this.waitMs.allReduce += performance.now() - ta;
     this.optimizer.step();
     this.step = i + 1;
     return loss;
@@ -339,6 +359,8 @@ export class HybridTrainer {
     await this.resetPipeline(src);
     const startStep = this.step;
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
+    this.waitMs = { lookup: 0, allReduce: 0 };
     let done = 0;
     while (this.step < total) {
       try {
@@ -363,13 +385,15 @@ export class HybridTrainer {
     }
     await this.drainPushes();
     const seconds0 = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
     await this.source?.return?.();
     this.source = null;
     // A final checkpoint, so a rerun of a finished job resumes at its end.
     if (c && c.every > 0 && this.step % c.every !== 0) await this.saveCheckpoint(batchSize);
     const seconds = seconds0;
     const samples = done * batchSize * this.world;
-    return { steps: this.step - startStep, losses, samples, seconds, samplesPerSec: samples / seconds, recoveries, correctedRows: this.pending?.corrected ?? 0 };
+    return { steps: this.step - startStep, losses, samples, seconds, samplesPerSec: samples / seconds, recoveries, correctedRows: this.pending?.corrected ?? 0, cpuSeconds: (cpu.user + cpu.system) / 1e6,
+      lookupWaitSeconds: this.waitMs.lookup / 1000, allReduceSeconds: this.waitMs.allReduce / 1000 };
   }
 
   /** AUC and log-loss over batches, with read-only lookups (the next batch's lookups overlap this batch's compute). */

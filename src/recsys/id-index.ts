@@ -10,9 +10,11 @@ export class IdIndex {
   /** Per slot: the id's lo and hi words, and the lo word of its hash (the probe start). */
   idLo = new Uint32Array(0);
   idHi = new Uint32Array(0);
-  private hashLo = new Uint32Array(0);
-  private table = new Int32Array(0); // slot per bucket, -1 when empty
-  private mask = 0;
+  /** Per slot: the lo word of its hash (the probe start). */
+  hashLo = new Uint32Array(0);
+  /** Slot per bucket, -1 when empty. Read and written by the native insert (GroupTable.gatherNative) too. */
+  table = new Int32Array(0);
+  mask = 0;
 
   /** Number of buckets. */
   get size(): number { return this.table.length; }

@@ -28,6 +28,13 @@ export interface NativeSparse {
     mark: Int32Array, markPos: Int32Array, stamp: number, uniq: Int32Array, uOf: Int32Array, firstRow: Int32Array, acc: Int32Array): number;
   bumpSteps(nu: number, uniq: Int32Array, rowStep: Int32Array): number;
   gatherBf16(n: number, dim: number, slots: Int32Array, tab: BigUint64Array, shift: number, out: Uint16Array): void;
+  lookupFill(i0: number, n: number, ids: Uint32Array, found: Int32Array, hashHi: Uint32Array, check: number,
+    idLo: Uint32Array, idHi: Uint32Array, hashLo: Uint32Array, table: Int32Array, mask: number,
+    numShards: number, shardIndex: number, groupId: number, touch: number, step: number,
+    prev: Int32Array, next: Int32Array, ends: Int32Array, lastTouch: Float64Array, slots: Int32Array,
+    slotLimit: number, countLimit: number, rowTab: BigUint64Array, stateTab: BigUint64Array, shift: number,
+    dim: number, stW: number, initUniform: number, initScale: number, initHi: number, initLo: number,
+    stateInit: number, rowStep: Int32Array, acc: Int32Array): number;
 }
 
 const bind = nativeFamily<NativeSparse>({
@@ -42,6 +49,7 @@ const bind = nativeFamily<NativeSparse>({
   pushHits: 'int athn_sparse_push_hits(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check, const uint32_t *idLo, const uint32_t *idHi, int numShards, int shardIndex, int groupId, double step, _Inout_ int32_t *prev, _Inout_ int32_t *next, _Inout_ int32_t *ends, _Inout_ double *lastTouch, _Inout_ int32_t *mark, _Inout_ int32_t *markPos, int stamp, _Inout_ int32_t *uniq, _Inout_ int32_t *uOf, _Inout_ int32_t *firstRow, _Inout_ int32_t *acc)',
   bumpSteps: 'int athn_sparse_bump_steps(int nu, const int32_t *uniq, _Inout_ int32_t *rowStep)',
   gatherBf16: 'void athn_sparse_gather_bf16(int n, int dim, const int *slots, const uint64_t *tab, int shift, _Inout_ uint16_t *out)',
+  lookupFill: 'int athn_sparse_lookup_fill(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check, _Inout_ uint32_t *idLo, _Inout_ uint32_t *idHi, _Inout_ uint32_t *hashLo, _Inout_ int32_t *table, int mask, int numShards, int shardIndex, int groupId, int touch, double step, _Inout_ int32_t *prev, _Inout_ int32_t *next, _Inout_ int32_t *ends, _Inout_ double *lastTouch, _Inout_ int32_t *slots, int slotLimit, int countLimit, const uint64_t *rowTab, const uint64_t *stateTab, int shift, int dim, int stW, int initUniform, double initScale, uint32_t initHi, uint32_t initLo, double stateInit, _Inout_ int32_t *rowStep, _Inout_ int32_t *acc)',
 }, () => nativeBasic() !== null);
 
 /** The bound kernels, or null (no library, forced reference, or an older build without them). */

@@ -54,6 +54,13 @@ export function criteoFileSource(path: string, o: { rank: number; world: number;
 export interface RecsysResult {
   auc: number; logLoss: number; evalSamples: number; steps: number; trainSamples: number;
   samplesPerSec: number; seconds: number; trainers: number; staleness: number; finalLoss: number;
+  /** Rank 0's CPU seconds (user + system) over the training loop. */
+  trainerCpuSeconds: number;
+  /** All embedding servers' CPU seconds from just before training to after every trainer's last push. */
+  serverCpuSeconds: number;
+  /** Rank 0's wall seconds waiting for embedding rows, and in the dense all-reduce, over the training loop. */
+  lookupWaitSeconds: number;
+  allReduceSeconds: number;
   /** Embedding-server failovers survived in this attempt (rank 0's view). */
   failovers: TrainerFailover[];
 }
@@ -111,16 +118,21 @@ export async function runRecsysWorker(configPath: string): Promise<number> {
     trainerRef = trainer;
     if (c.train.resume && c.train.checkpointEvery > 0) await trainer.resume();
     log(`recsys: ${world} trainers x batch ${B}, ${total} steps (${spe} per epoch), staleness k=${c.train.staleness}${c.train.staleness > 0 ? ` (correction ${c.train.stalenessCorrection ? 'on' : 'off'})` : ''}, ${client.numShards} embedding servers, ${model.numParameters()} dense parameters`);
+    // The servers' CPU over the training loop (rank 0 asks; every trainer's requests count): CPU per step, whatever the load.
+    const serverCpu = async (): Promise<number> => rank === 0 ? (await trainer.client.stats()).shards.reduce((a, s) => a + s.cpuUserMs + s.cpuSystemMs, 0) / 1000 : 0;
+    await pg.barrier();
+    const serverCpu0 = await serverCpu();
     const rep = await trainer.train(criteoFileSource(c.data.train, { rank, world, batchSize: B, stepsPerEpoch: spe, format: fmt }), total, B);
     // Ranks must not leave the group while another may still allreduce.
     await pg.barrier();
+    const serverCpuSeconds = (await serverCpu()) - serverCpu0;
     if (rank === 0) {
       const limit = c.data.evalRows > 0 ? c.data.evalRows : undefined;
       const ev = await trainer.evaluate(readCriteoBatches(c.data.test, { batchSize: 1024, keepLast: true, format: fmt, ...(limit ? { limit } : {}) }));
       const last = [...rep.losses.entries()].sort((a, b) => a[0] - b[0]).at(-1)?.[1] ?? NaN;
       const result: RecsysResult = {
         auc: ev.auc, logLoss: ev.logLoss, evalSamples: ev.samples, steps: trainer.step, trainSamples: rep.samples,
-        samplesPerSec: rep.samplesPerSec, seconds: rep.seconds, trainers: world, staleness: c.train.staleness, finalLoss: last, failovers,
+        samplesPerSec: rep.samplesPerSec, seconds: rep.seconds, trainerCpuSeconds: rep.cpuSeconds, serverCpuSeconds, lookupWaitSeconds: rep.lookupWaitSeconds, allReduceSeconds: rep.allReduceSeconds, trainers: world, staleness: c.train.staleness, finalLoss: last, failovers,
       };
       atomicWriteFileSync(join(c.workDir, 'result.json'), JSON.stringify(result, null, 1));
     }

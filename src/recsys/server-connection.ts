@@ -56,6 +56,8 @@ export class ServerConnection {
   private helloId = 0;
   /** Shared memory with a server on this host (attachShm); null: everything goes over the socket. */
   private shm: { region: ShmRegion; ring: ShmRing } | null = null;
+  /** The socket is corked until the next tick (send). */
+  private corked = false;
 
   constructor(readonly shard: number, private ep: EmbeddingEndpoint, private readonly token: string,
     private readonly timeoutMs: number, private readonly re: ReconnectOptions | null) {}
@@ -161,8 +163,25 @@ export class ServerConnection {
         shm!.ring.free(off);
         resolve(v);
       }, (e: Error) => { shm!.ring.free(off); reject(e); });
-      if (this.sock) this.sock.write(q.frame);
+      this.send(q.frame);
     });
+  }
+
+  /**
+   * Writes a request frame. Frames written in one synchronous run (a trainer issues all
+   * fields' lookups, or all pushes, of a step together) leave in one writev on the next
+   * tick: one syscall and one TCP segment train instead of one per frame, and the server
+   * then answers them in one write too (embedding-server.ts corks per chunk).
+   */
+  private send(frame: Buffer): void {
+    const sock = this.sock;
+    if (!sock) return;
+    if (!this.corked) {
+      this.corked = true;
+      sock.cork();
+      process.nextTick(() => { this.corked = false; sock.uncork(); });
+    }
+    sock.write(frame);
   }
 
   private fail(e: Error): void {
@@ -234,7 +253,7 @@ export class ServerConnection {
     if (this.closed) return Promise.reject(new Error(`${this.name}: client closed`));
     const q = this.enqueue(make, type);
     // While reconnecting the frame waits in `pending`; open() sends it after the hello.
-    if (this.sock) this.sock.write(q.frame);
+    this.send(q.frame);
     return q.reply;
   }
 
