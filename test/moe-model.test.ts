@@ -163,10 +163,14 @@ test('config errors name the field', () => {
 
 test('unsupported MoE layouts are refused at config validation, naming the fields', () => {
   const bad = (args: string[], world: number, re: RegExp) => assert.throws(() => validateTrainConfig(configFromArgs(parseArgs(['--preset', 'moe-tiny', ...args]).flags), world), re);
-  bad(['--parallel.tp=2'], 2, /parallel\.tp = 2 with an MoE model \(model\.moe\.experts = 8\) is not supported/);
-  bad(['--parallel.pp=2', '--train.gradAccum=2'], 2, /parallel\.pp = 2 with an MoE model \(model\.moe\.experts = 8\) is not supported.*auxiliary losses/);
-  bad(['--parallel.ep=2', '--parallel.dp=2', '--parallel.tp=2'], 4, /parallel\.tp = 2 with an MoE model/);
-  bad(['--parallel.ep=2', '--parallel.dp=2', '--parallel.pp=2', '--train.gradAccum=2'], 4, /parallel\.pp = 2 with an MoE model/);
+  // MoE composes with tp (experts split over F) and pp (ep inside each stage), not with sp or tp × ep.
+  bad(['--parallel.tp=2', '--parallel.sp=true'], 2, /parallel\.sp=true is not supported with an MoE model/);
+  bad(['--parallel.tp=2', '--model.moe.dFF=33'], 2, /model\.moe\.dFF \(33\) must be divisible by parallel\.tp \(2\)/);
+  bad(['--parallel.ep=2', '--parallel.dp=2', '--parallel.tp=2'], 4, /parallel\.ep = 2 with parallel\.tp = 2 is not supported/);
+  for (const a of [['--parallel.tp=2'], ['--parallel.pp=2', '--train.gradAccum=2'], ['--parallel.ep=2', '--parallel.dp=2', '--parallel.pp=2', '--train.gradAccum=2']]) {
+    const world = a.includes('--parallel.dp=2') ? 4 : 2;
+    validateTrainConfig(configFromArgs(parseArgs(['--preset', 'moe-tiny', ...a]).flags), world);
+  }
   bad(['--parallel.ep=4', '--parallel.dp=2'], 2, /parallel\.ep \(4\) must divide parallel\.dp \(2\)/);
   bad(['--parallel.ep=3', '--parallel.dp=3'], 3, /parallel\.ep \(3\) must divide model\.moe\.experts \(8\)/);
   // what is supported passes: ep × dp with ZeRO-1/2

@@ -37,7 +37,9 @@ type Fwd = Module & { forward: (...a: never[]) => Tensor };
 function layersOf(m: GPT): [string, Fwd][] {
   const out: [string, Fwd][] = [['wte', m.wte as Fwd]];
   m.h.forEach((b, i) => {
-    out.push([`h.${i}.ln_1`, b.ln_1 as Fwd], [`h.${i}.attn`, b.attn as Fwd], [`h.${i}.ln_2`, b.ln_2 as Fwd], [`h.${i}.mlp`, b.mlp as Fwd], [`h.${i}`, b as Fwd]);
+    // An MoE block's layer is its MoE MLP (replicated router, experts split over F).
+    const mlp: [string, Fwd] = b.moe ? [`h.${i}.moe`, b.moe as unknown as Fwd] : [`h.${i}.mlp`, b.mlp as Fwd];
+    out.push([`h.${i}.ln_1`, b.ln_1 as Fwd], [`h.${i}.attn`, b.attn as Fwd], [`h.${i}.ln_2`, b.ln_2 as Fwd], mlp, [`h.${i}`, b as Fwd]);
   });
   out.push(['ln_f', m.ln_f as Fwd], ['lm_head', m.lm_head as Fwd]);
   return out;

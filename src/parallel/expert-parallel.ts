@@ -11,7 +11,6 @@
 // exchanges. Expert gradients are reduced over the expert-data-parallel group (ranks that
 // hold the same experts); dense gradients over the whole data-parallel group.
 import { empty, type Tensor } from '../core/tensor.js';
-import type { GPT } from '../nn/gpt.js';
 import type { MoeMlp } from '../nn/moe.js';
 import type { ShardRequest } from '../nn/materialize.js';
 import { allToAllV, moeDispatch, type RowExchange } from '../ops/moe.js';
@@ -33,6 +32,12 @@ export function expertShard(epRank: number, epSize: number): (name: string, meta
   };
 }
 
+/** What expert parallelism is applied to: a whole GPT, or a pipeline rank's stages (their MoE layers). */
+export interface ExpertModel {
+  moeLayers(): MoeMlp[];
+  namedParameters(): [string, Tensor][];
+}
+
 export interface ExpertParallelOptions {
   comm: EpComm;
   /** Global ranks of this rank's ep group, in ep order. */
@@ -52,7 +57,7 @@ export class ExpertParallel {
   readonly epRank: number;
   readonly stats: ExchangeStats = { calls: 0, rowsSent: 0, seconds: 0 };
 
-  constructor(readonly model: GPT, readonly o: ExpertParallelOptions) {
+  constructor(readonly model: ExpertModel, readonly o: ExpertParallelOptions) {
     this.epSize = o.epRanks.length;
     this.epRank = o.epRanks.indexOf(o.comm.rank);
     if (this.epRank < 0) throw new Error(`expert parallel: rank ${o.comm.rank} is not in its ep group [${o.epRanks.join(',')}]`);

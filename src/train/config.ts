@@ -229,7 +229,6 @@ export function validateTrainConfig(c: TrainConfig, world = 1): void {
   if (moeEnabled(c.model.moe)) {
     if (c.parallel.zero === 3) throw new Error('parallel.zero = 3 does not support MoE models (model.moe.experts > 0): ZeRO-3 recomputes blocks, which would route tokens twice');
     if (c.parallel.tp > 1 && c.parallel.ep > 1) throw new Error(`parallel.ep = ${c.parallel.ep} with parallel.tp = ${c.parallel.tp} is not supported: expert parallelism runs over the data-parallel ranks of an untensor-split model; with parallel.tp > 1 use parallel.ep = 1 (MoE × tp × dp × pp does compose)`);
-    if (c.parallel.pp > 1 && c.parallel.ep > 1) throw new Error(`parallel.ep = ${c.parallel.ep} with parallel.pp = ${c.parallel.pp} is not supported: expert parallelism runs over the data-parallel ranks of a whole model; with pipeline stages use parallel.ep = 1 (MoE × pp × dp with ZeRO-1/2 does compose)`);
   }
   if (c.parallel.ep > 1 && c.parallel.dp % c.parallel.ep !== 0) {
     throw new Error(`parallel.ep (${c.parallel.ep}) must divide parallel.dp (${c.parallel.dp}): expert parallelism borrows its ranks from the data-parallel group (dp = ep × expert-data-parallel)`);

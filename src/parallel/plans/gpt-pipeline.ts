@@ -9,7 +9,7 @@ import type { Rng } from '../../core/rng.js';
 import { Module } from '../../nn/module.js';
 import { GPT } from '../../nn/gpt.js';
 import type { GptConfig } from '../../nn/gpt-config.js';
-import { materialize } from '../../nn/materialize.js';
+import { materialize, type ShardRequest } from '../../nn/materialize.js';
 import { add, reshape, crossEntropy } from '../../ops/index.js';
 import type { MoeMlp, MoeStats } from '../../nn/moe.js';
 import { vocabParallelCrossEntropy, type GroupCollectives } from '../../ops/group.js';
@@ -59,6 +59,8 @@ export interface GptStageOptions {
   recompute: boolean;
   /** Tensor parallelism inside every stage (Megatron layout of plans/gpt.ts). */
   tp?: { group: GroupCollectives; sequenceParallel: boolean };
+  /** Further sharding of the held parameters without tp (expert parallelism: this rank's experts). */
+  shard?: (name: string, meta: Tensor) => ShardRequest | null;
 }
 
 /** The stages of one pipeline rank of a GPT. */
@@ -96,12 +98,13 @@ export class GptPipelineStages extends Module {
       return last; // ln_f, lm_head
     };
     if (opts.tp) {
+      if (opts.shard) throw new Error('pipeline stages: tensor parallelism does not combine with a further shard (expert parallelism)');
       const built = buildTensorParallelGpt(cfg, opts.tp.group, { seed: opts.seed, recompute: opts.recompute, sequenceParallel: opts.tp.sequenceParallel, holds });
       this.model = built.model;
       this.shards = built.shards;
     } else {
       this.model = new GPT(cfg, { seed: opts.seed, recompute: opts.recompute, deferInit: true });
-      materialize(this.model, opts.seed, (name) => (holds(name) ? null : 'absent'));
+      materialize(this.model, opts.seed, (name, meta) => (holds(name) ? opts.shard?.(name, meta) ?? null : 'absent'));
       this.shards = new Map();
     }
     const g = this.model;
