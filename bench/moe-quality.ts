@@ -14,7 +14,10 @@
 // bias and swipe runs (default: --steps); they only need to run past warm-up.
 // The load figure per step is the worst MoE layer's max/mean rows per expert over that
 // step's batch (metrics.jsonl `moe.maxLoad`); after warm-up we report its mean, median and
-// maximum over the steps.
+// maximum over the steps and the share of steps at or under 1.3. For scale, also: the same
+// figure for a perfectly balanced router at this batch (every token's K experts drawn
+// uniformly: pure sampling noise), and a windowed figure (rows summed over WINDOW steps
+// before max/mean), which is NOT the headline: the check is per step.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -23,16 +26,62 @@ import { runPrepare } from '../src/cli/cmd-prepare.js';
 import { presetConfig, type TrainConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
 import { machineInfo } from './machine-info.js';
+import { Rng } from '../src/core/rng.js';
+
+/** Steps whose rows are summed for the windowed load figure. */
+const WINDOW = 10;
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(name);
   return i > 0 ? process.argv[i + 1]! : dflt;
 }
 
+type StepRec = { kind: string; step: number; moe?: { maxLoad: number; load: number[][] } };
+
 /** Per-step worst-layer max/mean expert load after warm-up, from metrics.jsonl. */
-function loads(outDir: string, after: number): number[] {
-  return readFileSync(join(outDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; step: number; moe?: { maxLoad: number } })
-    .filter((m) => m.kind === 'step' && m.step > after && m.moe).map((m) => m.moe!.maxLoad);
+function stepRecords(outDir: string, after: number): StepRec[] {
+  return readFileSync(join(outDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as StepRec)
+    .filter((m) => m.kind === 'step' && m.step > after && m.moe);
+}
+
+/** Worst layer's max/mean of rows per expert summed over consecutive windows of w steps; mean over windows. */
+function windowed(recs: StepRec[], w: number): number {
+  const out: number[] = [];
+  for (let i = 0; i + w <= recs.length; i += w) {
+    const L = recs[i]!.moe!.load.length, E = recs[i]!.moe!.load[0]!.length;
+    let worst = 0;
+    for (let l = 0; l < L; l++) {
+      const sum = new Float64Array(E);
+      for (let j = i; j < i + w; j++) recs[j]!.moe!.load[l]!.forEach((x, e) => { sum[e]! += x; });
+      const mean = sum.reduce((a, b) => a + b, 0) / E;
+      if (mean > 0) worst = Math.max(worst, Math.max(...sum) / mean);
+    }
+    out.push(worst);
+  }
+  return out.length ? out.reduce((a, b) => a + b, 0) / out.length : NaN;
+}
+
+/**
+ * Expected per-step worst-layer max/mean of a perfectly balanced router: N tokens each draw
+ * K distinct experts uniformly, in each of L layers (Monte Carlo, fixed seed).
+ */
+export function balancedFloor(N: number, E: number, K: number, L: number, reps = 2000): number {
+  const rng = new Rng(1);
+  const c = new Float64Array(E), pick = new Int32Array(E);
+  let acc = 0;
+  for (let r = 0; r < reps; r++) {
+    let worst = 0;
+    for (let l = 0; l < L; l++) {
+      c.fill(0);
+      for (let t = 0; t < N; t++) {
+        for (let e = 0; e < E; e++) pick[e] = e;
+        for (let k = 0; k < K; k++) { const j = k + rng.int(E - k); const x = pick[j]!; pick[j] = pick[k]!; pick[k] = x; c[x]!++; }
+      }
+      worst = Math.max(worst, Math.max(...c) / ((N * K) / E));
+    }
+    acc += worst;
+  }
+  return acc / reps;
 }
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
@@ -43,12 +92,17 @@ interface RunResult {
   steps: number;
   valLosses: { step: number; loss: number }[];
   tokensPerSec: number;
-  /** max/mean expert load after warm-up: mean, median and max over steps. */
-  load: { steps: number; mean: number; median: number; max: number } | null;
+  /** max/mean expert load after warm-up: mean, median and max over steps, share of steps ≤ 1.3, windowed mean, balanced-router floor. */
+  load: { steps: number; mean: number; median: number; max: number; within13: number; windowed: number; floor: number } | null;
   overrides: string[];
 }
 
 async function main(): Promise<void> {
+  if (process.argv.includes('--help')) {
+    console.log('node dist/bench/moe-quality.js [--steps N] [--balance-steps M] [--eval-every K] [--out DIR] [--quick] [--only RUN,...] [--report]\n' +
+      'runs: gpt-tiny, moe-tiny (aux), moe-tiny-bias, moe-tiny-swipe; --report only reads the finished runs under --out (default runs/moe-quality)');
+    return;
+  }
   const quick = process.argv.includes('--quick');
   const steps = Number(arg('--steps', quick ? '120' : '700'));
   const balanceSteps = Number(arg('--balance-steps', String(steps)));
@@ -96,11 +150,17 @@ async function main(): Promise<void> {
     if (!summary) continue; // unfinished
     const valLosses = recs.filter((m) => m.kind === 'eval').map((m) => ({ step: m.step!, loss: m.valLoss! }));
     const moe = r.cfg.model.moe && r.cfg.model.moe.experts > 0 ? r.cfg.model.moe : null;
-    const l = moe ? loads(r.cfg.train.outDir, r.cfg.optim.warmupSteps) : [];
-    const load = l.length ? { steps: l.length, mean: l.reduce((a, b) => a + b, 0) / l.length, median: median(l), max: Math.max(...l) } : null;
+    const srecs = moe ? stepRecords(r.cfg.train.outDir, r.cfg.optim.warmupSteps) : [];
+    const l = srecs.map((m) => m.moe!.maxLoad);
+    const tokens = r.cfg.train.microBatch * r.cfg.train.gradAccum * r.cfg.model.seqLen;
+    const load = l.length && moe ? {
+      steps: l.length, mean: l.reduce((a, b) => a + b, 0) / l.length, median: median(l), max: Math.max(...l),
+      within13: l.filter((x) => x <= 1.3).length / l.length, windowed: windowed(srecs, WINDOW),
+      floor: balancedFloor(tokens, moe.experts, moe.topK, srecs[0]!.moe!.load.length),
+    } : null;
     results[r.name] = { preset: r.cfg.preset, balance: moe ? moe.balance : null, steps: summary.steps!, valLosses, tokensPerSec: summary.tokensPerSec!, load, overrides: r.overrides };
     console.log(`${r.name}: validation ${valLosses.map((v) => `${v.step}:${v.loss.toFixed(3)}`).join(' ')}; ${Math.round(summary.tokensPerSec!)} tokens/s` +
-      (load ? `; max/mean expert load after warm-up (step > ${r.cfg.optim.warmupSteps}): mean ${load.mean.toFixed(3)} median ${load.median.toFixed(3)} max ${load.max.toFixed(3)}` : ''));
+      (load ? `; max/mean expert load after warm-up (step > ${r.cfg.optim.warmupSteps}): mean ${load.mean.toFixed(3)} median ${load.median.toFixed(3)} max ${load.max.toFixed(3)}, ${(100 * load.within13).toFixed(0)}% of steps <= 1.3; over ${WINDOW}-step windows ${load.windowed.toFixed(3)}; balanced-router floor ${load.floor.toFixed(3)}` : ''));
   }
   const after = os.loadavg();
   const result = { machine, loadBefore: before, loadAfter: after, steps, balanceSteps, evalEvery, runs: results };
@@ -118,10 +178,12 @@ function markdown(r: { machine: { cpuModel: string; logicalCpus: number }; loadB
   lines.push(`Validation loss (nats/token) by step:`, '');
   lines.push(`| step | ${names.join(' | ')} |`, `|---:|${names.map(() => '---:').join('|')}|`);
   for (const s of stepsSeen) lines.push(`| ${s} | ${names.map((n) => { const v = r.runs[n]!.valLosses.find((x) => x.step === s); return v ? v.loss.toFixed(4) : ''; }).join(' | ')} |`);
-  lines.push('', '| run | balance | steps | tokens/s | max/mean load after warm-up: mean | median | max |', '|---|---|---:|---:|---:|---:|---:|');
+  lines.push('', `Per step, worst MoE layer, after warm-up: max/mean expert load (mean, median, max over steps; share of steps <= 1.3); a perfectly balanced router would show the floor (sampling noise at this batch); the ${WINDOW}-step window figure sums rows over ${WINDOW} steps first (not the per-step check).`, '');
+  lines.push('| run | balance | steps | tokens/s | per-step mean | median | max | steps <= 1.3 | floor | ' + `${WINDOW}-step windows |`, '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  const f = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? '–' : v.toFixed(3));
   for (const n of names) {
-    const x = r.runs[n]!;
-    lines.push(`| ${n} | ${x.balance ?? '(dense)'} | ${x.steps} | ${Math.round(x.tokensPerSec)} | ${x.load ? x.load.mean.toFixed(3) : '–'} | ${x.load ? x.load.median.toFixed(3) : '–'} | ${x.load ? x.load.max.toFixed(3) : '–'} |`);
+    const x = r.runs[n]!, l = x.load;
+    lines.push(`| ${n} | ${x.balance ?? '(dense)'} | ${x.steps} | ${Math.round(x.tokensPerSec)} | ${f(l?.mean)} | ${f(l?.median)} | ${f(l?.max)} | ${l ? `${(100 * l.within13).toFixed(0)}%` : '–'} | ${f(l?.floor)} | ${f(l?.windowed)} |`);
   }
   return lines.join('\n') + '\n';
 }

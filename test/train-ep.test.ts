@@ -83,7 +83,8 @@ test('checkpoints reshard across ep counts: ep=4 → ep=1 → ep=2 resumes to th
   sameParams(out, straight, 8, 'ep=4 → ep=1 → ep=2');
   const bs = bias(straight), br = bias(out);
   assert.ok(bs && bs.length > 0, 'the straight run saved its routing biases');
-  // The step scales with the routers' token spread, from float sums whose order differs by layout.
+  // The step comes from integer margin histograms summed exactly in any layout, but the router
+  // probabilities they bin may differ in the last bits between layouts (GEMM blocking).
   assert.equal(br?.length, bs.length);
   bs.forEach((l, i) => l.forEach((v, e) => assert.ok(Math.abs(br![i]![e]! - v) <= 1e-6, `routing bias [${i}][${e}]: ${br![i]![e]} after ep=4 → ep=1 → ep=2 vs ${v} straight`)));
 });

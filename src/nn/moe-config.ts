@@ -32,15 +32,16 @@ export interface MoeConfig {
   /** Weight of the router z-loss (ST-MoE); 0 = off. */
   zLossCoef: number;
   /**
-   * Gain of the bias update (balance = bias), relative to the routers' token spread σ (mean
-   * over experts of the std over tokens of an expert's probability), applied after every
-   * optimizer step to each MoE layer from its global load: b_e += biasRate·σ·(mean − load_e)/mean.
+   * Step of the bias update (balance = bias), applied after every optimizer step to each MoE
+   * layer from its global load: b_e += biasRate·δ_e, where δ_e is the bias change that alone
+   * would have brought expert e's load of that step to the mean (measured from the tokens'
+   * selection margins, moe-router.ts). 1 = the whole measured offset.
    */
   biasRate: number;
 }
 
 export function denseMoe(): MoeConfig {
-  return { experts: 0, topK: 2, capacityFactor: 0, every: 2, balance: 'aux', sharedExpert: false, dFF: 0, auxLossCoef: 0.01, zLossCoef: 0, biasRate: 0.25 };
+  return { experts: 0, topK: 2, capacityFactor: 0, every: 2, balance: 'aux', sharedExpert: false, dFF: 0, auxLossCoef: 0.01, zLossCoef: 0, biasRate: 0.5 };
 }
 
 export function moeEnabled(m: MoeConfig | undefined): m is MoeConfig {

@@ -112,46 +112,120 @@ export function routeTokens(probs: ArrayLike<number>, o: RouteOptions): Routing 
   return { expert, slot, srcRow, counts, chosen, dropped, moved, capacity };
 }
 
-/**
- * DeepSeek-V3's auxiliary-loss-free bias update, in its load-error-proportional form:
- * experts above the mean load get less selection score, those below more,
- * b_e += rate · (mean − load_e) / mean (DeepSeek-V3 moves by rate · sign(mean − load_e)).
- * The MoE layer passes rate = model.moe.biasRate × the routers' token spread (tokenSpread).
- * Why not the sign step: the load error of a collapsed router is large (up to E/K − 1) and
- * is corrected in proportion, while near balance the step shrinks instead of flipping tokens
- * back and forth; in simulations of a drifting router it balanced in every case the sign
- * step did and in some it did not.
- */
-export function updateRoutingBias(bias: Float32Array, load: ArrayLike<number>, rate: number): void {
-  let mean = 0;
-  for (let e = 0; e < bias.length; e++) mean += load[e]!;
-  mean /= bias.length;
-  if (!(mean > 0)) return;
-  for (let e = 0; e < bias.length; e++) bias[e]! += (rate * (mean - load[e]!)) / mean;
+// ---- balance = bias: DeepSeek-V3's auxiliary-loss-free balancing ----
+//
+// A per-expert bias b_e is added to the router scores for top-K SELECTION only (the combine
+// weights stay the router's probabilities) and moved after every optimizer step against the
+// step's load. DeepSeek-V3 moves it by a fixed γ·sign(mean − load_e); in a small model the
+// right step size changes by orders of magnitude during training (the gap between an expert's
+// score and the K-th best score of a token is ~1e-3 at initialization and ~1e-1 later), and the
+// router's tokens are so alike that a step larger than their spread moves them all at once
+// (the load flips between experts) while a smaller one cannot follow the router's drift.
+//
+// So the step is measured instead of guessed: for every expert we histogram, over the
+// step's tokens, how far its bias would have to move for it to lose each token it was chosen
+// by (selection margin: its score minus the best unchosen score) or to win each token it was
+// not chosen by (gap: the K-th best score minus its score). The count of an expert, with the
+// other biases fixed, is then a known monotone function of its own bias change, and δ_e is the
+// change that brings it to the mean load. b_e moves by biasRate·δ_e (the overloaded experts'
+// tokens go to the underloaded ones that are moving toward them at the same time, so
+// biasRate 1 would roughly double-count; 0.5 meets in the middle). The histograms have fixed
+// bins and integer counts, so they are summed exactly over data-parallel ranks and every
+// rank computes the same biases.
+
+/** Histogram bins of selection margins: bin 0 = [0, MIN), bin i = [MIN·R^(i−1), MIN·R^i), the last open-ended. */
+export const MARGIN_BINS = 42;
+const MARGIN_MIN = 2 ** -20;
+const MARGIN_RATIO = Math.SQRT2;
+const LOG_RATIO = Math.log(MARGIN_RATIO);
+
+/** The histogram bin of a margin m ≥ 0. */
+export function marginBin(m: number): number {
+  if (!(m >= MARGIN_MIN)) return 0;
+  return Math.min(MARGIN_BINS - 1, 1 + Math.floor(Math.log(m / MARGIN_MIN) / LOG_RATIO));
+}
+
+/** [lo, hi) of bin i (the last bin, open-ended, is taken as one ratio wide). */
+function binRange(i: number): [number, number] {
+  if (i === 0) return [0, MARGIN_MIN];
+  const lo = MARGIN_MIN * MARGIN_RATIO ** (i - 1);
+  return [lo, lo * MARGIN_RATIO];
+}
+
+/** Histogram layout: E × 2 × MARGIN_BINS, [e][0] margins of tokens e was chosen by, [e][1] gaps of the others. */
+export function marginHistogramSize(E: number): number {
+  return E * 2 * MARGIN_BINS;
 }
 
 /**
- * Mean over experts of the standard deviation over tokens of that expert's probability:
- * the scale on which a selection bias moves tokens between experts. (The per-token spread
- * over experts is the wrong scale: early in training it is dominated by a common preference
- * shared by all tokens, so a step sized by it moves every token at once and the load flips
- * from one expert to another instead of settling.)
+ * Adds the selection margins of N tokens (probs (N, E) row-major, scores probs + bias as in
+ * routeTokens) to `hist` (marginHistogramSize(E) counts).
  */
-export function tokenSpread(probs: ArrayLike<number>, N: number, E: number): number {
-  const s = new Float64Array(E), q = new Float64Array(E);
+export function addSelectionMargins(probs: ArrayLike<number>, N: number, E: number, K: number, bias: ArrayLike<number> | null, hist: Float64Array | Int32Array): void {
+  if (K >= E) return; // every expert takes every token: nothing to balance
+  const score = new Float64Array(E);
+  const order = new Int32Array(E);
   for (let t = 0; t < N; t++) {
-    for (let e = 0; e < E; e++) { const p = probs[t * E + e]!; s[e]! += p; q[e]! += p * p; }
+    for (let e = 0; e < E; e++) { score[e] = probs[t * E + e]! + (bias ? bias[e]! : 0); order[e] = e; }
+    // partial selection of the K+1 best (ties to the lower index, as in routeTokens)
+    for (let k = 0; k <= K; k++) {
+      let bi = k;
+      for (let j = k + 1; j < E; j++) {
+        const a = order[j]!, b = order[bi]!;
+        if (score[a]! > score[b]! || (score[a] === score[b] && a < b)) bi = j;
+      }
+      const tmp = order[k]!; order[k] = order[bi]!; order[bi] = tmp;
+    }
+    const vK = score[order[K - 1]!]!, vK1 = score[order[K]!]!;
+    for (let r = 0; r < E; r++) {
+      const e = order[r]!;
+      if (r < K) hist[(e * 2) * MARGIN_BINS + marginBin(score[e]! - vK1)]!++;
+      else hist[(e * 2 + 1) * MARGIN_BINS + marginBin(vK - score[e]!)]!++;
+    }
   }
-  return spreadFromSums(s, q, N);
 }
 
-/** tokenSpread from per-expert Σp and Σp² over N tokens (sums add across ranks and micro-batches). */
-export function spreadFromSums(sum: ArrayLike<number>, sumSq: ArrayLike<number>, N: number): number {
-  if (!(N > 0)) return 0;
-  let acc = 0;
-  for (let e = 0; e < sum.length; e++) {
-    const m = sum[e]! / N;
-    acc += Math.sqrt(Math.max(0, sumSq[e]! / N - m * m));
+/**
+ * δ_e per expert: the bias change that, with the other biases fixed, would bring expert e's
+ * count (routed[e], first choices before capacity) to the mean, read off the margin
+ * histogram (linear inside a bin). Negative for overloaded experts.
+ */
+export function balancingOffsets(hist: ArrayLike<number>, routed: ArrayLike<number>, E: number): Float64Array {
+  let total = 0;
+  for (let e = 0; e < E; e++) total += routed[e]!;
+  const mean = total / E;
+  const d = new Float64Array(E);
+  for (let e = 0; e < E; e++) {
+    const excess = routed[e]! - mean;
+    if (excess === 0) continue;
+    const base = (e * 2 + (excess > 0 ? 0 : 1)) * MARGIN_BINS;
+    const need = Math.abs(excess);
+    let acc = 0, x = binRange(MARGIN_BINS - 1)[1];
+    for (let i = 0; i < MARGIN_BINS; i++) {
+      const c = hist[base + i]!;
+      if (c > 0 && acc + c >= need) {
+        const [lo, hi] = binRange(i);
+        x = lo + ((hi - lo) * (need - acc)) / c;
+        break;
+      }
+      acc += c;
+    }
+    d[e] = excess > 0 ? -x : x;
   }
-  return acc / sum.length;
+  return d;
+}
+
+/**
+ * The bias update after a step: b_e += rate·δ_e (balancingOffsets), then the biases are
+ * re-centred to mean 0 (a shift common to all experts changes no selection; this keeps them
+ * bounded). Deterministic in its inputs, so ranks that sum the same histograms agree.
+ */
+export function updateRoutingBias(bias: Float32Array, routed: ArrayLike<number>, hist: ArrayLike<number>, rate: number): void {
+  const E = bias.length;
+  const d = balancingOffsets(hist, routed, E);
+  const next = new Float64Array(E);
+  let m = 0;
+  for (let e = 0; e < E; e++) { next[e] = bias[e]! + rate * d[e]!; m += next[e]!; }
+  m /= E;
+  for (let e = 0; e < E; e++) bias[e] = next[e]! - m;
 }

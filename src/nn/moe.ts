@@ -18,7 +18,7 @@ import {
 } from '../ops/index.js';
 import { groupedMatmul, moeCombine, moeDispatch } from '../ops/moe.js';
 import { type MoeConfig, expertFF } from './moe-config.js';
-import { routeTokens, updateRoutingBias, type Routing } from './moe-router.js';
+import { addSelectionMargins, marginHistogramSize, routeTokens, updateRoutingBias, type Routing } from './moe-router.js';
 import { isMeta } from '../ops/meta.js';
 import { moeForwardMeta } from './moe-meta.js';
 
@@ -80,18 +80,16 @@ export interface MoeStats {
   routed: Float64Array;
   entropySum: number;
   /**
-   * Σ over tokens of each expert's probability and of its square (balance = bias only): the
-   * token spread (std over tokens) that scales the bias step, from sums so that it is the same
-   * whichever ranks hold which tokens.
+   * balance = bias only: per-expert histograms of the tokens' selection margins
+   * (moe-router.ts addSelectionMargins), integer counts that add across ranks and micro-batches.
    */
-  probSum: Float64Array;
-  probSqSum: Float64Array;
+  margins: Float64Array;
   auxLoss: number;
   zLoss: number;
 }
 
-function emptyStats(E: number): MoeStats {
-  return { forwards: 0, tokens: 0, assignments: 0, dropped: 0, moved: 0, load: new Float64Array(E), routed: new Float64Array(E), entropySum: 0, probSum: new Float64Array(E), probSqSum: new Float64Array(E), auxLoss: 0, zLoss: 0 };
+function emptyStats(E: number, bias: boolean): MoeStats {
+  return { forwards: 0, tokens: 0, assignments: 0, dropped: 0, moved: 0, load: new Float64Array(E), routed: new Float64Array(E), entropySum: 0, margins: new Float64Array(bias ? marginHistogramSize(E) : 0), auxLoss: 0, zLoss: 0 };
 }
 
 /** Replaces the local expert computation (expert parallelism); `local` runs this rank's experts. */
@@ -115,7 +113,7 @@ export class MoeMlp extends Module {
     this.experts = this.child('experts', new Experts(ctx, E, dModel, F, projStd));
     this.shared = cfg.sharedExpert ? this.child('shared', new SharedExpert(ctx, dModel, F, projStd)) : null;
     this.routingBias = cfg.balance === 'bias' ? new Float32Array(E) : null;
-    this.stats = emptyStats(E);
+    this.stats = emptyStats(E, this.routingBias !== null);
   }
 
   /** x (B, T, C) → (B, T, C). Each sequence is one routing group. */
@@ -189,11 +187,7 @@ export class MoeMlp extends Module {
     let ent = 0;
     for (let i = 0; i < N * E; i++) { const p = pd[i]!; if (p > 0) ent -= p * Math.log(p); }
     s.entropySum += ent;
-    if (this.routingBias) {
-      for (let t = 0; t < N; t++) {
-        for (let e = 0; e < E; e++) { const p = pd[t * E + e]!; s.probSum[e]! += p; s.probSqSum[e]! += p * p; }
-      }
-    }
+    if (this.routingBias) addSelectionMargins(pd, N, E, K, this.routingBias, s.margins);
     s.auxLoss += auxV;
     s.zLoss += zV;
   }
@@ -201,17 +195,17 @@ export class MoeMlp extends Module {
   /** Statistics since the last call (and resets them). */
   takeStats(): MoeStats {
     const s = this.stats;
-    this.stats = emptyStats(this.cfg.experts);
+    this.stats = emptyStats(this.cfg.experts, this.routingBias !== null);
     return s;
   }
 
   /**
-   * balance = bias: moves the selection bias against `routed` (chosen counts per expert;
-   * summed over data-parallel ranks by the caller so every rank stays identical) by
-   * biasRate × `spread` × the relative load error (`spread`: the routers' token spread over
-   * the step's global batch, spreadFromSums).
+   * balance = bias: moves the selection biases toward the offsets that would have balanced
+   * `routed` (chosen counts per expert) given `margins` (the selection-margin histograms),
+   * by biasRate of the way (moe-router.ts updateRoutingBias). Both are summed over
+   * data-parallel ranks by the caller, so every rank stays identical.
    */
-  updateBias(routed: ArrayLike<number>, spread: number): void {
-    if (this.routingBias) updateRoutingBias(this.routingBias, routed, this.cfg.biasRate * spread);
+  updateBias(routed: ArrayLike<number>, margins: ArrayLike<number>): void {
+    if (this.routingBias) updateRoutingBias(this.routingBias, routed, margins, this.cfg.biasRate);
   }
 }

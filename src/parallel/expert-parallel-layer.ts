@@ -143,6 +143,11 @@ export class ExpertParallelLayer implements ParallelLayer {
     await this.data.reduceGrads();
   }
 
+  async sumCounts(v: Int32Array): Promise<void> {
+    if (this.mesh.dp.size === 1) return;
+    await this.mesh.dp.allReduce(v, { op: 'sum', deterministic: this.cfg.parallel.deterministic }).wait();
+  }
+
   async meanScalar(x: number): Promise<number> {
     if (this.mesh.dp.size === 1) return x;
     this.scalar[0] = x;

@@ -168,6 +168,11 @@ export class DistributedLayer implements ParallelLayer {
     return () => pipelineMoeAfterStep(pipe.stages, this.cfg, this.mesh.dims.dp, (x) => this.meanScalar(x), this.mesh.pp);
   }
 
+  async sumCounts(v: Int32Array): Promise<void> {
+    if (this.mesh.dp.size === 1) return;
+    await this.mesh.dp.allReduce(v, { op: 'sum', deterministic: this.cfg.parallel.deterministic }).wait();
+  }
+
   async meanScalar(x: number): Promise<number> {
     if (this.mesh.dp.size === 1) return x;
     this.scalar[0] = x;

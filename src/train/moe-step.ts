@@ -3,7 +3,7 @@
 // update on those global counts (every rank moves its biases identically), and the
 // metrics: drop rate, load per expert (max/mean), aux loss, router entropy.
 import type { MoeMlp, MoeStats } from '../nn/moe.js';
-import { spreadFromSums } from '../nn/moe-router.js';
+import { marginHistogramSize } from '../nn/moe-router.js';
 
 /** What holds MoE layers: a whole GPT, or a pipeline rank's stages (some of the layers). */
 export interface MoeModel { moeLayers(): MoeMlp[]; takeMoeStats(): MoeStats[] }
@@ -38,8 +38,10 @@ export interface MoeStepMetrics {
 
 /** Sum of a scalar over ranks, from the trainer's mean. */
 type MeanScalar = (x: number) => Promise<number>;
+/** In-place element-wise sum of integer counts over the same ranks as MeanScalar (one collective). */
+export type SumCounts = (v: Int32Array) => Promise<void>;
 
-export async function moeAfterStep(model: MoeModel, world: number, meanScalar: MeanScalar, pipe?: MoePipeline): Promise<MoeStepMetrics | null> {
+export async function moeAfterStep(model: MoeModel, world: number, meanScalar: MeanScalar, pipe?: MoePipeline, sumCounts?: SumCounts): Promise<MoeStepMetrics | null> {
   const layers = model.moeLayers();
   if (pipe ? pipe.total === 0 : layers.length === 0) return null;
   const stats = model.takeMoeStats();
@@ -55,22 +57,21 @@ export async function moeAfterStep(model: MoeModel, world: number, meanScalar: M
   const local: number[] = [];
   for (const s of stats) local.push(s.tokens, s.assignments, s.dropped, s.moved, ...s.load, ...s.routed);
   const g = await sumAll(local);
-  // Token spread per layer (bias balancing's step scale) over the global batch, from the
-  // per-expert sums of p and p² summed over ranks (not rounded: they are real sums).
-  const spreads: number[] = [];
+  // balance = bias: every layer's selection-margin histograms (integer counts) summed over
+  // the ranks, in one vector reduction where the layout offers one.
+  const margins: Float64Array[] = [];
   if (layers.some((m) => m.routingBias)) {
-    for (let i = 0; i < stats.length; i++) {
-      const s = stats[i]!;
-      const v = [...s.probSum, ...s.probSqSum];
-      const gv: number[] = [];
-      for (const x of v) gv.push(world === 1 ? x : (await meanScalar(x)) * world);
-      spreads.push(spreadFromSums(gv.slice(0, E), gv.slice(E), g[i * (4 + 2 * E)]!));
-    }
+    const n = marginHistogramSize(E);
+    const v = new Int32Array(n * stats.length);
+    stats.forEach((s, i) => { for (let j = 0; j < n; j++) v[i * n + j] = s.margins[j]!; });
+    if (world > 1 && sumCounts) await sumCounts(v);
+    else if (world > 1) { const gv = await sumAll(Array.from(v)); v.set(gv); }
+    for (let i = 0; i < stats.length; i++) margins.push(Float64Array.from(v.subarray(i * n, (i + 1) * n)));
   }
   const per = 4 + 2 * E;
   layers.forEach((m, i) => {
     const o = i * per;
-    if (m.routingBias) m.updateBias(g.slice(o + 4 + E, o + 4 + 2 * E), spreads[i]!);
+    if (m.routingBias) m.updateBias(g.slice(o + 4 + E, o + 4 + 2 * E), margins[i]!);
   });
   // aux and z: per forward, summed over layers, averaged over micro-batches and ranks.
   const fw = Math.max(1, stats[0]?.forwards ?? 1);

@@ -34,6 +34,8 @@ export interface ParallelLayer {
   reduceGrads(): Promise<void>;
   /** Mean of a per-rank scalar over the data-parallel replicas. */
   meanScalar(x: number): Promise<number>;
+  /** In-place sum of integer counts over the data-parallel replicas, in one collective (MoE routing histograms); absent: element-wise through meanScalar. */
+  sumCounts?(v: Int32Array): Promise<void>;
   /** The optimizer over what this rank updates (ZeRO: its shard), with global-norm clipping. */
   buildOptimizer(model: TrainModel, cfg: TrainConfig): TrainOptimizer;
   /** Collective save: every rank writes what it owns, in layout-independent (global) coordinates. */

@@ -177,7 +177,7 @@ async function trainWithPrecision(cfg: TrainConfig, opts: TrainOptions): Promise
     losses.push(loss);
     pool.endStep();
     // Routing statistics: on a whole GPT here; a layout holding some of the layers (pipeline) gathers them itself.
-    const moe = par.moeAfterStep ? await par.moeAfterStep(model) : model instanceof GPT ? await moeAfterStep(model, par.dataWorld, (x) => par.meanScalar(x)) : null;
+    const moe = par.moeAfterStep ? await par.moeAfterStep(model) : model instanceof GPT ? await moeAfterStep(model, par.dataWorld, (x) => par.meanScalar(x), undefined, par.sumCounts ? (v) => par.sumCounts!(v) : undefined) : null;
     opts.onStep?.({ step, loss, skipped: bad });
     const dt = (performance.now() - ts) / 1000;
     const tps = tokensPerStep / dt;

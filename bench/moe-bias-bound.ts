@@ -1,0 +1,118 @@
+// How well can ANY per-expert selection bias balance each batch of a trained MoE model?
+// Freezes the router of a checkpoint, routes NB training batches, and reports the per-step
+// max/mean expert load (worst MoE layer, mean over batches) with: no bias; each batch's own
+// exact balancing bias (an oracle); the previous batch's exact bias (the best a controller
+// that reacts to the last step can do without router drift); and the single best bias for all
+// NB batches (the best any fixed bias can do). What the last two leave above the
+// balanced-router floor is batch-to-batch variation of the demand per expert, which no
+// bias computed from past loads removes.
+//
+//   node dist/bench/moe-bias-bound.js --run RUN_DIR [--data DATA_DIR] [--batches NB]
+import { join } from 'node:path';
+import { MoeMlp } from '../src/nn/moe.js';
+import { loadForInference } from '../src/train/train-checkpoint.js';
+import { openIndexedDataset } from '../src/data/indexed-dataset-reader.js';
+import { TokenLoader } from '../src/data/token-loader.js';
+import { fromStorage } from '../src/core/tensor.js';
+import { scope } from '../src/core/scope.js';
+
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1]! : dflt;
+}
+
+/** Chosen counts per expert of top-K over scores P + b. */
+function counts(P: Float64Array, n: number, E: number, K: number, b: ArrayLike<number>): Float64Array {
+  const c = new Float64Array(E), s = new Float64Array(E);
+  for (let t = 0; t < n; t++) {
+    for (let e = 0; e < E; e++) s[e] = P[t * E + e]! + b[e]!;
+    for (let k = 0; k < K; k++) {
+      let bi = 0;
+      for (let e = 1; e < E; e++) if (s[e]! > s[bi]!) bi = e;
+      c[bi]!++;
+      s[bi] = -Infinity;
+    }
+  }
+  return c;
+}
+
+const ratio = (c: Float64Array) => Math.max(...c) / (c.reduce((a, b) => a + b, 0) / c.length);
+
+/** The bias that balances one set of tokens exactly (Jacobi iteration on each expert's own threshold). */
+function solve(P: Float64Array, n: number, E: number, K: number, iters = 60, omega = 0.5): Float64Array {
+  const b = new Float64Array(E), s = new Float64Array(E), tgt = (n * K) / E;
+  const idx = [...Array(E).keys()];
+  for (let it = 0; it < iters; it++) {
+    const enter: number[][] = Array.from({ length: E }, () => []), exit: number[][] = Array.from({ length: E }, () => []);
+    const cnt = new Float64Array(E);
+    for (let t = 0; t < n; t++) {
+      for (let e = 0; e < E; e++) s[e] = P[t * E + e]! + b[e]!;
+      idx.sort((x, y) => s[y]! - s[x]!);
+      const vK = s[idx[K - 1]!]!, vK1 = s[idx[K]!]!;
+      for (let r = 0; r < E; r++) {
+        const e = idx[r]!;
+        if (r < K) { exit[e]!.push(s[e]! - vK1); cnt[e]!++; } else enter[e]!.push(vK - s[e]!);
+      }
+    }
+    if (Math.max(...cnt) / tgt <= 1.005) break;
+    for (let e = 0; e < E; e++) {
+      const r = Math.round(cnt[e]! - tgt);
+      if (r > 0) { const a = exit[e]!.sort((x, y) => x - y); b[e]! -= (omega * (a[r - 1]! + (a[r] ?? a[r - 1]!))) / 2; }
+      else if (r < 0) { const a = enter[e]!.sort((x, y) => x - y); b[e]! += (omega * (a[-r - 1]! + (a[-r] ?? a[-r - 1]!))) / 2; }
+    }
+  }
+  return b;
+}
+
+function main(): void {
+  const run = arg('--run', '');
+  if (!run || process.argv.includes('--help')) {
+    console.log('node dist/bench/moe-bias-bound.js --run RUN_DIR [--data DATA_DIR] [--batches NB]');
+    return;
+  }
+  const NB = Number(arg('--batches', '24'));
+  const { model, config } = loadForInference(run);
+  const dataDir = arg('--data', config.data.dir);
+  const moe = config.model.moe;
+  if (!moe || moe.experts === 0) throw new Error(`${run}: not an MoE model`);
+  const E = moe.experts, K = moe.topK;
+  // Capture each MoE layer's router probabilities of a training-mode forward (no backward).
+  const stash: Float64Array[] = [];
+  const proto = MoeMlp.prototype as unknown as { record: (r: unknown, pd: ArrayLike<number>) => void };
+  proto.record = function (_r, pd) { stash.push(Float64Array.from(pd)); };
+  const T = config.model.seqLen, B = config.train.microBatch, N = B * T;
+  const loader = new TokenLoader(openIndexedDataset(join(dataDir, 'train')), { T, seed: 5, shuffle: true, rank: 0, worldSize: 1 });
+  model.train();
+  const batches: Float64Array[][] = [];
+  for (let i = 0; i < NB; i++) {
+    const b = loader.next(B);
+    stash.length = 0;
+    scope(() => model.loss(fromStorage(b.x, [B, T], 'int32'), fromStorage(b.y, [B, T], 'int32')).item());
+    batches.push([...stash]);
+  }
+  const L = batches[0]!.length;
+  const own = batches.map((bl) => bl.map((P) => solve(P, N, E, K)));
+  const all = [...Array(L).keys()].map((l) => {
+    const P = new Float64Array(NB * N * E);
+    batches.forEach((bl, i) => P.set(bl[l]!, i * N * E));
+    return solve(P, NB * N, E, K);
+  });
+  const zero = new Float64Array(E);
+  let none = 0, same = 0, prev = 0, fixed = 0;
+  for (let i = 0; i < NB; i++) {
+    let wn = 0, ws = 0, wp = 0, wf = 0;
+    for (let l = 0; l < L; l++) {
+      const P = batches[i]![l]!;
+      wn = Math.max(wn, ratio(counts(P, N, E, K, zero)));
+      ws = Math.max(ws, ratio(counts(P, N, E, K, own[i]![l]!)));
+      if (i > 0) wp = Math.max(wp, ratio(counts(P, N, E, K, own[i - 1]![l]!)));
+      wf = Math.max(wf, ratio(counts(P, N, E, K, all[l]!)));
+    }
+    none += wn; same += ws; prev += wp; fixed += wf;
+  }
+  console.log(`${run}: ${NB} training batches of ${N} tokens, router frozen, worst of ${L} MoE layers, mean over batches:`);
+  console.log(`| bias | per-step max/mean |\n|---|---:|\n| none | ${(none / NB).toFixed(3)} |\n| each batch's own exact bias (oracle) | ${(same / NB).toFixed(3)} |\n| the previous batch's exact bias | ${(prev / (NB - 1)).toFixed(3)} |\n| the single best bias for all ${NB} batches | ${(fixed / NB).toFixed(3)} |`);
+}
+
+main();
+process.exit(0);
