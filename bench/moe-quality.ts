@@ -100,7 +100,7 @@ interface RunResult {
 async function main(): Promise<void> {
   if (process.argv.includes('--help')) {
     console.log('node dist/bench/moe-quality.js [--steps N] [--balance-steps M] [--eval-every K] [--out DIR] [--quick] [--only RUN,...] [--report]\n' +
-      'runs: gpt-tiny, moe-tiny (aux), moe-tiny-bias, moe-tiny-swipe; --report only reads the finished runs under --out (default runs/moe-quality)');
+      'runs: gpt-tiny, moe-tiny (aux), moe-tiny-bias, moe-tiny-bias-ga4, moe-tiny-swipe; --report only reads the finished runs under --out (default runs/moe-quality)');
     return;
   }
   const quick = process.argv.includes('--quick');
@@ -129,6 +129,10 @@ async function main(): Promise<void> {
   mk('gpt-tiny', 'gpt-tiny', steps, []);
   mk('moe-tiny', 'moe-tiny', steps, []);
   mk('moe-tiny-bias', 'moe-tiny', balanceSteps, ['--model.moe.balance=bias'], (c) => { c.model.moe!.balance = 'bias'; });
+  // The bias controller can only react to past loads, and at 16 sequences per step the
+  // demand per expert moves from batch to batch (bench/moe-bias-bound.ts); the same run with
+  // a 4× global batch (gradAccum 4: 64 sequences per step) shows how that bound scales.
+  mk('moe-tiny-bias-ga4', 'moe-tiny', balanceSteps, ['--model.moe.balance=bias', '--train.gradAccum=4'], (c) => { c.model.moe!.balance = 'bias'; c.train.gradAccum = 4; });
   mk('moe-tiny-swipe', 'moe-tiny', balanceSteps, ['--model.moe.balance=swipe', '--model.moe.capacityFactor=1.25'], (c) => { c.model.moe!.balance = 'swipe'; c.model.moe!.capacityFactor = 1.25; });
   // --only a,b: train just those runs (e.g. one per process, on a shared machine); the report
   // below always reads every finished run under --out from its metrics.jsonl.

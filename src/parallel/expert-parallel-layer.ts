@@ -159,7 +159,7 @@ export class ExpertParallelLayer implements ParallelLayer {
   get moeAfterStep(): ((model: TrainModel) => Promise<MoeStepMetrics | null>) | undefined {
     const pipe = this.pipe;
     if (!pipe) return undefined;
-    return () => pipelineMoeAfterStep(pipe.stages, this.cfg, this.mesh.dims.dp, (x) => this.meanScalar(x), this.mesh.pp);
+    return () => pipelineMoeAfterStep(pipe.stages, this.cfg, this.mesh.dims.dp, (x) => this.meanScalar(x), this.mesh.pp, (v) => this.sumCounts(v));
   }
 
   buildOptimizer(_model: TrainModel, cfg: TrainConfig): TrainOptimizer {

@@ -165,7 +165,7 @@ export class DistributedLayer implements ParallelLayer {
   get moeAfterStep(): ((model: TrainModel) => Promise<MoeStepMetrics | null>) | undefined {
     const pipe = this.pipe;
     if (!pipe) return undefined;
-    return () => pipelineMoeAfterStep(pipe.stages, this.cfg, this.mesh.dims.dp, (x) => this.meanScalar(x), this.mesh.pp);
+    return () => pipelineMoeAfterStep(pipe.stages, this.cfg, this.mesh.dims.dp, (x) => this.meanScalar(x), this.mesh.pp, (v) => this.sumCounts(v));
   }
 
   async sumCounts(v: Int32Array): Promise<void> {

@@ -20,8 +20,8 @@ export async function sumFloat64Vector(g: Communicator, v: Float64Array): Promis
 }
 
 /** moeAfterStep for a pipeline rank: dp sums through `meanScalar` (over dp ranks), then the pipeline sum. */
-export function pipelineMoeAfterStep(stages: GptPipelineStages, cfg: TrainConfig, dp: number, meanScalar: (x: number) => Promise<number>, pp: Communicator): Promise<MoeStepMetrics | null> {
-  return moeAfterStep(stages, dp, meanScalar, { ...stages.moeLayout(), experts: cfg.model.moe?.experts ?? 0, sum: (v) => sumFloat64Vector(pp, v) });
+export function pipelineMoeAfterStep(stages: GptPipelineStages, cfg: TrainConfig, dp: number, meanScalar: (x: number) => Promise<number>, pp: Communicator, sumCounts?: (v: Int32Array) => Promise<void>): Promise<MoeStepMetrics | null> {
+  return moeAfterStep(stages, dp, meanScalar, { ...stages.moeLayout(), experts: cfg.model.moe?.experts ?? 0, sum: (v) => sumFloat64Vector(pp, v) }, sumCounts);
 }
 
 /** The checkpoint state with every MoE layer's routing biases (balance = bias); every pipeline rank calls it. */
