@@ -82,8 +82,9 @@ export function lowpGemmStats(): { native: number; widened: number; panels: numb
 // Widening scratch is bounded: an operand larger than this many elements is widened one
 // panel at a time (rows of op(A), or columns of op(B)) with one fp32 GEMM per panel, so
 // the lm_head's gradient GEMMs (G is 2048 × 8192 in gpt-small) no longer keep two
-// 64 MiB fp32 copies resident for the rest of the run. Splitting M or N leaves every
-// output element's K-summation as it was.
+// 64 MiB fp32 copies resident for the rest of the run. Splitting M or N keeps fp32
+// accumulation over the whole K; OpenBLAS may order a panel's sums differently from the
+// whole GEMM's, so results can move in the last bits, as with any change of GEMM shape.
 let panelElements = 1 << 21;
 
 /** Sets the widening panel budget (elements per operand panel); returns the previous one (tests). */
