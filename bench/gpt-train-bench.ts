@@ -23,18 +23,18 @@ export interface GptTrainBenchRow {
 
 const PY = '/usr/bin/python3';
 
-export function syntheticData(dir: string): void {
+export function syntheticData(dir: string, vocab = 8192): void {
   const rng = new Rng(7);
   for (const [split, n] of [['train', 400_000], ['val', 40_000]] as const) {
     const w = new IndexedDatasetWriter(join(dir, split), { dtype: 'uint16' });
     const doc = new Uint16Array(1000);
     for (let i = 0; i < n; i += doc.length) {
-      for (let j = 0; j < doc.length; j++) doc[j] = rng.int(8192);
+      for (let j = 0; j < doc.length; j++) doc[j] = rng.int(vocab);
       w.addDocument(doc);
     }
     w.finish();
   }
-  writeFileSync(join(dir, 'meta.json'), JSON.stringify({ tokenizer: { vocabSize: 8192 } }));
+  writeFileSync(join(dir, 'meta.json'), JSON.stringify({ tokenizer: { vocabSize: vocab } }));
 }
 
 export function median(xs: number[]): number {
@@ -42,10 +42,10 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-export function athanor(dataDir: string, ranks: number, threads: number, steps: number, warmup: number, extra: string[] = []): { tps: number; mfu: number; maxRssMB?: number } {
+export function athanor(dataDir: string, ranks: number, threads: number, steps: number, warmup: number, extra: string[] = [], preset = 'gpt-small'): { tps: number; mfu: number; maxRssMB?: number } {
   const out = mkdtempSync(join(tmpdir(), 'athanor-gptbench-'));
   const cli = join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
-  const args = ['--preset', 'gpt-small', `--data.dir=${dataDir}`, `--train.steps=${steps}`, '--train.evalEvery=0', '--train.checkpointEvery=0',
+  const args = ['--preset', preset, `--data.dir=${dataDir}`, `--train.steps=${steps}`, '--train.evalEvery=0', '--train.checkpointEvery=0',
     `--train.threads=${threads}`, `--train.outDir=${out}`, `--parallel.dp=${ranks}`, `--train.microBatch=${8 / ranks}`, '--train.evalBatches=1', ...extra];
   const cmd = ranks === 1 ? [cli, 'train', ...args] : [cli, 'launch', '--nproc-per-node', String(ranks), '--', 'train', ...args];
   try {

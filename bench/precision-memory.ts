@@ -4,7 +4,11 @@
 // at the end of the forward (autograd/saved-pack.ts activationBytes), the tensor pool's
 // allocated bytes, and the process's peak RSS.
 //
-//   node dist/bench/precision-memory.js [--quick] [--preset gpt-small] [--reps N] [--steps N]
+//   node dist/bench/precision-memory.js [--quick] [--preset gpt-small] [--reps N] [--steps N] [--unbounded-scratch]
+//
+// --unbounded-scratch adds a bf16 run whose widened-GEMM scratch is not split into panels
+// (how gemm-lowp.ts worked before the 8 MiB panel budget), to show what the budget saves
+// on CPUs without native bf16 GEMMs. OMP_NUM_THREADS / ATHANOR_NUM_THREADS set the children's threads.
 import { spawnSync } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +22,7 @@ function arg(name: string, def: string): string {
   return i >= 0 ? process.argv[i + 1]! : def;
 }
 
-async function child(precision: string, preset: string, steps: number): Promise<void> {
+async function child(precision: string, preset: string, steps: number, unbounded: boolean): Promise<void> {
   const { GPT } = await import('../src/nn/gpt.js');
   const { presetConfig } = await import('../src/train/config.js');
   const { scope } = await import('../src/core/scope.js');
@@ -29,6 +33,8 @@ async function child(precision: string, preset: string, steps: number): Promise<
   const { activationBytes } = await import('../src/autograd/saved-pack.js');
   const { AdamW } = await import('../src/optim/index.js');
   const { pool } = await import('../src/core/buffer-pool.js');
+  const { setWidenPanelElements } = await import('../src/backend/gemm-lowp.js');
+  if (unbounded) setWidenPanelElements(Number.MAX_SAFE_INTEGER);
   const cfg = presetConfig(preset);
   setPrecision(precision as 'fp32' | 'bf16');
   const model = new GPT(cfg.model, { seed: 1 });
@@ -65,13 +71,14 @@ async function main(): Promise<void> {
   const self = fileURLToPath(import.meta.url);
   const results: ChildResult[] = [];
   for (let r = 0; r < reps; r++) {
-    for (const p of ['fp32', 'bf16']) {
-      const c = spawnSync(process.execPath, [self, '--child', p, '--preset', preset, '--steps', String(steps)], { encoding: 'utf8', env: { ...process.env, ATHANOR_QUIET: '1' } });
+    for (const v of ['fp32', 'bf16', ...(process.argv.includes('--unbounded-scratch') ? ['bf16-unbounded-scratch'] : [])]) {
+      const p = v.startsWith('bf16') ? 'bf16' : 'fp32';
+      const c = spawnSync(process.execPath, [self, '--child', p, '--preset', preset, '--steps', String(steps), ...(v === p ? [] : ['--unbounded'])], { encoding: 'utf8', env: { ...process.env, ATHANOR_QUIET: '1' } });
       const line = c.stdout.split('\n').find((l) => l.startsWith('RESULT '));
       if (!line) throw new Error(`child ${p} failed:\n${c.stdout}\n${c.stderr}`);
-      const res = JSON.parse(line.slice(7)) as ChildResult;
+      const res = { ...(JSON.parse(line.slice(7)) as ChildResult), precision: v };
       results.push(res);
-      console.log(`  ${p}: activations held for backward ${(res.activationBytes / 2 ** 20).toFixed(1)} MiB, peak RSS ${res.maxRssMiB.toFixed(0)} MiB, pool allocated ${res.poolAllocatedMiB.toFixed(0)} MiB, loss ${res.loss.toFixed(4)}, ${steps} steps in ${res.seconds.toFixed(1)} s`);
+      console.log(`  ${v}: activations held for backward ${(res.activationBytes / 2 ** 20).toFixed(1)} MiB, peak RSS ${res.maxRssMiB.toFixed(0)} MiB, pool allocated ${res.poolAllocatedMiB.toFixed(0)} MiB, loss ${res.loss.toFixed(4)}, ${steps} steps in ${res.seconds.toFixed(1)} s`);
     }
   }
   const med = (p: string, k: keyof ChildResult) => {
@@ -80,12 +87,13 @@ async function main(): Promise<void> {
   };
   const aF = med('fp32', 'activationBytes'), aB = med('bf16', 'activationBytes');
   console.log(`\n${preset}: activations fp32 ${(aF / 2 ** 20).toFixed(1)} MiB, bf16 ${(aB / 2 ** 20).toFixed(1)} MiB (${(aB / aF).toFixed(3)}×); ` +
-    `peak RSS fp32 ${med('fp32', 'maxRssMiB').toFixed(0)} MiB, bf16 ${med('bf16', 'maxRssMiB').toFixed(0)} MiB (medians of ${reps})`);
+    `peak RSS fp32 ${med('fp32', 'maxRssMiB').toFixed(0)} MiB, bf16 ${med('bf16', 'maxRssMiB').toFixed(0)} MiB` +
+    `${results.some((x) => x.precision === 'bf16-unbounded-scratch') ? `, bf16 with unbounded widening scratch ${med('bf16-unbounded-scratch', 'maxRssMiB').toFixed(0)} MiB` : ''} (medians of ${reps})`);
   console.log(`load average after ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
 }
 
 if (process.argv.includes('--child')) {
-  child(arg('--child', 'fp32'), arg('--preset', 'gpt-small'), Number(arg('--steps', '3'))).catch((e: unknown) => { console.error(e); process.exit(1); });
+  child(arg('--child', 'fp32'), arg('--preset', 'gpt-small'), Number(arg('--steps', '3')), process.argv.includes('--unbounded')).catch((e: unknown) => { console.error(e); process.exit(1); });
 } else {
   main().catch((e: unknown) => { console.error(e); process.exit(1); });
 }

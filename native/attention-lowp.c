@@ -7,11 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include "kernel-math.h"
-
-void athn_f32_to_16_2d(int kind, int64_t rows, int64_t cols, const float *x, int64_t xOff, int64_t ldx,
-                       uint16_t *y, int64_t yOff, int64_t ldy, float scale);
-void athn_16_to_f32_2d(int kind, int64_t rows, int64_t cols, const uint16_t *x, int64_t xOff, int64_t ldx,
-                       float *y, int64_t yOff, int64_t ldy);
+#include "cast-row.h"
 
 /* P16 = round16(softmax(scale * S)) per row with the causal mask (masked entries 0);
  * S is used as fp32 scratch and left holding the unrounded probabilities. */
@@ -38,7 +34,7 @@ void athn_attn_softmax_16out(float *S, uint16_t *P16, int64_t mats, int64_t Tq, 
 #pragma omp simd
     for (int64_t j = 0; j < n; j++) s[j] *= inv;
     for (int64_t j = n; j < Tk; j++) s[j] = 0.f;
-    athn_f32_to_16_2d(kind, 1, Tk, s, 0, Tk, P16, r * Tk, Tk, 1.0f);
+    row_f32_to_16(kind, Tk, s, P16 + r * Tk, 1.0f);
   }
 }
 
@@ -53,7 +49,7 @@ void athn_attn_softmax_bwd_16in(const uint16_t *P16, float *dP, int64_t mats, in
       float *g = dP + r * Tk;
       int64_t i = r % Tq;
       int64_t n = causal ? (i + 1 < Tk ? i + 1 : Tk) : Tk;
-      athn_16_to_f32_2d(kind, 1, n, P16, r * Tk, Tk, p, 0, Tk);
+      row_16_to_f32(kind, n, P16 + r * Tk, p);
       float s = 0.f;
 #pragma omp simd reduction(+ : s)
       for (int64_t j = 0; j < n; j++) s += p[j] * g[j];

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { setNativeMinElements } from '../src/backend/dispatch.js';
 import { nativeKernels } from '../src/backend/native.js';
-import { gemmLowp, to16, from16, attnSoftmax16, attnSoftmaxBwd16 } from '../src/backend/gemm-lowp.js';
+import { gemmLowp, to16, from16, attnSoftmax16, attnSoftmaxBwd16, lowpGemmStats, setWidenPanelElements } from '../src/backend/gemm-lowp.js';
 import { from16Ref, to16Ref, attnSoftmax16Ref, attnSoftmaxBwd16Ref, type Lowp } from '../src/backend/reference/lowp.js';
 import { gemmReference, gemm } from '../src/backend/blas.js';
 import { dnnlMatmul, dnnlExec, dnnlStatus } from '../src/backend/dnnl.js';
@@ -71,7 +71,7 @@ test('attention softmax with 16-bit probabilities (forward out, backward in) mat
   }
 });
 
-test('mixed-precision GEMM equals the fp32 GEMM of the rounded inputs, every transpose, alpha/beta, odd shapes', () => {
+function checkLowpGemms(): void {
   for (const kind of KINDS) {
     for (const [m, n, k] of [[1, 1, 1], [5, 3, 7], [33, 17, 65], [70, 129, 31]] as const) {
       for (const ta of [false, true]) {
@@ -103,6 +103,22 @@ test('mixed-precision GEMM equals the fp32 GEMM of the rounded inputs, every tra
       }
     }
   }
+}
+
+test('mixed-precision GEMM equals the fp32 GEMM of the rounded inputs, every transpose, alpha/beta, odd shapes', () => {
+  checkLowpGemms();
+});
+
+test('widened GEMM in panels (bounded scratch) gives the same products: operands over the budget split by rows of op(A) or columns of op(B)', () => {
+  const before = lowpGemmStats();
+  const prev = setWidenPanelElements(40); // every shape above 40 elements per operand splits; panels of >= 16 rows/columns
+  try {
+    checkLowpGemms();
+  } finally {
+    setWidenPanelElements(prev);
+  }
+  const after = lowpGemmStats();
+  if (after.widened > before.widened) assert.ok(after.panels > before.panels, 'the widened GEMMs ran in panels');
 });
 
 test('oneDNN fp32 matmul matches OpenBLAS for every transpose; auto mode records one choice per shape', { skip: dnnlStatus().available ? false : `oneDNN unavailable: ${dnnlStatus().note}` }, () => {
@@ -226,8 +242,8 @@ test('without oneDNN (ATHANOR_DNNL=0) bf16 GEMMs fall back to widened fp32 and s
     console.log(JSON.stringify({ c: Array.from(c), stats: lowpGemmStats() }));`;
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', env: { ...process.env, ATHANOR_DNNL: '0', ATHANOR_QUIET: '' } });
   assert.equal(r.status, 0, r.stderr);
-  const out = JSON.parse(r.stdout.trim()) as { c: number[]; stats: { native: number; widened: number } };
+  const out = JSON.parse(r.stdout.trim()) as { c: number[]; stats: { native: number; widened: number; panels: number } };
   assert.deepEqual(out.c, new Array(9).fill(8), '1 · 2 summed over k = 4');
-  assert.deepEqual(out.stats, { native: 0, widened: 3 });
+  assert.deepEqual(out.stats, { native: 0, widened: 3, panels: 0 });
   assert.equal(r.stderr.match(/oneDNN unavailable \(ATHANOR_DNNL=0\)/g)?.length, 1, r.stderr);
 });

@@ -3,7 +3,7 @@
 
 Usage: /usr/bin/python3 bench/peers/torch-gpt.py [--threads 2] [--steps 10] [--warmup-steps 2]
            [--batch 8] [--seq 256] [--foreach auto|on|off] [--grad-clip 0] [--ddp N]
-           [--autocast off|bf16]
+           [--autocast off|bf16] [--model gpt-small|gpt-tiny]
 
 --ddp N: N processes on this machine, DistributedDataParallel over gloo (the peer of
 Athanor's `athanor launch --nproc-per-node N -- train --parallel.dp=N`), each with
@@ -21,7 +21,7 @@ per step, generated outside the timed region. One training step =
 Both torch's intra-op pool and OpenBLAS's pool (Debian torch's float32 matmul) get --threads.
 
 Output: one JSON line
-  {"bench": "torch-gpt", "model": "gpt-small", "params", "threads", "batch", "seq", "steps",
+  {"bench": "torch-gpt", "model": a.model, "params", "threads", "batch", "seq", "steps",
    "tokens_per_s" (median over timed steps of batch*seq / step seconds),
    "tokens_per_s_mean", "tokens_per_s_best" (fastest step: least disturbed by other load),
    "step_s", "forward_s", "backward_s", "optimizer_s" (medians per step),
@@ -46,6 +46,9 @@ from gpt_ref import GPT, count_params, param_groups, set_threads  # noqa: E402
 
 GPT_SMALL = dict(vocab=8192, seq=256, n_layer=4, n_head=8, d_model=512, d_ff=2048)
 GPT_SMALL_PARAMS = 21_130_240
+# gpt-tiny (the demo model): L4 H4 C128 F512 V2048 T128, untied, learned positions.
+GPT_TINY = dict(vocab=2048, seq=128, n_layer=4, n_head=4, d_model=128, d_ff=512)
+MODELS = {"gpt-small": (GPT_SMALL, GPT_SMALL_PARAMS), "gpt-tiny": (GPT_TINY, 1_334_016)}
 
 
 def free_port():
@@ -57,6 +60,8 @@ def free_port():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--model", choices=sorted(MODELS), default="gpt-small",
+                    help="model shape (gpt-tiny: use --batch 16 --seq 128 for its preset batch)")
     ap.add_argument("--steps", type=int, default=10, help="timed steps")
     ap.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first")
     ap.add_argument("--batch", type=int, default=8)
@@ -82,11 +87,14 @@ def run(rank, a, port):
     if a.ddp > 0:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(0)
-    model = GPT(**GPT_SMALL)
+    shape, expect = MODELS[a.model]
+    if a.seq > shape["seq"]:
+        raise SystemExit(f"--seq {a.seq} exceeds {a.model}'s context {shape['seq']}")
+    model = GPT(**shape)
     n_params = count_params(model)
     if rank == 0:
-        print(f"gpt-small parameters: {n_params:,}", file=sys.stderr)
-    assert n_params == GPT_SMALL_PARAMS, f"gpt-small has {n_params} parameters, expected {GPT_SMALL_PARAMS}"
+        print(f"{a.model} parameters: {n_params:,}", file=sys.stderr)
+    assert n_params == expect, f"{a.model} has {n_params} parameters, expected {expect}"
     model.train()
     foreach = {"auto": None, "on": True, "off": False}[a.foreach]
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=6e-4, betas=(0.9, 0.95), eps=1e-8, foreach=foreach)
@@ -100,8 +108,8 @@ def run(rank, a, port):
 
     fwd, bwd, optim, step = [], [], [], []
     for s in range(a.warmup_steps + a.steps):
-        x = torch.randint(0, GPT_SMALL["vocab"], (local_batch, a.seq))
-        y = torch.randint(0, GPT_SMALL["vocab"], (local_batch, a.seq))
+        x = torch.randint(0, shape["vocab"], (local_batch, a.seq))
+        y = torch.randint(0, shape["vocab"], (local_batch, a.seq))
         t0 = time.perf_counter()
         if a.autocast == "bf16":
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -133,7 +141,7 @@ def run(rank, a, port):
     tokens = a.batch * a.seq  # global: every rank's sequences count
     med = statistics.median
     print(json.dumps({
-        "bench": "torch-gpt", "model": "gpt-small", "params": n_params, "threads": a.threads,
+        "bench": "torch-gpt", "model": a.model, "params": n_params, "threads": a.threads,
         "batch": a.batch, "seq": a.seq, "steps": a.steps, "warmup_steps": a.warmup_steps,
         "tokens_per_s": round(tokens / med(step), 2),
         "tokens_per_s_mean": round(tokens * len(step) / sum(step), 2),

@@ -60,6 +60,12 @@ export function dnnlStatus(): { available: boolean; version: string | null; isa:
   return { available: true, version: `${Math.floor(v / 10000)}.${Math.floor(v / 100) % 100}.${v % 100}`, isa: isaName(f.isa()), note: '' };
 }
 
+/** oneDNN's dnnl_cpu_isa_t bit set for this CPU (null without oneDNN). */
+export function dnnlIsaBits(): number | null {
+  const f = dnnl();
+  return f ? f.isa() : null;
+}
+
 // dnnl_cpu_isa_t values of oneDNN 2.6 (dnnl_types.h): each is a bit set of features.
 const ISA_NAMES: [number, string][] = [
   [0x3e7, 'avx512_core_amx'], [0x7e7, 'avx512_core_fp16'], [0xe7, 'avx512_core_bf16'], [0x67, 'avx512_core_vnni'],

@@ -10,7 +10,7 @@
 import { nativeFamily, notice } from './native.js';
 import { nativeMinElements } from './dispatch.js';
 import { gemm } from './blas.js';
-import { dnnlMatmul, dnnlExec, dnnlStatus } from './dnnl.js';
+import { dnnlMatmul, dnnlExec, dnnlIsaBits, dnnlStatus } from './dnnl.js';
 import { attnSoftmax16Ref, attnSoftmaxBwd16Ref, from16Ref, to16Ref, type Lowp } from './reference/lowp.js';
 
 export type { Lowp } from './reference/lowp.js';
@@ -46,7 +46,7 @@ export function from16(kind: Lowp, rows: number, cols: number, x: Uint16Array, x
 
 let scratchA = new Float32Array(0), scratchB = new Float32Array(0);
 const noticed = new Set<Lowp>();
-const stats = { native: 0, widened: 0 };
+const stats = { native: 0, widened: 0, panels: 0 };
 
 function widenedNotice(kind: Lowp): void {
   if (noticed.has(kind)) return;
@@ -57,9 +57,42 @@ function widenedNotice(kind: Lowp): void {
     : `oneDNN unavailable (${st.note}); ${kind} GEMMs run as fp32 GEMMs on widened operands`);
 }
 
-/** How many mixed-precision GEMMs ran natively in oneDNN and how many were widened to fp32. */
-export function lowpGemmStats(): { native: number; widened: number } {
+// oneDNN 2.x implements 16-bit matmul only from avx512_core (dnnl_cpu_isa_t 0x27) up
+// (bf16 emulated there, native with avx512_core_bf16 / AMX; f16 with AVX512-FP16): below
+// it every primitive creation fails, whatever the shape. Deciding that once from the ISA
+// skips the per-call primitive-cache lookup on AVX2 machines (0.6% of a gpt-tiny bf16
+// step's profile there); from avx512_core up each shape is still asked.
+const ISA_NEEDED: Record<Lowp, number> = { bfloat16: 0x27, float16: 0x27 };
+const nativePossible = new Map<Lowp, boolean>();
+function mayBeNative(kind: Lowp): boolean {
+  let v = nativePossible.get(kind);
+  if (v === undefined) {
+    const isa = dnnlIsaBits();
+    v = isa !== null && (isa & ISA_NEEDED[kind]) === ISA_NEEDED[kind];
+    nativePossible.set(kind, v);
+  }
+  return v;
+}
+
+/** How many mixed-precision GEMMs ran natively in oneDNN and how many were widened to fp32 (and in how many panels). */
+export function lowpGemmStats(): { native: number; widened: number; panels: number } {
   return { ...stats };
+}
+
+// Widening scratch is bounded: an operand larger than this many elements is widened one
+// panel at a time (rows of op(A), or columns of op(B)) with one fp32 GEMM per panel, so
+// the lm_head's gradient GEMMs (G is 2048 × 8192 in gpt-small) no longer keep two
+// 64 MiB fp32 copies resident for the rest of the run. Splitting M or N keeps fp32
+// accumulation over the whole K; OpenBLAS may order a panel's sums differently from the
+// whole GEMM's, so results can move in the last bits, as with any change of GEMM shape.
+let panelElements = 1 << 21;
+
+/** Sets the widening panel budget (elements per operand panel); returns the previous one (tests). */
+export function setWidenPanelElements(n: number): number {
+  if (!(n >= 1) || !Number.isInteger(n)) throw new Error(`setWidenPanelElements: expected a positive integer, got ${n}`);
+  const prev = panelElements;
+  panelElements = n;
+  return prev;
 }
 
 /**
@@ -74,7 +107,7 @@ export function gemmLowp(kind: Lowp, transA: boolean, transB: boolean, m: number
     if (beta !== 1) for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) c[cOff + i * ldc + j] = beta === 0 ? 0 : beta * c[cOff + i * ldc + j]!;
     return;
   }
-  const p = dnnlMatmul(kind, transA, transB, m, n, k, lda, ldb, ldc, alpha, beta);
+  const p = mayBeNative(kind) ? dnnlMatmul(kind, transA, transB, m, n, k, lda, ldb, ldc, alpha, beta) : null;
   if (p) {
     stats.native++;
     dnnlExec(p, aOff ? a.subarray(aOff) : a, bOff ? b.subarray(bOff) : b, cOff ? c.subarray(cOff) : c);
@@ -82,12 +115,46 @@ export function gemmLowp(kind: Lowp, transA: boolean, transB: boolean, m: number
   }
   stats.widened++;
   widenedNotice(kind);
-  const ar = transA ? k : m, ac = transA ? m : k, br = transB ? n : k, bc = transB ? k : n;
-  if (scratchA.length < ar * ac) scratchA = new Float32Array(ar * ac);
-  if (scratchB.length < br * bc) scratchB = new Float32Array(br * bc);
-  from16(kind, ar, ac, a, aOff, lda, scratchA, 0, ac);
-  from16(kind, br, bc, b, bOff, ldb, scratchB, 0, bc);
-  gemm(transA, transB, m, n, k, alpha, scratchA, 0, ac, scratchB, 0, bc, beta, c, cOff, ldc);
+  const sizeA = m * k, sizeB = k * n;
+  const splitA = sizeA > panelElements && sizeA >= sizeB, splitB = !splitA && sizeB > panelElements;
+  // The operand that is not split is widened once, whole.
+  if (!splitA) widenA(kind, transA, 0, m, k, a, aOff, lda);
+  if (!splitB) widenB(kind, transB, 0, n, k, b, bOff, ldb);
+  if (!splitA && !splitB) {
+    gemm(transA, transB, m, n, k, alpha, scratchA, 0, transA ? m : k, scratchB, 0, transB ? k : n, beta, c, cOff, ldc);
+    return;
+  }
+  const step = Math.max(16, Math.floor(panelElements / k));
+  if (splitA) {
+    for (let i0 = 0; i0 < m; i0 += step) {
+      const mi = Math.min(step, m - i0);
+      widenA(kind, transA, i0, mi, k, a, aOff, lda);
+      stats.panels++;
+      gemm(transA, transB, mi, n, k, alpha, scratchA, 0, transA ? mi : k, scratchB, 0, transB ? k : n, beta, c, cOff + i0 * ldc, ldc);
+    }
+  } else {
+    for (let j0 = 0; j0 < n; j0 += step) {
+      const nj = Math.min(step, n - j0);
+      widenB(kind, transB, j0, nj, k, b, bOff, ldb);
+      stats.panels++;
+      gemm(transA, transB, m, nj, k, alpha, scratchA, 0, transA ? m : k, scratchB, 0, transB ? k : nj, beta, c, cOff + j0, ldc);
+    }
+  }
+}
+
+/** Rows i0 … i0+mi of op(A) (m × k) widened into scratchA, laid out as op(A)'s panel with ld = k (or mi when transposed). */
+function widenA(kind: Lowp, transA: boolean, i0: number, mi: number, k: number, a: Uint16Array, aOff: number, lda: number): void {
+  if (scratchA.length < mi * k) scratchA = new Float32Array(mi * k);
+  // Not transposed: mi stored rows of k; transposed: A is stored k × m, the panel is k rows of mi columns.
+  if (transA) from16(kind, k, mi, a, aOff + i0, lda, scratchA, 0, mi);
+  else from16(kind, mi, k, a, aOff + i0 * lda, lda, scratchA, 0, k);
+}
+
+/** Columns j0 … j0+nj of op(B) (k × n) widened into scratchB (ld = nj, or k when transposed). */
+function widenB(kind: Lowp, transB: boolean, j0: number, nj: number, k: number, b: Uint16Array, bOff: number, ldb: number): void {
+  if (scratchB.length < nj * k) scratchB = new Float32Array(nj * k);
+  if (transB) from16(kind, nj, k, b, bOff + j0 * ldb, ldb, scratchB, 0, k);
+  else from16(kind, k, nj, b, bOff + j0, ldb, scratchB, 0, nj);
 }
 
 interface AttnLowpNative {
