@@ -11,7 +11,7 @@ import { TcpStoreServer } from '../src/runtime/tcp-store.js';
 import { cpSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tinyData, tinyArgs, runCli, stepLosses, tmp, CLI } from './helpers/train-fixture.js';
-import { CheckpointReader, latestCheckpoint } from '../src/io/checkpoint.js';
+import { closeCheckpointParams } from './helpers/checkpoint-params.js';
 
 const TOL = 1e-5;
 /** Parameters after data-parallel training vs one process (see the pp × dp case). */
@@ -57,29 +57,7 @@ function closeLosses(a: Map<number, number>, b: Map<number, number>, what: strin
  * largest parameter of the model) instead.
  */
 function closeParams(outA: string, outB: string, what: string, tol = TOL): void {
-  const ra = new CheckpointReader(latestCheckpoint(join(outA, 'checkpoints'))!);
-  const rb = new CheckpointReader(latestCheckpoint(join(outB, 'checkpoints'))!);
-  try {
-    const names = rb.names().filter((n) => !n.startsWith('optim.'));
-    assert.deepEqual(ra.names().filter((n) => !n.startsWith('optim.')).sort(), [...names].sort(), `${what}: parameter names`);
-    const read = (r: CheckpointReader, n: string) => r.readRange(n, 0, r.entry(n).shape.reduce((x, y) => x * y, 1)) as Float32Array;
-    let modelMag = 0;
-    for (const n of names) for (const v of read(rb, n)) modelMag = Math.max(modelMag, Math.abs(v));
-    for (const n of names) {
-      const a = read(ra, n), b = read(rb, n);
-      const C = n.endsWith('c_attn.bias') ? b.length / 3 : 0;
-      let err = 0, mag = 0, keyErr = 0;
-      for (let i = 0; i < b.length; i++) {
-        const d = Math.abs(a[i]! - b[i]!);
-        if (C && i >= C && i < 2 * C) keyErr = Math.max(keyErr, d);
-        else { err = Math.max(err, d); mag = Math.max(mag, Math.abs(b[i]!)); }
-      }
-      assert.ok(err <= tol * mag, `${what}: parameter ${n} differs by ${err} (max |p| ${mag})`);
-      assert.ok(keyErr <= tol * modelMag, `${what}: key bias of ${n} differs by ${keyErr} (model scale ${modelMag})`);
-    }
-  } finally {
-    ra.close(); rb.close();
-  }
+  closeCheckpointParams(outA, outB, what, tol, { bound: 'relative' });
 }
 
 /** Resumes the step-4 checkpoint of run `src` in layout l; its steps 5-8 and final parameters must match `ref`. */

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tinyData, tinyArgs, runCli, stepLosses, tmp } from './train-fixture.js';
-import { CheckpointReader, latestCheckpoint } from '../../src/io/checkpoint.js';
+import { closeCheckpointParams } from './checkpoint-params.js';
 
 /** Relative tolerance of losses and parameters (the issue's parity bound). */
 export const TOL = 1e-5;
@@ -52,31 +52,11 @@ export function closeLosses(a: Map<number, number>, b: Map<number, number>, what
  * into ±lr steps: held to tol at the model's scale (as parallel-pp).
  */
 export function closeParams(outA: string, outB: string, what: string, tol = TOL): void {
-  const ra = new CheckpointReader(latestCheckpoint(join(outA, 'checkpoints'))!);
-  const rb = new CheckpointReader(latestCheckpoint(join(outB, 'checkpoints'))!);
-  try {
-    const names = rb.names().filter((n) => !n.startsWith('optim.'));
-    assert.deepEqual(ra.names().filter((n) => !n.startsWith('optim.')).sort(), [...names].sort(), `${what}: parameter names`);
-    assert.ok(names.some((n) => n.includes('.moe.experts.')) && names.some((n) => n.includes('.moe.router.')), `${what}: MoE parameters in the checkpoint`);
-    const read = (r: CheckpointReader, n: string) => r.readRange(n, 0, r.entry(n).shape.reduce((x, y) => x * y, 1)) as Float32Array;
-    let modelMag = 0;
-    for (const n of names) for (const v of read(rb, n)) modelMag = Math.max(modelMag, Math.abs(v));
-    for (const n of names) {
-      assert.deepEqual(ra.entry(n).shape, rb.entry(n).shape, `${what}: ${n} shape`);
-      const a = read(ra, n), b = read(rb, n);
-      const C = n.endsWith('c_attn.bias') ? b.length / 3 : 0;
-      let err = 0, mag = 0, keyErr = 0;
-      for (let i = 0; i < b.length; i++) {
-        const d = Math.abs(a[i]! - b[i]!);
-        if (C && i >= C && i < 2 * C) keyErr = Math.max(keyErr, d);
-        else { err = Math.max(err, d); mag = Math.max(mag, Math.abs(b[i]!)); }
-      }
-      assert.ok(err <= tol, `${what}: parameter ${n} differs by ${err} (max |p| ${mag})`);
-      assert.ok(keyErr <= tol * modelMag, `${what}: key bias of ${n} differs by ${keyErr} (model scale ${modelMag})`);
-    }
-  } finally {
-    ra.close(); rb.close();
-  }
+  closeCheckpointParams(outA, outB, what, tol, {
+    bound: 'absolute',
+    shapes: true,
+    names: (names) => assert.ok(names.some((n) => n.includes('.moe.experts.')) && names.some((n) => n.includes('.moe.router.')), `${what}: MoE parameters in the checkpoint`),
+  });
 }
 
 interface MoeMetrics { dropRate: number; maxLoad: number; load: number[][]; auxLoss: number; zLoss: number; entropy: number }
