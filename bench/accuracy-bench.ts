@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../src/backend/native.js';
 import { presetConfig } from '../src/train/config.js';
+import { PYTHON } from './machine-info.js';
 
 export interface AccuracyResult {
   athanor: { step: number; valLoss: number }[];
@@ -32,7 +33,7 @@ export async function runAccuracyBench(o: { log?: (s: string) => void; steps?: n
   const athanor = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; step: number; valLoss: number })
     .filter((x) => x.kind === 'eval').map((x) => ({ step: x.step, valLoss: x.valLoss }));
   let torch: { step: number; valLoss: number }[] = [];
-  const py = '/usr/bin/python3';
+  const py = PYTHON;
   if (existsSync(py)) {
     const m = cfg.model, t = cfg.train, op = cfg.optim;
     const jsonl = join(work, 'torch.jsonl');

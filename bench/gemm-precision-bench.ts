@@ -17,6 +17,7 @@ import { projectRoot } from '../src/backend/native.js';
 import { dnnlMatmul, dnnlExec, dnnlStatus } from '../src/backend/dnnl.js';
 import { gemmLowp, to16 } from '../src/backend/gemm-lowp.js';
 import { setF32GemmMode } from '../src/backend/gemm-select.js';
+import { PYTHON } from './machine-info.js';
 
 type Form = 'NN' | 'NT' | 'TN';
 export type Shape = [m: number, n: number, k: number, form: Form, what: string];
@@ -100,7 +101,7 @@ export async function runGemmPrecisionBench(o: { quick?: boolean; threads?: numb
     }
     if (peerOk.ok) {
       const spec = JSON.stringify(shapes.map(([m, n, k, form]) => [m, n, k, form]));
-      const pr = spawnSync('/usr/bin/python3', [join(projectRoot(), 'bench', 'peers', 'torch-gemm-precision.py'), String(threads), String(minRep), spec],
+      const pr = spawnSync(PYTHON, [join(projectRoot(), 'bench', 'peers', 'torch-gemm-precision.py'), String(threads), String(minRep), spec],
         { encoding: 'utf8', timeout: 600_000 });
       if (pr.status !== 0) { peerOk.ok = false; log(`torch peer unavailable: ${(pr.stderr || pr.error?.message || '').trim().split('\n').pop()}`); }
       else {

@@ -18,6 +18,7 @@ import { projectRoot } from '../src/backend/native.js';
 import { dnnlStatus } from '../src/backend/dnnl.js';
 import { athanor, median, syntheticData } from './gpt-train-bench.js';
 import { cpuIsa } from './gemm-precision-bench.js';
+import { PYTHON } from './machine-info.js';
 
 interface TorchRun { tps: number; rssMB: number; note: string }
 
@@ -32,7 +33,7 @@ function torchRun(model: Model, threads: number, steps: number, warmup: number, 
   const args = [join(projectRoot(), 'bench', 'peers', 'torch-gpt.py'), '--model', model.preset, '--threads', String(threads), '--grad-clip', '1.0',
     '--steps', String(small ? 1 : steps - warmup), '--warmup-steps', String(small ? 0 : warmup), '--autocast', autocast ? 'bf16' : 'off',
     ...(small ? ['--batch', '1', '--seq', '64'] : ['--batch', String(model.batch), '--seq', String(model.seq)])];
-  const r = spawnSync('/usr/bin/python3', args, { encoding: 'utf8', timeout: 900_000 });
+  const r = spawnSync(PYTHON, args, { encoding: 'utf8', timeout: 900_000 });
   if (r.status !== 0) return null;
   const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
   if (!line) return null;

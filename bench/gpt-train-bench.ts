@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { IndexedDatasetWriter } from '../src/data/indexed-dataset-writer.js';
 import { projectRoot } from '../src/backend/native.js';
 import { Rng } from '../src/core/rng.js';
+import { PYTHON } from './machine-info.js';
 
 export interface GptTrainBenchRow {
   config: string;
@@ -21,7 +22,7 @@ export interface GptTrainBenchRow {
   mfu?: number;
 }
 
-const PY = '/usr/bin/python3';
+const PY = PYTHON;
 
 export function syntheticData(dir: string, vocab = 8192): void {
   const rng = new Rng(7);

@@ -6,7 +6,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism, cpus, release, totalmem } from 'node:os';
 
-const PY = '/usr/bin/python3';
+/** The PyTorch peer's interpreter: Debian's python3-torch by default; ATHANOR_PYTHON names another (e.g. a machine whose PyTorch lives in a venv). */
+export const PYTHON = process.env.ATHANOR_PYTHON ?? '/usr/bin/python3';
+const PY = PYTHON;
 
 export interface MachineInfo {
   cpuModel: string;

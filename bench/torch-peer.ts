@@ -5,6 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { projectRoot } from '../src/backend/native.js';
+import { PYTHON } from './machine-info.js';
 
 /** One output line of torch-ops.py (the fields its docstring lists; which are present depends on the op). */
 export interface TorchPeerRecord {
@@ -31,7 +32,7 @@ export interface TorchPeerOptions {
 export function runTorchPeer(ops: Record<string, unknown>[], o: TorchPeerOptions): TorchPeerRecord[] {
   const script = join(projectRoot(), 'bench', 'peers', 'torch-ops.py');
   const spec = JSON.stringify({ threads: o.threads, reps: o.reps, ops });
-  const r = spawnSync('/usr/bin/python3', [script, '--threads', String(o.threads), '--min-rep-s', String(o.minRep), spec],
+  const r = spawnSync(PYTHON, [script, '--threads', String(o.threads), '--min-rep-s', String(o.minRep), spec],
     { encoding: 'utf8', timeout: o.timeoutMs ?? 600_000 });
   if (r.status !== 0) {
     o.log(`torch peer unavailable (${r.error?.message ?? ((r.stderr || '').trim().split('\n').pop() || `exit ${r.status}`)}); ratios omitted`);
