@@ -18,6 +18,7 @@ import { BIN, binaryInto, castContig } from '../src/backend/basic-kernels.js';
 import { add } from '../src/ops/elementwise.js';
 import { cast, gelu } from '../src/ops/unary.js';
 import { runTorchPeer } from './torch-peer.js';
+import { threadListArg, timeit } from './kernel-timing.js';
 
 export interface OpsBasicRow {
   op: 'add' | 'gelu' | 'bf16_cast' | 'dispatch';
@@ -43,22 +44,6 @@ export interface OpsBasicBenchOptions {
 }
 
 const BYTES = { add: 12, gelu: 8, bf16_cast: 6 } as const;
-
-function timeit(fn: () => void, reps: number, minRep: number): number {
-  const run = (k: number) => {
-    const t = process.hrtime.bigint();
-    for (let i = 0; i < k; i++) fn();
-    return Number(process.hrtime.bigint() - t) / 1e9;
-  };
-  run(1);
-  let inner = 1;
-  while (run(inner) < minRep && inner < 1 << 24) inner *= 2;
-  run(inner);
-  const times: number[] = [];
-  for (let r = 0; r < reps; r++) times.push(run(inner) / inner);
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]!;
-}
 
 /** Inputs come from the buffer pool like the activations they stand for. */
 function randn(n: number, rng: Rng): Tensor {
@@ -93,14 +78,14 @@ function athanorSeconds(op: 'add' | 'gelu' | 'bf16_cast', variant: 'alloc' | 'ou
     : op === 'gelu' ? () => noGrad(() => scope(() => { gelu(a); }))
     : variant === 'alloc' ? () => noGrad(() => scope(() => { cast(a, 'bfloat16'); }))
     : (() => { const y = empty([n], 'bfloat16').keep().data; const x = a.data as Float32Array; return () => castContig(n, 'float32', x, 0, 'bfloat16', y, 0); })();
-  return timeit(fn, reps, minRep);
+  return timeit(fn, reps, minRep, 1 << 24).median;
 }
 
 /** Microseconds per a + b on 16 floats through the public op (tensor creation, kernel, scope disposal). */
 function dispatchMicros(reps: number, minRep: number): number {
   const rng = new Rng(2);
   const a = randn(16, rng), b = randn(16, rng);
-  return timeit(() => scope(() => { add(a, b); }), reps, minRep) * 1e6;
+  return timeit(() => scope(() => { add(a, b); }), reps, minRep, 1 << 24).median * 1e6;
 }
 
 export async function runOpsBasicBench(opts: OpsBasicBenchOptions = {}): Promise<OpsBasicRow[]> {
@@ -138,6 +123,6 @@ export async function runOpsBasicBench(opts: OpsBasicBenchOptions = {}): Promise
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const threads = process.argv[2] ? process.argv[2].split(',').map(Number) : undefined;
+  const threads = threadListArg(process.argv[2], 'ops-basic-bench');
   await runOpsBasicBench({ threads });
 }

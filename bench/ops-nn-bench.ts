@@ -17,6 +17,7 @@ import { nativeNn } from '../src/backend/native-nn.js';
 import * as K from '../src/backend/nn-kernels.js';
 import { crossEntropy, layerNorm, softmax } from '../src/ops/nn.js';
 import { runTorchPeer } from './torch-peer.js';
+import { threadListArg, timeit } from './kernel-timing.js';
 
 export interface OpsNnRow {
   op: string;
@@ -69,22 +70,6 @@ function shapeOf(s: Spec): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [k, v] of Object.entries(t)) if (k !== 'op') out[k] = v as number;
   return out;
-}
-
-function timeit(fn: () => void, reps: number, minRep: number): { median: number; min: number } {
-  const run = (k: number) => {
-    const t = process.hrtime.bigint();
-    for (let i = 0; i < k; i++) fn();
-    return Number(process.hrtime.bigint() - t) / 1e9;
-  };
-  run(1);
-  let inner = 1;
-  while (run(inner) < minRep && inner < 1 << 20) inner *= 2;
-  run(inner);
-  const times: number[] = [];
-  for (let r = 0; r < reps; r++) times.push(run(inner) / inner);
-  times.sort((a, b) => a - b);
-  return { median: times[Math.floor(times.length / 2)]!, min: times[0]! };
 }
 
 function randn(shape: number[], rng: Rng): Tensor {
@@ -179,6 +164,6 @@ export async function runOpsNnBench(opts: OpsNnBenchOptions = {}): Promise<OpsNn
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const threads = process.argv[2] ? process.argv[2].split(',').map(Number) : undefined;
+  const threads = threadListArg(process.argv[2], 'ops-nn-bench');
   await runOpsNnBench({ threads });
 }

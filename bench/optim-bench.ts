@@ -14,6 +14,7 @@ import { setKernelThreads } from '../src/backend/dispatch.js';
 import { nativeOptim } from '../src/backend/native-optim.js';
 import { AdamW, gradNorm } from '../src/optim/index.js';
 import { runTorchPeer } from './torch-peer.js';
+import { threadListArg, timeit } from './kernel-timing.js';
 
 export interface OptimBenchRow {
   op: 'adamw' | 'grad_norm';
@@ -35,22 +36,6 @@ export interface OptimBenchOptions {
 }
 
 const SIZES = [1 << 20, 1 << 22, 1 << 24];
-
-function timeit(fn: () => void, reps: number, minRep: number): number {
-  const run = (k: number) => {
-    const t = process.hrtime.bigint();
-    for (let i = 0; i < k; i++) fn();
-    return Number(process.hrtime.bigint() - t) / 1e9;
-  };
-  run(1);
-  let inner = 1;
-  while (run(inner) < minRep && inner < 1 << 20) inner *= 2;
-  run(inner);
-  const times: number[] = [];
-  for (let r = 0; r < reps; r++) times.push(run(inner) / inner);
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]!;
-}
 
 function flatParam(n: number, rng: Rng): Tensor {
   const d = new Float32Array(n);
@@ -91,9 +76,9 @@ export async function runOptimBench(opts: OptimBenchOptions = {}): Promise<Optim
         rows.push(row);
         log(`  ${op.padEnd(10)} ${String(n).padEnd(12)} ${gbps.toFixed(2).padStart(12)}   ${tg === null ? '           -' : tg.toFixed(2).padStart(12)}   ${row.ratio === null ? '-' : row.ratio.toFixed(2) + 'x'}`);
       };
-      emit('adamw', 28 * n, timeit(() => opt.step(), reps, minRep), peer.get(n) ?? null);
+      emit('adamw', 28 * n, timeit(() => opt.step(), reps, minRep).median, peer.get(n) ?? null);
       let sink = 0;
-      emit('grad_norm', 4 * n, timeit(() => { sink += gradNorm([p]); }, reps, minRep), null);
+      emit('grad_norm', 4 * n, timeit(() => { sink += gradNorm([p]); }, reps, minRep).median, null);
       if (!Number.isFinite(sink)) log('grad norm overflowed');
     }
   }
@@ -101,6 +86,6 @@ export async function runOptimBench(opts: OptimBenchOptions = {}): Promise<Optim
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const threads = process.argv[2] ? process.argv[2].split(',').map(Number) : undefined;
+  const threads = threadListArg(process.argv[2], 'optim-bench');
   await runOptimBench({ threads });
 }
