@@ -8,41 +8,24 @@
 // (a bf16 run that is wrong, not just rounded, is far from both).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { readSafetensors } from '../src/io/safetensors.js';
 import { GPT } from '../src/nn/gpt.js';
 import { scope } from '../src/core/scope.js';
 import { backward } from '../src/autograd/tape.js';
-import type { Tensor } from '../src/core/tensor.js';
-import { projectRoot } from '../src/backend/native.js';
 import { nameParameters } from '../src/train/optim-setup.js';
 import { withPrecision } from '../src/backend/precision.js';
 import { markWeightsUpdated } from '../src/backend/lowp-tensor.js';
+import { goldenFile, relDiff } from './helpers/golden.js';
 
 const TOL = 3e-2;
-const golden = readSafetensors(join(projectRoot(), 'test', 'golden', 'gpt-autocast-bf16.safetensors'));
-const g = (k: string): number[] => {
-  const t = golden.tensors.get(k);
-  assert.ok(t, `golden file lacks '${k}'`);
-  return t.toArray();
-};
-
-function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num = Math.max(num, Math.abs(a[i]! - b[i]!));
-    den = Math.max(den, Math.abs(b[i]!));
-  }
-  return num / Math.max(den, 1e-12);
-}
+const gold = goldenFile('gpt-autocast-bf16.safetensors');
+const g = (k: string): number[] => gold(k).toArray();
 
 test('golden: bf16 forward and backward match PyTorch autocast bf16', () => {
   const model = new GPT({ nLayer: 2, nHead: 2, dModel: 32, dFF: 64, vocabSize: 64, seqLen: 16, tieEmbeddings: false, positions: 'learned', dropout: 0, lnEps: 1e-5 });
   const named = nameParameters(model);
-  for (const [n, p] of named) p.data.set(golden.tensors.get(`param.${n}`)!.data as Float32Array);
+  for (const [n, p] of named) p.data.set(gold(`param.${n}`).data as Float32Array);
   markWeightsUpdated();
-  const idx = golden.tensors.get('input.idx')! as Tensor, targets = golden.tensors.get('input.targets')! as Tensor;
+  const idx = gold('input.idx'), targets = gold('input.targets');
   const report: string[] = [];
   const check = (what: string, mine: number[], key: string) => {
     const vsAutocast = relDiff(mine, g(`bf16.${key}`));

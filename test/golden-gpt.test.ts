@@ -6,33 +6,16 @@
 // rounding in near-zero gradients such as the output-projection biases).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { readSafetensors } from '../src/io/safetensors.js';
 import { GPT } from '../src/nn/gpt.js';
 import { scope } from '../src/core/scope.js';
 import { backward } from '../src/autograd/tape.js';
 import type { Tensor } from '../src/core/tensor.js';
-import { projectRoot } from '../src/backend/native.js';
 import { nameParameters, newAdamW } from '../src/train/optim-setup.js';
+import { goldenFile, relDiff } from './helpers/golden.js';
 
 const TOL = 1e-6;
 const TOL_ADAM = 1e-5;
-const golden = readSafetensors(join(projectRoot(), 'test', 'golden', 'tiny-gpt.safetensors'));
-const g = (k: string): Tensor => {
-  const t = golden.tensors.get(k);
-  assert.ok(t, `golden file lacks '${k}'`);
-  return t;
-};
-
-function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num = Math.max(num, Math.abs(a[i]! - b[i]!));
-    den = Math.max(den, Math.abs(b[i]!));
-  }
-  return num / Math.max(den, 1e-12);
-}
+const g = goldenFile('tiny-gpt.safetensors');
 
 function build(): { model: GPT; named: [string, Tensor][] } {
   const model = new GPT({ nLayer: 2, nHead: 2, dModel: 16, dFF: 64, vocabSize: 64, seqLen: 8, tieEmbeddings: false, positions: 'learned', dropout: 0, lnEps: 1e-5 });
