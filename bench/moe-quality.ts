@@ -134,6 +134,19 @@ async function main(): Promise<void> {
   // a 4× global batch (gradAccum 4: 64 sequences per step) shows how that bound scales.
   mk('moe-tiny-bias-ga4', 'moe-tiny', balanceSteps, ['--model.moe.balance=bias', '--train.gradAccum=4'], (c) => { c.model.moe!.balance = 'bias'; c.train.gradAccum = 4; });
   mk('moe-tiny-swipe', 'moe-tiny', balanceSteps, ['--model.moe.balance=swipe', '--model.moe.capacityFactor=1.25'], (c) => { c.model.moe!.balance = 'swipe'; c.model.moe!.capacityFactor = 1.25; });
+  // bias with a per-sequence capacity (DeepSeek-V2's token dropping): the rows per expert are
+  // capped by construction; the price is the drop rate, compared with aux and none at the same
+  // capacity factor.
+  const cap = (name: string, balance: 'bias' | 'aux' | 'none') =>
+    mk(name, 'moe-tiny', balanceSteps, [`--model.moe.balance=${balance}`, '--model.moe.capacityFactor=1.25'], (c) => { c.model.moe!.balance = balance; c.model.moe!.capacityFactor = 1.25; });
+  cap('moe-tiny-bias-cap', 'bias');
+  cap('moe-tiny-aux-cap', 'aux');
+  cap('moe-tiny-none-cap', 'none');
+  // bias with the same capacity met by rerouting (model.moe.overflow = reroute): each sequence's
+  // over-capacity experts lose the tokens with the smallest selection margin to their next
+  // choice instead of dropping tokens in position order.
+  mk('moe-tiny-bias-reroute', 'moe-tiny', balanceSteps, ['--model.moe.balance=bias', '--model.moe.capacityFactor=1.25', '--model.moe.overflow=reroute'],
+    (c) => { c.model.moe!.balance = 'bias'; c.model.moe!.capacityFactor = 1.25; c.model.moe!.overflow = 'reroute'; });
   // --only a,b: train just those runs (e.g. one per process, on a shared machine); the report
   // below always reads every finished run under --out from its metrics.jsonl.
   const only = arg('--only', '').split(',').filter(Boolean);
