@@ -28,15 +28,15 @@ import { train } from '../src/train/trainer.js';
 import { machineInfo } from './machine-info.js';
 import { Rng } from '../src/core/rng.js';
 
-/** Steps whose rows are summed for the windowed load figure. */
-const WINDOW = 10;
+/** Steps whose rows are summed for the windowed load figure (--window). */
+let WINDOW = 10;
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(name);
   return i > 0 ? process.argv[i + 1]! : dflt;
 }
 
-type StepRec = { kind: string; step: number; moe?: { maxLoad: number; load: number[][] } };
+type StepRec = { kind: string; step: number; moe?: { maxLoad: number; load: number[][]; dropRate: number; movedRate: number } };
 
 /** Per-step worst-layer max/mean expert load after warm-up, from metrics.jsonl. */
 function stepRecords(outDir: string, after: number): StepRec[] {
@@ -44,21 +44,44 @@ function stepRecords(outDir: string, after: number): StepRec[] {
     .filter((m) => m.kind === 'step' && m.step > after && m.moe);
 }
 
-/** Worst layer's max/mean of rows per expert summed over consecutive windows of w steps; mean over windows. */
-function windowed(recs: StepRec[], w: number): number {
-  const out: number[] = [];
-  for (let i = 0; i + w <= recs.length; i += w) {
-    const L = recs[i]!.moe!.load.length, E = recs[i]!.moe!.load[0]!.length;
-    let worst = 0;
-    for (let l = 0; l < L; l++) {
-      const sum = new Float64Array(E);
-      for (let j = i; j < i + w; j++) recs[j]!.moe!.load[l]!.forEach((x, e) => { sum[e]! += x; });
-      const mean = sum.reduce((a, b) => a + b, 0) / E;
-      if (mean > 0) worst = Math.max(worst, Math.max(...sum) / mean);
-    }
-    out.push(worst);
+/** Summary of a max/mean series: mean, 90th percentile, max, share ≤ 1.3, count. */
+export interface LoadStat { n: number; mean: number; p90: number; max: number; within13: number }
+
+export function loadStat(xs: number[]): LoadStat {
+  if (!xs.length) return { n: 0, mean: NaN, p90: NaN, max: NaN, within13: NaN };
+  const s = [...xs].sort((a, b) => a - b);
+  return {
+    n: xs.length, mean: xs.reduce((a, b) => a + b, 0) / xs.length, p90: s[Math.min(s.length - 1, Math.ceil(0.9 * s.length) - 1)]!,
+    max: s[s.length - 1]!, within13: xs.filter((x) => x <= 1.3).length / xs.length,
+  };
+}
+
+const ratioOf = (c: ArrayLike<number>) => { const a = Array.from(c); const m = a.reduce((x, y) => x + y, 0) / a.length; return m > 0 ? Math.max(...a) / m : NaN; };
+
+/**
+ * max/mean rows per expert, per MoE layer and the worst layer, for every step (what
+ * metrics.jsonl's moe.maxLoad and the progress line show: one step's global batch) and for
+ * consecutive windows of w steps (rows summed over the window first).
+ */
+export function loadSeries(recs: StepRec[], w: number): { step: { layers: number[][]; worst: number[] }; window: { layers: number[][]; worst: number[] } } {
+  const L = recs.length ? recs[0]!.moe!.load.length : 0;
+  const step = { layers: Array.from({ length: L }, () => [] as number[]), worst: [] as number[] };
+  const win = { layers: Array.from({ length: L }, () => [] as number[]), worst: [] as number[] };
+  for (const r of recs) {
+    const per = r.moe!.load.map(ratioOf);
+    per.forEach((x, l) => step.layers[l]!.push(x));
+    step.worst.push(Math.max(...per));
   }
-  return out.length ? out.reduce((a, b) => a + b, 0) / out.length : NaN;
+  for (let i = 0; i + w <= recs.length; i += w) {
+    const per = recs[i]!.moe!.load.map((_, l) => {
+      const sum = new Float64Array(recs[i]!.moe!.load[l]!.length);
+      for (let j = i; j < i + w; j++) recs[j]!.moe!.load[l]!.forEach((x, e) => { sum[e]! += x; });
+      return ratioOf(sum);
+    });
+    per.forEach((x, l) => win.layers[l]!.push(x));
+    win.worst.push(Math.max(...per));
+  }
+  return { step, window: win };
 }
 
 /**
@@ -94,6 +117,8 @@ interface RunResult {
   tokensPerSec: number;
   /** max/mean expert load after warm-up: mean, median and max over steps, share of steps ≤ 1.3, windowed mean, balanced-router floor. */
   load: { steps: number; mean: number; median: number; max: number; within13: number; windowed: number; floor: number } | null;
+  /** The same per layer and worst layer, per step and per WINDOW-step window; drop and moved rates after warm-up (mean over steps). */
+  detail: { perStep: { worst: LoadStat; layers: LoadStat[] }; perWindow: { worst: LoadStat; layers: LoadStat[] }; dropRate: number; movedRate: number; sequences: number } | null;
   overrides: string[];
 }
 
@@ -104,6 +129,8 @@ async function main(): Promise<void> {
     return;
   }
   const quick = process.argv.includes('--quick');
+  WINDOW = Number(arg('--window', String(WINDOW)));
+  if (!(Number.isInteger(WINDOW) && WINDOW >= 1)) throw new Error(`--window must be an integer >= 1, got ${arg('--window', '')}`);
   const steps = Number(arg('--steps', quick ? '120' : '700'));
   const balanceSteps = Number(arg('--balance-steps', String(steps)));
   const evalEvery = Number(arg('--eval-every', String(Math.max(10, Math.floor(steps / 7)))));
@@ -170,12 +197,21 @@ async function main(): Promise<void> {
     const srecs = moe ? stepRecords(r.cfg.train.outDir, r.cfg.optim.warmupSteps) : [];
     const l = srecs.map((m) => m.moe!.maxLoad);
     const tokens = r.cfg.train.microBatch * r.cfg.train.gradAccum * r.cfg.model.seqLen;
+    const series = loadSeries(srecs, WINDOW);
+    const wmean = series.window.worst.length ? series.window.worst.reduce((a, b) => a + b, 0) / series.window.worst.length : NaN;
     const load = l.length && moe ? {
       steps: l.length, mean: l.reduce((a, b) => a + b, 0) / l.length, median: median(l), max: Math.max(...l),
-      within13: l.filter((x) => x <= 1.3).length / l.length, windowed: windowed(srecs, WINDOW),
+      within13: l.filter((x) => x <= 1.3).length / l.length, windowed: wmean,
       floor: balancedFloor(tokens, moe.experts, moe.topK, srecs[0]!.moe!.load.length),
     } : null;
-    results[r.name] = { preset: r.cfg.preset, balance: moe ? moe.balance : null, steps: summary.steps!, valLosses, tokensPerSec: summary.tokensPerSec!, load, overrides: r.overrides };
+    const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+    const detail = l.length && moe ? {
+      perStep: { worst: loadStat(series.step.worst), layers: series.step.layers.map(loadStat) },
+      perWindow: { worst: loadStat(series.window.worst), layers: series.window.layers.map(loadStat) },
+      dropRate: avg(srecs.map((m) => m.moe!.dropRate)), movedRate: avg(srecs.map((m) => m.moe!.movedRate ?? 0)),
+      sequences: r.cfg.train.microBatch * r.cfg.train.gradAccum,
+    } : null;
+    results[r.name] = { preset: r.cfg.preset, balance: moe ? moe.balance : null, steps: summary.steps!, valLosses, tokensPerSec: summary.tokensPerSec!, load, detail, overrides: r.overrides };
     console.log(`${r.name}: validation ${valLosses.map((v) => `${v.step}:${v.loss.toFixed(3)}`).join(' ')}; ${Math.round(summary.tokensPerSec!)} tokens/s` +
       (load ? `; max/mean expert load after warm-up (step > ${r.cfg.optim.warmupSteps}): mean ${load.mean.toFixed(3)} median ${load.median.toFixed(3)} max ${load.max.toFixed(3)}, ${(100 * load.within13).toFixed(0)}% of steps <= 1.3; over ${WINDOW}-step windows ${load.windowed.toFixed(3)}; balanced-router floor ${load.floor.toFixed(3)}` : ''));
   }
@@ -201,6 +237,17 @@ function markdown(r: { machine: { cpuModel: string; logicalCpus: number }; loadB
   for (const n of names) {
     const x = r.runs[n]!, l = x.load;
     lines.push(`| ${n} | ${x.balance ?? '(dense)'} | ${x.steps} | ${Math.round(x.tokensPerSec)} | ${f(l?.mean)} | ${f(l?.median)} | ${f(l?.max)} | ${l ? `${(100 * l.within13).toFixed(0)}%` : '–'} | ${f(l?.floor)} | ${f(l?.windowed)} |`);
+  }
+  // Per layer and worst layer, per step and per window; the drop and moved rates.
+  const pct = (v: number) => (Number.isNaN(v) ? '–' : `${(100 * v).toFixed(0)}%`);
+  const st = (s: LoadStat) => `${f(s.mean)} | ${f(s.p90)} | ${f(s.max)} | ${pct(s.within13)}`;
+  lines.push('', `After warm-up, max/mean expert load per step (one step's global batch: metrics.jsonl \`moe.load\`, and the figure the progress line prints for the logged step) and per ${WINDOW}-step window (rows summed over the window), each MoE layer and the worst layer: mean | p90 | max | share <= 1.3. drop: assignments dropped by capacity; moved: assignments sent to an expert the router did not pick (SWIPE or reroute).`, '');
+  lines.push(`| run | sequences/step | drop | moved | layer | per step: mean | p90 | max | <= 1.3 | per ${WINDOW} steps: mean | p90 | max | <= 1.3 |`, '|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const n of names) {
+    const d = r.runs[n]!.detail;
+    if (!d) continue;
+    const rows: [string, LoadStat, LoadStat][] = [['worst', d.perStep.worst, d.perWindow.worst], ...d.perStep.layers.map((s, i) => [`${i}`, s, d.perWindow.layers[i]!] as [string, LoadStat, LoadStat])];
+    rows.forEach(([name, a, b], i) => lines.push(`| ${i === 0 ? n : ''} | ${i === 0 ? d.sequences : ''} | ${i === 0 ? `${(100 * d.dropRate).toFixed(2)}%` : ''} | ${i === 0 ? `${(100 * d.movedRate).toFixed(2)}%` : ''} | ${name} | ${st(a)} | ${st(b)} |`));
   }
   return lines.join('\n') + '\n';
 }
