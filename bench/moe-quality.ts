@@ -5,10 +5,11 @@
 // and writes them as JSON and as a markdown table. Nothing is asserted here.
 //
 //   node dist/bench/moe-quality.js [--steps N] [--balance-steps M] [--eval-every K] [--out DIR] [--quick]
-//                                  [--only RUN,...] [--report]
+//                                  [--only RUN,...] [--report] [--partial] [--window W]
 //
 // Runs: gpt-tiny, moe-tiny (aux), moe-tiny-bias, moe-tiny-swipe. --only trains a subset (start
-// one process per run to use several cores); --report only reads what finished under --out.
+// one process per run to use several cores); --report only reads what finished under --out
+// (--partial: runs still under way too, to their last step).
 //
 // --steps: the dense / moe-tiny pair (default 700, the demo's length); --balance-steps: the
 // bias and swipe runs (default: --steps); they only need to run past warm-up.
@@ -190,8 +191,12 @@ async function main(): Promise<void> {
     const f = join(r.cfg.train.outDir, 'metrics.jsonl');
     if (!existsSync(f)) continue;
     const recs = readFileSync(f, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; step?: number; valLoss?: number; tokensPerSec?: number; steps?: number });
-    const summary = recs.find((m) => m.kind === 'summary');
-    if (!summary) continue; // unfinished
+    const found = recs.find((m) => m.kind === 'summary');
+    // --partial: also report runs still under way (to the last step written), marked as such
+    if (!found && !process.argv.includes('--partial')) continue;
+    const lastStep = recs.filter((m) => m.kind === 'step').at(-1)?.step ?? 0;
+    const summary = found ?? { steps: lastStep, tokensPerSec: NaN };
+    const name = found ? r.name : `${r.name} (running: ${lastStep} of ${r.cfg.train.steps} steps)`;
     const valLosses = recs.filter((m) => m.kind === 'eval').map((m) => ({ step: m.step!, loss: m.valLoss! }));
     const moe = r.cfg.model.moe && r.cfg.model.moe.experts > 0 ? r.cfg.model.moe : null;
     const srecs = moe ? stepRecords(r.cfg.train.outDir, r.cfg.optim.warmupSteps) : [];
@@ -211,8 +216,8 @@ async function main(): Promise<void> {
       dropRate: avg(srecs.map((m) => m.moe!.dropRate)), movedRate: avg(srecs.map((m) => m.moe!.movedRate ?? 0)),
       sequences: r.cfg.train.microBatch * r.cfg.train.gradAccum,
     } : null;
-    results[r.name] = { preset: r.cfg.preset, balance: moe ? moe.balance : null, steps: summary.steps!, valLosses, tokensPerSec: summary.tokensPerSec!, load, detail, overrides: r.overrides };
-    console.log(`${r.name}: validation ${valLosses.map((v) => `${v.step}:${v.loss.toFixed(3)}`).join(' ')}; ${Math.round(summary.tokensPerSec!)} tokens/s` +
+    results[name] = { preset: r.cfg.preset, balance: moe ? moe.balance : null, steps: summary.steps!, valLosses, tokensPerSec: summary.tokensPerSec!, load, detail, overrides: r.overrides };
+    console.log(`${name}: validation ${valLosses.map((v) => `${v.step}:${v.loss.toFixed(3)}`).join(' ')}; ${Math.round(summary.tokensPerSec!)} tokens/s` +
       (load ? `; max/mean expert load after warm-up (step > ${r.cfg.optim.warmupSteps}): mean ${load.mean.toFixed(3)} median ${load.median.toFixed(3)} max ${load.max.toFixed(3)}, ${(100 * load.within13).toFixed(0)}% of steps <= 1.3; over ${WINDOW}-step windows ${load.windowed.toFixed(3)}; balanced-router floor ${load.floor.toFixed(3)}` : ''));
   }
   const after = os.loadavg();
