@@ -11,6 +11,7 @@
 //
 //   node dist/bench/moe-bias-bound.js --run RUN_DIR [--data DATA_DIR] [--batches NB] [--capacity CF] [--tokenizer PATH]
 import { join } from 'node:path';
+import os from 'node:os';
 import { MoeMlp } from '../src/nn/moe.js';
 import { loadForInference } from '../src/train/train-checkpoint.js';
 import { openIndexedDataset } from '../src/data/indexed-dataset-reader.js';
@@ -131,6 +132,16 @@ function main(): void {
     });
   }
   const pc = (x: number) => `${((100 * x) / n).toFixed(2)}%`;
+  // Routing time of one layer's batch (2048 tokens), drop vs reroute interleaved, median of reps.
+  const P0 = batches[0]![0]!, o0 = { groups: B, groupSize: T, experts: E, topK: K, capacityFactor: cf, swipe: false, bias: biases[0] ?? null };
+  const tDrop: number[] = [], tRr: number[] = [];
+  const load0 = os.loadavg();
+  for (let rep = 0; rep < 15; rep++) {
+    let t = performance.now(); routeTokens(P0, o0); tDrop.push(performance.now() - t);
+    t = performance.now(); routeTokens(P0, { ...o0, reroute: true }); tRr.push(performance.now() - t);
+  }
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  console.log(`routing ${N} tokens (one layer, one step): drop ${med(tDrop).toFixed(2)} ms, reroute ${med(tRr).toFixed(2)} ms (median of 15, interleaved; ${os.cpus()[0]?.model ?? '?'}, load ${load0.map((x) => x.toFixed(2)).join(' ')} → ${os.loadavg().map((x) => x.toFixed(2)).join(' ')})`);
   console.log(`\nper-sequence capacity ${cf} with the run's biases (${biases.some((b) => b) ? 'balance = bias' : 'no bias'}), all ${NB} batches × ${L} layers:\n| overflow | dropped | moved | max/mean rows, worst batch and layer |\n|---|---:|---:|---:|\n| drop | ${pc(drop)} | 0 | ${worstDrop.toFixed(3)} |\n| reroute | ${pc(rrDrop)} | ${pc(rrMoved)} | ${worstRr.toFixed(3)} |`);
 }
 
