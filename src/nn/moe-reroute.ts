@@ -33,10 +33,10 @@ export function fitCapacityOffsets(
   // Nothing can move when every token takes every expert, and nothing needs to without a cap.
   if (K >= E || !Number.isFinite(capacity)) return off;
   const score = new Float64Array(E), order = new Int32Array(E), counts = new Int32Array(E);
-  const margins: number[][] = Array.from({ length: E }, () => []);
+  // margins of expert e's tokens at [e·Tg, e·Tg + counts[e]) (typed: a numeric sort, no boxing)
+  const margins = new Float64Array(E * Tg);
   for (let it = 0; it < maxIters; it++) {
     counts.fill(0);
-    for (const m of margins) m.length = 0;
     for (let t = t0; t < t0 + Tg; t++) {
       for (let e = 0; e < E; e++) { score[e] = probs[t * E + e]! + (bias ? bias[e]! : 0) + off[e]!; order[e] = e; }
       // partial selection of the K+1 best, ties to the lower index (as routeTokens)
@@ -49,14 +49,14 @@ export function fitCapacityOffsets(
         const tmp = order[k]!; order[k] = order[bi]!; order[bi] = tmp;
       }
       const vK1 = score[order[K]!]!;
-      for (let r = 0; r < K; r++) { const e = order[r]!; counts[e]!++; margins[e]!.push(score[e]! - vK1); }
+      for (let r = 0; r < K; r++) { const e = order[r]!; margins[e * Tg + counts[e]!] = score[e]! - vK1; counts[e]!++; }
     }
     let over = false;
     for (let e = 0; e < E; e++) {
       const r = counts[e]! - capacity;
       if (r <= 0) continue;
       over = true;
-      const m = margins[e]!.sort((a, b) => a - b);
+      const m = margins.subarray(e * Tg, e * Tg + counts[e]!).sort();
       // Lower e past the r smallest margins and not past the (r+1)-th: midway between them.
       // Equal margins cannot be split; then all of the tied tokens leave (e ends below capacity).
       const lo = m[r - 1]!, hi = r < m.length ? m[r]! : Infinity;
