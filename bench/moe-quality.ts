@@ -25,7 +25,9 @@ import { join } from 'node:path';
 import { projectRoot } from '../src/backend/native.js';
 import { runPrepare } from '../src/cli/cmd-prepare.js';
 import { presetConfig, type TrainConfig } from '../src/train/config.js';
-import { train } from '../src/train/trainer.js';
+import { evaluate, train } from '../src/train/trainer.js';
+import { loadForInference } from '../src/train/train-checkpoint.js';
+import { openIndexedDataset } from '../src/data/indexed-dataset-reader.js';
 import { machineInfo } from './machine-info.js';
 import { Rng } from '../src/core/rng.js';
 
@@ -121,6 +123,22 @@ interface RunResult {
   /** The same per layer and worst layer, per step and per WINDOW-step window; drop and moved rates after warm-up (mean over steps). */
   detail: { perStep: { worst: LoadStat; layers: LoadStat[] }; perWindow: { worst: LoadStat; layers: LoadStat[] }; dropRate: number; movedRate: number; sequences: number } | null;
   overrides: string[];
+  /**
+   * Runs trained with a capacity (drop, SWIPE or reroute): the final checkpoint's validation
+   * loss as trained (per-sequence capacity: a token's expert can depend on later tokens of its
+   * sequence) and with dropless routing (each token's own top-K: causal, as generation sees it).
+   */
+  causal?: { asTrained: number; dropless: number };
+}
+
+/** Validation loss of a run's final checkpoint, as configured and with capacityFactor 0. */
+function causalEval(outDir: string, dataDir: string): { asTrained: number; dropless: number } | undefined {
+  if (!existsSync(join(outDir, 'checkpoints', 'latest'))) return undefined;
+  const { model, config } = loadForInference(outDir, join(dataDir, 'tokenizer.json'));
+  const val = openIndexedDataset(join(dataDir, 'val'));
+  const asTrained = evaluate(model, val, config);
+  for (const m of model.moeLayers()) m.cfg.capacityFactor = 0;
+  return { asTrained, dropless: evaluate(model, val, config) };
 }
 
 async function main(): Promise<void> {
@@ -216,7 +234,8 @@ async function main(): Promise<void> {
       dropRate: avg(srecs.map((m) => m.moe!.dropRate)), movedRate: avg(srecs.map((m) => m.moe!.movedRate ?? 0)),
       sequences: r.cfg.train.microBatch * r.cfg.train.gradAccum,
     } : null;
-    results[name] = { preset: r.cfg.preset, balance: moe ? moe.balance : null, steps: summary.steps!, valLosses, tokensPerSec: summary.tokensPerSec!, load, detail, overrides: r.overrides };
+    const causal = found && moe && moe.capacityFactor > 0 ? causalEval(r.cfg.train.outDir, dataDir) : undefined;
+    results[name] = { preset: r.cfg.preset, balance: moe ? moe.balance : null, steps: summary.steps!, valLosses, tokensPerSec: summary.tokensPerSec!, load, detail, overrides: r.overrides, ...(causal ? { causal } : {}) };
     console.log(`${name}: validation ${valLosses.map((v) => `${v.step}:${v.loss.toFixed(3)}`).join(' ')}; ${Math.round(summary.tokensPerSec!)} tokens/s` +
       (load ? `; max/mean expert load after warm-up (step > ${r.cfg.optim.warmupSteps}): mean ${load.mean.toFixed(3)} median ${load.median.toFixed(3)} max ${load.max.toFixed(3)}, ${(100 * load.within13).toFixed(0)}% of steps <= 1.3; over ${WINDOW}-step windows ${load.windowed.toFixed(3)}; balanced-router floor ${load.floor.toFixed(3)}` : ''));
   }
@@ -242,6 +261,12 @@ function markdown(r: { machine: { cpuModel: string; logicalCpus: number }; loadB
   for (const n of names) {
     const x = r.runs[n]!, l = x.load;
     lines.push(`| ${n} | ${x.balance ?? '(dense)'} | ${x.steps} | ${Math.round(x.tokensPerSec)} | ${f(l?.mean)} | ${f(l?.median)} | ${f(l?.max)} | ${l ? `${(100 * l.within13).toFixed(0)}%` : '–'} | ${f(l?.floor)} | ${f(l?.windowed)} |`);
+  }
+  const withCausal = names.filter((n) => r.runs[n]!.causal);
+  if (withCausal.length) {
+    lines.push('', 'Runs with a per-sequence capacity, final checkpoint: validation loss as trained (capacity applied per sequence, so routing can depend on later tokens of the sequence) and with dropless routing (capacityFactor 0: each token\'s own top-K, causal):', '');
+    lines.push('| run | as trained | dropless routing |', '|---|---:|---:|');
+    for (const n of withCausal) lines.push(`| ${n} | ${r.runs[n]!.causal!.asTrained.toFixed(4)} | ${r.runs[n]!.causal!.dropless.toFixed(4)} |`);
   }
   // Per layer and worst layer, per step and per window; the drop and moved rates.
   const pct = (v: number) => (Number.isNaN(v) ? '–' : `${(100 * v).toFixed(0)}%`);
