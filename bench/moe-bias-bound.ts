@@ -5,16 +5,20 @@
 // that reacts to the last step can do without router drift); and the single best bias for all
 // NB batches (the best any fixed bias can do). What the last two leave above the
 // balanced-router floor is batch-to-batch variation of the demand per expert, which no
-// bias computed from past loads removes.
+// bias computed from past loads removes. Last, with the run's own biases: what a per-sequence
+// capacity (--capacity, default 1.25) costs on these batches, dropping (GShard order) or
+// rerouting (model.moe.overflow = reroute): the share of assignments dropped or moved.
 //
-//   node dist/bench/moe-bias-bound.js --run RUN_DIR [--data DATA_DIR] [--batches NB]
+//   node dist/bench/moe-bias-bound.js --run RUN_DIR [--data DATA_DIR] [--batches NB] [--capacity CF] [--tokenizer PATH]
 import { join } from 'node:path';
+import os from 'node:os';
 import { MoeMlp } from '../src/nn/moe.js';
 import { loadForInference } from '../src/train/train-checkpoint.js';
 import { openIndexedDataset } from '../src/data/indexed-dataset-reader.js';
 import { TokenLoader } from '../src/data/token-loader.js';
 import { fromStorage } from '../src/core/tensor.js';
 import { scope } from '../src/core/scope.js';
+import { routeTokens } from '../src/nn/moe-router.js';
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(name);
@@ -67,11 +71,12 @@ function solve(P: Float64Array, n: number, E: number, K: number, iters = 60, ome
 function main(): void {
   const run = arg('--run', '');
   if (!run || process.argv.includes('--help')) {
-    console.log('node dist/bench/moe-bias-bound.js --run RUN_DIR [--data DATA_DIR] [--batches NB]');
+    console.log('node dist/bench/moe-bias-bound.js --run RUN_DIR [--data DATA_DIR] [--batches NB] [--capacity CF] [--tokenizer PATH]');
     return;
   }
   const NB = Number(arg('--batches', '24'));
-  const { model, config } = loadForInference(run);
+  const tok = arg('--tokenizer', '');
+  const { model, config } = loadForInference(run, tok || undefined);
   const dataDir = arg('--data', config.data.dir);
   const moe = config.model.moe;
   if (!moe || moe.experts === 0) throw new Error(`${run}: not an MoE model`);
@@ -112,6 +117,32 @@ function main(): void {
   }
   console.log(`${run}: ${NB} training batches of ${N} tokens, router frozen, worst of ${L} MoE layers, mean over batches:`);
   console.log(`| bias | per-step max/mean |\n|---|---:|\n| none | ${(none / NB).toFixed(3)} |\n| each batch's own exact bias (oracle) | ${(same / NB).toFixed(3)} |\n| the previous batch's exact bias | ${(prev / (NB - 1)).toFixed(3)} |\n| the single best bias for all ${NB} batches | ${(fixed / NB).toFixed(3)} |`);
+  // Per-sequence capacity with the run's biases: drop vs reroute, every layer and batch.
+  const cf = Number(arg('--capacity', '1.25'));
+  if (!(cf > 0)) throw new Error(`--capacity must be > 0, got ${arg('--capacity', '')}`);
+  const biases = model.moeLayers().map((m) => m.routingBias);
+  let drop = 0, rrMoved = 0, rrDrop = 0, n = 0, worstDrop = 0, worstRr = 0;
+  for (const bl of batches) {
+    bl.forEach((P, l) => {
+      const o = { groups: B, groupSize: T, experts: E, topK: K, capacityFactor: cf, swipe: false, bias: biases[l] ?? null };
+      const a = routeTokens(P, o), b = routeTokens(P, { ...o, reroute: true });
+      const kept = (r: typeof a) => Math.max(...r.counts) / (r.srcRow.length / E);
+      drop += a.dropped; rrMoved += b.moved; rrDrop += b.dropped; n += N * K;
+      worstDrop = Math.max(worstDrop, kept(a)); worstRr = Math.max(worstRr, kept(b));
+    });
+  }
+  const pc = (x: number) => `${((100 * x) / n).toFixed(2)}%`;
+  // Routing time of one layer's batch (2048 tokens), drop vs reroute interleaved, median of reps.
+  const P0 = batches[0]![0]!, o0 = { groups: B, groupSize: T, experts: E, topK: K, capacityFactor: cf, swipe: false, bias: biases[0] ?? null };
+  const tDrop: number[] = [], tRr: number[] = [];
+  const load0 = os.loadavg();
+  for (let rep = 0; rep < 15; rep++) {
+    let t = performance.now(); routeTokens(P0, o0); tDrop.push(performance.now() - t);
+    t = performance.now(); routeTokens(P0, { ...o0, reroute: true }); tRr.push(performance.now() - t);
+  }
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  console.log(`routing ${N} tokens (one layer, one step): drop ${med(tDrop).toFixed(2)} ms, reroute ${med(tRr).toFixed(2)} ms (median of 15, interleaved; ${os.cpus()[0]?.model ?? '?'}, load ${load0.map((x) => x.toFixed(2)).join(' ')} → ${os.loadavg().map((x) => x.toFixed(2)).join(' ')})`);
+  console.log(`\nper-sequence capacity ${cf} with the run's biases (${biases.some((b) => b) ? 'balance = bias' : 'no bias'}), all ${NB} batches × ${L} layers:\n| overflow | dropped | moved | max/mean rows, worst batch and layer |\n|---|---:|---:|---:|\n| drop | ${pc(drop)} | 0 | ${worstDrop.toFixed(3)} |\n| reroute | ${pc(rrDrop)} | ${pc(rrMoved)} | ${worstRr.toFixed(3)} |`);
 }
 
 main();

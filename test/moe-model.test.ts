@@ -125,7 +125,7 @@ const moeArgs = ['--model.moe.experts=4', '--model.moe.topK=2', '--model.moe.eve
 
 test('a tiny MoE GPT trains: validation loss falls, routing metrics go to metrics.jsonl', async () => {
   const data = await tinyData();
-  for (const extra of [['--model.moe.balance=aux', '--model.moe.zLossCoef=1e-3'], ['--model.moe.balance=bias', '--model.moe.capacityFactor=1.25'], ['--model.moe.balance=swipe', '--model.moe.capacityFactor=1', '--model.moe.sharedExpert']]) {
+  for (const extra of [['--model.moe.balance=aux', '--model.moe.zLossCoef=1e-3'], ['--model.moe.balance=bias', '--model.moe.capacityFactor=1.25'], ['--model.moe.balance=swipe', '--model.moe.capacityFactor=1', '--model.moe.sharedExpert'], ['--model.moe.balance=bias', '--model.moe.capacityFactor=1', '--model.moe.overflow=reroute']]) {
     const out = tmp('moe');
     const cfg = configFromArgs(parseArgs([...tinyArgs(data, out), ...moeArgs, ...extra, '--train.steps=30', '--train.evalEvery=10', '--optim.lr=3e-3']).flags);
     const r = await train(cfg, { quiet: true });
@@ -140,6 +140,13 @@ test('a tiny MoE GPT trains: validation loss falls, routing metrics go to metric
     assert.ok(moe.dropRate >= 0 && moe.dropRate < 0.5);
     if (extra.includes('--model.moe.balance=aux')) { assert.equal(moe.dropRate, 0); assert.ok(moe.auxLoss > 0); }
     if (extra.includes('--model.moe.balance=swipe')) assert.ok(moe.dropRate < 0.02, `swipe drop rate ${moe.dropRate}`);
+    if (extra.includes('--model.moe.overflow=reroute')) {
+      // each sequence fits the capacity by moving tokens, not by dropping them: rows per expert ≤ B·capacity
+      assert.ok(steps.some((m) => m.moe.movedRate > 0), 'reroute moves tokens');
+      const cap = Math.ceil((1 * cfg.model.seqLen * 2) / 4), B = cfg.train.microBatch * cfg.train.gradAccum;
+      for (const m of steps) for (const l of m.moe.load) assert.ok(Math.max(...l) <= B * cap, `step ${m.step}: rows ${l} over ${B} × ${cap}`);
+      assert.ok(Math.max(...steps.map((m) => m.moe.dropRate)) < 0.02, 'reroute leaves (almost) nothing to drop');
+    }
     assert.ok(moe.entropy > 0 && moe.entropy <= Math.log(4) + 1e-6);
   }
 });

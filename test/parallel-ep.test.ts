@@ -14,7 +14,7 @@ import { parseResult } from './helpers/dist-harness.js';
 
 const WORKER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'ep-worker.js');
 type Params = Record<string, { offset: number; data: number[] }>;
-interface Out { losses: number[]; dropped: number[]; params: Params; rank?: number; ep?: number; edp?: number; exchange?: { calls: number } }
+interface Out { losses: number[]; dropped: number[]; moved?: number[]; params: Params; rank?: number; ep?: number; edp?: number; exchange?: { calls: number } }
 
 function spawnRank(env: Record<string, string>): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve) => {
@@ -70,10 +70,11 @@ function compare(ref: Out, ranks: Out[], what: string): void {
   }
 }
 
-for (const [label, env] of [['dropless', { EP_CAPACITY: '0' }], ['capacity 1.0 (tokens dropped)', { EP_CAPACITY: '1' }]] as const) {
+for (const [label, env] of [['dropless', { EP_CAPACITY: '0' }], ['capacity 1.0 (tokens dropped)', { EP_CAPACITY: '1' }], ['capacity 1.0, overflow = reroute', { EP_CAPACITY: '1', EP_OVERFLOW: 'reroute' }]] as const) {
   test(`expert parallel ep=2 equals single-process training (${label})`, async () => {
     const ref = await single(env);
-    if (env.EP_CAPACITY !== '0') assert.ok(ref.dropped.some((d) => d > 0), 'capacity mode drops tokens');
+    if ('EP_OVERFLOW' in env) assert.ok(ref.moved!.some((d) => d > 0), 'reroute moves tokens to other experts');
+    else if (env.EP_CAPACITY !== '0') assert.ok(ref.dropped.some((d) => d > 0), 'capacity mode drops tokens');
     compare(ref, await runEp(2, { ...env, EP_SIZE: '2' }), `ep=2 ${label}`);
   });
 }

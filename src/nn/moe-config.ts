@@ -4,6 +4,8 @@
 
 export type MoeBalance = 'aux' | 'bias' | 'swipe' | 'none';
 export const MOE_BALANCE: readonly MoeBalance[] = ['aux', 'bias', 'swipe', 'none'];
+export type MoeOverflow = 'drop' | 'reroute';
+export const MOE_OVERFLOW: readonly MoeOverflow[] = ['drop', 'reroute'];
 
 export interface MoeConfig {
   /** E: experts per MoE layer; 0 = dense model. */
@@ -15,6 +17,15 @@ export interface MoeConfig {
    * the rest are dropped (or moved by `swipe`). 0 = dropless: every token reaches its experts.
    */
   capacityFactor: number;
+  /**
+   * What meets an expert's capacity (capacityFactor > 0): drop = GShard, the assignments
+   * over capacity are dropped in token order (moved instead by balance = swipe where there is
+   * room); reroute = first, per routing group, the over-capacity experts' selection scores are
+   * lowered just enough that the tokens with the smallest selection margin move to their
+   * next-best expert and each expert fits (moe-reroute.ts); only what still overflows after
+   * that goes to the drop / SWIPE step. Checkpoints written before this key read as drop.
+   */
+  overflow: MoeOverflow;
   /** An MoE MLP replaces the dense MLP in every `every`-th block (blocks every-1, 2·every-1, …). */
   every: number;
   /**
@@ -41,7 +52,7 @@ export interface MoeConfig {
 }
 
 export function denseMoe(): MoeConfig {
-  return { experts: 0, topK: 2, capacityFactor: 0, every: 2, balance: 'aux', sharedExpert: false, dFF: 0, auxLossCoef: 0.01, zLossCoef: 0, biasRate: 0.5 };
+  return { experts: 0, topK: 2, capacityFactor: 0, every: 2, balance: 'aux', sharedExpert: false, dFF: 0, auxLossCoef: 0.01, zLossCoef: 0, biasRate: 0.5, overflow: 'drop' };
 }
 
 export function moeEnabled(m: MoeConfig | undefined): m is MoeConfig {
@@ -78,6 +89,9 @@ export function validateMoeConfig(m: MoeConfig | undefined, nLayer: number, wher
   if (m.every > nLayer) throw new Error(`${where}.every (${m.every}) exceeds model.nLayer (${nLayer}): no block would be an MoE block`);
   if (!(m.capacityFactor >= 0) || !Number.isFinite(m.capacityFactor)) throw new Error(`${where}.capacityFactor must be >= 0 (0 = dropless), got ${m.capacityFactor}`);
   if (!MOE_BALANCE.includes(m.balance)) throw new Error(`${where}.balance must be one of ${MOE_BALANCE.join(', ')}, got '${m.balance}'`);
+  // undefined: a checkpoint's config from before the key existed (= drop)
+  if (m.overflow !== undefined && !MOE_OVERFLOW.includes(m.overflow)) throw new Error(`${where}.overflow must be one of ${MOE_OVERFLOW.join(', ')}, got '${m.overflow}'`);
+  if (m.overflow === 'reroute' && m.capacityFactor === 0) throw new Error(`${where}.overflow = reroute fits each routing group into the experts' capacity; set ${where}.capacityFactor > 0`);
   if (m.balance === 'swipe' && m.capacityFactor === 0) throw new Error(`${where}.balance = swipe reassigns tokens that overflow an expert's capacity; set ${where}.capacityFactor > 0`);
   for (const k of ['auxLossCoef', 'zLossCoef', 'biasRate'] as const) {
     if (!(m[k] >= 0) || !Number.isFinite(m[k])) throw new Error(`${where}.${k} must be a finite number >= 0, got ${m[k]}`);

@@ -5,6 +5,7 @@
 // Capacity is per routing group (one sequence of T tokens), as in GShard: which tokens
 // are dropped then does not depend on how a batch is split over data-parallel or
 // expert-parallel ranks, so parallel runs drop exactly the tokens a single process does.
+import { fitCapacityOffsets } from './moe-reroute.js';
 
 export interface RouteOptions {
   /** Tokens N = groups × groupSize. */
@@ -17,6 +18,11 @@ export interface RouteOptions {
   swipe: boolean;
   /** Added to the scores for selection only (DeepSeek-V3 aux-loss-free balancing); null = none. */
   bias: Float32Array | null;
+  /**
+   * Before capacity, lower the selection scores of each group's over-capacity experts until
+   * the group fits (moe-reroute.ts; model.moe.overflow = reroute). Needs capacityFactor > 0.
+   */
+  reroute?: boolean;
 }
 
 export interface Routing {
@@ -28,10 +34,10 @@ export interface Routing {
   srcRow: Int32Array;
   /** Kept assignments per expert (rows of each expert's block, in expert order). */
   counts: Int32Array;
-  /** First choices before capacity, per group and expert (for the load-balancing loss): groups × E. */
+  /** The router's choices (probs + bias, before reroute and capacity), per group and expert: groups × E. */
   chosen: Int32Array;
   dropped: number;
-  /** Assignments SWIPE moved to another expert. */
+  /** Assignments moved to an expert the router did not pick (by reroute, then by SWIPE). */
   moved: number;
   /** Tokens' expert capacity per group (Infinity when dropless). */
   capacity: number;
@@ -49,18 +55,33 @@ export function routeTokens(probs: ArrayLike<number>, o: RouteOptions): Routing 
   const fill = new Int32Array(E);
   const score = new Float64Array(E);
   let dropped = 0, moved = 0;
+  const picked = new Uint8Array(E);
+  // top-K of probs + bias (+ off); ties go to the lower expert index (deterministic).
+  const select = (t: number, off: Float64Array | null) => {
+    for (let e = 0; e < E; e++) score[e] = probs[t * E + e]! + (o.bias ? o.bias[e]! : 0) + (off ? off[e]! : 0);
+    for (let k = 0; k < K; k++) {
+      let best = -1, bv = -Infinity;
+      for (let e = 0; e < E; e++) {
+        if (score[e]! > bv) { bv = score[e]!; best = e; }
+      }
+      expert[t * K + k] = best;
+      score[best] = -Infinity;
+    }
+  };
   for (let g = 0; g < groups; g++) {
-    // top-K by score; ties go to the lower expert index (deterministic).
     for (let t = g * Tg; t < (g + 1) * Tg; t++) {
-      for (let e = 0; e < E; e++) score[e] = probs[t * E + e]! + (o.bias ? o.bias[e]! : 0);
-      for (let k = 0; k < K; k++) {
-        let best = -1, bv = -Infinity;
-        for (let e = 0; e < E; e++) {
-          if (score[e]! > bv) { bv = score[e]!; best = e; }
+      select(t, null);
+      for (let k = 0; k < K; k++) chosen[g * E + expert[t * K + k]!]!++;
+    }
+    if (o.reroute && Number.isFinite(capacity)) {
+      const off = fitCapacityOffsets(probs, g * Tg, Tg, E, K, o.bias, capacity);
+      if (off.some((v) => v !== 0)) {
+        for (let t = g * Tg; t < (g + 1) * Tg; t++) {
+          picked.fill(0);
+          for (let k = 0; k < K; k++) picked[expert[t * K + k]!] = 1;
+          select(t, off);
+          for (let k = 0; k < K; k++) if (!picked[expert[t * K + k]!]) moved++;
         }
-        expert[t * K + k] = best;
-        score[best] = -Infinity;
-        chosen[g * E + best]!++;
       }
     }
     // Capacity: k-th choices of all tokens before any (k+1)-th choice (GShard priority).

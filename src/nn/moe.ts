@@ -131,7 +131,7 @@ export class MoeMlp extends Module {
     const pd = (probs.data as Float32Array | Float64Array).subarray(probs.offset, probs.offset + N * E);
     const r = routeTokens(pd, {
       groups: B, groupSize: T, experts: E, topK: K, capacityFactor: this.cfg.capacityFactor,
-      swipe: this.cfg.balance === 'swipe', bias: this.routingBias,
+      swipe: this.cfg.balance === 'swipe', bias: this.routingBias, reroute: this.cfg.overflow === 'reroute',
     });
     let gate = gather(probs, fromStorage(r.expert, [N, K], 'int32'), 1);
     if (K > 1) gate = div(gate, sum(gate, [1], true)); // GShard: the K gates sum to 1

@@ -13,6 +13,7 @@ import {
 import type { TrainConfig } from './config.js';
 import type { TrainOptimizer } from './optim-setup.js';
 import { nameParameters } from './optim-setup.js';
+import { restoreMoeCheckpointState } from './moe-step.js';
 import type { Module } from '../nn/module.js';
 
 export { optimizerSegments, optimizerMeta, loadParams, loadOptimizer };
@@ -104,6 +105,8 @@ export function loadForInference(runDir: string, tokenizerPath?: string): { mode
     const st = r.state as TrainState;
     const model = new GPT(st.config.model, { seed: st.config.train.seed });
     loadParams(r, nameParameters(model));
+    // balance = bias: the routing biases are part of the model's routing, not only of training
+    restoreMoeCheckpointState(model, st.moeBias, dir);
     const tokPath = tokenizerPath ?? join(st.config.data.dir, 'tokenizer.json');
     const tokenizer = BpeTokenizer.load(tokPath);
     return { model, config: st.config, tokenizer, checkpoint: dir };

@@ -28,7 +28,7 @@ setKernelThreads(1);
 export function epModelConfig(): GptConfig {
   return {
     nLayer: 2, nHead: 2, dModel: 32, dFF: 64, vocabSize: 64, seqLen: 8, tieEmbeddings: false, positions: 'learned', dropout: 0, lnEps: 1e-5,
-    moe: { ...denseMoe(), experts: 4, topK: Number(env.EP_TOPK ?? 2), every: 1, dFF: 32, capacityFactor: Number(env.EP_CAPACITY ?? 0), balance: (env.EP_BALANCE ?? 'aux') as 'aux', zLossCoef: 1e-3, sharedExpert: env.EP_SHARED === '1' },
+    moe: { ...denseMoe(), experts: 4, topK: Number(env.EP_TOPK ?? 2), every: 1, dFF: 32, capacityFactor: Number(env.EP_CAPACITY ?? 0), balance: (env.EP_BALANCE ?? 'aux') as 'aux', overflow: (env.EP_OVERFLOW ?? 'drop') as 'drop', zLossCoef: 1e-3, sharedExpert: env.EP_SHARED === '1' },
   };
 }
 
@@ -68,7 +68,7 @@ async function single(): Promise<void> {
   const cfg = epModelConfig();
   const model = new GPT(cfg, { seed });
   const opt = newOptimizer(model);
-  const losses: number[] = [], dropped: number[] = [];
+  const losses: number[] = [], dropped: number[] = [], moved: number[] = [];
   for (let s = 0; s < steps; s++) {
     const { x, y } = batch(s, cfg.seqLen, cfg.vocabSize);
     losses.push(scope(() => {
@@ -76,11 +76,13 @@ async function single(): Promise<void> {
       backward(l);
       return l.item();
     }));
-    dropped.push(model.takeMoeStats().reduce((a, st) => a + st.dropped, 0));
+    const st = model.takeMoeStats();
+    dropped.push(st.reduce((a, x) => a + x.dropped, 0));
+    moved.push(st.reduce((a, x) => a + x.moved, 0));
     opt.step();
     opt.zeroGrad();
   }
-  await emit(({ losses, dropped, params: params(model, () => 0) }));
+  await emit(({ losses, dropped, moved, params: params(model, () => 0) }));
 }
 
 async function parallel(): Promise<void> {
