@@ -11,9 +11,11 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
 #endif
+#define _GNU_SOURCE
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static inline float *row_at(const uint64_t *tab, int shift, int mask, int width, int s) {
   return (float *)(uintptr_t)tab[s >> shift] + (size_t)(s & mask) * (size_t)width;
@@ -37,6 +39,26 @@ static inline void prefetch_row(const uint64_t *tab, int shift, int mask, int wi
 }
 
 void athn_sparse_set_ptr(uint64_t *tab, int k, const void *p) { tab[k] = (uint64_t)(uintptr_t)p; }
+
+/* Transparent huge pages for row slabs and per-slot arrays: rows are read at random, so
+ * with 4 KiB pages nearly every row costs a TLB miss and a page walk besides its cache
+ * misses. athn_sparse_huge_skip: bytes from p to the next 2 MiB boundary (the caller
+ * over-allocates and starts its array there). athn_sparse_advise_huge: madvise(HUGEPAGE)
+ * on the 2 MiB-aligned interior of [p, p+bytes) before its pages are first touched; only
+ * advice (THP in "madvise" mode), 1 when given. */
+#define HUGE_BYTES ((uintptr_t)2 << 20)
+int athn_sparse_huge_skip(const void *p) {
+  return (int)((HUGE_BYTES - ((uintptr_t)p & (HUGE_BYTES - 1))) & (HUGE_BYTES - 1));
+}
+int athn_sparse_advise_huge(const void *p, int64_t bytes) {
+  const uintptr_t a = ((uintptr_t)p + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1), e = ((uintptr_t)p + (uintptr_t)bytes) & ~(HUGE_BYTES - 1);
+  if (e <= a) return 0;
+#ifdef MADV_HUGEPAGE
+  return madvise((void *)a, e - a, MADV_HUGEPAGE) == 0;
+#else
+  return 0;
+#endif
+}
 
 /* out row i = row of slots[i] (dim floats); rows with slot < 0 are left untouched. */
 void athn_sparse_gather(int n, int dim, const int *slots, const uint64_t *tab, int shift, float *out) {

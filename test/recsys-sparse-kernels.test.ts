@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { parseServerConfig } from '../src/recsys/embedding-config.js';
 import { GroupTable } from '../src/recsys/embedding-store.js';
 import { idsToPairs } from '../src/recsys/embedding-hash.js';
-import { nativeSparse } from '../src/recsys/native-sparse.js';
+import { nativeSparse, storeArray } from '../src/recsys/native-sparse.js';
 
 const G = 5;
 const noNative = nativeSparse() === null;
@@ -133,3 +133,15 @@ for (const [name, over] of [
     assert.ok(nat.counters.inserts > 20_000, `inserted ${nat.counters.inserts} rows`);
   });
 }
+
+test('store arrays: zeroed, of the asked length, and 2 MiB-aligned (huge pages) from 4 MiB on', () => {
+  const nat = nativeSparse();
+  for (const [ctor, n] of [[Float32Array, 1 << 20], [Int32Array, 3 << 20], [Float64Array, 1000], [Uint32Array, 5]] as const) {
+    const a = storeArray(ctor as Float32ArrayConstructor, n);
+    assert.equal(a.length, n);
+    assert.ok(a.every((x) => x === 0), 'zeroed');
+    a[n - 1] = 7; // the whole range is usable
+    assert.equal(a[n - 1], 7);
+    if (nat && a.byteLength >= 4 << 20) assert.equal(nat.hugeSkip(a), 0, `${ctor.name}(${n}) starts on a 2 MiB boundary`);
+  }
+});

@@ -29,7 +29,7 @@ import type { GroupConfig } from './embedding-config.js';
 import { IdIndex } from './id-index.js';
 import { LruList } from './lru-list.js';
 import { applyRow, initState, stateWidth, type SparseOptimizerConfig } from './sparse-optimizer.js';
-import { encodeHalf, nativeSparse, type NativeSparse } from './native-sparse.js';
+import { encodeHalf, nativeSparse, storeArray, type NativeSparse } from './native-sparse.js';
 
 const CHUNK_SHIFT = 14;
 const CHUNK_ROWS = 1 << CHUNK_SHIFT;
@@ -561,21 +561,22 @@ export class GroupTable {
     if (s >= this.metaCap) {
       const cap = Math.min(this.capacity, Math.max(1024, this.metaCap * 2, s + 1));
       const grow = <T extends Uint32Array | Int32Array | Float64Array>(a: T, make: (n: number) => T): T => { const b = make(cap); b.set(a); return b; };
+      // Huge pages (storeArray) for the arrays every batch reads at random.
       this.ids.growSlots(cap);
       this.lru.growSlots(cap);
-      this.rowStep = grow(this.rowStep, (n) => new Int32Array(n));
-      this.mark = grow(this.mark, (n) => new Int32Array(n));
-      this.markPos = grow(this.markPos, (n) => new Int32Array(n));
-      this.lastTouch = grow(this.lastTouch, (n) => new Float64Array(n));
+      this.rowStep = grow(this.rowStep, (n) => storeArray(Int32Array, n));
+      this.mark = grow(this.mark, (n) => storeArray(Int32Array, n));
+      this.markPos = grow(this.markPos, (n) => storeArray(Int32Array, n));
+      this.lastTouch = grow(this.lastTouch, (n) => storeArray(Float64Array, n));
       this.free = grow(this.free, (n) => new Int32Array(n));
       this.metaCap = cap;
     }
     const k = s >>> CHUNK_SHIFT;
     while (this.rowChunks.length <= k) {
-      const rows = new Float32Array(CHUNK_ROWS * this.dim);
+      const rows = storeArray(Float32Array, CHUNK_ROWS * this.dim);
       this.rowChunks.push(rows);
       this.rowChunksU.push(new Uint32Array(rows.buffer));
-      this.stateChunks.push(new Float32Array(CHUNK_ROWS * this.stW));
+      this.stateChunks.push(storeArray(Float32Array, CHUNK_ROWS * this.stW));
       if (this.nat) {
         // The chunk tables hold raw addresses: these slabs stay referenced by rowChunks/stateChunks.
         if (this.rowTab.length <= k) {

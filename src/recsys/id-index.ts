@@ -4,7 +4,7 @@
 // millions of ids allocate nothing per id. The caller keeps the table at most
 // half full (see GroupTable.insertNew), which keeps probes short.
 import { fmix64 } from './embedding-hash.js';
-import type { NativeSparse } from './native-sparse.js';
+import { storeArray, type NativeSparse } from './native-sparse.js';
 
 export class IdIndex {
   /** Per slot: the id's lo and hi words, and the lo word of its hash (the probe start). */
@@ -81,7 +81,7 @@ export class IdIndex {
    * then re-adds every live slot with `place`: only it knows which slots are live.
    */
   reset(size: number): void {
-    this.table = new Int32Array(size).fill(-1);
+    this.table = storeArray(Int32Array, size).fill(-1);
     this.mask = size - 1;
   }
 
@@ -101,7 +101,7 @@ export class IdIndex {
 }
 
 function growU32(a: Uint32Array, cap: number) {
-  const b = new Uint32Array(cap);
+  const b = storeArray(Uint32Array, cap);
   b.set(a);
   return b;
 }

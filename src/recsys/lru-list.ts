@@ -2,6 +2,8 @@
 // arrays indexed by slot, so touching a row moves two integers and allocates
 // nothing. Head is the most recently touched slot, tail the least; -1 ends the list.
 
+import { storeArray } from './native-sparse.js';
+
 export class LruList {
   prev = new Int32Array(0);
   next = new Int32Array(0);
@@ -40,7 +42,7 @@ export class LruList {
 
   /** Grows the per-slot arrays to `cap` slots, keeping their contents. */
   growSlots(cap: number): void {
-    const prev = new Int32Array(cap), next = new Int32Array(cap);
+    const prev = storeArray(Int32Array, cap), next = storeArray(Int32Array, cap);
     prev.set(this.prev);
     next.set(this.next);
     this.prev = prev;

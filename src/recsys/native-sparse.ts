@@ -12,6 +12,8 @@ import { nativeBasic } from '../backend/native-basic.js';
 export interface NativeSparse {
   find(n: number, ids: Uint32Array, table: Int32Array, mask: number, idLo: Uint32Array, idHi: Uint32Array, slots: Int32Array, hashHi: Uint32Array): void;
   setPtr(tab: BigUint64Array, k: number, p: Float32Array): void;
+  hugeSkip(p: ArrayBufferView | ArrayBuffer): number;
+  adviseHuge(p: ArrayBufferView, bytes: number): number;
   gather(n: number, dim: number, slots: Int32Array, tab: BigUint64Array, shift: number, out: Float32Array): void;
   accum(n: number, dim: number, uOf: Int32Array, first: Int32Array, g: Float32Array, sum: Float32Array): void;
   sgd(nu: number, dim: number, slots: Int32Array, rows: BigUint64Array, shift: number, g: Float32Array, gRow: Int32Array | null, lr: number): void;
@@ -40,6 +42,8 @@ export interface NativeSparse {
 const bind = nativeFamily<NativeSparse>({
   find: 'void athn_sparse_find(int n, const uint32_t *ids, const int32_t *table, int mask, const uint32_t *idLo, const uint32_t *idHi, _Inout_ int32_t *slots, _Inout_ uint32_t *hashHi)',
   setPtr: 'void athn_sparse_set_ptr(_Inout_ uint64_t *tab, int k, const void *p)',
+  hugeSkip: 'int athn_sparse_huge_skip(const void *p)',
+  adviseHuge: 'int athn_sparse_advise_huge(const void *p, int64_t bytes)',
   gather: 'void athn_sparse_gather(int n, int dim, const int *slots, const uint64_t *tab, int shift, _Inout_ float *out)',
   accum: 'void athn_sparse_accum(int n, int dim, const int *uOf, const int *first, const float *g, _Inout_ float *sum)',
   sgd: 'void athn_sparse_sgd(int nu, int dim, const int *slots, const uint64_t *rows, int shift, const float *g, const int *gRow, double lr)',
@@ -55,6 +59,26 @@ const bind = nativeFamily<NativeSparse>({
 /** The bound kernels, or null (no library, forced reference, or an older build without them). */
 export function nativeSparse(): NativeSparse | null {
   return bind();
+}
+
+type TypedArrayOf<T> = { new(buf: ArrayBuffer, off: number, n: number): T; new(n: number): T; BYTES_PER_ELEMENT: number };
+const HUGE_BYTES = 2 << 20;
+
+/**
+ * A zeroed typed array of n elements for randomly accessed store data (row slabs, per-slot
+ * metadata, the id index). From 4 MiB on it starts on a 2 MiB boundary of a slightly larger
+ * buffer and asks for transparent huge pages, so that random rows stop costing a TLB miss
+ * each; the extra up to 2 MiB stays untouched (virtual only). Plain array otherwise, or
+ * without the native library.
+ */
+export function storeArray<T>(ctor: TypedArrayOf<T>, n: number): T {
+  const bytes = n * ctor.BYTES_PER_ELEMENT, nat = nativeSparse();
+  if (!nat || bytes < 2 * HUGE_BYTES) return new ctor(n);
+  const buf = new ArrayBuffer(bytes + HUGE_BYTES);
+  const skip = nat.hugeSkip(buf);
+  const a = new ctor(buf, skip, n);
+  nat.adviseHuge(a as unknown as ArrayBufferView, bytes);
+  return a;
 }
 
 // The cast kernels go multi-threaded (OpenMP) from 32768 elements; an embedding
