@@ -1,8 +1,8 @@
 // One feature group's rows on one server: float32 row slabs and optimizer-state
 // slabs (chunks of CHUNK_ROWS rows, allocated as the group fills), per-slot
-// metadata in typed arrays, an open-addressing id -> slot index (id-index.ts), and an
-// intrusive LRU list (lru-list.ts). No JS object exists per row, so millions of rows
-// cost the GC nothing.
+// metadata in one 64-byte record per slot (slot-meta.ts), an open-addressing id -> slot
+// index (id-index.ts), and an intrusive LRU list (lru-list.ts) through the records. No JS
+// object exists per row, so millions of rows cost the GC nothing.
 //
 // Row lifecycle:
 // - A row is created on first sight with a value drawn from (seed, id) only, so it
@@ -28,14 +28,15 @@ import { fmix64, mixOut, u32ToUnit } from './embedding-hash.js';
 import type { GroupConfig } from './embedding-config.js';
 import { IdIndex } from './id-index.js';
 import { LruList } from './lru-list.js';
+import { M_MARK, M_MPOS, M_STEP, META_BYTES, META_INTS, SlotMeta } from './slot-meta.js';
 import { applyRow, initState, stateWidth, type SparseOptimizerConfig } from './sparse-optimizer.js';
 import { encodeHalf, nativeSparse, storeArray, type NativeSparse } from './native-sparse.js';
 
 const CHUNK_SHIFT = 14;
 const CHUNK_ROWS = 1 << CHUNK_SHIFT;
 const CHUNK_MASK = CHUNK_ROWS - 1;
-/** Bytes of per-slot metadata: idLo, idHi, hash, prev, next, rowStep, mark, markPos (4 each) + lastTouch (8). */
-export const META_BYTES_PER_ROW = 40;
+/** Bytes of per-slot metadata: one record (slot-meta.ts) of id, hash, LRU links, step, marks and last touch. */
+export const META_BYTES_PER_ROW = META_BYTES;
 
 export interface GroupCounters {
   hits: number; misses: number; inserts: number; evictions: number; expired: number;
@@ -69,12 +70,9 @@ export class GroupTable {
   private rowTmpU: Uint32Array;
   private stateChunks: Float32Array[] = [];
   private metaCap = 0;
-  private readonly ids = new IdIndex();
-  private readonly lru = new LruList();
-  private rowStep = new Int32Array(0);
-  private mark = new Int32Array(0);
-  private markPos = new Int32Array(0);
-  private lastTouch = new Float64Array(0);
+  private readonly meta = new SlotMeta();
+  private readonly ids = new IdIndex(this.meta);
+  private readonly lru = new LruList(this.meta);
   private free = new Int32Array(0);
   private freeTop = 0;
   private nextSlot = 0;
@@ -230,10 +228,10 @@ export class GroupTable {
         ? Math.min(this.capacity, this.metaCap, this.rowChunks.length << CHUNK_SHIFT) : 0;
       acc[0] = 0; acc[1] = 0; acc[2] = 0; acc[3] = this.nextSlot; acc[4] = this.count;
       const j = nat.lookupFill(i, n, ids, this.foundBuf, hashHi, this.mutations === m0 ? 0 : 1,
-        this.ids.idLo, this.ids.idHi, this.ids.hashLo, this.ids.table, this.ids.mask,
-        this.numShards, this.shardIndex, this.cfg.id, touch, step, this.lru.prev, this.lru.next, this.lru.ends, this.lastTouch, slots,
+        this.meta.i32, this.ids.table, this.ids.mask,
+        this.numShards, this.shardIndex, this.cfg.id, touch, step, this.lru.ends, slots,
         slotLimit, this.ids.size >> 1, this.rowTab, this.stateTab, CHUNK_SHIFT, dim, this.stW,
-        init.kind === 'uniform' ? 1 : 0, init.kind === 'uniform' ? init.scale : 0, this.initHi, this.initLo, stateInit, this.rowStep, acc);
+        init.kind === 'uniform' ? 1 : 0, init.kind === 'uniform' ? init.scale : 0, this.initHi, this.initLo, stateInit, acc);
       const inserted = acc[1]!;
       c.hits += acc[0]!;
       c.misses += inserted + acc[2]!;
@@ -318,7 +316,10 @@ export class GroupTable {
       this.gradSum = new Float32Array(n * dim);
       if (nat) { this.uOf = new Int32Array(n); this.firstRow = new Int32Array(n); }
     }
-    if (++this.stamp >= 0x7fffffff) { this.mark.fill(0); this.stamp = 1; }
+    if (++this.stamp >= 0x7fffffff) {
+      for (let s = 0; s < this.meta.cap; s++) this.meta.i32[s * META_INTS + M_MARK] = 0;
+      this.stamp = 1;
+    }
     const stamp = this.stamp, uniq = this.uniqSlot, sum = this.gradSum;
     // Native: record where each gradient row goes (uOf, firstRow) and sum only when ids repeat.
     const uOf = this.uOf, firstRow = this.firstRow;
@@ -328,9 +329,8 @@ export class GroupTable {
       if (nat) {
         // Stored ids in C up to the next one that needs the loop body below (arrays re-read: inserts grow them).
         acc[0] = nu; acc[1] = 0;
-        const j = nat.pushHits(i, n, ids, this.foundBuf, hashHi, this.mutations === m0 ? 0 : 1, this.ids.idLo, this.ids.idHi,
-          this.numShards, this.shardIndex, this.cfg.id, step, this.lru.prev, this.lru.next, this.lru.ends, this.lastTouch,
-          this.mark, this.markPos, stamp, uniq, uOf, firstRow, acc);
+        const j = nat.pushHits(i, n, ids, this.foundBuf, hashHi, this.mutations === m0 ? 0 : 1,
+          this.numShards, this.shardIndex, this.cfg.id, step, this.meta.i32, this.lru.ends, stamp, uniq, uOf, firstRow, acc);
         nu = acc[0]!;
         if (acc[1]) dup = true;
         if (j >= n) break;
@@ -343,14 +343,15 @@ export class GroupTable {
         if (!this.admits(hi, lo, step)) { dropped++; if (nat) uOf[i] = -1; continue; }
         s = this.insertNew(hi, lo);
       }
-      if (this.mark[s] === stamp) {
-        if (nat) { uOf[i] = this.markPos[s]!; dup = true; } else {
-          const o = this.markPos[s]! * dim;
+      const m = this.meta.i32, r = s * META_INTS;
+      if (m[r + M_MARK] === stamp) {
+        if (nat) { uOf[i] = m[r + M_MPOS]!; dup = true; } else {
+          const o = m[r + M_MPOS]! * dim;
           for (let j = 0; j < dim; j++) sum[o + j] += grads[i * dim + j]!;
         }
       } else {
-        this.mark[s] = stamp;
-        this.markPos[s] = nu;
+        m[r + M_MARK] = stamp;
+        m[r + M_MPOS] = nu;
         uniq[nu] = s;
         if (nat) { uOf[i] = nu; firstRow[nu] = i; } else {
           const o = nu * dim;
@@ -368,13 +369,13 @@ export class GroupTable {
       const adam = opt.kind === 'adam';
       if (adam && this.adamStep.length < nu) { this.adamStep = new Float64Array(this.uniqSlot.length); this.adamBc2 = new Float64Array(this.uniqSlot.length); }
       if (!adam) {
-        applied = nat.bumpSteps(nu, uniq, this.rowStep);
+        applied = nat.bumpSteps(nu, uniq, this.meta.i32);
         dropped += nu - applied; // evicted later in this same batch (batch larger than capacity)
       } else {
         for (let u = 0; u < nu; u++) {
           const s = uniq[u]!;
           if (s < 0) { dropped++; continue; } // evicted later in this same batch (batch larger than capacity)
-          const t = ++this.rowStep[s];
+          const t = ++this.meta.i32[s * META_INTS + M_STEP];
           this.adamStep[u] = opt.lr / (1 - Math.pow(opt.beta1, t)); // as applyRow
           this.adamBc2[u] = Math.sqrt(1 - Math.pow(opt.beta2, t));
           applied++;
@@ -390,7 +391,7 @@ export class GroupTable {
     for (let u = 0; u < nu; u++) {
       const s = uniq[u]!;
       if (s < 0) { dropped++; continue; } // evicted later in this same batch (batch larger than capacity)
-      const t = ++this.rowStep[s];
+      const t = ++this.meta.i32[s * META_INTS + M_STEP];
       const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
       applyRow(opt, dim, this.rowChunks[k]!, r * dim, this.stateChunks[k]!, r * stW, sum, u * dim, t);
       applied++;
@@ -405,7 +406,7 @@ export class GroupTable {
     const e = this.cfg.expireSteps;
     if (e <= 0) return 0;
     let k = 0;
-    while (this.lru.tail >= 0 && step - this.lastTouch[this.lru.tail]! > e) {
+    while (this.lru.tail >= 0 && step - this.meta.lastTouch(this.lru.tail) > e) {
       const s = this.lru.tail;
       this.removeSlot(s);
       this.free[this.freeTop++] = s;
@@ -418,8 +419,7 @@ export class GroupTable {
   /** Ids from least to most recently used (tests, debugging). */
   lruOrder(): Array<[number, number]> {
     const out: Array<[number, number]> = [];
-    const prev = this.lru.prev, idLo = this.ids.idLo, idHi = this.ids.idHi;
-    for (let s = this.lru.tail; s >= 0; s = prev[s]!) out.push([idHi[s]!, idLo[s]!]);
+    for (let s = this.lru.tail; s >= 0; s = this.lru.prevOf(s)) out.push([this.ids.idHiOf(s), this.ids.idLoOf(s)]);
     return out;
   }
 
@@ -437,9 +437,9 @@ export class GroupTable {
       this.stateTab = new BigUint64Array(this.rowTab.length);
       if (this.stW) this.stateChunks.forEach((c, k) => this.nat!.setPtr(this.stateTab, k, c));
     }
-    for (let s = this.lru.tail; s >= 0; s = this.lru.prev[s]!) {
+    for (let s = this.lru.tail; s >= 0; s = this.lru.prevOf(s)) {
       initState(opt, this.stateChunks[s >>> CHUNK_SHIFT]!, (s & CHUNK_MASK) * this.stW, this.dim);
-      this.rowStep[s] = 0;
+      this.meta.i32[s * META_INTS + M_STEP] = 0;
     }
   }
 
@@ -454,16 +454,15 @@ export class GroupTable {
       count: n, ids: new Uint32Array(2 * n), rows: new Float32Array(n * dim), state: new Float32Array(n * stW),
       rowStep: new Int32Array(n), lastTouch: new Float64Array(n),
     };
-    const prev = this.lru.prev, idLo = this.ids.idLo, idHi = this.ids.idHi;
     let i = 0;
-    for (let s = this.lru.tail; s >= 0; s = prev[s]!, i++) {
-      b.ids[2 * i] = idLo[s]!;
-      b.ids[2 * i + 1] = idHi[s]!;
+    for (let s = this.lru.tail; s >= 0; s = this.lru.prevOf(s), i++) {
+      b.ids[2 * i] = this.ids.idLoOf(s);
+      b.ids[2 * i + 1] = this.ids.idHiOf(s);
       const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
       b.rows.set(this.rowChunks[k]!.subarray(r * dim, (r + 1) * dim), i * dim);
       if (stW) b.state.set(this.stateChunks[k]!.subarray(r * stW, (r + 1) * stW), i * stW);
-      b.rowStep[i] = this.rowStep[s]!;
-      b.lastTouch[i] = this.lastTouch[s]!;
+      b.rowStep[i] = this.meta.i32[s * META_INTS + M_STEP]!;
+      b.lastTouch[i] = this.meta.lastTouch(s);
     }
     return b;
   }
@@ -480,7 +479,7 @@ export class GroupTable {
       if (blockStateWidth !== stW) throw new Error(`group ${this.cfg.id}: checkpoint state width ${blockStateWidth} != ${stW}`);
       this.stateChunks[k]!.set(b.state.subarray(i * stW, (i + 1) * stW), r * stW);
     }
-    this.rowStep[s] = b.rowStep[i]!;
+    this.meta.i32[s * META_INTS + M_STEP] = b.rowStep[i]!;
     this.touch(s, b.lastTouch[i]!);
   }
 
@@ -516,7 +515,7 @@ export class GroupTable {
    */
   private slotAt(i: number, hi: number, lo: number, m0: number): number {
     const s = this.foundBuf[i]!;
-    if (this.mutations === m0 || (s >= 0 && this.ids.idLo[s] === lo && this.ids.idHi[s] === hi)) return s;
+    if (this.mutations === m0 || (s >= 0 && this.ids.idLoOf(s) === lo && this.ids.idHiOf(s) === hi)) return s;
     return this.find(hi, lo);
   }
 
@@ -537,7 +536,7 @@ export class GroupTable {
     const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
     this.initRow(hi, lo, this.rowChunks[k]!, r * this.dim);
     initState(this.cfg.optimizer, this.stateChunks[k]!, r * this.stW, this.dim);
-    this.rowStep[s] = 0;
+    this.meta.i32[s * META_INTS + M_STEP] = 0;
     this.lru.pushHead(s);
     return s;
   }
@@ -549,33 +548,29 @@ export class GroupTable {
     this.lru.unlink(s);
     this.count--;
     // A row evicted while its gradient is pending in the current push loses that gradient.
-    if (this.mark[s] === this.stamp) { this.uniqSlot[this.markPos[s]!] = -1; this.mark[s] = 0; }
+    const m = this.meta.i32, r = s * META_INTS;
+    if (m[r + M_MARK] === this.stamp) { this.uniqSlot[m[r + M_MPOS]!] = -1; m[r + M_MARK] = 0; }
   }
 
   private touch(s: number, step: number): void {
-    this.lastTouch[s] = step;
+    this.meta.setLastTouch(s, step);
     this.lru.moveToHead(s);
   }
 
   private ensureSlot(s: number): void {
     if (s >= this.metaCap) {
       const cap = Math.min(this.capacity, Math.max(1024, this.metaCap * 2, s + 1));
-      const grow = <T extends Uint32Array | Int32Array | Float64Array>(a: T, make: (n: number) => T): T => { const b = make(cap); b.set(a); return b; };
-      // Huge pages (storeArray) for the arrays every batch reads at random.
-      this.ids.growSlots(cap);
-      this.lru.growSlots(cap);
-      this.rowStep = grow(this.rowStep, (n) => storeArray(Int32Array, n));
-      this.mark = grow(this.mark, (n) => storeArray(Int32Array, n));
-      this.markPos = grow(this.markPos, (n) => storeArray(Int32Array, n));
-      this.lastTouch = grow(this.lastTouch, (n) => storeArray(Float64Array, n));
-      this.free = grow(this.free, (n) => new Int32Array(n));
+      this.meta.grow(cap);
+      const free = new Int32Array(cap);
+      free.set(this.free);
+      this.free = free;
       this.metaCap = cap;
     }
     const k = s >>> CHUNK_SHIFT;
     while (this.rowChunks.length <= k) {
       const rows = storeArray(Float32Array, CHUNK_ROWS * this.dim);
       this.rowChunks.push(rows);
-      this.rowChunksU.push(new Uint32Array(rows.buffer));
+      this.rowChunksU.push(new Uint32Array(rows.buffer, rows.byteOffset, rows.length));
       this.stateChunks.push(storeArray(Float32Array, CHUNK_ROWS * this.stW));
       if (this.nat) {
         // The chunk tables hold raw addresses: these slabs stay referenced by rowChunks/stateChunks.
@@ -594,6 +589,6 @@ export class GroupTable {
   /** Resizes the index, re-adding the live slots in LRU order (oldest first). */
   private rehash(size: number): void {
     this.ids.reset(size);
-    for (let s = this.lru.tail; s >= 0; s = this.lru.prev[s]!) this.ids.place(s);
+    for (let s = this.lru.tail; s >= 0; s = this.lru.prevOf(s)) this.ids.place(s);
   }
 }
