@@ -130,6 +130,51 @@ void athn_sparse_adagrad(int nu, int dim, const int *slots, const uint64_t *rows
   }
 }
 
+/* SGD and Adagrad with the gradient rows as bfloat16 (the push's wire dtype), row u's at
+ * g + gRow[u] * dim: the same arithmetic as above on the exactly widened values, without a
+ * float32 staging copy of the gradients. */
+static inline void widen_bf16(float *dst, const uint16_t *src, int dim) {
+  for (int j = 0; j < dim; j++) { const uint32_t x = (uint32_t)src[j] << 16; memcpy(dst + j, &x, 4); }
+}
+
+void athn_sparse_sgd_bf16(int nu, int dim, const int *slots, const uint64_t *rows, int shift,
+                          const uint16_t *g, const int *gRow, double lr) {
+  const int mask = (1 << shift) - 1;
+  float gr[dim > 0 ? dim : 1];
+  for (int u = 0; u < nu; u++) {
+    if (u + PF_AHEAD < nu) prefetch_row(rows, shift, mask, dim, slots[u + PF_AHEAD], 1);
+    const int s = slots[u];
+    if (s < 0) continue;
+    float *w = row_at(rows, shift, mask, dim, s);
+    widen_bf16(gr, g + (size_t)gRow[u] * dim, dim);
+    for (int j = 0; j < dim; j++) w[j] = (float)((double)w[j] - lr * (double)gr[j]);
+  }
+}
+
+void athn_sparse_adagrad_bf16(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift,
+                              const uint16_t *g, const int *gRow, double lr, double eps) {
+  const int mask = (1 << shift) - 1;
+  const float lrf = (float)lr, epsf = (float)eps;
+  float gr[dim > 0 ? dim : 1];
+  for (int u = 0; u < nu; u++) {
+    if (u + PF_AHEAD < nu) {
+      prefetch_row(rows, shift, mask, dim, slots[u + PF_AHEAD], 1);
+      prefetch_row(state, shift, mask, dim, slots[u + PF_AHEAD], 1);
+    }
+    const int s = slots[u];
+    if (s < 0) continue;
+    float *w = row_at(rows, shift, mask, dim, s);
+    float *st = row_at(state, shift, mask, dim, s);
+    widen_bf16(gr, g + (size_t)gRow[u] * dim, dim);
+    for (int j = 0; j < dim; j++) {
+      const float gj = gr[j];
+      const float a = st[j] + gj * gj;
+      st[j] = a;
+      w[j] = w[j] - (lrf * gj) / (sqrtf(a) + epsf);
+    }
+  }
+}
+
 /* Lazy Adam; stepSize[u] = lr / (1 - beta1^t) and bc2Sqrt[u] = sqrt(1 - beta2^t) come from
  * the caller (JS Math.pow), so the bias corrections match the TypeScript path exactly. */
 void athn_sparse_adam(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift,

@@ -145,3 +145,27 @@ test('store arrays: zeroed, of the asked length, and 2 MiB-aligned (huge pages) 
     if (nat && a.byteLength >= 4 << 20) assert.equal(nat.hugeSkip(a), 0, `${ctor.name}(${n}) starts on a 2 MiB boundary`);
   }
 });
+
+// GroupTable.pushBf16: SGD and Adagrad read bfloat16 gradients in place (athn_sparse_*_bf16)
+// when no id repeats, and decode them otherwise; either way it must equal decoding to float32
+// and pushing through the TypeScript loops, bit for bit (bfloat16 widens exactly).
+for (const optimizer of optimizers) {
+  test(`bfloat16 pushes equal decoded float32 pushes: ${optimizer.kind}`, { skip: noNative && 'native library unavailable' }, () => {
+    const policy = { capacity: 600, admitProbability: 1, expireSteps: 0 };
+    const nat = table({ optimizer, ...policy }, true), ref = table({ optimizer, ...policy }, false);
+    const rng = lcg(41);
+    for (let step = 1; step <= 30; step++) {
+      const n = 1 + Math.floor(rng() * 200);
+      // Odd steps: distinct ids (the in-place path); even steps: repeats (decoded and summed).
+      const raw = step % 2 ? [...new Set(batchOf(rng, n, 900))] : batchOf(rng, n, 900);
+      const ids = idsToPairs(G, raw), m = raw.length;
+      const g16 = Uint16Array.from({ length: m * 8 }, () => (rng() < 0.5 ? 0x3c00 : 0xbc00) | Math.floor(rng() * 0x3ff));
+      const g32 = new Float32Array(m * 8);
+      new Uint32Array(g32.buffer).set(Array.from(g16, (h) => h << 16));
+      nat.lookup(ids, m, new Float32Array(m * 8), step, false);
+      ref.lookup(ids, m, new Float32Array(m * 8), step, false);
+      assert.deepEqual(nat.pushBf16(ids, m, g16, step), ref.push(ids, m, g32, step), `step ${step}: push result`);
+      assertSame(nat, ref, `step ${step}`);
+    }
+  });
+}

@@ -210,9 +210,15 @@ export class EmbeddingServer {
         const r = decodeIdRequest(d ? c.shm!.bytes.subarray(d.reqOff, d.reqOff + d.reqLen) : payload, (g) => shard.table(g).dim, true);
         const dim = shard.table(r.group).dim;
         const need = r.count * dim;
+        if (r.dtype === 'bfloat16') {
+          // The store reads bfloat16 gradients in place (payload arrays are 8-aligned).
+          const res = shard.pushBf16(r.group, r.ids, r.count, new Uint16Array(r.values.buffer, r.values.byteOffset, need), (r.flags & PUSH_ADVANCE_STEP) !== 0);
+          this.send(c, encodePushResponse(h.requestId, res));
+          return;
+        }
         if (this.grads.length < need) this.grads = new Float32Array(need);
-        // Half-precision gradients decode in bulk natively (payload arrays are 8-aligned); float32 or no library: TS.
-        if (r.dtype === 'float32' || !decodeHalf(r.dtype === 'bfloat16', need, new Uint16Array(r.values.buffer, r.values.byteOffset, need), this.grads)) {
+        // float16 gradients decode in bulk natively (payload arrays are 8-aligned); float32 or no library: TS.
+        if (r.dtype === 'float32' || !decodeHalf(false, need, new Uint16Array(r.values.buffer, r.values.byteOffset, need), this.grads)) {
           decodeValues(r.dtype, r.values, need, this.grads);
         }
         const res = shard.push(r.group, r.ids, r.count, this.grads, (r.flags & PUSH_ADVANCE_STEP) !== 0);

@@ -30,7 +30,7 @@ import { IdIndex } from './id-index.js';
 import { LruList } from './lru-list.js';
 import { M_MARK, M_MPOS, M_STEP, META_BYTES, META_INTS, SlotMeta } from './slot-meta.js';
 import { applyRow, initState, stateWidth, type SparseOptimizerConfig } from './sparse-optimizer.js';
-import { encodeHalf, nativeSparse, storeArray, type NativeSparse } from './native-sparse.js';
+import { decodeHalf, encodeHalf, nativeSparse, storeArray, type NativeSparse } from './native-sparse.js';
 
 const CHUNK_SHIFT = 14;
 const CHUNK_ROWS = 1 << CHUNK_SHIFT;
@@ -93,6 +93,7 @@ export class GroupTable {
   private adamBc2 = new Float64Array(0);
   private foundBuf = new Int32Array(0);
   private hashHiBuf = new Uint32Array(0);
+  private wireGrads = new Float32Array(0);
   /** Bumped whenever the id index changes: batch-found slots are rechecked after that. */
   private mutations = 0;
   private readonly initHi: number;
@@ -307,10 +308,25 @@ export class GroupTable {
     return s;
   }
 
+  /**
+   * push() with the gradients as bfloat16 (the wire dtype; g16 holds n * dim values). With
+   * the native library and no repeated id, SGD and Adagrad read them in place (no float32
+   * staging copy: half a row of traffic less per row); otherwise they are decoded first,
+   * which is exact (bfloat16 widens to float32 without rounding), so both ways are bit-identical.
+   */
+  pushBf16(ids: Uint32Array, n: number, g16: Uint16Array, step: number): { applied: number; dropped: number } {
+    if (this.wireGrads.length < n * this.dim) this.wireGrads = new Float32Array(n * this.dim);
+    if (this.nat && this.cfg.optimizer.kind !== 'adam') return this.push(ids, n, this.wireGrads, step, g16);
+    decodeBf16(n * this.dim, g16, this.wireGrads);
+    return this.push(ids, n, this.wireGrads, step);
+  }
+
   /** Sums the gradients of duplicate ids, then applies the optimizer once per distinct stored row. */
-  push(ids: Uint32Array, n: number, grads: Float32Array, step: number): { applied: number; dropped: number } {
+  push(ids: Uint32Array, n: number, grads: Float32Array, step: number, g16: Uint16Array | null = null): { applied: number; dropped: number } {
     const dim = this.dim, c = this.counters;
     const nat = this.nat;
+    // g16 (pushBf16, native only): grads is scratch, filled only if the float32 path needs it.
+    if (g16 && (!nat || this.cfg.optimizer.kind === 'adam')) throw new Error(`group ${this.cfg.id}: bfloat16 gradients need the native SGD/Adagrad kernels`);
     if (this.uniqSlot.length < n) {
       this.uniqSlot = new Int32Array(n);
       this.gradSum = new Float32Array(n * dim);
@@ -364,6 +380,7 @@ export class GroupTable {
     const opt = this.cfg.optimizer, stW = this.stW;
     let applied = 0;
     if (nat) {
+      if (g16 && dup) { decodeBf16(n * dim, g16, grads); g16 = null; } // sums are float32
       if (dup) nat.accum(n, dim, uOf, firstRow, grads, sum);
       const g = dup ? sum : grads, gRow = dup ? null : firstRow;
       const adam = opt.kind === 'adam';
@@ -381,7 +398,9 @@ export class GroupTable {
           applied++;
         }
       }
-      if (opt.kind === 'sgd') nat.sgd(nu, dim, uniq, this.rowTab, CHUNK_SHIFT, g, gRow, opt.lr);
+      if (g16 && opt.kind === 'sgd') nat.sgdBf16(nu, dim, uniq, this.rowTab, CHUNK_SHIFT, g16, firstRow, opt.lr);
+      else if (g16 && opt.kind === 'adagrad') nat.adagradBf16(nu, dim, uniq, this.rowTab, this.stateTab, CHUNK_SHIFT, g16, firstRow, opt.lr, opt.eps);
+      else if (opt.kind === 'sgd') nat.sgd(nu, dim, uniq, this.rowTab, CHUNK_SHIFT, g, gRow, opt.lr);
       else if (opt.kind === 'adagrad') nat.adagrad(nu, dim, uniq, this.rowTab, this.stateTab, CHUNK_SHIFT, g, gRow, opt.lr, opt.eps);
       else nat.adam(nu, dim, uniq, this.rowTab, this.stateTab, CHUNK_SHIFT, g, gRow, this.adamStep, this.adamBc2, opt.beta1, opt.beta2, opt.eps);
       c.updates += applied;
@@ -591,4 +610,11 @@ export class GroupTable {
     this.ids.reset(size);
     for (let s = this.lru.tail; s >= 0; s = this.lru.prevOf(s)) this.ids.place(s);
   }
+}
+
+/** bfloat16 -> float32 (exact), natively when available. */
+function decodeBf16(n: number, src: Uint16Array, dst: Float32Array): void {
+  if (decodeHalf(true, n, src, dst)) return;
+  const u = new Uint32Array(dst.buffer, dst.byteOffset, n);
+  for (let i = 0; i < n; i++) u[i] = src[i]! << 16;
 }

@@ -17,6 +17,9 @@ export interface NativeSparse {
   gather(n: number, dim: number, slots: Int32Array, tab: BigUint64Array, shift: number, out: Float32Array): void;
   accum(n: number, dim: number, uOf: Int32Array, first: Int32Array, g: Float32Array, sum: Float32Array): void;
   sgd(nu: number, dim: number, slots: Int32Array, rows: BigUint64Array, shift: number, g: Float32Array, gRow: Int32Array | null, lr: number): void;
+  sgdBf16(nu: number, dim: number, slots: Int32Array, rows: BigUint64Array, shift: number, g: Uint16Array, gRow: Int32Array, lr: number): void;
+  adagradBf16(nu: number, dim: number, slots: Int32Array, rows: BigUint64Array, state: BigUint64Array, shift: number,
+    g: Uint16Array, gRow: Int32Array, lr: number, eps: number): void;
   adagrad(nu: number, dim: number, slots: Int32Array, rows: BigUint64Array, state: BigUint64Array, shift: number,
     g: Float32Array, gRow: Int32Array | null, lr: number, eps: number): void;
   adam(nu: number, dim: number, slots: Int32Array, rows: BigUint64Array, state: BigUint64Array, shift: number,
@@ -43,6 +46,8 @@ const bind = nativeFamily<NativeSparse>({
   gather: 'void athn_sparse_gather(int n, int dim, const int *slots, const uint64_t *tab, int shift, _Inout_ float *out)',
   accum: 'void athn_sparse_accum(int n, int dim, const int *uOf, const int *first, const float *g, _Inout_ float *sum)',
   sgd: 'void athn_sparse_sgd(int nu, int dim, const int *slots, const uint64_t *rows, int shift, const float *g, const int *gRow, double lr)',
+  sgdBf16: 'void athn_sparse_sgd_bf16(int nu, int dim, const int *slots, const uint64_t *rows, int shift, const uint16_t *g, const int *gRow, double lr)',
+  adagradBf16: 'void athn_sparse_adagrad_bf16(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift, const uint16_t *g, const int *gRow, double lr, double eps)',
   adagrad: 'void athn_sparse_adagrad(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift, const float *g, const int *gRow, double lr, double eps)',
   adam: 'void athn_sparse_adam(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift, const float *g, const int *gRow, const double *stepSize, const double *bc2Sqrt, double b1, double b2, double eps)',
   pushHits: 'int athn_sparse_push_hits(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check, int numShards, int shardIndex, int groupId, double step, _Inout_ int32_t *meta, _Inout_ int32_t *ends, int stamp, _Inout_ int32_t *uniq, _Inout_ int32_t *uOf, _Inout_ int32_t *firstRow, _Inout_ int32_t *acc)',
