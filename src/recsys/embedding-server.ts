@@ -102,7 +102,8 @@ export class EmbeddingServer {
 
   private onConnection(sock: Socket): void {
     sock.setNoDelay(true);
-    const c: Conn = { sock, reader: new FrameReader(PRE_AUTH_MAX_PAYLOAD), authed: false, closed: false, timer: null, shm: null };
+    // Frames are handled to completion inside 'data' (nothing keeps a payload), so one payload buffer per connection serves all.
+    const c: Conn = { sock, reader: new FrameReader(PRE_AUTH_MAX_PAYLOAD, true), authed: false, closed: false, timer: null, shm: null };
     this.conns.add(c);
     this.counters.connections++;
     c.timer = setTimeout(() => this.reject(c, 0, 'authentication timeout'), this.authTimeoutMs);
