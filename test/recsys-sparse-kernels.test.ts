@@ -169,3 +169,44 @@ for (const optimizer of optimizers) {
     }
   });
 }
+
+// A trainer pushes the ids it looked up, in the same order, a few batches later: the native
+// push then takes the lookup's slots (GroupTable.recall) instead of probing the index. With
+// evictions, refused ids, expiry and other batches in between, the slots may be stale; the
+// result must still equal the TypeScript loops bit for bit.
+for (const [pi, policy] of [
+  { capacity: 5000, admitProbability: 1, expireSteps: 0 },
+  { capacity: 260, admitProbability: 1, expireSteps: 0 },
+  { capacity: 500, admitProbability: 0.6, expireSteps: 2 },
+].entries()) {
+  test(`pushes of looked-up batches (slots recalled) equal the TypeScript loops: policy ${pi}`, { skip: noNative && 'native library unavailable' }, () => {
+    const optimizer = { kind: 'adagrad', lr: 0.05, eps: 1e-8, initialAccumulator: 0.1 };
+    const nat = table({ optimizer, ...policy }, true), ref = table({ optimizer, ...policy }, false);
+    let recalled = 0;
+    const t = nat as unknown as { recall: (ids: Uint32Array, n: number) => number | null };
+    const recall = t.recall.bind(nat);
+    t.recall = (ids, n) => { const r = recall(ids, n); if (r !== null) recalled++; return r; };
+    const rng = lcg(7 + pi);
+    const inFlight: Uint32Array[] = [];
+    for (let step = 1; step <= 60; step++) {
+      const n = 20 + Math.floor(rng() * 200);
+      const ids = idsToPairs(G, batchOf(rng, n, 1500));
+      nat.lookup(ids, n, new Float32Array(n * 8), step, false);
+      ref.lookup(ids, n, new Float32Array(n * 8), step, false);
+      inFlight.push(ids);
+      // Staleness 2 (5 with expiry, so that rows of a batch in flight expire and their slots
+      // are freed or reused before its push): the oldest batch is pushed now, sometimes two.
+      const k = pi === 2 ? 5 : 2;
+      while (inFlight.length > k || (inFlight.length > 0 && rng() < 0.2)) {
+        const p = inFlight.shift()!, pn = p.length / 2;
+        const g = Float32Array.from({ length: pn * 8 }, () => rng() - 0.5);
+        assert.deepEqual(nat.push(p, pn, g, step), ref.push(p, pn, g, step), `step ${step}: push result`);
+      }
+      assert.equal(nat.sweepExpired(step), ref.sweepExpired(step), `step ${step}: expired`);
+      assertSame(nat, ref, `step ${step}`);
+    }
+    assert.ok(recalled > 30, `pushes took the lookups' slots (${recalled} times)`);
+    if (pi === 1) assert.ok(nat.counters.evictions > 0, 'the workload evicted');
+    if (pi === 2) assert.ok(nat.counters.notAdmitted > 0 && nat.counters.expired > 0, 'the workload refused and expired');
+  });
+}

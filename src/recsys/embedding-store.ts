@@ -28,13 +28,15 @@ import { fmix64, mixOut, u32ToUnit } from './embedding-hash.js';
 import type { GroupConfig } from './embedding-config.js';
 import { IdIndex } from './id-index.js';
 import { LruList } from './lru-list.js';
-import { M_MARK, M_MPOS, M_STEP, META_BYTES, META_INTS, SlotMeta } from './slot-meta.js';
+import { M_HI, M_MARK, M_MPOS, M_STEP, META_BYTES, META_INTS, SlotMeta } from './slot-meta.js';
 import { applyRow, initState, stateWidth, type SparseOptimizerConfig } from './sparse-optimizer.js';
 import { decodeHalf, encodeHalf, nativeSparse, storeArray, type NativeSparse } from './native-sparse.js';
 
 const CHUNK_SHIFT = 14;
 const CHUNK_ROWS = 1 << CHUNK_SHIFT;
 const CHUNK_MASK = CHUNK_ROWS - 1;
+/** Training lookups remembered for the pushes that follow them (GroupTable.remember): several clients, each a few batches in flight. */
+const RECENT_LOOKUPS = 8;
 /** Bytes of per-slot metadata: one record (slot-meta.ts) of id, hash, LRU links, step, marks and last touch. */
 export const META_BYTES_PER_ROW = META_BYTES;
 
@@ -94,6 +96,8 @@ export class GroupTable {
   private foundBuf = new Int32Array(0);
   private hashHiBuf = new Uint32Array(0);
   private wireGrads = new Float32Array(0);
+  private recent: Array<{ n: number; ids: Uint32Array; slots: Int32Array; hashHi: Uint32Array; mutations: number }> = [];
+  private recentNext = 0;
   /** Bumped whenever the id index changes: batch-found slots are rechecked after that. */
   private mutations = 0;
   private readonly initHi: number;
@@ -250,6 +254,7 @@ export class GroupTable {
       slots[i] = s;
       if (s < 0) missing++;
     }
+    if (!readOnly) this.remember(ids, n, slots);
     if (bf16) nat.gatherBf16(n, dim, slots, this.rowTab, CHUNK_SHIFT, bf16);
     else nat.gather(n, dim, slots, this.rowTab, CHUNK_SHIFT, out!);
     for (let i = 0; missing > 0 && i < n; i++) {
@@ -340,7 +345,7 @@ export class GroupTable {
     // Native: record where each gradient row goes (uOf, firstRow) and sum only when ids repeat.
     const uOf = this.uOf, firstRow = this.firstRow;
     let nu = 0, dropped = 0, dup = false;
-    const m0 = nat ? this.prefind(nat, ids, n) : 0, hashHi = this.hashHiBuf, acc = this.hitAcc;
+    const m0 = nat ? (this.recall(ids, n) ?? this.prefind(nat, ids, n)) : 0, hashHi = this.hashHiBuf, acc = this.hitAcc;
     for (let i = 0; i < n; i++) {
       if (nat) {
         // Stored ids in C up to the next one that needs the loop body below (arrays re-read: inserts grow them).
@@ -509,7 +514,8 @@ export class GroupTable {
     return {
       residentBytes: this.count * rowBytes + (this.count > 0 ? indexBytes : 0),
       allocatedBytes: this.rowChunks.length * CHUNK_ROWS * (this.dim + this.stW) * 4
-        + this.metaCap * (META_BYTES_PER_ROW + 4) + indexBytes + this.uniqSlot.byteLength + this.gradSum.byteLength,
+        + this.metaCap * (META_BYTES_PER_ROW + 4) + indexBytes + this.uniqSlot.byteLength + this.gradSum.byteLength
+        + this.recent.reduce((a, e) => a + e.ids.byteLength + e.slots.byteLength + e.hashHi.byteLength, 0),
     };
   }
 
@@ -518,6 +524,44 @@ export class GroupTable {
   private misrouted(hi: number, lo: number): never {
     const id = ((BigInt(hi) << 32n) | BigInt(lo)).toString(16);
     throw new Error(`group ${this.cfg.id}: id 0x${id} does not belong to shard ${this.shardIndex} of ${this.numShards} (or to this group)`);
+  }
+
+  /**
+   * Keeps a training lookup's ids with the slots it resolved and their hash words (a small
+   * ring, one entry per recent batch): a trainer pushes the gradients of exactly the ids it
+   * looked up, in the same order, so that push can take its slots from here (recall)
+   * instead of probing the index again. The slots are valid at the mutation count recorded:
+   * a batch no larger than the capacity cannot evict its own rows, which are all touched.
+   */
+  private remember(ids: Uint32Array, n: number, slots: Int32Array): void {
+    if (this.recent.length < RECENT_LOOKUPS) this.recent.push({ n: 0, ids: new Uint32Array(0), slots: new Int32Array(0), hashHi: new Uint32Array(0), mutations: 0 });
+    const e = this.recent[this.recentNext]!;
+    this.recentNext = (this.recentNext + 1) % RECENT_LOOKUPS;
+    if (e.slots.length < n) { e.ids = new Uint32Array(2 * n); e.slots = new Int32Array(n); e.hashHi = new Uint32Array(n); }
+    e.ids.set(ids.subarray(0, 2 * n));
+    e.slots.set(slots.subarray(0, n));
+    e.hashHi.set(this.hashHiBuf.subarray(0, n));
+    e.n = n;
+    e.mutations = this.mutations;
+  }
+
+  /**
+   * If the last few training lookups include exactly these ids, puts their slots and hash
+   * words where prefind would (foundBuf, hashHiBuf) and returns the mutation count they are
+   * valid for; else null. Later changes to the index are handled as after prefind
+   * (slotAt, and the kernels' check of each found slot's id).
+   */
+  private recall(ids: Uint32Array, n: number): number | null {
+    const want = Buffer.from(ids.buffer, ids.byteOffset, 8 * n);
+    for (const e of this.recent) {
+      if (e.n !== n || !want.equals(Buffer.from(e.ids.buffer, e.ids.byteOffset, 8 * n))) continue;
+      if (this.foundBuf.length < n) { this.foundBuf = new Int32Array(Math.max(n, 2 * this.foundBuf.length)); this.hashHiBuf = new Uint32Array(this.foundBuf.length); }
+      this.foundBuf.set(e.slots.subarray(0, n));
+      this.hashHiBuf.set(e.hashHi.subarray(0, n));
+      e.n = 0; // used: a batch's gradients are pushed once
+      return e.mutations;
+    }
+    return null;
   }
 
   /** Finds the slots of n ids in one native call (foundBuf, hashHiBuf); returns the mutation count they are valid for. */
@@ -566,8 +610,11 @@ export class GroupTable {
     this.ids.remove(s);
     this.lru.unlink(s);
     this.count--;
-    // A row evicted while its gradient is pending in the current push loses that gradient.
     const m = this.meta.i32, r = s * META_INTS;
+    // A slot found before this (prefind, recall) is trusted when its record still names the
+    // id: a freed slot's record must name none of this group's ids (another group byte).
+    m[r + M_HI] = ((this.cfg.id + 1) & 0xff) << 24;
+    // A row evicted while its gradient is pending in the current push loses that gradient.
     if (m[r + M_MARK] === this.stamp) { this.uniqSlot[m[r + M_MPOS]!] = -1; m[r + M_MARK] = 0; }
   }
 
