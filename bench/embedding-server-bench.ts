@@ -45,7 +45,7 @@ export interface EmbeddingBenchDim {
   /**
    * 'socket': payloads through the TCP connection; 'shm': through shared memory;
    * 'in-process': the same store calls a server makes per request (bf16 lookup answer,
-   * bf16 gradient decode, push) in this process, no transport: the ceiling for the other two.
+   * bf16 gradient push) in this process, no transport: the ceiling for the other two.
    */
   transport: 'socket' | 'shm' | 'in-process';
   iterations: number;
@@ -159,7 +159,9 @@ export async function runEmbeddingServerBench(o: EmbeddingBenchOptions = {}): Pr
       const inProcess = (k: number): void => {
         const ids = local[k % local.length]!, n = ids.length / 2;
         table.lookupWire(ids, n, wire === 'float32' ? 'bfloat16' : wire, wireOut, step, false);
-        if (!decodeHalf(wire !== 'float16', n * dim, wireGrad, grads)) decodeValues(wire === 'float16' ? 'float16' : 'bfloat16', new Uint8Array(wireGrad.buffer), n * dim, grads);
+        // As the server's PUSH: bfloat16 gradients go to the store undecoded, float16 is decoded first.
+        if (wire !== 'float16') { table.pushBf16(ids, n, wireGrad, step++); return; }
+        if (!decodeHalf(false, n * dim, wireGrad, grads)) decodeValues('float16', new Uint8Array(wireGrad.buffer), n * dim, grads);
         table.push(ids, n, grads, step++);
       };
       for (const tr of transports) {

@@ -4,16 +4,19 @@
  * chunk's address (filled with athn_sparse_set_ptr), slot s is row (s & mask) of
  * chunk (s >> shift). No allocation, no I/O.
  *
- * The optimizers are bit-exact with applyRow in src/recsys/sparse-optimizer.ts: JS
- * evaluates in double and rounds to float32 on every store, so do we, and
- * contraction into FMA (which would skip an intermediate rounding) is turned off. */
+ * The optimizers are bit-exact with applyRow in src/recsys/sparse-optimizer.ts: where JS
+ * evaluates in double and rounds to float32 on every store (SGD, Adam), so do we; Adagrad
+ * is float32 throughout on both sides. Contraction into FMA (which would skip an
+ * intermediate rounding) is turned off. */
 #pragma STDC FP_CONTRACT OFF
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
 #endif
+#define _GNU_SOURCE
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static inline float *row_at(const uint64_t *tab, int shift, int mask, int width, int s) {
   return (float *)(uintptr_t)tab[s >> shift] + (size_t)(s & mask) * (size_t)width;
@@ -37,6 +40,26 @@ static inline void prefetch_row(const uint64_t *tab, int shift, int mask, int wi
 }
 
 void athn_sparse_set_ptr(uint64_t *tab, int k, const void *p) { tab[k] = (uint64_t)(uintptr_t)p; }
+
+/* Transparent huge pages for row slabs and per-slot arrays: rows are read at random, so
+ * with 4 KiB pages nearly every row costs a TLB miss and a page walk besides its cache
+ * misses. athn_sparse_huge_skip: bytes from p to the next 2 MiB boundary (the caller
+ * over-allocates and starts its array there). athn_sparse_advise_huge: madvise(HUGEPAGE)
+ * on the 2 MiB-aligned interior of [p, p+bytes) before its pages are first touched; only
+ * advice (THP in "madvise" mode), 1 when given. */
+#define HUGE_BYTES ((uintptr_t)2 << 20)
+int athn_sparse_huge_skip(const void *p) {
+  return (int)((HUGE_BYTES - ((uintptr_t)p & (HUGE_BYTES - 1))) & (HUGE_BYTES - 1));
+}
+int athn_sparse_advise_huge(const void *p, int64_t bytes) {
+  const uintptr_t a = ((uintptr_t)p + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1), e = ((uintptr_t)p + (uintptr_t)bytes) & ~(HUGE_BYTES - 1);
+  if (e <= a) return 0;
+#ifdef MADV_HUGEPAGE
+  return madvise((void *)a, e - a, MADV_HUGEPAGE) == 0;
+#else
+  return 0;
+#endif
+}
 
 /* out row i = row of slots[i] (dim floats); rows with slot < 0 are left untouched. */
 void athn_sparse_gather(int n, int dim, const int *slots, const uint64_t *tab, int shift, float *out) {
@@ -80,9 +103,14 @@ void athn_sparse_sgd(int nu, int dim, const int *slots, const uint64_t *rows, in
   }
 }
 
+/* Adagrad in float32 arithmetic, as PyTorch's float32 Adagrad: each operation rounds to
+ * float (no FMA, see the pragma above), which applyRow reproduces with Math.fround. The
+ * float32 square root and division are 8 lanes wide; in double they made this kernel
+ * compute-bound (about 100 ns of a row's 250 at dim 64). */
 void athn_sparse_adagrad(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift,
                          const float *g, const int *gRow, double lr, double eps) {
   const int mask = (1 << shift) - 1;
+  const float lrf = (float)lr, epsf = (float)eps;
   for (int u = 0; u < nu; u++) {
     if (u + PF_AHEAD < nu) {
       prefetch_row(rows, shift, mask, dim, slots[u + PF_AHEAD], 1);
@@ -94,10 +122,55 @@ void athn_sparse_adagrad(int nu, int dim, const int *slots, const uint64_t *rows
     float *st = row_at(state, shift, mask, dim, s);
     const float *gr = grad_of(g, gRow, u, dim);
     for (int j = 0; j < dim; j++) {
-      const double gj = (double)gr[j];
-      const double a = (double)st[j] + gj * gj;
-      st[j] = (float)a;
-      w[j] = (float)((double)w[j] - (lr * gj) / (sqrt(a) + eps));
+      const float gj = gr[j];
+      const float a = st[j] + gj * gj;
+      st[j] = a;
+      w[j] = w[j] - (lrf * gj) / (sqrtf(a) + epsf);
+    }
+  }
+}
+
+/* SGD and Adagrad with the gradient rows as bfloat16 (the push's wire dtype), row u's at
+ * g + gRow[u] * dim: the same arithmetic as above on the exactly widened values, without a
+ * float32 staging copy of the gradients. */
+static inline void widen_bf16(float *dst, const uint16_t *src, int dim) {
+  for (int j = 0; j < dim; j++) { const uint32_t x = (uint32_t)src[j] << 16; memcpy(dst + j, &x, 4); }
+}
+
+void athn_sparse_sgd_bf16(int nu, int dim, const int *slots, const uint64_t *rows, int shift,
+                          const uint16_t *g, const int *gRow, double lr) {
+  const int mask = (1 << shift) - 1;
+  float gr[dim > 0 ? dim : 1];
+  for (int u = 0; u < nu; u++) {
+    if (u + PF_AHEAD < nu) prefetch_row(rows, shift, mask, dim, slots[u + PF_AHEAD], 1);
+    const int s = slots[u];
+    if (s < 0) continue;
+    float *w = row_at(rows, shift, mask, dim, s);
+    widen_bf16(gr, g + (size_t)gRow[u] * dim, dim);
+    for (int j = 0; j < dim; j++) w[j] = (float)((double)w[j] - lr * (double)gr[j]);
+  }
+}
+
+void athn_sparse_adagrad_bf16(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift,
+                              const uint16_t *g, const int *gRow, double lr, double eps) {
+  const int mask = (1 << shift) - 1;
+  const float lrf = (float)lr, epsf = (float)eps;
+  float gr[dim > 0 ? dim : 1];
+  for (int u = 0; u < nu; u++) {
+    if (u + PF_AHEAD < nu) {
+      prefetch_row(rows, shift, mask, dim, slots[u + PF_AHEAD], 1);
+      prefetch_row(state, shift, mask, dim, slots[u + PF_AHEAD], 1);
+    }
+    const int s = slots[u];
+    if (s < 0) continue;
+    float *w = row_at(rows, shift, mask, dim, s);
+    float *st = row_at(state, shift, mask, dim, s);
+    widen_bf16(gr, g + (size_t)gRow[u] * dim, dim);
+    for (int j = 0; j < dim; j++) {
+      const float gj = gr[j];
+      const float a = st[j] + gj * gj;
+      st[j] = a;
+      w[j] = w[j] - (lrf * gj) / (sqrtf(a) + epsf);
     }
   }
 }
@@ -143,10 +216,28 @@ static inline uint64_t fmix64(uint64_t k) {
   return k;
 }
 
+/* Per-slot metadata (src/recsys/slot-meta.ts): one 64-byte record per slot, one cache line,
+ * so that finding, touching and marking a row costs one random line instead of one per
+ * field. int32 fields by index; lastTouch is the double at bytes 32..39. */
+#define M_INTS 16
+#define M_LO 0
+#define M_HI 1
+#define M_HASH 2
+#define M_PREV 3
+#define M_NEXT 4
+#define M_STEP 5
+#define M_MARK 6
+#define M_MPOS 7
+#define M_TOUCH 8
+static inline int32_t *rec(int32_t *meta, int s) { return meta + (size_t)s * M_INTS; }
+static inline const int32_t *crec(const int32_t *meta, int s) { return meta + (size_t)s * M_INTS; }
+static inline void set_touch(int32_t *r, double step) { memcpy(r + M_TOUCH, &step, sizeof step); }
+static inline int id_is(const int32_t *r, uint32_t lo, uint32_t hi) { return (uint32_t)r[M_LO] == lo && (uint32_t)r[M_HI] == hi; }
+
 /* IdIndex.find for a batch of (lo, hi) id pairs: slots[i] = slot or -1, hashHi[i] = the
- * hash's hi word (the shard check). Buckets and id words are prefetched a batch / a few
+ * hash's hi word (the shard check). Buckets and records are prefetched a batch / a few
  * ids ahead, which is where the time of a one-at-a-time find goes. */
-void athn_sparse_find(int n, const uint32_t *ids, const int32_t *table, int mask, const uint32_t *idLo, const uint32_t *idHi,
+void athn_sparse_find(int n, const uint32_t *ids, const int32_t *table, int mask, const int32_t *meta,
                       int32_t *slots, uint32_t *hashHi) {
   for (int i = 0; i < n; i++) {
     const uint64_t h = fmix64(((uint64_t)ids[2 * i + 1] << 32) | ids[2 * i]);
@@ -158,14 +249,14 @@ void athn_sparse_find(int n, const uint32_t *ids, const int32_t *table, int mask
   for (int i = 0; i < n; i++) {
     if (i + FIND_AHEAD < n) {
       const int sa = table[slots[i + FIND_AHEAD]];
-      if (sa >= 0) { __builtin_prefetch(idLo + sa, 0, 3); __builtin_prefetch(idHi + sa, 0, 3); }
+      if (sa >= 0) __builtin_prefetch(crec(meta, sa), 0, 3);
     }
     const uint32_t lo = ids[2 * i], hi = ids[2 * i + 1];
     int b = slots[i], r;
     for (;;) {
       const int s = table[b];
       if (s < 0) { r = -1; break; }
-      if (idLo[s] == lo && idHi[s] == hi) { r = s; break; }
+      if (id_is(crec(meta, s), lo, hi)) { r = s; break; }
       b = (b + 1) & mask;
     }
     slots[i] = r;
@@ -186,14 +277,15 @@ void athn_sparse_find(int n, const uint32_t *ids, const int32_t *table, int mask
 #endif
 
 /* LruList.moveToHead; ends = [head, tail]. */
-static inline void lru_move_to_head(int32_t *prev, int32_t *next, int32_t *ends, int s) {
+static inline void lru_move_to_head(int32_t *meta, int32_t *ends, int s) {
   if (ends[0] == s) return;
-  const int p = prev[s], nx = next[s];
-  if (p >= 0) next[p] = nx; else if (ends[0] == s) ends[0] = nx;
-  if (nx >= 0) prev[nx] = p; else if (ends[1] == s) ends[1] = p;
-  prev[s] = -1;
-  next[s] = ends[0];
-  if (ends[0] >= 0) prev[ends[0]] = s;
+  int32_t *r = rec(meta, s);
+  const int p = r[M_PREV], nx = r[M_NEXT];
+  if (p >= 0) rec(meta, p)[M_NEXT] = nx; else if (ends[0] == s) ends[0] = nx;
+  if (nx >= 0) rec(meta, nx)[M_PREV] = p; else if (ends[1] == s) ends[1] = p;
+  r[M_PREV] = -1;
+  r[M_NEXT] = ends[0];
+  if (ends[0] >= 0) rec(meta, ends[0])[M_PREV] = s;
   ends[0] = s;
   if (ends[1] < 0) ends[1] = s;
 }
@@ -202,73 +294,50 @@ static inline void lru_move_to_head(int32_t *prev, int32_t *next, int32_t *ends,
  * index changed since `found` was computed: a found slot then counts only if it still
  * holds this id (GroupTable.slotAt). */
 static inline int hit_slot(int i, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check,
-                           const uint32_t *idLo, const uint32_t *idHi, int numShards, int shardIndex, uint32_t groupId) {
+                           const int32_t *meta, int numShards, int shardIndex, uint32_t groupId) {
   const uint32_t lo = ids[2 * i], hi = ids[2 * i + 1];
   const int s = found[i];
   if (s < 0) return -1;
-  if (check && (idLo[s] != lo || idHi[s] != hi)) return -1;
+  if (check && !id_is(crec(meta, s), lo, hi)) return -1;
   if (hashHi[i] % (uint32_t)numShards != (uint32_t)shardIndex || (hi >> 24) != groupId) return -1;
   return s;
 }
 
-/* Slots are random, so each prev/next/lastTouch/mark access is otherwise a cache miss:
- * the slot 2*META_AHEAD ids ahead has its own metadata fetched, and the slot META_AHEAD ahead
- * (whose prev/next have arrived by then) its LRU neighbours, which the move to the head
- * writes. The neighbours may change before that id's turn: a prefetch is only a hint. */
-static inline void prefetch_meta(int i, int n, const int32_t *found, const int32_t *prev, const int32_t *next,
-                                 const double *lastTouch, const int32_t *mark, const int32_t *markPos) {
+/* Slots are random, so each record access is otherwise a cache miss: the record
+ * 2*META_AHEAD ids ahead is fetched, and for the one META_AHEAD ahead (whose prev/next
+ * have arrived by then) its LRU neighbours' records, which the move to the head writes.
+ * The neighbours may change before that id's turn: a prefetch is only a hint. */
+static inline void prefetch_meta(int i, int n, const int32_t *found, const int32_t *meta) {
   if (i + 2 * META_AHEAD < n) {
     const int s = found[i + 2 * META_AHEAD];
-    if (s >= 0) {
-      __builtin_prefetch(prev + s, 1, 3);
-      __builtin_prefetch(next + s, 1, 3);
-      if (lastTouch) __builtin_prefetch(lastTouch + s, 1, 3);
-      if (mark) { __builtin_prefetch(mark + s, 1, 3); __builtin_prefetch(markPos + s, 1, 3); }
-    }
+    if (s >= 0) __builtin_prefetch(crec(meta, s), 1, 3);
   }
   if (i + META_AHEAD < n) {
     const int s = found[i + META_AHEAD];
     if (s >= 0) {
-      const int p = prev[s], nx = next[s];
-      if (p >= 0) __builtin_prefetch(next + p, 1, 3);
-      if (nx >= 0) __builtin_prefetch(prev + nx, 1, 3);
+      const int p = crec(meta, s)[M_PREV], nx = crec(meta, s)[M_NEXT];
+      if (p >= 0) __builtin_prefetch(crec(meta, p), 1, 3);
+      if (nx >= 0) __builtin_prefetch(crec(meta, nx), 1, 3);
     }
   }
-}
-
-/* Lookup: slots[i] = slot of each stored id from i0 on; touches it (lastTouch = step, LRU
- * head) when touch != 0. Hits counted by the caller as (return - i0). */
-int athn_sparse_lookup_hits(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check,
-                            const uint32_t *idLo, const uint32_t *idHi, int numShards, int shardIndex, int groupId,
-                            int touch, double step, int32_t *prev, int32_t *next, int32_t *ends, double *lastTouch,
-                            int32_t *slots) {
-  for (int i = i0; i < n; i++) {
-    if (touch) prefetch_meta(i, n, found, prev, next, lastTouch, NULL, NULL);
-    const int s = hit_slot(i, ids, found, hashHi, check, idLo, idHi, numShards, shardIndex, (uint32_t)groupId);
-    if (s < 0) return i;
-    slots[i] = s;
-    if (touch) { lastTouch[s] = step; lru_move_to_head(prev, next, ends, s); }
-  }
-  return n;
 }
 
 /* Push: push's reference loop for each stored id from i0 on. A slot marked with this
  * batch's stamp repeats: uOf[i] = its position, acc[1] = 1 (dup); otherwise it is marked,
  * appended to uniq (position acc[0]++), uOf[i] = that position, firstRow[pos] = i. Touches. */
 int athn_sparse_push_hits(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check,
-                          const uint32_t *idLo, const uint32_t *idHi, int numShards, int shardIndex, int groupId,
-                          double step, int32_t *prev, int32_t *next, int32_t *ends, double *lastTouch,
-                          int32_t *mark, int32_t *markPos, int stamp, int32_t *uniq, int32_t *uOf, int32_t *firstRow,
-                          int32_t *acc) {
+                          int numShards, int shardIndex, int groupId, double step, int32_t *meta, int32_t *ends,
+                          int stamp, int32_t *uniq, int32_t *uOf, int32_t *firstRow, int32_t *acc) {
   int nu = acc[0];
   for (int i = i0; i < n; i++) {
-    prefetch_meta(i, n, found, prev, next, lastTouch, mark, markPos);
-    const int s = hit_slot(i, ids, found, hashHi, check, idLo, idHi, numShards, shardIndex, (uint32_t)groupId);
+    prefetch_meta(i, n, found, meta);
+    const int s = hit_slot(i, ids, found, hashHi, check, meta, numShards, shardIndex, (uint32_t)groupId);
     if (s < 0) { acc[0] = nu; return i; }
-    if (mark[s] == stamp) { uOf[i] = markPos[s]; acc[1] = 1; }
-    else { mark[s] = stamp; markPos[s] = nu; uniq[nu] = s; uOf[i] = nu; firstRow[nu] = i; nu++; }
-    lastTouch[s] = step;
-    lru_move_to_head(prev, next, ends, s);
+    int32_t *r = rec(meta, s);
+    if (r[M_MARK] == stamp) { uOf[i] = r[M_MPOS]; acc[1] = 1; }
+    else { r[M_MARK] = stamp; r[M_MPOS] = nu; uniq[nu] = s; uOf[i] = nu; firstRow[nu] = i; nu++; }
+    set_touch(r, step);
+    lru_move_to_head(meta, ends, s);
   }
   acc[0] = nu;
   return n;
@@ -276,13 +345,13 @@ int athn_sparse_push_hits(int i0, int n, const uint32_t *ids, const int32_t *fou
 
 /* ++rowStep[s] for each update's slot (s < 0: a row evicted in this batch, skipped); returns
  * how many were counted (push's `applied`). */
-int athn_sparse_bump_steps(int nu, const int32_t *uniq, int32_t *rowStep) {
+int athn_sparse_bump_steps(int nu, const int32_t *uniq, int32_t *meta) {
   int applied = 0;
   for (int u = 0; u < nu; u++) {
-    if (u + 16 < nu && uniq[u + 16] >= 0) __builtin_prefetch(rowStep + uniq[u + 16], 1, 3);
+    if (u + 16 < nu && uniq[u + 16] >= 0) __builtin_prefetch(crec(meta, uniq[u + 16]), 1, 3);
     const int s = uniq[u];
     if (s < 0) continue;
-    rowStep[s]++;
+    rec(meta, s)[M_STEP]++;
     applied++;
   }
   return applied;
@@ -307,10 +376,9 @@ void athn_sparse_gather_bf16(int n, int dim, const int *slots, const uint64_t *t
 }
 
 /* ---- lookups that create rows in C (GroupTable.gatherNative) ----------------------
- * athn_sparse_lookup_hits stops at every miss, and with a large vocabulary most ids of a
- * batch are first seen: one TypeScript round trip (and one FFI call) per new row. This
- * kernel runs the reference loop (GroupTable.lookupFound + insertNew) in C for the common
- * miss too: an admitted id (admitProbability 1) placed in a never-used slot that already
+ * With a large vocabulary most ids of a batch are first seen; stopping at each would cost
+ * one TypeScript round trip (and one FFI call) per new row. This kernel runs the reference
+ * loop (GroupTable.lookupFound + insertNew) in C for stored ids and for the common miss: an admitted id (admitProbability 1) placed in a never-used slot that already
  * has metadata and a slab (slot < slotLimit), while the index stays at most half full
  * (count < countLimit). Anything else (a recycled or evicted slot, growth, a rehash,
  * admission draws, a misrouted id) returns its index to TypeScript, as before. A
@@ -332,34 +400,34 @@ static void init_row(float *out, int dim, int uniform, double scale, uint32_t hi
 }
 
 int athn_sparse_lookup_fill(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check,
-                            uint32_t *idLo, uint32_t *idHi, uint32_t *hashLo, int32_t *table, int mask,
+                            int32_t *meta, int32_t *table, int mask,
                             int numShards, int shardIndex, int groupId, int touch, double step,
-                            int32_t *prev, int32_t *next, int32_t *ends, double *lastTouch, int32_t *slots,
+                            int32_t *ends, int32_t *slots,
                             int slotLimit, int countLimit, const uint64_t *rowTab, const uint64_t *stateTab, int shift,
                             int dim, int stW, int initUniform, double initScale, uint32_t initHi, uint32_t initLo,
-                            double stateInit, int32_t *rowStep, int32_t *acc) {
+                            double stateInit, int32_t *acc) {
   int hits = 0, inserts = 0, roMisses = 0, nextSlot = acc[3], count = acc[4], ret = n;
   const int cmask = (1 << shift) - 1;
   const float st0 = (float)stateInit;
   for (int i = i0; i < n; i++) {
-    if (touch) prefetch_meta(i, n, found, prev, next, lastTouch, NULL, NULL);
+    if (touch) prefetch_meta(i, n, found, meta);
     const uint32_t lo = ids[2 * i], hi = ids[2 * i + 1];
     if (hashHi[i] % (uint32_t)numShards != (uint32_t)shardIndex || (hi >> 24) != (uint32_t)groupId) { ret = i; break; }
     int s = found[i];
-    if (s >= 0 && check && (idLo[s] != lo || idHi[s] != hi)) { ret = i; break; }
+    if (s >= 0 && check && !id_is(crec(meta, s), lo, hi)) { ret = i; break; }
     if (s < 0 && check) {
       /* Inserted since the batch find (a repeated id, or by TypeScript): ask the index again. */
       const uint64_t h = fmix64(((uint64_t)hi << 32) | lo);
       for (int b = (int)((uint32_t)h & (uint32_t)mask);; b = (b + 1) & mask) {
         const int t = table[b];
         if (t < 0) break;
-        if (idLo[t] == lo && idHi[t] == hi) { s = t; break; }
+        if (id_is(crec(meta, t), lo, hi)) { s = t; break; }
       }
     }
     if (s >= 0) {
       hits++;
       slots[i] = s;
-      if (touch) { lastTouch[s] = step; lru_move_to_head(prev, next, ends, s); }
+      if (touch) { set_touch(rec(meta, s), step); lru_move_to_head(meta, ends, s); }
       continue;
     }
     if (!touch) { roMisses++; slots[i] = -1; continue; }
@@ -369,18 +437,19 @@ int athn_sparse_lookup_fill(int i0, int n, const uint32_t *ids, const int32_t *f
     count++;
     inserts++;
     const uint64_t h = fmix64(((uint64_t)hi << 32) | lo);
-    idLo[s] = lo; idHi[s] = hi; hashLo[s] = (uint32_t)h;
+    int32_t *r = rec(meta, s);
+    r[M_LO] = (int32_t)lo; r[M_HI] = (int32_t)hi; r[M_HASH] = (int32_t)(uint32_t)h;
     int b = (int)((uint32_t)h & (uint32_t)mask);
     while (table[b] >= 0) b = (b + 1) & mask;
     table[b] = s;
     init_row(row_at(rowTab, shift, cmask, dim, s), dim, initUniform, initScale, hi ^ initHi, lo ^ initLo);
     if (stW > 0) { float *st = row_at(stateTab, shift, cmask, stW, s); for (int j = 0; j < stW; j++) st[j] = st0; }
-    rowStep[s] = 0;
-    prev[s] = -1; next[s] = ends[0];
-    if (ends[0] >= 0) prev[ends[0]] = s;
+    r[M_STEP] = 0;
+    r[M_PREV] = -1; r[M_NEXT] = ends[0];
+    if (ends[0] >= 0) rec(meta, ends[0])[M_PREV] = s;
     ends[0] = s;
     if (ends[1] < 0) ends[1] = s;
-    lastTouch[s] = step;
+    set_touch(r, step);
     check = 1; /* the index changed: later misses are looked up again */
     slots[i] = s;
   }

@@ -59,13 +59,21 @@ test('header round trip and rejection of bad magic, version and length', () => {
 test('FrameReader reassembles frames split at any byte and several frames per chunk', () => {
   const frames = [encodeFrame(MsgType.PING, 1), encodeJsonFrame(MsgType.STATS, 2, { a: [1, 2, 3] }), encodeFrame(MsgType.AUTH, 3, Buffer.from('x'.repeat(300)))];
   const all = Buffer.concat(frames);
-  for (const step of [1, 3, 7, 16, 17, 100, all.length]) {
-    const r = new FrameReader(1 << 20);
-    const got: Array<[number, number, number]> = [];
-    for (let i = 0; i < all.length; i += step) {
-      r.push(all.subarray(i, i + step), (h, p) => { got.push([h.type, h.requestId, p.byteLength]); assert.equal(p.byteOffset % 8, 0); });
+  const bodies = frames.map((f) => Buffer.from(f.subarray(HEADER_BYTES)).toString('latin1'));
+  // reuse (the server's reader): one payload buffer, valid while onFrame runs; the same bytes arrive.
+  for (const reuse of [false, true]) {
+    for (const step of [1, 3, 7, 16, 17, 100, all.length]) {
+      const r = new FrameReader(1 << 20, reuse);
+      const got: Array<[number, number, number]> = [];
+      for (let i = 0; i < all.length; i += step) {
+        r.push(all.subarray(i, i + step), (h, p) => {
+          got.push([h.type, h.requestId, p.byteLength]);
+          assert.equal(p.byteOffset % 8, 0);
+          assert.equal(Buffer.from(p).toString('latin1'), bodies[h.requestId - 1], `payload of frame ${h.requestId}`);
+        });
+      }
+      assert.deepEqual(got, [[MsgType.PING, 1, 0], [MsgType.STATS, 2, 13], [MsgType.AUTH, 3, 300]]);
     }
-    assert.deepEqual(got, [[MsgType.PING, 1, 0], [MsgType.STATS, 2, 13], [MsgType.AUTH, 3, 300]]);
   }
   const r = new FrameReader(10);
   assert.throws(() => r.push(frames[2]!, () => undefined), /exceeds the limit/);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { parseServerConfig } from '../src/recsys/embedding-config.js';
 import { GroupTable } from '../src/recsys/embedding-store.js';
 import { idsToPairs } from '../src/recsys/embedding-hash.js';
-import { nativeSparse } from '../src/recsys/native-sparse.js';
+import { nativeSparse, storeArray } from '../src/recsys/native-sparse.js';
 
 const G = 5;
 const noNative = nativeSparse() === null;
@@ -131,5 +131,82 @@ for (const [name, over] of [
     }
     // Slabs are 16384 rows: the run crossed at least one slab and several index resizes.
     assert.ok(nat.counters.inserts > 20_000, `inserted ${nat.counters.inserts} rows`);
+  });
+}
+
+test('store arrays: zeroed, of the asked length, and 2 MiB-aligned (huge pages) from 4 MiB on', () => {
+  const nat = nativeSparse();
+  for (const [ctor, n] of [[Float32Array, 1 << 20], [Int32Array, 3 << 20], [Float64Array, 1000], [Uint32Array, 5]] as const) {
+    const a = storeArray(ctor as Float32ArrayConstructor, n);
+    assert.equal(a.length, n);
+    assert.ok(a.every((x) => x === 0), 'zeroed');
+    a[n - 1] = 7; // the whole range is usable
+    assert.equal(a[n - 1], 7);
+    if (nat && a.byteLength >= 4 << 20) assert.equal(nat.hugeSkip(a), 0, `${ctor.name}(${n}) starts on a 2 MiB boundary`);
+  }
+});
+
+// GroupTable.pushBf16: SGD and Adagrad read bfloat16 gradients in place (athn_sparse_*_bf16)
+// when no id repeats, and decode them otherwise; either way it must equal decoding to float32
+// and pushing through the TypeScript loops, bit for bit (bfloat16 widens exactly).
+for (const optimizer of optimizers) {
+  test(`bfloat16 pushes equal decoded float32 pushes: ${optimizer.kind}`, { skip: noNative && 'native library unavailable' }, () => {
+    const policy = { capacity: 600, admitProbability: 1, expireSteps: 0 };
+    const nat = table({ optimizer, ...policy }, true), ref = table({ optimizer, ...policy }, false);
+    const rng = lcg(41);
+    for (let step = 1; step <= 30; step++) {
+      const n = 1 + Math.floor(rng() * 200);
+      // Odd steps: distinct ids (the in-place path); even steps: repeats (decoded and summed).
+      const raw = step % 2 ? [...new Set(batchOf(rng, n, 900))] : batchOf(rng, n, 900);
+      const ids = idsToPairs(G, raw), m = raw.length;
+      const g16 = Uint16Array.from({ length: m * 8 }, () => (rng() < 0.5 ? 0x3c00 : 0xbc00) | Math.floor(rng() * 0x3ff));
+      const g32 = new Float32Array(m * 8);
+      new Uint32Array(g32.buffer).set(Array.from(g16, (h) => h << 16));
+      nat.lookup(ids, m, new Float32Array(m * 8), step, false);
+      ref.lookup(ids, m, new Float32Array(m * 8), step, false);
+      assert.deepEqual(nat.pushBf16(ids, m, g16, step), ref.push(ids, m, g32, step), `step ${step}: push result`);
+      assertSame(nat, ref, `step ${step}`);
+    }
+  });
+}
+
+// A trainer pushes the ids it looked up, in the same order, a few batches later: the native
+// push then takes the lookup's slots (GroupTable.recall) instead of probing the index. With
+// evictions, refused ids, expiry and other batches in between, the slots may be stale; the
+// result must still equal the TypeScript loops bit for bit.
+for (const [pi, policy] of [
+  { capacity: 5000, admitProbability: 1, expireSteps: 0 },
+  { capacity: 260, admitProbability: 1, expireSteps: 0 },
+  { capacity: 500, admitProbability: 0.6, expireSteps: 2 },
+].entries()) {
+  test(`pushes of looked-up batches (slots recalled) equal the TypeScript loops: policy ${pi}`, { skip: noNative && 'native library unavailable' }, () => {
+    const optimizer = { kind: 'adagrad', lr: 0.05, eps: 1e-8, initialAccumulator: 0.1 };
+    const nat = table({ optimizer, ...policy }, true), ref = table({ optimizer, ...policy }, false);
+    let recalled = 0;
+    const t = nat as unknown as { recall: (ids: Uint32Array, n: number) => number | null };
+    const recall = t.recall.bind(nat);
+    t.recall = (ids, n) => { const r = recall(ids, n); if (r !== null) recalled++; return r; };
+    const rng = lcg(7 + pi);
+    const inFlight: Uint32Array[] = [];
+    for (let step = 1; step <= 60; step++) {
+      const n = 20 + Math.floor(rng() * 200);
+      const ids = idsToPairs(G, batchOf(rng, n, 1500));
+      nat.lookup(ids, n, new Float32Array(n * 8), step, false);
+      ref.lookup(ids, n, new Float32Array(n * 8), step, false);
+      inFlight.push(ids);
+      // Staleness 2 (5 with expiry, so that rows of a batch in flight expire and their slots
+      // are freed or reused before its push): the oldest batch is pushed now, sometimes two.
+      const k = pi === 2 ? 5 : 2;
+      while (inFlight.length > k || (inFlight.length > 0 && rng() < 0.2)) {
+        const p = inFlight.shift()!, pn = p.length / 2;
+        const g = Float32Array.from({ length: pn * 8 }, () => rng() - 0.5);
+        assert.deepEqual(nat.push(p, pn, g, step), ref.push(p, pn, g, step), `step ${step}: push result`);
+      }
+      assert.equal(nat.sweepExpired(step), ref.sweepExpired(step), `step ${step}: expired`);
+      assertSame(nat, ref, `step ${step}`);
+    }
+    assert.ok(recalled > 30, `pushes took the lookups' slots (${recalled} times)`);
+    if (pi === 1) assert.ok(nat.counters.evictions > 0, 'the workload evicted');
+    if (pi === 2) assert.ok(nat.counters.notAdmitted > 0 && nat.counters.expired > 0, 'the workload refused and expired');
   });
 }

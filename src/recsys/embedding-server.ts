@@ -102,7 +102,8 @@ export class EmbeddingServer {
 
   private onConnection(sock: Socket): void {
     sock.setNoDelay(true);
-    const c: Conn = { sock, reader: new FrameReader(PRE_AUTH_MAX_PAYLOAD), authed: false, closed: false, timer: null, shm: null };
+    // Frames are handled to completion inside 'data' (nothing keeps a payload), so one payload buffer per connection serves all.
+    const c: Conn = { sock, reader: new FrameReader(PRE_AUTH_MAX_PAYLOAD, true), authed: false, closed: false, timer: null, shm: null };
     this.conns.add(c);
     this.counters.connections++;
     c.timer = setTimeout(() => this.reject(c, 0, 'authentication timeout'), this.authTimeoutMs);
@@ -210,9 +211,15 @@ export class EmbeddingServer {
         const r = decodeIdRequest(d ? c.shm!.bytes.subarray(d.reqOff, d.reqOff + d.reqLen) : payload, (g) => shard.table(g).dim, true);
         const dim = shard.table(r.group).dim;
         const need = r.count * dim;
+        if (r.dtype === 'bfloat16') {
+          // The store reads bfloat16 gradients in place (payload arrays are 8-aligned).
+          const res = shard.pushBf16(r.group, r.ids, r.count, new Uint16Array(r.values.buffer, r.values.byteOffset, need), (r.flags & PUSH_ADVANCE_STEP) !== 0);
+          this.send(c, encodePushResponse(h.requestId, res));
+          return;
+        }
         if (this.grads.length < need) this.grads = new Float32Array(need);
-        // Half-precision gradients decode in bulk natively (payload arrays are 8-aligned); float32 or no library: TS.
-        if (r.dtype === 'float32' || !decodeHalf(r.dtype === 'bfloat16', need, new Uint16Array(r.values.buffer, r.values.byteOffset, need), this.grads)) {
+        // float16 gradients decode in bulk natively (payload arrays are 8-aligned); float32 or no library: TS.
+        if (r.dtype === 'float32' || !decodeHalf(false, need, new Uint16Array(r.values.buffer, r.values.byteOffset, need), this.grads)) {
           decodeValues(r.dtype, r.values, need, this.grads);
         }
         const res = shard.push(r.group, r.ids, r.count, this.grads, (r.flags & PUSH_ADVANCE_STEP) !== 0);

@@ -87,6 +87,13 @@ export class EmbeddingShard {
     return { ...r, step: this.step };
   }
 
+  /** push() with bfloat16 gradients (GroupTable.pushBf16: read in place where the kernels allow). */
+  pushBf16(group: number, ids: Uint32Array, n: number, g16: Uint16Array, advanceStep: boolean): { applied: number; dropped: number; step: number } {
+    const r = this.table(group).pushBf16(ids, n, g16, this.step);
+    if (advanceStep) this.advanceStep();
+    return { ...r, step: this.step };
+  }
+
   advanceStep(): void {
     this.step++;
     for (const t of this.tables) if (t) t.sweepExpired(this.step);

@@ -1,8 +1,8 @@
 // One feature group's rows on one server: float32 row slabs and optimizer-state
 // slabs (chunks of CHUNK_ROWS rows, allocated as the group fills), per-slot
-// metadata in typed arrays, an open-addressing id -> slot index (id-index.ts), and an
-// intrusive LRU list (lru-list.ts). No JS object exists per row, so millions of rows
-// cost the GC nothing.
+// metadata in one 64-byte record per slot (slot-meta.ts), an open-addressing id -> slot
+// index (id-index.ts), and an intrusive LRU list (lru-list.ts) through the records. No JS
+// object exists per row, so millions of rows cost the GC nothing.
 //
 // Row lifecycle:
 // - A row is created on first sight with a value drawn from (seed, id) only, so it
@@ -28,14 +28,17 @@ import { fmix64, mixOut, u32ToUnit } from './embedding-hash.js';
 import type { GroupConfig } from './embedding-config.js';
 import { IdIndex } from './id-index.js';
 import { LruList } from './lru-list.js';
+import { M_HI, M_MARK, M_MPOS, M_STEP, META_BYTES, META_INTS, SlotMeta } from './slot-meta.js';
 import { applyRow, initState, stateWidth, type SparseOptimizerConfig } from './sparse-optimizer.js';
-import { encodeHalf, nativeSparse, type NativeSparse } from './native-sparse.js';
+import { decodeHalf, encodeHalf, nativeSparse, storeArray, type NativeSparse } from './native-sparse.js';
 
 const CHUNK_SHIFT = 14;
 const CHUNK_ROWS = 1 << CHUNK_SHIFT;
 const CHUNK_MASK = CHUNK_ROWS - 1;
-/** Bytes of per-slot metadata: idLo, idHi, hash, prev, next, rowStep, mark, markPos (4 each) + lastTouch (8). */
-export const META_BYTES_PER_ROW = 40;
+/** Training lookups remembered for the pushes that follow them (GroupTable.remember): several clients, each a few batches in flight. */
+const RECENT_LOOKUPS = 8;
+/** Bytes of per-slot metadata: one record (slot-meta.ts) of id, hash, LRU links, step, marks and last touch. */
+export const META_BYTES_PER_ROW = META_BYTES;
 
 export interface GroupCounters {
   hits: number; misses: number; inserts: number; evictions: number; expired: number;
@@ -69,12 +72,9 @@ export class GroupTable {
   private rowTmpU: Uint32Array;
   private stateChunks: Float32Array[] = [];
   private metaCap = 0;
-  private readonly ids = new IdIndex();
-  private readonly lru = new LruList();
-  private rowStep = new Int32Array(0);
-  private mark = new Int32Array(0);
-  private markPos = new Int32Array(0);
-  private lastTouch = new Float64Array(0);
+  private readonly meta = new SlotMeta();
+  private readonly ids = new IdIndex(this.meta);
+  private readonly lru = new LruList(this.meta);
   private free = new Int32Array(0);
   private freeTop = 0;
   private nextSlot = 0;
@@ -95,6 +95,9 @@ export class GroupTable {
   private adamBc2 = new Float64Array(0);
   private foundBuf = new Int32Array(0);
   private hashHiBuf = new Uint32Array(0);
+  private wireGrads = new Float32Array(0);
+  private recent: Array<{ n: number; ids: Uint32Array; slots: Int32Array; hashHi: Uint32Array; mutations: number }> = [];
+  private recentNext = 0;
   /** Bumped whenever the id index changes: batch-found slots are rechecked after that. */
   private mutations = 0;
   private readonly initHi: number;
@@ -230,10 +233,10 @@ export class GroupTable {
         ? Math.min(this.capacity, this.metaCap, this.rowChunks.length << CHUNK_SHIFT) : 0;
       acc[0] = 0; acc[1] = 0; acc[2] = 0; acc[3] = this.nextSlot; acc[4] = this.count;
       const j = nat.lookupFill(i, n, ids, this.foundBuf, hashHi, this.mutations === m0 ? 0 : 1,
-        this.ids.idLo, this.ids.idHi, this.ids.hashLo, this.ids.table, this.ids.mask,
-        this.numShards, this.shardIndex, this.cfg.id, touch, step, this.lru.prev, this.lru.next, this.lru.ends, this.lastTouch, slots,
+        this.meta.i32, this.ids.table, this.ids.mask,
+        this.numShards, this.shardIndex, this.cfg.id, touch, step, this.lru.ends, slots,
         slotLimit, this.ids.size >> 1, this.rowTab, this.stateTab, CHUNK_SHIFT, dim, this.stW,
-        init.kind === 'uniform' ? 1 : 0, init.kind === 'uniform' ? init.scale : 0, this.initHi, this.initLo, stateInit, this.rowStep, acc);
+        init.kind === 'uniform' ? 1 : 0, init.kind === 'uniform' ? init.scale : 0, this.initHi, this.initLo, stateInit, acc);
       const inserted = acc[1]!;
       c.hits += acc[0]!;
       c.misses += inserted + acc[2]!;
@@ -251,6 +254,7 @@ export class GroupTable {
       slots[i] = s;
       if (s < 0) missing++;
     }
+    if (!readOnly) this.remember(ids, n, slots);
     if (bf16) nat.gatherBf16(n, dim, slots, this.rowTab, CHUNK_SHIFT, bf16);
     else nat.gather(n, dim, slots, this.rowTab, CHUNK_SHIFT, out!);
     for (let i = 0; missing > 0 && i < n; i++) {
@@ -309,28 +313,45 @@ export class GroupTable {
     return s;
   }
 
+  /**
+   * push() with the gradients as bfloat16 (the wire dtype; g16 holds n * dim values). With
+   * the native library and no repeated id, SGD and Adagrad read them in place (no float32
+   * staging copy: half a row of traffic less per row); otherwise they are decoded first,
+   * which is exact (bfloat16 widens to float32 without rounding), so both ways are bit-identical.
+   */
+  pushBf16(ids: Uint32Array, n: number, g16: Uint16Array, step: number): { applied: number; dropped: number } {
+    if (this.wireGrads.length < n * this.dim) this.wireGrads = new Float32Array(n * this.dim);
+    if (this.nat && this.cfg.optimizer.kind !== 'adam') return this.push(ids, n, this.wireGrads, step, g16);
+    decodeBf16(n * this.dim, g16, this.wireGrads);
+    return this.push(ids, n, this.wireGrads, step);
+  }
+
   /** Sums the gradients of duplicate ids, then applies the optimizer once per distinct stored row. */
-  push(ids: Uint32Array, n: number, grads: Float32Array, step: number): { applied: number; dropped: number } {
+  push(ids: Uint32Array, n: number, grads: Float32Array, step: number, g16: Uint16Array | null = null): { applied: number; dropped: number } {
     const dim = this.dim, c = this.counters;
     const nat = this.nat;
+    // g16 (pushBf16, native only): grads is scratch, filled only if the float32 path needs it.
+    if (g16 && (!nat || this.cfg.optimizer.kind === 'adam')) throw new Error(`group ${this.cfg.id}: bfloat16 gradients need the native SGD/Adagrad kernels`);
     if (this.uniqSlot.length < n) {
       this.uniqSlot = new Int32Array(n);
       this.gradSum = new Float32Array(n * dim);
       if (nat) { this.uOf = new Int32Array(n); this.firstRow = new Int32Array(n); }
     }
-    if (++this.stamp >= 0x7fffffff) { this.mark.fill(0); this.stamp = 1; }
+    if (++this.stamp >= 0x7fffffff) {
+      for (let s = 0; s < this.meta.cap; s++) this.meta.i32[s * META_INTS + M_MARK] = 0;
+      this.stamp = 1;
+    }
     const stamp = this.stamp, uniq = this.uniqSlot, sum = this.gradSum;
     // Native: record where each gradient row goes (uOf, firstRow) and sum only when ids repeat.
     const uOf = this.uOf, firstRow = this.firstRow;
     let nu = 0, dropped = 0, dup = false;
-    const m0 = nat ? this.prefind(nat, ids, n) : 0, hashHi = this.hashHiBuf, acc = this.hitAcc;
+    const m0 = nat ? (this.recall(ids, n) ?? this.prefind(nat, ids, n)) : 0, hashHi = this.hashHiBuf, acc = this.hitAcc;
     for (let i = 0; i < n; i++) {
       if (nat) {
         // Stored ids in C up to the next one that needs the loop body below (arrays re-read: inserts grow them).
         acc[0] = nu; acc[1] = 0;
-        const j = nat.pushHits(i, n, ids, this.foundBuf, hashHi, this.mutations === m0 ? 0 : 1, this.ids.idLo, this.ids.idHi,
-          this.numShards, this.shardIndex, this.cfg.id, step, this.lru.prev, this.lru.next, this.lru.ends, this.lastTouch,
-          this.mark, this.markPos, stamp, uniq, uOf, firstRow, acc);
+        const j = nat.pushHits(i, n, ids, this.foundBuf, hashHi, this.mutations === m0 ? 0 : 1,
+          this.numShards, this.shardIndex, this.cfg.id, step, this.meta.i32, this.lru.ends, stamp, uniq, uOf, firstRow, acc);
         nu = acc[0]!;
         if (acc[1]) dup = true;
         if (j >= n) break;
@@ -343,14 +364,15 @@ export class GroupTable {
         if (!this.admits(hi, lo, step)) { dropped++; if (nat) uOf[i] = -1; continue; }
         s = this.insertNew(hi, lo);
       }
-      if (this.mark[s] === stamp) {
-        if (nat) { uOf[i] = this.markPos[s]!; dup = true; } else {
-          const o = this.markPos[s]! * dim;
+      const m = this.meta.i32, r = s * META_INTS;
+      if (m[r + M_MARK] === stamp) {
+        if (nat) { uOf[i] = m[r + M_MPOS]!; dup = true; } else {
+          const o = m[r + M_MPOS]! * dim;
           for (let j = 0; j < dim; j++) sum[o + j] += grads[i * dim + j]!;
         }
       } else {
-        this.mark[s] = stamp;
-        this.markPos[s] = nu;
+        m[r + M_MARK] = stamp;
+        m[r + M_MPOS] = nu;
         uniq[nu] = s;
         if (nat) { uOf[i] = nu; firstRow[nu] = i; } else {
           const o = nu * dim;
@@ -363,24 +385,27 @@ export class GroupTable {
     const opt = this.cfg.optimizer, stW = this.stW;
     let applied = 0;
     if (nat) {
+      if (g16 && dup) { decodeBf16(n * dim, g16, grads); g16 = null; } // sums are float32
       if (dup) nat.accum(n, dim, uOf, firstRow, grads, sum);
       const g = dup ? sum : grads, gRow = dup ? null : firstRow;
       const adam = opt.kind === 'adam';
       if (adam && this.adamStep.length < nu) { this.adamStep = new Float64Array(this.uniqSlot.length); this.adamBc2 = new Float64Array(this.uniqSlot.length); }
       if (!adam) {
-        applied = nat.bumpSteps(nu, uniq, this.rowStep);
+        applied = nat.bumpSteps(nu, uniq, this.meta.i32);
         dropped += nu - applied; // evicted later in this same batch (batch larger than capacity)
       } else {
         for (let u = 0; u < nu; u++) {
           const s = uniq[u]!;
           if (s < 0) { dropped++; continue; } // evicted later in this same batch (batch larger than capacity)
-          const t = ++this.rowStep[s];
+          const t = ++this.meta.i32[s * META_INTS + M_STEP];
           this.adamStep[u] = opt.lr / (1 - Math.pow(opt.beta1, t)); // as applyRow
           this.adamBc2[u] = Math.sqrt(1 - Math.pow(opt.beta2, t));
           applied++;
         }
       }
-      if (opt.kind === 'sgd') nat.sgd(nu, dim, uniq, this.rowTab, CHUNK_SHIFT, g, gRow, opt.lr);
+      if (g16 && opt.kind === 'sgd') nat.sgdBf16(nu, dim, uniq, this.rowTab, CHUNK_SHIFT, g16, firstRow, opt.lr);
+      else if (g16 && opt.kind === 'adagrad') nat.adagradBf16(nu, dim, uniq, this.rowTab, this.stateTab, CHUNK_SHIFT, g16, firstRow, opt.lr, opt.eps);
+      else if (opt.kind === 'sgd') nat.sgd(nu, dim, uniq, this.rowTab, CHUNK_SHIFT, g, gRow, opt.lr);
       else if (opt.kind === 'adagrad') nat.adagrad(nu, dim, uniq, this.rowTab, this.stateTab, CHUNK_SHIFT, g, gRow, opt.lr, opt.eps);
       else nat.adam(nu, dim, uniq, this.rowTab, this.stateTab, CHUNK_SHIFT, g, gRow, this.adamStep, this.adamBc2, opt.beta1, opt.beta2, opt.eps);
       c.updates += applied;
@@ -390,7 +415,7 @@ export class GroupTable {
     for (let u = 0; u < nu; u++) {
       const s = uniq[u]!;
       if (s < 0) { dropped++; continue; } // evicted later in this same batch (batch larger than capacity)
-      const t = ++this.rowStep[s];
+      const t = ++this.meta.i32[s * META_INTS + M_STEP];
       const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
       applyRow(opt, dim, this.rowChunks[k]!, r * dim, this.stateChunks[k]!, r * stW, sum, u * dim, t);
       applied++;
@@ -405,7 +430,7 @@ export class GroupTable {
     const e = this.cfg.expireSteps;
     if (e <= 0) return 0;
     let k = 0;
-    while (this.lru.tail >= 0 && step - this.lastTouch[this.lru.tail]! > e) {
+    while (this.lru.tail >= 0 && step - this.meta.lastTouch(this.lru.tail) > e) {
       const s = this.lru.tail;
       this.removeSlot(s);
       this.free[this.freeTop++] = s;
@@ -418,8 +443,7 @@ export class GroupTable {
   /** Ids from least to most recently used (tests, debugging). */
   lruOrder(): Array<[number, number]> {
     const out: Array<[number, number]> = [];
-    const prev = this.lru.prev, idLo = this.ids.idLo, idHi = this.ids.idHi;
-    for (let s = this.lru.tail; s >= 0; s = prev[s]!) out.push([idHi[s]!, idLo[s]!]);
+    for (let s = this.lru.tail; s >= 0; s = this.lru.prevOf(s)) out.push([this.ids.idHiOf(s), this.ids.idLoOf(s)]);
     return out;
   }
 
@@ -437,9 +461,9 @@ export class GroupTable {
       this.stateTab = new BigUint64Array(this.rowTab.length);
       if (this.stW) this.stateChunks.forEach((c, k) => this.nat!.setPtr(this.stateTab, k, c));
     }
-    for (let s = this.lru.tail; s >= 0; s = this.lru.prev[s]!) {
+    for (let s = this.lru.tail; s >= 0; s = this.lru.prevOf(s)) {
       initState(opt, this.stateChunks[s >>> CHUNK_SHIFT]!, (s & CHUNK_MASK) * this.stW, this.dim);
-      this.rowStep[s] = 0;
+      this.meta.i32[s * META_INTS + M_STEP] = 0;
     }
   }
 
@@ -454,16 +478,15 @@ export class GroupTable {
       count: n, ids: new Uint32Array(2 * n), rows: new Float32Array(n * dim), state: new Float32Array(n * stW),
       rowStep: new Int32Array(n), lastTouch: new Float64Array(n),
     };
-    const prev = this.lru.prev, idLo = this.ids.idLo, idHi = this.ids.idHi;
     let i = 0;
-    for (let s = this.lru.tail; s >= 0; s = prev[s]!, i++) {
-      b.ids[2 * i] = idLo[s]!;
-      b.ids[2 * i + 1] = idHi[s]!;
+    for (let s = this.lru.tail; s >= 0; s = this.lru.prevOf(s), i++) {
+      b.ids[2 * i] = this.ids.idLoOf(s);
+      b.ids[2 * i + 1] = this.ids.idHiOf(s);
       const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
       b.rows.set(this.rowChunks[k]!.subarray(r * dim, (r + 1) * dim), i * dim);
       if (stW) b.state.set(this.stateChunks[k]!.subarray(r * stW, (r + 1) * stW), i * stW);
-      b.rowStep[i] = this.rowStep[s]!;
-      b.lastTouch[i] = this.lastTouch[s]!;
+      b.rowStep[i] = this.meta.i32[s * META_INTS + M_STEP]!;
+      b.lastTouch[i] = this.meta.lastTouch(s);
     }
     return b;
   }
@@ -480,7 +503,7 @@ export class GroupTable {
       if (blockStateWidth !== stW) throw new Error(`group ${this.cfg.id}: checkpoint state width ${blockStateWidth} != ${stW}`);
       this.stateChunks[k]!.set(b.state.subarray(i * stW, (i + 1) * stW), r * stW);
     }
-    this.rowStep[s] = b.rowStep[i]!;
+    this.meta.i32[s * META_INTS + M_STEP] = b.rowStep[i]!;
     this.touch(s, b.lastTouch[i]!);
   }
 
@@ -491,7 +514,8 @@ export class GroupTable {
     return {
       residentBytes: this.count * rowBytes + (this.count > 0 ? indexBytes : 0),
       allocatedBytes: this.rowChunks.length * CHUNK_ROWS * (this.dim + this.stW) * 4
-        + this.metaCap * (META_BYTES_PER_ROW + 4) + indexBytes + this.uniqSlot.byteLength + this.gradSum.byteLength,
+        + this.metaCap * (META_BYTES_PER_ROW + 4) + indexBytes + this.uniqSlot.byteLength + this.gradSum.byteLength
+        + this.recent.reduce((a, e) => a + e.ids.byteLength + e.slots.byteLength + e.hashHi.byteLength, 0),
     };
   }
 
@@ -500,6 +524,44 @@ export class GroupTable {
   private misrouted(hi: number, lo: number): never {
     const id = ((BigInt(hi) << 32n) | BigInt(lo)).toString(16);
     throw new Error(`group ${this.cfg.id}: id 0x${id} does not belong to shard ${this.shardIndex} of ${this.numShards} (or to this group)`);
+  }
+
+  /**
+   * Keeps a training lookup's ids with the slots it resolved and their hash words (a small
+   * ring, one entry per recent batch): a trainer pushes the gradients of exactly the ids it
+   * looked up, in the same order, so that push can take its slots from here (recall)
+   * instead of probing the index again. The slots are valid at the mutation count recorded:
+   * a batch no larger than the capacity cannot evict its own rows, which are all touched.
+   */
+  private remember(ids: Uint32Array, n: number, slots: Int32Array): void {
+    if (this.recent.length < RECENT_LOOKUPS) this.recent.push({ n: 0, ids: new Uint32Array(0), slots: new Int32Array(0), hashHi: new Uint32Array(0), mutations: 0 });
+    const e = this.recent[this.recentNext]!;
+    this.recentNext = (this.recentNext + 1) % RECENT_LOOKUPS;
+    if (e.slots.length < n) { e.ids = new Uint32Array(2 * n); e.slots = new Int32Array(n); e.hashHi = new Uint32Array(n); }
+    e.ids.set(ids.subarray(0, 2 * n));
+    e.slots.set(slots.subarray(0, n));
+    e.hashHi.set(this.hashHiBuf.subarray(0, n));
+    e.n = n;
+    e.mutations = this.mutations;
+  }
+
+  /**
+   * If the last few training lookups include exactly these ids, puts their slots and hash
+   * words where prefind would (foundBuf, hashHiBuf) and returns the mutation count they are
+   * valid for; else null. Later changes to the index are handled as after prefind
+   * (slotAt, and the kernels' check of each found slot's id).
+   */
+  private recall(ids: Uint32Array, n: number): number | null {
+    const want = Buffer.from(ids.buffer, ids.byteOffset, 8 * n);
+    for (const e of this.recent) {
+      if (e.n !== n || !want.equals(Buffer.from(e.ids.buffer, e.ids.byteOffset, 8 * n))) continue;
+      if (this.foundBuf.length < n) { this.foundBuf = new Int32Array(Math.max(n, 2 * this.foundBuf.length)); this.hashHiBuf = new Uint32Array(this.foundBuf.length); }
+      this.foundBuf.set(e.slots.subarray(0, n));
+      this.hashHiBuf.set(e.hashHi.subarray(0, n));
+      e.n = 0; // used: a batch's gradients are pushed once
+      return e.mutations;
+    }
+    return null;
   }
 
   /** Finds the slots of n ids in one native call (foundBuf, hashHiBuf); returns the mutation count they are valid for. */
@@ -516,7 +578,7 @@ export class GroupTable {
    */
   private slotAt(i: number, hi: number, lo: number, m0: number): number {
     const s = this.foundBuf[i]!;
-    if (this.mutations === m0 || (s >= 0 && this.ids.idLo[s] === lo && this.ids.idHi[s] === hi)) return s;
+    if (this.mutations === m0 || (s >= 0 && this.ids.idLoOf(s) === lo && this.ids.idHiOf(s) === hi)) return s;
     return this.find(hi, lo);
   }
 
@@ -537,7 +599,7 @@ export class GroupTable {
     const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
     this.initRow(hi, lo, this.rowChunks[k]!, r * this.dim);
     initState(this.cfg.optimizer, this.stateChunks[k]!, r * this.stW, this.dim);
-    this.rowStep[s] = 0;
+    this.meta.i32[s * META_INTS + M_STEP] = 0;
     this.lru.pushHead(s);
     return s;
   }
@@ -548,34 +610,34 @@ export class GroupTable {
     this.ids.remove(s);
     this.lru.unlink(s);
     this.count--;
+    const m = this.meta.i32, r = s * META_INTS;
+    // A slot found before this (prefind, recall) is trusted when its record still names the
+    // id: a freed slot's record must name none of this group's ids (another group byte).
+    m[r + M_HI] = ((this.cfg.id + 1) & 0xff) << 24;
     // A row evicted while its gradient is pending in the current push loses that gradient.
-    if (this.mark[s] === this.stamp) { this.uniqSlot[this.markPos[s]!] = -1; this.mark[s] = 0; }
+    if (m[r + M_MARK] === this.stamp) { this.uniqSlot[m[r + M_MPOS]!] = -1; m[r + M_MARK] = 0; }
   }
 
   private touch(s: number, step: number): void {
-    this.lastTouch[s] = step;
+    this.meta.setLastTouch(s, step);
     this.lru.moveToHead(s);
   }
 
   private ensureSlot(s: number): void {
     if (s >= this.metaCap) {
       const cap = Math.min(this.capacity, Math.max(1024, this.metaCap * 2, s + 1));
-      const grow = <T extends Uint32Array | Int32Array | Float64Array>(a: T, make: (n: number) => T): T => { const b = make(cap); b.set(a); return b; };
-      this.ids.growSlots(cap);
-      this.lru.growSlots(cap);
-      this.rowStep = grow(this.rowStep, (n) => new Int32Array(n));
-      this.mark = grow(this.mark, (n) => new Int32Array(n));
-      this.markPos = grow(this.markPos, (n) => new Int32Array(n));
-      this.lastTouch = grow(this.lastTouch, (n) => new Float64Array(n));
-      this.free = grow(this.free, (n) => new Int32Array(n));
+      this.meta.grow(cap);
+      const free = new Int32Array(cap);
+      free.set(this.free);
+      this.free = free;
       this.metaCap = cap;
     }
     const k = s >>> CHUNK_SHIFT;
     while (this.rowChunks.length <= k) {
-      const rows = new Float32Array(CHUNK_ROWS * this.dim);
+      const rows = storeArray(Float32Array, CHUNK_ROWS * this.dim);
       this.rowChunks.push(rows);
-      this.rowChunksU.push(new Uint32Array(rows.buffer));
-      this.stateChunks.push(new Float32Array(CHUNK_ROWS * this.stW));
+      this.rowChunksU.push(new Uint32Array(rows.buffer, rows.byteOffset, rows.length));
+      this.stateChunks.push(storeArray(Float32Array, CHUNK_ROWS * this.stW));
       if (this.nat) {
         // The chunk tables hold raw addresses: these slabs stay referenced by rowChunks/stateChunks.
         if (this.rowTab.length <= k) {
@@ -593,6 +655,13 @@ export class GroupTable {
   /** Resizes the index, re-adding the live slots in LRU order (oldest first). */
   private rehash(size: number): void {
     this.ids.reset(size);
-    for (let s = this.lru.tail; s >= 0; s = this.lru.prev[s]!) this.ids.place(s);
+    for (let s = this.lru.tail; s >= 0; s = this.lru.prevOf(s)) this.ids.place(s);
   }
+}
+
+/** bfloat16 -> float32 (exact), natively when available. */
+function decodeBf16(n: number, src: Uint16Array, dst: Float32Array): void {
+  if (decodeHalf(true, n, src, dst)) return;
+  const u = new Uint32Array(dst.buffer, dst.byteOffset, n);
+  for (let i = 0; i < n; i++) u[i] = src[i]! << 16;
 }

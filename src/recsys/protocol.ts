@@ -138,16 +138,20 @@ export function encodeErrorFrame(requestId: number, message: string): Buffer {
 }
 
 /**
- * Reassembles frames from a byte stream. Payloads are copied into fresh
- * ArrayBuffers (offset 0), so their contents can be viewed as typed arrays.
+ * Reassembles frames from a byte stream. Payloads are copied into ArrayBuffers at
+ * offset 0, so their contents can be viewed as typed arrays: fresh ones, or with
+ * `reuse` one buffer per reader, overwritten by the next frame (for a reader whose
+ * onFrame is done with the payload when it returns, as the server's is: no allocation,
+ * page faults or garbage per request).
  */
 export class FrameReader {
   private chunks: Buffer[] = [];
   private have = 0;
   private header: FrameHeader | null = null;
   private readonly hdrBuf = new Uint8Array(HEADER_BYTES);
+  private scratch = new ArrayBuffer(0);
 
-  constructor(public maxPayload: number) {}
+  constructor(public maxPayload: number, private readonly reuse = false) {}
 
   /** Feeds bytes; calls onFrame per complete frame. Throws ProtocolError on a bad header. */
   push(chunk: Buffer, onFrame: (h: FrameHeader, payload: Uint8Array) => void): void {
@@ -161,7 +165,11 @@ export class FrameReader {
       }
       if (this.have < this.header.length) return;
       const h = this.header;
-      const payload = new Uint8Array(Buffer.allocUnsafeSlow(h.length).buffer, 0, h.length);
+      let payload: Uint8Array;
+      if (this.reuse) {
+        if (this.scratch.byteLength < h.length) this.scratch = new ArrayBuffer(Math.max(h.length, Math.min(this.maxPayload, 2 * this.scratch.byteLength)));
+        payload = new Uint8Array(this.scratch, 0, h.length);
+      } else payload = new Uint8Array(Buffer.allocUnsafeSlow(h.length).buffer, 0, h.length);
       this.take(payload);
       this.header = null;
       onFrame(h, payload);

@@ -41,12 +41,15 @@ export function applyRow(
       return;
     }
     case 'adagrad': {
-      const lr = cfg.lr, eps = cfg.eps;
+      // float32 arithmetic, every operation rounded (as PyTorch's float32 Adagrad and the
+      // server's C kernel): a float op computed in double and rounded once is exact for
+      // + - * / and sqrt, so fround after each one reproduces float32 bit for bit.
+      const f = Math.fround, lr = f(cfg.lr), eps = f(cfg.eps);
       for (let j = 0; j < dim; j++) {
         const gj = g[gOff + j]!;
-        const a = st[sOff + j]! + gj * gj;
+        const a = f(st[sOff + j]! + f(gj * gj));
         st[sOff + j] = a;
-        w[wOff + j] -= (lr * gj) / (Math.sqrt(a) + eps);
+        w[wOff + j] = w[wOff + j]! - f(f(lr * gj) / f(f(Math.sqrt(a)) + eps));
       }
       return;
     }
