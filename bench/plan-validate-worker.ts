@@ -30,24 +30,28 @@ function threadCpu(): Record<string, number> {
   return out;
 }
 
+/** Steps not measured for CPU time (see cpuSteps); bench/plan-validate-bench.ts skips as many for the wall time. */
+const WARMUP_STEPS = 2;
+
 async function main(): Promise<void> {
   const { flags } = parseArgs(process.argv.slice(2));
   const cfg = configFromArgs(flags);
   const base = process.memoryUsage().arrayBuffers;
   let peak = base, live = 0, livePeak = 0, training = true;
   // CPU seconds of each step (all threads of this rank: main and communication thread),
-  // from one onStep to the next; the first step (warm-up, first allocations) is skipped.
+  // from one onStep to the next; the first two steps (warm-up: first allocations, and the
+  // buffer pool keeps a size only once it recurs, so the second step allocates again) are skipped.
   let lastCpu: NodeJS.CpuUsage | null = null;
   let gcCpu = 0;
   const cpuSteps: number[] = [];
   let threads0: Record<string, number> | null = null, threads1: Record<string, number> = {};
   // Sampled during training steps only: the final checkpoint's serialisation buffers are not the step's memory.
-  // poolAtPeak: bytes the buffer pool had allocated when the peak was seen (the rest of the
-  // peak is memory outside the pool: transport buffers, unpooled arrays awaiting GC).
+  // poolAtPeak: bytes the buffer pool held (handed out + idle) when the peak was seen (the
+  // rest of the peak is memory outside the pool: transport buffers, unpooled arrays awaiting GC).
   let poolAtPeak = 0;
   // After each step: [array-buffer bytes above the start, pool bytes allocated] (where memory goes).
   const stepMem: [number, number][] = [];
-  const sample = (): void => { if (!training) return; const ab = process.memoryUsage().arrayBuffers; if (ab > peak) { peak = ab; poolAtPeak = pool.stats().allocatedBytes; } };
+  const sample = (): void => { if (!training) return; const ab = process.memoryUsage().arrayBuffers; if (ab > peak) { peak = ab; poolAtPeak = live + pool.stats().pooledBytes; } };
   const prevOnAlloc = pool.onAllocate;
   pool.onAllocate = (buf) => { prevOnAlloc?.(buf); sample(); };
   const acq = pool.acquire.bind(pool), rel = pool.release.bind(pool);
@@ -68,9 +72,9 @@ async function main(): Promise<void> {
         stepMem.push([process.memoryUsage().arrayBuffers - base, pool.stats().allocatedBytes]);
         const now = process.cpuUsage();
         if (lastCpu) cpuSteps.push((now.user - lastCpu.user + now.system - lastCpu.system) / 1e6 - gcCpu);
-        lastCpu = now;
+        if (m.step >= WARMUP_STEPS) lastCpu = now;
         gcCpu = 0;
-        if (!threads0) threads0 = threadCpu(); else if (training) threads1 = threadCpu();
+        if (m.step >= WARMUP_STEPS) { if (!threads0) threads0 = threadCpu(); else if (training) threads1 = threadCpu(); }
         if (m.step >= cfg.train.steps) training = false;
       },
     });
