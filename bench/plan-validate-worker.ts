@@ -10,19 +10,26 @@ import { train } from '../src/train/trainer.js';
 import { distributedLayerFromEnv } from '../src/train/dist-setup.js';
 import { readdirSync, readFileSync } from 'node:fs';
 
+/** Thread ids that exist before the runtime starts: Node's own (V8 platform workers: GC and compilation helpers; libuv pool). */
+let startupTids: Set<string> | null = null;
+function tids(): string[] {
+  try { return readdirSync('/proc/self/task'); } catch { return []; }
+}
+
 /**
- * CPU seconds of each thread of this process (Linux /proc; {} elsewhere), keyed by thread
- * name: the main thread is 'main', communication threads and the runtime's helpers by name.
- * Tells where a rank's CPU time goes (compute vs communication thread).
+ * CPU seconds of each thread of this process (Linux /proc; {} elsewhere): the main thread is
+ * 'main'; threads that existed before the runtime started are 'node-helpers' (V8's GC and
+ * compiler workers and libuv's pool, all named "node" by the kernel, so a name alone would
+ * lump them with the communication threads); the threads started since are 'comm' (the
+ * communication threads). Tells where a rank's CPU time goes.
  */
 function threadCpu(): Record<string, number> {
   const out: Record<string, number> = {};
-  let tasks: string[];
-  try { tasks = readdirSync('/proc/self/task'); } catch { return out; }
+  const tasks = tids();
   for (const t of tasks) {
     try {
       const st = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
-      const name = Number(t) === process.pid ? 'main' : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
+      const name = Number(t) === process.pid ? 'main' : startupTids?.has(t) ? 'node-helpers' : startupTids ? 'comm' : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
       const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
       out[name] = (out[name] ?? 0) + (Number(f[11]) + Number(f[12])) / 100; // utime + stime, clock ticks
     } catch { /* thread exited */ }
@@ -57,6 +64,7 @@ async function main(): Promise<void> {
   const acq = pool.acquire.bind(pool), rel = pool.release.bind(pool);
   pool.acquire = (d, n) => { const b = acq(d, n); live += b.byteLength; if (training && live > livePeak) livePeak = live; return b; };
   pool.release = (d, b) => { live -= b.byteLength; rel(d, b); };
+  startupTids = new Set(tids());
   const sync = await distributedLayerFromEnv(cfg);
   const rank = sync?.rank ?? 0;
   try {
