@@ -12,6 +12,13 @@ import { readdirSync, readFileSync } from 'node:fs';
 
 /** Thread ids that exist before the runtime starts: Node's own (V8 platform workers: GC and compilation helpers; libuv pool). */
 let startupTids: Set<string> | null = null;
+/** Threads started since, numbered in the order first seen ('comm1', 'comm2', …: one communication thread per parallel dimension, plus their helpers). */
+const commNames = new Map<string, string>();
+const commName = (tid: string): string => {
+  let n = commNames.get(tid);
+  if (!n) commNames.set(tid, (n = `comm${commNames.size + 1}`));
+  return n;
+};
 function tids(): string[] {
   try { return readdirSync('/proc/self/task'); } catch { return []; }
 }
@@ -20,7 +27,7 @@ function tids(): string[] {
  * CPU seconds of each thread of this process (Linux /proc; {} elsewhere): the main thread is
  * 'main'; threads that existed before the runtime started are 'node-helpers' (V8's GC and
  * compiler workers and libuv's pool, all named "node" by the kernel, so a name alone would
- * lump them with the communication threads); the threads started since are 'comm' (the
+ * lump them with the communication threads); the threads started since are 'comm1', 'comm2', … (the
  * communication threads). Tells where a rank's CPU time goes.
  */
 function threadCpu(): Record<string, number> {
@@ -29,7 +36,7 @@ function threadCpu(): Record<string, number> {
   for (const t of tasks) {
     try {
       const st = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
-      const name = Number(t) === process.pid ? 'main' : startupTids?.has(t) ? 'node-helpers' : startupTids ? 'comm' : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
+      const name = Number(t) === process.pid ? 'main' : startupTids?.has(t) ? 'node-helpers' : startupTids ? commName(t) : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
       const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
       out[name] = (out[name] ?? 0) + (Number(f[11]) + Number(f[12])) / 100; // utime + stime, clock ticks
     } catch { /* thread exited */ }
