@@ -403,6 +403,26 @@ export function inflightMicroBatches(l: Layout, s: number): number {
   return peak / v;
 }
 
+/**
+ * Point-to-point messages pipeline rank r sends and receives per step, counted from the
+ * schedule's own actions (parallel/pipeline/pipeline-engine.ts): a forward receives its
+ * input unless it runs the first virtual stage and sends its output unless it runs the
+ * last; a backward receives its output gradient unless it runs the last stage and sends
+ * its input gradient unless it runs the first. (Shapes the schedule refuses: 2 per micro-batch.)
+ */
+export function pipelineMessages(l: Layout, r: number): number {
+  const v = l.schedule === 'interleaved' ? l.vpp : 1, shape = { kind: l.schedule, p: l.pp, m: l.ga, v };
+  if (l.pp <= 1) return 0;
+  if (scheduleShapeError(shape)) return 2 * l.ga;
+  const last = l.pp * v - 1;
+  let n = 0;
+  for (const a of rankActions(shape, r)) {
+    const vs = a.chunk * l.pp + r;
+    n += (vs > 0 ? 1 : 0) + (vs < last ? 1 : 0);
+  }
+  return n;
+}
+
 /** Elements of the parameters GEMMs read (those with a per-step 16-bit copy), per pipeline stage, after tp/ep. */
 function gemmParamsPerStage(tr: TraceResult, l: Layout): number[] {
   const names = new Set<string>();
@@ -563,8 +583,11 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   if (pp > 1) {
     const link = linkFor(tp * dp * 2, c, dpn);
     const boundary = l.mb * o.seqLen * o.dModel * eb / (l.sp ? tp : 1);
-    comm[`pp send/recv (${link.cls})`] = 2 * l.ga * (link.alpha + boundary / link.beta);
-    if (cpuLink) commCpu += 2 * l.ga * (cpuLink.alpha + boundary / cpuLink.beta);
+    // Messages (sends + receives) of the busiest pipeline rank per step, from the schedule:
+    // 2 per micro-batch for GPipe and 1F1B, more for interleaved (every chunk boundary).
+    const msgs = Math.max(...Array.from({ length: pp }, (_, r) => pipelineMessages(l, r)));
+    comm[`pp send/recv (${link.cls})`] = msgs * (link.alpha + boundary / link.beta);
+    if (cpuLink) commCpu += msgs * (cpuLink.alpha + boundary / cpuLink.beta);
   }
   let dpTime = 0;
   if (dp > 1) {
