@@ -21,7 +21,11 @@ import type { Tensor } from '../core/tensor.js';
 import type { ClusterSpec } from './cluster.js';
 import { Rng } from '../core/rng.js';
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** The median; of an even count, the mean of the middle two (the upper one alone biased every rate of a 2-rep measurement towards its slower run). */
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
+  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+};
 
 /**
  * Seeded normal values × `scale`, as the data the kernels are measured on. Constant inputs
@@ -79,8 +83,8 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   // (tokens × width × width), which the planner interpolates between.
   const peak = gemmRate(1024, 1024, 1024, reps).best;
   const points: [number, number, number, number][] = [];
-  for (const m of [512, 2048]) for (const n of [128, 512, 2048]) for (const k of [128, 512, 2048]) points.push([m, n, k, gemmRate(m, n, k, Math.max(2, reps >> 1)).median]);
-  points.push([2048, 8192, 512, gemmRate(2048, 8192, 512, 2).median]);
+  for (const m of [512, 2048]) for (const n of [128, 512, 2048]) for (const k of [128, 512, 2048]) points.push([m, n, k, gemmRate(m, n, k, 3).median]);
+  points.push([2048, 8192, 512, gemmRate(2048, 8192, 512, 3).median]);
   const eff = median(points.filter(([m, n, k]) => m === 2048 && n >= 512 && k >= 512).map((p) => p[3])) / peak;
   log.push(`GEMM (1 thread): ceiling ${(peak / 1e9).toFixed(1)} GFLOP/s; ${points.length} shapes from ${(Math.min(...points.map((p) => p[3])) / 1e9).toFixed(1)} to ${(Math.max(...points.map((p) => p[3])) / 1e9).toFixed(1)} GFLOP/s`);
   // Attention: the real op, forward + backward, at a GPT-small head shape.
