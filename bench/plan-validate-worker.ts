@@ -56,7 +56,7 @@ async function main(): Promise<void> {
   // from one onStep to the next; the first two steps (warm-up: first allocations, and the
   // buffer pool keeps a size only once it recurs, so the second step allocates again) are skipped.
   let lastCpu: NodeJS.CpuUsage | null = null;
-  let gcCpu = 0;
+  let gcCpu = 0; // CPU of the step-boundary GC and of the memory probe, not the step's
   const cpuSteps: number[] = [];
   let threads0: Record<string, number> | null = null, threads1: Record<string, number> = {};
   // Sampled during training steps only: the final checkpoint's serialisation buffers are not the step's memory.
@@ -65,7 +65,16 @@ async function main(): Promise<void> {
   let poolAtPeak = 0;
   // After each step: [array-buffer bytes above the start, pool bytes allocated] (where memory goes).
   const stepMem: [number, number][] = [];
-  const sample = (): void => { if (!training) return; const ab = process.memoryUsage().arrayBuffers; if (ab > peak) { peak = ab; poolAtPeak = live + pool.stats().pooledBytes; } };
+  // The probe's own CPU (process.memoryUsage() walks the heap's spaces; it runs at every fresh
+  // allocation, dozens per step where sizes follow the routing) is left out of the step's CPU, as the GC is.
+  const sample = (): void => {
+    if (!training) return;
+    const c0 = process.cpuUsage();
+    const ab = process.memoryUsage().arrayBuffers;
+    if (ab > peak) { peak = ab; poolAtPeak = live + pool.stats().pooledBytes; }
+    const d = process.cpuUsage(c0);
+    gcCpu += (d.user + d.system) / 1e6;
+  };
   const prevOnAlloc = pool.onAllocate;
   pool.onAllocate = (buf) => { prevOnAlloc?.(buf); sample(); };
   const acq = pool.acquire.bind(pool), rel = pool.release.bind(pool);
