@@ -10,19 +10,33 @@ import { train } from '../src/train/trainer.js';
 import { distributedLayerFromEnv } from '../src/train/dist-setup.js';
 import { readdirSync, readFileSync } from 'node:fs';
 
+/** Thread ids that exist before the runtime starts: Node's own (V8 platform workers: GC and compilation helpers; libuv pool). */
+let startupTids: Set<string> | null = null;
+/** Threads started since, numbered in the order first seen ('comm1', 'comm2', …: one communication thread per parallel dimension, plus their helpers). */
+const commNames = new Map<string, string>();
+const commName = (tid: string): string => {
+  let n = commNames.get(tid);
+  if (!n) commNames.set(tid, (n = `comm${commNames.size + 1}`));
+  return n;
+};
+function tids(): string[] {
+  try { return readdirSync('/proc/self/task'); } catch { return []; }
+}
+
 /**
- * CPU seconds of each thread of this process (Linux /proc; {} elsewhere), keyed by thread
- * name: the main thread is 'main', communication threads and the runtime's helpers by name.
- * Tells where a rank's CPU time goes (compute vs communication thread).
+ * CPU seconds of each thread of this process (Linux /proc; {} elsewhere): the main thread is
+ * 'main'; threads that existed before the runtime started are 'node-helpers' (V8's GC and
+ * compiler workers and libuv's pool, all named "node" by the kernel, so a name alone would
+ * lump them with the communication threads); the threads started since are 'comm1', 'comm2', … (the
+ * communication threads). Tells where a rank's CPU time goes.
  */
 function threadCpu(): Record<string, number> {
   const out: Record<string, number> = {};
-  let tasks: string[];
-  try { tasks = readdirSync('/proc/self/task'); } catch { return out; }
+  const tasks = tids();
   for (const t of tasks) {
     try {
       const st = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
-      const name = Number(t) === process.pid ? 'main' : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
+      const name = Number(t) === process.pid ? 'main' : startupTids?.has(t) ? 'node-helpers' : startupTids ? commName(t) : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
       const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
       out[name] = (out[name] ?? 0) + (Number(f[11]) + Number(f[12])) / 100; // utime + stime, clock ticks
     } catch { /* thread exited */ }
@@ -30,29 +44,43 @@ function threadCpu(): Record<string, number> {
   return out;
 }
 
+/** Steps not measured for CPU time (see cpuSteps); bench/plan-validate-bench.ts skips as many for the wall time. */
+const WARMUP_STEPS = 2;
+
 async function main(): Promise<void> {
   const { flags } = parseArgs(process.argv.slice(2));
   const cfg = configFromArgs(flags);
   const base = process.memoryUsage().arrayBuffers;
   let peak = base, live = 0, livePeak = 0, training = true;
   // CPU seconds of each step (all threads of this rank: main and communication thread),
-  // from one onStep to the next; the first step (warm-up, first allocations) is skipped.
+  // from one onStep to the next; the first two steps (warm-up: first allocations, and the
+  // buffer pool keeps a size only once it recurs, so the second step allocates again) are skipped.
   let lastCpu: NodeJS.CpuUsage | null = null;
-  let gcCpu = 0;
+  let gcCpu = 0; // CPU of the step-boundary GC and of the memory probe, not the step's
   const cpuSteps: number[] = [];
   let threads0: Record<string, number> | null = null, threads1: Record<string, number> = {};
   // Sampled during training steps only: the final checkpoint's serialisation buffers are not the step's memory.
-  // poolAtPeak: bytes the buffer pool had allocated when the peak was seen (the rest of the
-  // peak is memory outside the pool: transport buffers, unpooled arrays awaiting GC).
+  // poolAtPeak: bytes the buffer pool held (handed out + idle) when the peak was seen (the
+  // rest of the peak is memory outside the pool: transport buffers, unpooled arrays awaiting GC).
   let poolAtPeak = 0;
   // After each step: [array-buffer bytes above the start, pool bytes allocated] (where memory goes).
   const stepMem: [number, number][] = [];
-  const sample = (): void => { if (!training) return; const ab = process.memoryUsage().arrayBuffers; if (ab > peak) { peak = ab; poolAtPeak = pool.stats().allocatedBytes; } };
+  // The probe's own CPU (process.memoryUsage() walks the heap's spaces; it runs at every fresh
+  // allocation, dozens per step where sizes follow the routing) is left out of the step's CPU, as the GC is.
+  const sample = (): void => {
+    if (!training) return;
+    const c0 = process.cpuUsage();
+    const ab = process.memoryUsage().arrayBuffers;
+    if (ab > peak) { peak = ab; poolAtPeak = live + pool.stats().pooledBytes; }
+    const d = process.cpuUsage(c0);
+    gcCpu += (d.user + d.system) / 1e6;
+  };
   const prevOnAlloc = pool.onAllocate;
   pool.onAllocate = (buf) => { prevOnAlloc?.(buf); sample(); };
   const acq = pool.acquire.bind(pool), rel = pool.release.bind(pool);
   pool.acquire = (d, n) => { const b = acq(d, n); live += b.byteLength; if (training && live > livePeak) livePeak = live; return b; };
   pool.release = (d, b) => { live -= b.byteLength; rel(d, b); };
+  startupTids = new Set(tids());
   const sync = await distributedLayerFromEnv(cfg);
   const rank = sync?.rank ?? 0;
   try {
@@ -68,9 +96,9 @@ async function main(): Promise<void> {
         stepMem.push([process.memoryUsage().arrayBuffers - base, pool.stats().allocatedBytes]);
         const now = process.cpuUsage();
         if (lastCpu) cpuSteps.push((now.user - lastCpu.user + now.system - lastCpu.system) / 1e6 - gcCpu);
-        lastCpu = now;
+        if (m.step >= WARMUP_STEPS) lastCpu = now;
         gcCpu = 0;
-        if (!threads0) threads0 = threadCpu(); else if (training) threads1 = threadCpu();
+        if (m.step >= WARMUP_STEPS) { if (!threads0) threads0 = threadCpu(); else if (training) threads1 = threadCpu(); }
         if (m.step >= cfg.train.steps) training = false;
       },
     });

@@ -18,9 +18,9 @@ test('buffer pool: a size used every step stays pooled; a size unused for a whol
   }
   p.release('float32', steadyBuf);
   const s = p.stats();
-  // A size released in step t survives endStep() of step t and is dropped at the end of
-  // t+1, so idle now: the steady buffer and only the last step's one-off size.
-  assert.equal(s.pooledBytes, 4 * (steady + oneOff[3]!), `idle bytes ${s.pooledBytes}`);
+  // A size new in step t is dropped by endStep() of step t: idle now is the steady buffer
+  // only (no one-off size sits idle through the next step).
+  assert.equal(s.pooledBytes, 4 * steady, `idle bytes ${s.pooledBytes}`);
   assert.ok(s.hits >= oneOff.length - 1, `the steady size is reused (hits ${s.hits})`);
   // A dropped size is a miss again; a kept one is a hit.
   const misses = p.stats().misses;
@@ -30,10 +30,25 @@ test('buffer pool: a size used every step stays pooled; a size unused for a whol
   assert.equal(p.stats().misses, misses + 1, 'the steady size was kept');
 });
 
-test('buffer pool: endStep reports the bytes it dropped and without steps nothing is dropped', () => {
+test('buffer pool: a one-off size is dropped at its own endStep; if it recurs in the next step it is kept from then on', () => {
+  const p = new BufferPool();
+  p.release('float32', p.acquire('float32', 3000));
+  assert.equal(p.endStep(), 12000, 'new this step: its idle buffer dropped at once');
+  const m0 = p.stats().misses;
+  p.release('float32', p.acquire('float32', 3000));
+  assert.equal(p.stats().misses, m0 + 1, 'dropped, so a miss');
+  assert.equal(p.endStep(), 0, 'used in two consecutive steps: kept');
+  p.release('float32', p.acquire('float32', 3000));
+  assert.equal(p.stats().misses, m0 + 1, 'steady now: a hit');
+  assert.equal(p.endStep(), 0);
+});
+
+test('buffer pool: endStep reports the bytes it dropped', () => {
   const p = new BufferPool();
   p.release('float32', p.acquire('float32', 1000));
-  assert.equal(p.endStep(), 0, 'released during this step: kept');
+  assert.equal(p.endStep(), 4000, 'new this step: dropped');
+  p.release('float32', p.acquire('float32', 1000));
+  assert.equal(p.endStep(), 0, 'used in two steps running: kept');
   assert.equal(p.endStep(), 4000, 'unused for the whole next step: dropped');
   assert.equal(p.stats().pooledBytes, 0);
 });

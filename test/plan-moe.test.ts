@@ -9,7 +9,7 @@ import { moeLayerCount, moeLayerParams, expertFF, type MoeConfig } from '../src/
 import { balancedExpertCounts } from '../src/nn/moe-meta.js';
 import { GPT } from '../src/nn/gpt.js';
 import { traceGpt } from '../src/plan/models.js';
-import { allToAllTime, estimate, estimateMemory } from '../src/plan/estimate.js';
+import { allToAllTime, estimate, estimateMemory, EP_ROW_COPIES, epExchangeRows } from '../src/plan/estimate.js';
 import { parseLayout, layoutProblem } from '../src/plan/layout.js';
 import { loadCluster } from '../src/plan/cluster.js';
 import { searchLayouts } from '../src/plan/search.js';
@@ -83,6 +83,22 @@ test('MoE: expert weights shard over ep, dense ones do not; ZeRO shards experts 
   // Athanor's runtime keeps experts outside ZeRO (expert-parallel-layer.ts).
   const pooled = estimateMemory(tr, parseLayout('mb=2,dp=2,ep=2'), { seqLen: m.seqLen, dModel: C, allocator: 'athanor-pool' });
   assert.equal(pooled.weights, 4 * (dense + experts / 2));
+});
+
+test('MoE: under ep each layer\'s dispatched rows are held EP_ROW_COPIES more times for the step (the exchanges and regroupings of expert-parallel.ts)', () => {
+  const m = moeTiny();
+  const tr = traceGpt(m, { microBatch: 2 });
+  const rows = epExchangeRows(tr);
+  assert.equal(rows.size, moeLayerCount(m.moe, m.nLayer), 'one dispatched-rows buffer per MoE layer');
+  // Balanced routing: the rows a layer dispatches are its tokens × top-k, C wide.
+  for (const id of rows) assert.equal(tr.buffers[id]!.bytes, 4 * 2 * m.seqLen * m.moe.topK * m.dModel);
+  const extra = [...rows].reduce((a, id) => a + tr.buffers[id]!.bytes, 0) * EP_ROW_COPIES;
+  const mem = (s: string, allocator: 'athanor-pool' | 'live' = 'athanor-pool') => estimateMemory(tr, parseLayout(s), { seqLen: m.seqLen, dModel: m.dModel, allocator });
+  // Held from the layer's forward to the end of the step: the live peak grows by exactly that.
+  assert.equal(mem('mb=2,dp=2,ep=2').activations - mem('mb=2,dp=2').activations, extra);
+  assert.equal(mem('mb=2,dp=4,ep=4').activations, mem('mb=2,dp=4,ep=2').activations);
+  // Another runtime's copies are not Athanor's: no term there.
+  assert.equal(mem('mb=2,dp=2,ep=2', 'live').activations, mem('mb=2,dp=2', 'live').activations);
 });
 
 test('MoE: all-to-all is priced per layer; hierarchical beats flat across nodes for small messages, equals it inside one', () => {

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { presetConfig } from '../src/train/config.js';
 import { traceGpt } from '../src/plan/models.js';
-import { estimate, estimateMemory, scheduleReplay, stageMap } from '../src/plan/estimate.js';
+import { estimate, estimateMemory, pipelineMessages, scheduleReplay, stageMap } from '../src/plan/estimate.js';
 import { parseLayout } from '../src/plan/layout.js';
 import { loadCluster, validateCluster, type ClusterSpec } from '../src/plan/cluster.js';
 import { gptStagePartition } from '../src/parallel/plans/gpt-pipeline.js';
@@ -126,4 +126,22 @@ test('communication CPU table: 2-rank tp all-reduces priced from the measured si
   assert.ok(dear > cheap);
   const bad = JSON.parse(JSON.stringify(base)); bad.commCpu.allReduce2 = { source: 'x', points: [[1, 2]] };
   assert.throws(() => validateCluster(bad, 'c.json'), /field 'commCpu\.allReduce2\.points' must be a list of at least two/);
+});
+
+test('pipeline messages per rank come from the schedule: 2 per micro-batch at the ends, 4 in the middle, every chunk boundary under interleaving', () => {
+  for (const kind of ['gpipe', '1f1b'] as const) {
+    const l = parseLayout(`pp=4,ga=8,schedule=${kind}`);
+    assert.deepEqual([0, 1, 2, 3].map((r) => pipelineMessages(l, r)), [16, 32, 32, 16], kind);
+  }
+  // p = 2, v = 2: virtual stages 0..3 alternate ranks, so each rank crosses three boundaries
+  // per micro-batch (rank 0: sends F from stage 0, F and B from stage 2; receives as many).
+  assert.equal(pipelineMessages(parseLayout('pp=2,ga=4,schedule=interleaved,vpp=2'), 0), 24);
+  assert.equal(pipelineMessages(parseLayout('pp=2,ga=4,schedule=interleaved,vpp=2'), 1), 24);
+  assert.equal(pipelineMessages(parseLayout('pp=1,ga=4'), 0), 0);
+  // The estimate prices that many messages on the busiest rank: interleaving costs 3× 1F1B's.
+  const c = loadCluster('this-machine');
+  const tr = traceGpt(tiny, { microBatch: 4 });
+  const pp = (s: string) => Object.entries(estimate(tr, parseLayout(s), c, opts).time.comm).find(([k]) => k.startsWith('pp send/recv'))![1];
+  const a = pp('pp=2,mb=4,ga=4,schedule=1f1b'), b = pp('pp=2,mb=4,ga=4,schedule=interleaved,vpp=2');
+  assert.ok(Math.abs(b / a - 3) < 1e-9, `interleaved/1f1b = ${b / a}`);
 });

@@ -2,15 +2,23 @@
 // gradient sizes every step; recycling exact-size buffers avoids fresh multi-MB
 // ArrayBuffers (zero-filled by V8 and collected late) on every step.
 // Some sizes are not the same every step (an MoE layer's rows per expert depend on the
-// routing), and an exact-size pool would keep one idle buffer of every size it has ever
-// seen. So the trainer calls endStep() after each step, and a size that no one acquired
-// or released during a whole step is dropped: steady-state sizes stay, one-off sizes go.
+// routing; under expert parallelism every buffer sized by the rows a rank receives), and
+// an exact-size pool would keep one idle buffer of every size it has ever seen. So the
+// trainer calls endStep() after each step: idle buffers are kept only for sizes used in
+// this step and in the one before (steady-state sizes); a size new in this step is
+// treated as one-off and its idle buffers go at once, rather than sitting idle through
+// the next step beside that step's own one-off sizes (which doubled expert parallelism's
+// routing-dependent memory). Every size is new in the first step, so the second step
+// allocates its buffers again (once); from the third on, steady sizes are all hits.
 import { allocStorage, type DType, type Storage } from './dtype.js';
 
 const MIN_POOLED = 256; // smaller arrays are cheaper to allocate than to track
 
-/** Idle buffers of one size, and the last step in which that size was acquired or released. */
-interface FreeList { bufs: Storage[]; used: number }
+/**
+ * Idle buffers of one size, the last step in which that size was acquired or released,
+ * and the step of the use before that (-Infinity: none).
+ */
+interface FreeList { bufs: Storage[]; used: number; prev: number }
 
 export interface PoolStats {
   hits: number;
@@ -37,7 +45,7 @@ export class BufferPool {
   acquire(dtype: DType, n: number): Storage {
     if (this.enabled && n >= MIN_POOLED) {
       const list = this.free.get(dtype)?.get(n);
-      if (list) list.used = this.step;
+      if (list) this.touch(list);
       const buf = list?.bufs.pop();
       if (buf) {
         this.s.hits++;
@@ -59,24 +67,33 @@ export class BufferPool {
     let byLen = this.free.get(dtype);
     if (!byLen) this.free.set(dtype, (byLen = new Map()));
     let list = byLen.get(buf.length);
-    if (!list) byLen.set(buf.length, (list = { bufs: [], used: this.step }));
-    list.used = this.step;
+    if (!list) byLen.set(buf.length, (list = { bufs: [], used: this.step, prev: -Infinity }));
+    this.touch(list);
     list.bufs.push(buf);
     this.s.releases++;
     this.s.pooledBytes += buf.byteLength;
   }
 
+  private touch(list: FreeList): void {
+    if (list.used !== this.step) { list.prev = list.used; list.used = this.step; }
+  }
+
   /**
-   * Marks the end of a training step: idle buffers of a size that was neither acquired nor
-   * released during the whole step just ended are left to the GC. Returns the bytes dropped.
+   * Marks the end of a training step. Idle buffers are left to the GC for a size that was
+   * neither acquired nor released during the step just ended (the size is forgotten), and
+   * for a size used in this step but not in the one before (one-off: the size is
+   * remembered for a step, so that if it recurs it is kept from then on).
+   * Returns the bytes dropped.
    */
   endStep(): number {
     let dropped = 0;
     for (const byLen of this.free.values()) {
       for (const [n, list] of byLen) {
-        if (list.used >= this.step) continue;
+        const unused = list.used < this.step;
+        if (!unused && list.prev === this.step - 1) continue;
         for (const b of list.bufs) dropped += b.byteLength;
-        byLen.delete(n);
+        if (unused) byLen.delete(n);
+        else list.bufs = [];
       }
     }
     this.s.pooledBytes -= dropped;

@@ -219,22 +219,11 @@ export function vocabParallelCrossEntropy(logits: Tensor, targets: Tensor, group
   const z = floatData(xd);
   const F64 = logits.dtype === 'float64';
   const max: F = F64 ? new Float64Array(N) : new Float32Array(N);
-  for (let i = 0; i < N; i++) {
-    let m = -Infinity;
-    for (let j = 0, o = i * Vl; j < Vl; j++) if (z[o + j]! > m) m = z[o + j]!;
-    max[i] = m;
-  }
+  vpceRowMax(z, N, Vl, max);
   if (group.size > 1) group.allReduce(max, 'max');
   // [0, N): sum of exp(z - max); [N, 2N): the target's logit on the rank that holds it.
   const sums: F = F64 ? new Float64Array(2 * N) : new Float32Array(2 * N);
-  for (let i = 0; i < N; i++) {
-    const m = max[i]!;
-    let s = 0;
-    for (let j = 0, o = i * Vl; j < Vl; j++) s += Math.exp(z[o + j]! - m);
-    sums[i] = s;
-    const local = t[i]! - vocabStart;
-    if (t[i] !== ignoreIndex && local >= 0 && local < Vl) sums[N + i] = z[i * Vl + local]!;
-  }
+  vpceSumExp(z, N, Vl, max, t, vocabStart, ignoreIndex, sums);
   if (group.size > 1) group.allReduce(sums, 'sum');
   let total = 0;
   for (let i = 0; i < N; i++) if (t[i] !== ignoreIndex) total += Math.log(sums[i]!) + max[i]! - sums[N + i]!;
@@ -254,6 +243,33 @@ export function vocabParallelCrossEntropyBackward(node: Node<'vocabParallelCross
   const { g: gt, fresh } = gradTarget(logits, true);
   const g = floatData(gt);
   const scale = count > 0 ? gOut.item() / count : 0;
+  vpceGrad(z, g, N, Vl, max, sum, targets, vocabStart, ignoreIndex, scale, fresh);
+}
+
+// The vocab-parallel cross-entropy's loops, each its own function: inline in the op, V8
+// compiled a loop on the stack, then threw the code away when the op reached statements
+// past it that had not run yet (once per call, so every training step ran them slowly and
+// recompiled them on a helper thread); as functions they are compiled once and stay.
+function vpceRowMax(z: F, N: number, Vl: number, max: F): void {
+  for (let i = 0; i < N; i++) {
+    let m = -Infinity;
+    for (let j = 0, o = i * Vl; j < Vl; j++) if (z[o + j]! > m) m = z[o + j]!;
+    max[i] = m;
+  }
+}
+
+function vpceSumExp(z: F, N: number, Vl: number, max: F, t: Int32Array, vocabStart: number, ignoreIndex: number, sums: F): void {
+  for (let i = 0; i < N; i++) {
+    const m = max[i]!;
+    let s = 0;
+    for (let j = 0, o = i * Vl; j < Vl; j++) s += Math.exp(z[o + j]! - m);
+    sums[i] = s;
+    const local = t[i]! - vocabStart;
+    if (t[i] !== ignoreIndex && local >= 0 && local < Vl) sums[N + i] = z[i * Vl + local]!;
+  }
+}
+
+function vpceGrad(z: F, g: F, N: number, Vl: number, max: F, sum: F, targets: Int32Array, vocabStart: number, ignoreIndex: number, scale: number, fresh: boolean): void {
   for (let i = 0; i < N; i++) {
     const o = i * Vl;
     if (targets[i] === ignoreIndex) {

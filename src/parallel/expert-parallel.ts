@@ -84,6 +84,16 @@ export class ExpertParallel {
    */
   reduceExpertGrads(dp: number): void {
     const { experts } = this.split();
+    const s = 1 / dp;
+    if (this.o.edpRanks.length <= 1) {
+      // Nothing to reduce: scale in place (no staging copy of every expert gradient).
+      for (const [, p] of experts) {
+        if (!p.grad) { p.grad = empty(p.shape, p.dtype); p.grad.kept = true; (p.grad.data as Float32Array).fill(0, p.grad.offset, p.grad.offset + p.size); continue; }
+        const g = (p.grad.data as Float32Array).subarray(p.grad.offset, p.grad.offset + p.size);
+        for (let i = 0; i < p.size; i++) g[i] = g[i]! * s;
+      }
+      return;
+    }
     let n = 0;
     for (const [, p] of experts) n += p.size;
     const buf = this.o.comm.shared('grad', n) as Float32Array;
@@ -93,9 +103,8 @@ export class ExpertParallel {
       else buf.fill(0, o, o + p.size);
       o += p.size;
     }
-    if (this.o.edpRanks.length > 1) this.o.comm.allReduce(this.o.edpRanks, buf, 'sum');
+    this.o.comm.allReduce(this.o.edpRanks, buf, 'sum');
     o = 0;
-    const s = 1 / dp;
     for (const [, p] of experts) {
       if (!p.grad) { p.grad = empty(p.shape, p.dtype); p.grad.kept = true; }
       const g = (p.grad.data as Float32Array).subarray(p.grad.offset, p.grad.offset + p.size);
@@ -147,20 +156,22 @@ export class ExpertParallel {
         localCounts[e]! += n;
       }
     }
-    const there = this.exchange(ranks, sendRows, recvRows, C, 'x', nodeRows?.there, nodeRows?.back);
-    const back = this.exchange(ranks, recvRows, sendRows, C, 'y', nodeRows?.back, nodeRows?.there);
+    const there = this.exchange(ranks, sendRows, recvRows, C, nodeRows?.there, nodeRows?.back);
+    const back = this.exchange(ranks, recvRows, sendRows, C, nodeRows?.back, nodeRows?.there);
     const xr = allToAllV(xp, there);
     const yl = local(moeDispatch(xr, order), localCounts);
     return allToAllV(moeDispatch(yl, inverse), back);
   }
 
   /** An exchange of rows (send rows per rank → receive rows per rank) and its adjoint. */
-  private exchange(ranks: number[], send: number[], recv: number[], C: number, tag: string, nodeFwd?: Int32Array, nodeBwd?: Int32Array): RowExchange {
+  private exchange(ranks: number[], send: number[], recv: number[], C: number, nodeFwd?: Int32Array, nodeBwd?: Int32Array): RowExchange {
     const comm = this.o.comm, algo = this.o.a2a, nodeSize = this.o.nodeSize ?? comm.localWorldSize;
-    const go = (x: Tensor, s: number[], r: number[], slot: string, nodeRows?: Int32Array): Tensor => {
+    const go = (x: Tensor, s: number[], r: number[], nodeRows?: Int32Array): Tensor => {
       const t0 = performance.now();
       const nIn = s.reduce((a, b) => a + b, 0) * C, nOut = r.reduce((a, b) => a + b, 0) * C;
-      const inp = comm.shared(`${slot}-in`, nIn) as Float32Array, out = comm.shared(`${slot}-out`, nOut) as Float32Array;
+      // One staging pair for every row exchange of every layer and direction: each exchange
+      // completes (waitSync) and is copied out before the next starts.
+      const inp = comm.shared('rows-in', nIn) as Float32Array, out = comm.shared('rows-out', nOut) as Float32Array;
       inp.set((x.data as Float32Array).subarray(x.offset, x.offset + nIn));
       comm.allToAllV(ranks, inp, s.map((v) => v * C), out, r.map((v) => v * C), algo, nodeSize, nodeRows);
       const y = empty([nOut / C, C], 'float32');
@@ -172,8 +183,8 @@ export class ExpertParallel {
     };
     return {
       group: `ep[${ranks.join(',')}]`,
-      forward: (x) => go(x, send, recv, `${tag}f`, nodeFwd),
-      backward: (g) => go(g, recv, send, `${tag}b`, nodeBwd),
+      forward: (x) => go(x, send, recv, nodeFwd),
+      backward: (g) => go(g, recv, send, nodeBwd),
     };
   }
 }

@@ -19,8 +19,32 @@ import { withPrecision } from '../backend/precision.js';
 import { vocabParallelCrossEntropy, type GroupCollectives } from '../ops/group.js';
 import type { Tensor } from '../core/tensor.js';
 import type { ClusterSpec } from './cluster.js';
+import { Rng } from '../core/rng.js';
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** The median; of an even count, the mean of the middle two (the upper one alone biased every rate of a 2-rep measurement towards its slower run). */
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
+  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+};
+
+/**
+ * Seeded normal values × `scale`, as the data the kernels are measured on. Constant inputs
+ * (fill(1)) measured some kernels up to 2× faster than on training data: a row-max loop
+ * never mispredicts its branch on equal values, and exp() of a constant is one value.
+ */
+const rngData = new Rng(11);
+function randn(n: number, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = rngData.normal() * scale;
+  return a;
+}
+/** An output gradient of n elements, made once per size (the first, warm-up call of a measurement: never timed). */
+const grads = new Map<number, Float32Array>();
+function gradData(n: number): Float32Array {
+  let g = grads.get(n);
+  if (!g) grads.set(n, (g = randn(n, 1e-3)));
+  return g;
+}
 
 /**
  * CPU seconds of fn (user + system of this process). Everything measured here runs on one
@@ -59,13 +83,13 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   // (tokens × width × width), which the planner interpolates between.
   const peak = gemmRate(1024, 1024, 1024, reps).best;
   const points: [number, number, number, number][] = [];
-  for (const m of [512, 2048]) for (const n of [128, 512, 2048]) for (const k of [128, 512, 2048]) points.push([m, n, k, gemmRate(m, n, k, Math.max(2, reps >> 1)).median]);
-  points.push([2048, 8192, 512, gemmRate(2048, 8192, 512, 2).median]);
+  for (const m of [512, 2048]) for (const n of [128, 512, 2048]) for (const k of [128, 512, 2048]) points.push([m, n, k, gemmRate(m, n, k, 3).median]);
+  points.push([2048, 8192, 512, gemmRate(2048, 8192, 512, 3).median]);
   const eff = median(points.filter(([m, n, k]) => m === 2048 && n >= 512 && k >= 512).map((p) => p[3])) / peak;
   log.push(`GEMM (1 thread): ceiling ${(peak / 1e9).toFixed(1)} GFLOP/s; ${points.length} shapes from ${(Math.min(...points.map((p) => p[3])) / 1e9).toFixed(1)} to ${(Math.max(...points.map((p) => p[3])) / 1e9).toFixed(1)} GFLOP/s`);
   // Attention: the real op, forward + backward, at a GPT-small head shape.
   const B = 2, H = 8, T = 256, D = 64;
-  const qd = new Float32Array(B * H * T * D).fill(0.01);
+  const qd = randn(B * H * T * D, 0.1);
   const keys = Math.min(T, (T + 128) / 2);
   // Share of the GEMM ceiling, under whatever precision is current (fp32 here, bf16 below).
   const attentionEfficiency = (): number => ((3 * 2 * B * H * T * keys * 2 * D) / median(timeIt(() => scope(() => {
@@ -79,13 +103,13 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   log.push(`attention forward + backward: ${(attEff * 100).toFixed(0)}% of the GEMM ceiling`);
   // Memory-bound classes: the real kernels, bytes as the meta trace counts them (inputs + output).
   const n = 1 << 20, rows = 2048, C = 512, V = 2048;
-  const xd = new Float32Array(n).fill(1), x16 = new Uint16Array(n);
+  const xd = randn(n), x16 = new Uint16Array(n);
   const x = fromStorage(xd, [n], 'float32');
-  const xr = fromStorage(new Float32Array(rows * C).fill(1), [rows, C], 'float32');
+  const xr = fromStorage(randn(rows * C), [rows, C], 'float32');
   const w = fromStorage(new Float32Array(C).fill(1), [C], 'float32');
-  const logits = fromStorage(new Float32Array(rows * V).fill(0.1), [rows, V], 'float32');
-  const tgt = fromStorage(new Int32Array(rows).fill(3), [rows], 'int32');
-  const table = fromStorage(new Float32Array(V * C).fill(0.1), [V, C], 'float32');
+  const logits = fromStorage(randn(rows * V), [rows, V], 'float32');
+  const tgt = fromStorage(new Int32Array(rows).map(() => rngData.int(V)), [rows], 'int32');
+  const table = fromStorage(randn(V * C, 0.02), [V, C], 'float32');
   const idx = fromStorage(new Int32Array(rows).map((_, i) => (i * 7) % V), [rows], 'int32');
   const rate = (bytes: number, fn: () => void): number => bytes / median(timeIt(() => scope(fn), reps * 2));
   const classBw: Record<string, number> = {
@@ -101,7 +125,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   // run here on one rank's half of the vocabulary (a one-rank group: its collectives are the
   // identity), forward + backward, bytes as the trace counts the cross-entropy it replaces.
   const one: GroupCollectives = { rank: 0, size: 1, allReduce: () => undefined, allGather: (i, o) => { o.set(i); }, reduceScatter: (i, o) => { o.set(i.subarray(0, o.length)); } };
-  const Vl = V / 2, half = fromStorage(new Float32Array(rows * Vl).fill(0.1), [rows, Vl], 'float32');
+  const Vl = V / 2, half = fromStorage(randn(rows * Vl), [rows, Vl], 'float32');
   const tgtHalf = fromStorage(new Int32Array(rows).map((_, i) => (i * 7) % Vl), [rows], 'int32');
   classBw.vocabParallelCrossEntropy = (2.5 * (4 * rows * Vl + 4 * rows + 4)) / median(timeIt(() => scope(() => {
     const z = fromStorage(half.data as Float32Array, half.shape, 'float32');
@@ -119,7 +143,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       const xi = fromStorage(input.data as Float32Array, input.shape, 'float32');
       xi.requiresGrad = true;
       const y = fn(xi);
-      backward(y, y.size === 1 ? {} : { grad: fromStorage(new Float32Array(y.size).fill(1), y.shape, 'float32') });
+      backward(y, y.size === 1 ? {} : { grad: fromStorage(gradData(y.size), y.shape, 'float32') });
       xi.grad?.dispose();
     }), reps * 2));
     return {
@@ -141,13 +165,13 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       const xi = fromStorage(input.data as Float32Array, input.shape, 'float32');
       xi.requiresGrad = true;
       const y = fn(xi);
-      if (withBackward) backward(y, y.size === 1 ? {} : { grad: fromStorage(new Float32Array(y.size).fill(1), y.shape, 'float32') });
+      if (withBackward) backward(y, y.size === 1 ? {} : { grad: fromStorage(gradData(y.size), y.shape, 'float32') });
       xi.grad?.dispose();
     }), reps * 2));
     const tf = run(false), tb = Math.max(1e-7, run(true) - tf);
     return { fwd: bytesFwd / tf, bwd: bytesFwd / tb };
   };
-  const x2 = fromStorage(new Float32Array(n).fill(1), [1024, 1024], 'float32');
+  const x2 = fromStorage(randn(n), [1024, 1024], 'float32');
   const opRates: Record<string, { fwd: number; bwd: number }> = {
     add: fb(3 * 4 * n, x, (t) => add(t, t)),
     gelu: fb(2 * 4 * n, x, (t) => gelu(t)),

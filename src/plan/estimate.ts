@@ -226,7 +226,7 @@ export function allToAllTime(bytes: number, l: Layout, c: ClusterSpec): { time: 
 
 /** Per-device memory of the largest pipeline stage (no cluster needed: `--dry-run` uses this). */
 export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; dModel: number; allocator?: 'athanor-pool' | 'live'; nativeLowp?: boolean }): MemoryEstimate {
-  const { stageParams, stageExpertParams, bufScale, sm } = layoutScales(tr, l);
+  const { stageParams, stageExpertParams, bufScale, sm } = layoutScales(tr, l, o.allocator);
   const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
   // Athanor's mixed precision (a bf16 trace): fp32 master weights, gradients, optimizer
   // state, activations and communication; 16-bit copies of GEMM weights per step.
@@ -403,6 +403,26 @@ export function inflightMicroBatches(l: Layout, s: number): number {
   return peak / v;
 }
 
+/**
+ * Point-to-point messages pipeline rank r sends and receives per step, counted from the
+ * schedule's own actions (parallel/pipeline/pipeline-engine.ts): a forward receives its
+ * input unless it runs the first virtual stage and sends its output unless it runs the
+ * last; a backward receives its output gradient unless it runs the last stage and sends
+ * its input gradient unless it runs the first. (Shapes the schedule refuses: 2 per micro-batch.)
+ */
+export function pipelineMessages(l: Layout, r: number): number {
+  const v = l.schedule === 'interleaved' ? l.vpp : 1, shape = { kind: l.schedule, p: l.pp, m: l.ga, v };
+  if (l.pp <= 1) return 0;
+  if (scheduleShapeError(shape)) return 2 * l.ga;
+  const last = l.pp * v - 1;
+  let n = 0;
+  for (const a of rankActions(shape, r)) {
+    const vs = a.chunk * l.pp + r;
+    n += (vs > 0 ? 1 : 0) + (vs < last ? 1 : 0);
+  }
+  return n;
+}
+
 /** Elements of the parameters GEMMs read (those with a per-step 16-bit copy), per pipeline stage, after tp/ep. */
 function gemmParamsPerStage(tr: TraceResult, l: Layout): number[] {
   const names = new Set<string>();
@@ -422,18 +442,37 @@ function dispatchBytes(tr: TraceResult, inBlocks: (block: number) => boolean): n
 
 const bufScaleOf = (l: Layout): number => elemBytes(l.precision) / 4;
 
+/**
+ * Athanor's expert parallelism (parallel/expert-parallel.ts, ExpertParallel.run) turns an MoE layer's
+ * dispatched rows xp into four more tensors of the same rows under balanced routing: the
+ * exchange's output, its regrouping by local expert, the experts' output regrouped back,
+ * and the return exchange's output. None is saved by its op or released early, so, like
+ * xp, each lives in the step's scope until the step ends.
+ */
+export const EP_ROW_COPIES = 4;
+
+/** Buffers of the dispatched rows (forward moeDispatch outputs) that expert parallelism copies EP_ROW_COPIES times. */
+export function epExchangeRows(tr: TraceResult): Set<number> {
+  const ids = new Set<number>();
+  for (const o of tr.ops) if (o.op === 'moeDispatch' && o.phase === 'forward' && o.out >= 0) ids.add(o.out);
+  return ids;
+}
+
 /** Parameters per pipeline stage after tp, and the scale of each traced buffer under tp/sp/precision. */
-function layoutScales(tr: TraceResult, l: Layout) {
+function layoutScales(tr: TraceResult, l: Layout, allocator?: ClusterSpec['allocator']) {
   const L = tr.nBlocks, pp = l.pp, tp = l.tp;
   const sm = stageMap(tr, l);
   // A float32 trace is scaled to the layout's element size; a trace under Athanor's mixed
   // precision already has its buffers' real dtypes.
   const actScale = tr.precision === 'bf16' ? 1 : elemBytes(l.precision) / 4;
   const { sharded, allreduceBytes, recomputeAllreduceBytes, allreduceCount, recomputeAllreduceCount } = tpSharded(tr);
+  // Athanor's expert parallelism as it allocates (elsewhere the runtime's own copies are unknown).
+  const epRows = l.ep > 1 && allocator === 'athanor-pool' ? epExchangeRows(tr) : null;
   const bufScale = (b: TracedBuffer): number => {
     const src = b.kind === 'grad' && b.of >= 0 ? b.of : b.id;
     let f = actScale;
     if (tp > 1 && (sharded.has(src) || (l.sp && b.block >= 0 && b.block < L))) f /= tp;
+    if (epRows?.has(b.id)) f *= 1 + EP_ROW_COPIES;
     return f;
   };
   // ---- parameters per stage (after tp) ----
@@ -544,8 +583,11 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   if (pp > 1) {
     const link = linkFor(tp * dp * 2, c, dpn);
     const boundary = l.mb * o.seqLen * o.dModel * eb / (l.sp ? tp : 1);
-    comm[`pp send/recv (${link.cls})`] = 2 * l.ga * (link.alpha + boundary / link.beta);
-    if (cpuLink) commCpu += 2 * l.ga * (cpuLink.alpha + boundary / cpuLink.beta);
+    // Messages (sends + receives) of the busiest pipeline rank per step, from the schedule:
+    // 2 per micro-batch for GPipe and 1F1B, more for interleaved (every chunk boundary).
+    const msgs = Math.max(...Array.from({ length: pp }, (_, r) => pipelineMessages(l, r)));
+    comm[`pp send/recv (${link.cls})`] = msgs * (link.alpha + boundary / link.beta);
+    if (cpuLink) commCpu += msgs * (cpuLink.alpha + boundary / cpuLink.beta);
   }
   let dpTime = 0;
   if (dp > 1) {

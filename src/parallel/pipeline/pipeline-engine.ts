@@ -7,7 +7,8 @@
 // gradient leaving it backwards with tag 2·chunk(s-1)+1 (the receiver's chunk), so for one
 // (peer, tag) pair messages arrive in micro-batch order on every schedule and the runtime's
 // per-tag FIFO matching pairs them. Sends are not awaited until the step ends (they are
-// eager); their payloads are private copies.
+// eager); their payloads are private copies in reused shared buffers (message-buffers.ts),
+// and a received activation becomes the stage input in place.
 //
 // The step returns the mean micro-batch loss (computed on the last stage, broadcast over
 // the pipeline as float64 bits so every rank holds the same number) and leaves each
@@ -21,6 +22,7 @@ import { rankActions, theoreticalBubble, type PipeAction, type ScheduleShape } f
 import { forwardDetached, release, type LiveGraph } from './graph-lifetime.js';
 import { lowpKind } from '../../backend/precision.js';
 import { from16, to16 } from '../../backend/gemm-lowp.js';
+import { MessageBuffers } from './message-buffers.js';
 
 /** One micro-batch: rows × T token ids and next-token targets (the step-schedule seam's MicroBatch). */
 export interface PipeMicroBatch { x: Int32Array; y: Int32Array; rows: number; T: number }
@@ -57,7 +59,8 @@ export interface PipelineEngineOptions {
   onGradReady?: (p: Tensor) => void;
 }
 
-interface InFlight { input: Tensor; graph: LiveGraph }
+/** `msg`: the message buffer the stage input was received into (returned after its backward). */
+interface InFlight { input: Tensor; graph: LiveGraph; msg: Float32Array | null }
 
 export class PipelineEngine {
   readonly p: number;
@@ -66,6 +69,8 @@ export class PipelineEngine {
   lastStats: PipelineStepStats | null = null;
   private readonly f64 = new Float64Array(2);
   private readonly gradReady: ((p: Tensor) => void) | undefined;
+  /** Shared buffers of the messages, reused from step to step. */
+  readonly messages = new MessageBuffers();
 
   constructor(private readonly o: PipelineEngineOptions) {
     this.p = o.pp.size;
@@ -91,26 +96,33 @@ export class PipelineEngine {
   // train.precision=bf16 they travel as bf16 (half the bytes; rounded once on the way, as
   // Megatron's bf16 pipeline does), widened back to fp32 on arrival. Both ends run the
   // same config, so they agree on the wire format.
-  private async recvInto(buf: Float32Array, src: number, tag: number): Promise<void> {
+  // Received into a message buffer (shared memory, used in place by the communication
+  // thread), which the caller hands back to this.messages when done with it.
+  private async recv(n: number, src: number, tag: number): Promise<Float32Array> {
+    const buf = this.messages.take(n);
     if (lowpKind() !== 'bfloat16') {
       await this.o.pp.recv(buf, src, tag).wait();
-      return;
+      return buf;
     }
-    const wire = new Uint16Array(buf.length);
+    const wire = this.messages.take(n, 'u16');
     await this.o.pp.recv(wire, src, tag).wait();
-    from16('bfloat16', 1, buf.length, wire, 0, buf.length, buf, 0, buf.length);
+    from16('bfloat16', 1, n, wire, 0, n, buf, 0, n);
+    this.messages.give(wire);
+    return buf;
   }
 
   /** Starts a send of `n` elements of `data` from `off` (copied now) that is awaited when the step ends; a failure is reported there (or by the receive it breaks). */
   private sendAsync(data: Float32Array, off: number, n: number, dst: number, tag: number): Promise<void> {
     let buf: Float32Array | Uint16Array;
     if (lowpKind() === 'bfloat16') {
-      buf = new Uint16Array(n);
+      buf = this.messages.take(n, 'u16');
       to16('bfloat16', 1, n, data, off, n, buf, 0, n);
     } else {
-      buf = Float32Array.from(data.subarray(off, off + n));
+      buf = this.messages.take(n);
+      buf.set(data.subarray(off, off + n));
     }
-    const w = this.o.pp.send(buf, dst, tag).wait();
+    // The buffer is reused once the send has completed (a failed send's is not).
+    const w = this.o.pp.send(buf, dst, tag).wait().then(() => this.messages.give(buf));
     w.catch(() => undefined);
     return w;
   }
@@ -134,13 +146,13 @@ export class PipelineEngine {
         const key = `${a.micro}:${a.chunk}`;
         if (a.kind === 'F') {
           let input: Tensor;
+          let msg: Float32Array | null = null;
           if (ch.first) input = fromStorage(mb.x, [mb.rows, mb.T], 'int32');
           else {
             const dims = stages.activationShape(mb.rows, mb.T);
-            const buf = new Float32Array(dims.reduce((x, y) => x * y, 1));
             const src = this.where(ch.stage - 1);
-            await this.recvInto(buf, src.rank, 2 * a.chunk);
-            input = fromStorage(buf, dims, 'float32');
+            msg = await this.recv(dims.reduce((x, y) => x * y, 1), src.rank, 2 * a.chunk);
+            input = fromStorage(msg, dims, 'float32');
             input.requiresGrad = true;
           }
           const ts = performance.now();
@@ -154,25 +166,26 @@ export class PipelineEngine {
             sends.push(this.sendAsync(out.data as Float32Array, out.offset, out.size, dst.rank, 2 * dst.chunk));
           }
           busy += performance.now() - ts;
-          inflight.set(key, { input, graph });
+          inflight.set(key, { input, graph, msg });
         } else {
           const f = inflight.get(key);
           if (!f) throw new Error(`pipeline: schedule runs the backward of micro-batch ${a.micro} chunk ${a.chunk} before its forward`);
           inflight.delete(key);
           let grad: Tensor;
+          let gradMsg: Float32Array | null = null;
           if (ch.last) grad = full([], scale);
           else {
             const dims = stages.activationShape(mb.rows, mb.T);
-            const buf = new Float32Array(dims.reduce((x, y) => x * y, 1));
-            await this.recvInto(buf, this.where(ch.stage + 1).rank, 2 * a.chunk + 1);
-            grad = fromStorage(buf, dims, 'float32');
+            gradMsg = await this.recv(dims.reduce((x, y) => x * y, 1), this.where(ch.stage + 1).rank, 2 * a.chunk + 1);
+            grad = fromStorage(gradMsg, dims, 'float32');
           }
           const ts = performance.now();
           // A stage's MoE auxiliary losses enter the step's loss with the micro-batch weight,
           // as in one process (their gradient is local to the stage).
           const also = f.graph.aux ? [{ output: f.graph.aux, grad: full([], scale) }] : undefined;
           backward(f.graph.out, { grad, also, onLeafGradReady: a.micro === shape.m - 1 ? this.gradReady : undefined });
-          grad.dispose();
+          if (gradMsg) this.messages.disposeTensor(grad, gradMsg);
+          else grad.dispose();
           if (!ch.first) {
             const g = f.input.grad;
             // An input the stage did not use would have no gradient; send zeros then.
@@ -183,7 +196,8 @@ export class PipelineEngine {
             f.input.grad = null;
           }
           release(f.graph);
-          f.input.dispose();
+          if (f.msg) this.messages.disposeTensor(f.input, f.msg);
+          else f.input.dispose();
           busy += performance.now() - ts;
         }
       }
@@ -213,14 +227,15 @@ export class PipelineEngine {
       for (let c = 0; c < stages.chunks.length; c++) {
         const ch = stages.chunks[c]!;
         let input: Tensor;
+        let msg: Float32Array | null = null;
         if (ch.first) input = fromStorage(mb.x, [mb.rows, mb.T], 'int32');
         else {
           const shape = stages.activationShape(mb.rows, mb.T);
-            const buf = new Float32Array(shape.reduce((a, b) => a * b, 1));
-          await this.recvInto(buf, this.where(ch.stage - 1).rank, 2 * c);
-          input = fromStorage(buf, shape, 'float32');
+          msg = await this.recv(shape.reduce((a, b) => a * b, 1), this.where(ch.stage - 1).rank, 2 * c);
+          input = fromStorage(msg, shape, 'float32');
         }
         const out = noGrad(() => stages.forwardChunk(c, input, ch.last ? fromStorage(mb.y, [mb.rows, mb.T], 'int32') : undefined));
+        if (msg) this.messages.disposeTensor(input, msg);
         if (ch.last) loss = out.item();
         else {
           const dst = this.where(ch.stage + 1);
