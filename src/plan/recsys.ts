@@ -4,18 +4,24 @@
 // dense trainers' throughput from the DLRM traced on the meta device.
 import type { RecsysConfig } from '../recsys/recsys-config.js';
 import { stateWidth, type SparseOptimizerConfig } from '../recsys/sparse-optimizer.js';
+import { META_BYTES_PER_ROW } from '../recsys/embedding-store.js';
 import type { ClusterSpec } from './cluster.js';
 import { estimate } from './estimate.js';
 import { defaultLayout } from './layout.js';
 import { traceDlrm } from './models.js';
 
 /**
- * Server bytes per resident row beyond the row and its optimizer state: the id index
- * entry, LRU links and counters. Measured: 4.0 M resident rows of dim 16 with Adagrad
- * state accounted 673 MiB (BENCHMARKS.md, recsys-capacity), i.e. 176 bytes per row, of
- * which 2 × 16 × 4 = 128 are the row and its state.
+ * Server bytes per resident row beyond the row and its optimizer state, from the store's own
+ * layout (embedding-store.ts): one metadata record per slot (id, hash, LRU links, step,
+ * marks: META_BYTES_PER_ROW), a 4-byte slot entry beside it, and the id index's share:
+ * 4-byte buckets, a power of two from 1024 that doubles whenever it would pass half full,
+ * so at `capacity` rows per group it holds the buckets computed below.
  */
-export const SERVER_ROW_OVERHEAD_BYTES = (673 * 2 ** 20) / 4.0e6 - 2 * 16 * 4;
+export function serverRowOverheadBytes(capacityPerGroup: number): number {
+  let buckets = 1024;
+  while (capacityPerGroup * 2 > buckets) buckets *= 2;
+  return META_BYTES_PER_ROW + 4 + (4 * buckets) / Math.max(1, capacityPerGroup);
+}
 
 export interface RecsysPlan {
   dim: number;
@@ -38,7 +44,7 @@ export function planRecsys(cfg: RecsysConfig, c: ClusterSpec, o: { embeddingPara
   const notes: string[] = [];
   const D = cfg.model.embDim, F = cfg.data.numSparse;
   const opt = cfg.servers.optimizer as SparseOptimizerConfig;
-  const bytesPerRow = 4 * (D + stateWidth(opt, D)) + SERVER_ROW_OVERHEAD_BYTES;
+  const bytesPerRow = 4 * (D + stateWidth(opt, D)) + serverRowOverheadBytes(cfg.servers.capacity);
   // The LRU keeps at most `capacity` rows per feature group on each server.
   const residentRowsPerServer = cfg.servers.capacity * F;
   const serverBytesEach = residentRowsPerServer * bytesPerRow;
