@@ -167,13 +167,18 @@ export class EmbeddingClient {
     return ids;
   }
 
-  /** Rows of `ids` (n x dim, float32, request order). Read-only lookups (inference) create and touch nothing. */
-  async lookup(group: number, ids: IdInput | RoutedBatch, opts: { readOnly?: boolean } = {}): Promise<Float32Array> {
+  /**
+   * Rows of `ids` (n x dim, float32, request order). Read-only lookups (inference) create and
+   * touch nothing. With `out` (n x dim floats, e.g. one field's block of a batch buffer) the
+   * rows are written there and `out` is returned.
+   */
+  async lookup(group: number, ids: IdInput | RoutedBatch, opts: { readOnly?: boolean; out?: Float32Array } = {}): Promise<Float32Array> {
     const dim = this.dim(group);
     const rb = this.routed(group, ids);
-    const shardRows = await this.fetchShards(group, rb, opts.readOnly ? LOOKUP_READ_ONLY : 0);
     const n = rb.n, r = rb.routing;
-    const out = new Float32Array(n * dim);
+    if (opts.out && opts.out.length !== n * dim) throw new Error(`embedding client: lookup of ${n} ids of dim ${dim} given an output of ${opts.out.length} floats`);
+    const shardRows = await this.fetchShards(group, rb, opts.readOnly ? LOOKUP_READ_ONLY : 0);
+    const out = opts.out ?? new Float32Array(n * dim);
     const { inverse, uShard, uPos } = r;
     for (let i = 0; i < n; i++) {
       const u = inverse[i]!;
@@ -223,10 +228,11 @@ export class EmbeddingClient {
     return { rows, state, stateWidth: sw };
   }
 
-  /** Distinct rows (routing order) -> request order (n x dim). */
-  scatterRows(rb: RoutedBatch, distinct: Float32Array, dim: number): Float32Array {
+  /** Distinct rows (routing order) -> request order (n x dim; into `out` when given). */
+  scatterRows(rb: RoutedBatch, distinct: Float32Array, dim: number, out?: Float32Array): Float32Array {
     const { inverse } = rb.routing, n = rb.n;
-    const out = new Float32Array(n * dim);
+    if (out && out.length !== n * dim) throw new Error(`embedding client: scatterRows of ${n} ids of dim ${dim} given an output of ${out.length} floats`);
+    out ??= new Float32Array(n * dim);
     for (let i = 0; i < n; i++) {
       const o = inverse[i]! * dim;
       for (let j = 0; j < dim; j++) out[i * dim + j] = distinct[o + j]!;

@@ -101,6 +101,16 @@ interface Ticket {
   need: Int32Array[] | null;
   /** This trainer's pushes before this one were sent ahead of the lookup (it reflects them). */
   after: number;
+  /**
+   * One id per sample in every field: all fields' rows in one field-major (F, B, D) buffer,
+   * which the lookups fill block by block and the model takes as one leaf; null otherwise.
+   */
+  flat: Float32Array | null;
+}
+
+/** Every field has exactly one id per sample (no bags): the rows fit one (F, B, D) buffer. */
+function oneHot(b: RecBatch): boolean {
+  return !b.offsets || b.offsets.every((o) => o === undefined);
 }
 
 function makeOptimizer(params: Tensor[], c: DenseOptimizerConfig): Optimizer<BaseHyper> {
@@ -179,6 +189,8 @@ export class HybridTrainer {
       if (r.done) throw new Error(`HybridTrainer: the data source ran out at step ${j}`);
       const batch = r.value;
       const routed = this.groups.map((g, f) => this.client.route(g, batch.sparse[f]!));
+      const block = batch.size * this.dim;
+      const flat = oneHot(batch) ? new Float32Array(this.groups.length * block) : null;
       // Sent now: the caller orders this after push j - k - 1 and before push j - k.
       let rows: Ticket['rows'] = null, distinct: Ticket['distinct'] = null, tables: IdTable[] | null = null, need: Int32Array[] | null = null;
       if (this.pending) {
@@ -189,10 +201,10 @@ export class HybridTrainer {
         distinct = Promise.all(routed.map((rb, f) => this.client.lookupDistinct(this.groups[f]!, rb, { stateFor: inFlight.mask[f]! })));
         distinct.catch(() => undefined); // observed when the step awaits it
       } else {
-        rows = Promise.all(routed.map((rb, f) => this.client.lookup(this.groups[f]!, rb)));
+        rows = Promise.all(routed.map((rb, f) => this.client.lookup(this.groups[f]!, rb, flat ? { out: flat.subarray(f * block, (f + 1) * block) } : {})));
         rows.catch(() => undefined);
       }
-      this.tickets.push({ step: j, batch, routed, rows, distinct, tables, need, after: this.pushesSent });
+      this.tickets.push({ step: j, batch, routed, rows, distinct, tables, need, after: this.pushesSent, flat });
       this.nextIssue++;
     }
   }
@@ -207,33 +219,48 @@ export class HybridTrainer {
   /**
    * Forward + backward of one batch; returns the loss and per-field row gradients, multiplied
    * by `scale` before the push: here when `scaled` (the correction replays them), else by
-   * pushGrads while it sums them per server (one pass fewer over every gradient).
+   * pushGrads while it sums them per server (one pass fewer over every gradient). With `flat`
+   * (one-hot fields, rows[f] are its blocks) the model takes all fields as one (F, B, D) leaf
+   * and the gradients come back as blocks of one buffer.
    */
-  private compute(batch: RecBatch, rows: Float32Array[], scaled: boolean): { loss: number; grads: Float32Array[]; scale: number } {
+  private compute(batch: RecBatch, rows: Float32Array[], scaled: boolean, flat: Float32Array | null): { loss: number; grads: Float32Array[]; scale: number } {
     const B = batch.size, D = this.dim, F = this.groups.length;
     const scale = this.o.embGradScale ?? 1 / this.world;
+    const copyGrad = (g: Tensor | null, len: number): Float32Array => {
+      if (!g) return new Float32Array(len);
+      const d = g.data as Float32Array;
+      let out: Float32Array;
+      if (scaled) {
+        out = new Float32Array(len);
+        for (let i = 0; i < len; i++) out[i] = d[i]! * scale;
+      } else out = d.slice(0, len); // a copy: the buffer goes back to the pool
+      return out;
+    };
     return scope(() => {
-      const leaves = rows.map((r) => rowsLeaf(r, r.length / D, D));
-      const emb = leaves.map((l, f) => embeddingBag(l, batch.offsets?.[f], B, this.model.cfg.pooling ?? 'sum'));
       const dense = fromStorage(batch.dense, [B, this.model.cfg.numDense], 'float32');
-      const loss = bceWithLogits(this.model.forward(dense, emb), batch.labels);
-      const lv = loss.item();
-      backward(loss);
       const grads: Float32Array[] = [];
-      for (let f = 0; f < F; f++) {
-        const g = leaves[f]!.grad;
-        const len = rows[f]!.length;
-        let out: Float32Array;
-        if (g) {
-          const d = g.data as Float32Array;
-          if (scaled) {
-            out = new Float32Array(len);
-            for (let i = 0; i < len; i++) out[i] = d[i]! * scale;
-          } else out = d.slice(0, len); // a copy: the buffer goes back to the pool
-          g.dispose();
+      let lv: number;
+      if (flat) {
+        const leaf = fromStorage(flat, [F, B, D], 'float32');
+        leaf.requiresGrad = true;
+        const loss = bceWithLogits(this.model.forward(dense, leaf), batch.labels);
+        lv = loss.item();
+        backward(loss);
+        const all = copyGrad(leaf.grad, F * B * D);
+        leaf.grad?.dispose();
+        leaf.grad = null;
+        for (let f = 0; f < F; f++) grads.push(all.subarray(f * B * D, (f + 1) * B * D));
+      } else {
+        const leaves = rows.map((r) => rowsLeaf(r, r.length / D, D));
+        const emb = leaves.map((l, f) => embeddingBag(l, batch.offsets?.[f], B, this.model.cfg.pooling ?? 'sum'));
+        const loss = bceWithLogits(this.model.forward(dense, emb), batch.labels);
+        lv = loss.item();
+        backward(loss);
+        for (let f = 0; f < F; f++) {
+          grads.push(copyGrad(leaves[f]!.grad, rows[f]!.length));
+          leaves[f]!.grad?.dispose();
           leaves[f]!.grad = null;
-        } else out = new Float32Array(len);
-        grads.push(out);
+        }
       }
       return { loss: lv, grads, scale: scaled ? 1 : scale };
     });
@@ -260,7 +287,8 @@ export class HybridTrainer {
     if (t.rows) return t.rows;
     const d = await t.distinct!;
     this.pending!.replay(t.after, t.step, t.tables!, t.need!, d.map((x) => x.rows), d.map((x) => x.state));
-    return d.map((x, f) => this.client.scatterRows(t.routed[f]!, x.rows, this.dim));
+    const block = t.batch.size * this.dim;
+    return d.map((x, f) => this.client.scatterRows(t.routed[f]!, x.rows, this.dim, t.flat ? t.flat.subarray(f * block, (f + 1) * block) : undefined));
   }
 
   private async runStep(total: number): Promise<number> {
@@ -275,7 +303,7 @@ export class HybridTrainer {
     this.waitMs.lookup += performance.now() - tw;
     if (this.asyncError) throw this.asyncError;
     this.optimizer.zeroGrad();
-    const { loss, grads, scale } = this.compute(t.batch, rows, this.pending !== null);
+    const { loss, grads, scale } = this.compute(t.batch, rows, this.pending !== null, t.flat);
     const client = this.client;
     const last = this.groups.length - 1;
     const ack = Promise.all(t.routed.map((rb, f) => client.pushGrads(this.groups[f]!, rb, grads[f]!, { advanceStep: f === last, scale })))
@@ -399,20 +427,28 @@ export class HybridTrainer {
   /** AUC and log-loss over batches, with read-only lookups (the next batch's lookups overlap this batch's compute). */
   async evaluate(batches: AsyncIterable<RecBatch> | Iterable<RecBatch>): Promise<EvalReport> {
     const scores: number[] = [], labels: number[] = [];
-    const look = (b: RecBatch): Promise<Float32Array[]> => Promise.all(this.groups.map((g, f) => this.client.lookup(g, b.sparse[f]!, { readOnly: true })));
-    let prev: { b: RecBatch; rows: Promise<Float32Array[]> } | null = null;
-    const run = async (p: { b: RecBatch; rows: Promise<Float32Array[]> }): Promise<void> => {
+    // One-hot batches are read into one (F, B, D) buffer, as in training.
+    type Looked = { b: RecBatch; rows: Promise<Float32Array[]>; flat: Float32Array | null };
+    const look = (b: RecBatch): Looked => {
+      const block = b.size * this.dim;
+      const flat = oneHot(b) ? new Float32Array(this.groups.length * block) : null;
+      const rows = Promise.all(this.groups.map((g, f) => this.client.lookup(g, b.sparse[f]!, { readOnly: true, ...(flat ? { out: flat.subarray(f * block, (f + 1) * block) } : {}) })));
+      return { b, rows, flat };
+    };
+    let prev: Looked | null = null;
+    const run = async (p: Looked): Promise<void> => {
       const rows = await p.rows;
-      const B = p.b.size, D = this.dim;
+      const B = p.b.size, D = this.dim, F = this.groups.length;
       const logits = noGrad(() => scope(() => {
-        const emb = rows.map((r, f) => embeddingBag(fromStorage(r, [r.length / D, D], 'float32'), p.b.offsets?.[f], B, this.model.cfg.pooling ?? 'sum'));
+        const emb = p.flat ? fromStorage(p.flat, [F, B, D], 'float32')
+          : rows.map((r, f) => embeddingBag(fromStorage(r, [r.length / D, D], 'float32'), p.b.offsets?.[f], B, this.model.cfg.pooling ?? 'sum'));
         const y = this.model.forward(fromStorage(p.b.dense, [B, this.model.cfg.numDense], 'float32'), emb);
         return Float32Array.from(y.data as Float32Array);
       }));
       for (let i = 0; i < B; i++) { scores.push(logits[i]!); labels.push(p.b.labels[i]!); }
     };
     for await (const b of batches as AsyncIterable<RecBatch>) {
-      const cur = { b, rows: look(b) };
+      const cur = look(b);
       cur.rows.catch(() => undefined);
       if (prev) await run(prev);
       prev = cur;
