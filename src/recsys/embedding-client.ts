@@ -16,6 +16,7 @@ import {
 } from './protocol.js';
 
 import { ServerConnection, type EmbeddingEndpoint, type ReconnectOptions } from './server-connection.js';
+import { RoutedFields, lookupFields, pushFields, routeFields, type FieldWire } from './field-requests.js';
 
 export type { EmbeddingEndpoint, ReconnectOptions };
 
@@ -238,6 +239,33 @@ export class EmbeddingClient {
       for (let j = 0; j < dim; j++) out[i * dim + j] = distinct[o + j]!;
     }
     return out;
+  }
+
+  /**
+   * Routes a batch's fields together (field f's ids in group groups[f]; every group of the
+   * same dim) for lookupFields and pushFields: the trainer's per-step path (field-requests.ts).
+   */
+  routeFields(groups: readonly number[], ids: readonly IdInput[]): RoutedFields {
+    if (groups.length === 0) throw new Error('embedding client: routeFields needs at least one feature group');
+    const dim = this.dim(groups[0]!);
+    for (const g of groups) if (this.dim(g) !== dim) throw new Error(`embedding client: routeFields needs one dim for all groups (group ${g} has ${this.dim(g)}, group ${groups[0]} has ${dim})`);
+    return routeFields(groups, ids, this.conns.length);
+  }
+
+  private fieldWire(rf: RoutedFields): FieldWire {
+    if (rf.numShards !== this.conns.length) throw new Error(`embedding client: fields routed for ${rf.numShards} servers used with ${this.conns.length}`);
+    const dim = this.dim(rf.groups[0]!);
+    return { dim, dtype: this.wireDtype, maxIds: this.maxIds(dim) };
+  }
+
+  /** Rows of every field's ids (request order: field after field) into `out` (n x dim). */
+  lookupFields(rf: RoutedFields, out: Float32Array, opts: { readOnly?: boolean } = {}): Promise<Float32Array> {
+    return lookupFields(this.conns, rf, this.fieldWire(rf), out, opts.readOnly ?? false);
+  }
+
+  /** Gradients of every field's ids (n x dim, request order), times `scale`; each server's step advances once. */
+  pushFields(rf: RoutedFields, grads: Float32Array, opts: { scale?: number } = {}): Promise<PushResponse> {
+    return pushFields(this.conns, rf, this.fieldWire(rf), grads, opts.scale ?? 1);
   }
 
   /** The sparse optimizer the servers run for `group` (from the servers' hello), or null if they did not say. */

@@ -19,6 +19,7 @@ import { fromStorage, type Tensor } from '../core/tensor.js';
 import type { Communicator } from '../runtime/communicator.js';
 import { AdamW, Adagrad, SGD, type BaseHyper, type Optimizer } from '../optim/index.js';
 import type { EmbeddingClient, RoutedBatch } from './embedding-client.js';
+import type { RoutedFields } from './field-requests.js';
 import type { RecBatch } from './criteo.js';
 import { DLRM, bceWithLogits, embeddingBag, rowsLeaf } from './dlrm.js';
 import { aucExact, logLoss } from './metrics.js';
@@ -91,7 +92,10 @@ export interface EvalReport { auc: number; logLoss: number; samples: number; pos
 interface Ticket {
   step: number;
   batch: RecBatch;
-  routed: RoutedBatch[];
+  /** Per-field routing (bags, or the correction), or null when `fields` carries the batch. */
+  routed: RoutedBatch[] | null;
+  /** One-hot batch without the correction: all fields routed, looked up and pushed together. */
+  fields: RoutedFields | null;
   /** Request-order rows (no correction), or null. */
   rows: Promise<Float32Array[]> | null;
   /** Distinct rows and optimizer states (correction), or null. */
@@ -188,12 +192,17 @@ export class HybridTrainer {
       const r = await this.source!.next();
       if (r.done) throw new Error(`HybridTrainer: the data source ran out at step ${j}`);
       const batch = r.value;
-      const routed = this.groups.map((g, f) => this.client.route(g, batch.sparse[f]!));
       const block = batch.size * this.dim;
       const flat = oneHot(batch) ? new Float32Array(this.groups.length * block) : null;
       // Sent now: the caller orders this after push j - k - 1 and before push j - k.
       let rows: Ticket['rows'] = null, distinct: Ticket['distinct'] = null, tables: IdTable[] | null = null, need: Int32Array[] | null = null;
-      if (this.pending) {
+      let routed: RoutedBatch[] | null = null, fields: RoutedFields | null = null;
+      if (flat && !this.pending) {
+        fields = this.client.routeFields(this.groups, batch.sparse);
+        rows = this.client.lookupFields(fields, flat).then((all) => this.groups.map((_, f) => all.subarray(f * block, (f + 1) * block)));
+        rows.catch(() => undefined);
+      } else if (this.pending) {
+        routed = this.groups.map((g, f) => this.client.route(g, batch.sparse[f]!));
         // Every queued ticket's push comes after this lookup: those batches' ids may be stale here.
         tables = routed.map((rb) => new IdTable(rb));
         const inFlight = idsInFlight(tables, this.tickets.map((t) => t.tables!));
@@ -201,10 +210,12 @@ export class HybridTrainer {
         distinct = Promise.all(routed.map((rb, f) => this.client.lookupDistinct(this.groups[f]!, rb, { stateFor: inFlight.mask[f]! })));
         distinct.catch(() => undefined); // observed when the step awaits it
       } else {
-        rows = Promise.all(routed.map((rb, f) => this.client.lookup(this.groups[f]!, rb, flat ? { out: flat.subarray(f * block, (f + 1) * block) } : {})));
+        const rbs = this.groups.map((g, f) => this.client.route(g, batch.sparse[f]!));
+        routed = rbs;
+        rows = Promise.all(rbs.map((rb, f) => this.client.lookup(this.groups[f]!, rb, flat ? { out: flat.subarray(f * block, (f + 1) * block) } : {})));
         rows.catch(() => undefined);
       }
-      this.tickets.push({ step: j, batch, routed, rows, distinct, tables, need, after: this.pushesSent, flat });
+      this.tickets.push({ step: j, batch, routed, fields, rows, distinct, tables, need, after: this.pushesSent, flat });
       this.nextIssue++;
     }
   }
@@ -223,7 +234,7 @@ export class HybridTrainer {
    * (one-hot fields, rows[f] are its blocks) the model takes all fields as one (F, B, D) leaf
    * and the gradients come back as blocks of one buffer.
    */
-  private compute(batch: RecBatch, rows: Float32Array[], scaled: boolean, flat: Float32Array | null): { loss: number; grads: Float32Array[]; scale: number } {
+  private compute(batch: RecBatch, rows: Float32Array[], scaled: boolean, flat: Float32Array | null): { loss: number; grads: Float32Array[]; all: Float32Array | null; scale: number } {
     const B = batch.size, D = this.dim, F = this.groups.length;
     const scale = this.o.embGradScale ?? 1 / this.world;
     const copyGrad = (g: Tensor | null, len: number): Float32Array => {
@@ -239,14 +250,14 @@ export class HybridTrainer {
     return scope(() => {
       const dense = fromStorage(batch.dense, [B, this.model.cfg.numDense], 'float32');
       const grads: Float32Array[] = [];
-      let lv: number;
+      let lv: number, all: Float32Array | null = null;
       if (flat) {
         const leaf = fromStorage(flat, [F, B, D], 'float32');
         leaf.requiresGrad = true;
         const loss = bceWithLogits(this.model.forward(dense, leaf), batch.labels);
         lv = loss.item();
         backward(loss);
-        const all = copyGrad(leaf.grad, F * B * D);
+        all = copyGrad(leaf.grad, F * B * D);
         leaf.grad?.dispose();
         leaf.grad = null;
         for (let f = 0; f < F; f++) grads.push(all.subarray(f * B * D, (f + 1) * B * D));
@@ -262,7 +273,7 @@ export class HybridTrainer {
           leaves[f]!.grad = null;
         }
       }
-      return { loss: lv, grads, scale: scaled ? 1 : scale };
+      return { loss: lv, grads, all, scale: scaled ? 1 : scale };
     });
   }
 
@@ -288,7 +299,7 @@ export class HybridTrainer {
     const d = await t.distinct!;
     this.pending!.replay(t.after, t.step, t.tables!, t.need!, d.map((x) => x.rows), d.map((x) => x.state));
     const block = t.batch.size * this.dim;
-    return d.map((x, f) => this.client.scatterRows(t.routed[f]!, x.rows, this.dim, t.flat ? t.flat.subarray(f * block, (f + 1) * block) : undefined));
+    return d.map((x, f) => this.client.scatterRows(t.routed![f]!, x.rows, this.dim, t.flat ? t.flat.subarray(f * block, (f + 1) * block) : undefined));
   }
 
   private async runStep(total: number): Promise<number> {
@@ -303,11 +314,12 @@ export class HybridTrainer {
     this.waitMs.lookup += performance.now() - tw;
     if (this.asyncError) throw this.asyncError;
     this.optimizer.zeroGrad();
-    const { loss, grads, scale } = this.compute(t.batch, rows, this.pending !== null, t.flat);
+    const { loss, grads, all, scale } = this.compute(t.batch, rows, this.pending !== null, t.flat);
     const client = this.client;
     const last = this.groups.length - 1;
-    const ack = Promise.all(t.routed.map((rb, f) => client.pushGrads(this.groups[f]!, rb, grads[f]!, { advanceStep: f === last, scale })))
-      .then(() => undefined, (e: unknown) => { this.asyncError ??= e instanceof Error ? e : new Error(String(e)); throw this.asyncError; });
+    const sent = t.fields ? client.pushFields(t.fields, all!, { scale })
+      : Promise.all(t.routed!.map((rb, f) => client.pushGrads(this.groups[f]!, rb, grads[f]!, { advanceStep: f === last, scale })));
+    const ack = sent.then(() => undefined, (e: unknown) => { this.asyncError ??= e instanceof Error ? e : new Error(String(e)); throw this.asyncError; });
     ack.catch(() => undefined);
     if (this.pending) this.pending.record(i, t.tables!, grads);
     this.pushesSent = i + 1;
@@ -432,7 +444,8 @@ export class HybridTrainer {
     const look = (b: RecBatch): Looked => {
       const block = b.size * this.dim;
       const flat = oneHot(b) ? new Float32Array(this.groups.length * block) : null;
-      const rows = Promise.all(this.groups.map((g, f) => this.client.lookup(g, b.sparse[f]!, { readOnly: true, ...(flat ? { out: flat.subarray(f * block, (f + 1) * block) } : {}) })));
+      const rows = flat ? this.client.lookupFields(this.client.routeFields(this.groups, b.sparse), flat, { readOnly: true }).then(() => [])
+        : Promise.all(this.groups.map((g, f) => this.client.lookup(g, b.sparse[f]!, { readOnly: true })));
       return { b, rows, flat };
     };
     let prev: Looked | null = null;
