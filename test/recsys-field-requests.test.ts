@@ -19,10 +19,10 @@ function batch(rng: Rng, n: number): BigUint64Array[] {
   return GROUPS.map(() => BigUint64Array.from({ length: n }, () => BigInt(Math.floor(Math.pow(rng.uniform(), 3) * 40))));
 }
 
-test('routeFields / lookupFields / pushFields equal the per-field calls (ids per server, rows, server state)', async () => {
+for (const wireDtype of ['bfloat16', 'float32', 'float16'] as const) test(`routeFields / lookupFields / pushFields equal the per-field calls (ids per server, rows, server state; ${wireDtype} wire)`, async () => {
   const a = await launchEmbeddingServers({ numShards: 2, config });
   const b = await launchEmbeddingServers({ numShards: 2, config });
-  const ca = await a.connect(), cb = await b.connect();
+  const ca = await a.connect({ wireDtype }), cb = await b.connect({ wireDtype });
   try {
     const rng = new Rng(11), n = 50;
     for (let step = 0; step < 4; step++) {

@@ -16,7 +16,7 @@ import {
 } from './protocol.js';
 
 import { ServerConnection, type EmbeddingEndpoint, type ReconnectOptions } from './server-connection.js';
-import { RoutedFields, lookupFields, pushFields, routeFields, type FieldWire } from './field-requests.js';
+import { FieldScratch, RoutedFields, lookupFields, pushFields, routeFields, type FieldWire } from './field-requests.js';
 
 export type { EmbeddingEndpoint, ReconnectOptions };
 
@@ -107,6 +107,8 @@ export class RoutedBatch {
 export class EmbeddingClient {
   readonly wireDtype: WireDType;
   private readonly dims = new Map<number, number>();
+  /** Reused by routeFields / pushFields for what they read synchronously. */
+  private readonly scratch = new FieldScratch();
 
   private constructor(private readonly conns: ServerConnection[], wireDtype: WireDType) {
     this.wireDtype = wireDtype;
@@ -249,7 +251,7 @@ export class EmbeddingClient {
     if (groups.length === 0) throw new Error('embedding client: routeFields needs at least one feature group');
     const dim = this.dim(groups[0]!);
     for (const g of groups) if (this.dim(g) !== dim) throw new Error(`embedding client: routeFields needs one dim for all groups (group ${g} has ${this.dim(g)}, group ${groups[0]} has ${dim})`);
-    return routeFields(groups, ids, this.conns.length);
+    return routeFields(groups, ids, this.conns.length, this.scratch);
   }
 
   private fieldWire(rf: RoutedFields): FieldWire {
@@ -263,9 +265,12 @@ export class EmbeddingClient {
     return lookupFields(this.conns, rf, this.fieldWire(rf), out, opts.readOnly ?? false);
   }
 
-  /** Gradients of every field's ids (n x dim, request order), times `scale`; each server's step advances once. */
+  /**
+   * Gradients of every field's ids (n x dim, request order), times `scale`; each server's
+   * step advances once. `grads` is read before this returns: the caller may reuse it.
+   */
   pushFields(rf: RoutedFields, grads: Float32Array, opts: { scale?: number } = {}): Promise<PushResponse> {
-    return pushFields(this.conns, rf, this.fieldWire(rf), grads, opts.scale ?? 1);
+    return pushFields(this.conns, rf, this.fieldWire(rf), grads, opts.scale ?? 1, this.scratch);
   }
 
   /** The sparse optimizer the servers run for `group` (from the servers' hello), or null if they did not say. */

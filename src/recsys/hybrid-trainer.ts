@@ -148,6 +148,10 @@ export class HybridTrainer {
   /** Pushes sent so far (= the step after the newest push). */
   private pushesSent = 0;
   private readonly pending: PendingGradients | null;
+  /** (F, B, D) row buffers of finished steps, reused by the next tickets (allocation and GC per step otherwise). */
+  private rowBufs: Float32Array[] = [];
+  /** The row gradients of the all-fields push, which reads them before it returns. */
+  private gradBuf = new Float32Array(0);
   /** Wall milliseconds waiting for rows and in the all-reduce since the last train() began. */
   private waitMs = { lookup: 0, allReduce: 0 };
 
@@ -193,7 +197,7 @@ export class HybridTrainer {
       if (r.done) throw new Error(`HybridTrainer: the data source ran out at step ${j}`);
       const batch = r.value;
       const block = batch.size * this.dim;
-      const flat = oneHot(batch) ? new Float32Array(this.groups.length * block) : null;
+      const flat = oneHot(batch) ? this.rowBuffer(this.groups.length * block) : null;
       // Sent now: the caller orders this after push j - k - 1 and before push j - k.
       let rows: Ticket['rows'] = null, distinct: Ticket['distinct'] = null, tables: IdTable[] | null = null, need: Int32Array[] | null = null;
       let routed: RoutedBatch[] | null = null, fields: RoutedFields | null = null;
@@ -220,6 +224,11 @@ export class HybridTrainer {
     }
   }
 
+  private rowBuffer(len: number): Float32Array {
+    const i = this.rowBufs.findIndex((b) => b.length === len);
+    return i >= 0 ? this.rowBufs.splice(i, 1)[0]! : new Float32Array(len);
+  }
+
   private async drainPushes(): Promise<void> {
     const acks = [...this.pushAcks.values()];
     await Promise.all(acks);
@@ -234,17 +243,16 @@ export class HybridTrainer {
    * (one-hot fields, rows[f] are its blocks) the model takes all fields as one (F, B, D) leaf
    * and the gradients come back as blocks of one buffer.
    */
-  private compute(batch: RecBatch, rows: Float32Array[], scaled: boolean, flat: Float32Array | null): { loss: number; grads: Float32Array[]; all: Float32Array | null; scale: number } {
+  private compute(batch: RecBatch, rows: Float32Array[], scaled: boolean, flat: Float32Array | null, into: Float32Array | null): { loss: number; grads: Float32Array[]; all: Float32Array | null; scale: number } {
     const B = batch.size, D = this.dim, F = this.groups.length;
     const scale = this.o.embGradScale ?? 1 / this.world;
-    const copyGrad = (g: Tensor | null, len: number): Float32Array => {
-      if (!g) return new Float32Array(len);
+    // A copy (the gradient buffer goes back to the pool): into `into` when given, else fresh.
+    const copyGrad = (g: Tensor | null, len: number, dst: Float32Array | null = null): Float32Array => {
+      const out = dst ?? new Float32Array(len);
+      if (!g) { if (dst) out.fill(0); return out; }
       const d = g.data as Float32Array;
-      let out: Float32Array;
-      if (scaled) {
-        out = new Float32Array(len);
-        for (let i = 0; i < len; i++) out[i] = d[i]! * scale;
-      } else out = d.slice(0, len); // a copy: the buffer goes back to the pool
+      if (scaled) for (let i = 0; i < len; i++) out[i] = d[i]! * scale;
+      else out.set(d.subarray(0, len));
       return out;
     };
     return scope(() => {
@@ -257,7 +265,7 @@ export class HybridTrainer {
         const loss = bceWithLogits(this.model.forward(dense, leaf), batch.labels);
         lv = loss.item();
         backward(loss);
-        all = copyGrad(leaf.grad, F * B * D);
+        all = copyGrad(leaf.grad, F * B * D, into);
         leaf.grad?.dispose();
         leaf.grad = null;
         for (let f = 0; f < F; f++) grads.push(all.subarray(f * B * D, (f + 1) * B * D));
@@ -314,7 +322,13 @@ export class HybridTrainer {
     this.waitMs.lookup += performance.now() - tw;
     if (this.asyncError) throw this.asyncError;
     this.optimizer.zeroGrad();
-    const { loss, grads, all, scale } = this.compute(t.batch, rows, this.pending !== null, t.flat);
+    let into: Float32Array | null = null;
+    if (t.fields && t.flat) {
+      if (this.gradBuf.length !== t.flat.length) this.gradBuf = new Float32Array(t.flat.length);
+      into = this.gradBuf;
+    }
+    const { loss, grads, all, scale } = this.compute(t.batch, rows, this.pending !== null, t.flat, into);
+    if (t.flat) this.rowBufs.push(t.flat); // nothing reads or writes a finished step's rows
     const client = this.client;
     const last = this.groups.length - 1;
     const sent = t.fields ? client.pushFields(t.fields, all!, { scale })
