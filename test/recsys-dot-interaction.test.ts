@@ -33,7 +33,7 @@ for (const [B, F, D] of [[128, 26, 16], [5, 3, 7], [1, 1, 1], [33, 8, 64]] as co
     const W = D + interactionPairs(F);
     const x = randF32(B * D, 1), e = randF32(F * B * D, 2), g = randF32(B * W, 3);
     const outN = new Float32Array(B * W), outR = new Float32Array(B * W);
-    nat!.fwd(x, e, outN, B, F, D);
+    assert.equal(nat!.fwd(x, e, outN, B, F, D), 0);
     ref.dotInteractionFwd(x, e, outR, B, F, D);
     assert.ok(maxRel(outN, outR) < 1e-5, `forward differs by ${maxRel(outN, outR)}`);
     for (const acc of [false, true]) {

@@ -10,7 +10,7 @@ type Fn = (...args: any[]) => any;
 export interface NativeDot { fwd: Fn; bwd: Fn }
 
 const bind = nativeFamily<NativeDot>({
-  fwd: 'void athn_dot_interaction_fwd_f32(const float *x, const float *e, _Inout_ float *out, int64_t B, int64_t F, int64_t D)',
+  fwd: 'int athn_dot_interaction_fwd_f32(const float *x, const float *e, _Inout_ float *out, int64_t B, int64_t F, int64_t D)',
   bwd: 'int athn_dot_interaction_bwd_f32(const float *g, const float *x, const float *e, _Inout_ float *dx, _Inout_ float *de, int64_t B, int64_t F, int64_t D, int accX, int accE)',
 });
 
@@ -22,8 +22,8 @@ function nat(a: F, n: number): NativeDot | null {
 /** out (B, D + P) = [x, pairwise dots of (x, e[0..F))] per sample; x (B, D), e (F, B, D). */
 export function dotInteractionFwd(x: F, e: F, out: F, B: number, nF: number, D: number): void {
   const k = nat(x, B * (nF + 1) * D);
-  if (k) k.fwd(x, e, out, B, nF, D);
-  else ref.dotInteractionFwd(x, e, out, B, nF, D);
+  if (!k) { ref.dotInteractionFwd(x, e, out, B, nF, D); return; }
+  if (k.fwd(x, e, out, B, nF, D) !== 0) throw new Error(`dotInteraction: the native kernel could not allocate its ${(nF + 1) * D}-float scratch`);
 }
 
 /** dx / de (either may be null) from g (B, D + P); acc = add into them, else overwrite. */
