@@ -13,8 +13,9 @@ import { nnCases } from './gradcheck-cases/nn.js';
 import { autogradCases } from './gradcheck-cases/autograd.js';
 import { moeCases } from './gradcheck-cases/moe.js';
 import { groupCases } from './gradcheck-cases/group.js';
+import { recsysCases } from './gradcheck-cases/recsys.js';
 
-const cases: GradCase[] = [...basicCases, ...nnCases, ...autogradCases, ...groupCases, ...moeCases];
+const cases: GradCase[] = [...basicCases, ...nnCases, ...autogradCases, ...groupCases, ...moeCases, ...recsysCases];
 
 test('every gradient rule has a finite-difference check', () => {
   const covered = new Set(cases.map((c) => c.op));

@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { countLines, hashCategorical, readCriteoFile } from '../src/recsys/criteo.js';
-import { generateCriteo } from '../src/recsys/criteo-generate.js';
+import { countLines, hashCategorical, parseCriteoLine, readCriteoFile } from '../src/recsys/criteo.js';
+import { generateCriteo, generateCriteoLines } from '../src/recsys/criteo-generate.js';
 
 const T = '\t';
 const cats = (xs: string[]): string => xs.join(T);
@@ -137,4 +137,36 @@ test('Criteo reader: the one-pass line parser writes exactly what parseCriteoLin
     assert.deepEqual(b.w, a.w, l);
   }
   assert.ok(fast > 100, `the fast path took ${fast} lines`);
+});
+
+test('Criteo reader over 1 MiB chunk boundaries (CRLF, empty lines, no final newline): shards, skip, limit and keepLast equal a line-by-line parse', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'criteo-chunks-'));
+  try {
+    const { lines } = generateCriteoLines({ rows: 16000, seed: 5, vocab: 1000 });
+    // Every 7th line ends in CRLF, every 50th is followed by an empty line; no newline at the end.
+    const text = lines.map((l, i) => l + (i % 7 === 0 ? '\r' : '') + (i % 50 === 0 ? '\n' : '')).join('\n');
+    assert.ok(text.length > 2.5 * (1 << 20), 'spans several read chunks');
+    const p = join(dir, 'big.tsv');
+    writeFileSync(p, text);
+    const fmt = { numDense: 13, numSparse: 26 };
+    const expect = (rank: number, world: number, skip: number, limit: number, B: number, keepLast: boolean): { labels: number[]; dense: number[]; ids: bigint[] } => {
+      const mine = lines.filter((_, i) => i % world === rank).slice(skip, skip + limit);
+      const n = keepLast ? mine.length : mine.length - (mine.length % B);
+      const dense = new Float32Array(n * 13), labels = new Float32Array(n), sparse = Array.from({ length: 26 }, () => new BigUint64Array(n));
+      const words = sparse.map((x) => new Uint32Array(x.buffer));
+      mine.slice(0, n).forEach((l, r) => parseCriteoLine(l, 'x', fmt, dense, words, labels, r));
+      return { labels: Array.from(labels), dense: Array.from(dense), ids: sparse.flatMap((x) => Array.from(x)) };
+    };
+    for (const [rank, world, skip, limit, B, keepLast] of [[0, 1, 0, Infinity, 128, false], [1, 2, 3, 3001, 100, true], [2, 3, 0, 2000, 64, false], [0, 2, 10, Infinity, 1000, true], [1, 2, 0, Infinity, 7999, false]] as const) {
+      const got = await readCriteoFile(p, { batchSize: B, rank, worldSize: world, skip, ...(Number.isFinite(limit) ? { limit } : {}), keepLast, format: fmt });
+      const want = expect(rank, world, skip, Number.isFinite(limit) ? limit : Infinity, B, keepLast);
+      assert.deepEqual(got.flatMap((b) => Array.from(b.labels)), want.labels, `labels rank ${rank}/${world}`);
+      assert.deepEqual(got.flatMap((b) => Array.from(b.dense)), want.dense, `dense rank ${rank}/${world}`);
+      const ids: bigint[] = [];
+      for (let f = 0; f < 26; f++) for (const b of got) ids.push(...b.sparse[f]!);
+      assert.deepEqual(ids, want.ids, `ids rank ${rank}/${world}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -7,12 +7,13 @@ import { nnRules } from './rules/nn.js';
 import { moeRules } from './rules/moe.js';
 import { checkpointGrad } from './checkpoint.js';
 import { groupRules } from './rules/group.js';
+import { recsysRules } from './rules/recsys.js';
 
 let table: GradRuleTable | undefined;
 
 export function gradRuleTable(): GradRuleTable {
   if (!table) {
-    const t: GradRuleTable = { ...basicRules, ...nnRules, ...moeRules, ...groupRules, checkpoint: checkpointGrad };
+    const t: GradRuleTable = { ...basicRules, ...nnRules, ...moeRules, ...groupRules, ...recsysRules, checkpoint: checkpointGrad };
     table = t;
   }
   return table;

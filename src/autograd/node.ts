@@ -53,6 +53,8 @@ export interface OpAttrs {
   moeCombine: Record<string, never>;
   groupedMatmul: Record<string, never>;
   allToAllV: { group: string };
+  // DLRM's pairwise feature interaction (ops/dot-interaction.ts)
+  dotInteraction: Record<string, never>;
   // collectives over a tensor-parallel group (ops/group.ts)
   groupCopy: { group: import('../ops/group.js').GroupCollectives };
   groupReduce: { group: import('../ops/group.js').GroupCollectives };

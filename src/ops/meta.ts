@@ -363,3 +363,11 @@ export function moeCombineMeta(y: Tensor, gate: Tensor): Tensor {
   const out = alloc([N, y.shape[1]!], y.dtype);
   return emit('moeCombine', 'elementwise', 2 * N * K * y.shape[1]!, {}, [y, gate], out);
 }
+
+/** dotInteraction (ops/dot-interaction.ts): x (B, D) and e (F, B, D) → (B, D + M(M-1)/2), M = F + 1. */
+export function dotInteractionMeta(x: Tensor, e: Tensor): Tensor {
+  const [B, D] = x.shape as [number, number];
+  const M = e.shape[0]! + 1, P = (M * (M - 1)) / 2;
+  const out = alloc([B, D + P], x.dtype);
+  return emit('dotInteraction', 'elementwise', 2 * B * P * D, NO, [x, e], out);
+}

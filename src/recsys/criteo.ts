@@ -138,32 +138,6 @@ export function parseCriteoLine(
   }
 }
 
-/** Lines of a text file with their 1-based numbers, streamed in chunks. */
-export async function* readLines(path: string, chunkBytes = 1 << 20): AsyncGenerator<{ text: string; lineNo: number }> {
-  const stream = createReadStream(path, { encoding: 'utf8', highWaterMark: chunkBytes });
-  let pending = '';
-  let lineNo = 0;
-  try {
-    for await (const chunk of stream as AsyncIterable<string>) {
-      const text = pending + chunk;
-      let start = 0;
-      for (;;) {
-        const nl = text.indexOf('\n', start);
-        if (nl < 0) break;
-        lineNo++;
-        let end = nl;
-        if (end > start && text.charCodeAt(end - 1) === 13) end--;
-        yield { text: text.slice(start, end), lineNo };
-        start = nl + 1;
-      }
-      pending = text.slice(start);
-    }
-    if (pending.length > 0) yield { text: pending, lineNo: lineNo + 1 };
-  } finally {
-    stream.destroy();
-  }
-}
-
 /** Number of lines (samples) in a file, by counting newlines (a final line without one counts). */
 export function countLines(path: string): number {
   const fd = openSync(path, 'r');
@@ -201,7 +175,12 @@ function truncate(b: ReturnType<typeof newBatch>, n: number, fmt: CriteoFormat):
   return { size: n, dense: b.dense.slice(0, n * fmt.numDense), sparse: b.sparse.map((s) => s.slice(0, n)), labels: b.labels.slice(0, n) };
 }
 
-/** Streams batches of one trainer's shard of a Criteo TSV file. Empty lines are skipped. */
+/**
+ * Streams batches of one trainer's shard of a Criteo TSV file. Empty lines are skipped.
+ * Lines are found in each decoded chunk by a plain scan: only this shard's lines are cut
+ * out and parsed, and the generator resumes once per batch, not once per line (with
+ * several trainers every one of them scans every line, so per-line work is paid W times).
+ */
 export async function* readCriteoBatches(path: string, o: CriteoReadOptions): AsyncGenerator<RecBatch> {
   const fmt = o.format ?? CRITEO_FORMAT;
   const B = o.batchSize, rank = o.rank ?? 0, world = o.worldSize ?? 1;
@@ -211,21 +190,51 @@ export async function* readCriteoBatches(path: string, o: CriteoReadOptions): As
   let limit = o.limit ?? Infinity;
   let sample = 0; // index over non-empty lines
   let b = newBatch(B, fmt), n = 0;
-  for await (const { text, lineNo } of readLines(path)) {
-    if (text.length === 0) continue;
-    const mine = sample++ % world === rank;
-    if (!mine) continue;
-    if (skip > 0) { skip--; continue; }
-    if (limit <= 0) break;
+  let lineNo = 0;
+  /** Takes line [start, end) of text (1-based number lineNo): true when the batch is full. */
+  const take = (text: string, start: number, end: number): boolean => {
+    if (end > start && text.charCodeAt(end - 1) === 13) end--;
+    if (end === start) return false;
+    if (sample++ % world !== rank) return false;
+    if (skip > 0) { skip--; return false; }
     limit--;
-    if (!parseCriteoLineFast(text, fmt, b.dense, b.words, b.labels, n)) parseCriteoLine(text, `${path}:${lineNo}`, fmt, b.dense, b.words, b.labels, n);
-    if (++n === B) {
-      yield { size: B, dense: b.dense, sparse: b.sparse, labels: b.labels };
-      b = newBatch(B, fmt);
-      n = 0;
+    const line = text.slice(start, end);
+    if (!parseCriteoLineFast(line, fmt, b.dense, b.words, b.labels, n)) parseCriteoLine(line, `${path}:${lineNo}`, fmt, b.dense, b.words, b.labels, n);
+    return ++n === B;
+  };
+  const stream = createReadStream(path, { encoding: 'utf8', highWaterMark: 1 << 20 });
+  try {
+    let pending = '';
+    for await (const chunk of stream as AsyncIterable<string>) {
+      if (limit <= 0) break;
+      const text = pending + chunk;
+      let start = 0;
+      while (limit > 0) {
+        const nl = text.indexOf('\n', start);
+        if (nl < 0) break;
+        lineNo++;
+        const full = take(text, start, nl);
+        start = nl + 1;
+        if (full) {
+          yield { size: B, dense: b.dense, sparse: b.sparse, labels: b.labels };
+          b = newBatch(B, fmt);
+          n = 0;
+        }
+      }
+      pending = text.slice(start);
     }
+    if (pending.length > 0 && limit > 0) {
+      lineNo++;
+      if (take(pending, 0, pending.length)) {
+        yield { size: B, dense: b.dense, sparse: b.sparse, labels: b.labels };
+        b = newBatch(B, fmt);
+        n = 0;
+      }
+    }
+    if (n > 0 && o.keepLast) yield truncate(b, n, fmt);
+  } finally {
+    stream.destroy();
   }
-  if (n > 0 && o.keepLast) yield truncate(b, n, fmt);
 }
 
 /** Reads a whole (small) file into batches; tests and evaluation sets. */

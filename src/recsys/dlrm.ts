@@ -8,14 +8,15 @@
 //   p   = upper triangle (i < j) of Z Z^T                    (B, M(M-1)/2)
 //   logit = top MLP(concat(x, p))                            (B)      ReLU between layers
 //   loss  = mean BCE-with-logits
-// Everything is composed of existing differentiable ops (linear, matmul, gather,
-// concat, crossEntropy), so gradients come from the one rule table.
-import { Tensor, fromStorage, zeros } from '../core/tensor.js';
+// concat(x, p) is one fused op (dotInteraction: a C kernel, not B tiny GEMMs); the rest
+// are existing differentiable ops, so gradients come from the one rule table.
+import { type Tensor, fromStorage, zeros } from '../core/tensor.js';
 import type { DType } from '../core/dtype.js';
 import { Rng } from '../core/rng.js';
 import { Module, type Device, type InitContext } from '../nn/module.js';
 import { Linear } from '../nn/layers.js';
-import { concat, crossEntropy, gather, matmul, relu, reshape } from '../ops/index.js';
+import { concat, crossEntropy, matmul, relu, reshape } from '../ops/index.js';
+import { dotInteraction } from '../ops/dot-interaction.js';
 
 export interface DlrmConfig {
   numDense: number;
@@ -51,7 +52,6 @@ export class DLRM extends Module {
   readonly bottom: Linear[];
   readonly top: Linear[];
   readonly numPairs: number;
-  private pairIndex: Tensor | null = null;
 
   constructor(readonly cfg: DlrmConfig) {
     super();
@@ -65,29 +65,26 @@ export class DLRM extends Module {
     for (const [n, p] of this.namedParameters()) p.name = n;
   }
 
-  /** Indices of Z Z^T's strict upper triangle in its flattened (M*M) rows, one row per sample. */
-  private pairs(B: number): Tensor {
-    if (this.pairIndex && this.pairIndex.shape[0]! >= B) return B === this.pairIndex.shape[0] ? this.pairIndex : this.pairIndex.view([B, this.numPairs], this.pairIndex.strides, 0);
-    const M = this.cfg.numSparse + 1, P = this.numPairs;
-    const idx = new Int32Array(B * P);
-    let k = 0;
-    for (let i = 0; i < M; i++) for (let j = i + 1; j < M; j++) idx[k++] = i * M + j;
-    for (let b = 1; b < B; b++) idx.copyWithin(b * P, 0, P);
-    this.pairIndex?.dispose();
-    this.pairIndex = fromStorage(idx, [B, P], 'int32').keep();
-    return this.pairIndex;
-  }
-
-  /** dense (B, numDense); emb[f] (B, D) pooled field embeddings → logits (B). */
-  forward(dense: Tensor, emb: readonly Tensor[]): Tensor {
-    const B = dense.shape[0]!, D = this.cfg.embDim, M = this.cfg.numSparse + 1;
-    if (emb.length !== this.cfg.numSparse) throw new Error(`DLRM: got ${emb.length} embedding fields, configured for ${this.cfg.numSparse}`);
+  /**
+   * dense (B, numDense) and the pooled field embeddings → logits (B). `emb` is either one
+   * (B, D) tensor per field, or all fields at once as one field-major (F, B, D) tensor
+   * (what a trainer with one id per field gets from a single lookup buffer: no stacking).
+   */
+  forward(dense: Tensor, emb: readonly Tensor[] | Tensor): Tensor {
+    const B = dense.shape[0]!, D = this.cfg.embDim, F = this.cfg.numSparse;
+    let e: Tensor;
+    if (Array.isArray(emb)) {
+      const list = emb as readonly Tensor[];
+      if (list.length !== F) throw new Error(`DLRM: got ${list.length} embedding fields, configured for ${F}`);
+      e = concat(list.map((t) => reshape(t, [1, B, D])), 0);
+    } else {
+      e = emb as Tensor;
+      if (e.ndim !== 3 || e.shape[0] !== F || e.shape[1] !== B || e.shape[2] !== D) throw new Error(`DLRM: embeddings of shape [${e.shape.join(', ')}], expected [${F}, ${B}, ${D}] (fields, batch, embDim)`);
+    }
     let x = dense;
     for (const l of this.bottom) x = relu(l.forward(x));
-    const z = concat([reshape(x, [B, 1, D]), ...emb.map((e) => reshape(e, [B, 1, D]))], 1);
-    const g = reshape(matmul(z, z, { transB: true }), [B, M * M]);
-    const p = gather(g, this.pairs(B), 1);
-    let h = concat([x, p], 1);
+    // [x, <z_i, z_j> for i < j] with z = (x, e_1 .. e_F): one fused op (ops/dot-interaction.ts).
+    let h = dotInteraction(x, e);
     this.top.forEach((l, i) => { h = l.forward(h); if (i + 1 < this.top.length) h = relu(h); });
     return reshape(h, [B]);
   }

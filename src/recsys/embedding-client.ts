@@ -16,6 +16,7 @@ import {
 } from './protocol.js';
 
 import { ServerConnection, type EmbeddingEndpoint, type ReconnectOptions } from './server-connection.js';
+import { FieldScratch, RoutedFields, lookupFields, pushFields, routeFields, type FieldWire } from './field-requests.js';
 
 export type { EmbeddingEndpoint, ReconnectOptions };
 
@@ -106,6 +107,8 @@ export class RoutedBatch {
 export class EmbeddingClient {
   readonly wireDtype: WireDType;
   private readonly dims = new Map<number, number>();
+  /** Reused by routeFields / pushFields for what they read synchronously. */
+  private readonly scratch = new FieldScratch();
 
   private constructor(private readonly conns: ServerConnection[], wireDtype: WireDType) {
     this.wireDtype = wireDtype;
@@ -167,13 +170,18 @@ export class EmbeddingClient {
     return ids;
   }
 
-  /** Rows of `ids` (n x dim, float32, request order). Read-only lookups (inference) create and touch nothing. */
-  async lookup(group: number, ids: IdInput | RoutedBatch, opts: { readOnly?: boolean } = {}): Promise<Float32Array> {
+  /**
+   * Rows of `ids` (n x dim, float32, request order). Read-only lookups (inference) create and
+   * touch nothing. With `out` (n x dim floats, e.g. one field's block of a batch buffer) the
+   * rows are written there and `out` is returned.
+   */
+  async lookup(group: number, ids: IdInput | RoutedBatch, opts: { readOnly?: boolean; out?: Float32Array } = {}): Promise<Float32Array> {
     const dim = this.dim(group);
     const rb = this.routed(group, ids);
-    const shardRows = await this.fetchShards(group, rb, opts.readOnly ? LOOKUP_READ_ONLY : 0);
     const n = rb.n, r = rb.routing;
-    const out = new Float32Array(n * dim);
+    if (opts.out && opts.out.length !== n * dim) throw new Error(`embedding client: lookup of ${n} ids of dim ${dim} given an output of ${opts.out.length} floats`);
+    const shardRows = await this.fetchShards(group, rb, opts.readOnly ? LOOKUP_READ_ONLY : 0);
+    const out = opts.out ?? new Float32Array(n * dim);
     const { inverse, uShard, uPos } = r;
     for (let i = 0; i < n; i++) {
       const u = inverse[i]!;
@@ -223,15 +231,46 @@ export class EmbeddingClient {
     return { rows, state, stateWidth: sw };
   }
 
-  /** Distinct rows (routing order) -> request order (n x dim). */
-  scatterRows(rb: RoutedBatch, distinct: Float32Array, dim: number): Float32Array {
+  /** Distinct rows (routing order) -> request order (n x dim; into `out` when given). */
+  scatterRows(rb: RoutedBatch, distinct: Float32Array, dim: number, out?: Float32Array): Float32Array {
     const { inverse } = rb.routing, n = rb.n;
-    const out = new Float32Array(n * dim);
+    if (out && out.length !== n * dim) throw new Error(`embedding client: scatterRows of ${n} ids of dim ${dim} given an output of ${out.length} floats`);
+    out ??= new Float32Array(n * dim);
     for (let i = 0; i < n; i++) {
       const o = inverse[i]! * dim;
       for (let j = 0; j < dim; j++) out[i * dim + j] = distinct[o + j]!;
     }
     return out;
+  }
+
+  /**
+   * Routes a batch's fields together (field f's ids in group groups[f]; every group of the
+   * same dim) for lookupFields and pushFields: the trainer's per-step path (field-requests.ts).
+   */
+  routeFields(groups: readonly number[], ids: readonly IdInput[]): RoutedFields {
+    if (groups.length === 0) throw new Error('embedding client: routeFields needs at least one feature group');
+    const dim = this.dim(groups[0]!);
+    for (const g of groups) if (this.dim(g) !== dim) throw new Error(`embedding client: routeFields needs one dim for all groups (group ${g} has ${this.dim(g)}, group ${groups[0]} has ${dim})`);
+    return routeFields(groups, ids, this.conns.length, this.scratch);
+  }
+
+  private fieldWire(rf: RoutedFields): FieldWire {
+    if (rf.numShards !== this.conns.length) throw new Error(`embedding client: fields routed for ${rf.numShards} servers used with ${this.conns.length}`);
+    const dim = this.dim(rf.groups[0]!);
+    return { dim, dtype: this.wireDtype, maxIds: this.maxIds(dim) };
+  }
+
+  /** Rows of every field's ids (request order: field after field) into `out` (n x dim). */
+  lookupFields(rf: RoutedFields, out: Float32Array, opts: { readOnly?: boolean } = {}): Promise<Float32Array> {
+    return lookupFields(this.conns, rf, this.fieldWire(rf), out, opts.readOnly ?? false);
+  }
+
+  /**
+   * Gradients of every field's ids (n x dim, request order), times `scale`; each server's
+   * step advances once. `grads` is read before this returns: the caller may reuse it.
+   */
+  pushFields(rf: RoutedFields, grads: Float32Array, opts: { scale?: number } = {}): Promise<PushResponse> {
+    return pushFields(this.conns, rf, this.fieldWire(rf), grads, opts.scale ?? 1, this.scratch);
   }
 
   /** The sparse optimizer the servers run for `group` (from the servers' hello), or null if they did not say. */

@@ -19,6 +19,7 @@ import { fromStorage, type Tensor } from '../core/tensor.js';
 import type { Communicator } from '../runtime/communicator.js';
 import { AdamW, Adagrad, SGD, type BaseHyper, type Optimizer } from '../optim/index.js';
 import type { EmbeddingClient, RoutedBatch } from './embedding-client.js';
+import type { RoutedFields } from './field-requests.js';
 import type { RecBatch } from './criteo.js';
 import { DLRM, bceWithLogits, embeddingBag, rowsLeaf } from './dlrm.js';
 import { aucExact, logLoss } from './metrics.js';
@@ -91,7 +92,10 @@ export interface EvalReport { auc: number; logLoss: number; samples: number; pos
 interface Ticket {
   step: number;
   batch: RecBatch;
-  routed: RoutedBatch[];
+  /** Per-field routing (bags, or the correction), or null when `fields` carries the batch. */
+  routed: RoutedBatch[] | null;
+  /** One-hot batch without the correction: all fields routed, looked up and pushed together. */
+  fields: RoutedFields | null;
   /** Request-order rows (no correction), or null. */
   rows: Promise<Float32Array[]> | null;
   /** Distinct rows and optimizer states (correction), or null. */
@@ -101,6 +105,16 @@ interface Ticket {
   need: Int32Array[] | null;
   /** This trainer's pushes before this one were sent ahead of the lookup (it reflects them). */
   after: number;
+  /**
+   * One id per sample in every field: all fields' rows in one field-major (F, B, D) buffer,
+   * which the lookups fill block by block and the model takes as one leaf; null otherwise.
+   */
+  flat: Float32Array | null;
+}
+
+/** Every field has exactly one id per sample (no bags): the rows fit one (F, B, D) buffer. */
+function oneHot(b: RecBatch): boolean {
+  return !b.offsets || b.offsets.every((o) => o === undefined);
 }
 
 function makeOptimizer(params: Tensor[], c: DenseOptimizerConfig): Optimizer<BaseHyper> {
@@ -134,6 +148,10 @@ export class HybridTrainer {
   /** Pushes sent so far (= the step after the newest push). */
   private pushesSent = 0;
   private readonly pending: PendingGradients | null;
+  /** (F, B, D) row buffers of finished steps, reused by the next tickets (allocation and GC per step otherwise). */
+  private rowBufs: Float32Array[] = [];
+  /** The row gradients of the all-fields push, which reads them before it returns. */
+  private gradBuf = new Float32Array(0);
   /** Wall milliseconds waiting for rows and in the all-reduce since the last train() began. */
   private waitMs = { lookup: 0, allReduce: 0 };
 
@@ -178,10 +196,17 @@ export class HybridTrainer {
       const r = await this.source!.next();
       if (r.done) throw new Error(`HybridTrainer: the data source ran out at step ${j}`);
       const batch = r.value;
-      const routed = this.groups.map((g, f) => this.client.route(g, batch.sparse[f]!));
+      const block = batch.size * this.dim;
+      const flat = oneHot(batch) ? this.rowBuffer(this.groups.length * block) : null;
       // Sent now: the caller orders this after push j - k - 1 and before push j - k.
       let rows: Ticket['rows'] = null, distinct: Ticket['distinct'] = null, tables: IdTable[] | null = null, need: Int32Array[] | null = null;
-      if (this.pending) {
+      let routed: RoutedBatch[] | null = null, fields: RoutedFields | null = null;
+      if (flat && !this.pending) {
+        fields = this.client.routeFields(this.groups, batch.sparse);
+        rows = this.client.lookupFields(fields, flat).then((all) => this.groups.map((_, f) => all.subarray(f * block, (f + 1) * block)));
+        rows.catch(() => undefined);
+      } else if (this.pending) {
+        routed = this.groups.map((g, f) => this.client.route(g, batch.sparse[f]!));
         // Every queued ticket's push comes after this lookup: those batches' ids may be stale here.
         tables = routed.map((rb) => new IdTable(rb));
         const inFlight = idsInFlight(tables, this.tickets.map((t) => t.tables!));
@@ -189,12 +214,19 @@ export class HybridTrainer {
         distinct = Promise.all(routed.map((rb, f) => this.client.lookupDistinct(this.groups[f]!, rb, { stateFor: inFlight.mask[f]! })));
         distinct.catch(() => undefined); // observed when the step awaits it
       } else {
-        rows = Promise.all(routed.map((rb, f) => this.client.lookup(this.groups[f]!, rb)));
+        const rbs = this.groups.map((g, f) => this.client.route(g, batch.sparse[f]!));
+        routed = rbs;
+        rows = Promise.all(rbs.map((rb, f) => this.client.lookup(this.groups[f]!, rb, flat ? { out: flat.subarray(f * block, (f + 1) * block) } : {})));
         rows.catch(() => undefined);
       }
-      this.tickets.push({ step: j, batch, routed, rows, distinct, tables, need, after: this.pushesSent });
+      this.tickets.push({ step: j, batch, routed, fields, rows, distinct, tables, need, after: this.pushesSent, flat });
       this.nextIssue++;
     }
+  }
+
+  private rowBuffer(len: number): Float32Array {
+    const i = this.rowBufs.findIndex((b) => b.length === len);
+    return i >= 0 ? this.rowBufs.splice(i, 1)[0]! : new Float32Array(len);
   }
 
   private async drainPushes(): Promise<void> {
@@ -207,35 +239,49 @@ export class HybridTrainer {
   /**
    * Forward + backward of one batch; returns the loss and per-field row gradients, multiplied
    * by `scale` before the push: here when `scaled` (the correction replays them), else by
-   * pushGrads while it sums them per server (one pass fewer over every gradient).
+   * pushGrads while it sums them per server (one pass fewer over every gradient). With `flat`
+   * (one-hot fields, rows[f] are its blocks) the model takes all fields as one (F, B, D) leaf
+   * and the gradients come back as blocks of one buffer.
    */
-  private compute(batch: RecBatch, rows: Float32Array[], scaled: boolean): { loss: number; grads: Float32Array[]; scale: number } {
+  private compute(batch: RecBatch, rows: Float32Array[], scaled: boolean, flat: Float32Array | null, into: Float32Array | null): { loss: number; grads: Float32Array[]; all: Float32Array | null; scale: number } {
     const B = batch.size, D = this.dim, F = this.groups.length;
     const scale = this.o.embGradScale ?? 1 / this.world;
+    // A copy (the gradient buffer goes back to the pool): into `into` when given, else fresh.
+    const copyGrad = (g: Tensor | null, len: number, dst: Float32Array | null = null): Float32Array => {
+      const out = dst ?? new Float32Array(len);
+      if (!g) { if (dst) out.fill(0); return out; }
+      const d = g.data as Float32Array;
+      if (scaled) for (let i = 0; i < len; i++) out[i] = d[i]! * scale;
+      else out.set(d.subarray(0, len));
+      return out;
+    };
     return scope(() => {
-      const leaves = rows.map((r) => rowsLeaf(r, r.length / D, D));
-      const emb = leaves.map((l, f) => embeddingBag(l, batch.offsets?.[f], B, this.model.cfg.pooling ?? 'sum'));
       const dense = fromStorage(batch.dense, [B, this.model.cfg.numDense], 'float32');
-      const loss = bceWithLogits(this.model.forward(dense, emb), batch.labels);
-      const lv = loss.item();
-      backward(loss);
       const grads: Float32Array[] = [];
-      for (let f = 0; f < F; f++) {
-        const g = leaves[f]!.grad;
-        const len = rows[f]!.length;
-        let out: Float32Array;
-        if (g) {
-          const d = g.data as Float32Array;
-          if (scaled) {
-            out = new Float32Array(len);
-            for (let i = 0; i < len; i++) out[i] = d[i]! * scale;
-          } else out = d.slice(0, len); // a copy: the buffer goes back to the pool
-          g.dispose();
+      let lv: number, all: Float32Array | null = null;
+      if (flat) {
+        const leaf = fromStorage(flat, [F, B, D], 'float32');
+        leaf.requiresGrad = true;
+        const loss = bceWithLogits(this.model.forward(dense, leaf), batch.labels);
+        lv = loss.item();
+        backward(loss);
+        all = copyGrad(leaf.grad, F * B * D, into);
+        leaf.grad?.dispose();
+        leaf.grad = null;
+        for (let f = 0; f < F; f++) grads.push(all.subarray(f * B * D, (f + 1) * B * D));
+      } else {
+        const leaves = rows.map((r) => rowsLeaf(r, r.length / D, D));
+        const emb = leaves.map((l, f) => embeddingBag(l, batch.offsets?.[f], B, this.model.cfg.pooling ?? 'sum'));
+        const loss = bceWithLogits(this.model.forward(dense, emb), batch.labels);
+        lv = loss.item();
+        backward(loss);
+        for (let f = 0; f < F; f++) {
+          grads.push(copyGrad(leaves[f]!.grad, rows[f]!.length));
+          leaves[f]!.grad?.dispose();
           leaves[f]!.grad = null;
-        } else out = new Float32Array(len);
-        grads.push(out);
+        }
       }
-      return { loss: lv, grads, scale: scaled ? 1 : scale };
+      return { loss: lv, grads, all, scale: scaled ? 1 : scale };
     });
   }
 
@@ -260,7 +306,8 @@ export class HybridTrainer {
     if (t.rows) return t.rows;
     const d = await t.distinct!;
     this.pending!.replay(t.after, t.step, t.tables!, t.need!, d.map((x) => x.rows), d.map((x) => x.state));
-    return d.map((x, f) => this.client.scatterRows(t.routed[f]!, x.rows, this.dim));
+    const block = t.batch.size * this.dim;
+    return d.map((x, f) => this.client.scatterRows(t.routed![f]!, x.rows, this.dim, t.flat ? t.flat.subarray(f * block, (f + 1) * block) : undefined));
   }
 
   private async runStep(total: number): Promise<number> {
@@ -275,11 +322,18 @@ export class HybridTrainer {
     this.waitMs.lookup += performance.now() - tw;
     if (this.asyncError) throw this.asyncError;
     this.optimizer.zeroGrad();
-    const { loss, grads, scale } = this.compute(t.batch, rows, this.pending !== null);
+    let into: Float32Array | null = null;
+    if (t.fields && t.flat) {
+      if (this.gradBuf.length !== t.flat.length) this.gradBuf = new Float32Array(t.flat.length);
+      into = this.gradBuf;
+    }
+    const { loss, grads, all, scale } = this.compute(t.batch, rows, this.pending !== null, t.flat, into);
+    if (t.flat) this.rowBufs.push(t.flat); // nothing reads or writes a finished step's rows
     const client = this.client;
     const last = this.groups.length - 1;
-    const ack = Promise.all(t.routed.map((rb, f) => client.pushGrads(this.groups[f]!, rb, grads[f]!, { advanceStep: f === last, scale })))
-      .then(() => undefined, (e: unknown) => { this.asyncError ??= e instanceof Error ? e : new Error(String(e)); throw this.asyncError; });
+    const sent = t.fields ? client.pushFields(t.fields, all!, { scale })
+      : Promise.all(t.routed!.map((rb, f) => client.pushGrads(this.groups[f]!, rb, grads[f]!, { advanceStep: f === last, scale })));
+    const ack = sent.then(() => undefined, (e: unknown) => { this.asyncError ??= e instanceof Error ? e : new Error(String(e)); throw this.asyncError; });
     ack.catch(() => undefined);
     if (this.pending) this.pending.record(i, t.tables!, grads);
     this.pushesSent = i + 1;
@@ -399,20 +453,29 @@ export class HybridTrainer {
   /** AUC and log-loss over batches, with read-only lookups (the next batch's lookups overlap this batch's compute). */
   async evaluate(batches: AsyncIterable<RecBatch> | Iterable<RecBatch>): Promise<EvalReport> {
     const scores: number[] = [], labels: number[] = [];
-    const look = (b: RecBatch): Promise<Float32Array[]> => Promise.all(this.groups.map((g, f) => this.client.lookup(g, b.sparse[f]!, { readOnly: true })));
-    let prev: { b: RecBatch; rows: Promise<Float32Array[]> } | null = null;
-    const run = async (p: { b: RecBatch; rows: Promise<Float32Array[]> }): Promise<void> => {
+    // One-hot batches are read into one (F, B, D) buffer, as in training.
+    type Looked = { b: RecBatch; rows: Promise<Float32Array[]>; flat: Float32Array | null };
+    const look = (b: RecBatch): Looked => {
+      const block = b.size * this.dim;
+      const flat = oneHot(b) ? new Float32Array(this.groups.length * block) : null;
+      const rows = flat ? this.client.lookupFields(this.client.routeFields(this.groups, b.sparse), flat, { readOnly: true }).then(() => [])
+        : Promise.all(this.groups.map((g, f) => this.client.lookup(g, b.sparse[f]!, { readOnly: true })));
+      return { b, rows, flat };
+    };
+    let prev: Looked | null = null;
+    const run = async (p: Looked): Promise<void> => {
       const rows = await p.rows;
-      const B = p.b.size, D = this.dim;
+      const B = p.b.size, D = this.dim, F = this.groups.length;
       const logits = noGrad(() => scope(() => {
-        const emb = rows.map((r, f) => embeddingBag(fromStorage(r, [r.length / D, D], 'float32'), p.b.offsets?.[f], B, this.model.cfg.pooling ?? 'sum'));
+        const emb = p.flat ? fromStorage(p.flat, [F, B, D], 'float32')
+          : rows.map((r, f) => embeddingBag(fromStorage(r, [r.length / D, D], 'float32'), p.b.offsets?.[f], B, this.model.cfg.pooling ?? 'sum'));
         const y = this.model.forward(fromStorage(p.b.dense, [B, this.model.cfg.numDense], 'float32'), emb);
         return Float32Array.from(y.data as Float32Array);
       }));
       for (let i = 0; i < B; i++) { scores.push(logits[i]!); labels.push(p.b.labels[i]!); }
     };
     for await (const b of batches as AsyncIterable<RecBatch>) {
-      const cur = { b, rows: look(b) };
+      const cur = look(b);
       cur.rows.catch(() => undefined);
       if (prev) await run(prev);
       prev = cur;

@@ -2,6 +2,7 @@
 // process group, connects to the embedding servers named in its environment, streams its
 // shard of the training file, trains, and (rank 0) evaluates and writes result.json.
 import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { atomicWriteFileSync } from '../io/atomic-write.js';
 import { initProcessGroup } from '../runtime/init.js';
@@ -11,6 +12,8 @@ import { countLines, readCriteoBatches, type CriteoFormat, type RecBatch } from 
 import { DLRM } from './dlrm.js';
 import { HybridTrainer, type BatchSource } from './hybrid-trainer.js';
 import { loadRecsysConfig, type RecsysConfig } from './recsys-config.js';
+import { setBlasThreads } from '../backend/blas.js';
+import { setKernelThreads } from '../backend/dispatch.js';
 
 export const ENDPOINTS_ENV = 'ATHANOR_RECSYS_ENDPOINTS';
 export const TOKEN_ENV = 'ATHANOR_EMBEDDING_TOKEN';
@@ -74,6 +77,13 @@ export async function runRecsysWorker(configPath: string): Promise<number> {
   const rank = pg.rank, world = pg.size;
   if (world !== c.train.trainers) throw new Error(`recsys worker: world size ${world} but train.trainers = ${c.train.trainers}`);
   const log = (s: string): void => { if (rank === 0) process.stdout.write(`${s}\n`); };
+  // The host's cores split between its trainers, as `athanor train` does. Left at the
+  // libraries' default (every core per trainer) the GEMM and kernel thread pools of all
+  // trainers and the servers oversubscribe the cores, and every fork/join of a step's small
+  // GEMMs waits for a descheduled thread (measured: most of a trainer's compute time).
+  const threads = Math.max(1, Math.floor((Number(process.env.ATHANOR_CORES ?? 0) || cpus().length) / Math.max(1, Number(process.env.ATHANOR_LOCAL_WORLD_SIZE ?? 1))));
+  setBlasThreads(threads);
+  setKernelThreads(threads);
   const epFile = process.env[ENDPOINTS_FILE_ENV];
   const failovers: TrainerFailover[] = [];
   let trainerRef: HybridTrainer | null = null;

@@ -4,7 +4,8 @@
 // that replaced it (failover: updates since that server's checkpoint are lost, nothing else).
 import { connect as netConnect, type Socket } from 'node:net';
 import type { ServerInfo } from './embedding-server.js';
-import { FRAME_SHM, FrameReader, HEADER_BYTES, MsgType, PRE_AUTH_MAX_PAYLOAD, ProtocolError, RESPONSE, decodeJson, encodeFrame, encodeJsonFrame, encodeShmRequest } from './protocol.js';
+import { FRAME_SHM, HEADER_BYTES, MsgType, PRE_AUTH_MAX_PAYLOAD, ProtocolError, RESPONSE, decodeJson, encodeFrame, encodeJsonFrame, writeHeader, type ShmDescriptor } from './protocol.js';
+import { ReplyReader } from './reply-reader.js';
 import { ShmRing, createShmRegion, type ShmRegion } from './shm-region.js';
 
 export interface EmbeddingEndpoint { host?: string; port: number }
@@ -34,6 +35,7 @@ function openSocket(ep: EmbeddingEndpoint, timeoutMs: number): Promise<Socket> {
 }
 
 interface Pending {
+  /** Called with an answer of the request's type | RESPONSE (anything else is rejected first). */
   frame: Buffer; type: number; resolve: (r: Reply) => void; reject: (e: Error) => void;
   /** A FRAME_SHM request: where its answer may be written in the region. */
   shm?: { respOff: number; respCap: number };
@@ -49,15 +51,15 @@ export class ServerConnection {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private sock: Socket | null = null;
-  private reader = new FrameReader(PRE_AUTH_MAX_PAYLOAD);
+  private reader = new ReplyReader(PRE_AUTH_MAX_PAYLOAD);
   private failure: Error | null = null;
   private closed = false;
   private reconnecting = false;
   private helloId = 0;
   /** Shared memory with a server on this host (attachShm); null: everything goes over the socket. */
   private shm: { region: ShmRegion; ring: ShmRing } | null = null;
-  /** The socket is corked until the next tick (send). */
-  private corked = false;
+  /** Frames written in this tick, sent together on the next (send). */
+  private out: Buffer[] = [];
 
   constructor(readonly shard: number, private ep: EmbeddingEndpoint, private readonly token: string,
     private readonly timeoutMs: number, private readonly re: ReconnectOptions | null) {}
@@ -70,7 +72,8 @@ export class ServerConnection {
     if (this.closed) { sock.destroy(); throw new Error(`${this.name}: client closed`); }
     sock.setNoDelay(true);
     this.sock = sock;
-    this.reader = new FrameReader(PRE_AUTH_MAX_PAYLOAD);
+    this.reader = new ReplyReader(PRE_AUTH_MAX_PAYLOAD);
+    this.out = [];
     sock.on('data', (chunk: Buffer) => {
       try {
         this.reader.push(chunk, (h, payload) => {
@@ -78,6 +81,7 @@ export class ServerConnection {
           if (!p) return;
           this.pending.delete(h.requestId);
           if (h.type === (MsgType.ERROR | RESPONSE)) p.reject(new Error(`${this.name}: ${Buffer.from(payload).toString('utf8')}`));
+          else if (h.type !== (p.type | RESPONSE)) p.reject(new Error(`${this.name}: reply type ${h.type} to request type ${p.type}`));
           else if ((h.flags & FRAME_SHM) !== 0) {
             // The answer is in our region: the frame says how long it is.
             const len = payload.byteLength === 8 ? new DataView(payload.buffer, payload.byteOffset, 8).getUint32(0, true) : -1;
@@ -154,34 +158,43 @@ export class ServerConnection {
       shm!.ring.free(off);
       throw e;
     }
+    // One promise per request: the pending entry decodes the answer where it lies, then
+    // gives its room back (a trainer step makes one of these per field per server).
     return new Promise<T>((resolve, reject) => {
-      const q = this.enqueue((id) => encodeShmRequest(type, id, { reqOff: off, reqLen, respOff, respCap }), type, true, { respOff, respCap });
-      // The answer is decoded where it lies, then its room is given back.
-      q.reply.then((r) => {
-        let v: T;
-        try { v = decode(r); } catch (e) { shm!.ring.free(off); reject(e as Error); return; }
-        shm!.ring.free(off);
-        resolve(v);
-      }, (e: Error) => { shm!.ring.free(off); reject(e); });
-      this.send(q.frame);
+      const id = this.takeId();
+      const frame = shmRequestFrame(type, id, { reqOff: off, reqLen, respOff, respCap });
+      this.pending.set(id, {
+        frame, type, shm: { respOff, respCap },
+        resolve: (r) => {
+          let v: T;
+          try { v = decode(r); } catch (e) { shm!.ring.free(off); reject(e as Error); return; }
+          shm!.ring.free(off);
+          resolve(v);
+        },
+        reject: (e) => { shm!.ring.free(off); reject(e); },
+      });
+      this.send(frame);
     });
   }
 
   /**
    * Writes a request frame. Frames written in one synchronous run (a trainer issues all
-   * fields' lookups, or all pushes, of a step together) leave in one writev on the next
-   * tick: one syscall and one TCP segment train instead of one per frame, and the server
-   * then answers them in one write too (embedding-server.ts corks per chunk).
+   * fields' lookups, or all pushes, of a step together) leave as one buffer in one write
+   * on the next tick: one syscall and one TCP segment train instead of one per frame, and
+   * the server then answers them in one write too (embedding-server.ts corks per chunk).
    */
   private send(frame: Buffer): void {
     const sock = this.sock;
-    if (!sock) return;
-    if (!this.corked) {
-      this.corked = true;
-      sock.cork();
-      process.nextTick(() => { this.corked = false; sock.uncork(); });
+    if (!sock) return; // reconnecting: open() sends every pending frame after the hello
+    if (this.out.length === 0) {
+      const batch = this.out;
+      process.nextTick(() => {
+        if (this.out === batch) this.out = [];
+        // A lost socket's frames stay pending and go out again on the next connection.
+        if (this.sock === sock) sock.write(batch.length === 1 ? batch[0]! : Buffer.concat(batch));
+      });
     }
-    sock.write(frame);
+    this.out.push(frame);
   }
 
   private fail(e: Error): void {
@@ -231,18 +244,17 @@ export class ServerConnection {
     }
   }
 
-  private enqueue(make: (requestId: number) => Buffer, type: number, keep = true, shm?: Pending['shm']): { id: number; frame: Buffer; reply: Promise<Reply> } {
+  private takeId(): number {
     const id = this.nextId;
     this.nextId = (this.nextId + 1) >>> 0 || 1;
+    return id;
+  }
+
+  private enqueue(make: (requestId: number) => Buffer, type: number, keep = true): { id: number; frame: Buffer; reply: Promise<Reply> } {
+    const id = this.takeId();
     const frame = make(id);
     const reply = new Promise<Reply>((resolve, reject) => {
-      const p: Pending = {
-        frame, type,
-        resolve: (r) => (r.type === (type | RESPONSE) ? resolve(r) : reject(new Error(`${this.name}: reply type ${r.type} to request type ${type}`))),
-        reject,
-        ...(shm ? { shm } : {}),
-      };
-      this.pending.set(id, keep ? p : { ...p, frame: Buffer.alloc(0) });
+      this.pending.set(id, { frame: keep ? frame : Buffer.alloc(0), type, resolve, reject });
     });
     if (!keep) reply.catch(() => undefined); // awaited by open(); a lost hello is retried there
     return { id, frame, reply };
@@ -267,4 +279,19 @@ export class ServerConnection {
     this.sock?.destroy();
     this.fail(new Error(`${this.name}: client closed`));
   }
+}
+
+/**
+ * A FRAME_SHM request frame (16 bytes of descriptor instead of the payload), the bytes of
+ * protocol.ts encodeShmRequest, in a small buffer from Node's shared pool rather than an
+ * ArrayBuffer of its own: these go out once per field per server per step.
+ */
+function shmRequestFrame(type: number, requestId: number, d: ShmDescriptor): Buffer {
+  const f = Buffer.allocUnsafe(HEADER_BYTES + 16);
+  writeHeader(f, type, requestId, 16, FRAME_SHM);
+  f.writeUInt32LE(d.reqOff, HEADER_BYTES);
+  f.writeUInt32LE(d.reqLen, HEADER_BYTES + 4);
+  f.writeUInt32LE(d.respOff, HEADER_BYTES + 8);
+  f.writeUInt32LE(d.respCap, HEADER_BYTES + 12);
+  return f;
 }
