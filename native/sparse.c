@@ -103,6 +103,16 @@ void athn_sparse_sgd(int nu, int dim, const int *slots, const uint64_t *rows, in
   }
 }
 
+/* One row of float32 Adagrad (shared by the float32 and bf16-gradient kernels). */
+static inline void adagrad_row(float *w, float *st, const float *gr, int dim, float lrf, float epsf) {
+  for (int j = 0; j < dim; j++) {
+    const float gj = gr[j];
+    const float a = st[j] + gj * gj;
+    st[j] = a;
+    w[j] = w[j] - (lrf * gj) / (sqrtf(a) + epsf);
+  }
+}
+
 /* Adagrad in float32 arithmetic, as PyTorch's float32 Adagrad: each operation rounds to
  * float (no FMA, see the pragma above), which applyRow reproduces with Math.fround. The
  * float32 square root and division are 8 lanes wide; in double they made this kernel
@@ -121,12 +131,7 @@ void athn_sparse_adagrad(int nu, int dim, const int *slots, const uint64_t *rows
     float *w = row_at(rows, shift, mask, dim, s);
     float *st = row_at(state, shift, mask, dim, s);
     const float *gr = grad_of(g, gRow, u, dim);
-    for (int j = 0; j < dim; j++) {
-      const float gj = gr[j];
-      const float a = st[j] + gj * gj;
-      st[j] = a;
-      w[j] = w[j] - (lrf * gj) / (sqrtf(a) + epsf);
-    }
+    adagrad_row(w, st, gr, dim, lrf, epsf);
   }
 }
 
@@ -166,12 +171,7 @@ void athn_sparse_adagrad_bf16(int nu, int dim, const int *slots, const uint64_t 
     float *w = row_at(rows, shift, mask, dim, s);
     float *st = row_at(state, shift, mask, dim, s);
     widen_bf16(gr, g + (size_t)gRow[u] * dim, dim);
-    for (int j = 0; j < dim; j++) {
-      const float gj = gr[j];
-      const float a = st[j] + gj * gj;
-      st[j] = a;
-      w[j] = w[j] - (lrf * gj) / (sqrtf(a) + epsf);
-    }
+    adagrad_row(w, st, gr, dim, lrf, epsf);
   }
 }
 

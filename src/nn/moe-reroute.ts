@@ -16,6 +16,7 @@
 // the routing does not depend on how a batch is split over data- or expert-parallel ranks.
 // The combine weights stay the router's probabilities of the final experts (renormalized over
 // the K, as always), so the offsets, like the bias, only steer selection.
+import { selectBest } from './moe-select.js';
 
 /** Passes of the threshold auction per group before leftovers fall to the capacity step. */
 export const REROUTE_MAX_ITERS = 32;
@@ -39,15 +40,7 @@ export function fitCapacityOffsets(
     counts.fill(0);
     for (let t = t0; t < t0 + Tg; t++) {
       for (let e = 0; e < E; e++) { score[e] = probs[t * E + e]! + (bias ? bias[e]! : 0) + off[e]!; order[e] = e; }
-      // partial selection of the K+1 best, ties to the lower index (as routeTokens)
-      for (let k = 0; k <= K; k++) {
-        let bi = k;
-        for (let j = k + 1; j < E; j++) {
-          const a = order[j]!, b = order[bi]!;
-          if (score[a]! > score[b]! || (score[a] === score[b] && a < b)) bi = j;
-        }
-        const tmp = order[k]!; order[k] = order[bi]!; order[bi] = tmp;
-      }
+      selectBest(score, order, K + 1);
       const vK1 = score[order[K]!]!;
       for (let r = 0; r < K; r++) { const e = order[r]!; margins[e * Tg + counts[e]!] = score[e]! - vK1; counts[e]!++; }
     }

@@ -6,6 +6,7 @@
 // are dropped then does not depend on how a batch is split over data-parallel or
 // expert-parallel ranks, so parallel runs drop exactly the tokens a single process does.
 import { fitCapacityOffsets } from './moe-reroute.js';
+import { selectBest } from './moe-select.js';
 
 export interface RouteOptions {
   /** Tokens N = groups × groupSize. */
@@ -188,15 +189,7 @@ export function addSelectionMargins(probs: ArrayLike<number>, N: number, E: numb
   const order = new Int32Array(E);
   for (let t = 0; t < N; t++) {
     for (let e = 0; e < E; e++) { score[e] = probs[t * E + e]! + (bias ? bias[e]! : 0); order[e] = e; }
-    // partial selection of the K+1 best (ties to the lower index, as in routeTokens)
-    for (let k = 0; k <= K; k++) {
-      let bi = k;
-      for (let j = k + 1; j < E; j++) {
-        const a = order[j]!, b = order[bi]!;
-        if (score[a]! > score[b]! || (score[a] === score[b] && a < b)) bi = j;
-      }
-      const tmp = order[k]!; order[k] = order[bi]!; order[bi] = tmp;
-    }
+    selectBest(score, order, K + 1);
     const vK = score[order[K - 1]!]!, vK1 = score[order[K]!]!;
     for (let r = 0; r < E; r++) {
       const e = order[r]!;

@@ -23,6 +23,7 @@
 // Admin payloads (AUTH reply, STATS, DUMP, LOAD, SET_CONFIG) are JSON: they are rare.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { f16ToF32, f32ToF16 } from '../core/dtype.js';
+import { ChunkQueue } from './chunk-queue.js';
 
 export const MAGIC = 0x4d455441; // bytes 'A','T','E','M'
 export const PROTOCOL_VERSION = 1;
@@ -145,8 +146,7 @@ export function encodeErrorFrame(requestId: number, message: string): Buffer {
  * page faults or garbage per request).
  */
 export class FrameReader {
-  private chunks: Buffer[] = [];
-  private have = 0;
+  private readonly pending = new ChunkQueue();
   private header: FrameHeader | null = null;
   private readonly hdrBuf = new Uint8Array(HEADER_BYTES);
   private scratch = new ArrayBuffer(0);
@@ -155,37 +155,24 @@ export class FrameReader {
 
   /** Feeds bytes; calls onFrame per complete frame. Throws ProtocolError on a bad header. */
   push(chunk: Buffer, onFrame: (h: FrameHeader, payload: Uint8Array) => void): void {
-    this.chunks.push(chunk);
-    this.have += chunk.length;
+    this.pending.push(chunk);
     for (;;) {
       if (!this.header) {
-        if (this.have < HEADER_BYTES) return;
-        this.take(this.hdrBuf);
+        if (this.pending.length < HEADER_BYTES) return;
+        this.pending.take(this.hdrBuf);
         this.header = readHeader(this.hdrBuf, this.maxPayload);
       }
-      if (this.have < this.header.length) return;
+      if (this.pending.length < this.header.length) return;
       const h = this.header;
       let payload: Uint8Array;
       if (this.reuse) {
         if (this.scratch.byteLength < h.length) this.scratch = new ArrayBuffer(Math.max(h.length, Math.min(this.maxPayload, 2 * this.scratch.byteLength)));
         payload = new Uint8Array(this.scratch, 0, h.length);
       } else payload = new Uint8Array(Buffer.allocUnsafeSlow(h.length).buffer, 0, h.length);
-      this.take(payload);
+      this.pending.take(payload);
       this.header = null;
       onFrame(h, payload);
     }
-  }
-
-  private take(dst: Uint8Array): void {
-    let off = 0;
-    while (off < dst.length) {
-      const c = this.chunks[0]!;
-      const k = Math.min(c.length, dst.length - off);
-      dst.set(k === c.length ? c : c.subarray(0, k), off);
-      off += k;
-      if (k === c.length) this.chunks.shift(); else this.chunks[0] = c.subarray(k);
-    }
-    this.have -= dst.length;
   }
 }
 

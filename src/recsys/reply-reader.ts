@@ -6,10 +6,10 @@
 // one such frame per field per server, and the per-frame allocations were a visible part
 // of its CPU and garbage.
 import { FRAME_SHM, HEADER_BYTES, MAGIC, PROTOCOL_VERSION, ProtocolError, type FrameHeader } from './protocol.js';
+import { ChunkQueue } from './chunk-queue.js';
 
 export class ReplyReader {
-  private chunks: Buffer[] = [];
-  private have = 0;
+  private readonly pending = new ChunkQueue();
   private header: FrameHeader | null = null;
   private readonly hdrBuf = Buffer.alloc(HEADER_BYTES);
 
@@ -30,7 +30,7 @@ export class ReplyReader {
   push(chunk: Buffer, onFrame: (h: FrameHeader, payload: Uint8Array) => void): void {
     let pos = 0;
     // Whole frames at the start of a chunk when nothing is buffered: read in place.
-    if (this.have === 0 && !this.header) {
+    if (this.pending.length === 0 && !this.header) {
       while (chunk.length - pos >= HEADER_BYTES) {
         const h = this.parseHeader(chunk, pos);
         const end = pos + HEADER_BYTES + h.length;
@@ -42,33 +42,20 @@ export class ReplyReader {
       if (pos === chunk.length) return;
     }
     const rest = pos === 0 ? chunk : chunk.subarray(pos);
-    this.chunks.push(rest);
-    this.have += rest.length;
+    this.pending.push(rest);
     for (;;) {
       if (!this.header) {
-        if (this.have < HEADER_BYTES) return;
-        this.take(this.hdrBuf);
+        if (this.pending.length < HEADER_BYTES) return;
+        this.pending.take(this.hdrBuf);
         this.header = this.parseHeader(this.hdrBuf, 0);
       }
-      if (this.have < this.header.length) return;
+      if (this.pending.length < this.header.length) return;
       const h = this.header;
       const payload = new Uint8Array(Buffer.allocUnsafeSlow(h.length).buffer, 0, h.length);
-      this.take(payload);
+      this.pending.take(payload);
       this.header = null;
       onFrame(h, payload);
     }
-  }
-
-  private take(dst: Uint8Array): void {
-    let off = 0;
-    while (off < dst.length) {
-      const c = this.chunks[0]!;
-      const k = Math.min(c.length, dst.length - off);
-      dst.set(k === c.length ? c : c.subarray(0, k), off);
-      off += k;
-      if (k === c.length) this.chunks.shift(); else this.chunks[0] = c.subarray(k);
-    }
-    this.have -= dst.length;
   }
 }
 
