@@ -10,7 +10,7 @@ import { gemm, setBlasThreads } from '../backend/blas.js';
 import { setKernelThreads } from '../backend/dispatch.js';
 import { fromStorage } from '../core/tensor.js';
 import { scope } from '../core/scope.js';
-import { add, attention, contiguous, crossEntropy, embedding, gelu, layerNorm, reshape, sum, transpose } from '../ops/index.js';
+import { add, attention, contiguous, crossEntropy, embedding, gelu, layerNorm, permute, reshape, slice, sum, transpose } from '../ops/index.js';
 import { backward } from '../autograd/tape.js';
 import { projectRoot } from '../backend/native.js';
 import { atomicWriteFileSync } from '../io/atomic-write.js';
@@ -20,6 +20,7 @@ import { vocabParallelCrossEntropy, type GroupCollectives } from '../ops/group.j
 import type { Tensor } from '../core/tensor.js';
 import type { ClusterSpec } from './cluster.js';
 import { Rng } from '../core/rng.js';
+import { attentionTable, gemmTables, interleaved, optimizerRate } from './calibrate-compute.js';
 
 /** The median; of an even count, the mean of the middle two (the upper one alone biased every rate of a 2-rep measurement towards its slower run). */
 const median = (xs: number[]): number => {
@@ -82,9 +83,8 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   // Peak: the fastest large square GEMM. The table: rates at the shapes GPT blocks produce
   // (tokens × width × width), which the planner interpolates between.
   const peak = gemmRate(1024, 1024, 1024, reps).best;
-  const points: [number, number, number, number][] = [];
-  for (const m of [512, 2048]) for (const n of [128, 512, 2048]) for (const k of [128, 512, 2048]) points.push([m, n, k, gemmRate(m, n, k, 3).median]);
-  points.push([2048, 8192, 512, gemmRate(2048, 8192, 512, 3).median]);
+  const tables = gemmTables(reps);
+  const points = tables.nt;
   const eff = median(points.filter(([m, n, k]) => m === 2048 && n >= 512 && k >= 512).map((p) => p[3])) / peak;
   log.push(`GEMM (1 thread): ceiling ${(peak / 1e9).toFixed(1)} GFLOP/s; ${points.length} shapes from ${(Math.min(...points.map((p) => p[3])) / 1e9).toFixed(1)} to ${(Math.max(...points.map((p) => p[3])) / 1e9).toFixed(1)} GFLOP/s`);
   // Attention: the real op, forward + backward, at a GPT-small head shape.
@@ -100,7 +100,12 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
     q.grad?.dispose();
   }), reps))) / peak;
   const attEff = attentionEfficiency();
-  log.push(`attention forward + backward: ${(attEff * 100).toFixed(0)}% of the GEMM ceiling`);
+  const attTable = attentionTable(peak, reps);
+  const pct = (v: number): string => (v * 100).toFixed(0);
+  log.push(`attention forward + backward: ${pct(attEff)}% of the GEMM ceiling; by [T, D]: ${attTable.map(([t, d, f, b]) => `${t}/${d} ${pct(f)}/${pct(b)}%`).join(', ')} (forward/backward)`);
+  log.push(`GEMM by role (median over shapes, GFLOP/s): forward NT ${(median(tables.nt.map((p) => p[3])) / 1e9).toFixed(1)}, input gradient NN ${(median(tables.nn.map((p) => p[3])) / 1e9).toFixed(1)}, weight gradient TN ${(median(tables.tn.map((p) => p[3])) / 1e9).toFixed(1)}`);
+  const optRate = optimizerRate(reps * 2);
+  log.push(`optimizer step (norm + AdamW + zeroing): ${(optRate / 1e9).toFixed(1)} GB/s of AdamW's bytes`);
   // Memory-bound classes: the real kernels, bytes as the meta trace counts them (inputs + output).
   const n = 1 << 20, rows = 2048, C = 512, V = 2048;
   const xd = randn(n), x16 = new Uint16Array(n);
@@ -148,6 +153,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
     }), reps * 2));
     return {
       attEff: attentionEfficiency(),
+      attTable: attentionTable(peak, reps),
       rates: {
         elementwise: fb((3 + 2) * 4 * n, (t) => gelu(add(t, t)), x),
         norm: fb(2 * 4 * rows * C + 8 * C, (t) => layerNorm(t, w, w), xr),
@@ -160,25 +166,44 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   // ops of a class against each other: a residual add is far cheaper per byte than GELU, a
   // reshape's backward is a copy, cross-entropy's backward is not 1.5× its forward): the
   // real op's forward, then forward + its backward rule, as forward bytes per second each.
-  const fb = (bytesFwd: number, input: Tensor, fn: (x: Tensor) => Tensor): { fwd: number; bwd: number } => {
-    const run = (withBackward: boolean): number => median(timeIt(() => scope(() => {
-      const xi = fromStorage(input.data as Float32Array, input.shape, 'float32');
-      xi.requiresGrad = true;
-      const y = fn(xi);
-      if (withBackward) backward(y, y.size === 1 ? {} : { grad: fromStorage(gradData(y.size), y.shape, 'float32') });
-      xi.grad?.dispose();
-    }), reps * 2));
-    const tf = run(false), tb = Math.max(1e-7, run(true) - tf);
-    return { fwd: bytesFwd / tf, bwd: bytesFwd / tb };
+  // fn takes one leaf per input (all requiring gradients) and may return several outputs
+  // (ops that read one input several times): one backward walk over all. Every op's two
+  // measurements run in interleaved rounds (calibrate-compute.ts), the median per op.
+  const fbJobs: (() => void)[] = [], fbBytes: number[] = [];
+  const fb = (bytesFwd: number, inputs: Tensor[], fn: (...x: Tensor[]) => Tensor | Tensor[]): number => {
+    const run = (withBackward: boolean) => () => scope(() => {
+      const leaves = inputs.map((t) => { const l = fromStorage(t.data as Float32Array, t.shape, 'float32'); l.requiresGrad = true; return l; });
+      const [y, ...more] = [fn(...leaves)].flat();
+      const g = (t: Tensor): Tensor => fromStorage(gradData(t.size), t.shape, 'float32');
+      if (withBackward) backward(y!, { ...(y!.size === 1 ? {} : { grad: g(y!) }), also: more.map((t) => ({ output: t, grad: g(t) })) });
+      for (const l of leaves) l.grad?.dispose();
+    });
+    fbJobs.push(run(false), run(true));
+    fbBytes.push(bytesFwd);
+    return fbBytes.length - 1;
   };
-  const x2 = fromStorage(randn(n), [1024, 1024], 'float32');
-  const opRates: Record<string, { fwd: number; bwd: number }> = {
-    add: fb(3 * 4 * n, x, (t) => add(t, t)),
-    gelu: fb(2 * 4 * n, x, (t) => gelu(t)),
-    layerNorm: fb(2 * 4 * rows * C + 8 * C, xr, (t) => layerNorm(t, w, w)),
-    crossEntropy: fb(4 * rows * V + 4 * rows + 4, logits, (t) => crossEntropy(t, tgt)),
-    reshape: fb(2 * 4 * n, x2, (t) => reshape(transpose(t), [n])),
+  // The copies models make: an attention block's head split (ops of nn/gpt.ts: a slice of
+  // the fused QKV output, reshaped to heads, which copies runs of D contiguous floats, and
+  // permuted), its backward the rules of all three; a 2-D transpose moves single floats and
+  // is several times slower per byte, so it would misprice them.
+  const Hh = 8, Dh = C / Hh;
+  const qkv = fromStorage(randn(rows * 3 * C), [rows, 3 * C], 'float32');
+  const headSplit = (t: Tensor): Tensor[] => [0, 1, 2].map((i) => permute(reshape(slice(reshape(t, [1, rows, 3, Hh, Dh]), 2, i, i + 1), [1, rows, Hh, Dh]), [0, 2, 1, 3]));
+  // A residual add reads two distinct tensors (x + x reads one), both needing gradients.
+  const other = fromStorage(randn(n), [n], 'float32');
+  const opIndex: Record<string, number> = {
+    add: fb(3 * 4 * n, [x, other], (a, b) => add(a!, b!)),
+    gelu: fb(2 * 4 * n, [x], (t) => gelu(t!)),
+    layerNorm: fb(2 * 4 * rows * C + 8 * C, [xr], (t) => layerNorm(t!, w, w)),
+    crossEntropy: fb(4 * rows * V + 4 * rows + 4, [logits], (t) => crossEntropy(t!, tgt)),
+    reshape: fb(3 * 2 * 4 * rows * C, [qkv], (t) => headSplit(t!)),
   };
+  const fbTimes = interleaved(fbJobs, reps * 2);
+  const opRates: Record<string, { fwd: number; bwd: number }> = {};
+  for (const [k, i] of Object.entries(opIndex)) {
+    const tf = fbTimes[2 * i]!, tb = Math.max(1e-7, fbTimes[2 * i + 1]! - tf);
+    opRates[k] = { fwd: fbBytes[i]! / tf, bwd: fbBytes[i]! / tb };
+  }
   log.push(`per op (GB/s, forward / backward): ${Object.entries(opRates).map(([k, v]) => `${k} ${(v.fwd / 1e9).toFixed(1)}/${(v.bwd / 1e9).toFixed(1)}`).join(', ')}`);
   const s = fromStorage(new Float32Array(64).fill(1), [64], 'float32');
   const tiny = median(timeIt(() => scope(() => { for (let i = 0; i < 1000; i++) add(s, s); }), reps)) / 1000;
@@ -211,11 +236,14 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       attentionEfficiency: { value: Math.min(1, attEff), source: meas('attention() forward + backward at B2 H8 T256 D64, causal') },
       memBandwidth: { value: bw, source: meas('add() and gelu() on 1M floats, bytes read + written per second') },
       opOverhead: { value: tiny, source: meas('time per add() of 64 elements (op dispatch, tape and allocation)') },
-      gemmTable: { source: meas('median sgemm rate, 1 thread, at each [m, n, k]'), points },
-      opRates: { source: meas('the real ops forward, and their backward rules (forward + backward less forward), at 1M floats / 2048 rows; forward bytes as the meta trace counts them, per second'), rates: opRates },
+      gemmTable: { source: meas('median sgemm rate over interleaved rounds, 1 thread, at each [m, n, k]: points C = A·Bᵀ (forward), nn C = A·B (input gradient), tn C = Aᵀ·B accumulated (weight gradient)'), points, nn: tables.nn, tn: tables.tn },
+      attentionTable: { source: meas('attention() causal, forward (recording) and backward (forward + backward less forward) apart, share of the GEMM ceiling at [T, D]'), points: attTable },
+      optimizerRate: { value: optRate, source: meas('the trainer optimizer step (gradient norm, fused AdamW, zeroGrad) over 4.2M parameters, AdamW bytes (28 per element) per second') },
+      opRates: { source: meas('the real ops forward, and their backward rules (forward + backward less forward), at 1M floats / 2048 rows (add: two distinct inputs; reshape: the head split of a 2048 × 3·512 QKV output into q, k, v, forward = their copies, backward = the slice, reshape and permute rules); forward bytes as the meta trace counts them, per second'), rates: opRates },
       lowpKernels: {
         source: meas('the same kernels under train.precision=bf16, forward + backward (attention at B2 H8 T256 D64; add + gelu, layerNorm, crossEntropy; bytes as the meta trace counts the forward, times 2.5)'),
         attentionEfficiency: lowp.attEff,
+        attentionTable: lowp.attTable,
         rates: lowp.rates,
       },
       classBandwidth: { source: meas('the real kernels (gelu/add, layerNorm, crossEntropy, embedding, transpose copy, bfloat16 to16/from16 conversion; vocabParallelCrossEntropy forward + backward over 2.5× its forward bytes), bytes as the meta trace counts them'), rates: classBw },

@@ -24,8 +24,16 @@ export interface ClusterSpec {
     memBandwidth: Figure;
     /** Fixed cost per op launch in seconds (kernel launch or foreign-call overhead). */
     opOverhead: Figure;
-    /** Measured GEMM rates by shape, [m, n, k, FLOP/s] (this machine); the planner interpolates. */
-    gemmTable?: { source: string; points: [number, number, number, number][] };
+    /**
+     * Measured GEMM rates by shape, [m, n, k, FLOP/s] (this machine); the planner interpolates.
+     * `points`: C = A·Bᵀ (NT, a linear layer's forward); `nn` and `tn`: C = A·B and Aᵀ·B, its
+     * backward's input and weight gradients (src/plan/compute-rates.ts), where measured.
+     */
+    gemmTable?: { source: string; points: [number, number, number, number][]; nn?: [number, number, number, number][]; tn?: [number, number, number, number][] };
+    /** Measured attention share of the GEMM ceiling by shape and phase, [T, D, forward, backward] (this machine). */
+    attentionTable?: { source: string; points: [number, number, number, number][] };
+    /** The optimizer step (norm, AdamW, zeroing), bytes AdamW moves per second (compute-rates.ts); else memBandwidth. */
+    optimizerRate?: Figure;
     /**
      * Athanor's mixed precision (a bf16 trace): attention efficiency and kernel-class rates
      * (bytes per second, forward + backward) of the ops' 16-bit paths, measured (this machine).
@@ -35,7 +43,7 @@ export interface ClusterSpec {
      * them) per second of the op's forward and of its backward rule; fp32 traces only.
      */
     opRates?: { source: string; rates: Record<string, { fwd: number; bwd: number }> };
-    lowpKernels?: { source: string; attentionEfficiency: number; rates: Record<string, number> };
+    lowpKernels?: { source: string; attentionEfficiency: number; rates: Record<string, number>; attentionTable?: [number, number, number, number][] };
     /** Measured rates of the element-wise kernel classes, bytes moved per second (this machine). */
     classBandwidth?: { source: string; rates: Record<string, number> };
   };
@@ -108,6 +116,11 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
     if (typeof f.value !== 'number' || !Number.isFinite(f.value) || f.value < min) throw new Error(`${file}: field '${path}.value' must be a number >= ${min}, got ${JSON.stringify(f.value)}`);
     if (typeof f.source !== 'string' || f.source.trim().length < 8) throw new Error(`${file}: field '${path}.source' must cite where the figure comes from (a URL, "measured: ..." or "assumption: ..."), got ${JSON.stringify(f.source)}`);
   };
+  const points4 = (v: unknown, path: string, what: string): void => {
+    if (!Array.isArray(v) || !v.length || v.some((p) => !Array.isArray(p) || p.length !== 4 || p.some((q) => typeof q !== 'number' || !(q > 0)))) {
+      throw new Error(`${file}: field '${path}' must be a non-empty list of ${what} with positive numbers`);
+    }
+  };
   const r = obj(x, '(top level)');
   if (typeof r.name !== 'string' || !r.name) throw new Error(`${file}: field 'name' must be a non-empty string`);
   if (typeof r.description !== 'string') throw new Error(`${file}: field 'description' must be a string`);
@@ -131,7 +144,10 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
     if (!Array.isArray(g.points) || !g.points.length || g.points.some((p) => !Array.isArray(p) || p.length !== 4 || p.some((v) => typeof v !== 'number' || !(v > 0)))) {
       throw new Error(`${file}: field 'device.gemmTable.points' must be a non-empty list of [m, n, k, flopsPerSec] with positive numbers`);
     }
+    for (const k of ['nn', 'tn'] as const) if (g[k] !== undefined) points4(g[k], `device.gemmTable.${k}`, '[m, n, k, flopsPerSec]');
   }
+  if (d.attentionTable !== undefined) points4(obj(d.attentionTable, 'device.attentionTable').points, 'device.attentionTable.points', '[T, D, forwardEfficiency, backwardEfficiency]');
+  fig(d.optimizerRate, 'device.optimizerRate', true, 1);
   if (d.opRates !== undefined) {
     const orr = obj(obj(d.opRates, 'device.opRates').rates, 'device.opRates.rates');
     for (const [k, v] of Object.entries(orr)) {
@@ -144,6 +160,7 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
     if (typeof lk.attentionEfficiency !== 'number' || !(lk.attentionEfficiency > 0 && lk.attentionEfficiency <= 1)) throw new Error(`${file}: field 'device.lowpKernels.attentionEfficiency' must be a fraction in (0, 1], got ${JSON.stringify(lk.attentionEfficiency)}`);
     const rates = obj(lk.rates, 'device.lowpKernels.rates');
     for (const [k, v] of Object.entries(rates)) if (typeof v !== 'number' || !(v > 0)) throw new Error(`${file}: field 'device.lowpKernels.rates.${k}' must be a positive number of bytes per second, got ${JSON.stringify(v)}`);
+    if (lk.attentionTable !== undefined) points4(lk.attentionTable, 'device.lowpKernels.attentionTable', '[T, D, forwardEfficiency, backwardEfficiency]');
   }
   const n = obj(r.network, 'network');
   for (const lvl of ['intra', 'inter'] as const) {

@@ -9,6 +9,7 @@ import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
 import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
 import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
+import { attentionEfficiencyFn, gemmRateFn, optimizerSeconds } from './compute-rates.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
@@ -142,22 +143,6 @@ function replay(tr: TraceResult, keep: (b: TracedBuffer) => boolean, scale: (b: 
     }
   }
   return { peak, atForwardEnd, held };
-}
-
-/** GEMM FLOP/s at a shape: interpolated from the measured table (inverse distance in log-shape space), else peak × efficiency. */
-function gemmRateFn(c: ClusterSpec, peak: number): (m: number, n: number, k: number) => number {
-  const pts = c.device.gemmTable?.points;
-  if (!pts) return () => peak * c.device.gemmEfficiency.value;
-  return (m, n, k) => {
-    let wsum = 0, rsum = 0;
-    for (const [pm, pn, pk, r] of pts) {
-      const d2 = Math.log(m / pm) ** 2 + Math.log(n / pn) ** 2 + Math.log(k / pk) ** 2;
-      if (d2 < 1e-12) return r;
-      const w = 1 / (d2 * d2);
-      wsum += w; rsum += w * Math.log(r);
-    }
-    return Math.exp(rsum / wsum);
-  };
 }
 
 /** y at x from measured [x, y] points: piecewise linear in log–log, extended along the end segments. */
@@ -506,7 +491,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // Athanor's mixed precision runs the ops' 16-bit paths: their own measured rates where calibrated.
   const lowpK = tr.precision === 'bf16' ? c.device.lowpKernels : undefined;
   const classBw = (cls: string): number => lowpK?.rates[cls] ?? c.device.classBandwidth?.rates[cls] ?? bw;
-  const attEff = lowpK?.attentionEfficiency ?? c.device.attentionEfficiency.value;
+  const attEff = attentionEfficiencyFn(c, !!lowpK);
   const stageCompute: Record<string, number>[] = Array.from({ length: pp }, () => ({}));
   for (const op of tr.ops) {
     if (op.cls === 'view') continue;
@@ -523,15 +508,18 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
       const n = op.dims[1]! / (split > 1 && (rules.includes('col') || rules.includes('vocab')) ? tp : 1);
       const k = op.dims[2]! / (split > 1 && rules.includes('row') ? tp : 1);
       t = op.phase === 'backward'
-        ? op.flops / 2 / split / gemmRate(m, k, n) + op.flops / 2 / split / gemmRate(k, n, m)
+        ? op.flops / 2 / split / gemmRate(m, k, n, 'gradA') + op.flops / 2 / split / gemmRate(k, n, m, 'gradB')
         : op.flops / split / gemmRate(m, n, k);
     } else if (op.cls === 'attention') {
-      t = op.flops / split / (peak * attEff);
+      // A recomputed forward runs the forward kernel.
+      const [, tq, tk, d] = op.dims ?? [1, o.seqLen, o.seqLen, 64];
+      t = op.flops / split / (peak * attEff(tq!, tk!, d!, op.phase === 'backward' ? 'backward' : 'forward'));
     } else if (split > 1 && op.op === 'crossEntropy' && c.device.classBandwidth?.rates.vocabParallelCrossEntropy) {
       // Under tp the loss is the vocab-parallel cross-entropy (plans/gpt.ts), its own kernel.
       t = (op.bytes * actScale) / split / c.device.classBandwidth.rates.vocabParallelCrossEntropy;
-    } else if (!lowpK && c.device.opRates?.rates[op.op]) {
-      // The op's own measured forward and backward rates (forward bytes per second).
+    } else if (c.device.opRates?.rates[op.op] && !lowpK?.rates[op.cls]) {
+      // The op's own measured forward and backward rates (forward bytes per second); under
+      // mixed precision too where its class has no 16-bit path (copies move fp32 activations).
       const r = c.device.opRates.rates[op.op]!;
       t = op.phase === 'backward' ? (op.bytes / backwardFactor(op.cls)) * actScale / split / r.bwd : (op.bytes * actScale) / split / r.fwd;
     } else {
@@ -650,7 +638,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // offload=disk streams 12 bytes per shard element in and 12 out through the page cache
   // (offload-optimizer.ts), overlapped with the update: priced at memory bandwidth.
   const offloadTime = l.offload === 'disk' ? (shard * 24) / bw : l.offload !== 'none' ? (shard * 16) / c.network.intra.beta.value : 0;
-  const optimizer = (shard * 4 * 7) / bw + offloadTime + lowpCopyTime;
+  const optimizer = optimizerSeconds(c, shard) + offloadTime + lowpCopyTime;
   // Where communication runs on the compute cores (a CPU device), overlap hides the wait
   // but not the communication thread's own work on the core.
   const commOnDevice = (c.commComputeShare?.value ?? 0) * hiddenComm;

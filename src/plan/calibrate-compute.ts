@@ -1,0 +1,149 @@
+// The compute-rate measurements of `athanor plan --calibrate` that src/plan/compute-rates.ts
+// reads: GEMM tables for the three transpositions of a linear layer's GEMMs, attention
+// forward and backward by shape, and the optimizer step. Each shape is measured in
+// interleaved rounds (one rep of every shape per round, the median over rounds): on a
+// shared machine a burst of another process then costs one rep of many shapes instead of
+// every rep of one shape, which a per-shape median cannot reject.
+import { gemm } from '../backend/blas.js';
+import { fromStorage, metaTensor, type Tensor } from '../core/tensor.js';
+import { scope } from '../core/scope.js';
+import { attention, sum } from '../ops/index.js';
+import { setMetaSink, type MetaOpEvent } from '../ops/meta.js';
+import { backward } from '../autograd/tape.js';
+import { Rng } from '../core/rng.js';
+import { buildOptimizer } from '../train/optim-setup.js';
+import { presetConfig } from '../train/config.js';
+import { Module } from '../nn/module.js';
+import { ADAMW_BYTES, type GemmPoint } from './compute-rates.js';
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
+  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+};
+
+/** CPU seconds of one call (everything runs on this thread: CPU time is what an uncontended core takes). */
+function cpuSeconds(fn: () => void): number {
+  const c0 = process.cpuUsage();
+  fn();
+  const d = process.cpuUsage(c0);
+  return Math.max(1e-7, (d.user + d.system) / 1e6);
+}
+
+/** Median CPU seconds of each job over `reps` interleaved rounds, after one untimed round. */
+export function interleaved(jobs: (() => void)[], reps: number): number[] {
+  for (const j of jobs) j();
+  const ts = jobs.map(() => [] as number[]);
+  for (let r = 0; r < reps; r++) jobs.forEach((j, i) => ts[i]!.push(cpuSeconds(j)));
+  return ts.map(median);
+}
+
+const rng = new Rng(17);
+const randn = (n: number, scale = 1): Float32Array => {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = rng.normal() * scale;
+  return a;
+};
+
+/**
+ * GEMM rates at a grid of shapes for C = A·Bᵀ (NT: a linear layer's forward), A·B (NN: its
+ * input gradient) and Aᵀ·B (TN: its weight gradient, accumulated with beta = 1 as
+ * ops/matmul.ts does into a parameter gradient). The grid spans tokens m ∈ {512, 2048}
+ * and widths n, k ∈ {128, 512, 2048}, plus a 8192-wide vocabulary GEMM in each role's
+ * orientation (the LM head: forward n, input gradient k, weight gradient m).
+ */
+export function gemmTables(reps: number): { nt: GemmPoint[]; nn: GemmPoint[]; tn: GemmPoint[] } {
+  const grid: [number, number, number][] = [];
+  for (const m of [512, 2048]) for (const n of [128, 512, 2048]) for (const k of [128, 512, 2048]) grid.push([m, n, k]);
+  const shapes = { nt: [...grid, [2048, 8192, 512]], nn: [...grid, [2048, 512, 8192]], tn: [...grid, [8192, 512, 2048]] } as const;
+  let maxA = 0, maxB = 0, maxC = 0;
+  for (const list of Object.values(shapes)) for (const [m, n, k] of list) { maxA = Math.max(maxA, m * k); maxB = Math.max(maxB, k * n); maxC = Math.max(maxC, m * n); }
+  const a = randn(maxA), b = randn(maxB), c = new Float32Array(maxC);
+  const jobs: (() => void)[] = [], keys: [keyof typeof shapes, number, number, number][] = [];
+  for (const role of ['nt', 'nn', 'tn'] as const) {
+    for (const [m, n, k] of shapes[role]) {
+      keys.push([role, m, n, k]);
+      if (role === 'nt') jobs.push(() => gemm(false, true, m, n, k, 1, a, 0, k, b, 0, k, 0, c, 0, n));
+      else if (role === 'nn') jobs.push(() => gemm(false, false, m, n, k, 1, a, 0, k, b, 0, n, 0, c, 0, n));
+      else jobs.push(() => gemm(true, false, m, n, k, 1, a, 0, m, b, 0, n, 1, c, 0, n));
+    }
+  }
+  const ts = interleaved(jobs, reps);
+  const out = { nt: [] as GemmPoint[], nn: [] as GemmPoint[], tn: [] as GemmPoint[] };
+  keys.forEach(([role, m, n, k], i) => out[role].push([m, n, k, (2 * m * n * k) / ts[i]!]));
+  return out;
+}
+
+/** FLOPs of attention() at a q shape as the meta trace counts them (ops/meta.ts), so that measured rates and traced work agree by construction. */
+function tracedAttentionFlops(shape: number[]): number {
+  let flops = 0;
+  const prev = setMetaSink({ op: (e: MetaOpEvent) => { if (e.op === 'attention') flops = e.flops; }, alloc: () => undefined });
+  try {
+    scope(() => { const q = metaTensor(shape, 'float32'); attention(q, q, q, { causal: true }); });
+  } finally {
+    setMetaSink(prev);
+  }
+  return flops;
+}
+
+/**
+ * Attention's share of the GEMM ceiling, forward and backward apart, at sequence lengths
+ * T ∈ {128, 256, 512} and head widths D ∈ {32, 64, 128} (causal, the real op under the
+ * current precision). The forward runs with recording on, as in training (it keeps the
+ * probabilities); the backward is forward + backward less forward, over the trace's
+ * backward FLOPs (2× the forward). Heads × batch are chosen for ~2^27 forward FLOPs each.
+ */
+export function attentionTable(peak: number, reps: number): [number, number, number, number][] {
+  const shapes: [number, number][] = [];
+  for (const T of [128, 256, 512]) for (const D of [32, 64, 128]) shapes.push([T, D]);
+  const jobs: (() => void)[] = [], flops: number[] = [];
+  for (const [T, D] of shapes) {
+    const BH = Math.max(2, Math.round(2 ** 27 / (T * T * D)));
+    const shape = [1, BH, T, D], qd = randn(BH * T * D, 0.1);
+    flops.push(tracedAttentionFlops(shape));
+    const run = (withBackward: boolean) => () => scope(() => {
+      const q = fromStorage(qd, shape, 'float32');
+      q.requiresGrad = true;
+      const y = attention(q, q, q, { causal: true });
+      if (withBackward) backward(sum(y));
+      q.grad?.dispose();
+    });
+    jobs.push(run(false), run(true));
+  }
+  const ts = interleaved(jobs, reps);
+  return shapes.map(([T, D], i) => {
+    const tf = ts[2 * i]!, tb = Math.max(1e-7, ts[2 * i + 1]! - tf);
+    return [T, D, flops[i]! / tf / peak, (2 * flops[i]!) / tb / peak];
+  });
+}
+
+/**
+ * The trainer's optimizer step (train/optim-setup.ts: global gradient norm, fused AdamW,
+ * zeroed gradients) over 4.2M parameters in two matrices and a bias (p, g and both moments
+ * 67 MB together: past a last-level cache of tens of MiB, as a model's parameters are), in
+ * bytes AdamW moves per second.
+ */
+export function optimizerRate(reps: number): number {
+  class Params extends Module {
+    constructor() {
+      super();
+      const mk = (shape: number[]): Tensor => { const t = fromStorage(randn(shape.reduce((a, b) => a * b), 0.02), shape, 'float32'); t.requiresGrad = true; return t; };
+      this.param('w1', mk([2048, 1024]));
+      this.param('w2', mk([1024, 2048]));
+      this.param('b', mk([2048]));
+    }
+  }
+  const model = new Params();
+  const params = model.parameters();
+  const grads = params.map((p) => randn(p.size, 1e-3));
+  params.forEach((p, i) => { p.grad = fromStorage(grads[i]!.slice(), p.shape, 'float32'); });
+  const opt = buildOptimizer(model, presetConfig('gpt-tiny'));
+  const n = params.reduce((a, p) => a + p.size, 0);
+  const t = interleaved([() => {
+    // Fresh gradients each rep (zeroGrad zeroes them in place), set outside the timing would
+    // need a second job; their copy is 4 of the 36 bytes per element moved, so it is
+    // subtracted as a copy measured beside it.
+    params.forEach((p, i) => (p.grad!.data as Float32Array).set(grads[i]!));
+    opt.step(1e-4, 1);
+  }, () => params.forEach((p, i) => (p.grad!.data as Float32Array).set(grads[i]!))], reps);
+  return (n * ADAMW_BYTES) / Math.max(1e-7, t[0]! - t[1]!);
+}
