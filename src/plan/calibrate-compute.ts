@@ -147,3 +147,39 @@ export function optimizerRate(reps: number): number {
   }, () => params.forEach((p, i) => (p.grad!.data as Float32Array).set(grads[i]!))], reps);
   return (n * ADAMW_BYTES) / Math.max(1e-7, t[0]! - t[1]!);
 }
+
+/** One op to measure: forward bytes as the meta trace counts them, its inputs (each a leaf that needs a gradient), and the op (it may return several outputs that share one backward walk). */
+export interface OpCase { bytes: number; inputs: Tensor[]; fn: (...x: Tensor[]) => Tensor | Tensor[] }
+
+/**
+ * Forward and backward rates of real ops under the current precision, in forward bytes per
+ * second: the forward (recording, as in training), then forward + backward less forward,
+ * every op's two runs in the same interleaved rounds.
+ */
+export function opPairRates(cases: Record<string, OpCase>, reps: number): Record<string, { fwd: number; bwd: number }> {
+  const grads = new Map<number, Float32Array>();
+  const g = (t: Tensor): Tensor => {
+    let d = grads.get(t.size);
+    if (!d) grads.set(t.size, (d = randn(t.size, 1e-3)));
+    return fromStorage(d, t.shape, 'float32');
+  };
+  const jobs: (() => void)[] = [];
+  const names = Object.keys(cases);
+  for (const k of names) {
+    const { inputs, fn } = cases[k]!;
+    const run = (withBackward: boolean) => () => scope(() => {
+      const leaves = inputs.map((t) => { const l = fromStorage(t.data as Float32Array, t.shape, 'float32'); l.requiresGrad = true; return l; });
+      const [y, ...more] = [fn(...leaves)].flat();
+      if (withBackward) backward(y!, { ...(y!.size === 1 ? {} : { grad: g(y!) }), also: more.map((t) => ({ output: t, grad: g(t) })) });
+      for (const l of leaves) l.grad?.dispose();
+    });
+    jobs.push(run(false), run(true));
+  }
+  const ts = interleaved(jobs, reps);
+  const out: Record<string, { fwd: number; bwd: number }> = {};
+  names.forEach((k, i) => {
+    const tf = ts[2 * i]!, tb = Math.max(1e-7, ts[2 * i + 1]! - tf);
+    out[k] = { fwd: cases[k]!.bytes / tf, bwd: cases[k]!.bytes / tb };
+  });
+  return out;
+}

@@ -20,7 +20,7 @@ import { vocabParallelCrossEntropy, type GroupCollectives } from '../ops/group.j
 import type { Tensor } from '../core/tensor.js';
 import type { ClusterSpec } from './cluster.js';
 import { Rng } from '../core/rng.js';
-import { attentionTable, gemmTables, interleaved, optimizerRate } from './calibrate-compute.js';
+import { attentionTable, gemmTables, opPairRates, optimizerRate, type OpCase } from './calibrate-compute.js';
 
 /** The median; of an even count, the mean of the middle two (the upper one alone biased every rate of a 2-rep measurement towards its slower run). */
 const median = (xs: number[]): number => {
@@ -139,6 +139,28 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
     z.grad?.dispose();
   }), reps * 2));
   const bw = classBw.elementwise!;
+  // Per op, forward and backward apart (a class rate with one backward factor misprices the
+  // ops of a class against each other: a residual add is far cheaper per byte than GELU, a
+  // reshape's backward is a copy, cross-entropy's backward is not 1.5× its forward).
+  // The copies models make: an attention block's head split (ops of nn/gpt.ts: a slice of
+  // the fused QKV output, reshaped to heads, which copies runs of D contiguous floats, and
+  // permuted), its backward the rules of all three; a 2-D transpose moves single floats and
+  // is several times slower per byte, so it would misprice them.
+  const Hh = 8, Dh = C / Hh;
+  const qkv = fromStorage(randn(rows * 3 * C), [rows, 3 * C], 'float32');
+  const headSplit = (t: Tensor): Tensor[] => [0, 1, 2].map((i) => permute(reshape(slice(reshape(t, [1, rows, 3, Hh, Dh]), 2, i, i + 1), [1, rows, Hh, Dh]), [0, 2, 1, 3]));
+  // A residual add reads two distinct tensors (x + x reads one), both needing gradients.
+  const other = fromStorage(randn(n), [n], 'float32');
+  const opCases: Record<string, OpCase> = {
+    add: { bytes: 3 * 4 * n, inputs: [x, other], fn: (a, b) => add(a!, b!) },
+    gelu: { bytes: 2 * 4 * n, inputs: [x], fn: (t) => gelu(t!) },
+    layerNorm: { bytes: 2 * 4 * rows * C + 8 * C, inputs: [xr], fn: (t) => layerNorm(t!, w, w) },
+    crossEntropy: { bytes: 4 * rows * V + 4 * rows + 4, inputs: [logits], fn: (t) => crossEntropy(t!, tgt) },
+    reshape: { bytes: 3 * 2 * 4 * rows * C, inputs: [qkv], fn: (t) => headSplit(t!) },
+  };
+  // The ops with 16-bit paths under train.precision=bf16 (nn-lowp kernels: they write a
+  // 16-bit copy of what backward reads); the others run their fp32 kernels unchanged.
+  const lowpOps = ['gelu', 'layerNorm', 'crossEntropy'];
   // Mixed precision (train.precision=bf16): the same ops take their 16-bit paths (packed
   // saved activations, bf16 attention probabilities, see backend/gemm-lowp.ts and
   // nn-lowp-kernels), measured forward + backward with bytes counted as the trace prices
@@ -154,6 +176,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
     return {
       attEff: attentionEfficiency(),
       attTable: attentionTable(peak, reps),
+      opRates: opPairRates(Object.fromEntries(lowpOps.map((k) => [k, opCases[k]!])), reps * 2),
       rates: {
         elementwise: fb((3 + 2) * 4 * n, (t) => gelu(add(t, t)), x),
         norm: fb(2 * 4 * rows * C + 8 * C, (t) => layerNorm(t, w, w), xr),
@@ -161,49 +184,8 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       } as Record<string, number>,
     };
   });
-  log.push(`bf16 kernels: attention ${(lowp.attEff * 100).toFixed(0)}% of the GEMM ceiling; ${Object.entries(lowp.rates).map(([k, v]) => `${k} ${(v / 1e9).toFixed(1)}`).join(', ')} GB/s (forward + backward)`);
-  // Per op, forward and backward apart (a class rate with one backward factor misprices the
-  // ops of a class against each other: a residual add is far cheaper per byte than GELU, a
-  // reshape's backward is a copy, cross-entropy's backward is not 1.5× its forward): the
-  // real op's forward, then forward + its backward rule, as forward bytes per second each.
-  // fn takes one leaf per input (all requiring gradients) and may return several outputs
-  // (ops that read one input several times): one backward walk over all. Every op's two
-  // measurements run in interleaved rounds (calibrate-compute.ts), the median per op.
-  const fbJobs: (() => void)[] = [], fbBytes: number[] = [];
-  const fb = (bytesFwd: number, inputs: Tensor[], fn: (...x: Tensor[]) => Tensor | Tensor[]): number => {
-    const run = (withBackward: boolean) => () => scope(() => {
-      const leaves = inputs.map((t) => { const l = fromStorage(t.data as Float32Array, t.shape, 'float32'); l.requiresGrad = true; return l; });
-      const [y, ...more] = [fn(...leaves)].flat();
-      const g = (t: Tensor): Tensor => fromStorage(gradData(t.size), t.shape, 'float32');
-      if (withBackward) backward(y!, { ...(y!.size === 1 ? {} : { grad: g(y!) }), also: more.map((t) => ({ output: t, grad: g(t) })) });
-      for (const l of leaves) l.grad?.dispose();
-    });
-    fbJobs.push(run(false), run(true));
-    fbBytes.push(bytesFwd);
-    return fbBytes.length - 1;
-  };
-  // The copies models make: an attention block's head split (ops of nn/gpt.ts: a slice of
-  // the fused QKV output, reshaped to heads, which copies runs of D contiguous floats, and
-  // permuted), its backward the rules of all three; a 2-D transpose moves single floats and
-  // is several times slower per byte, so it would misprice them.
-  const Hh = 8, Dh = C / Hh;
-  const qkv = fromStorage(randn(rows * 3 * C), [rows, 3 * C], 'float32');
-  const headSplit = (t: Tensor): Tensor[] => [0, 1, 2].map((i) => permute(reshape(slice(reshape(t, [1, rows, 3, Hh, Dh]), 2, i, i + 1), [1, rows, Hh, Dh]), [0, 2, 1, 3]));
-  // A residual add reads two distinct tensors (x + x reads one), both needing gradients.
-  const other = fromStorage(randn(n), [n], 'float32');
-  const opIndex: Record<string, number> = {
-    add: fb(3 * 4 * n, [x, other], (a, b) => add(a!, b!)),
-    gelu: fb(2 * 4 * n, [x], (t) => gelu(t!)),
-    layerNorm: fb(2 * 4 * rows * C + 8 * C, [xr], (t) => layerNorm(t!, w, w)),
-    crossEntropy: fb(4 * rows * V + 4 * rows + 4, [logits], (t) => crossEntropy(t!, tgt)),
-    reshape: fb(3 * 2 * 4 * rows * C, [qkv], (t) => headSplit(t!)),
-  };
-  const fbTimes = interleaved(fbJobs, reps * 2);
-  const opRates: Record<string, { fwd: number; bwd: number }> = {};
-  for (const [k, i] of Object.entries(opIndex)) {
-    const tf = fbTimes[2 * i]!, tb = Math.max(1e-7, fbTimes[2 * i + 1]! - tf);
-    opRates[k] = { fwd: fbBytes[i]! / tf, bwd: fbBytes[i]! / tb };
-  }
+  log.push(`bf16 kernels: attention ${(lowp.attEff * 100).toFixed(0)}% of the GEMM ceiling; ${Object.entries(lowp.rates).map(([k, v]) => `${k} ${(v / 1e9).toFixed(1)}`).join(', ')} GB/s (forward + backward); per op ${Object.entries(lowp.opRates).map(([k, v]) => `${k} ${(v.fwd / 1e9).toFixed(1)}/${(v.bwd / 1e9).toFixed(1)}`).join(', ')} GB/s (forward / backward)`);
+  const opRates = opPairRates(opCases, reps * 2);
   log.push(`per op (GB/s, forward / backward): ${Object.entries(opRates).map(([k, v]) => `${k} ${(v.fwd / 1e9).toFixed(1)}/${(v.bwd / 1e9).toFixed(1)}`).join(', ')}`);
   const s = fromStorage(new Float32Array(64).fill(1), [64], 'float32');
   const tiny = median(timeIt(() => scope(() => { for (let i = 0; i < 1000; i++) add(s, s); }), reps)) / 1000;
@@ -241,9 +223,10 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       optimizerRate: { value: optRate, source: meas('the trainer optimizer step (gradient norm, fused AdamW, zeroGrad) over 4.2M parameters, AdamW bytes (28 per element) per second') },
       opRates: { source: meas('the real ops forward, and their backward rules (forward + backward less forward), at 1M floats / 2048 rows (add: two distinct inputs; reshape: the head split of a 2048 × 3·512 QKV output into q, k, v, forward = their copies, backward = the slice, reshape and permute rules); forward bytes as the meta trace counts them, per second'), rates: opRates },
       lowpKernels: {
-        source: meas('the same kernels under train.precision=bf16, forward + backward (attention at B2 H8 T256 D64; add + gelu, layerNorm, crossEntropy; bytes as the meta trace counts the forward, times 2.5)'),
+        source: meas('the same kernels under train.precision=bf16, forward + backward (attention at B2 H8 T256 D64; add + gelu, layerNorm, crossEntropy; bytes as the meta trace counts the forward, times 2.5; opRates: gelu, layerNorm and crossEntropy forward and backward apart, as opRates)'),
         attentionEfficiency: lowp.attEff,
         attentionTable: lowp.attTable,
+        opRates: lowp.opRates,
         rates: lowp.rates,
       },
       classBandwidth: { source: meas('the real kernels (gelu/add, layerNorm, crossEntropy, embedding, transpose copy, bfloat16 to16/from16 conversion; vocabParallelCrossEntropy forward + backward over 2.5× its forward bytes), bytes as the meta trace counts them'), rates: classBw },

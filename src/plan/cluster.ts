@@ -43,7 +43,11 @@ export interface ClusterSpec {
      * them) per second of the op's forward and of its backward rule; fp32 traces only.
      */
     opRates?: { source: string; rates: Record<string, { fwd: number; bwd: number }> };
-    lowpKernels?: { source: string; attentionEfficiency: number; rates: Record<string, number>; attentionTable?: [number, number, number, number][] };
+    lowpKernels?: {
+      source: string; attentionEfficiency: number; rates: Record<string, number>; attentionTable?: [number, number, number, number][];
+      /** Forward and backward rates of the ops that have 16-bit paths (as opRates); an op absent here runs its fp32 kernel (opRates). */
+      opRates?: Record<string, { fwd: number; bwd: number }>;
+    };
     /** Measured rates of the element-wise kernel classes, bytes moved per second (this machine). */
     classBandwidth?: { source: string; rates: Record<string, number> };
   };
@@ -148,19 +152,20 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
   }
   if (d.attentionTable !== undefined) points4(obj(d.attentionTable, 'device.attentionTable').points, 'device.attentionTable.points', '[T, D, forwardEfficiency, backwardEfficiency]');
   fig(d.optimizerRate, 'device.optimizerRate', true, 1);
-  if (d.opRates !== undefined) {
-    const orr = obj(obj(d.opRates, 'device.opRates').rates, 'device.opRates.rates');
-    for (const [k, v] of Object.entries(orr)) {
-      const r = obj(v, `device.opRates.rates.${k}`);
-      for (const ph of ['fwd', 'bwd'] as const) if (typeof r[ph] !== 'number' || !((r[ph] as number) > 0)) throw new Error(`${file}: field 'device.opRates.rates.${k}.${ph}' must be a positive number of bytes per second, got ${JSON.stringify(r[ph])}`);
+  const opRatesCheck = (v: unknown, path: string): void => {
+    for (const [k, rv] of Object.entries(obj(v, path))) {
+      const r = obj(rv, `${path}.${k}`);
+      for (const ph of ['fwd', 'bwd'] as const) if (typeof r[ph] !== 'number' || !((r[ph] as number) > 0)) throw new Error(`${file}: field '${path}.${k}.${ph}' must be a positive number of bytes per second, got ${JSON.stringify(r[ph])}`);
     }
-  }
+  };
+  if (d.opRates !== undefined) opRatesCheck(obj(d.opRates, 'device.opRates').rates, 'device.opRates.rates');
   if (d.lowpKernels !== undefined) {
     const lk = obj(d.lowpKernels, 'device.lowpKernels');
     if (typeof lk.attentionEfficiency !== 'number' || !(lk.attentionEfficiency > 0 && lk.attentionEfficiency <= 1)) throw new Error(`${file}: field 'device.lowpKernels.attentionEfficiency' must be a fraction in (0, 1], got ${JSON.stringify(lk.attentionEfficiency)}`);
     const rates = obj(lk.rates, 'device.lowpKernels.rates');
     for (const [k, v] of Object.entries(rates)) if (typeof v !== 'number' || !(v > 0)) throw new Error(`${file}: field 'device.lowpKernels.rates.${k}' must be a positive number of bytes per second, got ${JSON.stringify(v)}`);
     if (lk.attentionTable !== undefined) points4(lk.attentionTable, 'device.lowpKernels.attentionTable', '[T, D, forwardEfficiency, backwardEfficiency]');
+    if (lk.opRates !== undefined) opRatesCheck(lk.opRates, 'device.lowpKernels.opRates');
   }
   const n = obj(r.network, 'network');
   for (const lvl of ['intra', 'inter'] as const) {

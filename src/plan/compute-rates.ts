@@ -63,3 +63,17 @@ export function optimizerSeconds(c: ClusterSpec, elements: number): number {
 
 /** Bytes AdamW moves per fp32 parameter element (p, g, m, v read; p, m, v written). */
 export const ADAMW_BYTES = 4 * 7;
+
+/**
+ * An op's own measured forward/backward rates (forward bytes per second), if any. Under
+ * Athanor's mixed precision: the 16-bit path's rates where measured; an op without a
+ * 16-bit path (absent from lowpKernels.opRates) runs its fp32 kernel; calibrations that
+ * measured only whole classes under bf16 (lowpKernels.rates, no opRates) keep the class.
+ */
+export function opRateFor(c: ClusterSpec, lowp: boolean, op: string, cls: string): { fwd: number; bwd: number } | undefined {
+  const fp32 = c.device.opRates?.rates[op];
+  if (!lowp) return fp32;
+  const lk = c.device.lowpKernels;
+  if (lk?.opRates) return lk.opRates[op] ?? fp32;
+  return lk?.rates[cls] ? undefined : fp32;
+}

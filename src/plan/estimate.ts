@@ -9,7 +9,7 @@ import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
 import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
 import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
-import { attentionEfficiencyFn, gemmRateFn, optimizerSeconds } from './compute-rates.js';
+import { attentionEfficiencyFn, gemmRateFn, opRateFor, optimizerSeconds } from './compute-rates.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
@@ -517,10 +517,9 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     } else if (split > 1 && op.op === 'crossEntropy' && c.device.classBandwidth?.rates.vocabParallelCrossEntropy) {
       // Under tp the loss is the vocab-parallel cross-entropy (plans/gpt.ts), its own kernel.
       t = (op.bytes * actScale) / split / c.device.classBandwidth.rates.vocabParallelCrossEntropy;
-    } else if (c.device.opRates?.rates[op.op] && !lowpK?.rates[op.cls]) {
-      // The op's own measured forward and backward rates (forward bytes per second); under
-      // mixed precision too where its class has no 16-bit path (copies move fp32 activations).
-      const r = c.device.opRates.rates[op.op]!;
+    } else if (opRateFor(c, !!lowpK, op.op, op.cls)) {
+      // The op's own measured forward and backward rates (forward bytes per second).
+      const r = opRateFor(c, !!lowpK, op.op, op.cls)!;
       t = op.phase === 'backward' ? (op.bytes / backwardFactor(op.cls)) * actScale / split / r.bwd : (op.bytes * actScale) / split / r.fwd;
     } else {
       t = (op.bytes * actScale) / split / classBw(op.cls);
