@@ -1,9 +1,11 @@
 // The compute-rate measurements of `athanor plan --calibrate` that src/plan/compute-rates.ts
 // reads: GEMM tables for the three transpositions of a linear layer's GEMMs, attention
-// forward and backward by shape, and the optimizer step. Each shape is measured in
-// interleaved rounds (one rep of every shape per round, the median over rounds): on a
-// shared machine a burst of another process then costs one rep of many shapes instead of
-// every rep of one shape, which a per-shape median cannot reject.
+// forward and backward by shape, the ops' forward and backward, and the optimizer step.
+// Each job is measured in interleaved rounds (one rep of every job per round) and keeps its
+// fastest rep. Other processes only ever slow a rep down (they take the core, or evict its
+// caches), so the fastest of reps spread over time is the uncontended rate; on a quiet
+// machine it sits within a few percent of the median, while on a loaded one a median kept
+// whole bursts of contention (the same GEMM measured at 41 and 65 GFLOP/s minutes apart).
 import { gemm } from '../backend/blas.js';
 import { fromStorage, metaTensor, type Tensor } from '../core/tensor.js';
 import { scope } from '../core/scope.js';
@@ -16,11 +18,6 @@ import { presetConfig } from '../train/config.js';
 import { Module } from '../nn/module.js';
 import { ADAMW_BYTES, type GemmPoint } from './compute-rates.js';
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
-  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
-};
-
 /** CPU seconds of one call (everything runs on this thread: CPU time is what an uncontended core takes). */
 function cpuSeconds(fn: () => void): number {
   const c0 = process.cpuUsage();
@@ -29,12 +26,12 @@ function cpuSeconds(fn: () => void): number {
   return Math.max(1e-7, (d.user + d.system) / 1e6);
 }
 
-/** Median CPU seconds of each job over `reps` interleaved rounds, after one untimed round. */
+/** Fastest CPU seconds of each job over `reps` interleaved rounds, after one untimed round. */
 export function interleaved(jobs: (() => void)[], reps: number): number[] {
   for (const j of jobs) j();
-  const ts = jobs.map(() => [] as number[]);
-  for (let r = 0; r < reps; r++) jobs.forEach((j, i) => ts[i]!.push(cpuSeconds(j)));
-  return ts.map(median);
+  const ts = jobs.map(() => Infinity);
+  for (let r = 0; r < reps; r++) jobs.forEach((j, i) => { ts[i] = Math.min(ts[i]!, cpuSeconds(j)); });
+  return ts;
 }
 
 const rng = new Rng(17);

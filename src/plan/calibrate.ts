@@ -20,7 +20,7 @@ import { vocabParallelCrossEntropy, type GroupCollectives } from '../ops/group.j
 import type { Tensor } from '../core/tensor.js';
 import type { ClusterSpec } from './cluster.js';
 import { Rng } from '../core/rng.js';
-import { attentionTable, gemmTables, opPairRates, optimizerRate, type OpCase } from './calibrate-compute.js';
+import { attentionTable, gemmTables, interleaved, opPairRates, optimizerRate, type OpCase } from './calibrate-compute.js';
 
 /** The median; of an even count, the mean of the middle two (the upper one alone biased every rate of a 2-rep measurement towards its slower run). */
 const median = (xs: number[]): number => {
@@ -188,7 +188,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   const opRates = opPairRates(opCases, reps * 2);
   log.push(`per op (GB/s, forward / backward): ${Object.entries(opRates).map(([k, v]) => `${k} ${(v.fwd / 1e9).toFixed(1)}/${(v.bwd / 1e9).toFixed(1)}`).join(', ')}`);
   const s = fromStorage(new Float32Array(64).fill(1), [64], 'float32');
-  const tiny = median(timeIt(() => scope(() => { for (let i = 0; i < 1000; i++) add(s, s); }), reps)) / 1000;
+  const tiny = interleaved([() => scope(() => { for (let i = 0; i < 1000; i++) add(s, s); })], reps)[0]! / 1000;
   log.push(`memory-bound kernels (GB/s): ${Object.entries(classBw).map(([k, v]) => `${k} ${(v / 1e9).toFixed(1)}`).join(', ')}; ${(tiny * 1e6).toFixed(2)} µs per small op`);
   // 2-rank all-reduce through the launcher: α from 4 KiB, β from 16 MiB (ring: t = 2α + bytes/β for 2 ranks).
   const cli = join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
@@ -217,11 +217,11 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       gemmEfficiency: { value: Math.min(1, eff), source: meas('median sgemm rate at m = 2048, n, k >= 512 over the ceiling') },
       attentionEfficiency: { value: Math.min(1, attEff), source: meas('attention() forward + backward at B2 H8 T256 D64, causal') },
       memBandwidth: { value: bw, source: meas('add() and gelu() on 1M floats, bytes read + written per second') },
-      opOverhead: { value: tiny, source: meas('time per add() of 64 elements (op dispatch, tape and allocation)') },
-      gemmTable: { source: meas('median sgemm rate over interleaved rounds, 1 thread, at each [m, n, k]: points C = A·Bᵀ (forward), nn C = A·B (input gradient), tn C = Aᵀ·B accumulated (weight gradient)'), points, nn: tables.nn, tn: tables.tn },
-      attentionTable: { source: meas('attention() causal, forward (recording) and backward (forward + backward less forward) apart, share of the GEMM ceiling at [T, D]'), points: attTable },
+      opOverhead: { value: tiny, source: meas('time per add() of 64 elements (op dispatch, tape and allocation), fastest of interleaved rounds') },
+      gemmTable: { source: meas('sgemm rate, fastest of interleaved rounds, 1 thread, at each [m, n, k]: points C = A·Bᵀ (forward), nn C = A·B (input gradient), tn C = Aᵀ·B accumulated (weight gradient)'), points, nn: tables.nn, tn: tables.tn },
+      attentionTable: { source: meas('attention() causal, forward (recording) and backward (forward + backward less forward) apart, share of the GEMM ceiling at [T, D], fastest of interleaved rounds'), points: attTable },
       optimizerRate: { value: optRate, source: meas('the trainer optimizer step (gradient norm, fused AdamW, zeroGrad) over 4.2M parameters, AdamW bytes (28 per element) per second') },
-      opRates: { source: meas('the real ops forward, and their backward rules (forward + backward less forward), at 1M floats / 2048 rows (add: two distinct inputs; reshape: the head split of a 2048 × 3·512 QKV output into q, k, v, forward = their copies, backward = the slice, reshape and permute rules); forward bytes as the meta trace counts them, per second'), rates: opRates },
+      opRates: { source: meas('the real ops forward, and their backward rules (forward + backward less forward), at 1M floats / 2048 rows (add: two distinct inputs; reshape: the head split of a 2048 × 3·512 QKV output into q, k, v, forward = their copies, backward = the slice, reshape and permute rules); forward bytes as the meta trace counts them, per second, fastest of interleaved rounds'), rates: opRates },
       lowpKernels: {
         source: meas('the same kernels under train.precision=bf16, forward + backward (attention at B2 H8 T256 D64; add + gelu, layerNorm, crossEntropy; bytes as the meta trace counts the forward, times 2.5; opRates: gelu, layerNorm and crossEntropy forward and backward apart, as opRates)'),
         attentionEfficiency: lowp.attEff,
