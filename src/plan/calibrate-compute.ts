@@ -2,10 +2,12 @@
 // reads: GEMM tables for the three transpositions of a linear layer's GEMMs, attention
 // forward and backward by shape, the ops' forward and backward, and the optimizer step.
 // Each job is measured in interleaved rounds (one rep of every job per round) and keeps its
-// fastest rep. Other processes only ever slow a rep down (they take the core, or evict its
-// caches), so the fastest of reps spread over time is the uncontended rate; on a quiet
-// machine it sits within a few percent of the median, while on a loaded one a median kept
-// whole bursts of contention (the same GEMM measured at 41 and 65 GFLOP/s minutes apart).
+// median rep: a burst of another process then costs one rep of many jobs instead of every
+// rep of one, which a median of consecutive reps cannot reject. The median, not the
+// fastest rep: the runs being planned see the machine's typical state (its caches shared
+// with whatever else runs), and the fastest of several reps sat up to 50% above a loaded
+// machine's typical rate for some kernels. How far the two lie apart is logged as the
+// contention the calibration saw (a few percent on a quiet machine).
 import { gemm } from '../backend/blas.js';
 import { fromStorage, metaTensor, type Tensor } from '../core/tensor.js';
 import { scope } from '../core/scope.js';
@@ -26,12 +28,20 @@ function cpuSeconds(fn: () => void): number {
   return Math.max(1e-7, (d.user + d.system) / 1e6);
 }
 
-/** Fastest CPU seconds of each job over `reps` interleaved rounds, after one untimed round. */
+/** How far the median rep of each job sat above its fastest, over every interleaved measurement since start (the contention the calibration saw). */
+export const contention: number[] = [];
+
+/** Median CPU seconds of each job over `reps` interleaved rounds, after one untimed round (an even count: the mean of the middle two). */
 export function interleaved(jobs: (() => void)[], reps: number): number[] {
   for (const j of jobs) j();
-  const ts = jobs.map(() => Infinity);
-  for (let r = 0; r < reps; r++) jobs.forEach((j, i) => { ts[i] = Math.min(ts[i]!, cpuSeconds(j)); });
-  return ts;
+  const ts = jobs.map(() => [] as number[]);
+  for (let r = 0; r < reps; r++) jobs.forEach((j, i) => ts[i]!.push(cpuSeconds(j)));
+  return ts.map((t) => {
+    const s = [...t].sort((a, b) => a - b);
+    const h = s.length >> 1, med = s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+    contention.push(med / s[0]! - 1);
+    return med;
+  });
 }
 
 const rng = new Rng(17);

@@ -20,7 +20,7 @@ import { vocabParallelCrossEntropy, type GroupCollectives } from '../ops/group.j
 import type { Tensor } from '../core/tensor.js';
 import type { ClusterSpec } from './cluster.js';
 import { Rng } from '../core/rng.js';
-import { attentionTable, gemmTables, interleaved, opPairRates, optimizerRate, type OpCase } from './calibrate-compute.js';
+import { attentionTable, contention, gemmTables, interleaved, opPairRates, optimizerRate, type OpCase } from './calibrate-compute.js';
 
 /** The median; of an even count, the mean of the middle two (the upper one alone biased every rate of a 2-rep measurement towards its slower run). */
 const median = (xs: number[]): number => {
@@ -77,6 +77,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   const t0 = performance.now();
   const log: string[] = [];
   const loadBefore = loadavg();
+  contention.length = 0;
   setBlasThreads(1);
   setKernelThreads(1);
   const reps = o.quick ? 3 : 6;
@@ -201,6 +202,8 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   // The same model for the CPU time a collective takes from a rank (all its threads).
   const cpuAlpha = c.cpuSmall / 2, cpuBeta = (16 * 2 ** 20) / Math.max(1e-9, c.cpuLarge - 2 * cpuAlpha);
   log.push(`all-reduce (2 ranks, same host): α ${(alpha * 1e6).toFixed(1)} µs, β ${(beta / 1e9).toFixed(2)} GB/s; CPU per rank α ${(cpuAlpha * 1e6).toFixed(1)} µs, β ${(cpuBeta / 1e9).toFixed(2)} GB/s`);
+  const sorted = [...contention].sort((a, b) => a - b);
+  log.push(`contention: the median rep sat ${(100 * sorted[sorted.length >> 1]!).toFixed(1)}% above the fastest (median over ${sorted.length} measurements; 90th percentile ${(100 * sorted[Math.floor(sorted.length * 0.9)]!).toFixed(1)}%); rates use the median`);
   const loadAfter = loadavg();
   const when = new Date().toISOString();
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
@@ -217,11 +220,11 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       gemmEfficiency: { value: Math.min(1, eff), source: meas('median sgemm rate at m = 2048, n, k >= 512 over the ceiling') },
       attentionEfficiency: { value: Math.min(1, attEff), source: meas('attention() forward + backward at B2 H8 T256 D64, causal') },
       memBandwidth: { value: bw, source: meas('add() and gelu() on 1M floats, bytes read + written per second') },
-      opOverhead: { value: tiny, source: meas('time per add() of 64 elements (op dispatch, tape and allocation), fastest of interleaved rounds') },
-      gemmTable: { source: meas('sgemm rate, fastest of interleaved rounds, 1 thread, at each [m, n, k]: points C = A·Bᵀ (forward), nn C = A·B (input gradient), tn C = Aᵀ·B accumulated (weight gradient)'), points, nn: tables.nn, tn: tables.tn },
-      attentionTable: { source: meas('attention() causal, forward (recording) and backward (forward + backward less forward) apart, share of the GEMM ceiling at [T, D], fastest of interleaved rounds'), points: attTable },
+      opOverhead: { value: tiny, source: meas('time per add() of 64 elements (op dispatch, tape and allocation), median of interleaved rounds') },
+      gemmTable: { source: meas('sgemm rate, median of interleaved rounds, 1 thread, at each [m, n, k]: points C = A·Bᵀ (forward), nn C = A·B (input gradient), tn C = Aᵀ·B accumulated (weight gradient)'), points, nn: tables.nn, tn: tables.tn },
+      attentionTable: { source: meas('attention() causal, forward (recording) and backward (forward + backward less forward) apart, share of the GEMM ceiling at [T, D], median of interleaved rounds'), points: attTable },
       optimizerRate: { value: optRate, source: meas('the trainer optimizer step (gradient norm, fused AdamW, zeroGrad) over 4.2M parameters, AdamW bytes (28 per element) per second') },
-      opRates: { source: meas('the real ops forward, and their backward rules (forward + backward less forward), at 1M floats / 2048 rows (add: two distinct inputs; reshape: the head split of a 2048 × 3·512 QKV output into q, k, v, forward = their copies, backward = the slice, reshape and permute rules); forward bytes as the meta trace counts them, per second, fastest of interleaved rounds'), rates: opRates },
+      opRates: { source: meas('the real ops forward, and their backward rules (forward + backward less forward), at 1M floats / 2048 rows (add: two distinct inputs; reshape: the head split of a 2048 × 3·512 QKV output into q, k, v, forward = their copies, backward = the slice, reshape and permute rules); forward bytes as the meta trace counts them, per second, median of interleaved rounds'), rates: opRates },
       lowpKernels: {
         source: meas('the same kernels under train.precision=bf16, forward + backward (attention at B2 H8 T256 D64; add + gelu, layerNorm, crossEntropy; bytes as the meta trace counts the forward, times 2.5; opRates: gelu, layerNorm and crossEntropy forward and backward apart, as opRates)'),
         attentionEfficiency: lowp.attEff,
