@@ -20,7 +20,7 @@ import { presetConfig } from '../train/config.js';
 import { Module } from '../nn/module.js';
 import { ADAMW_BYTES, type GemmPoint } from './compute-rates.js';
 
-/** CPU seconds of one call (everything runs on this thread: CPU time is what an uncontended core takes). */
+/** CPU seconds of fn (user + system of this process): everything measured runs on this thread, and other processes' time on the core is not counted. */
 function cpuSeconds(fn: () => void): number {
   const c0 = process.cpuUsage();
   fn();
@@ -28,14 +28,23 @@ function cpuSeconds(fn: () => void): number {
   return Math.max(1e-7, (d.user + d.system) / 1e6);
 }
 
+/** A measurement job: its CPU seconds are the whole call's, or the part it timed itself (cpuSeconds) and returned (a backward pass without its forward). */
+export type Job = () => void | number;
+
 /** How far the median rep of each job sat above its fastest, over every interleaved measurement since start (the contention the calibration saw). */
 export const contention: number[] = [];
 
 /** Median CPU seconds of each job over `reps` interleaved rounds, after one untimed round (an even count: the mean of the middle two). */
-export function interleaved(jobs: (() => void)[], reps: number): number[] {
+export function interleaved(jobs: Job[], reps: number): number[] {
   for (const j of jobs) j();
   const ts = jobs.map(() => [] as number[]);
-  for (let r = 0; r < reps; r++) jobs.forEach((j, i) => ts[i]!.push(cpuSeconds(j)));
+  for (let r = 0; r < reps; r++) {
+    jobs.forEach((j, i) => {
+      let own: void | number = undefined;
+      const whole = cpuSeconds(() => { own = j(); });
+      ts[i]!.push(typeof own === 'number' ? own : whole);
+    });
+  }
   return ts.map((t) => {
     const s = [...t].sort((a, b) => a - b);
     const h = s.length >> 1, med = s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
@@ -96,29 +105,30 @@ function tracedAttentionFlops(shape: number[]): number {
  * Attention's share of the GEMM ceiling, forward and backward apart, at sequence lengths
  * T ∈ {128, 256, 512} and head widths D ∈ {32, 64, 128} (causal, the real op under the
  * current precision). The forward runs with recording on, as in training (it keeps the
- * probabilities); the backward is forward + backward less forward, over the trace's
- * backward FLOPs (2× the forward). Heads × batch are chosen for ~2^27 forward FLOPs each.
+ * probabilities); the backward is timed on its own after an untimed forward, over the
+ * trace's backward FLOPs (2× the forward). Heads × batch are chosen for ~2^27 forward FLOPs each.
  */
 export function attentionTable(peak: number, reps: number): [number, number, number, number][] {
   const shapes: [number, number][] = [];
   for (const T of [128, 256, 512]) for (const D of [32, 64, 128]) shapes.push([T, D]);
-  const jobs: (() => void)[] = [], flops: number[] = [];
+  const jobs: Job[] = [], flops: number[] = [];
   for (const [T, D] of shapes) {
     const BH = Math.max(2, Math.round(2 ** 27 / (T * T * D)));
     const shape = [1, BH, T, D], qd = randn(BH * T * D, 0.1);
     flops.push(tracedAttentionFlops(shape));
-    const run = (withBackward: boolean) => () => scope(() => {
+    const run = (withBackward: boolean) => (): void | number => scope(() => {
       const q = fromStorage(qd, shape, 'float32');
       q.requiresGrad = true;
       const y = attention(q, q, q, { causal: true });
-      if (withBackward) backward(sum(y));
+      const t = withBackward ? cpuSeconds(() => backward(sum(y))) : undefined;
       q.grad?.dispose();
+      return t;
     });
     jobs.push(run(false), run(true));
   }
   const ts = interleaved(jobs, reps);
   return shapes.map(([T, D], i) => {
-    const tf = ts[2 * i]!, tb = Math.max(1e-7, ts[2 * i + 1]! - tf);
+    const tf = ts[2 * i]!, tb = ts[2 * i + 1]!;
     return [T, D, flops[i]! / tf / peak, (2 * flops[i]!) / tb / peak];
   });
 }
@@ -145,14 +155,12 @@ export function optimizerRate(reps: number): number {
   params.forEach((p, i) => { p.grad = fromStorage(grads[i]!.slice(), p.shape, 'float32'); });
   const opt = buildOptimizer(model, presetConfig('gpt-tiny'));
   const n = params.reduce((a, p) => a + p.size, 0);
+  // Fresh gradients each rep (zeroGrad zeroes them in place), copied in outside the timing.
   const t = interleaved([() => {
-    // Fresh gradients each rep (zeroGrad zeroes them in place), set outside the timing would
-    // need a second job; their copy is 4 of the 36 bytes per element moved, so it is
-    // subtracted as a copy measured beside it.
     params.forEach((p, i) => (p.grad!.data as Float32Array).set(grads[i]!));
-    opt.step(1e-4, 1);
-  }, () => params.forEach((p, i) => (p.grad!.data as Float32Array).set(grads[i]!))], reps);
-  return (n * ADAMW_BYTES) / Math.max(1e-7, t[0]! - t[1]!);
+    return cpuSeconds(() => opt.step(1e-4, 1));
+  }], reps);
+  return (n * ADAMW_BYTES) / t[0]!;
 }
 
 /** One op to measure: forward bytes as the meta trace counts them, its inputs (each a leaf that needs a gradient), and the op (it may return several outputs that share one backward walk). */
@@ -160,8 +168,8 @@ export interface OpCase { bytes: number; inputs: Tensor[]; fn: (...x: Tensor[]) 
 
 /**
  * Forward and backward rates of real ops under the current precision, in forward bytes per
- * second: the forward (recording, as in training), then forward + backward less forward,
- * every op's two runs in the same interleaved rounds.
+ * second: the forward (recording, as in training), and the backward timed on its own after
+ * an untimed forward, every op's two runs in the same interleaved rounds.
  */
 export function opPairRates(cases: Record<string, OpCase>, reps: number): Record<string, { fwd: number; bwd: number }> {
   const grads = new Map<number, Float32Array>();
@@ -170,22 +178,27 @@ export function opPairRates(cases: Record<string, OpCase>, reps: number): Record
     if (!d) grads.set(t.size, (d = randn(t.size, 1e-3)));
     return fromStorage(d, t.shape, 'float32');
   };
-  const jobs: (() => void)[] = [];
+  const jobs: Job[] = [];
   const names = Object.keys(cases);
   for (const k of names) {
     const { inputs, fn } = cases[k]!;
-    const run = (withBackward: boolean) => () => scope(() => {
+    const run = (withBackward: boolean) => (): void | number => scope(() => {
       const leaves = inputs.map((t) => { const l = fromStorage(t.data as Float32Array, t.shape, 'float32'); l.requiresGrad = true; return l; });
       const [y, ...more] = [fn(...leaves)].flat();
-      if (withBackward) backward(y!, { ...(y!.size === 1 ? {} : { grad: g(y!) }), also: more.map((t) => ({ output: t, grad: g(t) })) });
+      let t: number | undefined;
+      if (withBackward) {
+        const opts = { ...(y!.size === 1 ? {} : { grad: g(y!) }), also: more.map((m) => ({ output: m, grad: g(m) })) };
+        t = cpuSeconds(() => backward(y!, opts));
+      }
       for (const l of leaves) l.grad?.dispose();
+      return t;
     });
     jobs.push(run(false), run(true));
   }
   const ts = interleaved(jobs, reps);
   const out: Record<string, { fwd: number; bwd: number }> = {};
   names.forEach((k, i) => {
-    const tf = ts[2 * i]!, tb = Math.max(1e-7, ts[2 * i + 1]! - tf);
+    const tf = ts[2 * i]!, tb = ts[2 * i + 1]!;
     out[k] = { fwd: cases[k]!.bytes / tf, bwd: cases[k]!.bytes / tb };
   });
   return out;
