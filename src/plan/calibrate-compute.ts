@@ -2,13 +2,12 @@
 // reads: GEMM tables for the three transpositions of a linear layer's GEMMs, attention
 // forward and backward by shape, the ops' forward and backward, and the optimizer step.
 // Each job is measured in interleaved rounds (one rep of every job per round) and keeps its
-// fastest rep. The plan is for a device that is the job's own (a booked machine, one rank
-// per core), and other processes only ever slow a rep down (they take the core, or evict
-// its caches), so the fastest of reps spread over time is the uncontended rate. On a quiet
-// machine it lies within a few percent of the median; on a loaded one the median kept whole
-// bursts of contention (one GEMM shape measured at 41 and 65 GFLOP/s minutes apart, a whole
-// loaded calibration 15-25% slower than a quiet run). How far the median rep sat above the
-// fastest is logged as the contention the calibration saw.
+// median rep: a burst of another process then costs one rep of many jobs instead of every
+// rep of one, which a median of consecutive reps cannot reject. The median, not the
+// fastest rep: the runs being planned see the machine's typical state (its caches shared
+// with whatever else runs), and the fastest of several reps sat up to 50% above a loaded
+// machine's typical rate for some kernels. How far the two lie apart is logged as the
+// contention the calibration saw (a few percent on a quiet machine).
 import { gemm } from '../backend/blas.js';
 import { fromStorage, metaTensor, type Tensor } from '../core/tensor.js';
 import { scope } from '../core/scope.js';
@@ -35,7 +34,7 @@ export type Job = () => void | number;
 /** How far the median rep of each job sat above its fastest, over every interleaved measurement since start (the contention the calibration saw). */
 export const contention: number[] = [];
 
-/** Fastest CPU seconds of each job over `reps` interleaved rounds, after one untimed round. */
+/** Median CPU seconds of each job over `reps` interleaved rounds, after one untimed round (an even count: the mean of the middle two). */
 export function interleaved(jobs: Job[], reps: number): number[] {
   for (const j of jobs) j();
   const ts = jobs.map(() => [] as number[]);
@@ -50,7 +49,7 @@ export function interleaved(jobs: Job[], reps: number): number[] {
     const s = [...t].sort((a, b) => a - b);
     const h = s.length >> 1, med = s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
     contention.push(med / s[0]! - 1);
-    return s[0]!;
+    return med;
   });
 }
 

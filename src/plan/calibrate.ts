@@ -28,9 +28,6 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
 };
 
-/** The fastest rep: the uncontended rate (see calibrate-compute.ts). */
-const fastest = (xs: number[]): number => Math.min(...xs);
-
 /**
  * Seeded normal values × `scale`, as the data the kernels are measured on. Constant inputs
  * (fill(1)) measured some kernels up to 2× faster than on training data: a row-max loop
@@ -96,7 +93,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   const qd = randn(B * H * T * D, 0.1);
   const keys = Math.min(T, (T + 128) / 2);
   // Share of the GEMM ceiling, under whatever precision is current (fp32 here, bf16 below).
-  const attentionEfficiency = (): number => ((3 * 2 * B * H * T * keys * 2 * D) / fastest(timeIt(() => scope(() => {
+  const attentionEfficiency = (): number => ((3 * 2 * B * H * T * keys * 2 * D) / median(timeIt(() => scope(() => {
     const q = fromStorage(qd, [B, H, T, D], 'float32');
     q.requiresGrad = true;
     const y = attention(q, q, q, { causal: true });
@@ -120,7 +117,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   const tgt = fromStorage(new Int32Array(rows).map(() => rngData.int(V)), [rows], 'int32');
   const table = fromStorage(randn(V * C, 0.02), [V, C], 'float32');
   const idx = fromStorage(new Int32Array(rows).map((_, i) => (i * 7) % V), [rows], 'int32');
-  const rate = (bytes: number, fn: () => void): number => bytes / fastest(timeIt(() => scope(fn), reps * 2));
+  const rate = (bytes: number, fn: () => void): number => bytes / median(timeIt(() => scope(fn), reps * 2));
   const classBw: Record<string, number> = {
     elementwise: rate((3 + 2) * 4 * n, () => { gelu(add(x, x)); }), // add moves 3 arrays, gelu 2
     norm: rate(2 * 4 * rows * C + 8 * C, () => { layerNorm(xr, w, w); }),
@@ -136,7 +133,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   const one: GroupCollectives = { rank: 0, size: 1, allReduce: () => undefined, allGather: (i, o) => { o.set(i); }, reduceScatter: (i, o) => { o.set(i.subarray(0, o.length)); } };
   const Vl = V / 2, half = fromStorage(randn(rows * Vl), [rows, Vl], 'float32');
   const tgtHalf = fromStorage(new Int32Array(rows).map((_, i) => (i * 7) % Vl), [rows], 'int32');
-  classBw.vocabParallelCrossEntropy = (2.5 * (4 * rows * Vl + 4 * rows + 4)) / fastest(timeIt(() => scope(() => {
+  classBw.vocabParallelCrossEntropy = (2.5 * (4 * rows * Vl + 4 * rows + 4)) / median(timeIt(() => scope(() => {
     const z = fromStorage(half.data as Float32Array, half.shape, 'float32');
     z.requiresGrad = true;
     backward(vocabParallelCrossEntropy(z, tgtHalf, one, 0, Vl));
@@ -170,7 +167,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   // nn-lowp-kernels), measured forward + backward with bytes counted as the trace prices
   // them (forward bytes × (1 + the 1.5 backward factor of src/plan/trace.ts)).
   const lowp = withPrecision('bf16', () => {
-    const fb = (bytesFwd: number, fn: (x: Tensor) => Tensor, input: Tensor): number => (bytesFwd * 2.5) / fastest(timeIt(() => scope(() => {
+    const fb = (bytesFwd: number, fn: (x: Tensor) => Tensor, input: Tensor): number => (bytesFwd * 2.5) / median(timeIt(() => scope(() => {
       const xi = fromStorage(input.data as Float32Array, input.shape, 'float32');
       xi.requiresGrad = true;
       const y = fn(xi);
@@ -206,7 +203,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   const cpuAlpha = c.cpuSmall / 2, cpuBeta = (16 * 2 ** 20) / Math.max(1e-9, c.cpuLarge - 2 * cpuAlpha);
   log.push(`all-reduce (2 ranks, same host): α ${(alpha * 1e6).toFixed(1)} µs, β ${(beta / 1e9).toFixed(2)} GB/s; CPU per rank α ${(cpuAlpha * 1e6).toFixed(1)} µs, β ${(cpuBeta / 1e9).toFixed(2)} GB/s`);
   const sorted = [...contention].sort((a, b) => a - b);
-  log.push(`contention: the median rep sat ${(100 * sorted[sorted.length >> 1]!).toFixed(1)}% above the fastest (median over ${sorted.length} measurements; 90th percentile ${(100 * sorted[Math.floor(sorted.length * 0.9)]!).toFixed(1)}%); rates use the fastest`);
+  log.push(`contention: the median rep sat ${(100 * sorted[sorted.length >> 1]!).toFixed(1)}% above the fastest (median over ${sorted.length} measurements; 90th percentile ${(100 * sorted[Math.floor(sorted.length * 0.9)]!).toFixed(1)}%); rates use the median`);
   const loadAfter = loadavg();
   const when = new Date().toISOString();
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
@@ -223,11 +220,11 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       gemmEfficiency: { value: Math.min(1, eff), source: meas('median sgemm rate at m = 2048, n, k >= 512 over the ceiling') },
       attentionEfficiency: { value: Math.min(1, attEff), source: meas('attention() forward + backward at B2 H8 T256 D64, causal') },
       memBandwidth: { value: bw, source: meas('add() and gelu() on 1M floats, bytes read + written per second') },
-      opOverhead: { value: tiny, source: meas('time per add() of 64 elements (op dispatch, tape and allocation), fastest of interleaved rounds') },
-      gemmTable: { source: meas('sgemm rate, fastest of interleaved rounds, 1 thread, at each [m, n, k]: points C = A·Bᵀ (forward), nn C = A·B (input gradient), tn C = Aᵀ·B accumulated (weight gradient)'), points, nn: tables.nn, tn: tables.tn },
-      attentionTable: { source: meas('attention() causal, forward (recording) and backward (forward + backward less forward) apart, share of the GEMM ceiling at [T, D], fastest of interleaved rounds'), points: attTable },
+      opOverhead: { value: tiny, source: meas('time per add() of 64 elements (op dispatch, tape and allocation), median of interleaved rounds') },
+      gemmTable: { source: meas('sgemm rate, median of interleaved rounds, 1 thread, at each [m, n, k]: points C = A·Bᵀ (forward), nn C = A·B (input gradient), tn C = Aᵀ·B accumulated (weight gradient)'), points, nn: tables.nn, tn: tables.tn },
+      attentionTable: { source: meas('attention() causal, forward (recording) and backward (forward + backward less forward) apart, share of the GEMM ceiling at [T, D], median of interleaved rounds'), points: attTable },
       optimizerRate: { value: optRate, source: meas('the trainer optimizer step (gradient norm, fused AdamW, zeroGrad) over 4.2M parameters, AdamW bytes (28 per element) per second') },
-      opRates: { source: meas('the real ops forward, and their backward rules (forward + backward less forward), at 1M floats / 2048 rows (add: two distinct inputs; reshape: the head split of a 2048 × 3·512 QKV output into q, k, v, forward = their copies, backward = the slice, reshape and permute rules); forward bytes as the meta trace counts them, per second, fastest of interleaved rounds'), rates: opRates },
+      opRates: { source: meas('the real ops forward, and their backward rules (forward + backward less forward), at 1M floats / 2048 rows (add: two distinct inputs; reshape: the head split of a 2048 × 3·512 QKV output into q, k, v, forward = their copies, backward = the slice, reshape and permute rules); forward bytes as the meta trace counts them, per second, median of interleaved rounds'), rates: opRates },
       lowpKernels: {
         source: meas('the same kernels under train.precision=bf16, forward + backward (attention at B2 H8 T256 D64; add + gelu, layerNorm, crossEntropy; bytes as the meta trace counts the forward, times 2.5; opRates: gelu, layerNorm and crossEntropy forward and backward apart, as opRates)'),
         attentionEfficiency: lowp.attEff,
