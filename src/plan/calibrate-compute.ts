@@ -4,10 +4,12 @@
 // Each job is measured in interleaved rounds (one rep of every job per round) and keeps its
 // median rep: a burst of another process then costs one rep of many jobs instead of every
 // rep of one, which a median of consecutive reps cannot reject. The median, not the
-// fastest rep: the runs being planned see the machine's typical state (its caches shared
-// with whatever else runs), and the fastest of several reps sat up to 50% above a loaded
-// machine's typical rate for some kernels. How far the two lie apart is logged as the
-// contention the calibration saw (a few percent on a quiet machine).
+// fastest rep: a repeated kernel's luckiest rep runs on caches warmed by itself, which a
+// training step's kernels, each between others, never see. Under load the fastest reps
+// sat up to 50% above the typical rate for small kernels and predicted gpt-tiny 14-29%
+// below its quiet runs, where a quiet median calibration had matched within 3%. How far
+// the two lie apart is logged as the contention the calibration saw (a few percent on a
+// quiet machine; a large figure says: calibrate again when the machine is quiet).
 import { gemm } from '../backend/blas.js';
 import { fromStorage, metaTensor, type Tensor } from '../core/tensor.js';
 import { scope } from '../core/scope.js';
