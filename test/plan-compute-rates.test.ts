@@ -10,7 +10,9 @@ import { estimate } from '../src/plan/estimate.js';
 import { parseLayout } from '../src/plan/layout.js';
 import { loadCluster, validateCluster, type ClusterSpec } from '../src/plan/cluster.js';
 import { ADAMW_BYTES, attentionEfficiencyFn, gemmRateFn, optimizerSeconds, type GemmPoint } from '../src/plan/compute-rates.js';
-import { interleaved } from '../src/plan/calibrate-compute.js';
+import { attentionTable, interleaved, opPairRates, optimizerRate } from '../src/plan/calibrate-compute.js';
+import { fromStorage } from '../src/core/tensor.js';
+import { reshape, slice } from '../src/ops/index.js';
 
 const tiny = presetConfig('gpt-tiny').model;
 const opts = { seqLen: tiny.seqLen, dModel: tiny.dModel };
@@ -92,4 +94,18 @@ test('calibration rounds interleave the jobs: one untimed round, then one rep of
   // A job that timed part of itself (a backward after its forward) reports that part; the median over rounds.
   let r = 0;
   assert.deepEqual(interleaved([() => [0.5, 0.1, 0.3, 0.2][r++]!], 3), [0.2]);
+});
+
+test('calibration measurements: attention by [T, D] with both phases, the optimizer step, an op pair with two outputs', () => {
+  const att = attentionTable(5e10, 1);
+  assert.equal(att.length, 9);
+  for (const [T, D, f, b] of att) {
+    assert.ok([128, 256, 512].includes(T) && [32, 64, 128].includes(D), `${T}/${D}`);
+    assert.ok(f > 0 && Number.isFinite(f) && b > 0 && Number.isFinite(b), `${T}/${D}: ${f} ${b}`);
+  }
+  const opt = optimizerRate(1);
+  assert.ok(opt > 0 && Number.isFinite(opt));
+  const x = fromStorage(new Float32Array(4096).fill(0.5), [64, 64], 'float32');
+  const r = opPairRates({ split: { bytes: 2 * 4 * 4096, inputs: [x], fn: (t) => [slice(t!, 1, 0, 32), slice(t!, 1, 32, 64)].map((s) => reshape(s, [64 * 32])) } }, 1);
+  assert.ok(r.split!.fwd > 0 && r.split!.bwd > 0);
 });
