@@ -49,15 +49,17 @@ test('attention: forward and backward efficiencies by [T, D]; a recomputed forwa
   const table: [number, number, number, number][] = [[128, 32, 0.2, 0.4], [128, 64, 0.3, 0.6], [512, 32, 0.2, 0.4], [512, 64, 0.3, 0.6]];
   const c = withDevice({ attentionTable: { source: 'assumption: test', points: table } });
   const eff = attentionEfficiencyFn(c, false);
-  assert.equal(eff(128, 128, 64, 'forward'), 0.3);
-  assert.equal(eff(128, 128, 64, 'backward'), 0.6);
+  assert.equal(eff([8, 128, 128, 64], 'forward'), 0.3);
+  assert.equal(eff([8, 128, 128, 64], 'backward'), 0.6);
   // Between measured shapes: between their rates, nearer the nearer ones.
-  const mid = eff(256, 256, 32, 'forward');
+  const mid = eff([8, 256, 256, 32], 'forward');
+  // An op traced without dims: the one efficiency.
+  assert.equal(eff(undefined, 'forward'), base.device.attentionEfficiency.value);
   assert.ok(mid > 0.2 && mid < 0.25, String(mid));
   // Without a table: the one efficiency for both phases.
   const one = attentionEfficiencyFn(withDevice({ attentionTable: undefined, attentionEfficiency: { value: 0.45, source: 'assumption: test' } }), false);
-  assert.equal(one(128, 128, 32, 'forward'), 0.45);
-  assert.equal(one(128, 128, 32, 'backward'), 0.45);
+  assert.equal(one([8, 128, 128, 32], 'forward'), 0.45);
+  assert.equal(one([8, 128, 128, 32], 'backward'), 0.45);
   const tr = traceGpt(tiny, { microBatch: 4, recompute: true });
   const e = estimate(tr, parseLayout('mb=4,recompute=full'), c, opts);
   assert.ok(e.time.compute['recompute:attention']! > 0);

@@ -39,15 +39,20 @@ export function gemmRateFn(c: ClusterSpec, peak: number): (m: number, n: number,
   };
 }
 
-/** Attention's share of the GEMM ceiling at (Tq, Tk, D): [forward, backward] from the measured table, else the one efficiency for both. */
-export function attentionEfficiencyFn(c: ClusterSpec, lowp: boolean): (tq: number, tk: number, d: number, phase: 'forward' | 'backward') => number {
+/**
+ * Attention's share of the GEMM ceiling for a traced attention op (dims [B·H, Tq, Tk, D]):
+ * [forward, backward] from the measured table, else the one efficiency for both phases
+ * (also for an op traced without dims).
+ */
+export function attentionEfficiencyFn(c: ClusterSpec, lowp: boolean): (dims: readonly number[] | undefined, phase: 'forward' | 'backward') => number {
   const table = lowp ? c.device.lowpKernels?.attentionTable : c.device.attentionTable?.points;
   const one = (lowp ? c.device.lowpKernels?.attentionEfficiency : undefined) ?? c.device.attentionEfficiency.value;
   if (!table?.length) return () => one;
-  // [T, D, fwd, bwd]: interpolate in (log T, log D) with the GEMM table's weights (T stands for both Tq and Tk).
-  return (tq, tk, d, phase) => {
-    const t = Math.sqrt(tq * tk);
-    return interpShape(table.map(([pt, pd, f, b]) => [pt, pd, 1, phase === 'forward' ? f : b] as GemmPoint), t, d, 1);
+  // [T, D, fwd, bwd]: interpolated in (log T, log D) with the GEMM table's weights (T stands for √(Tq·Tk)).
+  return (dims, phase) => {
+    if (!dims || dims.length < 4) return one;
+    const [, tq, tk, d] = dims as [number, number, number, number];
+    return interpShape(table.map(([pt, pd, f, b]) => [pt, pd, 1, phase === 'forward' ? f : b] as GemmPoint), Math.sqrt(tq * tk), d, 1);
   };
 }
 

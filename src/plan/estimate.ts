@@ -512,8 +512,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
         : op.flops / split / gemmRate(m, n, k);
     } else if (op.cls === 'attention') {
       // A recomputed forward runs the forward kernel.
-      const [, tq, tk, d] = op.dims ?? [1, o.seqLen, o.seqLen, 64];
-      t = op.flops / split / (peak * attEff(tq!, tk!, d!, op.phase === 'backward' ? 'backward' : 'forward'));
+      t = op.flops / split / (peak * attEff(op.dims, op.phase === 'backward' ? 'backward' : 'forward'));
     } else if (split > 1 && op.op === 'crossEntropy' && c.device.classBandwidth?.rates.vocabParallelCrossEntropy) {
       // Under tp the loss is the vocab-parallel cross-entropy (plans/gpt.ts), its own kernel.
       t = (op.bytes * actScale) / split / c.device.classBandwidth.rates.vocabParallelCrossEntropy;
