@@ -9,6 +9,8 @@ import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
 import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
 import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
+import { SHARED_GROWTH } from '../parallel/expert-parallel-capacity.js';
+import { epRowTerms } from './ep-terms.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
@@ -317,7 +319,8 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     if (tp > 1) commBuffers += boundary;
     if (pp > 1) commBuffers += 2 * boundary;
     // Expert parallelism: one exchange's send and receive buffers (the dispatched rows).
-    if (l.ep > 1) commBuffers += 2 * dispatchBytes(tr, (b) => sm.rank(b) === s) * bufScaleOf(l);
+    // (Athanor's staging pair grows to SHARED_GROWTH times the first size asked for.)
+    if (l.ep > 1) commBuffers += 2 * (o.allocator === 'athanor-pool' ? SHARED_GROWTH : 1) * dispatchBytes(tr, (b) => sm.rank(b) === s) * bufScaleOf(l);
     let workspace = Math.max(0, ...tr.ops.filter((op) => op.cls === 'attention').map((op) => (tr.buffers[op.out]?.shape[2] ?? 0) ** 2 * 4));
     // Without native 16-bit GEMMs, gemm-lowp.ts widens both operands into two grow-only
     // fp32 scratch buffers (sized by the largest GEMM's operands).
@@ -442,22 +445,6 @@ function dispatchBytes(tr: TraceResult, inBlocks: (block: number) => boolean): n
 
 const bufScaleOf = (l: Layout): number => elemBytes(l.precision) / 4;
 
-/**
- * Athanor's expert parallelism (parallel/expert-parallel.ts, ExpertParallel.run) turns an MoE layer's
- * dispatched rows xp into four more tensors of the same rows under balanced routing: the
- * exchange's output, its regrouping by local expert, the experts' output regrouped back,
- * and the return exchange's output. None is saved by its op or released early, so, like
- * xp, each lives in the step's scope until the step ends.
- */
-export const EP_ROW_COPIES = 4;
-
-/** Buffers of the dispatched rows (forward moeDispatch outputs) that expert parallelism copies EP_ROW_COPIES times. */
-export function epExchangeRows(tr: TraceResult): Set<number> {
-  const ids = new Set<number>();
-  for (const o of tr.ops) if (o.op === 'moeDispatch' && o.phase === 'forward' && o.out >= 0) ids.add(o.out);
-  return ids;
-}
-
 /** Parameters per pipeline stage after tp, and the scale of each traced buffer under tp/sp/precision. */
 function layoutScales(tr: TraceResult, l: Layout, allocator?: ClusterSpec['allocator']) {
   const L = tr.nBlocks, pp = l.pp, tp = l.tp;
@@ -467,12 +454,12 @@ function layoutScales(tr: TraceResult, l: Layout, allocator?: ClusterSpec['alloc
   const actScale = tr.precision === 'bf16' ? 1 : elemBytes(l.precision) / 4;
   const { sharded, allreduceBytes, recomputeAllreduceBytes, allreduceCount, recomputeAllreduceCount } = tpSharded(tr);
   // Athanor's expert parallelism as it allocates (elsewhere the runtime's own copies are unknown).
-  const epRows = l.ep > 1 && allocator === 'athanor-pool' ? epExchangeRows(tr) : null;
+  const epRows = l.ep > 1 && allocator === 'athanor-pool' ? epRowTerms(tr) : null;
   const bufScale = (b: TracedBuffer): number => {
     const src = b.kind === 'grad' && b.of >= 0 ? b.of : b.id;
     let f = actScale;
     if (tp > 1 && (sharded.has(src) || (l.sp && b.block >= 0 && b.block < L))) f /= tp;
-    if (epRows?.has(b.id)) f *= 1 + EP_ROW_COPIES;
+    if (epRows) f *= epRows.bufferScale(b);
     return f;
   };
   // ---- parameters per stage (after tp) ----
@@ -508,6 +495,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const classBw = (cls: string): number => lowpK?.rates[cls] ?? c.device.classBandwidth?.rates[cls] ?? bw;
   const attEff = lowpK?.attentionEfficiency ?? c.device.attentionEfficiency.value;
   const stageCompute: Record<string, number>[] = Array.from({ length: pp }, () => ({}));
+  const epPad = l.ep > 1 && c.allocator === 'athanor-pool' ? epRowTerms(tr) : null;
   for (const op of tr.ops) {
     if (op.cls === 'view') continue;
     const s = sm.rank(op.block);
@@ -545,6 +533,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
       const widened = nativeLowp ? 0 : (fwd ? op.lowp.fwdOperands : op.lowp.bwdOperands).reduce((a, n) => a + n, 0);
       t += (6 * (casts + widened)) / split / (c.device.classBandwidth?.rates.convert ?? bw);
     }
+    if (epPad) t *= epPad.opScale(op); // Athanor's ep: the expert activation runs over the capacity's padding rows
     t += ovh;
     const key = `${op.phase}:${op.cls}`;
     stageCompute[s]![key] = (stageCompute[s]![key] ?? 0) + t;
