@@ -78,7 +78,7 @@ export class ExpertParallel {
       if (El * this.epSize !== E) {
         throw new Error(`expert parallel: rank ${o.comm.rank} holds ${El} of ${E} experts but parallel.ep = ${this.epSize}; build the model with expertShard()`);
       }
-      m.expertRunner = (xp, counts, local) => this.run(m, xp, counts, local);
+      m.expertRunner = (xp, counts, local, maxPerExpert) => this.run(m, xp, counts, local, maxPerExpert);
     }
   }
 
@@ -123,7 +123,7 @@ export class ExpertParallel {
     }
   }
 
-  private run(m: MoeMlp, xp: Tensor, counts: Int32Array, local: (x: Tensor, counts: Int32Array) => Tensor): Tensor {
+  private run(m: MoeMlp, xp: Tensor, counts: Int32Array, local: (x: Tensor, counts: Int32Array) => Tensor, maxPerExpert = Infinity): Tensor {
     if (xp.dtype !== 'float32') throw new Error(`expert parallel: exchanges float32 rows, got ${xp.dtype}`);
     const P = this.epSize, El = m.experts.count, C = xp.shape[1]!;
     const comm = this.o.comm, ranks = this.o.epRanks;
@@ -168,7 +168,9 @@ export class ExpertParallel {
         localCounts[e]! += n;
       }
     }
-    const cap = this.capacity.fit(R);
+    // In capacity mode no rank can receive more than every source's full share of every
+    // local expert: the capacity never exceeds that (with SWIPE at capacity 1 it is exactly R).
+    const cap = Math.max(R, Math.min(this.capacity.fit(R), P * El * maxPerExpert));
     this.stats.forwards++;
     this.stats.rowsReceived += R;
     this.stats.capacity = cap;
