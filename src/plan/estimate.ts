@@ -7,10 +7,10 @@ import { backwardFactor } from './trace.js';
 import type { ClusterSpec } from './cluster.js';
 import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
-import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
-import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
 import { SHARED_GROWTH } from '../parallel/expert-parallel-capacity.js';
 import { epRowTerms } from './ep-terms.js';
+import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
+import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
@@ -477,6 +477,8 @@ function layoutScales(tr: TraceResult, l: Layout, allocator?: ClusterSpec['alloc
 
 export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen: number; dModel: number; nExperts?: number }): Estimate {
   const notes: string[] = [];
+  // Athanor's expert parallelism: its row capacity's terms (ep-terms.ts).
+  const epPad = l.ep > 1 && c.allocator === 'athanor-pool' ? epRowTerms(tr) : null;
   const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
   const eb = tr.precision === 'bf16' ? 4 : elemBytes(l.precision);
   const { stageParams, stageExpertParams, totalParams, sharded, allreduceBytes, recomputeAllreduceBytes, allreduceCount, recomputeAllreduceCount, actScale, sm } = layoutScales(tr, l);
@@ -495,7 +497,6 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const classBw = (cls: string): number => lowpK?.rates[cls] ?? c.device.classBandwidth?.rates[cls] ?? bw;
   const attEff = lowpK?.attentionEfficiency ?? c.device.attentionEfficiency.value;
   const stageCompute: Record<string, number>[] = Array.from({ length: pp }, () => ({}));
-  const epPad = l.ep > 1 && c.allocator === 'athanor-pool' ? epRowTerms(tr) : null;
   for (const op of tr.ops) {
     if (op.cls === 'view') continue;
     const s = sm.rank(op.block);
