@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { IndexedDatasetWriter } from '../src/data/indexed-dataset-writer.js';
 import { projectRoot } from '../src/backend/native.js';
 import { Rng } from '../src/core/rng.js';
-import { presetConfig } from '../src/train/config.js';
+import { configFromArgs } from '../src/cli/cmd-train.js';
 import { loadCluster } from '../src/plan/cluster.js';
 import { estimate } from '../src/plan/estimate.js';
 import { devices, parseLayout, layoutString } from '../src/plan/layout.js';
@@ -24,7 +24,9 @@ import { traceForLayout } from '../src/plan/models.js';
 import { parseArgs } from '../src/train/overrides.js';
 import { calibrate } from '../src/plan/calibrate.js';
 
-interface Case { preset: string; layout: string }
+/** `over`: config overrides (dotted keys) for both the run and the plan. */
+interface Case { preset: string; layout: string; over?: Record<string, string> }
+const caseName = (c: Case): string => `${c.preset} ${c.layout}${c.over ? ' ' + Object.entries(c.over).map(([k, v]) => `${k}=${v}`).join(' ') : ''}`;
 
 const CASES: Case[] = [
   { preset: 'gpt-tiny', layout: 'dp=1,mb=16' },
@@ -44,6 +46,10 @@ const CASES: Case[] = [
   { preset: 'gpt-tiny', layout: 'pp=2,mb=4,ga=4,schedule=interleaved,vpp=2' },
   { preset: 'moe-tiny', layout: 'dp=1,mb=16' },
   { preset: 'moe-tiny', layout: 'dp=2,ep=2,mb=16' },
+  // The plan's routing assumption held by construction: SWIPE at capacity 1.0 gives every
+  // expert exactly its share, where dropless routing from initialisation sends a rank
+  // 0.4-1.6× its balanced rows (BENCHMARKS.md).
+  { preset: 'moe-tiny', layout: 'dp=2,ep=2,mb=16', over: { 'model.moe.balance': 'swipe', 'model.moe.capacityFactor': '1' } },
   { preset: 'gpt-tiny', layout: 'dp=1,mb=16,precision=bf16' },
   { preset: 'gpt-small', layout: 'dp=1,mb=4,precision=bf16' },
 ];
@@ -80,7 +86,8 @@ function measure(c: Case, dataDir: string, steps: number): { stepS: number; cpuS
     '--train.evalBatches=1', '--train.threads=1', `--train.outDir=${out}`, `--train.microBatch=${l.mb}`, `--train.gradAccum=${l.ga}`,
     `--train.recompute=${l.recompute === 'full'}`, `--parallel.dp=${l.dp}`, `--parallel.zero=${l.zero}`,
     `--parallel.tp=${l.tp}`, `--parallel.pp=${l.pp}`, `--parallel.ep=${l.ep}`, `--parallel.a2a=${l.a2a}`, `--parallel.sp=${l.sp}`,
-    `--parallel.pipelineSchedule=${l.schedule}`, `--parallel.pipelineChunks=${l.vpp}`, `--train.precision=${l.precision}`];
+    `--parallel.pipelineSchedule=${l.schedule}`, `--parallel.pipelineChunks=${l.vpp}`, `--train.precision=${l.precision}`,
+    ...Object.entries(c.over ?? {}).map(([k, v]) => `--${k}=${v}`)];
   const world = devices(l);
   const cmd = world > 1
     ? [join(root, 'dist', 'src', 'cli', 'main.js'), 'launch', '--nproc-per-node', String(world), '--', 'node', '--expose-gc', worker, ...args]
@@ -89,9 +96,15 @@ function measure(c: Case, dataDir: string, steps: number): { stepS: number; cpuS
   if (r.status !== 0) throw new Error(`${c.preset} ${c.layout} failed:\n${(r.stdout + r.stderr).slice(-2000)}`);
   const recs = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((x) => JSON.parse(x) as Record<string, unknown>);
   // The first two steps are warm-up (first allocations; the buffer pool keeps a size once it recurs).
-  const secs = recs.filter((x) => x.kind === 'step' && (x.step as number) > 2).map((x) => x.seconds as number);
-  const mem = [...r.stdout.matchAll(/ATHANOR_PLAN_MEASURED (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as { rank: number; arrayBufferPeak: number; poolAtPeak: number; poolLivePeak: number; cpuSteps: number[]; threadCpuPerStep?: Record<string, number> });
-  if (process.env.ATHANOR_PLANVAL_THREADS) for (const m of mem) console.log(`    rank ${m.rank} CPU-s/step by thread: ${Object.entries(m.threadCpuPerStep ?? {}).filter(([, v]) => v > 0.001).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}`);
+  const secs0 = recs.filter((x) => x.kind === 'step' && (x.step as number) > 2).map((x) => x.seconds as number);
+  const mem = [...r.stdout.matchAll(/ATHANOR_PLAN_MEASURED (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as { rank: number; arrayBufferPeak: number; poolAtPeak: number; poolLivePeak: number; cpuSteps: number[]; threadCpuPerStep?: Record<string, number>; sleptSteps?: number[]; runqSteps?: number[]; probeSteps?: number[] });
+  // The main thread's sleep per step is waiting for communication or other ranks; its runqueue wait is the machine's load.
+  const mean = (xs: number[] | undefined): string => (xs?.length ? (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(3) : '?');
+  if (process.env.ATHANOR_PLANVAL_THREADS) for (const m of mem) console.log(`    rank ${m.rank} CPU-s/step by thread: ${Object.entries(m.threadCpuPerStep ?? {}).filter(([, v]) => v > 0.001).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}; main thread asleep ${mean(m.sleptSteps)} s/step, waiting for a core ${mean(m.runqSteps)} s/step; worker probes (forced GC, memory) ${mean(m.probeSteps)} s/step, taken off the wall step`);
+  // Each step's wall time less the worker's own probes in it (the forced step-boundary GC and
+  // the memory probes: not the trainer's work), on rank 0, whose metrics these are.
+  const probe = mem.find((m) => m.rank === 0)?.probeSteps ?? [];
+  const secs = secs0.map((x, i) => x - (probe.length === secs0.length ? probe[i]! : 0));
   if (!secs.length || !mem.length || !mem[0]!.cpuSteps.length) throw new Error(`${c.preset} ${c.layout}: no measurements in the output`);
   return {
     // CPU time: the mean over the measured steps (each step does the same work; the load only
@@ -116,7 +129,7 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
   const rounds = o.rounds ?? (o.quick ? 1 : 2);
   // --only: substrings of "preset layout", '|'-separated (any one selects a case).
   const only = o.only?.split('|').filter(Boolean) ?? [];
-  const cases = CASES.filter((c) => !only.length || only.some((x) => `${c.preset} ${c.layout}`.includes(x)));
+  const cases = CASES.filter((c) => !only.length || only.some((x) => caseName(c).includes(x)));
   const dir = mkdtempSync(join(tmpdir(), 'athanor-planval-data-'));
   data(dir);
   const before = loadavg();
@@ -129,20 +142,20 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
       const acc = meas.get(c) ?? { stepS: [], cpuS: [], memB: [], poolB: [], outB: [] };
       acc.stepS.push(m.stepS); acc.cpuS.push(m.cpuS); acc.memB.push(m.memB); acc.poolB.push(m.poolB); acc.outB.push(m.outB);
       meas.set(c, acc);
-      log(`  round ${round + 1}: ${c.preset} ${c.layout}: ${m.stepS.toFixed(3)} s/step (${m.cpuS.toFixed(3)} CPU-s), ${(m.memB / 2 ** 20).toFixed(0)} MiB (pool live peak ${(m.poolB / 2 ** 20).toFixed(0)} MiB; load ${loadavg()[0]!.toFixed(1)})`);
+      log(`  round ${round + 1}: ${caseName(c)}: ${m.stepS.toFixed(3)} s/step (${m.cpuS.toFixed(3)} CPU-s), ${(m.memB / 2 ** 20).toFixed(0)} MiB (pool live peak ${(m.poolB / 2 ** 20).toFixed(0)} MiB; load ${loadavg()[0]!.toFixed(1)})`);
     }
   }
   const after = loadavg();
   const rows: ValidateRow[] = [];
   for (const c of cases) {
-    const model = presetConfig(c.preset).model;
+    const model = configFromArgs({ preset: c.preset, ...c.over }).model;
     // The data here is a 2048-token vocabulary for both presets; the model keeps its own V.
     const l = parseLayout(c.layout);
     const est = estimate(traceForLayout(model, l, cluster.allocator), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
     const m = meas.get(c)!;
     const stepS = median(m.stepS), cpuS = median(m.cpuS), memB = median(m.memB);
     rows.push({
-      preset: c.preset, layout: layoutString(l), predictedStepS: est.time.step, measuredStepS: stepS, stepError: est.time.step / stepS - 1,
+      preset: c.preset, layout: layoutString(l) + caseName(c).slice(`${c.preset} ${c.layout}`.length), predictedStepS: est.time.step, measuredStepS: stepS, stepError: est.time.step / stepS - 1,
       predictedBusyS: est.time.busy, measuredCpuS: cpuS, cpuError: est.time.busy / cpuS - 1, outsidePoolB: median(m.outB),
       predictedMemB: est.memory.total, measuredMemB: memB, memError: est.memory.total / memB - 1, poolLivePeakB: median(m.poolB),
     });

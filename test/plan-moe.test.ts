@@ -9,7 +9,9 @@ import { moeLayerCount, moeLayerParams, expertFF, type MoeConfig } from '../src/
 import { balancedExpertCounts } from '../src/nn/moe-meta.js';
 import { GPT } from '../src/nn/gpt.js';
 import { traceGpt } from '../src/plan/models.js';
-import { allToAllTime, estimate, estimateMemory, EP_ROW_COPIES, epExchangeRows } from '../src/plan/estimate.js';
+import { allToAllTime, estimate, estimateMemory } from '../src/plan/estimate.js';
+import { EP_ROW_COPIES, epRowTerms } from '../src/plan/ep-terms.js';
+import { capacityRows } from '../src/parallel/expert-parallel-capacity.js';
 import { parseLayout, layoutProblem } from '../src/plan/layout.js';
 import { loadCluster } from '../src/plan/cluster.js';
 import { searchLayouts } from '../src/plan/search.js';
@@ -85,17 +87,30 @@ test('MoE: expert weights shard over ep, dense ones do not; ZeRO shards experts 
   assert.equal(pooled.weights, 4 * (dense + experts / 2));
 });
 
-test('MoE: under ep each layer\'s dispatched rows are held EP_ROW_COPIES more times for the step (the exchanges and regroupings of expert-parallel.ts)', () => {
+test('MoE: under ep each layer\'s dispatched rows gain EP_ROW_COPIES buffers for the step, and the expert activations are sized at the row capacity (expert-parallel.ts)', () => {
   const m = moeTiny();
   const tr = traceGpt(m, { microBatch: 2 });
-  const rows = epExchangeRows(tr);
-  assert.equal(rows.size, moeLayerCount(m.moe, m.nLayer), 'one dispatched-rows buffer per MoE layer');
+  const ep = epRowTerms(tr);
+  assert.equal(ep.copies.size, moeLayerCount(m.moe, m.nLayer), 'one dispatched-rows buffer per MoE layer');
+  const S = 2 * m.seqLen * m.moe.topK, f = capacityRows(S) / S;
+  assert.ok(f >= 1 && f <= 1.125, `capacity ${capacityRows(S)} for ${S} rows`);
   // Balanced routing: the rows a layer dispatches are its tokens × top-k, C wide.
-  for (const id of rows) assert.equal(tr.buffers[id]!.bytes, 4 * 2 * m.seqLen * m.moe.topK * m.dModel);
-  const extra = [...rows].reduce((a, id) => a + tr.buffers[id]!.bytes, 0) * EP_ROW_COPIES;
+  for (const [id, k] of ep.copies) {
+    assert.equal(tr.buffers[id]!.bytes, 4 * S * m.dModel);
+    assert.equal(k, 1 + EP_ROW_COPIES - 1 + f, 'xp itself, the received rows at capacity, the combine exchange output');
+  }
+  // Per layer: the first grouped GEMM's output, the activation, the second grouped GEMM's output.
+  assert.equal(ep.padded.size, 3 * ep.copies.size);
+  for (const id of ep.padded.keys()) assert.equal(tr.buffers[id]!.shape[0], S);
+  const act = tr.ops.filter((o) => o.op === 'gelu' && o.block % 2 === 1);
+  assert.ok(act.length > 0 && act.every((o) => ep.opScale(o) === f), 'the expert activation runs over the padding rows');
+  assert.ok(tr.ops.filter((o) => o.op === 'groupedMatmul' || o.op === 'moeCombine').every((o) => ep.opScale(o) === 1), 'the GEMMs skip the padding; the combine reads S rows');
   const mem = (s: string, allocator: 'athanor-pool' | 'live' = 'athanor-pool') => estimateMemory(tr, parseLayout(s), { seqLen: m.seqLen, dModel: m.dModel, allocator });
-  // Held from the layer's forward to the end of the step: the live peak grows by exactly that.
-  assert.equal(mem('mb=2,dp=2,ep=2').activations - mem('mb=2,dp=2').activations, extra);
+  // All of them are live at the end of the forward, the step's peak: it grows by exactly that.
+  let extra = 0;
+  for (const [id, k] of ep.copies) extra += tr.buffers[id]!.bytes * (k - 1);
+  for (const [id, k] of ep.padded) extra += tr.buffers[id]!.bytes * (k - 1);
+  assert.ok(Math.abs(mem('mb=2,dp=2,ep=2').activations - mem('mb=2,dp=2').activations - extra) < 1, `${mem('mb=2,dp=2,ep=2').activations - mem('mb=2,dp=2').activations} vs ${extra}`);
   assert.equal(mem('mb=2,dp=4,ep=4').activations, mem('mb=2,dp=4,ep=2').activations);
   // Another runtime's copies are not Athanor's: no term there.
   assert.equal(mem('mb=2,dp=2,ep=2', 'live').activations, mem('mb=2,dp=2', 'live').activations);

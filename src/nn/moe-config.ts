@@ -70,6 +70,11 @@ export function moeLayerCount(m: MoeConfig | undefined, nLayer: number): number 
   return n;
 }
 
+/** Rows one expert keeps from a routing group of `groupSize` tokens: ⌈capacityFactor·T·K/E⌉, unbounded when dropless (as moe-router.ts routes). */
+export function groupCapacity(m: Pick<MoeConfig, 'experts' | 'topK' | 'capacityFactor'>, groupSize: number): number {
+  return m.capacityFactor > 0 ? Math.ceil((m.capacityFactor * groupSize * m.topK) / m.experts) : Infinity;
+}
+
 export function expertFF(m: MoeConfig, dFF: number): number {
   return m.dFF > 0 ? m.dFF : dFF;
 }

@@ -17,7 +17,7 @@ import {
   add, cast, div, dropout, gather, gelu, linear, logSoftmax, mean, mul, reshape, scale, slice, softmax, sub, sum,
 } from '../ops/index.js';
 import { groupedMatmul, moeCombine, moeDispatch } from '../ops/moe.js';
-import { type MoeConfig, expertFF } from './moe-config.js';
+import { type MoeConfig, expertFF, groupCapacity } from './moe-config.js';
 import { addSelectionMargins, marginHistogramSize, routeTokens, updateRoutingBias, type Routing } from './moe-router.js';
 import { isMeta } from '../ops/meta.js';
 import { moeForwardMeta } from './moe-meta.js';
@@ -92,8 +92,12 @@ function emptyStats(E: number, bias: boolean): MoeStats {
   return { forwards: 0, tokens: 0, assignments: 0, dropped: 0, moved: 0, load: new Float64Array(E), routed: new Float64Array(E), entropySum: 0, margins: new Float64Array(bias ? marginHistogramSize(E) : 0), auxLoss: 0, zLoss: 0 };
 }
 
-/** Replaces the local expert computation (expert parallelism); `local` runs this rank's experts. */
-export type ExpertRunner = (xp: Tensor, counts: Int32Array, local: (x: Tensor, counts: Int32Array) => Tensor) => Tensor;
+/**
+ * Replaces the local expert computation (expert parallelism); `local` runs this rank's
+ * experts; `maxPerExpert` bounds the rows any one expert takes from this forward (capacity
+ * mode; Infinity when dropless).
+ */
+export type ExpertRunner = (xp: Tensor, counts: Int32Array, local: (x: Tensor, counts: Int32Array) => Tensor, maxPerExpert: number) => Tensor;
 
 export class MoeMlp extends Module {
   readonly router: Linear;
@@ -138,7 +142,7 @@ export class MoeMlp extends Module {
     if (gate.dtype !== x.dtype) gate = cast(gate, x.dtype);
     const xp = moeDispatch(x2, r.srcRow);
     const local = (rows: Tensor, counts: Int32Array) => this.experts.forward(rows, counts);
-    const yp = this.expertRunner ? this.expertRunner(xp, r.counts, local) : local(xp, r.counts);
+    const yp = this.expertRunner ? this.expertRunner(xp, r.counts, local, B * groupCapacity(this.cfg, T)) : local(xp, r.counts);
     let out = moeCombine(yp, gate, r.slot);
     if (this.shared) out = add(out, this.shared.forward(x2));
     if (this.dropoutP > 0) out = dropout(out, this.dropoutP, { rng, training: this.training });

@@ -117,7 +117,10 @@ export function moeCombineBackward(node: Node<'moeCombine'>, gOut: Tensor): void
 /**
  * Grouped linear: rows [o_g, o_g + counts[g]) of x (S, Cin) go through group g's
  * weight w[g] (G, Cout, Cin) (PyTorch (out, in) layout) and bias b[g] (G, Cout):
- * out (S, Cout). One GEMM per group over a contiguous block; Σ counts must equal S.
+ * out (S, Cout). One GEMM per group over a contiguous block. Σ counts may fall short of
+ * S: the rows past the groups are padding (expert parallelism sizes its row buffers at a
+ * capacity, parallel/expert-parallel-capacity.ts); their output is zero, they take no
+ * GEMM work, and their input gradient is zero.
  */
 export function groupedMatmul(x: Tensor, w: Tensor, bias: Tensor | null, counts: Int32Array): Tensor {
   checkFloat2(x, 'groupedMatmul', 'x');
@@ -133,10 +136,11 @@ export function groupedMatmul(x: Tensor, w: Tensor, bias: Tensor | null, counts:
     if (c < 0) throw new Error(`groupedMatmul: negative group count ${c}`);
     total += c;
   }
-  if (total !== S) throw new Error(`groupedMatmul: group counts sum to ${total} but x has ${S} rows`);
+  if (total > S) throw new Error(`groupedMatmul: group counts sum to ${total} but x has only ${S} rows`);
   const xd = dense(x), wd = dense(w), bd = bias ? dense(bias) : null;
   const out = empty([S, Cout], x.dtype);
   const X = floatData(xd), W = floatData(wd), O = out.data as F;
+  if (total < S) O.fill(0, total * Cout, S * Cout);
   let o = 0;
   for (let g = 0; g < G; g++) {
     const n = counts[g]!;
@@ -163,6 +167,10 @@ export function groupedMatmulBackward(node: Node<'groupedMatmul'>, gOut: Tensor)
     const own = !direct(x);
     const { g: dx, fresh } = own ? { g: empty(x.shape, x.dtype), fresh: true } : gradTarget(x, true);
     const D = dx.data as F;
+    // Padding rows past the groups: zero gradient (a fresh buffer's contents are undefined).
+    let total = 0;
+    for (let e = 0; e < G; e++) total += counts[e]!;
+    if (fresh && total < x.shape[0]!) D.fill(0, total * Cin, x.shape[0]! * Cin);
     let o = 0;
     for (let e = 0; e < G; e++) {
       const n = counts[e]!;

@@ -6,6 +6,7 @@ import type { CommBuffer, ReduceOp } from '../runtime/communicator.js';
 import type { ProcessGroup } from '../runtime/init.js';
 import { CommThread, type ThreadComm } from '../runtime/comm-thread.js';
 import { hierarchicalAllToAllVSync } from './expert-parallel-a2a.js';
+import { SHARED_GROWTH } from './expert-parallel-capacity.js';
 
 export type A2aAlgorithm = 'flat' | 'hierarchical';
 
@@ -31,7 +32,7 @@ class SharedPool {
   private readonly pools = new Map<string, SharedArrayBuffer>();
   get(slot: string, n: number, kind: 'f32' | 'i32'): Float32Array | Int32Array {
     let sab = this.pools.get(slot);
-    if (!sab || sab.byteLength < n * 4) { sab = new SharedArrayBuffer(Math.max(64, Math.ceil(n * 1.25) * 4)); this.pools.set(slot, sab); }
+    if (!sab || sab.byteLength < n * 4) { sab = new SharedArrayBuffer(Math.max(64, Math.ceil(n * SHARED_GROWTH) * 4)); this.pools.set(slot, sab); }
     return kind === 'f32' ? new Float32Array(sab, 0, n) : new Int32Array(sab, 0, n);
   }
 }

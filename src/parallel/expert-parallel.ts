@@ -3,18 +3,23 @@
 // rank p holds experts [p·E/P, (p+1)·E/P). Routing stays local; the expert-grouped rows
 // (already contiguous per expert, so per destination rank) travel with all-to-all-v:
 //
-//   xp (S, C) grouped by global expert ─allToAllV→ rows [source rank][local expert]
-//   ─moeDispatch (regroup)→ [local expert][source rank] ─grouped GEMM MLP→
-//   ─moeDispatch (un-regroup)→ [source rank][local expert] ─allToAllV→ (S, C) as xp
+//   xp (S, C) grouped by global expert ─allToAllV→ (cap, C) grouped by local expert
+//   ─grouped GEMM MLP→ (cap, C) ─allToAllV→ (S, C) as xp
 //
-// Both exchanges and both regroupings are ops on the tape, so backward runs the adjoint
-// exchanges. Expert gradients are reduced over the expert-data-parallel group (ranks that
-// hold the same experts); dense gradients over the whole data-parallel group.
+// The rows arrive as [source rank][local expert] blocks; the exchange writes them straight
+// into [local expert][source rank] order (and reads them back from it), so no separate
+// regrouping copy exists. The local rows are sized at a capacity `cap` ≥ R (the rows this
+// rank receives; expert-parallel-capacity.ts) so that the routing-dependent buffers keep
+// one size from step to step; rows past R are zero padding outside every expert's block.
+// Both exchanges are ops on the tape, so backward runs the adjoint exchanges. Expert
+// gradients are reduced over the expert-data-parallel group (ranks that hold the same
+// experts); dense gradients over the whole data-parallel group.
 import { empty, type Tensor } from '../core/tensor.js';
 import type { MoeMlp } from '../nn/moe.js';
 import type { ShardRequest } from '../nn/materialize.js';
-import { allToAllV, moeDispatch, type RowExchange } from '../ops/moe.js';
+import { allToAllV, type RowExchange } from '../ops/moe.js';
 import type { A2aAlgorithm, EpComm } from './expert-parallel-comm.js';
+import { RowCapacity } from './expert-parallel-capacity.js';
 
 /** Parameter names that belong to the sharded experts. */
 export function isExpertParam(name: string): boolean {
@@ -50,12 +55,19 @@ export interface ExpertParallelOptions {
 }
 
 /** Statistics of the last exchanges (for benchmarks and the progress line). */
-export interface ExchangeStats { calls: number; rowsSent: number; seconds: number }
+export interface ExchangeStats {
+  calls: number; rowsSent: number; seconds: number;
+  /** Rows received for this rank's experts (dispatch direction), summed over forwards. */
+  rowsReceived: number;
+  /** Forwards (MoE layers × micro-batches) and the last capacity of rows (expert-parallel-capacity.ts). */
+  forwards: number; capacity: number;
+}
 
 export class ExpertParallel {
   readonly epSize: number;
   readonly epRank: number;
-  readonly stats: ExchangeStats = { calls: 0, rowsSent: 0, seconds: 0 };
+  readonly stats: ExchangeStats = { calls: 0, rowsSent: 0, seconds: 0, rowsReceived: 0, forwards: 0, capacity: 0 };
+  private readonly capacity = new RowCapacity();
 
   constructor(readonly model: ExpertModel, readonly o: ExpertParallelOptions) {
     this.epSize = o.epRanks.length;
@@ -66,7 +78,7 @@ export class ExpertParallel {
       if (El * this.epSize !== E) {
         throw new Error(`expert parallel: rank ${o.comm.rank} holds ${El} of ${E} experts but parallel.ep = ${this.epSize}; build the model with expertShard()`);
       }
-      m.expertRunner = (xp, counts, local) => this.run(m, xp, counts, local);
+      m.expertRunner = (xp, counts, local, maxPerExpert) => this.run(m, xp, counts, local, maxPerExpert);
     }
   }
 
@@ -89,8 +101,7 @@ export class ExpertParallel {
       // Nothing to reduce: scale in place (no staging copy of every expert gradient).
       for (const [, p] of experts) {
         if (!p.grad) { p.grad = empty(p.shape, p.dtype); p.grad.kept = true; (p.grad.data as Float32Array).fill(0, p.grad.offset, p.grad.offset + p.size); continue; }
-        const g = (p.grad.data as Float32Array).subarray(p.grad.offset, p.grad.offset + p.size);
-        for (let i = 0; i < p.size; i++) g[i] = g[i]! * s;
+        scaleInto((p.grad.data as Float32Array).subarray(p.grad.offset, p.grad.offset + p.size), null, 0, s);
       }
       return;
     }
@@ -107,13 +118,12 @@ export class ExpertParallel {
     o = 0;
     for (const [, p] of experts) {
       if (!p.grad) { p.grad = empty(p.shape, p.dtype); p.grad.kept = true; }
-      const g = (p.grad.data as Float32Array).subarray(p.grad.offset, p.grad.offset + p.size);
-      for (let i = 0; i < p.size; i++) g[i] = buf[o + i]! * s;
+      scaleInto((p.grad.data as Float32Array).subarray(p.grad.offset, p.grad.offset + p.size), buf, o, s);
       o += p.size;
     }
   }
 
-  private run(m: MoeMlp, xp: Tensor, counts: Int32Array, local: (x: Tensor, counts: Int32Array) => Tensor): Tensor {
+  private run(m: MoeMlp, xp: Tensor, counts: Int32Array, local: (x: Tensor, counts: Int32Array) => Tensor, maxPerExpert = Infinity): Tensor {
     if (xp.dtype !== 'float32') throw new Error(`expert parallel: exchanges float32 rows, got ${xp.dtype}`);
     const P = this.epSize, El = m.experts.count, C = xp.shape[1]!;
     const comm = this.o.comm, ranks = this.o.epRanks;
@@ -142,51 +152,91 @@ export class ExpertParallel {
       recvRows.push(r);
     }
     const R = recvRows.reduce((a, b) => a + b, 0);
-    // 2. Regrouping [source][local expert] → [local expert][source] and back.
+    // 2. The received blocks [source][local expert] and where each goes in the local
+    // layout [local expert][source]: triples (received row, local row, rows).
+    const blocks = new Int32Array(3 * P * El);
     const localCounts = new Int32Array(El);
-    const blockStart = new Int32Array(P * El);
+    const recvStart = new Int32Array(P * El);
     let o = 0;
-    for (let p = 0; p < P; p++) for (let e = 0; e < El; e++) { blockStart[p * El + e] = o; o += recvCnt[p * El + e]!; }
-    const order = new Int32Array(R), inverse = new Int32Array(R);
-    let w = 0;
+    for (let p = 0; p < P; p++) for (let e = 0; e < El; e++) { recvStart[p * El + e] = o; o += recvCnt[p * El + e]!; }
+    let w = 0, b = 0;
     for (let e = 0; e < El; e++) {
       for (let p = 0; p < P; p++) {
-        const n = recvCnt[p * El + e]!, b = blockStart[p * El + e]!;
-        for (let i = 0; i < n; i++) { order[w] = b + i; inverse[b + i] = w; w++; }
+        const n = recvCnt[p * El + e]!;
+        blocks[b++] = recvStart[p * El + e]!; blocks[b++] = w; blocks[b++] = n;
+        w += n;
         localCounts[e]! += n;
       }
     }
-    const there = this.exchange(ranks, sendRows, recvRows, C, nodeRows?.there, nodeRows?.back);
-    const back = this.exchange(ranks, recvRows, sendRows, C, nodeRows?.back, nodeRows?.there);
-    const xr = allToAllV(xp, there);
-    const yl = local(moeDispatch(xr, order), localCounts);
-    return allToAllV(moeDispatch(yl, inverse), back);
+    // In capacity mode no rank can receive more than every source's full share of every
+    // local expert: the capacity never exceeds that (with SWIPE at capacity 1 it is exactly R).
+    const cap = Math.max(R, Math.min(this.capacity.fit(R), P * El * maxPerExpert));
+    this.stats.forwards++;
+    this.stats.rowsReceived += R;
+    this.stats.capacity = cap;
+    const there = this.exchange(ranks, sendRows, recvRows, C, blocks, cap, 'out', nodeRows?.there, nodeRows?.back);
+    const back = this.exchange(ranks, recvRows, sendRows, C, blocks, cap, 'in', nodeRows?.back, nodeRows?.there);
+    const xl = allToAllV(xp, there);
+    return allToAllV(local(xl, localCounts), back);
   }
 
-  /** An exchange of rows (send rows per rank → receive rows per rank) and its adjoint. */
-  private exchange(ranks: number[], send: number[], recv: number[], C: number, nodeFwd?: Int32Array, nodeBwd?: Int32Array): RowExchange {
+  /**
+   * An exchange of rows (send rows per rank → receive rows per rank) and its adjoint. The
+   * side named by `localSide` ('out': what forward receives; 'in': what forward sends) is
+   * in the local layout: `cap` rows grouped by local expert, placed by `blocks`, with zero
+   * padding past the received rows. The other side is plain rows in rank order.
+   */
+  private exchange(ranks: number[], send: number[], recv: number[], C: number, blocks: Int32Array, cap: number, localSide: 'in' | 'out', nodeFwd?: Int32Array, nodeBwd?: Int32Array): RowExchange {
     const comm = this.o.comm, algo = this.o.a2a, nodeSize = this.o.nodeSize ?? comm.localWorldSize;
-    const go = (x: Tensor, s: number[], r: number[], nodeRows?: Int32Array): Tensor => {
+    const go = (x: Tensor, s: number[], r: number[], localIn: boolean, nodeRows?: Int32Array): Tensor => {
       const t0 = performance.now();
-      const nIn = s.reduce((a, b) => a + b, 0) * C, nOut = r.reduce((a, b) => a + b, 0) * C;
+      const nIn = s.reduce((a, v) => a + v, 0) * C, nOut = r.reduce((a, v) => a + v, 0) * C;
       // One staging pair for every row exchange of every layer and direction: each exchange
       // completes (waitSync) and is copied out before the next starts.
       const inp = comm.shared('rows-in', nIn) as Float32Array, out = comm.shared('rows-out', nOut) as Float32Array;
-      inp.set((x.data as Float32Array).subarray(x.offset, x.offset + nIn));
+      const xd = x.data as Float32Array;
+      if (localIn) {
+        for (let i = 0; i < blocks.length; i += 3) {
+          const at = x.offset + blocks[i + 1]! * C, n = blocks[i + 2]! * C;
+          if (n) inp.set(xd.subarray(at, at + n), blocks[i]! * C);
+        }
+      } else {
+        inp.set(xd.subarray(x.offset, x.offset + nIn));
+      }
       comm.allToAllV(ranks, inp, s.map((v) => v * C), out, r.map((v) => v * C), algo, nodeSize, nodeRows);
-      const y = empty([nOut / C, C], 'float32');
-      (y.data as Float32Array).set(out);
+      let y: Tensor;
+      if (localIn) {
+        y = empty([nOut / C, C], 'float32');
+        (y.data as Float32Array).set(out);
+      } else {
+        y = empty([cap, C], 'float32');
+        const yd = y.data as Float32Array;
+        for (let i = 0; i < blocks.length; i += 3) {
+          const n = blocks[i + 2]! * C, from = blocks[i]! * C;
+          if (n) yd.set(out.subarray(from, from + n), blocks[i + 1]! * C);
+        }
+        yd.fill(0, nOut, cap * C);
+      }
       this.stats.calls++;
       this.stats.rowsSent += nIn / C;
       this.stats.seconds += (performance.now() - t0) / 1000;
       return y;
     };
+    // Dispatch ('out'): forward sends plain rows and receives local ones; backward the reverse.
+    // Combine ('in'): forward sends local rows and receives plain ones; backward the reverse.
     return {
       group: `ep[${ranks.join(',')}]`,
-      forward: (x) => go(x, send, recv, nodeFwd),
-      backward: (g) => go(g, recv, send, nodeBwd),
+      forward: (x) => go(x, send, recv, localSide === 'in', nodeFwd),
+      backward: (g) => go(g, recv, send, localSide === 'out', nodeBwd),
     };
   }
+}
+
+/** dst[i] = (src ? src[from + i] : dst[i]) · s: the 1/dp scale of expert gradients (a plain loop, monomorphic). */
+function scaleInto(dst: Float32Array, src: Float32Array | null, from: number, s: number): void {
+  const n = dst.length;
+  if (src) for (let i = 0; i < n; i++) dst[i] = src[from + i]! * s;
+  else for (let i = 0; i < n; i++) dst[i] = dst[i]! * s;
 }
 
 /**

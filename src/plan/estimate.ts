@@ -7,6 +7,8 @@ import { backwardFactor } from './trace.js';
 import type { ClusterSpec } from './cluster.js';
 import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
+import { SHARED_GROWTH } from '../parallel/expert-parallel-capacity.js';
+import { epRowTerms } from './ep-terms.js';
 import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
 import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
 import { attentionEfficiencyFn, gemmRateFn, opRateFor, optimizerSeconds } from './compute-rates.js';
@@ -302,7 +304,8 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     if (tp > 1) commBuffers += boundary;
     if (pp > 1) commBuffers += 2 * boundary;
     // Expert parallelism: one exchange's send and receive buffers (the dispatched rows).
-    if (l.ep > 1) commBuffers += 2 * dispatchBytes(tr, (b) => sm.rank(b) === s) * bufScaleOf(l);
+    // (Athanor's staging pair grows to SHARED_GROWTH times the first size asked for.)
+    if (l.ep > 1) commBuffers += 2 * (o.allocator === 'athanor-pool' ? SHARED_GROWTH : 1) * dispatchBytes(tr, (b) => sm.rank(b) === s) * bufScaleOf(l);
     let workspace = Math.max(0, ...tr.ops.filter((op) => op.cls === 'attention').map((op) => (tr.buffers[op.out]?.shape[2] ?? 0) ** 2 * 4));
     // Without native 16-bit GEMMs, gemm-lowp.ts widens both operands into two grow-only
     // fp32 scratch buffers (sized by the largest GEMM's operands).
@@ -427,22 +430,6 @@ function dispatchBytes(tr: TraceResult, inBlocks: (block: number) => boolean): n
 
 const bufScaleOf = (l: Layout): number => elemBytes(l.precision) / 4;
 
-/**
- * Athanor's expert parallelism (parallel/expert-parallel.ts, ExpertParallel.run) turns an MoE layer's
- * dispatched rows xp into four more tensors of the same rows under balanced routing: the
- * exchange's output, its regrouping by local expert, the experts' output regrouped back,
- * and the return exchange's output. None is saved by its op or released early, so, like
- * xp, each lives in the step's scope until the step ends.
- */
-export const EP_ROW_COPIES = 4;
-
-/** Buffers of the dispatched rows (forward moeDispatch outputs) that expert parallelism copies EP_ROW_COPIES times. */
-export function epExchangeRows(tr: TraceResult): Set<number> {
-  const ids = new Set<number>();
-  for (const o of tr.ops) if (o.op === 'moeDispatch' && o.phase === 'forward' && o.out >= 0) ids.add(o.out);
-  return ids;
-}
-
 /** Parameters per pipeline stage after tp, and the scale of each traced buffer under tp/sp/precision. */
 function layoutScales(tr: TraceResult, l: Layout, allocator?: ClusterSpec['allocator']) {
   const L = tr.nBlocks, pp = l.pp, tp = l.tp;
@@ -452,12 +439,12 @@ function layoutScales(tr: TraceResult, l: Layout, allocator?: ClusterSpec['alloc
   const actScale = tr.precision === 'bf16' ? 1 : elemBytes(l.precision) / 4;
   const { sharded, allreduceBytes, recomputeAllreduceBytes, allreduceCount, recomputeAllreduceCount } = tpSharded(tr);
   // Athanor's expert parallelism as it allocates (elsewhere the runtime's own copies are unknown).
-  const epRows = l.ep > 1 && allocator === 'athanor-pool' ? epExchangeRows(tr) : null;
+  const epRows = l.ep > 1 && allocator === 'athanor-pool' ? epRowTerms(tr) : null;
   const bufScale = (b: TracedBuffer): number => {
     const src = b.kind === 'grad' && b.of >= 0 ? b.of : b.id;
     let f = actScale;
     if (tp > 1 && (sharded.has(src) || (l.sp && b.block >= 0 && b.block < L))) f /= tp;
-    if (epRows?.has(b.id)) f *= 1 + EP_ROW_COPIES;
+    if (epRows) f *= epRows.bufferScale(b);
     return f;
   };
   // ---- parameters per stage (after tp) ----
@@ -475,6 +462,8 @@ function layoutScales(tr: TraceResult, l: Layout, allocator?: ClusterSpec['alloc
 
 export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen: number; dModel: number; nExperts?: number }): Estimate {
   const notes: string[] = [];
+  // Athanor's expert parallelism: its row capacity's terms (ep-terms.ts).
+  const epPad = l.ep > 1 && c.allocator === 'athanor-pool' ? epRowTerms(tr) : null;
   const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
   const eb = tr.precision === 'bf16' ? 4 : elemBytes(l.precision);
   const { stageParams, stageExpertParams, totalParams, sharded, allreduceBytes, recomputeAllreduceBytes, allreduceCount, recomputeAllreduceCount, actScale, sm } = layoutScales(tr, l);
@@ -531,6 +520,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
       const widened = nativeLowp ? 0 : (fwd ? op.lowp.fwdOperands : op.lowp.bwdOperands).reduce((a, n) => a + n, 0);
       t += (6 * (casts + widened)) / split / (c.device.classBandwidth?.rates.convert ?? bw);
     }
+    if (epPad) t *= epPad.opScale(op); // Athanor's ep: the expert activation runs over the capacity's padding rows
     t += ovh;
     const key = `${op.phase}:${op.cls}`;
     stageCompute[s]![key] = (stageCompute[s]![key] ?? 0) + t;

@@ -61,6 +61,7 @@ export const moeCases: GradCase[] = [
       return moeCombine(y!, div(sel, sum(sel, [1], true)), i32([0, 1, 2, 3]));
     } },
   { op: 'groupedMatmul', name: 'three groups, one empty, with bias', inputs: () => [rand([5, 3]), rand([3, 4, 3]), rand([3, 4])], fn: ([x, w, b]) => groupedMatmul(x!, w!, b!, i32([2, 0, 3])) },
+  { op: 'groupedMatmul', name: 'padding rows past the groups (expert-parallel capacity)', inputs: () => [rand([6, 3]), rand([3, 4, 3]), rand([3, 4])], fn: ([x, w, b]) => groupedMatmul(x!, w!, b!, i32([2, 0, 1])) },
   { op: 'groupedMatmul', name: 'no bias, all groups used', inputs: () => [rand([4, 2]), rand([2, 3, 2])], fn: ([x, w]) => groupedMatmul(x!, w!, null, i32([1, 3])) },
   { op: 'allToAllV', name: 'row exchange and its adjoint', inputs: () => [rand([6, 3])], fn: ([x]) => allToAllV(x!, swapHalves) },
   { op: 'moeDispatch', name: 'MoE layer, capacity with drops, aux loss', inputs: () => [rand([2, 3, 5])], fn: moeLayer('aux', 0.5, 0) },
