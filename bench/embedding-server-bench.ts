@@ -82,6 +82,9 @@ export interface EmbeddingBenchDim {
   preemptionsPerIteration: number;
   /** Server CPU-seconds per wall second while the peer ran (1 = one core busy all the time). */
   serverUtilisation: number;
+  /** Server CPU milliseconds per iteration (lookup + push of one batch), and the part inside the store's calls (the in-process peer: all of it). */
+  serverMsPerIteration: number;
+  storeMsPerIteration: number;
 }
 
 export interface EmbeddingBenchResult {
@@ -176,7 +179,7 @@ export async function runEmbeddingServerBench(o: EmbeddingBenchOptions = {}): Pr
   try {
     for (let gi = 0; gi < dims.length; gi++) {
       const group = gi + 1, dim = dims[gi]!;
-      const samples = new Map<string, Array<{ it: number; wall: number; cpu: number; sys: number; vcs: number; ics: number }>>();
+      const samples = new Map<string, Array<{ it: number; wall: number; cpu: number; sys: number; vcs: number; ics: number; store: number }>>();
       // In-process peer: one table, the distinct ids of each batch as the client sends them.
       const table = new GroupTable(serverCfg.groups[gi]!, 1);
       // Interleaved as the client threads take turns (thread i's batch k at k * nClients + i).
@@ -208,7 +211,7 @@ export async function runEmbeddingServerBench(o: EmbeddingBenchOptions = {}): Pr
             let it = 0;
             while (performance.now() - t0 < seconds * 1000) inProcess(it++);
             const c = process.cpuUsage(c0);
-            samples.get(tr)!.push({ it, wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6, sys: c.system / 1e6, vcs: 0, ics: 0 });
+            samples.get(tr)!.push({ it, wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6, sys: c.system / 1e6, vcs: 0, ics: 0, store: (c.user + c.system) / 1e6 });
             continue;
           }
           const cpu0 = (await stats.stats()).shards[0]!;
@@ -220,6 +223,7 @@ export async function runEmbeddingServerBench(o: EmbeddingBenchOptions = {}): Pr
             it: done.reduce((a, x) => a + x.it, 0), wall, cpu: (cpu1.cpuUserMs + cpu1.cpuSystemMs - cpu0.cpuUserMs - cpu0.cpuSystemMs) / 1000,
             sys: (cpu1.cpuSystemMs - cpu0.cpuSystemMs) / 1000,
             vcs: (cpu1.voluntaryContextSwitches ?? 0) - (cpu0.voluntaryContextSwitches ?? 0), ics: (cpu1.involuntaryContextSwitches ?? 0) - (cpu0.involuntaryContextSwitches ?? 0),
+            store: (cpu1.server.storeCpuMs - cpu0.server.storeCpuMs) / 1000,
           });
         }
         memcpy.push(measureMemcpyGBps(64 << 20, 3)); // the bound, interleaved with the reps
@@ -240,6 +244,7 @@ export async function runEmbeddingServerBench(o: EmbeddingBenchOptions = {}): Pr
           systemShare: ss.reduce((a, x) => a + x.sys, 0) / serverCpu,
           sleepsPerIteration: ss.reduce((a, x) => a + x.vcs, 0) / it, preemptionsPerIteration: ss.reduce((a, x) => a + x.ics, 0) / it,
           serverUtilisation: serverCpu / wall,
+          serverMsPerIteration: (1000 * serverCpu) / it, storeMsPerIteration: (1000 * ss.reduce((a, x) => a + x.store, 0)) / it,
         });
       }
     }
@@ -258,6 +263,13 @@ function print(r: EmbeddingBenchResult): void {
   for (const d of r.dims) {
     const gbps = (d.rowsPerServerCoreSec * d.bytesPerRow) / 1e9;
     console.log(`${String(d.dim).padStart(3)}  ${d.transport.padEnd(13)}  ${String(d.idsPerBatch).padStart(9)} ${d.uniquePerBatch.toFixed(0).padStart(10)}  ${(d.idsPerSec / 1e6).toFixed(3).padStart(9)} M  ${(d.idsPerServerCoreSec / 1e6).toFixed(3).padStart(15)} M  ${(d.rowsPerServerCoreSec / 1e6).toFixed(3).padStart(16)} M  ${String(d.bytesPerRow).padStart(9)}  ${gbps.toFixed(2).padStart(9)}  ${(100 * d.fractionOfBound).toFixed(1).padStart(6)}%  ${(100 * d.systemShare).toFixed(0).padStart(8)}%  ${d.sleepsPerIteration.toFixed(2).padStart(9)}  ${d.preemptionsPerIteration.toFixed(2).padStart(10)}  ${(100 * d.serverUtilisation).toFixed(0).padStart(10)}%`);
+  }
+  // Where each transport's server CPU goes, against the store calls alone (in-process, same batches, same run).
+  console.log('dim  transport      server ms/it  store ms/it  | store at in-process cost  store slower than in-process  transport+event loop+GC');
+  for (const d of r.dims) {
+    const ref = r.dims.find((x) => x.dim === d.dim && x.transport === 'in-process');
+    const pct = (x: number): string => `${(100 * x / d.serverMsPerIteration).toFixed(0)}%`;
+    console.log(`${String(d.dim).padStart(3)}  ${d.transport.padEnd(13)}  ${d.serverMsPerIteration.toFixed(3).padStart(11)}  ${d.storeMsPerIteration.toFixed(3).padStart(11)}  | ${ref ? pct(Math.min(ref.storeMsPerIteration, d.storeMsPerIteration)).padStart(24) : '–'.padStart(24)}  ${ref ? pct(Math.max(0, d.storeMsPerIteration - ref.storeMsPerIteration)).padStart(28) : '–'.padStart(28)}  ${pct(d.serverMsPerIteration - d.storeMsPerIteration).padStart(23)}`);
   }
 }
 

@@ -42,7 +42,17 @@ export interface ServerInfo {
   loadedFrom?: { dumpId: string; step: number };
 }
 
-export interface ServerCounters { connections: number; rejectedConnections: number; requests: number; errors: number }
+export interface ServerCounters {
+  connections: number; rejectedConnections: number; requests: number; errors: number;
+  /**
+   * Process CPU milliseconds spent inside the store's lookup and push calls (getrusage around
+   * each, a microsecond or two per request): the rest of the server's CPU is transport, event
+   * loop and garbage collection (embedding-server-bench.ts reports the split).
+   */
+  storeCpuMs: number;
+}
+
+const cpuMs = (): number => { const c = process.cpuUsage(); return (c.user + c.system) / 1000; };
 
 interface Conn { sock: Socket; reader: FrameReader; authed: boolean; closed: boolean; timer: NodeJS.Timeout | null; shm: ShmMapping | null }
 
@@ -50,7 +60,7 @@ class CloseConnection extends Error {}
 
 export class EmbeddingServer {
   readonly shard: EmbeddingShard;
-  readonly counters: ServerCounters = { connections: 0, rejectedConnections: 0, requests: 0, errors: 0 };
+  readonly counters: ServerCounters = { connections: 0, rejectedConnections: 0, requests: 0, errors: 0, storeCpuMs: 0 };
   private readonly token: string;
   private readonly host: string;
   private readonly maxFrameBytes: number;
@@ -201,8 +211,10 @@ export class EmbeddingServer {
           const a = allocLookupResponse(h.requestId, r.group, r.dtype, r.count, t.dim, sw, m);
           out = a; frame = a.frame;
         }
+        const c0 = cpuMs();
         t.lookupWire(r.ids, r.count, r.dtype, out.values, shard.step, (r.flags & LOOKUP_READ_ONLY) !== 0);
         if (out.state) t.gatherState(r.ids, r.count, r.values, out.state);
+        this.counters.storeCpuMs += cpuMs() - c0;
         this.send(c, frame);
         return;
       }
@@ -213,16 +225,20 @@ export class EmbeddingServer {
         const need = r.count * dim;
         if (r.dtype === 'bfloat16') {
           // The store reads bfloat16 gradients in place (payload arrays are 8-aligned).
+          const c0 = cpuMs();
           const res = shard.pushBf16(r.group, r.ids, r.count, new Uint16Array(r.values.buffer, r.values.byteOffset, need), (r.flags & PUSH_ADVANCE_STEP) !== 0);
+          this.counters.storeCpuMs += cpuMs() - c0;
           this.send(c, encodePushResponse(h.requestId, res));
           return;
         }
+        const c0 = cpuMs();
         if (this.grads.length < need) this.grads = new Float32Array(need);
         // float16 gradients decode in bulk natively (payload arrays are 8-aligned); float32 or no library: TS.
         if (r.dtype === 'float32' || !decodeHalf(false, need, new Uint16Array(r.values.buffer, r.values.byteOffset, need), this.grads)) {
           decodeValues(r.dtype, r.values, need, this.grads);
         }
         const res = shard.push(r.group, r.ids, r.count, this.grads, (r.flags & PUSH_ADVANCE_STEP) !== 0);
+        this.counters.storeCpuMs += cpuMs() - c0;
         this.send(c, encodePushResponse(h.requestId, res));
         return;
       }
