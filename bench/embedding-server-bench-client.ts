@@ -26,24 +26,26 @@ export interface BenchClientData {
   universe: number; zipfS: number; batch: number; seed: number;
   /** Default 'trainer'. */
   kind?: 'trainer' | 'replay';
+  /** Move to the server's Unix socket after the TCP hello (default: as EmbeddingClient, with shared memory only). */
+  unixSocket?: boolean;
 }
 
 type Iterate = (group: number, b: number) => Promise<void>;
 
-async function trainerClient(d: BenchClientData, batches: BigUint64Array[]): Promise<{ iterate: Iterate; shm: () => boolean; close: () => void }> {
-  const client = await EmbeddingClient.connect({ servers: d.servers, token: d.token, wireDtype: d.wire, sharedMemoryBytes: d.sharedMemoryBytes });
+async function trainerClient(d: BenchClientData, batches: BigUint64Array[]): Promise<{ iterate: Iterate; shm: () => boolean; unix: () => boolean; close: () => void }> {
+  const client = await EmbeddingClient.connect({ servers: d.servers, token: d.token, wireDtype: d.wire, sharedMemoryBytes: d.sharedMemoryBytes, ...(d.unixSocket !== undefined ? { unixSocket: d.unixSocket } : {}) });
   const iterate: Iterate = async (group, b) => {
     const rb = client.route(group, batches[b]!); // dedup + routing once for both calls, as a trainer does
     const rows = await client.lookup(group, rb);
     for (let k = 0; k < rows.length; k++) rows[k] *= 0.001; // a stand-in gradient
     await client.pushGrads(group, rb, rows);
   };
-  return { iterate, shm: () => client.sharedMemory[0] === true, close: () => client.close() };
+  return { iterate, shm: () => client.sharedMemory[0] === true, unix: () => client.unixSocket[0] === true, close: () => client.close() };
 }
 
-async function replayClient(d: BenchClientData, batches: BigUint64Array[]): Promise<{ iterate: Iterate; shm: () => boolean; close: () => void }> {
+async function replayClient(d: BenchClientData, batches: BigUint64Array[]): Promise<{ iterate: Iterate; shm: () => boolean; unix: () => boolean; close: () => void }> {
   if (d.servers.length !== 1) throw new Error('embedding-server-bench-client: the replay client drives one server');
-  const conn = new ServerConnection(0, d.servers[0]!, d.token, 30_000, null);
+  const conn = new ServerConnection(0, d.servers[0]!, d.token, 30_000, null, d.unixSocket ?? d.sharedMemoryBytes > 0);
   const info = await conn.open();
   if (d.sharedMemoryBytes > 0) await conn.attachShm(d.sharedMemoryBytes);
   const dtype = d.wire;
@@ -75,7 +77,7 @@ async function replayClient(d: BenchClientData, batches: BigUint64Array[]): Prom
     await conn.requestShm(MsgType.PUSH, r.push.byteLength, 0, (dst) => dst.set(r.push),
       (id) => encodeFrame(MsgType.PUSH, id, r.push), (rep) => decodePushResponse(rep.payload));
   };
-  return { iterate, shm: () => conn.sharedMemory, close: () => conn.close() };
+  return { iterate, shm: () => conn.sharedMemory, unix: () => conn.unix, close: () => conn.close() };
 }
 
 async function main(): Promise<void> {
@@ -91,7 +93,7 @@ async function main(): Promise<void> {
         // that both sides run optimized code before anything is timed.
         let b = 0;
         while (b < batches.length || performance.now() - t0 < m.seconds * 1000) await c.iterate(m.group, b++ % batches.length);
-        parentPort!.postMessage({ ok: true, sharedMemory: c.shm() });
+        parentPort!.postMessage({ ok: true, sharedMemory: c.shm(), unixSocket: c.unix() });
         return;
       }
       let it = 0;

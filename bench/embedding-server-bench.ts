@@ -13,7 +13,10 @@
 // request of clients that share its 2 cores). The server's own store calls, run in this
 // process without a transport on the same batches, are the last peer.
 // Every client set first runs for a warm-up period (JIT tier-up on both sides).
-// Run: node dist/bench/embedding-server-bench.js [secondsPerRep] [--quick] [--batch N] (ids per request, default 4096)
+// Clients connect as EmbeddingClient does on one host (shm clients move to the server's Unix socket, socket clients
+// stay on TCP loopback); --other-connection adds twins of every client set connected the other way (name@other),
+// interleaved in the same reps.
+// Run: node dist/bench/embedding-server-bench.js [secondsPerRep] [--quick] [--batch N] (ids per request, default 4096) [--other-connection]
 import { cpus, loadavg } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
@@ -48,9 +51,16 @@ export interface EmbeddingBenchOptions {
 }
 
 /** 'socket' / 'shm': trainer clients; '-replay': load generators sending the same requests pre-encoded. */
-export type Transport = 'socket' | 'shm' | 'socket-replay' | 'shm-replay' | 'in-process';
-const CLIENT_SETS = ['socket', 'shm', 'socket-replay', 'shm-replay'] as const;
-type ClientSet = typeof CLIENT_SETS[number];
+export type Transport = ClientSet | 'in-process';
+const BASE_SETS = ['socket', 'shm', 'socket-replay', 'shm-replay'] as const;
+/**
+ * Clients connect as EmbeddingClient does by default on one host: shared-memory clients move
+ * to the server's Unix socket after the TCP hello, sockets-only clients stay on TCP loopback.
+ * '@other' twins take the other connection (socket@other: Unix; shm@other: TCP).
+ */
+type ClientSet = typeof BASE_SETS[number] | `${typeof BASE_SETS[number]}@other`;
+const CLIENT_SETS: ClientSet[] = [...BASE_SETS, ...BASE_SETS.map((b) => `${b}@other` as const)];
+const onUnix = (set: ClientSet): boolean => set.startsWith('shm') !== set.endsWith('@other');
 
 export interface EmbeddingBenchDim {
   dim: number;
@@ -158,13 +168,13 @@ export async function runEmbeddingServerBench(o: EmbeddingBenchOptions = {}): Pr
   const spawnClients = (set: ClientSet): Promise<Worker[]> => Promise.all(Array.from({ length: nClients }, (_, i) => new Promise<Worker>((resolve, reject) => {
     const data: BenchClientData = {
       servers: cluster.endpoints(), token: cluster.token, wire, sharedMemoryBytes: set.startsWith('shm') ? DEFAULT_SHARED_MEMORY_BYTES : 0,
-      universe, zipfS, batch, seed: seedOf(i), kind: set.endsWith('replay') ? 'replay' : 'trainer',
+      universe, zipfS, batch, seed: seedOf(i), kind: set.includes('replay') ? 'replay' : 'trainer', unixSocket: onUnix(set),
     };
     const w = new Worker(new URL('./embedding-server-bench-client.js', import.meta.url), { workerData: data });
     w.once('message', () => resolve(w));
     w.once('error', reject);
   })));
-  const ask = (ws: Worker[], m: unknown): Promise<Array<{ it: number; wall: number; sharedMemory?: boolean }>> => Promise.all(ws.map((w) => new Promise<{ it: number; wall: number }>((resolve, reject) => {
+  const ask = (ws: Worker[], m: unknown): Promise<Array<{ it: number; wall: number; sharedMemory?: boolean; unixSocket?: boolean }>> => Promise.all(ws.map((w) => new Promise<{ it: number; wall: number }>((resolve, reject) => {
     w.once('message', resolve);
     w.once('error', reject);
     w.postMessage(m);
@@ -203,6 +213,7 @@ export async function runEmbeddingServerBench(o: EmbeddingBenchOptions = {}): Pr
         }
         const warm = await ask(clients.get(tr)!, { cmd: 'warm', group, seconds: warmSeconds });
         if (tr.startsWith('shm') && warm.some((x) => !x.sharedMemory)) throw new Error('embedding-server-bench: a shared-memory client fell back to the socket');
+        if (warm.some((x) => x.unixSocket !== onUnix(tr))) throw new Error(`embedding-server-bench: a ${tr} client is ${onUnix(tr) ? 'not ' : ''}on the server's Unix socket`);
       }
       for (let rep = 0; rep < reps; rep++) {
         for (const tr of transports) {
@@ -257,19 +268,19 @@ export async function runEmbeddingServerBench(o: EmbeddingBenchOptions = {}): Pr
 }
 
 function print(r: EmbeddingBenchResult): void {
-  console.log(`embedding server bench: wire ${r.wireDtype}, optimizer ${r.optimizer}, single-core memcpy ${r.memcpyGBps.toFixed(2)} GB/s (read+write)`);
+  console.log(`embedding server bench: socket clients on TCP loopback, shm clients on the server's Unix socket (@other: the other way round), wire ${r.wireDtype}, optimizer ${r.optimizer}, single-core memcpy ${r.memcpyGBps.toFixed(2)} GB/s (read+write)`);
   console.log(`loadavg before ${r.loadavg.before.map((x) => x.toFixed(2)).join(' ')}, after ${r.loadavg.after.map((x) => x.toFixed(2)).join(' ')}`);
-  console.log('dim  transport      ids/batch uniq/batch  ids/s(wall)  ids/server-core-s  rows/server-core-s  bytes/row  GB/s/core  of-bound  sys-share  sleeps/it  preempt/it  server-busy');
+  console.log('dim  transport          ids/batch uniq/batch  ids/s(wall)  ids/server-core-s  rows/server-core-s  bytes/row  GB/s/core  of-bound  sys-share  sleeps/it  preempt/it  server-busy');
   for (const d of r.dims) {
     const gbps = (d.rowsPerServerCoreSec * d.bytesPerRow) / 1e9;
-    console.log(`${String(d.dim).padStart(3)}  ${d.transport.padEnd(13)}  ${String(d.idsPerBatch).padStart(9)} ${d.uniquePerBatch.toFixed(0).padStart(10)}  ${(d.idsPerSec / 1e6).toFixed(3).padStart(9)} M  ${(d.idsPerServerCoreSec / 1e6).toFixed(3).padStart(15)} M  ${(d.rowsPerServerCoreSec / 1e6).toFixed(3).padStart(16)} M  ${String(d.bytesPerRow).padStart(9)}  ${gbps.toFixed(2).padStart(9)}  ${(100 * d.fractionOfBound).toFixed(1).padStart(6)}%  ${(100 * d.systemShare).toFixed(0).padStart(8)}%  ${d.sleepsPerIteration.toFixed(2).padStart(9)}  ${d.preemptionsPerIteration.toFixed(2).padStart(10)}  ${(100 * d.serverUtilisation).toFixed(0).padStart(10)}%`);
+    console.log(`${String(d.dim).padStart(3)}  ${d.transport.padEnd(17)}  ${String(d.idsPerBatch).padStart(9)} ${d.uniquePerBatch.toFixed(0).padStart(10)}  ${(d.idsPerSec / 1e6).toFixed(3).padStart(9)} M  ${(d.idsPerServerCoreSec / 1e6).toFixed(3).padStart(15)} M  ${(d.rowsPerServerCoreSec / 1e6).toFixed(3).padStart(16)} M  ${String(d.bytesPerRow).padStart(9)}  ${gbps.toFixed(2).padStart(9)}  ${(100 * d.fractionOfBound).toFixed(1).padStart(6)}%  ${(100 * d.systemShare).toFixed(0).padStart(8)}%  ${d.sleepsPerIteration.toFixed(2).padStart(9)}  ${d.preemptionsPerIteration.toFixed(2).padStart(10)}  ${(100 * d.serverUtilisation).toFixed(0).padStart(10)}%`);
   }
   // Where each transport's server CPU goes, against the store calls alone (in-process, same batches, same run).
-  console.log('dim  transport      server ms/it  store ms/it  | store at in-process cost  store slower than in-process  transport+event loop+GC');
+  console.log('dim  transport          server ms/it  store ms/it  | store at in-process cost  store slower than in-process  transport+event loop+GC');
   for (const d of r.dims) {
     const ref = r.dims.find((x) => x.dim === d.dim && x.transport === 'in-process');
     const pct = (x: number): string => `${(100 * x / d.serverMsPerIteration).toFixed(0)}%`;
-    console.log(`${String(d.dim).padStart(3)}  ${d.transport.padEnd(13)}  ${d.serverMsPerIteration.toFixed(3).padStart(11)}  ${d.storeMsPerIteration.toFixed(3).padStart(11)}  | ${ref ? pct(Math.min(ref.storeMsPerIteration, d.storeMsPerIteration)).padStart(24) : '–'.padStart(24)}  ${ref ? pct(Math.max(0, d.storeMsPerIteration - ref.storeMsPerIteration)).padStart(28) : '–'.padStart(28)}  ${pct(d.serverMsPerIteration - d.storeMsPerIteration).padStart(23)}`);
+    console.log(`${String(d.dim).padStart(3)}  ${d.transport.padEnd(17)}  ${d.serverMsPerIteration.toFixed(3).padStart(11)}  ${d.storeMsPerIteration.toFixed(3).padStart(11)}  | ${ref ? pct(Math.min(ref.storeMsPerIteration, d.storeMsPerIteration)).padStart(24) : '–'.padStart(24)}  ${ref ? pct(Math.max(0, d.storeMsPerIteration - ref.storeMsPerIteration)).padStart(28) : '–'.padStart(28)}  ${pct(d.serverMsPerIteration - d.storeMsPerIteration).padStart(23)}`);
   }
 }
 
@@ -282,7 +293,10 @@ if (isMainThread && process.argv[1] && import.meta.url === pathToFileURL(process
   const bi = process.argv.indexOf('--batch');
   const batch = bi > 0 ? Number(process.argv[bi + 1]) : undefined;
   if (batch !== undefined && !(Number.isInteger(batch) && batch > 0)) { console.error(`embedding-server-bench: --batch must be a positive integer (got ${process.argv[bi + 1]})`); process.exit(2); }
-  runEmbeddingServerBench({ ...(quick ? { dims: [64], secondsPerDim: 1, reps: 3, warmSeconds: 1.5 } : {}), ...(secs ? { secondsPerDim: secs } : {}), ...(batch ? { batch } : {}) }).then((r) => { print(r); console.log(JSON.stringify(r)); }, (e: unknown) => {
+  const tcp = process.argv.includes('--other-connection');
+  const transports: Transport[] = ['in-process', 'socket', 'shm', 'socket-replay', 'shm-replay'];
+  if (tcp) transports.push('socket@other', 'shm@other', 'socket-replay@other', 'shm-replay@other');
+  runEmbeddingServerBench({ transports, ...(quick ? { dims: [64], secondsPerDim: 1, reps: 3, warmSeconds: 1.5 } : {}), ...(secs ? { secondsPerDim: secs } : {}), ...(batch ? { batch } : {}) }).then((r) => { print(r); console.log(JSON.stringify(r)); }, (e: unknown) => {
     console.error(e);
     process.exit(1);
   });
