@@ -38,9 +38,10 @@ export interface EmbeddingClientOptions {
   /**
    * Move to a server's Unix socket when it runs on this host (it names one in its hello).
    * Default: with shared memory only. A Unix socket costs less per message than TCP
-   * loopback (the server's kernel time per shared-memory request fell from 8% to 3% of its
-   * CPU), but its smaller buffers make a 300 KB payload cost the server several extra
-   * wake-ups, so a sockets-only client stays on TCP (embedding-server-bench.ts measures both).
+   * loopback (a saturated server spent 2-7% less CPU per shared-memory lookup + push in two
+   * loaded runs), but its smaller buffers make a 300 KB payload cost the server extra
+   * wake-ups, so a sockets-only client stays on TCP (embedding-server-bench.ts
+   * --other-connection measures both ways).
    */
   unixSocket?: boolean;
 }
