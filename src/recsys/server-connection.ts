@@ -119,6 +119,7 @@ export class ServerConnection {
         this.unix = true;
       } else local?.destroy();
     }
+    if (this.closed) throw new Error(`${this.name}: client closed`);
     this.info = info;
     // Every unanswered request (from a lost connection, or made while this one opened) follows
     // the hello in order; a restarted server maps our region again before they reach it.
