@@ -131,6 +131,12 @@ test('client API: dedup, order, pipelining and stats across 3 servers', async ()
     assert.equal(st.shards.reduce((a, s) => a + s.groups[0]!.rows, 0), 2000 + 4);
     assert.ok(st.shards.every((s) => s.groups[0]!.rows > 500), 'rows spread over every server');
     assert.ok(Math.abs(st.addressableParams / (2 ** 56 * 11) - 1) < 1e-12);
+    // CPU accounting: the store's share is part of the process's CPU time; context switches are counted.
+    for (const sh of st.shards) {
+      assert.ok(sh.server.storeCpuMs >= 0 && sh.server.storeCpuMs <= sh.cpuUserMs + sh.cpuSystemMs, `store CPU ${sh.server.storeCpuMs} ms within the process's ${sh.cpuUserMs + sh.cpuSystemMs} ms`);
+      assert.ok(Number.isInteger(sh.voluntaryContextSwitches) && sh.voluntaryContextSwitches! > 0, 'a server that waited for requests slept');
+    }
+    assert.ok(st.shards.some((sh) => sh.server.storeCpuMs > 0), 'lookups of 2000 ids take measurable store time');
     // bf16 on the wire: values are the bf16 roundings of the float32 ones.
     const c16 = await cl.connect({ wireDtype: 'bfloat16' });
     const r16 = await c16.lookup(1, q, { readOnly: true });

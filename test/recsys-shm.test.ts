@@ -50,15 +50,18 @@ const CONFIG: EmbeddingServerConfigInput = {
   optimizer: { kind: 'adagrad', lr: 0.05, eps: 1e-8, initialAccumulator: 0.1 },
 };
 
-test('shared memory and socket give bit-identical lookups, state and pushes; big requests fall back to the socket', { skip: SKIP }, async () => {
+test('shared memory and socket, Unix and TCP, give bit-identical lookups, state and pushes; big requests fall back to the socket', { skip: SKIP }, async () => {
   const a = await launchEmbeddingServers({ numShards: 2, config: CONFIG });
   const b = await launchEmbeddingServers({ numShards: 2, config: CONFIG });
   // 64 KiB of region: the 3000-id batches below do not fit and take the socket.
-  const sock = await EmbeddingClient.connect({ servers: a.endpoints(), token: a.token, sharedMemoryBytes: 0 });
+  // One client on TCP loopback only; the other moves to the servers' Unix sockets (same host) and shared memory.
+  const sock = await EmbeddingClient.connect({ servers: a.endpoints(), token: a.token, sharedMemoryBytes: 0, unixSocket: false });
   const shm = await EmbeddingClient.connect({ servers: b.endpoints(), token: b.token, sharedMemoryBytes: 64 << 10 });
   try {
     assert.deepEqual(sock.sharedMemory, [false, false]);
     assert.deepEqual(shm.sharedMemory, [true, true]);
+    assert.deepEqual(sock.unixSocket, [false, false]);
+    assert.deepEqual(shm.unixSocket, [true, true]);
     let x = 7;
     const rnd = (): number => { x = (Math.imul(x, 1664525) + 1013904223) >>> 0; return x / 4294967296; };
     for (let step = 0; step < 12; step++) {

@@ -4,6 +4,7 @@
 // wrong token, malformed payload) costs that client its request or its
 // connection, never the server.
 import { createServer, type Server, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { dumpShard, loadShard } from './embedding-checkpoint.js';
 import type { ConfigPatch, EmbeddingShard } from './embedding-shard.js';
 import {
@@ -40,9 +41,25 @@ export interface ServerInfo {
   optimizers?: Record<string, SparseOptimizerConfig>;
   /** Set when this process started from a checkpoint: its dump id and the server step it held. */
   loadedFrom?: { dumpId: string; step: number };
+  /**
+   * A Unix socket (Linux abstract namespace, a name with a random part) where the same
+   * server also listens: a client on this host moves there after the TCP hello, because a
+   * Unix socket costs less per message than TCP loopback. Absent off Linux or if it failed.
+   */
+  unixSocket?: string;
 }
 
-export interface ServerCounters { connections: number; rejectedConnections: number; requests: number; errors: number }
+export interface ServerCounters {
+  connections: number; rejectedConnections: number; requests: number; errors: number;
+  /**
+   * Process CPU milliseconds spent inside the store's lookup and push calls (getrusage around
+   * each, a microsecond or two per request): the rest of the server's CPU is transport, event
+   * loop and garbage collection (embedding-server-bench.ts reports the split).
+   */
+  storeCpuMs: number;
+}
+
+const cpuMs = (): number => { const c = process.cpuUsage(); return (c.user + c.system) / 1000; };
 
 interface Conn { sock: Socket; reader: FrameReader; authed: boolean; closed: boolean; timer: NodeJS.Timeout | null; shm: ShmMapping | null }
 
@@ -50,13 +67,16 @@ class CloseConnection extends Error {}
 
 export class EmbeddingServer {
   readonly shard: EmbeddingShard;
-  readonly counters: ServerCounters = { connections: 0, rejectedConnections: 0, requests: 0, errors: 0 };
+  readonly counters: ServerCounters = { connections: 0, rejectedConnections: 0, requests: 0, errors: 0, storeCpuMs: 0 };
   private readonly token: string;
   private readonly host: string;
   private readonly maxFrameBytes: number;
   private readonly authTimeoutMs: number;
   private readonly log: (msg: string) => void;
   private readonly server: Server;
+  /** The same handler on a Unix socket for clients on this host (see ServerInfo.unixSocket). */
+  private readonly unixServer: Server;
+  private unixName: string | null = null;
   private readonly conns = new Set<Conn>();
   private grads = new Float32Array(0);
 
@@ -72,10 +92,11 @@ export class EmbeddingServer {
     this.log = o.log ?? (() => undefined);
     this.loadedFrom = o.loadedFrom ?? null;
     this.server = createServer((s) => this.onConnection(s));
+    this.unixServer = createServer((s) => this.onConnection(s));
   }
 
-  listen(port: number): Promise<number> {
-    return new Promise((resolve, reject) => {
+  async listen(port: number): Promise<number> {
+    const p = await new Promise<number>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(port, this.host, () => {
         this.server.off('error', reject);
@@ -83,11 +104,24 @@ export class EmbeddingServer {
         resolve(typeof a === 'object' && a ? a.port : port);
       });
     });
+    // Abstract names need no file and vanish with the process; the random part keeps another
+    // process from squatting a name a client would send its token to (clients learn it from
+    // the hello of the TCP connection they were pointed at).
+    if (process.platform === 'linux') {
+      const name = `\0athanor-emb-${process.pid}-${p}-${randomBytes(8).toString('hex')}`;
+      await new Promise<void>((resolve) => {
+        const fail = (e: Error): void => { this.log(`no Unix socket for local clients (${e.message}); TCP only`); resolve(); };
+        this.unixServer.once('error', fail);
+        this.unixServer.listen(name, () => { this.unixServer.off('error', fail); this.unixName = name; resolve(); });
+      });
+    }
+    return p;
   }
 
   close(): Promise<void> {
     for (const c of this.conns) c.sock.destroy();
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    const closing = this.unixName ? new Promise<void>((resolve) => this.unixServer.close(() => resolve())) : Promise.resolve();
+    return Promise.all([closing, new Promise<void>((resolve) => this.server.close(() => resolve()))]).then(() => undefined);
   }
 
   info(): ServerInfo {
@@ -96,6 +130,7 @@ export class EmbeddingServer {
       protocolVersion: PROTOCOL_VERSION, shardIndex: s.shardIndex, numShards: s.numShards, maxFrameBytes: this.maxFrameBytes, step: s.step,
       groups: s.tables.filter((t) => !!t).map((t) => ({ id: t!.cfg.id, name: t!.cfg.name, dim: t!.dim })),
       ...(this.loadedFrom ? { loadedFrom: this.loadedFrom } : {}),
+      ...(this.unixName ? { unixSocket: this.unixName } : {}),
       optimizers: Object.fromEntries(s.tables.filter((t) => !!t).map((t) => [String(t!.cfg.id), t!.cfg.optimizer])),
     };
   }
@@ -138,7 +173,7 @@ export class EmbeddingServer {
     c.closed = true;
     if (c.timer) clearTimeout(c.timer);
     this.counters.rejectedConnections++;
-    this.log(`closing connection from ${c.sock.remoteAddress}:${c.sock.remotePort}: ${why}`);
+    this.log(`closing connection from ${c.sock.remoteAddress ? `${c.sock.remoteAddress}:${c.sock.remotePort}` : 'a local Unix socket'}: ${why}`);
     c.sock.end(encodeErrorFrame(requestId, why));
     setTimeout(() => c.sock.destroy(), 1000).unref();
   }
@@ -201,8 +236,10 @@ export class EmbeddingServer {
           const a = allocLookupResponse(h.requestId, r.group, r.dtype, r.count, t.dim, sw, m);
           out = a; frame = a.frame;
         }
+        const c0 = cpuMs();
         t.lookupWire(r.ids, r.count, r.dtype, out.values, shard.step, (r.flags & LOOKUP_READ_ONLY) !== 0);
         if (out.state) t.gatherState(r.ids, r.count, r.values, out.state);
+        this.counters.storeCpuMs += cpuMs() - c0;
         this.send(c, frame);
         return;
       }
@@ -213,16 +250,20 @@ export class EmbeddingServer {
         const need = r.count * dim;
         if (r.dtype === 'bfloat16') {
           // The store reads bfloat16 gradients in place (payload arrays are 8-aligned).
+          const c0 = cpuMs();
           const res = shard.pushBf16(r.group, r.ids, r.count, new Uint16Array(r.values.buffer, r.values.byteOffset, need), (r.flags & PUSH_ADVANCE_STEP) !== 0);
+          this.counters.storeCpuMs += cpuMs() - c0;
           this.send(c, encodePushResponse(h.requestId, res));
           return;
         }
+        const c0 = cpuMs();
         if (this.grads.length < need) this.grads = new Float32Array(need);
         // float16 gradients decode in bulk natively (payload arrays are 8-aligned); float32 or no library: TS.
         if (r.dtype === 'float32' || !decodeHalf(false, need, new Uint16Array(r.values.buffer, r.values.byteOffset, need), this.grads)) {
           decodeValues(r.dtype, r.values, need, this.grads);
         }
         const res = shard.push(r.group, r.ids, r.count, this.grads, (r.flags & PUSH_ADVANCE_STEP) !== 0);
+        this.counters.storeCpuMs += cpuMs() - c0;
         this.send(c, encodePushResponse(h.requestId, res));
         return;
       }

@@ -39,6 +39,9 @@ export interface ShardStats {
   rssBytes: number;
   cpuUserMs: number;
   cpuSystemMs: number;
+  /** Context switches of the server process (getrusage): waits for input, and preemptions. */
+  voluntaryContextSwitches?: number;
+  involuntaryContextSwitches?: number;
 }
 
 export interface ConfigPatch {
@@ -140,11 +143,12 @@ export class EmbeddingShard {
       rb += g.residentBytes;
       ab += g.allocatedBytes;
     }
-    const cpu = process.cpuUsage();
+    const cpu = process.cpuUsage(), ru = process.resourceUsage();
     return {
       shardIndex: this.shardIndex, numShards: this.numShards, step: this.step, groups,
       addressableParams: addressable, residentParams: resident, residentBytes: rb, allocatedBytes: ab,
       rssBytes: process.memoryUsage().rss, cpuUserMs: cpu.user / 1000, cpuSystemMs: cpu.system / 1000,
+      voluntaryContextSwitches: ru.voluntaryContextSwitches, involuntaryContextSwitches: ru.involuntaryContextSwitches,
     };
   }
 }

@@ -25,13 +25,19 @@ export interface ReconnectOptions {
   onReconnect?: (shard: number, info: ServerInfo, downMs: number) => void;
 }
 
-function openSocket(ep: EmbeddingEndpoint, timeoutMs: number): Promise<Socket> {
+function openSocket(ep: EmbeddingEndpoint | { path: string }, timeoutMs: number): Promise<Socket> {
+  const where = 'path' in ep ? `Unix socket ${JSON.stringify(ep.path)}` : `${ep.host ?? '127.0.0.1'}:${ep.port}`;
   return new Promise((resolve, reject) => {
-    const s = netConnect({ host: ep.host ?? '127.0.0.1', port: ep.port });
-    const t = setTimeout(() => { s.destroy(); reject(new Error(`embedding client: connecting to ${ep.host ?? '127.0.0.1'}:${ep.port} timed out`)); }, timeoutMs);
+    const s = 'path' in ep ? netConnect({ path: ep.path }) : netConnect({ host: ep.host ?? '127.0.0.1', port: ep.port });
+    const t = setTimeout(() => { s.destroy(); reject(new Error(`embedding client: connecting to ${where} timed out`)); }, timeoutMs);
     s.once('connect', () => { clearTimeout(t); s.removeAllListeners('error'); resolve(s); });
-    s.once('error', (e) => { clearTimeout(t); reject(new Error(`embedding client: ${ep.host ?? '127.0.0.1'}:${ep.port}: ${e.message}`)); });
+    s.once('error', (e) => { clearTimeout(t); reject(new Error(`embedding client: ${where}: ${e.message}`)); });
   });
+}
+
+/** Hosts that name this machine: a server there may offer a Unix socket (ServerInfo.unixSocket). */
+function isLoopback(host: string | undefined): boolean {
+  return host === undefined || host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
 interface Pending {
@@ -60,17 +66,75 @@ export class ServerConnection {
   private shm: { region: ShmRegion; ring: ShmRing } | null = null;
   /** Frames written in this tick, sent together on the next (send). */
   private out: Buffer[] = [];
+  /** Set while open() chooses the connection: requests wait in `pending` and go out after the hello. */
+  private opening = false;
 
+  /** Whether the connection in use is the server's Unix socket (a server on this host) rather than TCP. */
+  unix = false;
+
+  /** `useUnix: false` keeps a client on this host on TCP loopback (EmbeddingClientOptions.unixSocket). */
   constructor(readonly shard: number, private ep: EmbeddingEndpoint, private readonly token: string,
-    private readonly timeoutMs: number, private readonly re: ReconnectOptions | null) {}
+    private readonly timeoutMs: number, private readonly re: ReconnectOptions | null, private readonly useUnix = true) {}
 
   get name(): string { return `embedding server ${this.shard} (${this.ep.host ?? '127.0.0.1'}:${this.ep.port})`; }
 
-  /** Opens the socket and authenticates; returns the server's hello. */
+  /**
+   * Opens the socket and authenticates; returns the server's hello. A server on this host
+   * that offers a Unix socket is asked again there, and the TCP connection is closed before
+   * anything else is sent: requests waiting from a lost connection go out once, on the
+   * connection that stays.
+   */
   async open(): Promise<ServerInfo> {
-    const sock = await openSocket(this.ep, this.timeoutMs);
-    if (this.closed) { sock.destroy(); throw new Error(`${this.name}: client closed`); }
-    sock.setNoDelay(true);
+    const tcp = await openSocket(this.ep, this.timeoutMs);
+    if (this.closed) { tcp.destroy(); throw new Error(`${this.name}: client closed`); }
+    tcp.setNoDelay(true);
+    this.unix = false;
+    // Nothing but the hellos goes out until the connection is chosen (send() holds frames back).
+    this.opening = true;
+    try {
+      return await this.openOn(tcp);
+    } finally {
+      this.opening = false;
+    }
+  }
+
+  private async openOn(tcp: Socket): Promise<ServerInfo> {
+    let info = await this.hello(tcp);
+    if (this.useUnix && info.unixSocket && isLoopback(this.ep.host)) {
+      let local: Socket | null = null;
+      try {
+        local = await openSocket({ path: info.unixSocket }, this.timeoutMs);
+      } catch {
+        // Another network namespace, or the server is going away: TCP it is.
+      }
+      if (local && !this.closed) {
+        this.sock = null; // the TCP socket's close is not a lost server
+        tcp.destroy();
+        const prev = info;
+        info = await this.hello(local);
+        if (info.shardIndex !== prev.shardIndex || info.numShards !== prev.numShards || info.step < prev.step) {
+          local.destroy();
+          throw new Error(`${this.name}: its Unix socket answered as another server`);
+        }
+        this.unix = true;
+      } else local?.destroy();
+    }
+    if (this.closed) throw new Error(`${this.name}: client closed`);
+    this.info = info;
+    // Every unanswered request (from a lost connection, or made while this one opened) follows
+    // the hello in order; a restarted server maps our region again before they reach it.
+    const sock = this.sock!;
+    const waiting = [...this.pending.values()];
+    this.out = [];
+    const attach = this.shm ? this.enqueue((id) => encodeJsonFrame(MsgType.SHM_ATTACH, id, this.attachBody()), MsgType.SHM_ATTACH, false) : null;
+    if (attach) sock.write(attach.frame);
+    for (const p of waiting) if (p.frame.length > 0) sock.write(p.frame);
+    if (attach) await attach.reply;
+    return this.info;
+  }
+
+  /** Makes `sock` the connection, sends the token and returns the server's hello. */
+  private async hello(sock: Socket): Promise<ServerInfo> {
     this.sock = sock;
     this.reader = new ReplyReader(PRE_AUTH_MAX_PAYLOAD);
     this.out = [];
@@ -97,20 +161,13 @@ export class ServerConnection {
     });
     sock.on('error', () => undefined); // 'close' follows
     sock.on('close', () => { if (this.sock === sock) this.lost(new Error(`${this.name}: connection closed`)); });
-    // The hello goes first; requests waiting from a previous connection follow it in order.
-    const waiting = [...this.pending.values()];
     const hello = this.enqueue((id) => encodeFrame(MsgType.AUTH, id, Buffer.from(this.token, 'utf8')), MsgType.AUTH, false);
     this.helloId = hello.id;
     sock.write(hello.frame);
-    // A restarted server maps our region again before the waiting shared-memory requests reach it.
-    const attach = this.shm ? this.enqueue((id) => encodeJsonFrame(MsgType.SHM_ATTACH, id, this.attachBody()), MsgType.SHM_ATTACH, false) : null;
-    if (attach) sock.write(attach.frame);
-    for (const p of waiting) if (p.frame.length > 0) sock.write(p.frame);
     const r = await hello.reply;
-    this.info = decodeJson(r.payload, 'auth reply') as ServerInfo;
-    this.reader.maxPayload = this.info.maxFrameBytes - HEADER_BYTES;
-    if (attach) await attach.reply;
-    return this.info;
+    const info = decodeJson(r.payload, 'auth reply') as ServerInfo;
+    this.reader.maxPayload = info.maxFrameBytes - HEADER_BYTES;
+    return info;
   }
 
   private attachBody(): unknown {
@@ -185,7 +242,7 @@ export class ServerConnection {
    */
   private send(frame: Buffer): void {
     const sock = this.sock;
-    if (!sock) return; // reconnecting: open() sends every pending frame after the hello
+    if (!sock || this.opening) return; // reconnecting: open() sends every pending frame after the hello
     if (this.out.length === 0) {
       const batch = this.out;
       process.nextTick(() => {
