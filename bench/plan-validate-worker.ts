@@ -44,6 +44,18 @@ function threadCpu(): Record<string, number> {
   return out;
 }
 
+/**
+ * The main thread's [CPU, runqueue wait] seconds so far (Linux schedstat; null elsewhere).
+ * Wall time minus both is the time it slept: waiting for communication or for another rank,
+ * the part of a step that a loaded machine does not explain (runqueue wait is the load's).
+ */
+function mainSched(): [number, number] | null {
+  try {
+    const f = readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').trim().split(' ');
+    return [Number(f[0]) / 1e9, Number(f[1]) / 1e9];
+  } catch { return null; }
+}
+
 /** Steps not measured for CPU time (see cpuSteps); bench/plan-validate-bench.ts skips as many for the wall time. */
 const WARMUP_STEPS = 2;
 
@@ -59,6 +71,9 @@ async function main(): Promise<void> {
   let gcCpu = 0; // CPU of the step-boundary GC and of the memory probe, not the step's
   const cpuSteps: number[] = [];
   let threads0: Record<string, number> | null = null, threads1: Record<string, number> = {};
+  // Per measured step: the main thread's seconds asleep and waiting for a core (see mainSched).
+  const sleptSteps: number[] = [], runqSteps: number[] = [];
+  let sched0: [number, number] | null = null, wall0 = 0;
   // Sampled during training steps only: the final checkpoint's serialisation buffers are not the step's memory.
   // poolAtPeak: bytes the buffer pool held (handed out + idle) when the peak was seen (the
   // rest of the peak is memory outside the pool: transport buffers, unpooled arrays awaiting GC).
@@ -97,6 +112,9 @@ async function main(): Promise<void> {
         const now = process.cpuUsage();
         if (lastCpu) cpuSteps.push((now.user - lastCpu.user + now.system - lastCpu.system) / 1e6 - gcCpu);
         if (m.step >= WARMUP_STEPS) lastCpu = now;
+        const sc = mainSched(), w = performance.now() / 1000;
+        if (sched0 && sc) { runqSteps.push(sc[1] - sched0[1]); sleptSteps.push(w - wall0 - (sc[0] - sched0[0]) - (sc[1] - sched0[1])); }
+        if (m.step >= WARMUP_STEPS) { sched0 = sc; wall0 = w; }
         gcCpu = 0;
         if (m.step >= WARMUP_STEPS) { if (!threads0) threads0 = threadCpu(); else if (training) threads1 = threadCpu(); }
         if (m.step >= cfg.train.steps) training = false;
@@ -108,7 +126,7 @@ async function main(): Promise<void> {
   // CPU seconds per measured step of each thread (the same steps as cpuSteps).
   const threadCpuPerStep: Record<string, number> = {};
   if (threads0 && cpuSteps.length) for (const [k, v] of Object.entries(threads1)) threadCpuPerStep[k] = (v - (threads0[k] ?? 0)) / cpuSteps.length;
-  console.log(`ATHANOR_PLAN_MEASURED ${JSON.stringify({ rank, arrayBufferPeak: peak - base, poolAtPeak, poolLivePeak: livePeak, stepMem, cpuSteps, threadCpuPerStep })}`);
+  console.log(`ATHANOR_PLAN_MEASURED ${JSON.stringify({ rank, arrayBufferPeak: peak - base, poolAtPeak, poolLivePeak: livePeak, stepMem, cpuSteps, threadCpuPerStep, sleptSteps, runqSteps })}`);
 }
 
 main().catch((e: unknown) => { console.error(e); process.exit(1); });
