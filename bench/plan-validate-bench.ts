@@ -89,11 +89,15 @@ function measure(c: Case, dataDir: string, steps: number): { stepS: number; cpuS
   if (r.status !== 0) throw new Error(`${c.preset} ${c.layout} failed:\n${(r.stdout + r.stderr).slice(-2000)}`);
   const recs = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((x) => JSON.parse(x) as Record<string, unknown>);
   // The first two steps are warm-up (first allocations; the buffer pool keeps a size once it recurs).
-  const secs = recs.filter((x) => x.kind === 'step' && (x.step as number) > 2).map((x) => x.seconds as number);
-  const mem = [...r.stdout.matchAll(/ATHANOR_PLAN_MEASURED (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as { rank: number; arrayBufferPeak: number; poolAtPeak: number; poolLivePeak: number; cpuSteps: number[]; threadCpuPerStep?: Record<string, number>; sleptSteps?: number[]; runqSteps?: number[] });
+  const secs0 = recs.filter((x) => x.kind === 'step' && (x.step as number) > 2).map((x) => x.seconds as number);
+  const mem = [...r.stdout.matchAll(/ATHANOR_PLAN_MEASURED (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as { rank: number; arrayBufferPeak: number; poolAtPeak: number; poolLivePeak: number; cpuSteps: number[]; threadCpuPerStep?: Record<string, number>; sleptSteps?: number[]; runqSteps?: number[]; probeSteps?: number[] });
   // The main thread's sleep per step is waiting for communication or other ranks; its runqueue wait is the machine's load.
   const mean = (xs: number[] | undefined): string => (xs?.length ? (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(3) : '?');
-  if (process.env.ATHANOR_PLANVAL_THREADS) for (const m of mem) console.log(`    rank ${m.rank} CPU-s/step by thread: ${Object.entries(m.threadCpuPerStep ?? {}).filter(([, v]) => v > 0.001).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}; main thread asleep ${mean(m.sleptSteps)} s/step, waiting for a core ${mean(m.runqSteps)} s/step`);
+  if (process.env.ATHANOR_PLANVAL_THREADS) for (const m of mem) console.log(`    rank ${m.rank} CPU-s/step by thread: ${Object.entries(m.threadCpuPerStep ?? {}).filter(([, v]) => v > 0.001).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}; main thread asleep ${mean(m.sleptSteps)} s/step, waiting for a core ${mean(m.runqSteps)} s/step; worker probes (forced GC, memory) ${mean(m.probeSteps)} s/step, taken off the wall step`);
+  // Each step's wall time less the worker's own probes in it (the forced step-boundary GC and
+  // the memory probes: not the trainer's work), on rank 0, whose metrics these are.
+  const probe = mem.find((m) => m.rank === 0)?.probeSteps ?? [];
+  const secs = secs0.map((x, i) => x - (probe.length === secs0.length ? probe[i]! : 0));
   if (!secs.length || !mem.length || !mem[0]!.cpuSteps.length) throw new Error(`${c.preset} ${c.layout}: no measurements in the output`);
   return {
     // CPU time: the mean over the measured steps (each step does the same work; the load only

@@ -69,6 +69,11 @@ async function main(): Promise<void> {
   // buffer pool keeps a size only once it recurs, so the second step allocates again) are skipped.
   let lastCpu: NodeJS.CpuUsage | null = null;
   let gcCpu = 0; // CPU of the step-boundary GC and of the memory probe, not the step's
+  // Their wall time too: the trainer's step time includes onStep (the forced GC, 20-90 ms
+  // on gpt-tiny depending on load, a fifth of a step) and the probes it triggers; the bench
+  // takes them off each step's wall time, as it takes their CPU off the step's CPU.
+  let probeWall = 0;
+  const probeSteps: number[] = [];
   const cpuSteps: number[] = [];
   let threads0: Record<string, number> | null = null, threads1: Record<string, number> = {};
   // Per measured step: the main thread's seconds asleep and waiting for a core (see mainSched).
@@ -84,11 +89,13 @@ async function main(): Promise<void> {
   // allocation, dozens per step where sizes follow the routing) is left out of the step's CPU, as the GC is.
   const sample = (): void => {
     if (!training) return;
+    const w0 = performance.now();
     const c0 = process.cpuUsage();
     const ab = process.memoryUsage().arrayBuffers;
     if (ab > peak) { peak = ab; poolAtPeak = live + pool.stats().pooledBytes; }
     const d = process.cpuUsage(c0);
     gcCpu += (d.user + d.system) / 1e6;
+    probeWall += performance.now() - w0;
   };
   const prevOnAlloc = pool.onAllocate;
   pool.onAllocate = (buf) => { prevOnAlloc?.(buf); sample(); };
@@ -107,15 +114,17 @@ async function main(): Promise<void> {
         // every step boundary, outside the step's CPU time: the peak then counts what a step
         // holds and allocates, not garbage from earlier steps that V8 had not yet collected.
         const g = (globalThis as { gc?: () => void }).gc;
-        if (g) { const c0 = process.cpuUsage(); g(); const d = process.cpuUsage(c0); gcCpu += (d.user + d.system) / 1e6; }
+        if (g) { const w0 = performance.now(), c0 = process.cpuUsage(); g(); const d = process.cpuUsage(c0); gcCpu += (d.user + d.system) / 1e6; probeWall += performance.now() - w0; }
+        const w1 = performance.now();
         stepMem.push([process.memoryUsage().arrayBuffers - base, pool.stats().allocatedBytes]);
+        probeWall += performance.now() - w1;
         const now = process.cpuUsage();
-        if (lastCpu) cpuSteps.push((now.user - lastCpu.user + now.system - lastCpu.system) / 1e6 - gcCpu);
+        if (lastCpu) { cpuSteps.push((now.user - lastCpu.user + now.system - lastCpu.system) / 1e6 - gcCpu); probeSteps.push(probeWall / 1000); }
         if (m.step >= WARMUP_STEPS) lastCpu = now;
         const sc = mainSched(), w = performance.now() / 1000;
         if (sched0 && sc) { runqSteps.push(sc[1] - sched0[1]); sleptSteps.push(w - wall0 - (sc[0] - sched0[0]) - (sc[1] - sched0[1])); }
         if (m.step >= WARMUP_STEPS) { sched0 = sc; wall0 = w; }
-        gcCpu = 0;
+        gcCpu = 0; probeWall = 0;
         if (m.step >= WARMUP_STEPS) { if (!threads0) threads0 = threadCpu(); else if (training) threads1 = threadCpu(); }
         if (m.step >= cfg.train.steps) training = false;
       },
@@ -126,7 +135,7 @@ async function main(): Promise<void> {
   // CPU seconds per measured step of each thread (the same steps as cpuSteps).
   const threadCpuPerStep: Record<string, number> = {};
   if (threads0 && cpuSteps.length) for (const [k, v] of Object.entries(threads1)) threadCpuPerStep[k] = (v - (threads0[k] ?? 0)) / cpuSteps.length;
-  console.log(`ATHANOR_PLAN_MEASURED ${JSON.stringify({ rank, arrayBufferPeak: peak - base, poolAtPeak, poolLivePeak: livePeak, stepMem, cpuSteps, threadCpuPerStep, sleptSteps, runqSteps })}`);
+  console.log(`ATHANOR_PLAN_MEASURED ${JSON.stringify({ rank, arrayBufferPeak: peak - base, poolAtPeak, poolLivePeak: livePeak, stepMem, cpuSteps, threadCpuPerStep, sleptSteps, runqSteps, probeSteps })}`);
 }
 
 main().catch((e: unknown) => { console.error(e); process.exit(1); });
