@@ -20,9 +20,7 @@ const cpuFlags = (() => {
 const hasAvx2 = / avx2 /.test(cpuFlags) && / fma /.test(cpuFlags);
 // -march=native picks AVX2/FMA (or better) when present; portable builds set ATHANOR_PORTABLE=1.
 const arch = process.env.ATHANOR_PORTABLE ? [] : ['-march=native'];
-// -fno-trapping-math: without it gcc keeps every loop through fast_expf's clamps (softmax, cross-entropy,
-// attention) scalar; it changes no result (NaN and Inf propagate as before) and makes them 4-5x faster.
-const base = ['-O3', '-std=c11', '-fPIC', '-shared', '-ffp-contract=fast', '-fno-math-errno', '-fno-trapping-math', ...arch];
+const base = ['-O3', '-std=c11', '-fPIC', '-shared', '-ffp-contract=fast', '-fno-math-errno', ...arch];
 const attempts = [[...base, '-fopenmp'], base];
 mkdirSync(outDir, { recursive: true });
 let lastErr = '';
