@@ -16,6 +16,7 @@ import type { Node } from '../autograd/node.js';
 import { accumulateGrad } from '../autograd/accumulate.js';
 import { dense, floatData, gradTarget, int32Data, type F } from '../backend/nn-kernels.js';
 import { lowpKind } from '../backend/precision.js';
+import { vpceRowMax, vpceSumExp, vpceGrad } from '../backend/vocab-parallel-kernels.js';
 
 export interface GroupCollectives {
   readonly rank: number;
@@ -244,44 +245,4 @@ export function vocabParallelCrossEntropyBackward(node: Node<'vocabParallelCross
   const g = floatData(gt);
   const scale = count > 0 ? gOut.item() / count : 0;
   vpceGrad(z, g, N, Vl, max, sum, targets, vocabStart, ignoreIndex, scale, fresh);
-}
-
-// The vocab-parallel cross-entropy's loops, each its own function: inline in the op, V8
-// compiled a loop on the stack, then threw the code away when the op reached statements
-// past it that had not run yet (once per call, so every training step ran them slowly and
-// recompiled them on a helper thread); as functions they are compiled once and stay.
-function vpceRowMax(z: F, N: number, Vl: number, max: F): void {
-  for (let i = 0; i < N; i++) {
-    let m = -Infinity;
-    for (let j = 0, o = i * Vl; j < Vl; j++) if (z[o + j]! > m) m = z[o + j]!;
-    max[i] = m;
-  }
-}
-
-function vpceSumExp(z: F, N: number, Vl: number, max: F, t: Int32Array, vocabStart: number, ignoreIndex: number, sums: F): void {
-  for (let i = 0; i < N; i++) {
-    const m = max[i]!;
-    let s = 0;
-    for (let j = 0, o = i * Vl; j < Vl; j++) s += Math.exp(z[o + j]! - m);
-    sums[i] = s;
-    const local = t[i]! - vocabStart;
-    if (t[i] !== ignoreIndex && local >= 0 && local < Vl) sums[N + i] = z[i * Vl + local]!;
-  }
-}
-
-function vpceGrad(z: F, g: F, N: number, Vl: number, max: F, sum: F, targets: Int32Array, vocabStart: number, ignoreIndex: number, scale: number, fresh: boolean): void {
-  for (let i = 0; i < N; i++) {
-    const o = i * Vl;
-    if (targets[i] === ignoreIndex) {
-      if (fresh) g.fill(0, o, o + Vl);
-      continue;
-    }
-    const m = max[i]!, inv = 1 / sum[i]!;
-    for (let j = 0; j < Vl; j++) {
-      const d = scale * Math.exp(z[o + j]! - m) * inv;
-      g[o + j] = fresh ? d : g[o + j]! + d;
-    }
-    const local = targets[i]! - vocabStart;
-    if (local >= 0 && local < Vl) g[o + local] = g[o + local]! - scale;
-  }
 }

@@ -38,6 +38,8 @@ export interface GradComm {
   allGatherV(input: CommBuffer, output: CommBuffer, counts: readonly number[]): Work;
   /** Blocks until `work` completed; for use inside synchronous backward. */
   waitSync(work: Work): void;
+  /** Whether `work` completed, without blocking (optional: without it ZeRO-2 blocks for a staging buffer). */
+  testSync?(work: Work): boolean;
 }
 
 export interface ReplicateOptions {
@@ -317,6 +319,7 @@ export class DataParallel {
   }
 
   private readonly gradReady = (p: Tensor): void => {
+    if (this.waiting.length) this.flushWaiting(false);
     const b = this.layout.bucketOf.get(p);
     if (!b) return;
     if (--b.pending === 0) this.launch(b);
@@ -328,6 +331,33 @@ export class DataParallel {
       b.work = this.comm.allReduce(this.flatGrads!.subarray(b.lo, b.hi), { op: 'avg', deterministic: this.opts.deterministic }).wait();
       return;
     }
+    if (this.stage === 2 && this.comm.testSync) {
+      // ZeRO-2: a finished bucket waits, gradients kept, for a free staging buffer instead of
+      // blocking backward until the reduce-scatter two buckets back completed (on a loaded
+      // or 2-core machine the communication thread and the other rank are often late, and a
+      // blocked backward was most of ZeRO-2's extra step time over ZeRO-1). Buckets start in
+      // the order they finished, the same on every rank.
+      this.waiting.push(b);
+      this.flushWaiting(false);
+      return;
+    }
+    this.stageAndReduce(b);
+  }
+
+  /** ZeRO-2 buckets whose gradients are complete, waiting for a staging buffer (in launch order). */
+  private waiting: Bucket[] = [];
+
+  /** Starts the waiting buckets while a staging buffer is free (`block`: waiting for one as needed). */
+  private flushWaiting(block: boolean): void {
+    while (this.waiting.length) {
+      const prior = this.stagingReq[this.stagingNext];
+      if (prior && !block && !this.comm.testSync!(prior)) return;
+      this.stageAndReduce(this.waiting.shift()!);
+    }
+  }
+
+  /** ZeRO-2: copies bucket b's gradients into the next staging buffer (freeing them) and reduce-scatters it. */
+  private stageAndReduce(b: Bucket): void {
     const { slot, buf: st } = this.stagingFor(b);
     for (const p of b.params) {
       const off = this.layout.offsets.get(p)! - b.lo;
@@ -379,9 +409,11 @@ export class DataParallel {
 
   /** Waits for every bucket's reduction (launching those no backward hook started). */
   async reduceGrads(): Promise<void> {
+    this.flushWaiting(true);
     for (const b of this.layout.buckets) {
       if (!b.work) this.launch(b); // parameters that took no part in this step's graph
     }
+    this.flushWaiting(true);
     await Promise.all(this.layout.buckets.map((b) => b.work));
     for (const b of this.layout.buckets) { b.work = null; b.pending = b.params.length; }
     this.zero3?.afterBackward();

@@ -12,6 +12,7 @@ import { epRowTerms } from './ep-terms.js';
 import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
 import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
 import { attentionEfficiencyFn, gemmRateFn, opRateFor, optimizerSeconds } from './compute-rates.js';
+import { pipelineStep } from './pipeline-timeline.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
@@ -482,6 +483,8 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const classBw = (cls: string): number => lowpK?.rates[cls] ?? c.device.classBandwidth?.rates[cls] ?? bw;
   const attEff = attentionEfficiencyFn(c, !!lowpK);
   const stageCompute: Record<string, number>[] = Array.from({ length: pp }, () => ({}));
+  // Per virtual stage (chunk·pp + rank): forward and backward (with recompute) seconds of one micro-batch, for the schedule replay.
+  const vsCost = Array.from({ length: pp * sm.v }, () => ({ F: 0, B: 0 }));
   for (const op of tr.ops) {
     if (op.cls === 'view') continue;
     const s = sm.rank(op.block);
@@ -524,6 +527,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     t += ovh;
     const key = `${op.phase}:${op.cls}`;
     stageCompute[s]![key] = (stageCompute[s]![key] ?? 0) + t;
+    vsCost[sm.chunk(op.block) * pp + s]![op.phase === 'forward' ? 'F' : 'B'] += t;
   }
   const sum = (r: Record<string, number>): number => Object.values(r).reduce((a, b) => a + b, 0);
   let slow = 0;
@@ -556,6 +560,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     if (table) commCpu += l.ga * count * interpLogLog(table, bytes / count);
     else if (cpuLink) commCpu += l.ga * (ringTime('allreduce', bytes, tp, cpuLink) + extraSteps * cpuLink.alpha);
   }
+  let ppMessage = 0, ppMessageCpu = 0;
   if (pp > 1) {
     const link = linkFor(tp * dp * 2, c, dpn);
     const boundary = l.mb * o.seqLen * o.dModel * eb / (l.sp ? tp : 1);
@@ -563,6 +568,8 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     // 2 per micro-batch for GPipe and 1F1B, more for interleaved (every chunk boundary).
     const msgs = Math.max(...Array.from({ length: pp }, (_, r) => pipelineMessages(l, r)));
     comm[`pp send/recv (${link.cls})`] = msgs * (link.alpha + boundary / link.beta);
+    ppMessage = link.alpha + boundary / link.beta;
+    ppMessageCpu = cpuLink ? cpuLink.alpha + boundary / cpuLink.beta : 0;
     if (cpuLink) commCpu += msgs * (cpuLink.alpha + boundary / cpuLink.beta);
   }
   let dpTime = 0;
@@ -618,7 +625,11 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const hiddenComm = Math.min(dpTime, bwdShare * 0.9);
   const exposedDp = dpTime - hiddenComm;
   const otherComm = Object.entries(comm).filter(([k]) => !k.startsWith('dp') && !k.startsWith('zero')).reduce((a, [, v]) => a + v, 0);
-  const bubble = pp > 1 ? ((pp - 1) / (l.schedule === 'interleaved' ? l.vpp : 1)) * (tMb + otherComm / l.ga) : 0;
+  // The pipeline: the schedule's own action lists replayed with each virtual stage's costs
+  // (pipeline-timeline.ts), so the bubble includes stage imbalance and dependency waits.
+  const ppKey = Object.keys(comm).find((key) => key.startsWith('pp send/recv'));
+  const pipe = pp > 1 ? pipelineStep(l, vsCost, (otherComm - (ppKey ? comm[ppKey]! : 0)) / l.ga, tMb, ppMessage, ppMessageCpu) : null;
+  const bubble = pipe ? pipe.bubble : pp > 1 ? ((pp - 1) / (l.schedule === 'interleaved' ? l.vpp : 1)) * (tMb + otherComm / l.ga) : 0;
   // AdamW touches its shard's weights, gradients and both moments (read + write): memory-bound.
   const shard = stageParams[slow]! / (l.zero >= 1 ? shardDp(l) : 1) + stageExpertParams[slow]! / (l.zero >= 1 && c.allocator !== 'athanor-pool' ? dp / l.ep : 1);
   // Athanor's mixed precision remakes the 16-bit GEMM weight copies once per step.
@@ -630,7 +641,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // Where communication runs on the compute cores (a CPU device), overlap hides the wait
   // but not the communication thread's own work on the core.
   const commOnDevice = (c.commComputeShare?.value ?? 0) * hiddenComm;
-  const step = l.ga * tMb + otherComm + exposedDp + commOnDevice + bubble + optimizer;
+  const step = (pipe ? pipe.makespan : l.ga * tMb + otherComm + bubble) + exposedDp + commOnDevice + optimizer;
   // What the busiest device works per step (no bubble, no waiting): compute, optimizer, and
   // communication's own CPU work where it runs on the device's cores (measured α–β, else the
   // commComputeShare of its time).

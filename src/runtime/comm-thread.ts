@@ -81,6 +81,15 @@ class Core {
     return new ThreadWork(label, seq, id, p);
   }
 
+  /** Whether request `id` completed, without blocking (drains the replies that arrived; throws if it failed). */
+  testSync(id: number): boolean {
+    for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) this.onReply(m.message as CommReply);
+    const err = this.failed.get(id);
+    if (err) { this.failed.delete(id); throw err; }
+    if (this.failure && this.pending.has(id)) throw this.failure;
+    return !this.pending.has(id);
+  }
+
   waitSync(id: number, timeoutMs: number): void {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -213,6 +222,11 @@ export class ThreadComm implements Communicator {
   /** Blocks this thread until `work` completed (throws if it failed). */
   waitSync(work: Work | number, timeoutMs = 600_000): void {
     this.core.waitSync(typeof work === 'number' ? work : (work as ThreadWork).id, timeoutMs);
+  }
+
+  /** Whether `work` completed, without blocking (for synchronous code that has other work to do meanwhile). */
+  testSync(work: Work | number): boolean {
+    return this.core.testSync(typeof work === 'number' ? work : (work as ThreadWork).id);
   }
 
   /** Sub-groups: nothing to release (the thread's world closes them all). */

@@ -100,6 +100,17 @@ export interface SimResult {
  * the blocked ranks and actions, if the schedule deadlocks.
  */
 export function simulate(s: ScheduleShape, fwd = 1, bwd = 2): SimResult {
+  return replaySchedule(s, (kind) => (kind === 'F' ? fwd : bwd) / s.v);
+}
+
+/**
+ * The action lists replayed in time: each action takes cost(kind, virtual stage, micro)
+ * once its inputs are there, and an input made on another rank arrives `latency` after its
+ * producer finished (the message's transfer; sends are eager, so the sender does not wait).
+ * The planner's pipeline step (src/plan/estimate.ts) is this makespan with each virtual
+ * stage's traced cost, so stage imbalance and the schedule's own dependency waits count.
+ */
+export function replaySchedule(s: ScheduleShape, cost: (kind: 'F' | 'B', stage: number, micro: number) => number, latency = 0): SimResult {
   const { p, m, v } = s;
   const S = p * v;
   const lists = Array.from({ length: p }, (_, r) => rankActions(s, r));
@@ -110,6 +121,8 @@ export function simulate(s: ScheduleShape, fwd = 1, bwd = 2): SimResult {
   const busy = new Array<number>(p).fill(0);
   const live = new Array<number>(p).fill(0);
   const peak = new Array<number>(p).fill(0);
+  // A neighbouring virtual stage runs on another rank unless p = 1.
+  const hop = p > 1 ? latency : 0;
   let left = lists.reduce((a, l) => a + l.length, 0);
   while (left > 0) {
     let progressed = false;
@@ -118,17 +131,17 @@ export function simulate(s: ScheduleShape, fwd = 1, bwd = 2): SimResult {
         const a = lists[r]![pos[r]!]!;
         const st = virtualStage(p, r, a.chunk);
         let ready: number;
-        if (a.kind === 'F') ready = st === 0 ? 0 : fDone[st - 1]![a.micro]!;
+        if (a.kind === 'F') ready = st === 0 ? 0 : fDone[st - 1]![a.micro]! < 0 ? -1 : fDone[st - 1]![a.micro]! + hop;
         else {
           const own = fDone[st]![a.micro]!;
-          const next = st === S - 1 ? own : bDone[st + 1]![a.micro]!;
+          const next = st === S - 1 ? own : bDone[st + 1]![a.micro]! < 0 ? -1 : bDone[st + 1]![a.micro]! + hop;
           ready = own < 0 || next < 0 ? -1 : Math.max(own, next);
         }
         if (ready < 0) break;
-        const cost = (a.kind === 'F' ? fwd : bwd) / v;
+        const c = cost(a.kind, st, a.micro);
         const start = Math.max(clock[r]!, ready);
-        clock[r] = start + cost;
-        busy[r]! += cost;
+        clock[r] = start + c;
+        busy[r]! += c;
         (a.kind === 'F' ? fDone : bDone)[st]![a.micro] = clock[r]!;
         live[r]! += a.kind === 'F' ? 1 : -1;
         peak[r] = Math.max(peak[r]!, live[r]!);
