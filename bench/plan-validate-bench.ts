@@ -10,9 +10,9 @@
 //   node dist/bench/plan-validate-bench.js [--quick] [--calibrate] [--steps N] [--rounds N] [--cluster FILE] [--only 'SUBSTR|SUBSTR']
 // --calibrate measures this machine first (as `athanor plan --calibrate`) into a temporary spec.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir, cpus } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { IndexedDatasetWriter } from '../src/data/indexed-dataset-writer.js';
 import { projectRoot } from '../src/backend/native.js';
 import { Rng } from '../src/core/rng.js';
@@ -64,7 +64,9 @@ export interface ValidateRow {
   predictedMemB: number; measuredMemB: number; memError: number; poolLivePeakB: number;
 }
 
-const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
+// The conventional median: for an even count, the mean of the middle two (the upper one alone
+// made every 2-round figure its slower round, and every error look like an under-prediction).
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); const h = s.length >> 1; return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2; };
 
 function data(dir: string): void {
   const rng = new Rng(5);
@@ -93,8 +95,13 @@ function measure(c: Case, dataDir: string, steps: number): { stepS: number; cpuS
     ? [join(root, 'dist', 'src', 'cli', 'main.js'), 'launch', '--nproc-per-node', String(world), '--', 'node', '--expose-gc', worker, ...args]
     : ['--expose-gc', worker, ...args];
   const r = spawnSync(process.execPath, cmd, { encoding: 'utf8', env: { ...process.env, ATHANOR_QUIET: '1' }, timeout: 600_000 });
-  if (r.status !== 0) throw new Error(`${c.preset} ${c.layout} failed:\n${(r.stdout + r.stderr).slice(-2000)}`);
-  const recs = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((x) => JSON.parse(x) as Record<string, unknown>);
+  // The run's final checkpoint is hundreds of MB and never read: remove it with the run.
+  let metrics: string;
+  try {
+    if (r.status !== 0) throw new Error(`${c.preset} ${c.layout} failed:\n${(r.stdout + r.stderr).slice(-2000)}`);
+    metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8');
+  } finally { rmSync(out, { recursive: true, force: true }); }
+  const recs = metrics.trim().split('\n').map((x) => JSON.parse(x) as Record<string, unknown>);
   // The first two steps are warm-up (first allocations; the buffer pool keeps a size once it recurs).
   const secs0 = recs.filter((x) => x.kind === 'step' && (x.step as number) > 2).map((x) => x.seconds as number);
   const mem = [...r.stdout.matchAll(/ATHANOR_PLAN_MEASURED (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as { rank: number; arrayBufferPeak: number; poolAtPeak: number; poolLivePeak: number; cpuSteps: number[]; threadCpuPerStep?: Record<string, number>; sleptSteps?: number[]; runqSteps?: number[]; probeSteps?: number[] });
@@ -108,7 +115,7 @@ function measure(c: Case, dataDir: string, steps: number): { stepS: number; cpuS
   if (!secs.length || !mem.length || !mem[0]!.cpuSteps.length) throw new Error(`${c.preset} ${c.layout}: no measurements in the output`);
   return {
     // CPU time: the mean over the measured steps (each step does the same work; the load only
-    // adds), of the busiest rank. (The median of two steps, --quick's count, is their maximum.)
+    // adds), of the busiest rank.
     stepS: median(secs), cpuS: Math.max(...mem.map((m) => m.cpuSteps.reduce((a, b) => a + b, 0) / m.cpuSteps.length)),
     memB: Math.max(...mem.map((m) => m.arrayBufferPeak)), poolB: Math.max(...mem.map((m) => m.poolLivePeak)),
     outB: Math.max(...mem.map((m) => m.arrayBufferPeak - m.poolAtPeak)),
@@ -118,9 +125,11 @@ function measure(c: Case, dataDir: string, steps: number): { stepS: number; cpuS
 export async function runPlanValidate(o: { quick?: boolean; steps?: number; rounds?: number; cluster?: string; only?: string; calibrate?: boolean; log?: (s: string) => void } = {}): Promise<{ rows: ValidateRow[]; load: { before: number[]; after: number[] }; cpu: string }> {
   const log = o.log ?? console.log;
   let clusterFile = o.cluster ?? 'this-machine';
+  const scratch: string[] = [];
   if (o.calibrate) {
     // Calibrate in the same invocation, so rates and runs see the same machine state.
     clusterFile = join(mkdtempSync(join(tmpdir(), 'athanor-planval-cal-')), 'this-machine.json');
+    scratch.push(dirname(clusterFile));
     const r = await calibrate({ out: clusterFile, quick: o.quick });
     for (const line of r.log) log(`  calibration: ${line}`);
   }
@@ -131,9 +140,11 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
   const only = o.only?.split('|').filter(Boolean) ?? [];
   const cases = CASES.filter((c) => !only.length || only.some((x) => caseName(c).includes(x)));
   const dir = mkdtempSync(join(tmpdir(), 'athanor-planval-data-'));
-  data(dir);
+  scratch.push(dir);
   const before = loadavg();
   const meas = new Map<Case, { stepS: number[]; cpuS: number[]; memB: number[]; poolB: number[]; outB: number[] }>();
+  try {
+  data(dir);
   for (let round = 0; round < rounds; round++) {
     // Rotate the order each round so slow periods of the shared machine spread over the cases.
     const order = cases.map((_, i) => cases[(i + round) % cases.length]!);
@@ -145,6 +156,7 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
       log(`  round ${round + 1}: ${caseName(c)}: ${m.stepS.toFixed(3)} s/step (${m.cpuS.toFixed(3)} CPU-s), ${(m.memB / 2 ** 20).toFixed(0)} MiB (pool live peak ${(m.poolB / 2 ** 20).toFixed(0)} MiB; load ${loadavg()[0]!.toFixed(1)})`);
     }
   }
+  } finally { for (const d of scratch) rmSync(d, { recursive: true, force: true }); }
   const after = loadavg();
   const rows: ValidateRow[] = [];
   for (const c of cases) {

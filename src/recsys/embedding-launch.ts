@@ -3,9 +3,9 @@
 // the token travels through an environment variable, never argv.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EmbeddingServerConfigInput } from './embedding-config.js';
 import { EmbeddingClient, type EmbeddingEndpoint } from './embedding-client.js';
@@ -90,9 +90,12 @@ export interface EmbeddingCluster {
 export async function launchEmbeddingServers(o: LaunchOptions): Promise<EmbeddingCluster> {
   const token = o.token ?? randomBytes(24).toString('hex');
   let configPath: string;
+  // A config given as an object is written to a temporary directory of ours, removed at stop().
+  let ownConfigDir: string | undefined;
   if (typeof o.config === 'string') configPath = o.config;
   else {
     configPath = join(mkdtempSync(join(tmpdir(), 'athanor-emb-')), 'embedding-config.json');
+    ownConfigDir = dirname(configPath);
     writeFileSync(configPath, JSON.stringify(o.config));
   }
   const start = (shard: number, port: number, loadDir: string | undefined): Promise<EmbeddingServerProcess> => {
@@ -122,6 +125,7 @@ export async function launchEmbeddingServers(o: LaunchOptions): Promise<Embeddin
     },
     async stop() {
       await Promise.all(cluster.servers.map((s) => cluster.kill(s.shard, 'SIGTERM')));
+      if (ownConfigDir) rmSync(ownConfigDir, { recursive: true, force: true });
     },
   };
   return cluster;
