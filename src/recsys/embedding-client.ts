@@ -4,7 +4,7 @@
 // the servers' limit), and scatters the answers back into request order.
 // Requests are pipelined: any number of lookups and pushes may be in flight,
 // answers are matched by request id.
-import { fmix64, idsToPairs, mixOut, type IdInput } from './embedding-hash.js';
+import { dedupPairs, idsToPairs, type IdInput } from './embedding-hash.js';
 import type { ShardManifest, LoadResult } from './embedding-checkpoint.js';
 import type { ConfigPatch, ShardStats } from './embedding-shard.js';
 import type { ServerCounters } from './embedding-server.js';
@@ -71,30 +71,10 @@ export function routeIds(pairs: Uint32Array, numShards: number): Routing {
   const n = pairs.length / 2;
   let size = 16;
   while (size < 2 * n) size *= 2;
-  const mask = size - 1;
   const table = new Int32Array(size).fill(-1);
   const inverse = new Int32Array(n), uShard = new Int32Array(n), uPos = new Int32Array(n), uAt = new Int32Array(n);
   const shardCount = new Int32Array(numShards);
-  let nu = 0;
-  for (let i = 0; i < n; i++) {
-    const lo = pairs[2 * i]!, hi = pairs[2 * i + 1]!;
-    let b = fmix64(hi, lo) & mask;
-    const shard = mixOut.hi % numShards;
-    for (;;) {
-      const u = table[b]!;
-      if (u < 0) {
-        table[b] = nu;
-        uAt[nu] = i;
-        uShard[nu] = shard;
-        uPos[nu] = shardCount[shard]++;
-        inverse[i] = nu++;
-        break;
-      }
-      const j = uAt[u]!;
-      if (pairs[2 * j] === lo && pairs[2 * j + 1] === hi) { inverse[i] = u; break; }
-      b = (b + 1) & mask;
-    }
-  }
+  const nu = dedupPairs(pairs, n, numShards, table, inverse, uShard, uPos, uAt, shardCount);
   const shardIds = Array.from({ length: numShards }, (_, s) => new Uint32Array(2 * shardCount[s]!));
   for (let u = 0; u < nu; u++) {
     const d = shardIds[uShard[u]!]!, p = 2 * uPos[u]!, j = 2 * uAt[u]!;

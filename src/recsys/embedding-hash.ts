@@ -95,3 +95,35 @@ export function pairToBigInt(hi: number, lo: number): bigint {
 export function u32ToUnit(x: number): number {
   return (x >>> 0) / TWO32;
 }
+
+/**
+ * Deduplicates n (lo, hi) id pairs by open addressing in `table` (a power-of-two length
+ * ≥ 2n, filled with -1). Distinct ids are numbered in order of first occurrence: inverse[i]
+ * is id i's number u, uAt[u] its first occurrence, uShard[u] its server (from the same hash)
+ * and uPos[u] its position on that server (shardCount counts them). Returns the count.
+ */
+export function dedupPairs(pairs: Uint32Array, n: number, numShards: number, table: Int32Array,
+  inverse: Int32Array, uShard: Int32Array, uPos: Int32Array, uAt: Int32Array, shardCount: Int32Array): number {
+  const mask = table.length - 1;
+  let nu = 0;
+  for (let i = 0; i < n; i++) {
+    const lo = pairs[2 * i]!, hi = pairs[2 * i + 1]!;
+    let b = fmix64(hi, lo) & mask;
+    const shard = mixOut.hi % numShards;
+    for (;;) {
+      const u = table[b]!;
+      if (u < 0) {
+        table[b] = nu;
+        uAt[nu] = i;
+        uShard[nu] = shard;
+        uPos[nu] = shardCount[shard]++;
+        inverse[i] = nu++;
+        break;
+      }
+      const j = uAt[u]!;
+      if (pairs[2 * j] === lo && pairs[2 * j + 1] === hi) { inverse[i] = u; break; }
+      b = (b + 1) & mask;
+    }
+  }
+  return nu;
+}

@@ -7,7 +7,7 @@
 // rows and gradients travel in one buffer per server. The wire protocol is unchanged: a
 // request names one feature group, so each server still gets one LOOKUP and one PUSH per
 // field with ids on it, all written in the same tick (one writev, see server-connection.ts).
-import { fmix64, HI_RAW_MASK, idsToPairs, mixOut, type IdInput } from './embedding-hash.js';
+import { dedupPairs, HI_RAW_MASK, idsToPairs, type IdInput } from './embedding-hash.js';
 import {
   LOOKUP_READ_ONLY, MsgType, PUSH_ADVANCE_STEP,
   decodeLookupResponse, decodePushResponse, decodeValues, encodeIdRequest, idRequestBytes, lookupResponseBytes, writeIdRequest,
@@ -86,7 +86,6 @@ export function routeFields(groups: readonly number[], ids: readonly IdInput[], 
   const n = start[F]!;
   let size = 16;
   while (size < 2 * n) size *= 2;
-  const mask = size - 1;
   const [pairs, table] = scratch.take(['u32', 2 * n], ['i32', size]) as [Uint32Array, Int32Array];
   table.fill(-1);
   for (let f = 0; f < F; f++) writePairs(groups[f]!, ids[f]!, pairs, start[f]!);
@@ -96,28 +95,11 @@ export function routeFields(groups: readonly number[], ids: readonly IdInput[], 
   // counts[s * (F + 1) + f + 1]: distinct ids of field f on server s (prefix-summed below).
   const counts = new Int32Array(numShards * (F + 1));
   const shardCount = new Int32Array(numShards);
-  let nu = 0;
-  for (let f = 0; f < F; f++) {
-    for (let i = start[f]!, e = start[f + 1]!; i < e; i++) {
-      const lo = pairs[2 * i]!, hi = pairs[2 * i + 1]!;
-      let b = fmix64(hi, lo) & mask;
-      const shard = mixOut.hi % numShards;
-      for (;;) {
-        const u = table[b]!;
-        if (u < 0) {
-          table[b] = nu;
-          uAt[nu] = i;
-          uShard[nu] = shard;
-          uPos[nu] = shardCount[shard]++;
-          counts[shard * (F + 1) + f + 1]++;
-          inverse[i] = nu++;
-          break;
-        }
-        const j = uAt[u]!;
-        if (pairs[2 * j] === lo && pairs[2 * j + 1] === hi) { inverse[i] = u; break; }
-        b = (b + 1) & mask;
-      }
-    }
+  const nu = dedupPairs(pairs, n, numShards, table, inverse, uShard, uPos, uAt, shardCount);
+  // First occurrences rise with u, so one walk over the fields finds each distinct id's field.
+  for (let u = 0, f = 0; u < nu; u++) {
+    while (uAt[u]! >= start[f + 1]!) f++;
+    counts[uShard[u]! * (F + 1) + f + 1]++;
   }
   const shardIds: Uint32Array[] = [], fieldStart: Int32Array[] = [], shardFirst: Int32Array[] = [];
   const idWords = new Uint32Array(2 * nu), firsts = new Int32Array(nu);
