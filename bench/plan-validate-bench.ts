@@ -23,6 +23,7 @@ import { devices, parseLayout, layoutString } from '../src/plan/layout.js';
 import { traceForLayout } from '../src/plan/models.js';
 import { parseArgs } from '../src/train/overrides.js';
 import { calibrate } from '../src/plan/calibrate.js';
+import { epRoutingLoad } from './ep-routing-load.js';
 
 /** `over`: config overrides (dotted keys) for both the run and the plan. */
 interface Case { preset: string; layout: string; over?: Record<string, string> }
@@ -143,8 +144,19 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
   scratch.push(dir);
   const before = loadavg();
   const meas = new Map<Case, { stepS: number[]; cpuS: number[]; memB: number[]; poolB: number[]; outB: number[] }>();
+  // ep cases: the plan's routing load (epLoad), the run's routing reproduced by training its
+  // global batch in one process (bench/ep-routing-load.ts; nothing timed, nothing read from the runs).
+  const epLoads = new Map<Case, number>();
   try {
   data(dir);
+  for (const c of cases) {
+    const l = parseLayout(c.layout);
+    if (l.ep <= 1 || l.epLoad !== undefined) continue;
+    const cfg = configFromArgs({ preset: c.preset, ...c.over, 'data.dir': dir, 'train.microBatch': String(l.mb), 'train.gradAccum': String(l.ga) });
+    const r = await epRoutingLoad(cfg, l.dp, l.ep, steps);
+    epLoads.set(c, r.peak);
+    log(`  routing load for ${caseName(c)}: busiest ep rank ${r.peak.toFixed(3)}× its balanced rows at the worst of ${r.forwards} forwards (mean ${r.mean.toFixed(3)}×), steps 1-${steps} trained in one process: the plan's epLoad`);
+  }
   for (let round = 0; round < rounds; round++) {
     // Rotate the order each round so slow periods of the shared machine spread over the cases.
     const order = cases.map((_, i) => cases[(i + round) % cases.length]!);
@@ -163,6 +175,7 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
     const model = configFromArgs({ preset: c.preset, ...c.over }).model;
     // The data here is a 2048-token vocabulary for both presets; the model keeps its own V.
     const l = parseLayout(c.layout);
+    if (epLoads.has(c)) l.epLoad = epLoads.get(c)!;
     const est = estimate(traceForLayout(model, l, cluster.allocator), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
     const m = meas.get(c)!;
     const stepS = median(m.stepS), cpuS = median(m.cpuS), memB = median(m.memB);

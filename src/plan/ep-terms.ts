@@ -10,6 +10,14 @@
 //     exchange's output (S rows, saved by the combine);
 //   - h1, h2 and the experts' output have cap rows instead of S (their gradients too), and
 //     the activation between the grouped GEMMs runs over the padding rows (the GEMMs skip them).
+// Routing load (`load`, the layout's epLoad): the rows the busiest ep rank receives over its
+// balanced share S. Balanced routing (1, the default) is what the meta trace assumes; a
+// real router is not balanced (dropless moe-tiny sends a rank 0.4-1.6x its share in its first
+// steps), and every other rank of the group waits for the busiest one at each exchange. With
+// load λ the busiest rank receives R = λ·S rows: cap = capacityRows(⌈λ·S⌉), the expert GEMMs
+// run λ·S rows, the activation cap rows. The plan takes λ as an input (like a capacity
+// factor: a property of the router and the data, not of the layout's shapes); it never
+// derives it from measured step times.
 import { capacityRows } from '../parallel/expert-parallel-capacity.js';
 import type { TraceResult, TracedBuffer, TracedOp } from './trace.js';
 
@@ -23,18 +31,27 @@ export interface EpRowTerms {
   padded: Map<number, number>;
   /** Scale of a traced buffer's bytes under ep (1 for buffers ep does not change). */
   bufferScale(b: TracedBuffer): number;
-  /** Scale of a traced op's time under ep: cap/S for the non-GEMM ops on padded rows. */
+  /** Scale of a traced op's time under ep: cap/S for the non-GEMM ops on padded rows, λ for the expert GEMMs. */
   opScale(op: TracedOp): number;
+  /** λ: the busiest rank's received rows over the balanced share (1 = balanced). */
+  load: number;
 }
 
-export function epRowTerms(tr: TraceResult): EpRowTerms {
+/** Checks a routing load λ (the layout's epLoad): a finite number >= 1. */
+export function checkEpLoad(load: number, where = 'epLoad'): number {
+  if (!Number.isFinite(load) || load < 1) throw new Error(`${where} must be a number >= 1 (the busiest ep rank's received rows over the balanced share; 1 = balanced), got ${load}`);
+  return load;
+}
+
+export function epRowTerms(tr: TraceResult, load = 1): EpRowTerms {
+  checkEpLoad(load);
   const copies = new Map<number, number>(), padded = new Map<number, number>();
   const fwd = tr.ops.filter((o) => o.phase === 'forward');
   const consumer = (id: number): TracedOp | undefined => fwd.find((o) => o.ins[0] === id);
   for (const o of fwd) {
     if (o.op !== 'moeDispatch' || o.out < 0) continue;
     const S = tr.buffers[o.out]!.shape[0]!;
-    const f = S > 0 ? capacityRows(S) / S : 1;
+    const f = S > 0 ? capacityRows(Math.ceil(S * load)) / S : 1;
     copies.set(o.out, 1 + f + 1);
     // xp → grouped GEMM → activation → grouped GEMM: the expert MLP of this layer.
     let at = o.out;
@@ -47,10 +64,15 @@ export function epRowTerms(tr: TraceResult): EpRowTerms {
   }
   const src = (id: number): number => { const b = tr.buffers[id]; return b && b.kind === 'grad' && b.of >= 0 ? b.of : id; };
   return {
-    copies, padded,
+    copies, padded, load,
     bufferScale: (b) => copies.get(b.id) ?? padded.get(src(b.id)) ?? 1,
     // The activation and its gradient (outputs on padded rows); the combine reads the
-    // exchanged S rows, and the grouped GEMMs skip the padding.
-    opScale: (op) => (op.cls === 'gemm' || op.cls === 'view' || op.op.startsWith('moe') || op.op === 'groupedMatmul' || op.out < 0 ? 1 : padded.get(src(op.out)) ?? 1),
+    // exchanged S rows, and the grouped GEMMs skip the padding but run the λ·S received rows.
+    opScale: (op) => {
+      if (op.out < 0 || op.cls === 'view' || op.op.startsWith('moe')) return 1;
+      const f = padded.get(src(op.out));
+      if (f === undefined) return 1;
+      return op.op === 'groupedMatmul' || op.cls === 'gemm' ? load : f;
+    },
   };
 }

@@ -306,7 +306,7 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     if (pp > 1) commBuffers += 2 * boundary;
     // Expert parallelism: one exchange's send and receive buffers (the dispatched rows).
     // (Athanor's staging pair grows to SHARED_GROWTH times the first size asked for.)
-    if (l.ep > 1) commBuffers += 2 * (o.allocator === 'athanor-pool' ? SHARED_GROWTH : 1) * dispatchBytes(tr, (b) => sm.rank(b) === s) * bufScaleOf(l);
+    if (l.ep > 1) commBuffers += 2 * (o.allocator === 'athanor-pool' ? SHARED_GROWTH : 1) * dispatchBytes(tr, (b) => sm.rank(b) === s) * bufScaleOf(l) * (l.epLoad ?? 1); // the busiest rank receives epLoad× its share
     let workspace = Math.max(0, ...tr.ops.filter((op) => op.cls === 'attention').map((op) => (tr.buffers[op.out]?.shape[2] ?? 0) ** 2 * 4));
     // Without native 16-bit GEMMs, gemm-lowp.ts widens both operands into two grow-only
     // fp32 scratch buffers (sized by the largest GEMM's operands).
@@ -440,7 +440,7 @@ function layoutScales(tr: TraceResult, l: Layout, allocator?: ClusterSpec['alloc
   const actScale = tr.precision === 'bf16' ? 1 : elemBytes(l.precision) / 4;
   const { sharded, allreduceBytes, recomputeAllreduceBytes, allreduceCount, recomputeAllreduceCount } = tpSharded(tr);
   // Athanor's expert parallelism as it allocates (elsewhere the runtime's own copies are unknown).
-  const epRows = l.ep > 1 && allocator === 'athanor-pool' ? epRowTerms(tr) : null;
+  const epRows = l.ep > 1 && allocator === 'athanor-pool' ? epRowTerms(tr, l.epLoad ?? 1) : null;
   const bufScale = (b: TracedBuffer): number => {
     const src = b.kind === 'grad' && b.of >= 0 ? b.of : b.id;
     let f = actScale;
@@ -464,7 +464,8 @@ function layoutScales(tr: TraceResult, l: Layout, allocator?: ClusterSpec['alloc
 export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen: number; dModel: number; nExperts?: number }): Estimate {
   const notes: string[] = [];
   // Athanor's expert parallelism: its row capacity's terms (ep-terms.ts).
-  const epPad = l.ep > 1 && c.allocator === 'athanor-pool' ? epRowTerms(tr) : null;
+  const epPad = l.ep > 1 && c.allocator === 'athanor-pool' ? epRowTerms(tr, l.epLoad ?? 1) : null;
+  if (l.ep > 1) notes.push(`ep: routing load epLoad=${l.epLoad ?? 1} (the busiest rank's received rows over the balanced share; 1 = balanced routing, the trace's assumption)`);
   const L = tr.nBlocks, pp = l.pp, tp = l.tp, dp = l.dp;
   const eb = tr.precision === 'bf16' ? 4 : elemBytes(l.precision);
   const { stageParams, stageExpertParams, totalParams, sharded, allreduceBytes, recomputeAllreduceBytes, allreduceCount, recomputeAllreduceCount, actScale, sm } = layoutScales(tr, l);
@@ -602,7 +603,8 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     // Dispatch and combine in forward, their transposes in backward: 4 all-to-alls per MoE
     // layer per micro-batch (MoE blocks are never recomputed, see nn/gpt.ts).
     const layers = tr.ops.filter((op) => op.op === 'moeDispatch' && op.phase === 'forward' && sm.rank(op.block) === slow);
-    const bytes = layers.reduce((a, op) => a + tr.buffers[op.out]!.bytes * actScale, 0) / Math.max(1, layers.length);
+    // The busiest rank (epLoad× its balanced rows, ep-terms.ts) paces every exchange.
+    const bytes = (l.epLoad ?? 1) * layers.reduce((a, op) => a + tr.buffers[op.out]!.bytes * actScale, 0) / Math.max(1, layers.length);
     const a2a = allToAllTime(bytes, l, c);
     comm[`ep all-to-all (${l.a2a}, ${a2a.cls})`] = 4 * layers.length * l.ga * a2a.time;
     if (cpuLink) {

@@ -31,9 +31,14 @@ export interface Layout {
   schedule: Schedule;
   /** Model chunks per stage for the interleaved schedule. */
   vpp: number;
+  /**
+   * Expert parallelism's routing load: the rows the busiest ep rank receives per MoE layer
+   * over its balanced share (plan/ep-terms.ts); absent = 1, balanced routing.
+   */
+  epLoad?: number;
 }
 
-export const LAYOUT_KEYS = ['tp', 'pp', 'dp', 'ep', 'a2a', 'zero', 'shardGroup', 'sp', 'recompute', 'precision', 'offload', 'mb', 'ga', 'schedule', 'vpp'] as const;
+export const LAYOUT_KEYS = ['tp', 'pp', 'dp', 'ep', 'a2a', 'zero', 'shardGroup', 'sp', 'recompute', 'precision', 'offload', 'mb', 'ga', 'schedule', 'vpp', 'epLoad'] as const;
 
 export function defaultLayout(): Layout {
   return { tp: 1, pp: 1, dp: 1, ep: 1, a2a: 'flat', zero: 0, shardGroup: 0, sp: false, recompute: 'none', precision: 'fp32', offload: 'none', mb: 1, ga: 1, schedule: '1f1b', vpp: 1 };
@@ -69,6 +74,12 @@ export function parseLayout(s: string, base: Layout = defaultLayout(), where = '
       case 'offload': l.offload = oneOf(['none', 'optimizer', 'params', 'disk'] as const); break;
       case 'a2a': l.a2a = oneOf(['flat', 'hierarchical'] as const); break;
       case 'schedule': l.schedule = oneOf(['1f1b', 'gpipe', 'interleaved'] as const); break;
+      case 'epLoad': {
+        const n = Number(v);
+        if (v === '' || !Number.isFinite(n) || n < 1) throw new Error(`${where}: field 'epLoad' must be a number >= 1 (the busiest ep rank's received rows over the balanced share), got '${v}'`);
+        l.epLoad = n;
+        break;
+      }
       default: throw new Error(`${where}: unknown field '${k}' (fields: ${LAYOUT_KEYS.join(', ')})`);
     }
   }
@@ -83,6 +94,7 @@ export function layoutProblem(l: Layout, m: { nHead: number; nLayer: number; dFF
   if (l.pp * l.vpp > m.nLayer) return `pp=${l.pp}×vpp=${l.vpp} stages exceed the ${m.nLayer} layers`;
   if (l.schedule === 'interleaved' && m.nLayer % (l.pp * l.vpp) !== 0) return `interleaved schedule needs pp×vpp (${l.pp * l.vpp}) to divide ${m.nLayer} layers`;
   if (l.ep > 1 && !nExperts) return `ep=${l.ep} needs a mixture-of-experts model`;
+  if ((l.epLoad ?? 1) !== 1 && l.ep === 1) return `epLoad=${l.epLoad} needs ep > 1`;
   if (l.ep > 1 && (nExperts % l.ep !== 0 || l.dp % l.ep !== 0)) return `ep=${l.ep} must divide the experts (${nExperts}) and dp (${l.dp})`;
   if (l.sp && l.tp === 1) return 'sp needs tp > 1';
   // The trainer's MoE layouts (config validation): experts split over tp or over ep, not both,
@@ -101,5 +113,6 @@ export function layoutString(l: Layout): string {
   for (const k of ['ep', 'a2a', 'zero', 'shardGroup', 'sp', 'recompute', 'precision', 'offload', 'mb', 'ga', 'schedule', 'vpp'] as const) {
     if (l[k] !== d[k] || k === 'mb' || k === 'ga') parts.push(`${k}=${l[k]}`);
   }
+  if ((l.epLoad ?? 1) !== 1) parts.push(`epLoad=${l.epLoad}`);
   return parts.join(',');
 }
