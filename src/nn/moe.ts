@@ -140,7 +140,9 @@ export class MoeMlp extends Module {
     let gate = gather(probs, fromStorage(r.expert, [N, K], 'int32'), 1);
     if (K > 1) gate = div(gate, sum(gate, [1], true)); // GShard: the K gates sum to 1
     if (gate.dtype !== x.dtype) gate = cast(gate, x.dtype);
-    const xp = moeDispatch(x2, r.srcRow);
+    // Held at N·K rows (the dropless count; padding past the dispatched rows) so that with
+    // dropped assignments the dispatched rows' buffers keep one size from step to step.
+    const xp = moeDispatch(x2, r.srcRow, N * K);
     const local = (rows: Tensor, counts: Int32Array) => this.experts.forward(rows, counts);
     const yp = this.expertRunner ? this.expertRunner(xp, r.counts, local, B * groupCapacity(this.cfg, T)) : local(xp, r.counts);
     let out = moeCombine(yp, gate, r.slot);

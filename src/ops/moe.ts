@@ -23,17 +23,24 @@ function checkFloat2(t: Tensor, where: string, what: string): void {
 
 // ------------------------------------------------------------------ dispatch
 
-/** Rows of x (N, C) in the order `src` (S indices into [0, N)) → (S, C). */
-export function moeDispatch(x: Tensor, src: Int32Array): Tensor {
+/**
+ * Rows of x (N, C) in the order `src` (S indices into [0, N)) → (rows, C), rows ≥ S (default
+ * S): the rows past S are zero padding. A caller whose S changes from step to step (dropped
+ * assignments) passes a fixed `rows` so the buffer, its gradient and everything sized by it
+ * keep one size and the buffer pool reuses them.
+ */
+export function moeDispatch(x: Tensor, src: Int32Array, rows = src.length): Tensor {
   checkFloat2(x, 'moeDispatch', 'x');
   const [N, C] = x.shape as [number, number];
+  if (!Number.isInteger(rows) || rows < src.length) throw new Error(`moeDispatch: rows (${rows}) must be an integer >= the ${src.length} dispatched rows`);
   for (let i = 0; i < src.length; i++) {
     const v = src[i]!;
     if (v < 0 || v >= N) throw new Error(`moeDispatch: source row ${v} at slot ${i} is out of range for ${N} tokens`);
   }
   const xd = dense(x);
-  const out = empty([src.length, C], x.dtype);
+  const out = empty([rows, C], x.dtype);
   NK.embeddingFwd(floatData(xd), C, src, out.data as F, src.length, C);
+  if (rows > src.length) (out.data as F).fill(0, src.length * C, rows * C);
   if (xd !== x) xd.dispose();
   return record('moeDispatch', {}, [x], out, [], src);
 }

@@ -174,8 +174,8 @@ export class ExpertParallel {
     this.stats.forwards++;
     this.stats.rowsReceived += R;
     this.stats.capacity = cap;
-    const there = this.exchange(ranks, sendRows, recvRows, C, blocks, cap, 'out', nodeRows?.there, nodeRows?.back);
-    const back = this.exchange(ranks, recvRows, sendRows, C, blocks, cap, 'in', nodeRows?.back, nodeRows?.there);
+    const there = this.exchange(ranks, sendRows, recvRows, C, blocks, cap, xp.shape[0]!, 'out', nodeRows?.there, nodeRows?.back);
+    const back = this.exchange(ranks, recvRows, sendRows, C, blocks, cap, xp.shape[0]!, 'in', nodeRows?.back, nodeRows?.there);
     const xl = allToAllV(xp, there);
     return allToAllV(local(xl, localCounts), back);
   }
@@ -184,9 +184,11 @@ export class ExpertParallel {
    * An exchange of rows (send rows per rank → receive rows per rank) and its adjoint. The
    * side named by `localSide` ('out': what forward receives; 'in': what forward sends) is
    * in the local layout: `cap` rows grouped by local expert, placed by `blocks`, with zero
-   * padding past the received rows. The other side is plain rows in rank order.
+   * padding past the received rows. The other side is plain rows in rank order, `plainRows`
+   * of them (the rows xp holds: past the dispatched ones they are zero padding, so that with
+   * dropped assignments these buffers keep one size, nn/moe.ts).
    */
-  private exchange(ranks: number[], send: number[], recv: number[], C: number, blocks: Int32Array, cap: number, localSide: 'in' | 'out', nodeFwd?: Int32Array, nodeBwd?: Int32Array): RowExchange {
+  private exchange(ranks: number[], send: number[], recv: number[], C: number, blocks: Int32Array, cap: number, plainRows: number, localSide: 'in' | 'out', nodeFwd?: Int32Array, nodeBwd?: Int32Array): RowExchange {
     const comm = this.o.comm, algo = this.o.a2a, nodeSize = this.o.nodeSize ?? comm.localWorldSize;
     const go = (x: Tensor, s: number[], r: number[], localIn: boolean, nodeRows?: Int32Array): Tensor => {
       const t0 = performance.now();
@@ -206,8 +208,10 @@ export class ExpertParallel {
       comm.allToAllV(ranks, inp, s.map((v) => v * C), out, r.map((v) => v * C), algo, nodeSize, nodeRows);
       let y: Tensor;
       if (localIn) {
-        y = empty([nOut / C, C], 'float32');
-        (y.data as Float32Array).set(out);
+        y = empty([plainRows, C], 'float32');
+        const yd = y.data as Float32Array;
+        yd.set(out);
+        yd.fill(0, nOut, plainRows * C);
       } else {
         y = empty([cap, C], 'float32');
         const yd = y.data as Float32Array;

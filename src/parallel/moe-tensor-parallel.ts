@@ -47,10 +47,10 @@ export function validateMoeTensorParallel(m: GptConfig, tp: number, sequencePara
 }
 
 /** Expert index of every row of an expert-grouped block with counts[e] rows each. */
-function rowExperts(counts: Int32Array): Int32Array {
-  let S = 0;
-  for (const c of counts) S += c;
-  const out = new Int32Array(S);
+function rowExperts(counts: Int32Array, rows: number): Int32Array {
+  // Rows past the experts' blocks are the dispatched rows' padding (nn/moe.ts): expert 0's
+  // bias lands there, on rows nothing reads (their gradient is zero).
+  const out = new Int32Array(rows);
   let o = 0;
   counts.forEach((c, e) => { out.fill(e, o, o + c); o += c; });
   return out;
@@ -65,7 +65,7 @@ export function tensorParallelMoe(m: MoeMlp, group: GroupCollectives): void {
   wrapMethod(ex.c_proj, 'forward', () => ((h: Tensor, counts: Int32Array) => {
     const partial = groupedMatmul(h, ex.c_proj.weight, null, counts);
     const y = groupReduce(partial, group, { consume: true });
-    const out = add(y, embedding(ex.c_proj.bias, fromStorage(rowExperts(counts), [y.shape[0]!], 'int32')));
+    const out = add(y, embedding(ex.c_proj.bias, fromStorage(rowExperts(counts, y.shape[0]!), [y.shape[0]!], 'int32')));
     releaseStorage(y, partial);
     return out;
   }) as typeof ex.c_proj.forward);
