@@ -140,9 +140,10 @@ export class MoeMlp extends Module {
     let gate = gather(probs, fromStorage(r.expert, [N, K], 'int32'), 1);
     if (K > 1) gate = div(gate, sum(gate, [1], true)); // GShard: the K gates sum to 1
     if (gate.dtype !== x.dtype) gate = cast(gate, x.dtype);
-    // Held at N·K rows (the dropless count; padding past the dispatched rows) so that with
-    // dropped assignments the dispatched rows' buffers keep one size from step to step.
-    const xp = moeDispatch(x2, r.srcRow, N * K);
+    // Held at the most rows routing can dispatch (N·K, or every expert's capacity of every
+    // group when that is fewer; zero padding past the dispatched rows) so that with dropped
+    // assignments the buffers sized by them keep one size from step to step (pool hits).
+    const xp = moeDispatch(x2, r.srcRow, Math.min(N * K, B * E * groupCapacity(this.cfg, T)));
     const local = (rows: Tensor, counts: Int32Array) => this.experts.forward(rows, counts);
     const yp = this.expertRunner ? this.expertRunner(xp, r.counts, local, B * groupCapacity(this.cfg, T)) : local(xp, r.counts);
     let out = moeCombine(yp, gate, r.slot);
