@@ -23,7 +23,9 @@ options:
   --cluster NAME   one of clusters/*.json (${listClusters().join(', ') || 'none yet'}) or a path
   --layout SPEC    tp=,pp=,dp=,ep=,zero=0..3,sp=true|false,recompute=none|full,precision=fp32|bf16,
                    offload=none|optimizer|params|disk,shardGroup= (HSDP: ZeRO-3 over groups of this size),
-                   mb= (sequences per micro-batch),ga= (micro-batches per step),schedule=1f1b|gpipe|interleaved,vpp= ; unspecified fields come from the config
+                   mb= (sequences per micro-batch),ga= (micro-batches per step),schedule=1f1b|gpipe|interleaved,vpp=,
+                   epLoad= (ep: the busiest rank's received rows over its balanced share, default 1 = balanced routing);
+                   unspecified fields come from the config
   --search         rank every valid layout that fits by predicted tokens/s (top 5, with why)
   --devices N      device count for --search (default: the layout's, else the whole cluster)
   --tokens N       also print the time (and energy) to train N tokens (default 1e9)
