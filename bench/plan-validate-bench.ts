@@ -39,8 +39,11 @@ const CASES: Case[] = [
   { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=1' },
   { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=2' },
   { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=3' },
+  // ZeRO-Infinity style disk offload of the optimizer state (the bench gives it a scratch directory).
+  { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=1,offload=disk' },
   // Tensor and pipeline parallelism (each schedule), expert parallelism, bf16.
   { preset: 'gpt-tiny', layout: 'tp=2,mb=16' },
+  { preset: 'gpt-tiny', layout: 'tp=2,sp=true,mb=16' },
   { preset: 'gpt-tiny', layout: 'pp=2,mb=4,ga=4,schedule=gpipe' },
   { preset: 'gpt-tiny', layout: 'pp=2,mb=4,ga=4,schedule=1f1b' },
   { preset: 'gpt-tiny', layout: 'pp=2,mb=4,ga=4,schedule=interleaved,vpp=2' },
@@ -89,6 +92,7 @@ function measure(c: Case, dataDir: string, steps: number): { stepS: number; cpuS
     `--train.recompute=${l.recompute === 'full'}`, `--parallel.dp=${l.dp}`, `--parallel.zero=${l.zero}`,
     `--parallel.tp=${l.tp}`, `--parallel.pp=${l.pp}`, `--parallel.ep=${l.ep}`, `--parallel.a2a=${l.a2a}`, `--parallel.sp=${l.sp}`,
     `--parallel.pipelineSchedule=${l.schedule}`, `--parallel.pipelineChunks=${l.vpp}`, `--train.precision=${l.precision}`,
+    ...(l.offload === 'disk' ? ['--parallel.offload=disk', `--parallel.offloadDir=${join(out, 'offload')}`] : []),
     ...Object.entries(c.over ?? {}).map(([k, v]) => `--${k}=${v}`)];
   const world = devices(l);
   const cmd = world > 1
