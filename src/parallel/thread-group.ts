@@ -26,13 +26,14 @@ export class ThreadGroup implements GroupCollectives {
   /** The same-host path: undefined until the first collective decides, null where it is unavailable. */
   private shmGroup: ShmCollectives | null | undefined;
 
-  constructor(private readonly comm: GradComm, readonly rank: number, readonly size: number) {}
+  /** `o.shm` false: always the communication thread (the calibration measures both paths). */
+  constructor(private readonly comm: GradComm, readonly rank: number, readonly size: number, private readonly o: { shm?: boolean } = {}) {}
 
   /** The shared-memory collectives, opened (collectively, through the thread) at the first use. */
   private shm(): ShmCollectives | null {
     if (this.shmGroup !== undefined) return this.shmGroup;
     this.shmGroup = null;
-    if (this.size < 2 || this.comm.backend === 'mpi' || process.env.ATHANOR_TP_SHM === '0') return null;
+    if (this.size < 2 || this.o.shm === false || this.comm.backend === 'mpi' || process.env.ATHANOR_TP_SHM === '0') return null;
     const exchange = (mine: Int32Array): Int32Array => {
       const out = new Int32Array(mine.length * this.size);
       this.comm.waitSync(this.comm.allGatherV(mine, out, new Array<number>(this.size).fill(mine.length)));
