@@ -30,8 +30,8 @@ const FUTEX_WAIT = 0, FUTEX_WAKE = 1;
 const HEADER = 4096;
 /** Header words (int32): the barrier counter (rank 0's region only) and this rank's collectives started. */
 const W_COUNT = 16, W_SEQ = 32;
-/** Polls of the counter before sleeping on the futex: about 20 µs, cheaper than a sleep and wake when the peer is about to arrive. */
-const SPIN = 2000;
+/** Polls of the counter before sleeping on the futex (env ATHANOR_SHM_SPIN): a few µs each, cheaper than a sleep and wake when the peer is about to arrive. */
+const SPIN = Number(process.env.ATHANOR_SHM_SPIN ?? 2000);
 
 interface Libc {
   mmap(addr: null, len: number, prot: number, flags: number, fd: number, off: number): unknown;
