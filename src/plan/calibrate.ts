@@ -197,11 +197,12 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   const r = spawnSync(process.execPath, [cli, 'launch', '--nproc-per-node', '2', '--', 'node', script], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ATHANOR_QUIET: '1' } });
   const m = /ATHANOR_CALIBRATE_COMM (\{.*\})/.exec(r.stdout ?? '');
   if (!m) throw new Error(`plan --calibrate: the all-reduce measurement failed:\n${((r.stdout ?? '') + (r.stderr ?? '')).slice(-1500)}`);
-  const c = JSON.parse(m[1]!) as { small: number; large: number; cpuSmall: number; cpuLarge: number; cpuPoints: [number, number][] };
+  const c = JSON.parse(m[1]!) as { small: number; large: number; cpuSmall: number; cpuLarge: number; cpuPoints: [number, number][]; tpPath: string; tpWall: [number, number][]; tpCpu: [number, number][]; tpSkew: number };
   const alpha = c.small / 2, beta = (16 * 2 ** 20) / Math.max(1e-9, c.large - 2 * alpha);
   // The same model for the CPU time a collective takes from a rank (all its threads).
   const cpuAlpha = c.cpuSmall / 2, cpuBeta = (16 * 2 ** 20) / Math.max(1e-9, c.cpuLarge - 2 * cpuAlpha);
   log.push(`all-reduce (2 ranks, same host): α ${(alpha * 1e6).toFixed(1)} µs, β ${(beta / 1e9).toFixed(2)} GB/s; CPU per rank α ${(cpuAlpha * 1e6).toFixed(1)} µs, β ${(cpuBeta / 1e9).toFixed(2)} GB/s`);
+  log.push(`tensor-parallel all-reduce (${c.tpPath}): ${c.tpWall.map(([b, w], i) => `${b >= 2 ** 20 ? `${b / 2 ** 20} MiB` : `${b / 1024} KiB`} ${(w * 1e3).toFixed(3)} ms wall / ${(c.tpCpu[i]![1] * 1e3).toFixed(3)} ms CPU`).join(', ')}; ranks' skew ${(100 * c.tpSkew).toFixed(1)}% of the compute between collectives`);
   const sorted = [...contention].sort((a, b) => a - b);
   log.push(`contention: the median rep sat ${(100 * sorted[sorted.length >> 1]!).toFixed(1)}% above the fastest (median over ${sorted.length} measurements; 90th percentile ${(100 * sorted[Math.floor(sorted.length * 0.9)]!).toFixed(1)}%); rates use the median`);
   const loadAfter = loadavg();
@@ -244,6 +245,11 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       alpha: { value: cpuAlpha, source: meas('half the mean CPU time (all threads of a rank) of a 4 KiB all-reduce through the trainer synchronous path (communication thread, parallel/thread-group.ts), 2 ranks') },
       beta: { value: cpuBeta, source: meas('16 MiB all-reduce, CPU time of a rank, ring model') },
       allReduce2: { source: meas('mean CPU seconds of a rank per 2-rank all-reduce at 4 KiB, 64 KiB, 1 MiB, 16 MiB (trainer synchronous path)'), points: c.cpuPoints },
+      tpSync: {
+        source: meas(`tensor parallelism's synchronous collectives as the trainer builds them (parallel/thread-group.ts, path '${c.tpPath}'): mean wall and CPU seconds of the busier rank per 2-rank all-reduce at 4 KiB, 64 KiB, 1 MiB, 16 MiB, back to back`),
+        path: c.tpPath, wall: c.tpWall, cpu: c.tpCpu,
+        skew: { value: c.tpSkew, source: meas('time a rank waits at a 1 MiB synchronous all-reduce beyond its own duration, after equal 8-GEMM stretches on both ranks, as a share of the GEMM time (40 rounds, busier rank)') },
+      },
     },
     commComputeShare: { value: 1, source: 'assumption: one device = one core, and the communication thread runs on the same cores (no DMA engine); bench/plan-validate-bench.ts shows its CPU time per step (ATHANOR_PLANVAL_THREADS=1)' },
     hostMemoryBytesPerNode: { value: totalmem(), source: 'measured: os.totalmem()' },

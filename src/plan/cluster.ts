@@ -78,6 +78,8 @@ export interface ClusterSpec {
     alpha: Figure; beta: Figure;
     /** Measured [bytes, CPU seconds] of one 2-rank all-reduce at several sizes (the cost is not linear in between); 2-rank groups interpolate it. */
     allReduce2?: { source: string; points: [number, number][] };
+    /** Tensor parallelism's synchronous path (tp-terms.ts): [bytes, seconds] wall and CPU per 2-rank all-reduce, and the ranks' skew as a share of compute. */
+    tpSync?: { source: string; path: string; wall: [number, number][]; cpu: [number, number][]; skew: Figure };
   };
   hostMemoryBytesPerNode?: Figure;
   powerWattsPerNode?: Figure;
@@ -183,6 +185,14 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
     if (cc.allReduce2 !== undefined) {
       const pts = obj(cc.allReduce2, 'commCpu.allReduce2').points;
       if (!Array.isArray(pts) || pts.length < 2 || pts.some((q) => !Array.isArray(q) || q.length !== 2 || q.some((v) => typeof v !== 'number' || !(v > 0)))) throw new Error(`${file}: field 'commCpu.allReduce2.points' must be a list of at least two [bytes, seconds] pairs of positive numbers`);
+    }
+    if (cc.tpSync !== undefined) {
+      const ts = obj(cc.tpSync, 'commCpu.tpSync');
+      for (const k of ['wall', 'cpu']) {
+        const pts = ts[k];
+        if (!Array.isArray(pts) || pts.length < 2 || pts.some((q) => !Array.isArray(q) || q.length !== 2 || q.some((v) => typeof v !== 'number' || !(v > 0)))) throw new Error(`${file}: field 'commCpu.tpSync.${k}' must be a list of at least two [bytes, seconds] pairs of positive numbers`);
+      }
+      fig(ts.skew, 'commCpu.tpSync.skew');
     }
   }
   fig(r.hostMemoryBytesPerNode, 'hostMemoryBytesPerNode', true);

@@ -9,6 +9,7 @@ import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
 import { SHARED_GROWTH } from '../parallel/expert-parallel-capacity.js';
 import { epRowTerms } from './ep-terms.js';
+import { tpSyncTerms } from './tp-terms.js';
 import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
 import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
 import { attentionEfficiencyFn, gemmRateFn, opRateFor, optimizerSeconds } from './compute-rates.js';
@@ -555,9 +556,13 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     // Megatron: the forward all-reduces (or sp's reduce-scatter + all-gather, same volume),
     // as many in backward, and the recomputed forward's again; each pays its own latency.
     const extraSteps = Math.max(0, count - 1) * 2 * (tp - 1);
-    comm[`tp allreduce (${link.cls})`] = l.ga * (ringTime('allreduce', bytes, tp, link) + extraSteps * link.alpha);
+    // Athanor's synchronous tp path where calibrated (tp-terms.ts): its measured wall and CPU per collective, and the ranks' skew.
+    const sync = tpSyncTerms(c, tp, link.cls === 'intra', count, bytes, tMb);
+    comm[`tp allreduce (${link.cls})`] = l.ga * (sync ? sync.wall : ringTime('allreduce', bytes, tp, link) + extraSteps * link.alpha);
+    if (sync) comm['tp rank skew at the collectives'] = l.ga * sync.skew;
     const table = tp === 2 && count > 0 ? c.commCpu?.allReduce2?.points : undefined;
-    if (table) commCpu += l.ga * count * interpLogLog(table, bytes / count);
+    if (sync) commCpu += l.ga * sync.cpu;
+    else if (table) commCpu += l.ga * count * interpLogLog(table, bytes / count);
     else if (cpuLink) commCpu += l.ga * (ringTime('allreduce', bytes, tp, cpuLink) + extraSteps * cpuLink.alpha);
   }
   let ppMessage = 0, ppMessageCpu = 0;

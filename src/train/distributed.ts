@@ -242,6 +242,7 @@ export class DistributedLayer implements ParallelLayer {
   }
 
   async close(): Promise<void> {
+    this.tpGroup?.close();
     for (const t of this.threads) await t.close();
     await this.pg.destroy();
   }
