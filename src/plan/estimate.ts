@@ -13,6 +13,7 @@ import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.j
 import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
 import { attentionEfficiencyFn, gemmRateFn, opRateFor, optimizerSeconds } from './compute-rates.js';
 import { pipelineStep } from './pipeline-timeline.js';
+import { layoutCoRun, opFixedSeconds } from './overhead-terms.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
@@ -476,7 +477,9 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // ---- compute time of one micro-batch on the slowest stage ----
   const peak = (l.precision === 'bf16' ? c.device.peakFlops.bf16?.value : undefined) ?? c.device.peakFlops.fp32.value;
   if (l.precision === 'bf16' && !c.device.peakFlops.bf16) notes.push(`${c.name} lists no bf16 peak: fp32 rate used`);
-  const bw = c.device.memBandwidth.value, ovh = c.device.opOverhead.value;
+  const bw = c.device.memBandwidth.value;
+  // The framework's fixed cost per op and the co-running devices' slowdown (overhead-terms.ts).
+  const coRun = layoutCoRun(l, c);
   const gemmRate = gemmRateFn(c, peak);
   // Athanor's mixed precision runs the ops' 16-bit paths: their own measured rates where calibrated.
   const lowpK = tr.precision === 'bf16' ? c.device.lowpKernels : undefined;
@@ -524,7 +527,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
       t += (6 * (casts + widened)) / split / (c.device.classBandwidth?.rates.convert ?? bw);
     }
     if (epPad) t *= epPad.opScale(op); // Athanor's ep: the expert activation runs over the capacity's padding rows
-    t += ovh;
+    t = t * coRun + opFixedSeconds(c, op.phase);
     const key = `${op.phase}:${op.cls}`;
     stageCompute[s]![key] = (stageCompute[s]![key] ?? 0) + t;
     vsCost[sm.chunk(op.block) * pp + s]![op.phase === 'forward' ? 'F' : 'B'] += t;
@@ -637,7 +640,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // offload=disk streams 12 bytes per shard element in and 12 out through the page cache
   // (offload-optimizer.ts), overlapped with the update: priced at memory bandwidth.
   const offloadTime = l.offload === 'disk' ? (shard * 24) / bw : l.offload !== 'none' ? (shard * 16) / c.network.intra.beta.value : 0;
-  const optimizer = optimizerSeconds(c, shard) + offloadTime + lowpCopyTime;
+  const optimizer = (optimizerSeconds(c, shard) + lowpCopyTime) * coRun + offloadTime;
   // Where communication runs on the compute cores (a CPU device), overlap hides the wait
   // but not the communication thread's own work on the core.
   const commOnDevice = (c.commComputeShare?.value ?? 0) * hiddenComm;

@@ -1,0 +1,45 @@
+// A child process of `athanor plan --calibrate` (calibrate-overhead.ts): steps of the real
+// GPT (forward, backward, AdamW) at a probe shape on one BLAS/kernel thread, timed by the
+// wall clock, so that the parent can compare one such process alone with one per core at
+// once. After its warm-up it prints READY and waits for GO on stdin (all probes of a
+// co-running measurement start together), then prints ATHANOR_PROBE {json}.
+import { GPT } from '../nn/gpt.js';
+import { presetConfig } from '../train/config.js';
+import { fromStorage } from '../core/tensor.js';
+import { scope } from '../core/scope.js';
+import { backward } from '../autograd/tape.js';
+import { setBlasThreads } from '../backend/blas.js';
+import { setKernelThreads } from '../backend/dispatch.js';
+import { buildOptimizer } from '../train/optim-setup.js';
+
+/** The probe model: gpt-tiny's widths, 2 blocks, 8 sequences (a step of ~0.1 s here), so that a co-running measurement sees a training step's mix of GEMMs and memory-bound ops. */
+export const PROBE = { nLayer: 2, microBatch: 8 };
+
+async function main(): Promise<void> {
+  setBlasThreads(1);
+  setKernelThreads(1);
+  const steps = Number(process.argv[2] ?? 8);
+  const cfg = presetConfig('gpt-tiny');
+  const model = new GPT({ ...cfg.model, nLayer: PROBE.nLayer }, { seed: 3 });
+  const opt = buildOptimizer(model, cfg);
+  const B = PROBE.microBatch, T = cfg.model.seqLen, V = cfg.model.vocabSize;
+  const x = fromStorage(new Int32Array(B * T).map((_, i) => (i * 7919) % V), [B, T], 'int32');
+  const y = fromStorage(new Int32Array(B * T).map((_, i) => (i * 104729 + 1) % V), [B, T], 'int32');
+  const step = (): void => {
+    scope(() => backward(model.loss(x, y)));
+    opt.step(1e-4, 1);
+  };
+  for (let i = 0; i < 3; i++) step();
+  process.stdout.write('READY\n');
+  await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
+  const wall: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const t0 = performance.now();
+    step();
+    wall.push((performance.now() - t0) / 1000);
+  }
+  process.stdout.write(`ATHANOR_PROBE ${JSON.stringify({ wall })}\n`);
+  process.stdin.destroy();
+}
+
+main().catch((e: unknown) => { console.error(e); process.exit(1); });

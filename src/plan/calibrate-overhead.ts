@@ -1,0 +1,101 @@
+// The overhead terms of `athanor plan --calibrate` (read by src/plan/overhead-terms.ts):
+//   - the framework's fixed cost per traced op: the real GPT (forward recording, backward)
+//     at shapes where compute is ~0 (d 16, T 8, 2 sequences), its CPU seconds per forward
+//     and per backward divided by the non-view ops the meta trace of the same model counts
+//     (views cost dispatch too; their share is folded into the others, as the plan skips them);
+//   - the co-running slowdown: the probe (calibrate-overhead-probe.ts, the real GPT at
+//     gpt-tiny's widths with its optimizer) timed alone and as one process per core started
+//     together, alternately; the factor is the median co-running step over the median alone.
+import { spawn } from 'node:child_process';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { GPT } from '../nn/gpt.js';
+import { presetConfig } from '../train/config.js';
+import { fromStorage } from '../core/tensor.js';
+import { scope } from '../core/scope.js';
+import { backward } from '../autograd/tape.js';
+import { projectRoot } from '../backend/native.js';
+import { traceGpt } from './models.js';
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
+  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+};
+
+/** CPU seconds per traced forward and backward op of a real model step whose compute is ~0. */
+export function opFixedCosts(reps: number): { forward: number; backward: number; opsForward: number; opsBackward: number } {
+  const base = presetConfig('gpt-tiny').model;
+  const cfg = { ...base, nLayer: 2, nHead: 2, dModel: 16, dFF: 64, vocabSize: 64, seqLen: 8 };
+  const model = new GPT(cfg, { seed: 5 });
+  const B = 2, T = cfg.seqLen;
+  const idx = fromStorage(new Int32Array(B * T).map((_, i) => (i * 5) % cfg.vocabSize), [B, T], 'int32');
+  const tr = traceGpt(cfg, { microBatch: B });
+  const opsForward = tr.ops.filter((o) => o.phase === 'forward' && o.cls !== 'view').length;
+  const opsBackward = tr.ops.filter((o) => o.phase === 'backward' && o.cls !== 'view').length;
+  // Each rep: `inner` steps (each a few ms), forward and backward timed apart.
+  const inner = 50;
+  let fwd = 0;
+  const run = (): number => {
+    fwd = 0;
+    let bwd = 0;
+    for (let i = 0; i < inner; i++) {
+      scope(() => {
+        const c0 = process.cpuUsage();
+        const loss = model.loss(idx, idx);
+        const c1 = process.cpuUsage(c0);
+        backward(loss);
+        const c2 = process.cpuUsage(c0);
+        fwd += (c1.user + c1.system) / 1e6;
+        bwd += (c2.user + c2.system - c1.user - c1.system) / 1e6;
+      });
+      for (const p of model.parameters()) { p.grad?.dispose(); p.grad = null; }
+    }
+    return bwd;
+  };
+  const f: number[] = [], b: number[] = [];
+  run();
+  for (let r = 0; r < reps; r++) { b.push(run()); f.push(fwd); }
+  return { forward: median(f) / inner / opsForward, backward: median(b) / inner / opsBackward, opsForward, opsBackward };
+}
+
+/** Runs `k` probe processes that start their timed steps together; each one's median step (wall seconds). */
+async function probeRun(k: number, steps: number): Promise<number[]> {
+  const script = join(projectRoot(), 'dist', 'src', 'plan', 'calibrate-overhead-probe.js');
+  const kids = Array.from({ length: k }, () => spawn(process.execPath, [script, String(steps)], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ATHANOR_QUIET: '1' } }));
+  const outs = kids.map(() => ({ text: '', err: '' }));
+  const ready = kids.map((p, i) => new Promise<void>((resolve, reject) => {
+    p.stdout.on('data', (d: Buffer) => { outs[i]!.text += d.toString(); if (outs[i]!.text.includes('READY')) resolve(); });
+    p.stderr.on('data', (d: Buffer) => { outs[i]!.err += d.toString(); });
+    p.on('exit', (code) => { if (!outs[i]!.text.includes('READY')) reject(new Error(`plan --calibrate: the co-running probe exited with ${code} before its steps:\n${outs[i]!.err.slice(-1500)}`)); });
+  }));
+  const done = kids.map((p) => new Promise<number | null>((resolve) => p.on('exit', (code) => resolve(code))));
+  try {
+    await Promise.all(ready);
+  } catch (e) {
+    for (const p of kids) p.kill();
+    throw e;
+  }
+  for (const p of kids) p.stdin.write('GO\n');
+  const codes = await Promise.all(done);
+  return outs.map((o, i) => {
+    const m = /ATHANOR_PROBE (\{.*\})/.exec(o.text);
+    if (codes[i] !== 0 || !m) throw new Error(`plan --calibrate: co-running probe ${i} failed (exit ${codes[i]}):\n${o.err.slice(-1500)}`);
+    return median((JSON.parse(m[1]!) as { wall: number[] }).wall);
+  });
+}
+
+/**
+ * Step time of the probe with every core of the node computing over the step time alone,
+ * alternately alone and co-running, `reps` times each. Null on a one-core machine.
+ */
+export async function coRunSlowdown(reps: number, steps = 8): Promise<{ cores: number; factor: number; alone: number; together: number } | null> {
+  const cores = cpus().length;
+  if (cores < 2) return null;
+  const alone: number[] = [], together: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    alone.push(...(await probeRun(1, steps)));
+    together.push(median(await probeRun(cores, steps)));
+  }
+  const a = median(alone), t = median(together);
+  return { cores, factor: t / a, alone: a, together: t };
+}
