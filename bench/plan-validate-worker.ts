@@ -56,6 +56,21 @@ function mainSched(): [number, number] | null {
   } catch { return null; }
 }
 
+/**
+ * The main thread's CPU migrations and involuntary context switches so far (Linux
+ * /proc/<pid>/task/<pid>/sched; null elsewhere), with the process's minor page faults and
+ * the machine's steal time (a virtual machine's vCPU waiting for its host): the suspects
+ * of a step time that moves between runs of the same case.
+ */
+function noiseCounters(): { migrations: number; involuntary: number; minorFaults: number; stealS: number } | null {
+  try {
+    const sched = readFileSync(`/proc/self/task/${process.pid}/sched`, 'utf8');
+    const field = (k: string): number => Number(new RegExp(`^${k.replace('.', '\\.')}\\s*:\\s*(\\d+)`, 'm').exec(sched)?.[1] ?? NaN);
+    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/);
+    return { migrations: field('se.nr_migrations'), involuntary: field('nr_involuntary_switches'), minorFaults: process.resourceUsage().minorPageFault, stealS: Number(cpu[8] ?? 0) / 100 };
+  } catch { return null; }
+}
+
 /** Steps not measured for CPU time (see cpuSteps); bench/plan-validate-bench.ts skips as many for the wall time. */
 const WARMUP_STEPS = 2;
 
@@ -79,6 +94,7 @@ async function main(): Promise<void> {
   // Per measured step: the main thread's seconds asleep and waiting for a core (see mainSched).
   const sleptSteps: number[] = [], runqSteps: number[] = [];
   let sched0: [number, number] | null = null, wall0 = 0;
+  let noise0: ReturnType<typeof noiseCounters> = null, noise1: ReturnType<typeof noiseCounters> = null;
   // Sampled during training steps only: the final checkpoint's serialisation buffers are not the step's memory.
   // poolAtPeak: bytes the buffer pool held (handed out + idle) when the peak was seen (the
   // rest of the peak is memory outside the pool: transport buffers, unpooled arrays awaiting GC).
@@ -126,6 +142,7 @@ async function main(): Promise<void> {
         if (m.step >= WARMUP_STEPS) { sched0 = sc; wall0 = w; }
         gcCpu = 0; probeWall = 0;
         if (m.step >= WARMUP_STEPS) { if (!threads0) threads0 = threadCpu(); else if (training) threads1 = threadCpu(); }
+        if (m.step >= WARMUP_STEPS) { if (!noise0) noise0 = noiseCounters(); else if (training) noise1 = noiseCounters(); }
         if (m.step >= cfg.train.steps) training = false;
       },
     });
@@ -135,7 +152,11 @@ async function main(): Promise<void> {
   // CPU seconds per measured step of each thread (the same steps as cpuSteps).
   const threadCpuPerStep: Record<string, number> = {};
   if (threads0 && cpuSteps.length) for (const [k, v] of Object.entries(threads1)) threadCpuPerStep[k] = (v - (threads0[k] ?? 0)) / cpuSteps.length;
-  console.log(`ATHANOR_PLAN_MEASURED ${JSON.stringify({ rank, arrayBufferPeak: peak - base, poolAtPeak, poolLivePeak: livePeak, stepMem, cpuSteps, threadCpuPerStep, sleptSteps, runqSteps, probeSteps })}`);
+  // Per measured step: the noise suspects (see noiseCounters; steal is the whole machine's, all vCPUs).
+  const noisePerStep: Record<string, number> = {};
+  const n0 = noise0 as Record<string, number> | null, n1 = noise1 as Record<string, number> | null;
+  if (n0 && n1 && cpuSteps.length) for (const k of Object.keys(n0)) noisePerStep[k] = (n1[k]! - n0[k]!) / cpuSteps.length;
+  console.log(`ATHANOR_PLAN_MEASURED ${JSON.stringify({ rank, arrayBufferPeak: peak - base, poolAtPeak, poolLivePeak: livePeak, stepMem, cpuSteps, threadCpuPerStep, sleptSteps, runqSteps, probeSteps, noisePerStep })}`);
 }
 
 main().catch((e: unknown) => { console.error(e); process.exit(1); });
