@@ -9,8 +9,8 @@ import { traceGpt } from '../src/plan/models.js';
 import { estimate } from '../src/plan/estimate.js';
 import { parseLayout } from '../src/plan/layout.js';
 import { loadCluster, validateCluster, type ClusterSpec } from '../src/plan/cluster.js';
-import { coRunFactor, coRunning, opFixedSeconds } from '../src/plan/overhead-terms.js';
-import { opFixedCosts } from '../src/plan/calibrate-overhead.js';
+import { coRunFactor, coRunning, opFixedSeconds, pipelineActionSeconds } from '../src/plan/overhead-terms.js';
+import { opFixedCosts, pipelineActionCost } from '../src/plan/calibrate-overhead.js';
 
 const tiny = presetConfig('gpt-tiny').model;
 const opts = { seqLen: tiny.seqLen, dModel: tiny.dModel };
@@ -60,6 +60,21 @@ test('co-running slowdown: 1 alone, interpolated in the devices that compute at 
   assert.ok(b.time.step > a.time.step);
 });
 
+test('pipeline: the engine\'s per-action cost enters every action of the schedule replay', () => {
+  const base = loadCluster('this-machine');
+  const tr = traceGpt(tiny, { microBatch: 4 });
+  for (const layout of ['pp=2,mb=4,ga=4,schedule=gpipe', 'pp=2,mb=4,ga=4,schedule=1f1b', 'pp=2,mb=4,ga=4,schedule=interleaved,vpp=2']) {
+    const l = parseLayout(layout);
+    const c0 = withOverhead(base, 0, 0), c1 = { ...c0, device: { ...c0.device, overhead: { ...c0.device.overhead!, pipelineAction: fig(0.01) } } };
+    assert.equal(pipelineActionSeconds(c0), 0);
+    const d = estimate(tr, l, c1, opts).time.step - estimate(tr, l, c0, opts).time.step;
+    // The busiest rank runs 2·ga·v actions, each 10 ms longer: the makespan grows by at least that.
+    const v = l.schedule === 'interleaved' ? l.vpp : 1;
+    assert.ok(d >= 2 * l.ga * v * 0.01 - 1e-9, `${layout}: +${d} s`);
+  }
+  assert.ok(pipelineActionCost(1) >= 0);
+});
+
 test('device.overhead: bad figures are refused naming the field', () => {
   const base = loadCluster('this-machine');
   const bad = (o: unknown, field: string) => assert.throws(() => validateCluster({ ...base, device: { ...base.device, overhead: o } }, 'x.json'), new RegExp(`x.json: field '${field.replace(/\./g, '\\.')}`));
@@ -67,6 +82,7 @@ test('device.overhead: bad figures are refused naming the field', () => {
   bad({ source: 'assumption: test', opForward: fig(0) }, 'device.overhead.opBackward.value');
   bad({ source: 'assumption: test', opForward: fig(0), opBackward: fig(0), coRun: { source: 'assumption: test', points: [[0, 1]] } }, 'device.overhead.coRun.points');
   bad({ opForward: fig(0), opBackward: fig(0) }, 'device.overhead.source');
+  bad({ source: 'assumption: test', opForward: fig(0), opBackward: fig(0), pipelineAction: fig(-1) }, 'device.overhead.pipelineAction.value');
   assert.doesNotThrow(() => validateCluster(withOverhead(base, 1e-5, 2e-5, [[2, 1.1]]), 'ok.json'));
 });
 

@@ -16,6 +16,7 @@ import { scope } from '../core/scope.js';
 import { backward } from '../autograd/tape.js';
 import { projectRoot } from '../backend/native.js';
 import { traceGpt } from './models.js';
+import { forwardDetached, release } from '../parallel/pipeline/graph-lifetime.js';
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
@@ -56,6 +57,30 @@ export function opFixedCosts(reps: number): { forward: number; backward: number;
   run();
   for (let r = 0; r < reps; r++) { b.push(run()); f.push(fwd); }
   return { forward: median(f) / inner / opsForward, backward: median(b) / inner / opsBackward, opsForward, opsBackward };
+}
+
+/**
+ * The pipeline engine's own CPU seconds per schedule action (pipeline-engine.ts): a forward
+ * run by forwardDetached (its graph kept alive across other actions) and its backward
+ * followed by release(), against the same forward + backward in one scope, on the model of
+ * opFixedCosts (compute ~0), interleaved; half the difference per forward-backward pair.
+ */
+export function pipelineActionCost(reps: number): number {
+  const base = presetConfig('gpt-tiny').model;
+  const cfg = { ...base, nLayer: 2, nHead: 2, dModel: 16, dFF: 64, vocabSize: 64, seqLen: 8 };
+  const model = new GPT(cfg, { seed: 5 });
+  const B = 2, T = cfg.seqLen;
+  // A fresh input tensor per action, as the engine makes one per micro-batch (release() disposes it with the graph).
+  const ids = new Int32Array(B * T).map((_, i) => (i * 5) % cfg.vocabSize);
+  const inner = 50;
+  const clear = (): void => { for (const p of model.parameters()) { p.grad?.dispose(); p.grad = null; } };
+  const cpu = (fn: () => void): number => { const c0 = process.cpuUsage(); for (let i = 0; i < inner; i++) { fn(); clear(); } const d = process.cpuUsage(c0); return (d.user + d.system) / 1e6 / inner; };
+  const plain = (): void => scope(() => { const x = fromStorage(ids, [B, T], 'int32'); backward(model.loss(x, x)); });
+  const engine = (): void => { const x = fromStorage(ids, [B, T], 'int32'); const g = forwardDetached(() => model.loss(x, x)); backward(g.out); release(g); x.dispose(); };
+  cpu(plain); cpu(engine);
+  const diffs: number[] = [];
+  for (let r = 0; r < reps; r++) { const a = cpu(plain), b = cpu(engine); diffs.push(b - a); }
+  return Math.max(0, median(diffs) / 2);
 }
 
 /** Runs `k` probe processes that start their timed steps together; each one's median step (wall seconds). */

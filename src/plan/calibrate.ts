@@ -20,7 +20,7 @@ import { vocabParallelCrossEntropy, type GroupCollectives } from '../ops/group.j
 import type { Tensor } from '../core/tensor.js';
 import type { ClusterSpec } from './cluster.js';
 import { Rng } from '../core/rng.js';
-import { coRunSlowdown, opFixedCosts } from './calibrate-overhead.js';
+import { coRunSlowdown, opFixedCosts, pipelineActionCost } from './calibrate-overhead.js';
 import { attentionTable, contention, gemmTables, interleaved, opPairRates, optimizerRate, type OpCase } from './calibrate-compute.js';
 
 /** The median; of an even count, the mean of the middle two (the upper one alone biased every rate of a 2-rep measurement towards its slower run). */
@@ -195,7 +195,8 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   // The framework's fixed cost per traced op and the co-running slowdown (overhead-terms.ts).
   const fixed = opFixedCosts(reps);
   const co = await coRunSlowdown(o.quick ? 1 : 3);
-  log.push(`framework overhead per traced op (a real GPT at compute ~0, ${fixed.opsForward} + ${fixed.opsBackward} ops): ${(fixed.forward * 1e6).toFixed(1)} µs forward, ${(fixed.backward * 1e6).toFixed(1)} µs backward${co ? `; co-running: the probe step ${(co.alone * 1e3).toFixed(1)} ms alone, ${(co.together * 1e3).toFixed(1)} ms on all ${co.cores} cores at once (×${co.factor.toFixed(3)})` : ''}`);
+  const action = pipelineActionCost(reps);
+  log.push(`framework overhead per traced op (a real GPT at compute ~0, ${fixed.opsForward} + ${fixed.opsBackward} ops): ${(fixed.forward * 1e6).toFixed(1)} µs forward, ${(fixed.backward * 1e6).toFixed(1)} µs backward; pipeline engine ${(action * 1e6).toFixed(1)} µs per action${co ? `; co-running: the probe step ${(co.alone * 1e3).toFixed(1)} ms alone, ${(co.together * 1e3).toFixed(1)} ms on all ${co.cores} cores at once (×${co.factor.toFixed(3)})` : ''}`);
     // 2-rank all-reduce through the launcher: α from 4 KiB, β from 16 MiB (ring: t = 2α + bytes/β for 2 ranks).
   const cli = join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
   const script = join(projectRoot(), 'dist', 'src', 'plan', 'calibrate-comm.js');
@@ -230,6 +231,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
         source: meas('src/plan/calibrate-overhead.ts'),
         opForward: { value: fixed.forward, source: meas(`CPU seconds of a real GPT forward (d 16, T 8, 2 sequences: compute ~0) over its ${fixed.opsForward} traced non-view ops, median of ${reps} reps of 50 steps`) },
         opBackward: { value: fixed.backward, source: meas(`CPU seconds of its backward over its ${fixed.opsBackward} traced backward ops`) },
+        pipelineAction: { value: action, source: meas('CPU seconds of a forward kept alive by the pipeline engine (forwardDetached) and its backward + release, less the same in one scope, per action, on the compute-~0 GPT, median of interleaved reps') },
         ...(co ? { coRun: { source: meas(`wall step of the real GPT at gpt-tiny widths (2 blocks, 8 sequences, AdamW), ${co.cores} processes started together over 1 alone, medians of alternating runs`), points: [[co.cores, co.factor]] as [number, number][] } } : {}),
       },
       gemmTable: { source: meas('sgemm rate, median of interleaved rounds, 1 thread, at each [m, n, k]: points C = A·Bᵀ (forward), nn C = A·B (input gradient), tn C = Aᵀ·B accumulated (weight gradient)'), points, nn: tables.nn, tn: tables.tn },

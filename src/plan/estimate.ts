@@ -13,7 +13,7 @@ import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.j
 import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
 import { attentionEfficiencyFn, gemmRateFn, opRateFor, optimizerSeconds } from './compute-rates.js';
 import { pipelineStep } from './pipeline-timeline.js';
-import { layoutCoRun, opFixedSeconds } from './overhead-terms.js';
+import { layoutCoRun, opFixedSeconds, pipelineActionSeconds } from './overhead-terms.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
@@ -631,7 +631,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // The pipeline: the schedule's own action lists replayed with each virtual stage's costs
   // (pipeline-timeline.ts), so the bubble includes stage imbalance and dependency waits.
   const ppKey = Object.keys(comm).find((key) => key.startsWith('pp send/recv'));
-  const pipe = pp > 1 ? pipelineStep(l, vsCost, (otherComm - (ppKey ? comm[ppKey]! : 0)) / l.ga, tMb, ppMessage, ppMessageCpu) : null;
+  const pipe = pp > 1 ? pipelineStep(l, vsCost, (otherComm - (ppKey ? comm[ppKey]! : 0)) / l.ga, tMb, ppMessage, ppMessageCpu, pipelineActionSeconds(c)) : null;
   const bubble = pipe ? pipe.bubble : pp > 1 ? ((pp - 1) / (l.schedule === 'interleaved' ? l.vpp : 1)) * (tMb + otherComm / l.ga) : 0;
   // AdamW touches its shard's weights, gradients and both moments (read + write): memory-bound.
   const shard = stageParams[slow]! / (l.zero >= 1 ? shardDp(l) : 1) + stageExpertParams[slow]! / (l.zero >= 1 && c.allocator !== 'athanor-pool' ? dp / l.ep : 1);

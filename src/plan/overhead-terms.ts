@@ -24,6 +24,8 @@ export interface OverheadSpec {
    * slowdown of a device's compute from co-running devices; interpolated linearly in the count.
    */
   coRun?: { source: string; points: [number, number][] };
+  /** Seconds of the pipeline engine's own work per schedule action (keeping a forward's graph alive across actions and releasing it after the backward), beyond the ops. */
+  pipelineAction?: Figure;
 }
 
 /** Fixed seconds of one traced op in a phase (a recomputed forward is a forward). */
@@ -31,6 +33,11 @@ export function opFixedSeconds(c: ClusterSpec, phase: string): number {
   const o = c.device.overhead;
   if (!o) return c.device.opOverhead.value;
   return phase === 'backward' ? o.opBackward.value : o.opForward.value;
+}
+
+/** The pipeline engine's own seconds per schedule action (0 without a measurement). */
+export function pipelineActionSeconds(c: ClusterSpec): number {
+  return c.device.overhead?.pipelineAction?.value ?? 0;
 }
 
 /** Devices of one node that compute at once under the layout (all ranks of a node run the same schedule). */
@@ -66,6 +73,10 @@ export function checkOverhead(v: unknown, file: string): void {
     const f = v[k];
     if (!isObj(f) || typeof f.value !== 'number' || !Number.isFinite(f.value) || f.value < 0) throw new Error(`${file}: field 'device.overhead.${k}.value' must be a number >= 0 (seconds), got ${JSON.stringify(isObj(f) ? f.value : f)}`);
     if (typeof f.source !== 'string' || f.source.trim().length < 8) throw new Error(`${file}: field 'device.overhead.${k}.source' must cite where the figure comes from`);
+  }
+  if (v.pipelineAction !== undefined) {
+    const f = v.pipelineAction;
+    if (!isObj(f) || typeof f.value !== 'number' || !Number.isFinite(f.value) || f.value < 0) throw new Error(`${file}: field 'device.overhead.pipelineAction.value' must be a number >= 0 (seconds), got ${JSON.stringify(isObj(f) ? f.value : f)}`);
   }
   if (v.coRun !== undefined) {
     if (!isObj(v.coRun)) throw new Error(`${file}: field 'device.overhead.coRun' must be an object`);
