@@ -71,6 +71,31 @@ function noiseCounters(): { migrations: number; involuntary: number; minorFaults
   } catch { return null; }
 }
 
+/** CPU seconds of the main thread (Linux schedstat, ns; null elsewhere). */
+function mainCpu(): number | null {
+  try { return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1e9; } catch { return null; }
+}
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+/**
+ * Waits (asleep) until V8's helper threads stop working after the forced step-boundary GC:
+ * a full collection leaves concurrent sweeping behind on the helpers, which otherwise ran
+ * into the next step (measured here: 0.017 CPU-s per gpt-tiny step, 0.044 with the forced
+ * GC against 0.026 without), costing the step a core that a 2-rank run does not have spare.
+ * Done when the helpers' CPU grew by under 0.1 ms over a 2 ms wait (at most 100 ms).
+ */
+const helpersCpu = (): number | null => { const m = mainCpu(); if (m === null) return null; const u = process.cpuUsage(); return (u.user + u.system) / 1e6 - m; };
+function settleGc(): void {
+  let prev = helpersCpu();
+  if (prev === null) return;
+  for (let i = 0; i < 50; i++) {
+    Atomics.wait(sleeper, 0, 0, 2);
+    const now = helpersCpu()!;
+    if (now - prev < 1e-4) return;
+    prev = now;
+  }
+}
+
 /** Steps not measured for CPU time (see cpuSteps); bench/plan-validate-bench.ts skips as many for the wall time. */
 const WARMUP_STEPS = 2;
 
@@ -83,7 +108,9 @@ async function main(): Promise<void> {
   // from one onStep to the next; the first two steps (warm-up: first allocations, and the
   // buffer pool keeps a size only once it recurs, so the second step allocates again) are skipped.
   let lastCpu: NodeJS.CpuUsage | null = null;
-  let gcCpu = 0; // CPU of the step-boundary GC and of the memory probe, not the step's
+  let gcCpu = 0;
+  // Helper threads' CPU inside the forced-GC windows of the measured steps (left out of the steps' CPU with the rest of gcCpu).
+  let helpersInProbes = 0; // CPU of the step-boundary GC and of the memory probe, not the step's
   // Their wall time too: the trainer's step time includes onStep (the forced GC, 20-90 ms
   // on gpt-tiny depending on load, a fifth of a step) and the probes it triggers; the bench
   // takes them off each step's wall time, as it takes their CPU off the step's CPU.
@@ -130,7 +157,7 @@ async function main(): Promise<void> {
         // every step boundary, outside the step's CPU time: the peak then counts what a step
         // holds and allocates, not garbage from earlier steps that V8 had not yet collected.
         const g = (globalThis as { gc?: () => void }).gc;
-        if (g) { const w0 = performance.now(), c0 = process.cpuUsage(); g(); const d = process.cpuUsage(c0); gcCpu += (d.user + d.system) / 1e6; probeWall += performance.now() - w0; }
+        if (g) { const w0 = performance.now(), c0 = process.cpuUsage(), h0 = helpersCpu(); g(); settleGc(); const d = process.cpuUsage(c0), h1 = helpersCpu(); gcCpu += (d.user + d.system) / 1e6; probeWall += performance.now() - w0; if (h0 !== null && h1 !== null && lastCpu) helpersInProbes += h1 - h0; }
         const w1 = performance.now();
         stepMem.push([process.memoryUsage().arrayBuffers - base, pool.stats().allocatedBytes]);
         probeWall += performance.now() - w1;
@@ -152,6 +179,7 @@ async function main(): Promise<void> {
   // CPU seconds per measured step of each thread (the same steps as cpuSteps).
   const threadCpuPerStep: Record<string, number> = {};
   if (threads0 && cpuSteps.length) for (const [k, v] of Object.entries(threads1)) threadCpuPerStep[k] = (v - (threads0[k] ?? 0)) / cpuSteps.length;
+  if (threadCpuPerStep['node-helpers'] !== undefined) threadCpuPerStep['node-helpers in forced GC'] = helpersInProbes / cpuSteps.length;
   // Per measured step: the noise suspects (see noiseCounters; steal is the whole machine's, all vCPUs).
   const noisePerStep: Record<string, number> = {};
   const n0 = noise0 as Record<string, number> | null, n1 = noise1 as Record<string, number> | null;
