@@ -9,7 +9,7 @@ import { traceGpt } from '../src/plan/models.js';
 import { estimate } from '../src/plan/estimate.js';
 import { parseLayout } from '../src/plan/layout.js';
 import { loadCluster, validateCluster, type ClusterSpec } from '../src/plan/cluster.js';
-import { coRunFactor, coRunning, opFixedSeconds, pipelineActionSeconds } from '../src/plan/overhead-terms.js';
+import { coRunFactor, coRunning, helperCpuShare, opFixedSeconds, pipelineActionSeconds } from '../src/plan/overhead-terms.js';
 import { opFixedCosts, pipelineActionCost } from '../src/plan/calibrate-overhead.js';
 
 const tiny = presetConfig('gpt-tiny').model;
@@ -75,6 +75,17 @@ test('pipeline: the engine\'s per-action cost enters every action of the schedul
   assert.ok(pipelineActionCost(1) >= 0);
 });
 
+test('helper threads: their CPU share adds to the busy time of the step\'s work, not to the wall step of one rank', () => {
+  const base = loadCluster('this-machine');
+  const tr = traceGpt(tiny, { microBatch: 4 });
+  const l = parseLayout('dp=1,mb=4');
+  const c0 = withOverhead(base, 0, 0), c1 = { ...c0, device: { ...c0.device, overhead: { ...c0.device.overhead!, helperCpuShare: fig(0.05) } } };
+  assert.equal(helperCpuShare(c0), 0);
+  const a = estimate(tr, l, c0, opts), b = estimate(tr, l, c1, opts);
+  assert.equal(b.time.step, a.time.step);
+  assert.ok(Math.abs(b.time.busy - 1.05 * a.time.busy) < 1e-9 * a.time.busy, `${b.time.busy} vs ${a.time.busy}`);
+});
+
 test('device.overhead: bad figures are refused naming the field', () => {
   const base = loadCluster('this-machine');
   const bad = (o: unknown, field: string) => assert.throws(() => validateCluster({ ...base, device: { ...base.device, overhead: o } }, 'x.json'), new RegExp(`x.json: field '${field.replace(/\./g, '\\.')}`));
@@ -83,6 +94,7 @@ test('device.overhead: bad figures are refused naming the field', () => {
   bad({ source: 'assumption: test', opForward: fig(0), opBackward: fig(0), coRun: { source: 'assumption: test', points: [[0, 1]] } }, 'device.overhead.coRun.points');
   bad({ opForward: fig(0), opBackward: fig(0) }, 'device.overhead.source');
   bad({ source: 'assumption: test', opForward: fig(0), opBackward: fig(0), pipelineAction: fig(-1) }, 'device.overhead.pipelineAction.value');
+  bad({ source: 'assumption: test', opForward: fig(0), opBackward: fig(0), helperCpuShare: fig(-0.1) }, 'device.overhead.helperCpuShare.value');
   assert.doesNotThrow(() => validateCluster(withOverhead(base, 1e-5, 2e-5, [[2, 1.1]]), 'ok.json'));
 });
 

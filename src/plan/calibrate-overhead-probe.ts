@@ -11,9 +11,15 @@ import { backward } from '../autograd/tape.js';
 import { setBlasThreads } from '../backend/blas.js';
 import { setKernelThreads } from '../backend/dispatch.js';
 import { buildOptimizer } from '../train/optim-setup.js';
+import { readFileSync } from 'node:fs';
 
 /** The probe model: gpt-tiny's widths, 2 blocks, 8 sequences (a step of ~0.1 s here), so that a co-running measurement sees a training step's mix of GEMMs and memory-bound ops. */
 export const PROBE = { nLayer: 2, microBatch: 8 };
+
+/** CPU seconds of the main thread (Linux schedstat, ns precision); null elsewhere. */
+function mainCpu(): number | null {
+  try { return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1e9; } catch { return null; }
+}
 
 async function main(): Promise<void> {
   setBlasThreads(1);
@@ -33,12 +39,17 @@ async function main(): Promise<void> {
   process.stdout.write('READY\n');
   await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
   const wall: number[] = [];
+  const c0 = process.cpuUsage(), m0 = mainCpu();
   for (let i = 0; i < steps; i++) {
     const t0 = performance.now();
     step();
     wall.push((performance.now() - t0) / 1000);
   }
-  process.stdout.write(`ATHANOR_PROBE ${JSON.stringify({ wall })}\n`);
+  const c = process.cpuUsage(c0), m1 = mainCpu();
+  // CPU of the process's other threads (V8's GC and compiler workers) over the main thread's.
+  const all = (c.user + c.system) / 1e6;
+  const helperShare = m0 !== null && m1 !== null && m1 > m0 ? Math.max(0, all - (m1 - m0)) / (m1 - m0) : null;
+  process.stdout.write(`ATHANOR_PROBE ${JSON.stringify({ wall, helperShare })}\n`);
   process.stdin.destroy();
 }
 

@@ -84,7 +84,7 @@ export function pipelineActionCost(reps: number): number {
 }
 
 /** Runs `k` probe processes that start their timed steps together; each one's median step (wall seconds). */
-async function probeRun(k: number, steps: number): Promise<number[]> {
+async function probeRun(k: number, steps: number): Promise<{ step: number; helperShare: number | null }[]> {
   const script = join(projectRoot(), 'dist', 'src', 'plan', 'calibrate-overhead-probe.js');
   const kids = Array.from({ length: k }, () => spawn(process.execPath, [script, String(steps)], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ATHANOR_QUIET: '1' } }));
   const outs = kids.map(() => ({ text: '', err: '' }));
@@ -105,22 +105,26 @@ async function probeRun(k: number, steps: number): Promise<number[]> {
   return outs.map((o, i) => {
     const m = /ATHANOR_PROBE (\{.*\})/.exec(o.text);
     if (codes[i] !== 0 || !m) throw new Error(`plan --calibrate: co-running probe ${i} failed (exit ${codes[i]}):\n${o.err.slice(-1500)}`);
-    return median((JSON.parse(m[1]!) as { wall: number[] }).wall);
+    const r = JSON.parse(m[1]!) as { wall: number[]; helperShare: number | null };
+    return { step: median(r.wall), helperShare: r.helperShare };
   });
 }
 
 /**
  * Step time of the probe with every core of the node computing over the step time alone,
- * alternately alone and co-running, `reps` times each. Null on a one-core machine.
+ * alternately alone and co-running, `reps` times each (factor null on a one-core machine),
+ * and the CPU its helper threads (V8's GC and compiler workers) take beside the main
+ * thread's when it runs alone (null without Linux /proc).
  */
-export async function coRunSlowdown(reps: number, steps = 8): Promise<{ cores: number; factor: number; alone: number; together: number } | null> {
+export async function coRunSlowdown(reps: number, steps = 8): Promise<{ cores: number; factor: number | null; alone: number; together: number; helperShare: number | null }> {
   const cores = cpus().length;
-  if (cores < 2) return null;
-  const alone: number[] = [], together: number[] = [];
+  const alone: number[] = [], together: number[] = [], shares: number[] = [];
   for (let r = 0; r < reps; r++) {
-    alone.push(...(await probeRun(1, steps)));
-    together.push(median(await probeRun(cores, steps)));
+    const a = (await probeRun(1, steps))[0]!;
+    alone.push(a.step);
+    if (a.helperShare !== null) shares.push(a.helperShare);
+    if (cores > 1) together.push(median((await probeRun(cores, steps)).map((x) => x.step)));
   }
-  const a = median(alone), t = median(together);
-  return { cores, factor: t / a, alone: a, together: t };
+  const a = median(alone), t = cores > 1 ? median(together) : a;
+  return { cores, factor: cores > 1 ? t / a : null, alone: a, together: t, helperShare: shares.length ? median(shares) : null };
 }

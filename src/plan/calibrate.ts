@@ -196,7 +196,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   const fixed = opFixedCosts(reps);
   const co = await coRunSlowdown(o.quick ? 1 : 3);
   const action = pipelineActionCost(reps);
-  log.push(`framework overhead per traced op (a real GPT at compute ~0, ${fixed.opsForward} + ${fixed.opsBackward} ops): ${(fixed.forward * 1e6).toFixed(1)} µs forward, ${(fixed.backward * 1e6).toFixed(1)} µs backward; pipeline engine ${(action * 1e6).toFixed(1)} µs per action${co ? `; co-running: the probe step ${(co.alone * 1e3).toFixed(1)} ms alone, ${(co.together * 1e3).toFixed(1)} ms on all ${co.cores} cores at once (×${co.factor.toFixed(3)})` : ''}`);
+  log.push(`framework overhead per traced op (a real GPT at compute ~0, ${fixed.opsForward} + ${fixed.opsBackward} ops): ${(fixed.forward * 1e6).toFixed(1)} µs forward, ${(fixed.backward * 1e6).toFixed(1)} µs backward; pipeline engine ${(action * 1e6).toFixed(1)} µs per action${co.factor !== null ? `; co-running: the probe step ${(co.alone * 1e3).toFixed(1)} ms alone, ${(co.together * 1e3).toFixed(1)} ms on all ${co.cores} cores at once (×${co.factor.toFixed(3)})` : ''}${co.helperShare !== null ? `; V8 helper threads ${(100 * co.helperShare).toFixed(1)}% of the main thread's CPU` : ''}`);
     // 2-rank all-reduce through the launcher: α from 4 KiB, β from 16 MiB (ring: t = 2α + bytes/β for 2 ranks).
   const cli = join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
   const script = join(projectRoot(), 'dist', 'src', 'plan', 'calibrate-comm.js');
@@ -232,7 +232,8 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
         opForward: { value: fixed.forward, source: meas(`CPU seconds of a real GPT forward (d 16, T 8, 2 sequences: compute ~0) over its ${fixed.opsForward} traced non-view ops, median of ${reps} reps of 50 steps`) },
         opBackward: { value: fixed.backward, source: meas(`CPU seconds of its backward over its ${fixed.opsBackward} traced backward ops`) },
         pipelineAction: { value: action, source: meas('CPU seconds of a forward kept alive by the pipeline engine (forwardDetached) and its backward + release, less the same in one scope, per action, on the compute-~0 GPT, median of interleaved reps') },
-        ...(co ? { coRun: { source: meas(`wall step of the real GPT at gpt-tiny widths (2 blocks, 8 sequences, AdamW), ${co.cores} processes started together over 1 alone, medians of alternating runs`), points: [[co.cores, co.factor]] as [number, number][] } } : {}),
+        ...(co.factor !== null ? { coRun: { source: meas(`wall step of the real GPT at gpt-tiny widths (2 blocks, 8 sequences, AdamW), ${co.cores} processes started together over 1 alone, medians of alternating runs`), points: [[co.cores, co.factor]] as [number, number][] } } : {}),
+        ...(co.helperShare !== null ? { helperCpuShare: { value: co.helperShare, source: meas('CPU of the probe process\'s threads other than the main thread (V8 GC and compiler workers) over the main thread\'s, the probe alone, median of its runs') } } : {}),
       },
       gemmTable: { source: meas('sgemm rate, median of interleaved rounds, 1 thread, at each [m, n, k]: points C = A·Bᵀ (forward), nn C = A·B (input gradient), tn C = Aᵀ·B accumulated (weight gradient)'), points, nn: tables.nn, tn: tables.tn },
       attentionTable: { source: meas('attention() causal, forward (recording) and backward (forward + backward less forward) apart, share of the GEMM ceiling at [T, D], median of interleaved rounds'), points: attTable },

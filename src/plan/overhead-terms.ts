@@ -24,6 +24,8 @@ export interface OverheadSpec {
    * slowdown of a device's compute from co-running devices; interpolated linearly in the count.
    */
   coRun?: { source: string; points: [number, number][] };
+  /** CPU of the runtime's helper threads (V8's GC and compiler workers) per CPU-second of the main thread: busy time a device's cores spend beside the step's own work. */
+  helperCpuShare?: Figure;
   /** Seconds of the pipeline engine's own work per schedule action (keeping a forward's graph alive across actions and releasing it after the backward), beyond the ops. */
   pipelineAction?: Figure;
 }
@@ -38,6 +40,11 @@ export function opFixedSeconds(c: ClusterSpec, phase: string): number {
 /** The pipeline engine's own seconds per schedule action (0 without a measurement). */
 export function pipelineActionSeconds(c: ClusterSpec): number {
   return c.device.overhead?.pipelineAction?.value ?? 0;
+}
+
+/** CPU seconds the runtime's helper threads add per second of the main thread's work (0 without a measurement). */
+export function helperCpuShare(c: ClusterSpec): number {
+  return c.device.overhead?.helperCpuShare?.value ?? 0;
 }
 
 /** Devices of one node that compute at once under the layout (all ranks of a node run the same schedule). */
@@ -74,9 +81,9 @@ export function checkOverhead(v: unknown, file: string): void {
     if (!isObj(f) || typeof f.value !== 'number' || !Number.isFinite(f.value) || f.value < 0) throw new Error(`${file}: field 'device.overhead.${k}.value' must be a number >= 0 (seconds), got ${JSON.stringify(isObj(f) ? f.value : f)}`);
     if (typeof f.source !== 'string' || f.source.trim().length < 8) throw new Error(`${file}: field 'device.overhead.${k}.source' must cite where the figure comes from`);
   }
-  if (v.pipelineAction !== undefined) {
-    const f = v.pipelineAction;
-    if (!isObj(f) || typeof f.value !== 'number' || !Number.isFinite(f.value) || f.value < 0) throw new Error(`${file}: field 'device.overhead.pipelineAction.value' must be a number >= 0 (seconds), got ${JSON.stringify(isObj(f) ? f.value : f)}`);
+  for (const k of ['pipelineAction', 'helperCpuShare'] as const) {
+    const f = v[k];
+    if (f !== undefined && (!isObj(f) || typeof f.value !== 'number' || !Number.isFinite(f.value) || f.value < 0)) throw new Error(`${file}: field 'device.overhead.${k}.value' must be a number >= 0, got ${JSON.stringify(isObj(f) ? f.value : f)}`);
   }
   if (v.coRun !== undefined) {
     if (!isObj(v.coRun)) throw new Error(`${file}: field 'device.overhead.coRun' must be an object`);
