@@ -1,6 +1,6 @@
 // A child process of `athanor plan --calibrate` (calibrate-overhead.ts): steps of the real
 // GPT (forward, backward, AdamW) at a probe shape on one BLAS/kernel thread, timed by the
-// wall clock, so that the parent can compare one such process alone with one per core at
+// wall clock and by the main thread's CPU time, so that the parent can compare one such process alone with one per core at
 // once. After its warm-up it prints READY and waits for GO on stdin (all probes of a
 // co-running measurement start together), then prints ATHANOR_PROBE {json}.
 import { GPT } from '../nn/gpt.js';
@@ -38,18 +38,20 @@ async function main(): Promise<void> {
   for (let i = 0; i < 3; i++) step();
   process.stdout.write('READY\n');
   await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
-  const wall: number[] = [];
+  const wall: number[] = [], cpu: number[] = [];
   const c0 = process.cpuUsage(), m0 = mainCpu();
   for (let i = 0; i < steps; i++) {
-    const t0 = performance.now();
+    const t0 = performance.now(), u0 = mainCpu();
     step();
+    const u1 = mainCpu();
     wall.push((performance.now() - t0) / 1000);
+    if (u0 !== null && u1 !== null) cpu.push(u1 - u0);
   }
   const c = process.cpuUsage(c0), m1 = mainCpu();
   // CPU of the process's other threads (V8's GC and compiler workers) over the main thread's.
   const all = (c.user + c.system) / 1e6;
   const helperShare = m0 !== null && m1 !== null && m1 > m0 ? Math.max(0, all - (m1 - m0)) / (m1 - m0) : null;
-  process.stdout.write(`ATHANOR_PROBE ${JSON.stringify({ wall, helperShare })}\n`);
+  process.stdout.write(`ATHANOR_PROBE ${JSON.stringify({ wall, cpu, helperShare })}\n`);
   process.stdin.destroy();
 }
 

@@ -84,7 +84,7 @@ export function pipelineActionCost(reps: number): number {
 }
 
 /** Runs `k` probe processes that start their timed steps together; each one's median step (wall seconds). */
-async function probeRun(k: number, steps: number): Promise<{ step: number; helperShare: number | null }[]> {
+async function probeRun(k: number, steps: number): Promise<{ step: number; cpu: number | null; helperShare: number | null }[]> {
   const script = join(projectRoot(), 'dist', 'src', 'plan', 'calibrate-overhead-probe.js');
   const kids = Array.from({ length: k }, () => spawn(process.execPath, [script, String(steps)], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ATHANOR_QUIET: '1' } }));
   const outs = kids.map(() => ({ text: '', err: '' }));
@@ -105,26 +105,42 @@ async function probeRun(k: number, steps: number): Promise<{ step: number; helpe
   return outs.map((o, i) => {
     const m = /ATHANOR_PROBE (\{.*\})/.exec(o.text);
     if (codes[i] !== 0 || !m) throw new Error(`plan --calibrate: co-running probe ${i} failed (exit ${codes[i]}):\n${o.err.slice(-1500)}`);
-    const r = JSON.parse(m[1]!) as { wall: number[]; helperShare: number | null };
-    return { step: median(r.wall), helperShare: r.helperShare };
+    const r = JSON.parse(m[1]!) as { wall: number[]; cpu: number[]; helperShare: number | null };
+    return { step: median(r.wall), cpu: r.cpu.length ? median(r.cpu) : null, helperShare: r.helperShare };
   });
 }
 
 /**
- * Step time of the probe with every core of the node computing over the step time alone,
- * alternately alone and co-running, `reps` times each (factor null on a one-core machine),
- * and the CPU its helper threads (V8's GC and compiler workers) take beside the main
- * thread's when it runs alone (null without Linux /proc).
+ * The slowdown of a device's compute when every core of the node computes, from the probe
+ * run alone and as one process per core, alternately, `reps` times each:
+ *   - the main thread's CPU seconds per step together over alone (the shared last-level
+ *     cache and memory bandwidth): CPU time, not the wall clock, so that other processes on
+ *     a shared machine, which take turns on the cores, do not count as co-running (a wall
+ *     clock ratio under load 7 read 2.5×);
+ *     (at least 1: a lower ratio is noise);
+ *   - times 1 + the helper threads' share (V8's GC and compiler workers, measured alone): with
+ *     every core computing they find no idle core and take their time from the ranks.
+ * Factor null on a one-core machine or without Linux /proc (no thread CPU times).
  */
-export async function coRunSlowdown(reps: number, steps = 8): Promise<{ cores: number; factor: number | null; alone: number; together: number; helperShare: number | null }> {
+export async function coRunSlowdown(reps: number, steps = 8): Promise<{ cores: number; factor: number | null; cpuFactor: number | null; wallFactor: number | null; alone: number; together: number; helperShare: number | null }> {
   const cores = cpus().length;
-  const alone: number[] = [], together: number[] = [], shares: number[] = [];
+  const alone: number[] = [], together: number[] = [], cpuAlone: number[] = [], cpuTogether: number[] = [], shares: number[] = [];
   for (let r = 0; r < reps; r++) {
     const a = (await probeRun(1, steps))[0]!;
     alone.push(a.step);
+    if (a.cpu !== null) cpuAlone.push(a.cpu);
     if (a.helperShare !== null) shares.push(a.helperShare);
-    if (cores > 1) together.push(median((await probeRun(cores, steps)).map((x) => x.step)));
+    if (cores > 1) {
+      const t = await probeRun(cores, steps);
+      together.push(median(t.map((x) => x.step)));
+      const c = t.map((x) => x.cpu).filter((x): x is number => x !== null);
+      if (c.length) cpuTogether.push(median(c));
+    }
   }
   const a = median(alone), t = cores > 1 ? median(together) : a;
-  return { cores, factor: cores > 1 ? t / a : null, alone: a, together: t, helperShare: shares.length ? median(shares) : null };
+  const helperShare = shares.length ? median(shares) : null;
+  const cpuFactor = cores > 1 && cpuAlone.length && cpuTogether.length ? median(cpuTogether) / median(cpuAlone) : null;
+  // A ratio under 1 (co-running faster than alone) is the noise of a shared machine, not a speed-up: kept at 1.
+  const factor = cpuFactor !== null ? Math.max(1, cpuFactor) * (1 + (helperShare ?? 0)) : null;
+  return { cores, factor, cpuFactor, wallFactor: cores > 1 ? t / a : null, alone: a, together: t, helperShare };
 }
