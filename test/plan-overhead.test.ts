@@ -84,6 +84,13 @@ test('helper threads: their CPU share adds to the busy time of the step\'s work,
   const a = estimate(tr, l, c0, opts), b = estimate(tr, l, c1, opts);
   assert.equal(b.time.step, a.time.step);
   assert.ok(Math.abs(b.time.busy - 1.05 * a.time.busy) < 1e-9 * a.time.busy, `${b.time.busy} vs ${a.time.busy}`);
+  // Ranks on every core of the node: no idle core is left, the helpers' CPU is in the wall step (once, not again in busy).
+  const two = parseLayout('dp=2,mb=4');
+  const n2 = (x: ClusterSpec): ClusterSpec => ({ ...x, devicesPerNode: fig(2) });
+  const a2 = estimate(tr, two, n2(c0), opts), b2 = estimate(tr, two, n2(c1), opts);
+  const sum = (r: Record<string, number>): number => Object.values(r).reduce((x, y) => x + y, 0);
+  assert.ok(Math.abs(sum(b2.time.compute) - 1.05 * sum(a2.time.compute)) < 1e-9 * sum(a2.time.compute));
+  assert.ok(Math.abs((b2.time.busy - a2.time.busy) - 0.05 * (sum(a2.time.compute) + a2.time.optimizer)) < 1e-9 * a2.time.busy);
 });
 
 test('device.overhead: bad figures are refused naming the field', () => {

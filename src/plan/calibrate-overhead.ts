@@ -118,8 +118,8 @@ async function probeRun(k: number, steps: number): Promise<{ step: number; cpu: 
  *     a shared machine, which take turns on the cores, do not count as co-running (a wall
  *     clock ratio under load 7 read 2.5×);
  *     (at least 1: a lower ratio is noise);
- *   - times 1 + the helper threads' share (V8's GC and compiler workers, measured alone): with
- *     every core computing they find no idle core and take their time from the ranks.
+ *   - the helper threads' share (V8's GC and compiler workers, measured alone), which the
+ *     planner adds where every core computes (overhead-terms.ts: no idle core is left for them).
  * Factor null on a one-core machine or without Linux /proc (no thread CPU times).
  */
 export async function coRunSlowdown(reps: number, steps = 8): Promise<{ cores: number; factor: number | null; cpuFactor: number | null; wallFactor: number | null; alone: number; together: number; helperShare: number | null }> {
@@ -141,6 +141,6 @@ export async function coRunSlowdown(reps: number, steps = 8): Promise<{ cores: n
   const helperShare = shares.length ? median(shares) : null;
   const cpuFactor = cores > 1 && cpuAlone.length && cpuTogether.length ? median(cpuTogether) / median(cpuAlone) : null;
   // A ratio under 1 (co-running faster than alone) is the noise of a shared machine, not a speed-up: kept at 1.
-  const factor = cpuFactor !== null ? Math.max(1, cpuFactor) * (1 + (helperShare ?? 0)) : null;
+  const factor = cpuFactor !== null ? Math.max(1, cpuFactor) : null;
   return { cores, factor, cpuFactor, wallFactor: cores > 1 ? t / a : null, alone: a, together: t, helperShare };
 }

@@ -13,7 +13,7 @@ import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.j
 import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
 import { attentionEfficiencyFn, gemmRateFn, opRateFor, optimizerSeconds } from './compute-rates.js';
 import { pipelineStep } from './pipeline-timeline.js';
-import { helperCpuShare, layoutCoRun, opFixedSeconds, pipelineActionSeconds } from './overhead-terms.js';
+import { busyHelperFactor, layoutCoRun, opFixedSeconds, pipelineActionSeconds } from './overhead-terms.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
@@ -650,7 +650,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // commComputeShare of its time).
   const allComm = Object.values(comm).reduce((a, b) => a + b, 0);
   // Plus the runtime's helper threads (V8's GC workers) beside the main thread's work (overhead-terms.ts).
-  const busy = (l.ga * tMb + optimizer) * (1 + helperCpuShare(c)) + (cpuLink ? commCpu : (c.commComputeShare?.value ?? 0) * allComm);
+  const busy = (l.ga * tMb + optimizer) * busyHelperFactor(l, c) + (cpuLink ? commCpu : (c.commComputeShare?.value ?? 0) * allComm);
 
   const tokensPerStep = l.mb * l.ga * dp * o.seqLen;
   const tokensPerSec = tokensPerStep / step;

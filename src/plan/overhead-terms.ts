@@ -20,8 +20,10 @@ export interface OverheadSpec {
   /** Seconds per traced backward op. */
   opBackward: Figure;
   /**
-   * [devices of the node computing at once, step time over the step time alone]: the
-   * slowdown of a device's compute from co-running devices; interpolated linearly in the count.
+   * [devices of the node computing at once, the main thread's CPU per step over its CPU
+   * alone]: the slowdown of a device's compute from co-running devices (shared cache and
+   * memory bandwidth); interpolated linearly in the count. The helper threads' share is
+   * applied on top where the devices fill the node (layoutCoRun).
    */
   coRun?: { source: string; points: [number, number][] };
   /** CPU of the runtime's helper threads (V8's GC and compiler workers) per CPU-second of the main thread: busy time a device's cores spend beside the step's own work. */
@@ -65,9 +67,24 @@ export function coRunFactor(c: ClusterSpec, k: number): number {
   return p[p.length - 1]![1];
 }
 
-/** The compute-time factor of a layout on a cluster (coRunFactor at the layout's co-running devices). */
+/**
+ * The factor on a device's compute time under a layout: the co-running slowdown at the
+ * layout's devices per node (its CPU time), and, where they fill every device of the node,
+ * 1 + the helper threads' share: with no idle core left their CPU is taken from the ranks.
+ */
 export function layoutCoRun(l: Layout, c: ClusterSpec): number {
-  return coRunFactor(c, coRunning(l, c));
+  const k = coRunning(l, c);
+  return coRunFactor(c, k) * (helpersInWall(l, c) ? 1 + helperCpuShare(c) : 1);
+}
+
+/** Whether the helper threads' CPU lands in the wall step (every device of the node computes), rather than on an idle core beside it. */
+export function helpersInWall(l: Layout, c: ClusterSpec): boolean {
+  return c.devicesPerNode.value > 1 && coRunning(l, c) >= c.devicesPerNode.value;
+}
+
+/** The factor from a device's priced compute (layoutCoRun included) to its busy CPU time: the helpers' CPU where the wall step does not hold it already. */
+export function busyHelperFactor(l: Layout, c: ClusterSpec): number {
+  return helpersInWall(l, c) ? 1 : 1 + helperCpuShare(c);
 }
 
 /** Checks device.overhead of a cluster file; errors name the file and the field. */
