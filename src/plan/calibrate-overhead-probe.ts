@@ -12,9 +12,8 @@ import { setBlasThreads } from '../backend/blas.js';
 import { setKernelThreads } from '../backend/dispatch.js';
 import { buildOptimizer } from '../train/optim-setup.js';
 import { readFileSync } from 'node:fs';
+import { PROBE } from './calibrate-overhead.js';
 
-/** The probe model: gpt-tiny's widths, 2 blocks, 8 sequences (a step of ~0.1 s here), so that a co-running measurement sees a training step's mix of GEMMs and memory-bound ops. */
-export const PROBE = { nLayer: 2, microBatch: 8 };
 
 /** CPU seconds of the main thread (Linux schedstat, ns precision); null elsewhere. */
 function mainCpu(): number | null {
@@ -48,10 +47,10 @@ async function main(): Promise<void> {
     if (u0 !== null && u1 !== null) cpu.push(u1 - u0);
   }
   const c = process.cpuUsage(c0), m1 = mainCpu();
-  // CPU of the process's other threads (V8's GC and compiler workers) over the main thread's.
+  // CPU seconds per step of the process's other threads (V8's GC and compiler workers).
   const all = (c.user + c.system) / 1e6;
-  const helperShare = m0 !== null && m1 !== null && m1 > m0 ? Math.max(0, all - (m1 - m0)) / (m1 - m0) : null;
-  process.stdout.write(`ATHANOR_PROBE ${JSON.stringify({ wall, cpu, helperShare })}\n`);
+  const helperPerStep = m0 !== null && m1 !== null && m1 > m0 ? Math.max(0, all - (m1 - m0)) / steps : null;
+  process.stdout.write(`ATHANOR_PROBE ${JSON.stringify({ wall, cpu, helperPerStep })}\n`);
   process.stdin.destroy();
 }
 

@@ -18,6 +18,9 @@ import { projectRoot } from '../backend/native.js';
 import { traceGpt } from './models.js';
 import { forwardDetached, release } from '../parallel/pipeline/graph-lifetime.js';
 
+/** The probe model (calibrate-overhead-probe.ts): gpt-tiny's widths, 2 blocks, 8 sequences (a step of ~0.1 s here), so that a co-running measurement sees a training step's mix of GEMMs and memory-bound ops. */
+export const PROBE = { nLayer: 2, microBatch: 8 };
+
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
   return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
@@ -84,7 +87,7 @@ export function pipelineActionCost(reps: number): number {
 }
 
 /** Runs `k` probe processes that start their timed steps together; each one's median step (wall seconds). */
-async function probeRun(k: number, steps: number): Promise<{ step: number; cpu: number | null; helperShare: number | null }[]> {
+async function probeRun(k: number, steps: number): Promise<{ step: number; cpu: number | null; helperPerStep: number | null }[]> {
   const script = join(projectRoot(), 'dist', 'src', 'plan', 'calibrate-overhead-probe.js');
   const kids = Array.from({ length: k }, () => spawn(process.execPath, [script, String(steps)], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ATHANOR_QUIET: '1' } }));
   const outs = kids.map(() => ({ text: '', err: '' }));
@@ -105,8 +108,8 @@ async function probeRun(k: number, steps: number): Promise<{ step: number; cpu: 
   return outs.map((o, i) => {
     const m = /ATHANOR_PROBE (\{.*\})/.exec(o.text);
     if (codes[i] !== 0 || !m) throw new Error(`plan --calibrate: co-running probe ${i} failed (exit ${codes[i]}):\n${o.err.slice(-1500)}`);
-    const r = JSON.parse(m[1]!) as { wall: number[]; cpu: number[]; helperShare: number | null };
-    return { step: median(r.wall), cpu: r.cpu.length ? median(r.cpu) : null, helperShare: r.helperShare };
+    const r = JSON.parse(m[1]!) as { wall: number[]; cpu: number[]; helperPerStep: number | null };
+    return { step: median(r.wall), cpu: r.cpu.length ? median(r.cpu) : null, helperPerStep: r.helperPerStep };
   });
 }
 
@@ -118,18 +121,19 @@ async function probeRun(k: number, steps: number): Promise<{ step: number; cpu: 
  *     a shared machine, which take turns on the cores, do not count as co-running (a wall
  *     clock ratio under load 7 read 2.5×);
  *     (at least 1: a lower ratio is noise);
- *   - the helper threads' share (V8's GC and compiler workers, measured alone), which the
- *     planner adds where every core computes (overhead-terms.ts: no idle core is left for them).
+ *   - the helper threads' CPU (V8's GC and compiler workers, measured alone) per traced op of
+ *     the probe's step, which the planner adds to the busy time, and to the wall step where
+ *     every core computes (overhead-terms.ts: no idle core is left for them).
  * Factor null on a one-core machine or without Linux /proc (no thread CPU times).
  */
-export async function coRunSlowdown(reps: number, steps = 8): Promise<{ cores: number; factor: number | null; cpuFactor: number | null; wallFactor: number | null; alone: number; together: number; helperShare: number | null }> {
+export async function coRunSlowdown(reps: number, steps = 8): Promise<{ cores: number; factor: number | null; cpuFactor: number | null; wallFactor: number | null; alone: number; together: number; helperPerOp: number | null }> {
   const cores = cpus().length;
   const alone: number[] = [], together: number[] = [], cpuAlone: number[] = [], cpuTogether: number[] = [], shares: number[] = [];
   for (let r = 0; r < reps; r++) {
     const a = (await probeRun(1, steps))[0]!;
     alone.push(a.step);
     if (a.cpu !== null) cpuAlone.push(a.cpu);
-    if (a.helperShare !== null) shares.push(a.helperShare);
+    if (a.helperPerStep !== null) shares.push(a.helperPerStep);
     if (cores > 1) {
       const t = await probeRun(cores, steps);
       together.push(median(t.map((x) => x.step)));
@@ -138,9 +142,12 @@ export async function coRunSlowdown(reps: number, steps = 8): Promise<{ cores: n
     }
   }
   const a = median(alone), t = cores > 1 ? median(together) : a;
-  const helperShare = shares.length ? median(shares) : null;
+  // Per traced op of the probe's step (its meta trace, the count the planner prices).
+  const probeCfg = presetConfig('gpt-tiny').model;
+  const probeOps = traceGpt({ ...probeCfg, nLayer: PROBE.nLayer }, { microBatch: PROBE.microBatch }).ops.filter((o) => o.cls !== 'view').length;
+  const helperPerOp = shares.length ? median(shares) / probeOps : null;
   const cpuFactor = cores > 1 && cpuAlone.length && cpuTogether.length ? median(cpuTogether) / median(cpuAlone) : null;
   // A ratio under 1 (co-running faster than alone) is the noise of a shared machine, not a speed-up: kept at 1.
   const factor = cpuFactor !== null ? Math.max(1, cpuFactor) : null;
-  return { cores, factor, cpuFactor, wallFactor: cores > 1 ? t / a : null, alone: a, together: t, helperShare };
+  return { cores, factor, cpuFactor, wallFactor: cores > 1 ? t / a : null, alone: a, together: t, helperPerOp };
 }

@@ -13,7 +13,7 @@ import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.j
 import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
 import { attentionEfficiencyFn, gemmRateFn, opRateFor, optimizerSeconds } from './compute-rates.js';
 import { pipelineStep } from './pipeline-timeline.js';
-import { busyHelperFactor, layoutCoRun, opFixedSeconds, pipelineActionSeconds } from './overhead-terms.js';
+import { helperSeconds, layoutCoRun, opFixedSeconds, pipelineActionSeconds } from './overhead-terms.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
@@ -479,7 +479,8 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   if (l.precision === 'bf16' && !c.device.peakFlops.bf16) notes.push(`${c.name} lists no bf16 peak: fp32 rate used`);
   const bw = c.device.memBandwidth.value;
   // The framework's fixed cost per op and the co-running devices' slowdown (overhead-terms.ts).
-  const coRun = layoutCoRun(l, c);
+  const coRun = layoutCoRun(l, c), helpers = helperSeconds(l, c);
+  const stageOps = new Array<number>(pp).fill(0); // traced ops per micro-batch of each pipeline rank (helper threads' busy time)
   const gemmRate = gemmRateFn(c, peak);
   // Athanor's mixed precision runs the ops' 16-bit paths: their own measured rates where calibrated.
   const lowpK = tr.precision === 'bf16' ? c.device.lowpKernels : undefined;
@@ -527,7 +528,8 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
       t += (6 * (casts + widened)) / split / (c.device.classBandwidth?.rates.convert ?? bw);
     }
     if (epPad) t *= epPad.opScale(op); // Athanor's ep: the expert activation runs over the capacity's padding rows
-    t = t * coRun + opFixedSeconds(c, op.phase);
+    t = t * coRun + opFixedSeconds(c, op.phase) + helpers.wall;
+    stageOps[s]!++;
     const key = `${op.phase}:${op.cls}`;
     stageCompute[s]![key] = (stageCompute[s]![key] ?? 0) + t;
     vsCost[sm.chunk(op.block) * pp + s]![op.phase === 'forward' ? 'F' : 'B'] += t;
@@ -650,7 +652,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // commComputeShare of its time).
   const allComm = Object.values(comm).reduce((a, b) => a + b, 0);
   // Plus the runtime's helper threads (V8's GC workers) beside the main thread's work (overhead-terms.ts).
-  const busy = (l.ga * tMb + optimizer) * busyHelperFactor(l, c) + (cpuLink ? commCpu : (c.commComputeShare?.value ?? 0) * allComm);
+  const busy = l.ga * (tMb + stageOps[slow]! * helpers.busy) + optimizer + (cpuLink ? commCpu : (c.commComputeShare?.value ?? 0) * allComm);
 
   const tokensPerStep = l.mb * l.ga * dp * o.seqLen;
   const tokensPerSec = tokensPerStep / step;

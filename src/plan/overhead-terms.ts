@@ -26,8 +26,13 @@ export interface OverheadSpec {
    * applied on top where the devices fill the node (layoutCoRun).
    */
   coRun?: { source: string; points: [number, number][] };
-  /** CPU of the runtime's helper threads (V8's GC and compiler workers) per CPU-second of the main thread: busy time a device's cores spend beside the step's own work. */
-  helperCpuShare?: Figure;
+  /**
+   * CPU seconds of the runtime's helper threads (V8's GC and compiler workers) per traced
+   * non-view op: busy time a device's cores spend beside the step's own work. Per op, not per
+   * second of compute: the worker measured 0.028 helper CPU-s per gpt-tiny step and 0.014 per
+   * gpt-small step (same op count, 5× the compute), the garbage being the ops' own objects.
+   */
+  helperCpuPerOp?: Figure;
   /** Seconds of the pipeline engine's own work per schedule action (keeping a forward's graph alive across actions and releasing it after the backward), beyond the ops. */
   pipelineAction?: Figure;
 }
@@ -44,9 +49,9 @@ export function pipelineActionSeconds(c: ClusterSpec): number {
   return c.device.overhead?.pipelineAction?.value ?? 0;
 }
 
-/** CPU seconds the runtime's helper threads add per second of the main thread's work (0 without a measurement). */
-export function helperCpuShare(c: ClusterSpec): number {
-  return c.device.overhead?.helperCpuShare?.value ?? 0;
+/** CPU seconds the runtime's helper threads add per traced op (0 without a measurement). */
+export function helperCpuPerOp(c: ClusterSpec): number {
+  return c.device.overhead?.helperCpuPerOp?.value ?? 0;
 }
 
 /** Devices of one node that compute at once under the layout (all ranks of a node run the same schedule). */
@@ -67,14 +72,9 @@ export function coRunFactor(c: ClusterSpec, k: number): number {
   return p[p.length - 1]![1];
 }
 
-/**
- * The factor on a device's compute time under a layout: the co-running slowdown at the
- * layout's devices per node (its CPU time), and, where they fill every device of the node,
- * 1 + the helper threads' share: with no idle core left their CPU is taken from the ranks.
- */
+/** The factor on a device's compute time under a layout: the co-running slowdown at the layout's devices per node. */
 export function layoutCoRun(l: Layout, c: ClusterSpec): number {
-  const k = coRunning(l, c);
-  return coRunFactor(c, k) * (helpersInWall(l, c) ? 1 + helperCpuShare(c) : 1);
+  return coRunFactor(c, coRunning(l, c));
 }
 
 /** Whether the helper threads' CPU lands in the wall step (every device of the node computes), rather than on an idle core beside it. */
@@ -82,9 +82,14 @@ export function helpersInWall(l: Layout, c: ClusterSpec): boolean {
   return c.devicesPerNode.value > 1 && coRunning(l, c) >= c.devicesPerNode.value;
 }
 
-/** The factor from a device's priced compute (layoutCoRun included) to its busy CPU time: the helpers' CPU where the wall step does not hold it already. */
-export function busyHelperFactor(l: Layout, c: ClusterSpec): number {
-  return helpersInWall(l, c) ? 1 : 1 + helperCpuShare(c);
+/**
+ * The helper threads' seconds per traced op: `wall`, added to each op's time where the
+ * layout fills every core of the node (no idle core is left for them, their CPU is taken
+ * from the ranks); `busy`, added only to the busy time otherwise (they run beside the step).
+ */
+export function helperSeconds(l: Layout, c: ClusterSpec): { wall: number; busy: number } {
+  const h = helperCpuPerOp(c);
+  return helpersInWall(l, c) ? { wall: h, busy: 0 } : { wall: 0, busy: h };
 }
 
 /** Checks device.overhead of a cluster file; errors name the file and the field. */
@@ -98,7 +103,7 @@ export function checkOverhead(v: unknown, file: string): void {
     if (!isObj(f) || typeof f.value !== 'number' || !Number.isFinite(f.value) || f.value < 0) throw new Error(`${file}: field 'device.overhead.${k}.value' must be a number >= 0 (seconds), got ${JSON.stringify(isObj(f) ? f.value : f)}`);
     if (typeof f.source !== 'string' || f.source.trim().length < 8) throw new Error(`${file}: field 'device.overhead.${k}.source' must cite where the figure comes from`);
   }
-  for (const k of ['pipelineAction', 'helperCpuShare'] as const) {
+  for (const k of ['pipelineAction', 'helperCpuPerOp'] as const) {
     const f = v[k];
     if (f !== undefined && (!isObj(f) || typeof f.value !== 'number' || !Number.isFinite(f.value) || f.value < 0)) throw new Error(`${file}: field 'device.overhead.${k}.value' must be a number >= 0, got ${JSON.stringify(isObj(f) ? f.value : f)}`);
   }
