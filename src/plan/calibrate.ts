@@ -194,7 +194,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   log.push(`memory-bound kernels (GB/s): ${Object.entries(classBw).map(([k, v]) => `${k} ${(v / 1e9).toFixed(1)}`).join(', ')}; ${(tiny * 1e6).toFixed(2)} µs per small op`);
   // The framework's fixed cost per traced op and the co-running slowdown (overhead-terms.ts).
   const fixed = opFixedCosts(reps);
-  const co = await coRunSlowdown(o.quick ? 1 : 3);
+  const co = await coRunSlowdown(o.quick ? 1 : 3, o.quick ? 8 : 16);
   const action = pipelineActionCost(reps);
   log.push(`framework overhead per traced op (a real GPT at compute ~0, ${fixed.opsForward} + ${fixed.opsBackward} ops): ${(fixed.forward * 1e6).toFixed(1)} µs forward, ${(fixed.backward * 1e6).toFixed(1)} µs backward; pipeline engine ${(action * 1e6).toFixed(1)} µs per action${co.factor !== null ? `; co-running on all ${co.cores} cores: main-thread CPU per probe step ×${co.cpuFactor!.toFixed(3)} (kept ×${co.factor.toFixed(3)}; wall ${(co.alone * 1e3).toFixed(1)} → ${(co.together * 1e3).toFixed(1)} ms, ×${co.wallFactor!.toFixed(3)}, which counts the machine's other load too)` : ''}${co.helperPerOp !== null ? `; V8 helper threads ${(co.helperPerOp * 1e6).toFixed(1)} CPU-µs per traced op` : ''}`);
     // 2-rank all-reduce through the launcher: α from 4 KiB, β from 16 MiB (ring: t = 2α + bytes/β for 2 ranks).
