@@ -4,6 +4,7 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../backend/native.js';
+import { checkOverhead, type OverheadSpec } from './overhead-terms.js';
 
 export interface Figure { value: number; source: string }
 
@@ -50,6 +51,8 @@ export interface ClusterSpec {
     };
     /** Measured rates of the element-wise kernel classes, bytes moved per second (this machine). */
     classBandwidth?: { source: string; rates: Record<string, number> };
+    /** The framework's fixed costs per traced op and the co-running devices' slowdown (src/plan/overhead-terms.ts), measured. */
+    overhead?: OverheadSpec;
   };
   network: {
     intra: { alpha: Figure; beta: Figure };
@@ -145,6 +148,7 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
   }
   fig(d.memBandwidth, 'device.memBandwidth', false, 1);
   fig(d.opOverhead, 'device.opOverhead');
+  checkOverhead(d.overhead, file);
   if (d.gemmTable !== undefined) {
     const g = obj(d.gemmTable, 'device.gemmTable');
     if (!Array.isArray(g.points) || !g.points.length || g.points.some((p) => !Array.isArray(p) || p.length !== 4 || p.some((v) => typeof v !== 'number' || !(v > 0)))) {

@@ -14,6 +14,7 @@ import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.j
 import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
 import { attentionEfficiencyFn, gemmRateFn, opRateFor, optimizerSeconds } from './compute-rates.js';
 import { pipelineStep } from './pipeline-timeline.js';
+import { helperSeconds, layoutCoRun, opFixedSeconds, pipelineActionSeconds } from './overhead-terms.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
@@ -477,7 +478,10 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // ---- compute time of one micro-batch on the slowest stage ----
   const peak = (l.precision === 'bf16' ? c.device.peakFlops.bf16?.value : undefined) ?? c.device.peakFlops.fp32.value;
   if (l.precision === 'bf16' && !c.device.peakFlops.bf16) notes.push(`${c.name} lists no bf16 peak: fp32 rate used`);
-  const bw = c.device.memBandwidth.value, ovh = c.device.opOverhead.value;
+  const bw = c.device.memBandwidth.value;
+  // The framework's fixed cost per op and the co-running devices' slowdown (overhead-terms.ts).
+  const coRun = layoutCoRun(l, c), helpers = helperSeconds(l, c);
+  const stageOps = new Array<number>(pp).fill(0); // traced ops per micro-batch of each pipeline rank (helper threads' busy time)
   const gemmRate = gemmRateFn(c, peak);
   // Athanor's mixed precision runs the ops' 16-bit paths: their own measured rates where calibrated.
   const lowpK = tr.precision === 'bf16' ? c.device.lowpKernels : undefined;
@@ -525,7 +529,8 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
       t += (6 * (casts + widened)) / split / (c.device.classBandwidth?.rates.convert ?? bw);
     }
     if (epPad) t *= epPad.opScale(op); // Athanor's ep: the expert activation runs over the capacity's padding rows
-    t += ovh;
+    t = t * coRun + opFixedSeconds(c, op.phase) + helpers.wall;
+    stageOps[s]!++;
     const key = `${op.phase}:${op.cls}`;
     stageCompute[s]![key] = (stageCompute[s]![key] ?? 0) + t;
     vsCost[sm.chunk(op.block) * pp + s]![op.phase === 'forward' ? 'F' : 'B'] += t;
@@ -633,7 +638,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // The pipeline: the schedule's own action lists replayed with each virtual stage's costs
   // (pipeline-timeline.ts), so the bubble includes stage imbalance and dependency waits.
   const ppKey = Object.keys(comm).find((key) => key.startsWith('pp send/recv'));
-  const pipe = pp > 1 ? pipelineStep(l, vsCost, (otherComm - (ppKey ? comm[ppKey]! : 0)) / l.ga, tMb, ppMessage, ppMessageCpu) : null;
+  const pipe = pp > 1 ? pipelineStep(l, vsCost, (otherComm - (ppKey ? comm[ppKey]! : 0)) / l.ga, tMb, ppMessage, ppMessageCpu, pipelineActionSeconds(c)) : null;
   const bubble = pipe ? pipe.bubble : pp > 1 ? ((pp - 1) / (l.schedule === 'interleaved' ? l.vpp : 1)) * (tMb + otherComm / l.ga) : 0;
   // AdamW touches its shard's weights, gradients and both moments (read + write): memory-bound.
   const shard = stageParams[slow]! / (l.zero >= 1 ? shardDp(l) : 1) + stageExpertParams[slow]! / (l.zero >= 1 && c.allocator !== 'athanor-pool' ? dp / l.ep : 1);
@@ -642,7 +647,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // offload=disk streams 12 bytes per shard element in and 12 out through the page cache
   // (offload-optimizer.ts), overlapped with the update: priced at memory bandwidth.
   const offloadTime = l.offload === 'disk' ? (shard * 24) / bw : l.offload !== 'none' ? (shard * 16) / c.network.intra.beta.value : 0;
-  const optimizer = optimizerSeconds(c, shard) + offloadTime + lowpCopyTime;
+  const optimizer = (optimizerSeconds(c, shard) + lowpCopyTime) * coRun + offloadTime;
   // Where communication runs on the compute cores (a CPU device), overlap hides the wait
   // but not the communication thread's own work on the core.
   const commOnDevice = (c.commComputeShare?.value ?? 0) * hiddenComm;
@@ -651,7 +656,8 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // communication's own CPU work where it runs on the device's cores (measured α–β, else the
   // commComputeShare of its time).
   const allComm = Object.values(comm).reduce((a, b) => a + b, 0);
-  const busy = l.ga * tMb + optimizer + (cpuLink ? commCpu : (c.commComputeShare?.value ?? 0) * allComm);
+  // Plus the runtime's helper threads (V8's GC workers) beside the main thread's work (overhead-terms.ts).
+  const busy = l.ga * (tMb + stageOps[slow]! * helpers.busy) + optimizer + (cpuLink ? commCpu : (c.commComputeShare?.value ?? 0) * allComm);
 
   const tokensPerStep = l.mb * l.ga * dp * o.seqLen;
   const tokensPerSec = tokensPerStep / step;
