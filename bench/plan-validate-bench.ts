@@ -40,8 +40,11 @@ const CASES: Case[] = [
   { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=1' },
   { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=2' },
   { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=3' },
+  // ZeRO-Infinity style disk offload of the optimizer state (the bench gives it a scratch directory).
+  { preset: 'gpt-small', layout: 'dp=2,mb=4,zero=1,offload=disk' },
   // Tensor and pipeline parallelism (each schedule), expert parallelism, bf16.
   { preset: 'gpt-tiny', layout: 'tp=2,mb=16' },
+  { preset: 'gpt-tiny', layout: 'tp=2,sp=true,mb=16' },
   { preset: 'gpt-tiny', layout: 'pp=2,mb=4,ga=4,schedule=gpipe' },
   { preset: 'gpt-tiny', layout: 'pp=2,mb=4,ga=4,schedule=1f1b' },
   { preset: 'gpt-tiny', layout: 'pp=2,mb=4,ga=4,schedule=interleaved,vpp=2' },
@@ -63,6 +66,12 @@ export interface ValidateRow {
   /** Memory outside the buffer pool at the measured peak (transport buffers, unpooled arrays). */
   outsidePoolB: number;
   predictedMemB: number; measuredMemB: number; memError: number; poolLivePeakB: number;
+  /** Steps measured per round (after the warm-up), raised for short steps (TARGET_MEASURED_S). */
+  measuredSteps: number;
+  /** (slowest − fastest round median) / median: how far the same case moves between runs. */
+  roundSpread: number;
+  /** Median over rounds of a run's interquartile range of steps over its median. */
+  stepSpread: number;
 }
 
 // The conventional median: for an even count, the mean of the middle two (the upper one alone
@@ -80,7 +89,20 @@ function data(dir: string): void {
   writeFileSync(join(dir, 'meta.json'), JSON.stringify({ tokenizer: { vocabSize: 2048 } }));
 }
 
-function measure(c: Case, dataDir: string, steps: number): { stepS: number; cpuS: number; memB: number; poolB: number; outB: number } {
+/** (upper quartile − lower quartile) / median: how far a run's steps move about their median. */
+const spread = (xs: number[]): number => {
+  if (xs.length < 2) return 0;
+  const s = [...xs].sort((a, b) => a - b), q = (f: number): number => { const i = f * (s.length - 1), lo = Math.floor(i); return s[lo]! + (i - lo) * (s[Math.min(lo + 1, s.length - 1)]! - s[lo]!); };
+  return (q(0.75) - q(0.25)) / median(s);
+};
+
+/** Seconds of measured steps a case aims for (its step count is raised for short steps, up to MAX_STEPS): four 0.4 s steps left one slow step a quarter of the median's sample. */
+const TARGET_MEASURED_S = 4;
+const MAX_STEPS = 16;
+/** Steps left out as warm-up (the worker's WARMUP_STEPS: first allocations, and the buffer pool keeps a size only once it recurs). */
+const WARMUP = 2;
+
+function measure(c: Case, dataDir: string, steps: number): { stepS: number; stepSpread: number; cpuS: number; memB: number; poolB: number; outB: number } {
   const l = parseLayout(c.layout);
   const out = mkdtempSync(join(tmpdir(), 'athanor-planval-'));
   const root = projectRoot();
@@ -90,6 +112,7 @@ function measure(c: Case, dataDir: string, steps: number): { stepS: number; cpuS
     `--train.recompute=${l.recompute === 'full'}`, `--parallel.dp=${l.dp}`, `--parallel.zero=${l.zero}`,
     `--parallel.tp=${l.tp}`, `--parallel.pp=${l.pp}`, `--parallel.ep=${l.ep}`, `--parallel.a2a=${l.a2a}`, `--parallel.sp=${l.sp}`,
     `--parallel.pipelineSchedule=${l.schedule}`, `--parallel.pipelineChunks=${l.vpp}`, `--train.precision=${l.precision}`,
+    ...(l.offload === 'disk' ? ['--parallel.offload=disk', `--parallel.offloadDir=${join(out, 'offload')}`] : []),
     ...Object.entries(c.over ?? {}).map(([k, v]) => `--${k}=${v}`)];
   const world = devices(l);
   const cmd = world > 1
@@ -104,11 +127,12 @@ function measure(c: Case, dataDir: string, steps: number): { stepS: number; cpuS
   } finally { rmSync(out, { recursive: true, force: true }); }
   const recs = metrics.trim().split('\n').map((x) => JSON.parse(x) as Record<string, unknown>);
   // The first two steps are warm-up (first allocations; the buffer pool keeps a size once it recurs).
-  const secs0 = recs.filter((x) => x.kind === 'step' && (x.step as number) > 2).map((x) => x.seconds as number);
-  const mem = [...r.stdout.matchAll(/ATHANOR_PLAN_MEASURED (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as { rank: number; arrayBufferPeak: number; poolAtPeak: number; poolLivePeak: number; cpuSteps: number[]; threadCpuPerStep?: Record<string, number>; sleptSteps?: number[]; runqSteps?: number[]; probeSteps?: number[] });
+  const secs0 = recs.filter((x) => x.kind === 'step' && (x.step as number) > WARMUP).map((x) => x.seconds as number);
+  const mem = [...r.stdout.matchAll(/ATHANOR_PLAN_MEASURED (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as { rank: number; arrayBufferPeak: number; poolAtPeak: number; poolLivePeak: number; cpuSteps: number[]; threadCpuPerStep?: Record<string, number>; sleptSteps?: number[]; runqSteps?: number[]; probeSteps?: number[]; noisePerStep?: Record<string, number> });
   // The main thread's sleep per step is waiting for communication or other ranks; its runqueue wait is the machine's load.
   const mean = (xs: number[] | undefined): string => (xs?.length ? (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(3) : '?');
-  if (process.env.ATHANOR_PLANVAL_THREADS) for (const m of mem) console.log(`    rank ${m.rank} CPU-s/step by thread: ${Object.entries(m.threadCpuPerStep ?? {}).filter(([, v]) => v > 0.001).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}; main thread asleep ${mean(m.sleptSteps)} s/step, waiting for a core ${mean(m.runqSteps)} s/step; worker probes (forced GC, memory) ${mean(m.probeSteps)} s/step, taken off the wall step`);
+  const nz = (m: { noisePerStep?: Record<string, number> }): string => { const n = m.noisePerStep; return n && Object.keys(n).length ? `; per step: ${n.migrations!.toFixed(1)} CPU migrations and ${n.involuntary!.toFixed(1)} preemptions of the main thread, ${n.minorFaults!.toFixed(0)} minor page faults, ${(1000 * n.stealS!).toFixed(1)} ms machine steal` : ''; };
+  if (process.env.ATHANOR_PLANVAL_THREADS) for (const m of mem) console.log(`    rank ${m.rank} CPU-s/step by thread: ${Object.entries(m.threadCpuPerStep ?? {}).filter(([, v]) => v > 0.001).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}; main thread asleep ${mean(m.sleptSteps)} s/step, waiting for a core ${mean(m.runqSteps)} s/step; worker probes (forced GC, memory) ${mean(m.probeSteps)} s/step, taken off the wall step${nz(m)}`);
   // Each step's wall time less the worker's own probes in it (the forced step-boundary GC and
   // the memory probes: not the trainer's work), on rank 0, whose metrics these are.
   const probe = mem.find((m) => m.rank === 0)?.probeSteps ?? [];
@@ -117,7 +141,7 @@ function measure(c: Case, dataDir: string, steps: number): { stepS: number; cpuS
   return {
     // CPU time: the mean over the measured steps (each step does the same work; the load only
     // adds), of the busiest rank.
-    stepS: median(secs), cpuS: Math.max(...mem.map((m) => m.cpuSteps.reduce((a, b) => a + b, 0) / m.cpuSteps.length)),
+    stepS: median(secs), stepSpread: spread(secs), cpuS: Math.max(...mem.map((m) => m.cpuSteps.reduce((a, b) => a + b, 0) / m.cpuSteps.length)),
     memB: Math.max(...mem.map((m) => m.arrayBufferPeak)), poolB: Math.max(...mem.map((m) => m.poolLivePeak)),
     outB: Math.max(...mem.map((m) => m.arrayBufferPeak - m.poolAtPeak)),
   };
@@ -143,9 +167,20 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
   const dir = mkdtempSync(join(tmpdir(), 'athanor-planval-data-'));
   scratch.push(dir);
   const before = loadavg();
-  const meas = new Map<Case, { stepS: number[]; cpuS: number[]; memB: number[]; poolB: number[]; outB: number[] }>();
+  const meas = new Map<Case, { stepS: number[]; stepSpread: number[]; cpuS: number[]; memB: number[]; poolB: number[]; outB: number[] }>();
+  // The plan's estimate of each case (also sets its step count: short steps get more of them).
+  const ests = new Map(cases.map((c) => {
+    const model = configFromArgs({ preset: c.preset, ...c.over }).model;
+    const l = parseLayout(c.layout);
+    return [c, estimate(traceForLayout(model, l, cluster.allocator), l, cluster, { seqLen: model.seqLen, dModel: model.dModel })] as const;
+  }));
+  const target = o.quick ? TARGET_MEASURED_S / 2 : TARGET_MEASURED_S;
+  // Fixed per case from the first (balanced) estimate: the ep cases' routing load is measured over these steps.
+  const stepCounts = new Map(cases.map((c) => [c, o.steps ?? Math.min(MAX_STEPS, Math.max(steps, WARMUP + Math.ceil(target / Math.max(1e-3, ests.get(c)!.time.step))))]));
+  const stepsFor = (c: Case): number => stepCounts.get(c)!;
   // ep cases: the plan's routing load (epLoad), the run's routing reproduced by training its
-  // global batch in one process (bench/ep-routing-load.ts; nothing timed, nothing read from the runs).
+  // global batch in one process (bench/ep-routing-load.ts; nothing timed, nothing read from
+  // the runs). The estimates above (balanced) set the step counts; ep cases are re-estimated.
   const epLoads = new Map<Case, number>();
   try {
   data(dir);
@@ -153,45 +188,48 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
     const l = parseLayout(c.layout);
     if (l.ep <= 1 || l.epLoad !== undefined) continue;
     const cfg = configFromArgs({ preset: c.preset, ...c.over, 'data.dir': dir, 'train.microBatch': String(l.mb), 'train.gradAccum': String(l.ga) });
-    const r = await epRoutingLoad(cfg, l.dp, l.ep, steps);
+    const r = await epRoutingLoad(cfg, l.dp, l.ep, stepsFor(c));
     epLoads.set(c, r.peak);
-    log(`  routing load for ${caseName(c)}: busiest ep rank ${r.peak.toFixed(3)}× its balanced rows at the worst of ${r.forwards} forwards (mean ${r.mean.toFixed(3)}×), steps 1-${steps} trained in one process: the plan's epLoad`);
+    l.epLoad = r.peak;
+    const model = configFromArgs({ preset: c.preset, ...c.over }).model;
+    ests.set(c, estimate(traceForLayout(model, l, cluster.allocator), l, cluster, { seqLen: model.seqLen, dModel: model.dModel }));
+    log(`  routing load for ${caseName(c)}: busiest ep rank ${r.peak.toFixed(3)}× its balanced rows at the worst of ${r.forwards} forwards (mean ${r.mean.toFixed(3)}×), steps 1-${stepsFor(c)} trained in one process: the plan's epLoad`);
   }
   for (let round = 0; round < rounds; round++) {
     // Rotate the order each round so slow periods of the shared machine spread over the cases.
     const order = cases.map((_, i) => cases[(i + round) % cases.length]!);
     for (const c of order) {
-      const m = measure(c, dir, steps);
-      const acc = meas.get(c) ?? { stepS: [], cpuS: [], memB: [], poolB: [], outB: [] };
-      acc.stepS.push(m.stepS); acc.cpuS.push(m.cpuS); acc.memB.push(m.memB); acc.poolB.push(m.poolB); acc.outB.push(m.outB);
+      const m = measure(c, dir, stepsFor(c));
+      const acc = meas.get(c) ?? { stepS: [], stepSpread: [], cpuS: [], memB: [], poolB: [], outB: [] };
+      acc.stepS.push(m.stepS); acc.stepSpread.push(m.stepSpread); acc.cpuS.push(m.cpuS); acc.memB.push(m.memB); acc.poolB.push(m.poolB); acc.outB.push(m.outB);
       meas.set(c, acc);
-      log(`  round ${round + 1}: ${caseName(c)}: ${m.stepS.toFixed(3)} s/step (${m.cpuS.toFixed(3)} CPU-s), ${(m.memB / 2 ** 20).toFixed(0)} MiB (pool live peak ${(m.poolB / 2 ** 20).toFixed(0)} MiB; load ${loadavg()[0]!.toFixed(1)})`);
+      log(`  round ${round + 1}: ${caseName(c)}: ${m.stepS.toFixed(3)} s/step over ${stepsFor(c) - WARMUP} steps (IQR ${(100 * m.stepSpread).toFixed(0)}%; ${m.cpuS.toFixed(3)} CPU-s), ${(m.memB / 2 ** 20).toFixed(0)} MiB (pool live peak ${(m.poolB / 2 ** 20).toFixed(0)} MiB; load ${loadavg()[0]!.toFixed(1)})`);
     }
   }
   } finally { for (const d of scratch) rmSync(d, { recursive: true, force: true }); }
   const after = loadavg();
   const rows: ValidateRow[] = [];
   for (const c of cases) {
-    const model = configFromArgs({ preset: c.preset, ...c.over }).model;
     // The data here is a 2048-token vocabulary for both presets; the model keeps its own V.
     const l = parseLayout(c.layout);
     if (epLoads.has(c)) l.epLoad = epLoads.get(c)!;
-    const est = estimate(traceForLayout(model, l, cluster.allocator), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
+    const est = ests.get(c)!;
     const m = meas.get(c)!;
     const stepS = median(m.stepS), cpuS = median(m.cpuS), memB = median(m.memB);
     rows.push({
       preset: c.preset, layout: layoutString(l) + caseName(c).slice(`${c.preset} ${c.layout}`.length), predictedStepS: est.time.step, measuredStepS: stepS, stepError: est.time.step / stepS - 1,
       predictedBusyS: est.time.busy, measuredCpuS: cpuS, cpuError: est.time.busy / cpuS - 1, outsidePoolB: median(m.outB),
       predictedMemB: est.memory.total, measuredMemB: memB, memError: est.memory.total / memB - 1, poolLivePeakB: median(m.poolB),
+      measuredSteps: stepsFor(c) - WARMUP, roundSpread: (Math.max(...m.stepS) - Math.min(...m.stepS)) / stepS, stepSpread: median(m.stepSpread),
     });
   }
   const cpu = `${cpus()[0]?.model ?? 'unknown'} × ${cpus().length}`;
   log(`\nmachine: ${cpu}; load ${before.map((v) => v.toFixed(2)).join('/')} before, ${after.map((v) => v.toFixed(2)).join('/')} after; cluster spec ${cluster.name}`);
-  log('| preset | layout | step predicted | step measured (wall) | error | busy predicted | CPU-s per step | error | memory predicted | memory measured | error | outside pool |');
-  log('|---|---|---|---|---|---|---|---|---|---|---|---|');
+  log('| preset | layout | step predicted | step measured (wall) | error | rounds spread | steps IQR | busy predicted | CPU-s per step | error | memory predicted | memory measured | error | outside pool |');
+  log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   const pct = (x: number) => `${x >= 0 ? '+' : ''}${(100 * x).toFixed(1)}%`;
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
-  for (const r of rows) log(`| ${r.preset} | ${r.layout} | ${r.predictedStepS.toFixed(3)} s | ${r.measuredStepS.toFixed(3)} s | ${pct(r.stepError)} | ${r.predictedBusyS.toFixed(3)} s | ${r.measuredCpuS.toFixed(3)} s | ${pct(r.cpuError)} | ${mib(r.predictedMemB)} | ${mib(r.measuredMemB)} | ${pct(r.memError)} | ${mib(r.outsidePoolB)} |`);
+  for (const r of rows) log(`| ${r.preset} | ${r.layout} | ${r.predictedStepS.toFixed(3)} s | ${r.measuredStepS.toFixed(3)} s | ${pct(r.stepError)} | ${(100 * r.roundSpread).toFixed(0)}% | ${(100 * r.stepSpread).toFixed(0)}% (${r.measuredSteps}) | ${r.predictedBusyS.toFixed(3)} s | ${r.measuredCpuS.toFixed(3)} s | ${pct(r.cpuError)} | ${mib(r.predictedMemB)} | ${mib(r.measuredMemB)} | ${pct(r.memError)} | ${mib(r.outsidePoolB)} |`);
   return { rows, load: { before, after }, cpu };
 }
 

@@ -1,7 +1,8 @@
 // Runs every compiled test file under dist/test with node's test runner.
 // Files run two at a time (this is a 2-core machine); multi-process tests spawn
 // their own ranks. Extra arguments filter files by substring.
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
@@ -28,9 +29,14 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.ATHANOR_TEST_CONCURRENCY ?? '2';
+// Every test (and every process it spawns) makes its scratch directories under one
+// TMPDIR that is removed afterwards, so a failed or killed test cannot fill the disk
+// with checkpoints and datasets over repeated runs.
+const scratch = mkdtempSync(join(tmpdir(), 'athanor-tests-'));
 const r = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...files], {
   cwd: root,
   stdio: 'inherit',
-  env: { ...process.env, ATHANOR_QUIET: process.env.ATHANOR_QUIET ?? '1' },
+  env: { ...process.env, TMPDIR: scratch, ATHANOR_QUIET: process.env.ATHANOR_QUIET ?? '1' },
 });
+rmSync(scratch, { recursive: true, force: true });
 process.exit(r.status ?? 1);

@@ -10,7 +10,8 @@ import { Module, parameter, type InitContext } from '../src/nn/module.js';
 import { Rng } from '../src/core/rng.js';
 import { fromStorage } from '../src/core/tensor.js';
 import { WorkHandle, type CommBuffer, type Work } from '../src/runtime/communicator.js';
-import { replicate, type GradComm } from '../src/parallel/data-parallel.js';
+import { replicate } from '../src/parallel/data-parallel.js';
+import type { GradComm } from '../src/parallel/grad-comm.js';
 
 class Params extends Module {
   constructor(ctx: InitContext, n: number, size: number) {

@@ -22,25 +22,15 @@ import type { Segment } from '../io/checkpoint.js';
 import { gradSumSquares, clipCoefficient, type AdamW, type ParamLike, type ParamSegment } from '../optim/index.js';
 import { optimizerSegments, loadParams, loadOptimizer, type OptimizerMeta, type RangeSource } from '../optim/state-segments.js';
 import { sharedF32 } from '../runtime/comm-thread.js';
-import { WorkHandle, type AllReduceOptions, type CommBuffer, type ReduceOp, type Work } from '../runtime/communicator.js';
-import { evenCounts } from '../runtime/collectives.js';
+import type { Work } from '../runtime/communicator.js';
+import { planBuckets, shardRanges, shardOffsets, segmentsFor, type Bucket, type FlatLayout } from './flat-buckets.js';
+import type { GradComm } from './grad-comm.js';
+export type { GradComm } from './grad-comm.js';
 import { pool } from '../core/buffer-pool.js';
 import { Zero3 } from './zero3.js';
 import { OffloadAdamW } from './offload-optimizer.js';
 import { initSpecs } from '../nn/module.js';
 import { fillInit } from '../nn/materialize.js';
-
-/** Collectives over the data-parallel group on the communication thread (a ThreadComm sub-group implements it). */
-export interface GradComm {
-  readonly backend?: string;
-  allReduce(buf: CommBuffer, opts?: AllReduceOptions | ReduceOp): Work;
-  reduceScatterV(input: CommBuffer, output: CommBuffer, counts: readonly number[], op?: ReduceOp): Work;
-  allGatherV(input: CommBuffer, output: CommBuffer, counts: readonly number[]): Work;
-  /** Blocks until `work` completed; for use inside synchronous backward. */
-  waitSync(work: Work): void;
-  /** Whether `work` completed, without blocking (optional: without it ZeRO-2 blocks for a staging buffer). */
-  testSync?(work: Work): boolean;
-}
 
 export interface ReplicateOptions {
   /** ZeRO stage: 0 replicate everything, 1 shard optimizer state, 2 + gradients, 3 + parameters. */
@@ -81,91 +71,6 @@ export interface OptimizerOptions {
   /** Sums this rank's squared-gradient total over every rank that holds other parts of
    *  the model (tensor / pipeline groups), after the data-parallel sum. Default: identity. */
   sumOutsideDp?: (x: number) => Promise<number>;
-}
-
-export interface Bucket {
-  /** Position in FlatLayout.buckets. */
-  index: number;
-  /** Flat element range [lo, hi). */
-  lo: number;
-  hi: number;
-  params: Tensor[];
-  /** Elements of the bucket each rank owns (ZeRO partition). */
-  counts: number[];
-  pending: number;
-  /** In-flight reduction of this step. */
-  work: Promise<void> | null;
-}
-
-export interface FlatLayout {
-  named: [string, Tensor][];
-  offsets: Map<Tensor, number>;
-  total: number;
-  buckets: Bucket[];
-  bucketOf: Map<Tensor, Bucket>;
-}
-
-/**
- * Flat layout and buckets. With `units` (ZeRO-3) each unit is exactly one bucket, so
- * gathering a unit is one all-gather; otherwise buckets fill up to bucketElems.
- */
-export function planBuckets(named: [string, Tensor][], world: number, bucketElems: number, units?: Tensor[][]): FlatLayout {
-  const offsets = new Map<Tensor, number>();
-  let total = 0;
-  for (const [, p] of named) { offsets.set(p, total); total += p.size; }
-  const buckets: Bucket[] = [];
-  const bucketOf = new Map<Tensor, Bucket>();
-  let cur: Tensor[] = [];
-  let curHi = total, curN = 0;
-  const flush = () => {
-    if (!cur.length) return;
-    const lo = curHi - curN;
-    const b: Bucket = { index: buckets.length, lo, hi: curHi, params: cur, counts: evenCounts(curN, world), pending: cur.length, work: null };
-    for (const p of cur) bucketOf.set(p, b);
-    buckets.push(b);
-    curHi = lo; curN = 0; cur = [];
-  };
-  const unitOf = new Map<Tensor, number>();
-  units?.forEach((u, i) => u.forEach((p) => unitOf.set(p, i)));
-  for (let i = named.length - 1; i >= 0; i--) {
-    const p = named[i]![1];
-    if (units && cur.length && unitOf.get(cur[0]!) !== unitOf.get(p)) flush();
-    cur.push(p);
-    curN += p.size;
-    if (!units && curN >= bucketElems) flush();
-  }
-  flush();
-  return { named, offsets, total, buckets, bucketOf };
-}
-
-/** This rank's flat shard ranges (one per bucket). */
-export function shardRanges(layout: FlatLayout, rank: number): [number, number][] {
-  return layout.buckets.map((b) => {
-    let off = b.lo;
-    for (let r = 0; r < rank; r++) off += b.counts[r]!;
-    return [off, off + b.counts[rank]!] as [number, number];
-  });
-}
-
-/** Where each bucket's slice starts inside this rank's concatenated shard. */
-export function shardOffsets(ranges: [number, number][]): number[] {
-  const out: number[] = [];
-  let off = 0;
-  for (const [lo, hi] of ranges) { out.push(off); off += hi - lo; }
-  return out;
-}
-
-/** Optimizer segments (param-relative) for flat ranges. */
-export function segmentsFor(layout: FlatLayout, ranges: [number, number][]): ParamSegment[] {
-  const out: ParamSegment[] = [];
-  for (const [lo, hi] of ranges) {
-    for (const [, p] of layout.named) {
-      const base = layout.offsets.get(p)!;
-      const a = Math.max(lo, base), b = Math.min(hi, base + p.size);
-      if (a < b) out.push({ param: p, start: a - base, end: b - base });
-    }
-  }
-  return out;
 }
 
 /**
@@ -559,24 +464,4 @@ export function replicate(module: Module, comm: GradComm, rank: number, world: n
 /** `fully-shard` (ZeRO-3): parameters live sharded and are gathered per unit around its forward. */
 export function fullyShard(module: Module, comm: GradComm, rank: number, world: number, opts: Omit<ReplicateOptions, 'zero'> & { units: Module[] }): DataParallel {
   return new DataParallel(module, comm, rank, world, { ...opts, zero: 3 });
-}
-
-/**
- * The collectives of a one-member data-parallel group (dp = 1 beside tensor or pipeline
- * parallelism): each completes at once with the group-of-one result, so the same
- * DataParallel code (buckets, ZeRO segments, checkpoints) runs without a thread.
- */
-export class SingleMemberComm implements GradComm {
-  readonly backend = 'local';
-  private done(op: string): Work { return new WorkHandle(op, 0, Promise.resolve()); }
-  allReduce(): Work { return this.done('allreduce'); }
-  reduceScatterV(input: CommBuffer, output: CommBuffer): Work {
-    if (output !== input) (output as Float32Array).set(input as Float32Array);
-    return this.done('reducescatter');
-  }
-  allGatherV(input: CommBuffer, output: CommBuffer): Work {
-    if (output !== input) (output as Float32Array).set(input as Float32Array);
-    return this.done('allgather');
-  }
-  waitSync(): void { /* every request completed when it was made */ }
 }

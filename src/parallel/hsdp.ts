@@ -5,7 +5,7 @@
 // and after the in-group reduce-scatter each shard gradient is all-reduced (averaged)
 // over the replica group: the ranks that hold the same shard in every other group.
 import type { GradComm } from './data-parallel.js';
-import { SingleMemberComm } from './data-parallel.js';
+import { SingleMemberComm } from './grad-comm.js';
 
 export interface ParallelShardSettings {
   dp: number;

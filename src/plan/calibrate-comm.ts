@@ -1,15 +1,66 @@
 // Run by `athanor plan --calibrate` under the launcher with 2 ranks: times all-reduce
 // at a small and a large size so the α–β model of this machine's link is measured:
 // the wall time on the runtime's own process group, and the CPU time a rank spends per
-// collective on the path the trainer's synchronous collectives take (tensor parallelism,
-// expert exchanges: a communication thread fed through shared staging buffers and
-// waited for with Atomics.wait, parallel/thread-group.ts), all threads of the process.
+// collective on the path the trainer's asynchronous collectives take from synchronous code
+// (expert exchanges, pipeline messages: a communication thread fed through shared staging
+// buffers and waited for with Atomics.wait, parallel/thread-group.ts with the thread path),
+// all threads of the process. Then the tensor-parallel path (src/plan/tp-terms.ts): the
+// same ThreadGroup as the trainer builds it (shared memory on one host), its wall and CPU
+// time per all-reduce back to back, and the ranks' skew at a synchronous collective after
+// a fixed stretch of GEMM work, as a share of that work.
 import { initProcessGroup } from '../runtime/init.js';
 import { CommThread } from '../runtime/comm-thread.js';
 import { ThreadGroup } from '../parallel/thread-group.js';
+import { gemm, setBlasThreads } from '../backend/blas.js';
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const SIZES = [['small', 4096, 200], ['large', 16 * 2 ** 20, 8]] as const;
+// 64 KiB and 1 MiB as well: a collective's CPU cost is not linear in between (the size of
+// tensor-parallel activations and expert exchanges), so the planner interpolates a table.
+const TABLE = [...SIZES, ['mid', 2 ** 16, 60], ['mib', 2 ** 20, 30]] as const;
+
+/** Mean [wall, CPU] seconds per all-reduce of each TABLE size, back to back as a step issues them. */
+async function syncTable(group: ThreadGroup, barrier: () => PromiseLike<unknown>): Promise<[number, number][]> {
+  const out: [number, number][] = [];
+  for (const [name, bytes, reps] of TABLE) {
+    const buf = new Float32Array(bytes / 4).fill(1);
+    for (let w = 0; w < (name === 'small' ? 50 : 2); w++) group.allReduce(buf, 'sum');
+    await barrier();
+    const c0 = process.cpuUsage(), w0 = performance.now();
+    for (let r = 0; r < reps; r++) group.allReduce(buf, 'sum');
+    const wall = (performance.now() - w0) / 1000 / reps, c = process.cpuUsage(c0);
+    out.push([wall, (c.user + c.system) / 1e6 / reps]);
+  }
+  return out;
+}
+
+/**
+ * The ranks' skew at a synchronous collective: both ranks run the same GEMM stretch (about
+ * the work between two tensor-parallel all-reduces of a small model) and then a 1 MiB
+ * all-reduce, many times. Per round, wall − own GEMM time − the all-reduce's own wall time
+ * is the time spent waiting for the slower rank; returned as a share of the GEMM time.
+ */
+async function syncSkew(group: ThreadGroup, barrier: () => PromiseLike<unknown>, opWall: number): Promise<number> {
+  setBlasThreads(1);
+  const m = 2048, n = 256, k = 128;
+  const a = new Float32Array(m * k).fill(0.5), b = new Float32Array(n * k).fill(0.25), c = new Float32Array(m * n);
+  const buf = new Float32Array(2 ** 18).fill(1);
+  const work = (): void => { for (let i = 0; i < 8; i++) gemm(false, true, m, n, k, 1, a, 0, k, b, 0, k, 0, c, 0, n); };
+  for (let w = 0; w < 3; w++) { work(); group.allReduce(buf, 'sum'); }
+  await barrier();
+  let waited = 0, worked = 0;
+  const rounds = 40;
+  for (let r = 0; r < rounds; r++) {
+    const t0 = performance.now();
+    work();
+    const t1 = performance.now();
+    group.allReduce(buf, 'sum');
+    const t2 = performance.now();
+    worked += t1 - t0;
+    waited += Math.max(0, t2 - t1 - opWall * 1000);
+  }
+  return waited / worked;
+}
 
 async function main(): Promise<void> {
   const pg = await initProcessGroup();
@@ -27,25 +78,21 @@ async function main(): Promise<void> {
     out[name] = median(ts);
   }
   const thread = await CommThread.start(pg, { prefix: 'athanor/calibrate' });
-  const group = new ThreadGroup(thread.newGroup([0, 1], 'calibrate'), pg.rank, 2);
-  const cpu: number[] = [];
-  // 64 KiB and 1 MiB as well: a collective's CPU cost is not linear in between (the size of
-  // tensor-parallel activations and expert exchanges), so the planner interpolates a table.
-  for (const [name, bytes, reps] of [...SIZES, ['mid', 2 ** 16, 60], ['mib', 2 ** 20, 30]] as const) {
-    const buf = new Float32Array(bytes / 4).fill(1);
-    for (let w = 0; w < (name === 'small' ? 50 : 2); w++) group.allReduce(buf, 'sum');
-    await pg.barrier();
-    // Back to back, as a step issues them: the mean CPU time per all-reduce.
-    const c0 = process.cpuUsage();
-    for (let r = 0; r < reps; r++) group.allReduce(buf, 'sum');
-    const c = process.cpuUsage(c0);
-    cpu.push((c.user + c.system) / 1e6 / reps);
-  }
+  const barrier = (): PromiseLike<unknown> => pg.barrier();
+  const viaThread = await syncTable(new ThreadGroup(thread.newGroup([0, 1], 'calibrate'), pg.rank, 2, { shm: false }), barrier);
+  const tp = new ThreadGroup(thread.newGroup([0, 1], 'calibrate-tp'), pg.rank, 2);
+  const viaTp = await syncTable(tp, barrier);
+  const skew = await syncSkew(tp, barrier, viaTp[3]![0]);
+  tp.close();
   await thread.close();
-  // The busier rank's CPU time per all-reduce, reported by rank 0.
-  const both = new Float32Array(cpu);
+  // The busier rank's figures, reported by rank 0: [thread CPU ×4, tp wall ×4, tp CPU ×4, skew].
+  const both = new Float32Array([...viaThread.map((x) => x[1]), ...viaTp.map((x) => x[0]), ...viaTp.map((x) => x[1]), skew]);
   await pg.allReduce(both, { op: 'max' });
-  if (pg.rank === 0) console.log(`ATHANOR_CALIBRATE_COMM ${JSON.stringify({ ...out, cpuSmall: both[0], cpuLarge: both[1], cpuPoints: [[4096, both[0]], [2 ** 16, both[2]], [2 ** 20, both[3]], [16 * 2 ** 20, both[1]]] })}`);
+  const bytes = TABLE.map((x) => x[1]);
+  const cpuPoints = bytes.map((b, i) => [b, both[i]!]).sort((p, q) => p[0]! - q[0]!);
+  const tpWall = bytes.map((b, i) => [b, both[4 + i]!]).sort((p, q) => p[0]! - q[0]!);
+  const tpCpu = bytes.map((b, i) => [b, both[8 + i]!]).sort((p, q) => p[0]! - q[0]!);
+  if (pg.rank === 0) console.log(`ATHANOR_CALIBRATE_COMM ${JSON.stringify({ ...out, cpuSmall: both[0], cpuLarge: both[1], cpuPoints, tpPath: tp.path, tpWall, tpCpu, tpSkew: both[12] })}`);
   await pg.destroy();
 }
 

@@ -20,6 +20,7 @@ import { vocabParallelCrossEntropy, type GroupCollectives } from '../ops/group.j
 import type { Tensor } from '../core/tensor.js';
 import type { ClusterSpec } from './cluster.js';
 import { Rng } from '../core/rng.js';
+import { coRunSlowdown, opFixedCosts, pipelineActionCost } from './calibrate-overhead.js';
 import { attentionTable, contention, gemmTables, interleaved, opPairRates, optimizerRate, type OpCase } from './calibrate-compute.js';
 
 /** The median; of an even count, the mean of the middle two (the upper one alone biased every rate of a 2-rep measurement towards its slower run). */
@@ -191,17 +192,23 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   const s = fromStorage(new Float32Array(64).fill(1), [64], 'float32');
   const tiny = interleaved([() => scope(() => { for (let i = 0; i < 1000; i++) add(s, s); })], reps)[0]! / 1000;
   log.push(`memory-bound kernels (GB/s): ${Object.entries(classBw).map(([k, v]) => `${k} ${(v / 1e9).toFixed(1)}`).join(', ')}; ${(tiny * 1e6).toFixed(2)} µs per small op`);
-  // 2-rank all-reduce through the launcher: α from 4 KiB, β from 16 MiB (ring: t = 2α + bytes/β for 2 ranks).
+  // The framework's fixed cost per traced op and the co-running slowdown (overhead-terms.ts).
+  const fixed = opFixedCosts(reps);
+  const co = await coRunSlowdown(o.quick ? 1 : 3, o.quick ? 8 : 16);
+  const action = pipelineActionCost(reps);
+  log.push(`framework overhead per traced op (a real GPT at compute ~0, ${fixed.opsForward} + ${fixed.opsBackward} ops): ${(fixed.forward * 1e6).toFixed(1)} µs forward, ${(fixed.backward * 1e6).toFixed(1)} µs backward; pipeline engine ${(action * 1e6).toFixed(1)} µs per action${co.factor !== null ? `; co-running on all ${co.cores} cores: main-thread CPU per probe step ×${co.cpuFactor!.toFixed(3)} (kept ×${co.factor.toFixed(3)}; wall ${(co.alone * 1e3).toFixed(1)} → ${(co.together * 1e3).toFixed(1)} ms, ×${co.wallFactor!.toFixed(3)}, which counts the machine's other load too)` : ''}${co.helperPerOp !== null ? `; V8 helper threads ${(co.helperPerOp * 1e6).toFixed(1)} CPU-µs per traced op` : ''}`);
+    // 2-rank all-reduce through the launcher: α from 4 KiB, β from 16 MiB (ring: t = 2α + bytes/β for 2 ranks).
   const cli = join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
   const script = join(projectRoot(), 'dist', 'src', 'plan', 'calibrate-comm.js');
   const r = spawnSync(process.execPath, [cli, 'launch', '--nproc-per-node', '2', '--', 'node', script], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ATHANOR_QUIET: '1' } });
   const m = /ATHANOR_CALIBRATE_COMM (\{.*\})/.exec(r.stdout ?? '');
   if (!m) throw new Error(`plan --calibrate: the all-reduce measurement failed:\n${((r.stdout ?? '') + (r.stderr ?? '')).slice(-1500)}`);
-  const c = JSON.parse(m[1]!) as { small: number; large: number; cpuSmall: number; cpuLarge: number; cpuPoints: [number, number][] };
+  const c = JSON.parse(m[1]!) as { small: number; large: number; cpuSmall: number; cpuLarge: number; cpuPoints: [number, number][]; tpPath: string; tpWall: [number, number][]; tpCpu: [number, number][]; tpSkew: number };
   const alpha = c.small / 2, beta = (16 * 2 ** 20) / Math.max(1e-9, c.large - 2 * alpha);
   // The same model for the CPU time a collective takes from a rank (all its threads).
   const cpuAlpha = c.cpuSmall / 2, cpuBeta = (16 * 2 ** 20) / Math.max(1e-9, c.cpuLarge - 2 * cpuAlpha);
   log.push(`all-reduce (2 ranks, same host): α ${(alpha * 1e6).toFixed(1)} µs, β ${(beta / 1e9).toFixed(2)} GB/s; CPU per rank α ${(cpuAlpha * 1e6).toFixed(1)} µs, β ${(cpuBeta / 1e9).toFixed(2)} GB/s`);
+  log.push(`tensor-parallel all-reduce (${c.tpPath}): ${c.tpWall.map(([b, w], i) => `${b >= 2 ** 20 ? `${b / 2 ** 20} MiB` : `${b / 1024} KiB`} ${(w * 1e3).toFixed(3)} ms wall / ${(c.tpCpu[i]![1] * 1e3).toFixed(3)} ms CPU`).join(', ')}; ranks' skew ${(100 * c.tpSkew).toFixed(1)}% of the compute between collectives`);
   const sorted = [...contention].sort((a, b) => a - b);
   log.push(`contention: the median rep sat ${(100 * sorted[sorted.length >> 1]!).toFixed(1)}% above the fastest (median over ${sorted.length} measurements; 90th percentile ${(100 * sorted[Math.floor(sorted.length * 0.9)]!).toFixed(1)}%); rates use the median`);
   const loadAfter = loadavg();
@@ -221,6 +228,14 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       attentionEfficiency: { value: Math.min(1, attEff), source: meas('attention() forward + backward at B2 H8 T256 D64, causal') },
       memBandwidth: { value: bw, source: meas('add() and gelu() on 1M floats, bytes read + written per second') },
       opOverhead: { value: tiny, source: meas('time per add() of 64 elements (op dispatch, tape and allocation), median of interleaved rounds') },
+      overhead: {
+        source: meas('src/plan/calibrate-overhead.ts'),
+        opForward: { value: fixed.forward, source: meas(`CPU seconds of a real GPT forward (d 16, T 8, 2 sequences: compute ~0) over its ${fixed.opsForward} traced non-view ops, median of ${reps} reps of 50 steps`) },
+        opBackward: { value: fixed.backward, source: meas(`CPU seconds of its backward over its ${fixed.opsBackward} traced backward ops`) },
+        pipelineAction: { value: action, source: meas('CPU seconds of a forward kept alive by the pipeline engine (forwardDetached) and its backward + release, less the same in one scope, per action, on the compute-~0 GPT, median of interleaved reps') },
+        ...(co.factor !== null ? { coRun: { source: meas(`main-thread CPU per step of the real GPT at gpt-tiny widths (2 blocks, 8 sequences, AdamW), ${co.cores} processes started together over 1 alone (medians of alternating runs), at least 1`), points: [[co.cores, co.factor]] as [number, number][] } } : {}),
+        ...(co.helperPerOp !== null ? { helperCpuPerOp: { value: co.helperPerOp, source: meas('CPU seconds per step of the probe process\'s threads other than the main thread (V8 GC and compiler workers), the probe alone, median of its runs, over the non-view ops of its traced step') } } : {}),
+      },
       gemmTable: { source: meas('sgemm rate, median of interleaved rounds, 1 thread, at each [m, n, k]: points C = A·Bᵀ (forward), nn C = A·B (input gradient), tn C = Aᵀ·B accumulated (weight gradient)'), points, nn: tables.nn, tn: tables.tn },
       attentionTable: { source: meas('attention() causal, forward (recording) and backward (forward + backward less forward) apart, share of the GEMM ceiling at [T, D], median of interleaved rounds'), points: attTable },
       optimizerRate: { value: optRate, source: meas('the trainer optimizer step (gradient norm, fused AdamW, zeroGrad) over 4.2M parameters, AdamW bytes (28 per element) per second') },
@@ -244,6 +259,11 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
       alpha: { value: cpuAlpha, source: meas('half the mean CPU time (all threads of a rank) of a 4 KiB all-reduce through the trainer synchronous path (communication thread, parallel/thread-group.ts), 2 ranks') },
       beta: { value: cpuBeta, source: meas('16 MiB all-reduce, CPU time of a rank, ring model') },
       allReduce2: { source: meas('mean CPU seconds of a rank per 2-rank all-reduce at 4 KiB, 64 KiB, 1 MiB, 16 MiB (trainer synchronous path)'), points: c.cpuPoints },
+      tpSync: {
+        source: meas(`tensor parallelism's synchronous collectives as the trainer builds them (parallel/thread-group.ts, path '${c.tpPath}'): mean wall and CPU seconds of the busier rank per 2-rank all-reduce at 4 KiB, 64 KiB, 1 MiB, 16 MiB, back to back`),
+        path: c.tpPath, wall: c.tpWall, cpu: c.tpCpu,
+        skew: { value: c.tpSkew, source: meas('time a rank waits at a 1 MiB synchronous all-reduce beyond its own duration, after equal 8-GEMM stretches on both ranks, as a share of the GEMM time (40 rounds, busier rank)') },
+      },
     },
     commComputeShare: { value: 1, source: 'assumption: one device = one core, and the communication thread runs on the same cores (no DMA engine); bench/plan-validate-bench.ts shows its CPU time per step (ATHANOR_PLANVAL_THREADS=1)' },
     hostMemoryBytesPerNode: { value: totalmem(), source: 'measured: os.totalmem()' },

@@ -4,6 +4,7 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../backend/native.js';
+import { checkOverhead, type OverheadSpec } from './overhead-terms.js';
 
 export interface Figure { value: number; source: string }
 
@@ -50,6 +51,8 @@ export interface ClusterSpec {
     };
     /** Measured rates of the element-wise kernel classes, bytes moved per second (this machine). */
     classBandwidth?: { source: string; rates: Record<string, number> };
+    /** The framework's fixed costs per traced op and the co-running devices' slowdown (src/plan/overhead-terms.ts), measured. */
+    overhead?: OverheadSpec;
   };
   network: {
     intra: { alpha: Figure; beta: Figure };
@@ -78,6 +81,8 @@ export interface ClusterSpec {
     alpha: Figure; beta: Figure;
     /** Measured [bytes, CPU seconds] of one 2-rank all-reduce at several sizes (the cost is not linear in between); 2-rank groups interpolate it. */
     allReduce2?: { source: string; points: [number, number][] };
+    /** Tensor parallelism's synchronous path (tp-terms.ts): [bytes, seconds] wall and CPU per 2-rank all-reduce, and the ranks' skew as a share of compute. */
+    tpSync?: { source: string; path: string; wall: [number, number][]; cpu: [number, number][]; skew: Figure };
   };
   hostMemoryBytesPerNode?: Figure;
   powerWattsPerNode?: Figure;
@@ -143,6 +148,7 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
   }
   fig(d.memBandwidth, 'device.memBandwidth', false, 1);
   fig(d.opOverhead, 'device.opOverhead');
+  checkOverhead(d.overhead, file);
   if (d.gemmTable !== undefined) {
     const g = obj(d.gemmTable, 'device.gemmTable');
     if (!Array.isArray(g.points) || !g.points.length || g.points.some((p) => !Array.isArray(p) || p.length !== 4 || p.some((v) => typeof v !== 'number' || !(v > 0)))) {
@@ -183,6 +189,14 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
     if (cc.allReduce2 !== undefined) {
       const pts = obj(cc.allReduce2, 'commCpu.allReduce2').points;
       if (!Array.isArray(pts) || pts.length < 2 || pts.some((q) => !Array.isArray(q) || q.length !== 2 || q.some((v) => typeof v !== 'number' || !(v > 0)))) throw new Error(`${file}: field 'commCpu.allReduce2.points' must be a list of at least two [bytes, seconds] pairs of positive numbers`);
+    }
+    if (cc.tpSync !== undefined) {
+      const ts = obj(cc.tpSync, 'commCpu.tpSync');
+      for (const k of ['wall', 'cpu']) {
+        const pts = ts[k];
+        if (!Array.isArray(pts) || pts.length < 2 || pts.some((q) => !Array.isArray(q) || q.length !== 2 || q.some((v) => typeof v !== 'number' || !(v > 0)))) throw new Error(`${file}: field 'commCpu.tpSync.${k}' must be a list of at least two [bytes, seconds] pairs of positive numbers`);
+      }
+      fig(ts.skew, 'commCpu.tpSync.skew');
     }
   }
   fig(r.hostMemoryBytesPerNode, 'hostMemoryBytesPerNode', true);

@@ -9,10 +9,12 @@ import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
 import { SHARED_GROWTH } from '../parallel/expert-parallel-capacity.js';
 import { epRowTerms } from './ep-terms.js';
+import { tpSyncTerms } from './tp-terms.js';
 import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
 import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
 import { attentionEfficiencyFn, gemmRateFn, opRateFor, optimizerSeconds } from './compute-rates.js';
 import { pipelineStep } from './pipeline-timeline.js';
+import { helperSeconds, layoutCoRun, opFixedSeconds, pipelineActionSeconds } from './overhead-terms.js';
 
 export interface MemoryEstimate {
   weights: number; grads: number; optimizer: number; activations: number; pipelineInFlight: number;
@@ -477,7 +479,10 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // ---- compute time of one micro-batch on the slowest stage ----
   const peak = (l.precision === 'bf16' ? c.device.peakFlops.bf16?.value : undefined) ?? c.device.peakFlops.fp32.value;
   if (l.precision === 'bf16' && !c.device.peakFlops.bf16) notes.push(`${c.name} lists no bf16 peak: fp32 rate used`);
-  const bw = c.device.memBandwidth.value, ovh = c.device.opOverhead.value;
+  const bw = c.device.memBandwidth.value;
+  // The framework's fixed cost per op and the co-running devices' slowdown (overhead-terms.ts).
+  const coRun = layoutCoRun(l, c), helpers = helperSeconds(l, c);
+  const stageOps = new Array<number>(pp).fill(0); // traced ops per micro-batch of each pipeline rank (helper threads' busy time)
   const gemmRate = gemmRateFn(c, peak);
   // Athanor's mixed precision runs the ops' 16-bit paths: their own measured rates where calibrated.
   const lowpK = tr.precision === 'bf16' ? c.device.lowpKernels : undefined;
@@ -525,7 +530,8 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
       t += (6 * (casts + widened)) / split / (c.device.classBandwidth?.rates.convert ?? bw);
     }
     if (epPad) t *= epPad.opScale(op); // Athanor's ep: the expert activation runs over the capacity's padding rows
-    t += ovh;
+    t = t * coRun + opFixedSeconds(c, op.phase) + helpers.wall;
+    stageOps[s]!++;
     const key = `${op.phase}:${op.cls}`;
     stageCompute[s]![key] = (stageCompute[s]![key] ?? 0) + t;
     vsCost[sm.chunk(op.block) * pp + s]![op.phase === 'forward' ? 'F' : 'B'] += t;
@@ -556,9 +562,13 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     // Megatron: the forward all-reduces (or sp's reduce-scatter + all-gather, same volume),
     // as many in backward, and the recomputed forward's again; each pays its own latency.
     const extraSteps = Math.max(0, count - 1) * 2 * (tp - 1);
-    comm[`tp allreduce (${link.cls})`] = l.ga * (ringTime('allreduce', bytes, tp, link) + extraSteps * link.alpha);
+    // Athanor's synchronous tp path where calibrated (tp-terms.ts): its measured wall and CPU per collective, and the ranks' skew.
+    const sync = tpSyncTerms(c, tp, link.cls === 'intra', count, bytes, tMb);
+    comm[`tp allreduce (${link.cls})`] = l.ga * (sync ? sync.wall : ringTime('allreduce', bytes, tp, link) + extraSteps * link.alpha);
+    if (sync) comm['tp rank skew at the collectives'] = l.ga * sync.skew;
     const table = tp === 2 && count > 0 ? c.commCpu?.allReduce2?.points : undefined;
-    if (table) commCpu += l.ga * count * interpLogLog(table, bytes / count);
+    if (sync) commCpu += l.ga * sync.cpu;
+    else if (table) commCpu += l.ga * count * interpLogLog(table, bytes / count);
     else if (cpuLink) commCpu += l.ga * (ringTime('allreduce', bytes, tp, cpuLink) + extraSteps * cpuLink.alpha);
   }
   let ppMessage = 0, ppMessageCpu = 0;
@@ -630,7 +640,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // The pipeline: the schedule's own action lists replayed with each virtual stage's costs
   // (pipeline-timeline.ts), so the bubble includes stage imbalance and dependency waits.
   const ppKey = Object.keys(comm).find((key) => key.startsWith('pp send/recv'));
-  const pipe = pp > 1 ? pipelineStep(l, vsCost, (otherComm - (ppKey ? comm[ppKey]! : 0)) / l.ga, tMb, ppMessage, ppMessageCpu) : null;
+  const pipe = pp > 1 ? pipelineStep(l, vsCost, (otherComm - (ppKey ? comm[ppKey]! : 0)) / l.ga, tMb, ppMessage, ppMessageCpu, pipelineActionSeconds(c)) : null;
   const bubble = pipe ? pipe.bubble : pp > 1 ? ((pp - 1) / (l.schedule === 'interleaved' ? l.vpp : 1)) * (tMb + otherComm / l.ga) : 0;
   // AdamW touches its shard's weights, gradients and both moments (read + write): memory-bound.
   const shard = stageParams[slow]! / (l.zero >= 1 ? shardDp(l) : 1) + stageExpertParams[slow]! / (l.zero >= 1 && c.allocator !== 'athanor-pool' ? dp / l.ep : 1);
@@ -639,7 +649,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // offload=disk streams 12 bytes per shard element in and 12 out through the page cache
   // (offload-optimizer.ts), overlapped with the update: priced at memory bandwidth.
   const offloadTime = l.offload === 'disk' ? (shard * 24) / bw : l.offload !== 'none' ? (shard * 16) / c.network.intra.beta.value : 0;
-  const optimizer = optimizerSeconds(c, shard) + offloadTime + lowpCopyTime;
+  const optimizer = (optimizerSeconds(c, shard) + lowpCopyTime) * coRun + offloadTime;
   // Where communication runs on the compute cores (a CPU device), overlap hides the wait
   // but not the communication thread's own work on the core.
   const commOnDevice = (c.commComputeShare?.value ?? 0) * hiddenComm;
@@ -648,7 +658,8 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // communication's own CPU work where it runs on the device's cores (measured α–β, else the
   // commComputeShare of its time).
   const allComm = Object.values(comm).reduce((a, b) => a + b, 0);
-  const busy = l.ga * tMb + optimizer + (cpuLink ? commCpu : (c.commComputeShare?.value ?? 0) * allComm);
+  // Plus the runtime's helper threads (V8's GC workers) beside the main thread's work (overhead-terms.ts).
+  const busy = l.ga * (tMb + stageOps[slow]! * helpers.busy) + optimizer + (cpuLink ? commCpu : (c.commComputeShare?.value ?? 0) * allComm);
 
   const tokensPerStep = l.mb * l.ga * dp * o.seqLen;
   const tokensPerSec = tokensPerStep / step;

@@ -25,14 +25,15 @@ export interface PipelineStep {
  * or receives it.
  * Null for shapes the schedule refuses (the caller keeps the closed form).
  */
-export function pipelineStep(l: Layout, vsCost: { F: number; B: number }[], perMbComm: number, tMb: number, message: number, messageCpu = 0): PipelineStep | null {
+export function pipelineStep(l: Layout, vsCost: { F: number; B: number }[], perMbComm: number, tMb: number, message: number, messageCpu = 0, actionCost = 0): PipelineStep | null {
   const v = l.schedule === 'interleaved' ? l.vpp : 1;
   const shape: ScheduleShape = { kind: l.schedule, p: l.pp, m: l.ga, v };
   if (l.pp <= 1 || scheduleShapeError(shape) || vsCost.length !== l.pp * v) return null;
   const k = tMb > 0 ? 1 + perMbComm / tMb : 1, S = l.pp * v;
   // Messages a forward or backward of stage st exchanges: one with each neighbouring stage that exists.
   const msgs = (st: number): number => (st > 0 ? 1 : 0) + (st < S - 1 ? 1 : 0);
-  const cost = (kind: 'F' | 'B', st: number): number => k * vsCost[st]![kind] + msgs(st) * messageCpu;
+  // actionCost: the engine's own work per action (overhead-terms.ts), beside the ops and messages.
+  const cost = (kind: 'F' | 'B', st: number): number => k * vsCost[st]![kind] + msgs(st) * messageCpu + actionCost;
   const sim = replaySchedule(shape, cost, message);
   const busiest = Math.max(...Array.from({ length: l.pp }, (_, r) => {
     let b = 0;

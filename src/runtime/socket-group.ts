@@ -2,8 +2,9 @@
 // fail-fast and the hang watchdog live here; the algorithms are in collectives.ts.
 import type { AllReduceOptions, Backend, CommBuffer, Communicator, ReduceOp, Work } from './communicator.js';
 import { DistError, WorkHandle, bytesOf, checkRank, dtypeOf } from './communicator.js';
-import { Kind, opName } from './socket-mesh.js';
-import type { GroupHooks, MsgHeader, SocketMesh } from './socket-mesh.js';
+import { Kind, opName } from './socket-peer-link.js';
+import type { GroupHooks, MsgHeader } from './socket-peer-link.js';
+import type { SocketMesh } from './socket-mesh.js';
 import * as algo from './collectives.js';
 import type { OpCtx, Tuning } from './collectives.js';
 import { divideInPlace } from './reduce-kernels.js';

@@ -6,7 +6,8 @@ import { GPT } from '../nn/gpt.js';
 import { initProcessGroup, type ProcessGroup } from '../runtime/init.js';
 import { CommThread } from '../runtime/comm-thread.js';
 import { buildMesh, parseMeshOrder, type DeviceMesh } from '../parallel/mesh.js';
-import { SingleMemberComm, type DataParallel, type GradComm } from '../parallel/data-parallel.js';
+import type { DataParallel } from '../parallel/data-parallel.js';
+import { SingleMemberComm, type GradComm } from '../parallel/grad-comm.js';
 import { applyDataParallel, buildTensorParallelGpt } from '../parallel/plans/gpt.js';
 import { ThreadGroup } from '../parallel/thread-group.js';
 import { TensorParallelCheckpoint } from '../parallel/tp-checkpoint.js';
@@ -241,6 +242,7 @@ export class DistributedLayer implements ParallelLayer {
   }
 
   async close(): Promise<void> {
+    this.tpGroup?.close();
     for (const t of this.threads) await t.close();
     await this.pg.destroy();
   }

@@ -14,12 +14,12 @@ export function parseResult(stdout: string): Record<string, unknown> | null {
   return line ? JSON.parse(line.slice(line.indexOf('RESULT ') + 7)) as Record<string, unknown> : null;
 }
 
-export async function runRanks(o: { world: number; env?: Record<string, string>; perRankEnv?: (r: number) => Record<string, string>; timeoutMs?: number }): Promise<RankOutput[]> {
+export async function runRanks(o: { world: number; env?: Record<string, string>; perRankEnv?: (r: number) => Record<string, string>; timeoutMs?: number; worker?: string }): Promise<RankOutput[]> {
   const token = randomBytes(16).toString('hex');
   const store = await TcpStoreServer.start({ host: '127.0.0.1', port: 0, token });
   try {
     return await Promise.all(Array.from({ length: o.world }, (_, rank) => new Promise<RankOutput>((resolve) => {
-      const child = spawn(process.execPath, [WORKER], {
+      const child = spawn(process.execPath, [o.worker ?? WORKER], {
         env: {
           ...process.env, ATHANOR_RANK: String(rank), ATHANOR_WORLD_SIZE: String(o.world), ATHANOR_LOCAL_RANK: String(rank),
           ATHANOR_MASTER_ADDR: '127.0.0.1', ATHANOR_MASTER_PORT: String(store.port), ATHANOR_STORE_TOKEN: token,
