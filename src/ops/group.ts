@@ -102,8 +102,8 @@ export function groupReduceBackward(node: Node<'groupReduce'>, gOut: Tensor): vo
   accumulateGrad(node.inputs[0]!, copyOf(gOut), true);
 }
 
-/** [outer][size][chunk] ⇄ [size][outer][chunk]: rank-major order for the collective buffers. */
-function toRankMajor(src: F, dst: F, outer: number, size: number, chunk: number): void {
+/** [outer][size][chunk] ⇄ [size][outer][chunk]: rank-major order for the collective buffers (plan --calibrate times it). */
+export function toRankMajor(src: F, dst: F, outer: number, size: number, chunk: number): void {
   for (let o = 0; o < outer; o++) for (let r = 0; r < size; r++) dst.set(src.subarray((o * size + r) * chunk, (o * size + r + 1) * chunk), (r * outer + o) * chunk);
 }
 function fromRankMajor(src: F, dst: F, outer: number, size: number, chunk: number): void {

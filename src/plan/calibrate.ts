@@ -16,7 +16,7 @@ import { projectRoot } from '../backend/native.js';
 import { atomicWriteFileSync } from '../io/atomic-write.js';
 import { from16, to16 } from '../backend/gemm-lowp.js';
 import { withPrecision } from '../backend/precision.js';
-import { vocabParallelCrossEntropy, type GroupCollectives } from '../ops/group.js';
+import { toRankMajor, vocabParallelCrossEntropy, type GroupCollectives } from '../ops/group.js';
 import type { Tensor } from '../core/tensor.js';
 import type { ClusterSpec } from './cluster.js';
 import { Rng } from '../core/rng.js';
@@ -118,6 +118,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   const tgt = fromStorage(new Int32Array(rows).map(() => rngData.int(V)), [rows], 'int32');
   const table = fromStorage(randn(V * C, 0.02), [V, C], 'float32');
   const idx = fromStorage(new Int32Array(rows).map((_, i) => (i * 7) % V), [rows], 'int32');
+  const seqTmp = new Float32Array(n);
   const rate = (bytes: number, fn: () => void): number => bytes / median(timeIt(() => scope(fn), reps * 2));
   const classBw: Record<string, number> = {
     elementwise: rate((3 + 2) * 4 * n, () => { gelu(add(x, x)); }), // add moves 3 arrays, gelu 2
@@ -127,6 +128,8 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
     copy: rate(2 * 4 * n, () => { contiguous(transpose(reshape(x, [1024, 1024]))); }),
     // Mixed precision's operand casts and widening (6 bytes moved per element each way).
     convert: rate(2 * 6 * n, () => { to16('bfloat16', 1, n, xd, 0, n, x16, 0, n, 1); from16('bfloat16', 1, n, x16, 0, n, xd, 0, n); }),
+    // Sequence parallelism's reorder of a (B, T, C) activation around each gather / reduce-scatter (ops/group.ts, sp-terms.ts): 16 rows, 2 ranks.
+    sequenceAxisCopy: rate(2 * 4 * n, () => { toRankMajor(xd, seqTmp, 16, 2, n / 32); }),
   };
   // Tensor parallelism's loss (plans/gpt.ts): the vocab-parallel cross-entropy (ops/group.ts),
   // run here on one rank's half of the vocabulary (a one-rank group: its collectives are the
@@ -247,7 +250,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
         opRates: lowp.opRates,
         rates: lowp.rates,
       },
-      classBandwidth: { source: meas('the real kernels (gelu/add, layerNorm, crossEntropy, embedding, transpose copy, bfloat16 to16/from16 conversion; vocabParallelCrossEntropy forward + backward over 2.5× its forward bytes), bytes as the meta trace counts them'), rates: classBw },
+      classBandwidth: { source: meas('the real kernels (gelu/add, layerNorm, crossEntropy, embedding, transpose copy, bfloat16 to16/from16 conversion, the sequence-parallel rank-major reorder; vocabParallelCrossEntropy forward + backward over 2.5× its forward bytes), bytes as the meta trace counts them'), rates: classBw },
     },
     network: {
       // Collectives are timed by the wall clock (their cost is waiting as much as copying).

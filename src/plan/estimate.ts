@@ -10,6 +10,7 @@ import { tpRule } from './shard-rules.js';
 import { SHARED_GROWTH } from '../parallel/expert-parallel-capacity.js';
 import { epRowTerms } from './ep-terms.js';
 import { tpSyncTerms } from './tp-terms.js';
+import { spCollectives, spOpExtra, spSyncTerms } from './sp-terms.js';
 import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
 import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
 import { attentionEfficiencyFn, gemmRateFn, opRateFor, optimizerSeconds } from './compute-rates.js';
@@ -488,13 +489,17 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const lowpK = tr.precision === 'bf16' ? c.device.lowpKernels : undefined;
   const classBw = (cls: string): number => lowpK?.rates[cls] ?? c.device.classBandwidth?.rates[cls] ?? bw;
   const attEff = attentionEfficiencyFn(c, !!lowpK);
+  // Sequence parallelism as Athanor's trainer runs it, where its tp path is measured (sp-terms.ts).
+  const athanorSp = l.sp && tp === 2 && !!c.commCpu?.tpSync;
   const stageCompute: Record<string, number>[] = Array.from({ length: pp }, () => ({}));
   // Per virtual stage (chunk·pp + rank): forward and backward (with recompute) seconds of one micro-batch, for the schedule replay.
   const vsCost = Array.from({ length: pp * sm.v }, () => ({ F: 0, B: 0 }));
   for (const op of tr.ops) {
     if (op.cls === 'view') continue;
     const s = sm.rank(op.block);
-    const split = tp > 1 && (op.params.some((n) => tpRule(n) !== 'replicated' && tpRule(n) !== 'row-bias') || op.ins.some((i) => i >= 0 && sharded.has(i)) || sharded.has(op.out)) ? tp : 1;
+    const split0 = tp > 1 && (op.params.some((n) => tpRule(n) !== 'replicated' && tpRule(n) !== 'row-bias') || op.ins.some((i) => i >= 0 && sharded.has(i)) || sharded.has(op.out)) ? tp : 1;
+    // Sequence parallelism: a block's other ops (norms, residual adds) run on this rank's rows.
+    const split = split0 > 1 || !(athanorSp && op.block >= 0 && op.block < L) ? split0 : tp;
     let t: number;
     if (op.cls === 'gemm' && op.dims) {
       // Backward runs dA = G·Bᵀ (m, k, n) and dB = Aᵀ·G (k, n, m): price each at its own shape.
@@ -535,6 +540,12 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     const key = `${op.phase}:${op.cls}`;
     stageCompute[s]![key] = (stageCompute[s]![key] ?? 0) + t;
     vsCost[sm.chunk(op.block) * pp + s]![op.phase === 'forward' ? 'F' : 'B'] += t;
+    if (athanorSp) {
+      // sp's sequence-axis reorders and its fused entries' recomputed GEMMs (sp-terms.ts).
+      const x = spOpExtra(op, tr, t - ovh, actScale, c.device.classBandwidth?.rates.sequenceAxisCopy ?? bw);
+      if (x.forward) { stageCompute[s]!['forward:sp sequence-axis copies'] = (stageCompute[s]!['forward:sp sequence-axis copies'] ?? 0) + x.forward; vsCost[sm.chunk(op.block) * pp + s]!.F += x.forward; }
+      if (x.backward) { stageCompute[s]!['backward:sp re-gather (copies, recomputed GEMM)'] = (stageCompute[s]!['backward:sp re-gather (copies, recomputed GEMM)'] ?? 0) + x.backward; vsCost[sm.chunk(op.block) * pp + s]!.B += x.backward; }
+    }
   }
   const sum = (r: Record<string, number>): number => Object.values(r).reduce((a, b) => a + b, 0);
   let slow = 0;
@@ -563,7 +574,10 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     // as many in backward, and the recomputed forward's again; each pays its own latency.
     const extraSteps = Math.max(0, count - 1) * 2 * (tp - 1);
     // Athanor's synchronous tp path where calibrated (tp-terms.ts): its measured wall and CPU per collective, and the ranks' skew.
-    const sync = tpSyncTerms(c, tp, link.cls === 'intra', count, bytes, tMb);
+    const sync0 = tpSyncTerms(c, tp, link.cls === 'intra', count, bytes, tMb);
+    // Under sp: its gathers, reduce-scatters, re-gathers and gradient all-reduces instead (sp-terms.ts).
+    const spSync = sync0 && l.sp ? spSyncTerms(c, tp, link.cls === 'intra', spCollectives(tr, (b) => sm.rank(b) === slow, actScale)) : null;
+    const sync = sync0 && spSync ? { ...sync0, wall: spSync.wall, cpu: spSync.cpu } : sync0;
     comm[`tp allreduce (${link.cls})`] = l.ga * (sync ? sync.wall : ringTime('allreduce', bytes, tp, link) + extraSteps * link.alpha);
     if (sync) comm['tp rank skew at the collectives'] = l.ga * sync.skew;
     const table = tp === 2 && count > 0 ? c.commCpu?.allReduce2?.points : undefined;

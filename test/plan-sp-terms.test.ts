@@ -1,0 +1,94 @@
+// Sequence parallelism in the planner (src/plan/sp-terms.ts): the collectives it counts from
+// the trace are the ones the runtime's sp model issues (counted by running one rank of the
+// real buildTensorParallelGpt forward + backward against a group that records its calls),
+// and the estimate prices them, the sequence-axis reorders and the re-gathered GEMMs where
+// the spec carries Athanor's measured tp path; elsewhere sp keeps tp's terms.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { presetConfig } from '../src/train/config.js';
+import { traceGpt } from '../src/plan/models.js';
+import { estimate, interpLogLog } from '../src/plan/estimate.js';
+import { parseLayout } from '../src/plan/layout.js';
+import { loadCluster, type ClusterSpec } from '../src/plan/cluster.js';
+import { spCollectives } from '../src/plan/sp-terms.js';
+import { buildTensorParallelGpt } from '../src/parallel/plans/gpt.js';
+import type { GroupCollectives } from '../src/ops/group.js';
+import { fromStorage } from '../src/core/tensor.js';
+import { backward } from '../src/autograd/tape.js';
+import { scope } from '../src/core/scope.js';
+
+const tiny = { ...presetConfig('gpt-tiny').model, nLayer: 2, seqLen: 32, vocabSize: 256 };
+const B = 4;
+const opts = { seqLen: tiny.seqLen, dModel: tiny.dModel };
+const fig = (value: number): { value: number; source: string } => ({ value, source: 'assumption: test figure' });
+const pts = (s: number): [number, number][] => [[4096, 5e-5 * s], [65536, 1e-4 * s], [1 << 20, 5e-4 * s], [16 << 20, 8e-3 * s]];
+
+/** Rank 0 of 2 whose collectives only record what they were asked to move (the values do not matter for counting). */
+function recordingGroup(): GroupCollectives & { calls: { ag: number; rs: number; ar: number; gatherBytes: number; arBytes: number } } {
+  const calls = { ag: 0, rs: 0, ar: 0, gatherBytes: 0, arBytes: 0 };
+  return {
+    rank: 0, size: 2, calls,
+    allReduce(buf) { calls.ar++; calls.arBytes += buf.length * 4; },
+    allGather(i, o) { calls.ag++; calls.gatherBytes += o.length * 4; o.set(i, 0); o.set(i, i.length); },
+    reduceScatter(i, o) { calls.rs++; calls.gatherBytes += i.length * 4; o.set(i.subarray(0, o.length)); },
+  };
+}
+
+function runtimeCalls(sp: boolean): ReturnType<typeof recordingGroup>['calls'] {
+  const g = recordingGroup();
+  const { model } = buildTensorParallelGpt(tiny, g, { seed: 1, recompute: false, sequenceParallel: sp });
+  const ids = fromStorage(new Int32Array(B * tiny.seqLen).map((_, i) => (i * 31) % tiny.vocabSize), [B, tiny.seqLen], 'int32');
+  const tg = fromStorage(new Int32Array(B * tiny.seqLen).map((_, i) => (i * 17 + 5) % tiny.vocabSize), [B, tiny.seqLen], 'int32');
+  scope(() => backward(model.loss(ids, tg)));
+  return g.calls;
+}
+
+test('sp-terms counts the gathers, reduce-scatters, re-gathers and gradient all-reduces the runtime issues', () => {
+  const tr = traceGpt(tiny, { microBatch: B });
+  const s = spCollectives(tr, () => true, 1);
+  const sp = runtimeCalls(true), tp = runtimeCalls(false);
+  assert.equal(s.count, sp.ag + sp.rs, `plan ${s.count} vs runtime ${sp.ag} all-gathers + ${sp.rs} reduce-scatters`);
+  assert.equal(s.bytes, sp.gatherBytes, 'full-size bytes of the gathers and reduce-scatters');
+  // Both layouts run the vocab-parallel loss's two per-row statistics all-reduces (not sp's).
+  assert.equal(tp.ag + tp.rs, 0);
+  const lossStats = tp.ar - 2 * (tiny.nLayer * 2 + 1);
+  assert.equal(s.gradCount, sp.ar - lossStats, `gradient all-reduces: plan ${s.gradCount}, runtime ${sp.ar} − ${lossStats} of the loss`);
+  // More than twice tp's collectives: every exit and entry becomes a pair, plus each block's re-gathers.
+  assert.equal(s.count, 2 * (tp.ar - lossStats) + 2 * tiny.nLayer);
+});
+
+function spec(copyRate?: number): ClusterSpec {
+  const c = loadCluster('this-machine');
+  const rates = { ...(c.device.classBandwidth?.rates ?? {}) };
+  delete rates.sequenceAxisCopy;
+  if (copyRate) rates.sequenceAxisCopy = copyRate;
+  return {
+    ...c,
+    device: { ...c.device, classBandwidth: { source: 'assumption: test', rates } },
+    commCpu: { alpha: fig(1e-4), beta: fig(1e9), tpSync: { source: 'assumption: test', path: 'shm', wall: pts(1), cpu: pts(0.5), skew: fig(0) } },
+  };
+}
+
+test('the estimate prices sp from its own collectives, reorders and re-gathered GEMMs on the measured path only', () => {
+  const tr = traceGpt(tiny, { microBatch: B });
+  const sp = parseLayout(`tp=2,sp=true,mb=${B}`), tp = parseLayout(`tp=2,mb=${B}`);
+  const c = spec(4e9);
+  const a = estimate(tr, sp, c, opts), t = estimate(tr, tp, c, opts);
+  const s = spCollectives(tr, () => true, 1);
+  const want = s.count * interpLogLog(pts(1), s.bytes / s.count / 2) + s.gradCount * interpLogLog(pts(1), s.gradBytes / s.gradCount);
+  assert.ok(Math.abs(a.time.comm['tp allreduce (intra)']! - want) < 1e-12, `${a.time.comm['tp allreduce (intra)']} vs ${want}`);
+  const re = a.time.compute['backward:sp re-gather (copies, recomputed GEMM)']!, fwd = a.time.compute['forward:sp sequence-axis copies']!;
+  assert.ok(re > 0 && fwd > 0);
+  const b = estimate(tr, sp, spec(8e9), opts);
+  assert.ok(Math.abs(b.time.compute['forward:sp sequence-axis copies']! - fwd / 2) < 1e-12, 'twice the copy rate halves the forward reorders');
+  // Backward: the reorders halve, the recomputed GEMMs stay.
+  const gemm = 2 * b.time.compute['backward:sp re-gather (copies, recomputed GEMM)']! - re;
+  assert.ok(gemm > 0, `recomputed GEMM seconds ${gemm}`);
+  // sp costs more than tp per step here (the recomputed GEMMs and twice the collectives).
+  assert.ok(a.time.busy > t.time.busy && a.time.step > t.time.step);
+  // Without the measured tp path (a published cluster): no sp terms, tp's communication volume.
+  const bare: ClusterSpec = { ...c, commCpu: { alpha: fig(1e-4), beta: fig(1e9) } };
+  const e = estimate(tr, sp, bare, opts);
+  assert.equal(e.time.compute['forward:sp sequence-axis copies'], undefined);
+  assert.equal(e.time.comm['tp allreduce (intra)'], estimate(tr, tp, bare, opts).time.comm['tp allreduce (intra)']);
+});
