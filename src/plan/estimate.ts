@@ -535,14 +535,15 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
       t += (6 * (casts + widened)) / split / (c.device.classBandwidth?.rates.convert ?? bw);
     }
     if (epPad) t *= epPad.opScale(op); // Athanor's ep: the expert activation runs over the capacity's padding rows
-    t = t * coRun + opFixedSeconds(c, op.phase) + helpers.wall;
+    const opCompute = t * coRun; // the op's own compute, without the fixed per-op costs
+    t = opCompute + opFixedSeconds(c, op.phase) + helpers.wall;
     stageOps[s]!++;
     const key = `${op.phase}:${op.cls}`;
     stageCompute[s]![key] = (stageCompute[s]![key] ?? 0) + t;
     vsCost[sm.chunk(op.block) * pp + s]![op.phase === 'forward' ? 'F' : 'B'] += t;
     if (athanorSp) {
       // sp's sequence-axis reorders and its fused entries' recomputed GEMMs (sp-terms.ts).
-      const x = spOpExtra(op, tr, t - ovh, actScale, c.device.classBandwidth?.rates.sequenceAxisCopy ?? bw);
+      const x = spOpExtra(op, tr, opCompute, actScale, c.device.classBandwidth?.rates.sequenceAxisCopy ?? bw);
       if (x.forward) { stageCompute[s]!['forward:sp sequence-axis copies'] = (stageCompute[s]!['forward:sp sequence-axis copies'] ?? 0) + x.forward; vsCost[sm.chunk(op.block) * pp + s]!.F += x.forward; }
       if (x.backward) { stageCompute[s]!['backward:sp re-gather (copies, recomputed GEMM)'] = (stageCompute[s]!['backward:sp re-gather (copies, recomputed GEMM)'] ?? 0) + x.backward; vsCost[sm.chunk(op.block) * pp + s]!.B += x.backward; }
     }
