@@ -312,6 +312,13 @@ static inline void touch_row(int32_t *meta, int32_t *ends, double *seq, double w
   if (seq[0] - link_of(r) >= window) lru_move_to_head(meta, ends, seq, s);
 }
 
+/* hashHi % numShards (the shard check, once per id and call): a mask for power-of-two
+ * shard counts (1 included) instead of a 32-bit division. */
+static inline uint32_t shard_of(uint32_t h, int numShards) {
+  const uint32_t n = (uint32_t)numShards;
+  return (n & (n - 1)) == 0 ? h & (n - 1) : h % n;
+}
+
 /* Slot of stored id i, or -1 when TypeScript must take it (see above). check != 0 once the
  * index changed since `found` was computed: a found slot then counts only if it still
  * holds this id (GroupTable.slotAt). */
@@ -321,7 +328,7 @@ static inline int hit_slot(int i, const uint32_t *ids, const int32_t *found, con
   const int s = found[i];
   if (s < 0) return -1;
   if (check && !id_is(crec(meta, s), lo, hi)) return -1;
-  if (hashHi[i] % (uint32_t)numShards != (uint32_t)shardIndex || (hi >> 24) != groupId) return -1;
+  if (shard_of(hashHi[i], numShards) != (uint32_t)shardIndex || (hi >> 24) != groupId) return -1;
   return s;
 }
 
@@ -434,7 +441,7 @@ int athn_sparse_lookup_fill(int i0, int n, const uint32_t *ids, const int32_t *f
   for (int i = i0; i < n; i++) {
     if (touch) prefetch_meta(i, n, found, meta, seq[0], window);
     const uint32_t lo = ids[2 * i], hi = ids[2 * i + 1];
-    if (hashHi[i] % (uint32_t)numShards != (uint32_t)shardIndex || (hi >> 24) != (uint32_t)groupId) { ret = i; break; }
+    if (shard_of(hashHi[i], numShards) != (uint32_t)shardIndex || (hi >> 24) != (uint32_t)groupId) { ret = i; break; }
     int s = found[i];
     if (s >= 0 && check && !id_is(crec(meta, s), lo, hi)) { ret = i; break; }
     if (s < 0 && check) {
