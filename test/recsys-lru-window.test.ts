@@ -64,6 +64,18 @@ for (const native of paths) {
     assert.deepEqual([r.applied, r.dropped], [ids.length, 0]);
   });
 
+  test(`${path}: a row touched after the tail was linked is not the victim`, () => {
+    const t = table(native, { capacity: 64 });
+    look(t, range(0, 64), 1);
+    // 0 (the tail) is hot; no inserts happen meanwhile. The tail was linked 64 links ago, more
+    // than the window, so its first touch moves it, and 1 is the next victim.
+    for (let step = 2; step < 10; step++) look(t, [0], step);
+    assert.equal(order(t).at(-1), 0, 'hot row 0 at the head');
+    look(t, [1000], 10);
+    assert.deepEqual(order(t).slice(-2), [0, 1000]);
+    assert.ok(!order(t).includes(1), 'row 1 evicted');
+  });
+
   test(`${path}: expiry switches to exact LRU (list re-sorted by last touch)`, () => {
     const t = table(native, { capacity: 64 });
     look(t, range(0, 64), 1);

@@ -16,8 +16,8 @@
 //   (lru-list.ts): a touch moves a row to the head only if at least capacity/8 links
 //   happened since its own, which saves the two neighbour records a move writes for the
 //   hot rows that dominate a skewed workload. So the victim is the least recently touched
-//   row up to that window: it was not linked within the last 7/8 of the capacity's links,
-//   and every row touched after that is ahead of it. A row touched in the current lookup or
+//   row up to that window: it has not been touched since capacity/8 links after its own
+//   link, and every row touched after that point is ahead of it in the list. A row touched in the current lookup or
 //   push call (the M_USE stamp) is never the victim while the call has at most capacity ids:
 //   it is moved to the head instead. An evicted row is gone: a later lookup answers its
 //   init vector, a checkpoint taken after does not hold it, a pending gradient for it in the

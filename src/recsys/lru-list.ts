@@ -11,7 +11,10 @@
 // exact LRU (only the head itself is skipped, as a move would be a no-op). With a larger
 // window the list is LRU up to that window: the tail (the next eviction) is a row not
 // linked for at least count - window links, and every row touched since then has moved
-// ahead of it. native/sparse.c (relink_if_stale) runs the same rule, bit for bit.
+// ahead of it. In a full table the tail's link is at least count - 1 links old, so any
+// touch of it moves it: a row is evicted only if untouched since `window` links after its
+// own. Links are the clock (not touches): in a steady state with few new rows, hot rows
+// almost never move. native/sparse.c (touch_row) runs the same rule, bit for bit.
 import { M_LINK64, M_NEXT, M_PREV, META_INTS, type SlotMeta } from './slot-meta.js';
 
 export class LruList {
