@@ -498,17 +498,9 @@ export class GroupTable {
       count: n, ids: new Uint32Array(2 * n), rows: new Float32Array(n * dim), state: new Float32Array(n * stW),
       rowStep: new Int32Array(n), lastTouch: new Float64Array(n),
     };
-    // Oldest first by last touch (list order breaks ties): the list order itself is only LRU
-    // up to the relink window, and a reloaded table (import rebuilds the list in this order)
-    // may run with expiry, which needs the exact order.
-    const order: number[] = [];
-    for (let s = this.lru.tail; s >= 0; s = this.lru.prevOf(s)) order.push(s);
-    const touch = order.map((s) => this.meta.lastTouch(s));
-    let sorted = true;
-    for (let j = 1; j < touch.length && sorted; j++) sorted = touch[j - 1]! <= touch[j]!;
-    const at = sorted ? order : order.map((_, j) => j).sort((x, y) => touch[x]! - touch[y]! || x - y).map((j) => order[j]!);
+    // List order: LRU up to the relink window. loadShard orders by last touch (exact).
     let i = 0;
-    for (const s of at) {
+    for (let s = this.lru.tail; s >= 0; s = this.lru.prevOf(s)) {
       b.ids[2 * i] = this.ids.idLoOf(s);
       b.ids[2 * i + 1] = this.ids.idHiOf(s);
       const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
