@@ -229,9 +229,13 @@ static inline uint64_t fmix64(uint64_t k) {
 #define M_MARK 6
 #define M_MPOS 7
 #define M_TOUCH 8
+#define M_USE 10
+#define M_LINK 12 /* double at words 12..13: the LRU link sequence number */
 static inline int32_t *rec(int32_t *meta, int s) { return meta + (size_t)s * M_INTS; }
 static inline const int32_t *crec(const int32_t *meta, int s) { return meta + (size_t)s * M_INTS; }
 static inline void set_touch(int32_t *r, double step) { memcpy(r + M_TOUCH, &step, sizeof step); }
+static inline double link_of(const int32_t *r) { double d; memcpy(&d, r + M_LINK, sizeof d); return d; }
+static inline void set_link(int32_t *r, double v) { memcpy(r + M_LINK, &v, sizeof v); }
 static inline int id_is(const int32_t *r, uint32_t lo, uint32_t hi) { return (uint32_t)r[M_LO] == lo && (uint32_t)r[M_HI] == hi; }
 
 /* IdIndex.find for a batch of (lo, hi) id pairs: slots[i] = slot or -1, hashHi[i] = the
@@ -276,18 +280,43 @@ void athn_sparse_find(int n, const uint32_t *ids, const int32_t *table, int mask
 #define META_AHEAD 8
 #endif
 
-/* LruList.moveToHead; ends = [head, tail]. */
-static inline void lru_move_to_head(int32_t *meta, int32_t *ends, int s) {
-  if (ends[0] == s) return;
+/* LruList.pushHead; ends = [head, tail], seq[0] = the next link's sequence number. */
+static inline void lru_push_head(int32_t *meta, int32_t *ends, double *seq, int s) {
   int32_t *r = rec(meta, s);
-  const int p = r[M_PREV], nx = r[M_NEXT];
-  if (p >= 0) rec(meta, p)[M_NEXT] = nx; else if (ends[0] == s) ends[0] = nx;
-  if (nx >= 0) rec(meta, nx)[M_PREV] = p; else if (ends[1] == s) ends[1] = p;
   r[M_PREV] = -1;
   r[M_NEXT] = ends[0];
   if (ends[0] >= 0) rec(meta, ends[0])[M_PREV] = s;
   ends[0] = s;
   if (ends[1] < 0) ends[1] = s;
+  set_link(r, seq[0]);
+  seq[0] += 1;
+}
+
+/* LruList.moveToHead. */
+static inline void lru_move_to_head(int32_t *meta, int32_t *ends, double *seq, int s) {
+  if (ends[0] == s) return;
+  int32_t *r = rec(meta, s);
+  const int p = r[M_PREV], nx = r[M_NEXT];
+  if (p >= 0) rec(meta, p)[M_NEXT] = nx; else if (ends[0] == s) ends[0] = nx;
+  if (nx >= 0) rec(meta, nx)[M_PREV] = p; else if (ends[1] == s) ends[1] = p;
+  lru_push_head(meta, ends, seq, s);
+}
+
+/* GroupTable.touch: last touch, the call's stamp, and LruList.touch (a move to the head
+ * only when `window` links happened since the row's own: hot rows keep their place and
+ * their neighbours' records are not written). */
+static inline void touch_row(int32_t *meta, int32_t *ends, double *seq, double window, int use, double step, int s) {
+  int32_t *r = rec(meta, s);
+  set_touch(r, step);
+  r[M_USE] = use;
+  if (seq[0] - link_of(r) >= window) lru_move_to_head(meta, ends, seq, s);
+}
+
+/* hashHi % numShards (the shard check, once per id and call): a mask for power-of-two
+ * shard counts (1 included) instead of a 32-bit division. */
+static inline uint32_t shard_of(uint32_t h, int numShards) {
+  const uint32_t n = (uint32_t)numShards;
+  return (n & (n - 1)) == 0 ? h & (n - 1) : h % n;
 }
 
 /* Slot of stored id i, or -1 when TypeScript must take it (see above). check != 0 once the
@@ -299,22 +328,23 @@ static inline int hit_slot(int i, const uint32_t *ids, const int32_t *found, con
   const int s = found[i];
   if (s < 0) return -1;
   if (check && !id_is(crec(meta, s), lo, hi)) return -1;
-  if (hashHi[i] % (uint32_t)numShards != (uint32_t)shardIndex || (hi >> 24) != groupId) return -1;
+  if (shard_of(hashHi[i], numShards) != (uint32_t)shardIndex || (hi >> 24) != groupId) return -1;
   return s;
 }
 
 /* Slots are random, so each record access is otherwise a cache miss: the record
  * 2*META_AHEAD ids ahead is fetched, and for the one META_AHEAD ahead (whose prev/next
- * have arrived by then) its LRU neighbours' records, which the move to the head writes.
+ * have arrived by then) its LRU neighbours' records, which a move to the head writes, when
+ * the row will likely move (its link is already `window` links old).
  * The neighbours may change before that id's turn: a prefetch is only a hint. */
-static inline void prefetch_meta(int i, int n, const int32_t *found, const int32_t *meta) {
+static inline void prefetch_meta(int i, int n, const int32_t *found, const int32_t *meta, double seq, double window) {
   if (i + 2 * META_AHEAD < n) {
     const int s = found[i + 2 * META_AHEAD];
     if (s >= 0) __builtin_prefetch(crec(meta, s), 1, 3);
   }
   if (i + META_AHEAD < n) {
     const int s = found[i + META_AHEAD];
-    if (s >= 0) {
+    if (s >= 0 && seq - link_of(crec(meta, s)) >= window) {
       const int p = crec(meta, s)[M_PREV], nx = crec(meta, s)[M_NEXT];
       if (p >= 0) __builtin_prefetch(crec(meta, p), 1, 3);
       if (nx >= 0) __builtin_prefetch(crec(meta, nx), 1, 3);
@@ -327,17 +357,16 @@ static inline void prefetch_meta(int i, int n, const int32_t *found, const int32
  * appended to uniq (position acc[0]++), uOf[i] = that position, firstRow[pos] = i. Touches. */
 int athn_sparse_push_hits(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check,
                           int numShards, int shardIndex, int groupId, double step, int32_t *meta, int32_t *ends,
-                          int stamp, int32_t *uniq, int32_t *uOf, int32_t *firstRow, int32_t *acc) {
+                          double *seq, double window, int use, int stamp, int32_t *uniq, int32_t *uOf, int32_t *firstRow, int32_t *acc) {
   int nu = acc[0];
   for (int i = i0; i < n; i++) {
-    prefetch_meta(i, n, found, meta);
+    prefetch_meta(i, n, found, meta, seq[0], window);
     const int s = hit_slot(i, ids, found, hashHi, check, meta, numShards, shardIndex, (uint32_t)groupId);
     if (s < 0) { acc[0] = nu; return i; }
     int32_t *r = rec(meta, s);
     if (r[M_MARK] == stamp) { uOf[i] = r[M_MPOS]; acc[1] = 1; }
     else { r[M_MARK] = stamp; r[M_MPOS] = nu; uniq[nu] = s; uOf[i] = nu; firstRow[nu] = i; nu++; }
-    set_touch(r, step);
-    lru_move_to_head(meta, ends, s);
+    touch_row(meta, ends, seq, window, use, step, s);
   }
   acc[0] = nu;
   return n;
@@ -402,7 +431,7 @@ static void init_row(float *out, int dim, int uniform, double scale, uint32_t hi
 int athn_sparse_lookup_fill(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check,
                             int32_t *meta, int32_t *table, int mask,
                             int numShards, int shardIndex, int groupId, int touch, double step,
-                            int32_t *ends, int32_t *slots,
+                            int32_t *ends, double *seq, double window, int use, int32_t *slots,
                             int slotLimit, int countLimit, const uint64_t *rowTab, const uint64_t *stateTab, int shift,
                             int dim, int stW, int initUniform, double initScale, uint32_t initHi, uint32_t initLo,
                             double stateInit, int32_t *acc) {
@@ -410,9 +439,9 @@ int athn_sparse_lookup_fill(int i0, int n, const uint32_t *ids, const int32_t *f
   const int cmask = (1 << shift) - 1;
   const float st0 = (float)stateInit;
   for (int i = i0; i < n; i++) {
-    if (touch) prefetch_meta(i, n, found, meta);
+    if (touch) prefetch_meta(i, n, found, meta, seq[0], window);
     const uint32_t lo = ids[2 * i], hi = ids[2 * i + 1];
-    if (hashHi[i] % (uint32_t)numShards != (uint32_t)shardIndex || (hi >> 24) != (uint32_t)groupId) { ret = i; break; }
+    if (shard_of(hashHi[i], numShards) != (uint32_t)shardIndex || (hi >> 24) != (uint32_t)groupId) { ret = i; break; }
     int s = found[i];
     if (s >= 0 && check && !id_is(crec(meta, s), lo, hi)) { ret = i; break; }
     if (s < 0 && check) {
@@ -427,7 +456,7 @@ int athn_sparse_lookup_fill(int i0, int n, const uint32_t *ids, const int32_t *f
     if (s >= 0) {
       hits++;
       slots[i] = s;
-      if (touch) { set_touch(rec(meta, s), step); lru_move_to_head(meta, ends, s); }
+      if (touch) touch_row(meta, ends, seq, window, use, step, s);
       continue;
     }
     if (!touch) { roMisses++; slots[i] = -1; continue; }
@@ -445,11 +474,9 @@ int athn_sparse_lookup_fill(int i0, int n, const uint32_t *ids, const int32_t *f
     init_row(row_at(rowTab, shift, cmask, dim, s), dim, initUniform, initScale, hi ^ initHi, lo ^ initLo);
     if (stW > 0) { float *st = row_at(stateTab, shift, cmask, stW, s); for (int j = 0; j < stW; j++) st[j] = st0; }
     r[M_STEP] = 0;
-    r[M_PREV] = -1; r[M_NEXT] = ends[0];
-    if (ends[0] >= 0) rec(meta, ends[0])[M_PREV] = s;
-    ends[0] = s;
-    if (ends[1] < 0) ends[1] = s;
-    set_touch(r, step);
+    lru_push_head(meta, ends, seq, s);
+    set_touch(r, step); /* touch_row after the push: the head does not move */
+    r[M_USE] = use;
     check = 1; /* the index changed: later misses are looked up again */
     slots[i] = s;
   }

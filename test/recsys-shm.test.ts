@@ -112,13 +112,14 @@ test('a bad shm attach or a shared-memory frame without a region gets a clear er
     r = await f.next();
     assert.match(Buffer.from(r.p).toString(), /field 'fd'/);
     // Another file this process has open is not a region, whatever the nonce says.
-    const other = join(mkdtempSync(join(tmpdir(), 'shm-other-')), 'f');
+    const otherDir = mkdtempSync(join(tmpdir(), 'shm-other-'));
+    const other = join(otherDir, 'f');
     writeFileSync(other, Buffer.alloc(1 << 16));
     const ofd = openSync(other, 'r+');
     s.write(encodeJsonFrame(MsgType.SHM_ATTACH, 7, { pid: process.pid, fd: ofd, bytes: 1 << 16, nonce: '0'.repeat(32) }));
     r = await f.next();
     closeSync(ofd);
-    rmSync(other, { force: true });
+    rmSync(otherDir, { recursive: true, force: true });
     assert.match(Buffer.from(r.p).toString(), /not an embedding-client region/);
     s.write(encodeJsonFrame(MsgType.SHM_ATTACH, 5, { pid: region.pid, fd: region.fd, bytes: 1 << 16, nonce: region.nonce }));
     r = await f.next();

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseServerConfig } from '../src/recsys/embedding-config.js';
 import { GroupTable } from '../src/recsys/embedding-store.js';
-import { idsToPairs } from '../src/recsys/embedding-hash.js';
+import { idsToPairs, shardOf } from '../src/recsys/embedding-hash.js';
 import { nativeSparse, storeArray } from '../src/recsys/native-sparse.js';
 
 const G = 5;
@@ -96,6 +96,26 @@ test('native batch path still refuses an id of another shard or group', { skip: 
     const t1 = table({}, native);
     t1.lookup(idsToPairs(G, [1, 2]), 2, new Float32Array(16), 1, false);
     assert.throws(() => t1.lookup(other, 1, new Float32Array(8), 2, false), /or to this group/);
+  }
+});
+
+test('native shard check agrees with shardOf for power-of-two and other shard counts', { skip: noNative && 'native library unavailable' }, () => {
+  for (const numShards of [1, 2, 3, 4, 6]) {
+    const all = idsToPairs(G, Array.from({ length: 400 }, (_, i) => i * 13 + 1));
+    const mine: number[] = [];
+    for (let i = 0; i < 400; i++) if (shardOf(all[2 * i + 1]!, all[2 * i]!, numShards) === numShards - 1) mine.push(i * 13 + 1);
+    const [nat, ref] = [true, false].map((native) => { const t = table({}, native); t.numShards = numShards; t.shardIndex = numShards - 1; return t; });
+    const ids = idsToPairs(G, mine), n = mine.length;
+    const oa = new Float32Array(n * 8), ob = new Float32Array(n * 8);
+    nat!.lookup(ids, n, oa, 1, false);
+    ref!.lookup(ids, n, ob, 1, false);
+    assert.deepEqual(oa, ob, `${numShards} shards: answers`);
+    assert.equal(nat!.count, n, `${numShards} shards: every id of the shard stored`);
+    nat!.push(ids, n, oa, 1); // hits through the push kernel's check
+    if (numShards > 1) {
+      const foreign = Array.from({ length: 400 }, (_, i) => i * 13 + 1).find((x) => !mine.includes(x))!;
+      assert.throws(() => nat!.lookup(idsToPairs(G, [mine[0]!, foreign]), 2, new Float32Array(16), 2, false), new RegExp(`does not belong to shard ${numShards - 1} of ${numShards}`));
+    }
   }
 });
 

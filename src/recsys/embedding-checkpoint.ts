@@ -226,8 +226,14 @@ export function loadShard(shard: EmbeddingShard, dir: string, dumpId?: string): 
       }
     }
     const k = refs.length / 2;
+    // Also for one file: a dump lists rows in LRU-list order, which is last-touch order only
+    // up to the store's relink window (lru-list.ts), and a table with expiry needs it exact.
+    // Ties keep file order.
     const order = Array.from({ length: k }, (_, j) => j);
-    if (blocks.length > 1) order.sort((a, b) => blocks[refs[2 * a]!]!.lastTouch[refs[2 * a + 1]!]! - blocks[refs[2 * b]!]!.lastTouch[refs[2 * b + 1]!]!);
+    const touchOf = (j: number): number => blocks[refs[2 * j]!]!.lastTouch[refs[2 * j + 1]!]!;
+    let sorted = true;
+    for (let j = 1; j < k && sorted; j++) sorted = touchOf(j - 1) <= touchOf(j);
+    if (!sorted) order.sort((a, b) => touchOf(a) - touchOf(b) || a - b);
     for (const j of order) table.importRow(blocks[refs[2 * j]!]!, refs[2 * j + 1]!, stW);
     loaded += k;
   }

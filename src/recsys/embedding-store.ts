@@ -12,9 +12,19 @@
 //   steps, so a frequent id gets in after about 1/p steps. A refused id is answered
 //   with its init vector (exactly what the row would hold), and its gradient is
 //   dropped unless the push itself admits it.
-// - At capacity the least recently touched row (lookup or push) is evicted.
-// - With expireSteps > 0, rows untouched for more than that many steps are dropped;
-//   LRU order equals last-touch order, so the sweep only looks at the list tail.
+// - At capacity the row at the LRU tail is evicted. The list is relinked in windows
+//   (lru-list.ts): a touch moves a row to the head only if at least capacity/8 links
+//   happened since its own, which saves the two neighbour records a move writes for the
+//   hot rows that dominate a skewed workload. So the victim is the least recently touched
+//   row up to that window: it has not been touched since capacity/8 links after its own
+//   link, and every row touched after that point is ahead of it in the list. A row touched in the current lookup or
+//   push call (the M_USE stamp) is never the victim while the call has at most capacity ids:
+//   it is moved to the head instead. An evicted row is gone: a later lookup answers its
+//   init vector, a checkpoint taken after does not hold it, a pending gradient for it in the
+//   same push is dropped (counted), exactly as with exact LRU.
+// - With expireSteps > 0, rows untouched for more than that many steps are dropped. The
+//   window is then 1 (exact LRU: list order equals last-touch order), so the sweep only
+//   looks at the list tail; switching expiry on re-sorts the list by last touch.
 //
 // With the native library, a batch's id lookups, row gathers, gradient sums and
 // optimizer updates are one C call each (native-sparse.ts, native/sparse.c), and so is
@@ -28,7 +38,7 @@ import { fmix64, mixOut, u32ToUnit } from './embedding-hash.js';
 import type { GroupConfig } from './embedding-config.js';
 import { IdIndex } from './id-index.js';
 import { LruList } from './lru-list.js';
-import { M_HI, M_MARK, M_MPOS, M_STEP, META_BYTES, META_INTS, SlotMeta } from './slot-meta.js';
+import { M_HI, M_MARK, M_MPOS, M_STEP, M_USE, META_BYTES, META_INTS, SlotMeta } from './slot-meta.js';
 import { applyRow, initState, stateWidth, type SparseOptimizerConfig } from './sparse-optimizer.js';
 import { decodeHalf, encodeHalf, nativeSparse, storeArray, type NativeSparse } from './native-sparse.js';
 
@@ -79,6 +89,9 @@ export class GroupTable {
   private freeTop = 0;
   private nextSlot = 0;
   private stamp = 1;
+  /** Stamp of the current lookup or push call (M_USE of the rows it touched), and whether it protects them from eviction (at most capacity ids). */
+  private useStamp = 1;
+  private protectUse = false;
   private uniqSlot = new Int32Array(0);
   private gradSum = new Float32Array(0);
   // Native batch path (native-sparse.ts): chunk address tables and reused per-batch scratch.
@@ -159,6 +172,7 @@ export class GroupTable {
    * rows and touch them; read-only lookups (inference) change nothing.
    */
   lookup(ids: Uint32Array, n: number, out: Float32Array, step: number, readOnly: boolean): void {
+    this.beginCall(n);
     if (this.gatherNative(ids, n, out, step, readOnly)) return;
     const dim = this.dim;
     for (let i = 0; i < n; i++) {
@@ -177,6 +191,7 @@ export class GroupTable {
    */
   lookupWire(ids: Uint32Array, n: number, dtype: 'float32' | 'float16' | 'bfloat16', dst: Uint8Array, step: number, readOnly: boolean): void {
     const dim = this.dim;
+    this.beginCall(n);
     if (dtype === 'float32') { this.lookup(ids, n, new Float32Array(dst.buffer, dst.byteOffset, n * dim), step, readOnly); return; }
     const out = new Uint16Array(dst.buffer, dst.byteOffset, n * dim);
     const bf = dtype === 'bfloat16';
@@ -211,8 +226,8 @@ export class GroupTable {
   /**
    * lookup() as one native gather: slots are resolved (and created/touched) in id
    * order first, then copied. Deferring the copy is exact while n <= capacity: a row
-   * touched earlier in the batch cannot then be evicted by a later one (an untouched
-   * row is always older). False (nothing done) without the native library or beyond that.
+   * touched earlier in the call cannot then be evicted by a later one (insertNew moves
+   * rows with this call's M_USE stamp off the tail instead). False (nothing done) without the native library or beyond that.
    * With `bf16` (and out null) the rows go straight into bfloat16, as lookupWire would encode them.
    */
   private gatherNative(ids: Uint32Array, n: number, out: Float32Array | null, step: number, readOnly: boolean, bf16: Uint16Array | null = null): boolean {
@@ -234,7 +249,7 @@ export class GroupTable {
       acc[0] = 0; acc[1] = 0; acc[2] = 0; acc[3] = this.nextSlot; acc[4] = this.count;
       const j = nat.lookupFill(i, n, ids, this.foundBuf, hashHi, this.mutations === m0 ? 0 : 1,
         this.meta.i32, this.ids.table, this.ids.mask,
-        this.numShards, this.shardIndex, this.cfg.id, touch, step, this.lru.ends, slots,
+        this.numShards, this.shardIndex, this.cfg.id, touch, step, this.lru.ends, this.lru.seq, this.lruWindow(), this.useStamp, slots,
         slotLimit, this.ids.size >> 1, this.rowTab, this.stateTab, CHUNK_SHIFT, dim, this.stW,
         init.kind === 'uniform' ? 1 : 0, init.kind === 'uniform' ? init.scale : 0, this.initHi, this.initLo, stateInit, acc);
       const inserted = acc[1]!;
@@ -337,6 +352,7 @@ export class GroupTable {
       this.gradSum = new Float32Array(n * dim);
       if (nat) { this.uOf = new Int32Array(n); this.firstRow = new Int32Array(n); }
     }
+    this.beginCall(n);
     if (++this.stamp >= 0x7fffffff) {
       for (let s = 0; s < this.meta.cap; s++) this.meta.i32[s * META_INTS + M_MARK] = 0;
       this.stamp = 1;
@@ -351,7 +367,8 @@ export class GroupTable {
         // Stored ids in C up to the next one that needs the loop body below (arrays re-read: inserts grow them).
         acc[0] = nu; acc[1] = 0;
         const j = nat.pushHits(i, n, ids, this.foundBuf, hashHi, this.mutations === m0 ? 0 : 1,
-          this.numShards, this.shardIndex, this.cfg.id, step, this.meta.i32, this.lru.ends, stamp, uniq, uOf, firstRow, acc);
+          this.numShards, this.shardIndex, this.cfg.id, step, this.meta.i32, this.lru.ends, this.lru.seq, this.lruWindow(), this.useStamp,
+          stamp, uniq, uOf, firstRow, acc);
         nu = acc[0]!;
         if (acc[1]) dup = true;
         if (j >= n) break;
@@ -468,7 +485,10 @@ export class GroupTable {
   }
 
   setPolicy(p: { admitProbability?: number; expireSteps?: number }): void {
+    const wasExact = this.cfg.expireSteps > 0;
     this.cfg = { ...this.cfg, ...p };
+    // Expiry reads the list tail, which needs exact last-touch order: undo the window's slack.
+    if (!wasExact && this.cfg.expireSteps > 0) this.lru.sortBy((s) => this.meta.lastTouch(s));
   }
 
   /** Copies every resident row, oldest first. */
@@ -478,8 +498,9 @@ export class GroupTable {
       count: n, ids: new Uint32Array(2 * n), rows: new Float32Array(n * dim), state: new Float32Array(n * stW),
       rowStep: new Int32Array(n), lastTouch: new Float64Array(n),
     };
+    // List order: LRU up to the relink window. loadShard orders by last touch (exact).
     let i = 0;
-    for (let s = this.lru.tail; s >= 0; s = this.lru.prevOf(s), i++) {
+    for (let s = this.lru.tail; s >= 0; s = this.lru.prevOf(s)) {
       b.ids[2 * i] = this.ids.idLoOf(s);
       b.ids[2 * i + 1] = this.ids.idHiOf(s);
       const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
@@ -487,6 +508,7 @@ export class GroupTable {
       if (stW) b.state.set(this.stateChunks[k]!.subarray(r * stW, (r + 1) * stW), i * stW);
       b.rowStep[i] = this.meta.i32[s * META_INTS + M_STEP]!;
       b.lastTouch[i] = this.meta.lastTouch(s);
+      i++;
     }
     return b;
   }
@@ -495,6 +517,7 @@ export class GroupTable {
   importRow(b: RowBlock, i: number, blockStateWidth: number): void {
     const lo = b.ids[2 * i]!, hi = b.ids[2 * i + 1]!;
     let s = this.find(hi, lo);
+    this.protectUse = false; // no call is running: the stamps of the last one protect nothing
     if (s < 0) s = this.insertNew(hi, lo);
     const dim = this.dim, stW = this.stW;
     const k = s >>> CHUNK_SHIFT, r = s & CHUNK_MASK;
@@ -504,7 +527,8 @@ export class GroupTable {
       this.stateChunks[k]!.set(b.state.subarray(i * stW, (i + 1) * stW), r * stW);
     }
     this.meta.i32[s * META_INTS + M_STEP] = b.rowStep[i]!;
-    this.touch(s, b.lastTouch[i]!);
+    this.meta.setLastTouch(s, b.lastTouch[i]!);
+    this.lru.moveToHead(s); // always: rows come oldest first
   }
 
   /** Bytes held for resident rows (rows + state + metadata + index share) and bytes allocated in total. */
@@ -589,6 +613,12 @@ export class GroupTable {
     else if (this.nextSlot < this.capacity) { s = this.nextSlot++; this.ensureSlot(s); }
     else {
       s = this.lru.tail;
+      // A row this call already touched stays (see gatherNative); with at most capacity ids
+      // some row was not touched, so this ends.
+      if (this.protectUse) {
+        const m = this.meta.i32;
+        while (m[s * META_INTS + M_USE] === this.useStamp) { this.lru.moveToHead(s); s = this.lru.tail; }
+      }
       this.removeSlot(s);
       this.counters.evictions++;
     }
@@ -620,7 +650,22 @@ export class GroupTable {
 
   private touch(s: number, step: number): void {
     this.meta.setLastTouch(s, step);
-    this.lru.moveToHead(s);
+    this.meta.i32[s * META_INTS + M_USE] = this.useStamp;
+    this.lru.touch(s, this.lruWindow());
+  }
+
+  /** Links between a row's moves to the LRU head (lru-list.ts): 1 (exact LRU) under expiry, else an eighth of the capacity. */
+  private lruWindow(): number {
+    return this.cfg.expireSteps > 0 ? 1 : Math.max(1, this.capacity >> 3);
+  }
+
+  /** A new lookup or push call of n ids: a new M_USE stamp (rows it touches are not evicted by it while n <= capacity). */
+  private beginCall(n: number): void {
+    if (++this.useStamp >= 0x7fffffff) {
+      for (let s = 0; s < this.meta.cap; s++) this.meta.i32[s * META_INTS + M_USE] = 0;
+      this.useStamp = 1;
+    }
+    this.protectUse = n <= this.capacity;
   }
 
   private ensureSlot(s: number): void {

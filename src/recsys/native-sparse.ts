@@ -26,13 +26,13 @@ export interface NativeSparse {
     g: Float32Array, gRow: Int32Array | null, stepSize: Float64Array, bc2Sqrt: Float64Array, b1: number, b2: number, eps: number): void;
   pushHits(i0: number, n: number, ids: Uint32Array, found: Int32Array, hashHi: Uint32Array, check: number,
     numShards: number, shardIndex: number, groupId: number, step: number, meta: Int32Array, ends: Int32Array,
-    stamp: number, uniq: Int32Array, uOf: Int32Array, firstRow: Int32Array, acc: Int32Array): number;
+    seq: Float64Array, window: number, use: number, stamp: number, uniq: Int32Array, uOf: Int32Array, firstRow: Int32Array, acc: Int32Array): number;
   bumpSteps(nu: number, uniq: Int32Array, meta: Int32Array): number;
   gatherBf16(n: number, dim: number, slots: Int32Array, tab: BigUint64Array, shift: number, out: Uint16Array): void;
   lookupFill(i0: number, n: number, ids: Uint32Array, found: Int32Array, hashHi: Uint32Array, check: number,
     meta: Int32Array, table: Int32Array, mask: number,
     numShards: number, shardIndex: number, groupId: number, touch: number, step: number,
-    ends: Int32Array, slots: Int32Array,
+    ends: Int32Array, seq: Float64Array, window: number, use: number, slots: Int32Array,
     slotLimit: number, countLimit: number, rowTab: BigUint64Array, stateTab: BigUint64Array, shift: number,
     dim: number, stW: number, initUniform: number, initScale: number, initHi: number, initLo: number,
     stateInit: number, acc: Int32Array): number;
@@ -50,10 +50,10 @@ const bind = nativeFamily<NativeSparse>({
   adagradBf16: 'void athn_sparse_adagrad_bf16(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift, const uint16_t *g, const int *gRow, double lr, double eps)',
   adagrad: 'void athn_sparse_adagrad(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift, const float *g, const int *gRow, double lr, double eps)',
   adam: 'void athn_sparse_adam(int nu, int dim, const int *slots, const uint64_t *rows, const uint64_t *state, int shift, const float *g, const int *gRow, const double *stepSize, const double *bc2Sqrt, double b1, double b2, double eps)',
-  pushHits: 'int athn_sparse_push_hits(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check, int numShards, int shardIndex, int groupId, double step, _Inout_ int32_t *meta, _Inout_ int32_t *ends, int stamp, _Inout_ int32_t *uniq, _Inout_ int32_t *uOf, _Inout_ int32_t *firstRow, _Inout_ int32_t *acc)',
+  pushHits: 'int athn_sparse_push_hits(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check, int numShards, int shardIndex, int groupId, double step, _Inout_ int32_t *meta, _Inout_ int32_t *ends, _Inout_ double *seq, double window, int use, int stamp, _Inout_ int32_t *uniq, _Inout_ int32_t *uOf, _Inout_ int32_t *firstRow, _Inout_ int32_t *acc)',
   bumpSteps: 'int athn_sparse_bump_steps(int nu, const int32_t *uniq, _Inout_ int32_t *meta)',
   gatherBf16: 'void athn_sparse_gather_bf16(int n, int dim, const int *slots, const uint64_t *tab, int shift, _Inout_ uint16_t *out)',
-  lookupFill: 'int athn_sparse_lookup_fill(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check, _Inout_ int32_t *meta, _Inout_ int32_t *table, int mask, int numShards, int shardIndex, int groupId, int touch, double step, _Inout_ int32_t *ends, _Inout_ int32_t *slots, int slotLimit, int countLimit, const uint64_t *rowTab, const uint64_t *stateTab, int shift, int dim, int stW, int initUniform, double initScale, uint32_t initHi, uint32_t initLo, double stateInit, _Inout_ int32_t *acc)',
+  lookupFill: 'int athn_sparse_lookup_fill(int i0, int n, const uint32_t *ids, const int32_t *found, const uint32_t *hashHi, int check, _Inout_ int32_t *meta, _Inout_ int32_t *table, int mask, int numShards, int shardIndex, int groupId, int touch, double step, _Inout_ int32_t *ends, _Inout_ double *seq, double window, int use, _Inout_ int32_t *slots, int slotLimit, int countLimit, const uint64_t *rowTab, const uint64_t *stateTab, int shift, int dim, int stW, int initUniform, double initScale, uint32_t initHi, uint32_t initLo, double stateInit, _Inout_ int32_t *acc)',
 }, () => nativeBasic() !== null);
 
 /** The bound kernels, or null (no library, forced reference, or an older build without them). */

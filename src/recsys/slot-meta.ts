@@ -1,6 +1,7 @@
 // Per-slot metadata of a GroupTable: one 64-byte record per slot, i.e. one cache line,
 // holding everything a batch reads or writes about a row besides its values: the id, its
-// hash, the LRU links, the optimizer step, the push marks and the last touch. Slots are
+// hash, the LRU links and link number, the optimizer step, the push marks, the last touch and
+// the stamp of the last call that touched it. Slots are
 // random, so with one array per field every field cost its own cache miss (about 24 random
 // lines per row looked up and pushed); with records the index probe, the touch and the mark
 // share one line. native/sparse.c reads the same layout (M_* there).
@@ -18,6 +19,9 @@ export const M_MARK = 6;    // push batch stamp: the row already has a gradient 
 export const M_MPOS = 7;    // ... at this position
 /** lastTouch (server step of the last lookup or push) is the float64 at word 8 (bytes 32..39). */
 export const M_TOUCH64 = 4;
+export const M_USE = 10;    // stamp of the last lookup or push call that touched the row (GroupTable.useStamp)
+/** The LRU link sequence number (lru-list.ts: when the row was last moved to the head) is the float64 at word 12. */
+export const M_LINK64 = 6;
 export const META_BYTES = 4 * META_INTS;
 
 export class SlotMeta {
