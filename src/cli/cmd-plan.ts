@@ -33,8 +33,9 @@ options:
   --recsys FILE    plan a recommender (an \`athanor recsys\` config): server memory, LRU rows,
                    lookups/s against the measured server rate, trainer samples/s
   --embedding-params N   with --recsys: embedding servers needed to hold N parameters
-  --calibrate      measure this machine (GEMM, kernels, all-reduce; < 1 minute) and write
-                   clusters/this-machine.json (or --out FILE)`;
+  --calibrate      measure this machine (GEMM, kernels, the framework's per-op and pipeline costs,
+                   co-running cores, all-reduce, the tensor-parallel path; about a minute when
+                   idle) and write clusters/this-machine.json (or --out FILE)`;
 
 const KNOWN = ['preset', 'config', 'cluster', 'layout', 'json', 'search', 'devices', 'tokens', 'calibrate', 'out', 'quick', 'recsys', 'embedding-params'];
 
