@@ -9,39 +9,13 @@
 // the client wrote at the start of the region proves the server mapped the right file, so a
 // server on another host (or one that cannot open it) refuses, and the client stays on the
 // socket. mmap comes from libc through koffi (Linux only); elsewhere both sides say no.
-import { closeSync, openSync, readlinkSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { koffi } from '../backend/native.js';
+import { createShmFile, mapPeerFile, peerFileTarget, shmFilePattern, shmLibc, type SharedMapping } from '../runtime/shm-file.js';
 
 /** Bytes at the region's start that hold the nonce (the client allocates after them). */
 export const SHM_NONCE_BYTES = 64;
 /** Largest region a server agrees to map. */
 export const SHM_MAX_BYTES = 1 << 30;
-
-interface Libc {
-  mmap(addr: null, len: number, prot: number, flags: number, fd: number, off: number): unknown;
-  munmap(addr: unknown, len: number): number;
-  posix_fallocate(fd: number, off: number, len: number): number;
-}
-
-let libc: Libc | null | undefined;
-function lib(): Libc | null {
-  if (libc !== undefined) return libc;
-  libc = null;
-  const k = koffi();
-  if (!k || process.platform !== 'linux') return null;
-  try {
-    const l = k.load('libc.so.6');
-    libc = {
-      mmap: l.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
-      munmap: l.func('int munmap(void *addr, size_t len)'),
-      posix_fallocate: l.func('int posix_fallocate(int fd, int64_t off, int64_t len)'),
-    } as Libc;
-  } catch {
-    libc = null;
-  }
-  return libc;
-}
 
 export interface ShmMapping {
   bytes: Uint8Array;
@@ -49,40 +23,22 @@ export interface ShmMapping {
   unmap(): void;
 }
 
-function mapFd(l: Libc, fd: number, len: number): ShmMapping | null {
-  const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1;
-  const p = l.mmap(null, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const k = koffi()!;
-  const addr = BigInt(k.address(p) as bigint | number);
-  if (p === null || addr === 0n || addr === 0xffffffffffffffffn) return null; // MAP_FAILED
-  const bytes = new Uint8Array(k.view(p, len) as ArrayBuffer);
-  let mapped = true;
-  return { bytes, unmap: () => { if (mapped) { mapped = false; l.munmap(p, len); } } };
-}
+const asMapping = (m: SharedMapping, len: number): ShmMapping => ({ bytes: new Uint8Array(m.buf, 0, len), unmap: m.unmap });
+
+const PREFIX = 'athanor-emb';
 
 /** The client's side: a fresh region of `bytes` bytes, or null where shared memory is unavailable. */
 export interface ShmRegion { map: ShmMapping; pid: number; fd: number; nonce: string }
 
 export function createShmRegion(bytes: number, dir = '/dev/shm'): ShmRegion | null {
-  const l = lib();
+  const l = shmLibc();
   if (!l || bytes <= SHM_NONCE_BYTES || bytes > SHM_MAX_BYTES) return null;
-  const path = `${dir}/athanor-emb-${process.pid}-${randomBytes(8).toString('hex')}`;
-  let fd = -1;
-  try {
-    fd = openSync(path, 'wx+', 0o600);
-    unlinkSync(path);
-    // Reserve every page now: a full tmpfs (a container's 64 MB /dev/shm) then fails here, and
-    // the client stays on the socket, instead of a SIGBUS at the first write to a missing page.
-    if (l.posix_fallocate(fd, 0, bytes) !== 0) { closeSync(fd); return null; }
-    const map = mapFd(l, fd, bytes);
-    if (!map) { closeSync(fd); return null; }
-    const nonce = randomBytes(16);
-    map.bytes.set(nonce, 0);
-    return { map, pid: process.pid, fd, nonce: nonce.toString('hex') };
-  } catch {
-    if (fd >= 0) { try { closeSync(fd); } catch { /* already closed */ } }
-    return null;
-  }
+  const made = createShmFile(l, PREFIX, bytes, dir);
+  if (!made) return null;
+  const map = asMapping(made.map, bytes);
+  const nonce = randomBytes(16);
+  map.bytes.set(nonce, 0);
+  return { map, pid: process.pid, fd: made.fd, nonce: nonce.toString('hex') };
 }
 
 /** The server's side: maps a client's region; throws (naming what failed) unless it is the client's file. */
@@ -94,17 +50,16 @@ export function attachShmRegion(o: { pid?: unknown; fd?: unknown; bytes?: unknow
   const pid = int(o.pid, 'pid', 0x7fffffff), fd = int(o.fd, 'fd', 0x7fffffff), bytes = int(o.bytes, 'bytes', SHM_MAX_BYTES);
   if (bytes <= SHM_NONCE_BYTES) throw new Error(`shm-attach: field 'bytes' must exceed ${SHM_NONCE_BYTES}`);
   if (typeof o.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(o.nonce)) throw new Error(`shm-attach: field 'nonce' must be 32 hex digits`);
-  const l = lib();
+  const l = shmLibc();
   if (!l) throw new Error('shm-attach: shared memory is unavailable on this server (no koffi/libc or not Linux)');
   // Only a region made by createShmRegion in that very process: an authenticated client must
   // not get the server to map (and write into) any other file a process of this user has open.
   let target = '';
-  try { target = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch (e) { throw new Error(`shm-attach: cannot see the client's region (${(e as Error).message}): not on the same host?`); }
-  if (!new RegExp(`^/dev/shm/athanor-emb-${pid}-[0-9a-f]{16} \\(deleted\\)$`).test(target)) throw new Error(`shm-attach: pid ${pid} fd ${fd} is not an embedding-client region`);
-  let f: number;
-  try { f = openSync(`/proc/${pid}/fd/${fd}`, 'r+'); } catch (e) { throw new Error(`shm-attach: cannot open the client's region (${(e as Error).message}): not on the same host?`); }
-  let map: ShmMapping | null;
-  try { map = mapFd(l, f, bytes); } finally { closeSync(f); }
+  try { target = peerFileTarget(pid, fd); } catch (e) { throw new Error(`shm-attach: cannot see the client's region (${(e as Error).message}): not on the same host?`); }
+  if (!shmFilePattern(PREFIX, pid).test(target)) throw new Error(`shm-attach: pid ${pid} fd ${fd} is not an embedding-client region`);
+  let shared: SharedMapping | null;
+  try { shared = mapPeerFile(l, pid, fd, bytes); } catch (e) { throw new Error(`shm-attach: cannot open the client's region (${(e as Error).message}): not on the same host?`); }
+  const map = shared ? asMapping(shared, bytes) : null;
   if (!map) throw new Error('shm-attach: mmap failed');
   if (Buffer.from(map.bytes.subarray(0, 16)).toString('hex') !== o.nonce) {
     map.unmap();

@@ -18,11 +18,12 @@
 // have equal sizes on every rank) through the setup exchange, which runs on the group's
 // ordinary communicator. mmap and futex come from libc through koffi (Linux x86-64 and
 // arm64); elsewhere `open` returns null and callers keep the communication thread.
-import { closeSync, openSync, readlinkSync, unlinkSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { koffi } from '../backend/native.js';
 import { DistError, dtypeOf, type CommBuffer, type ReduceOp } from './communicator.js';
 import { combine, elementBytes } from './reduce-kernels.js';
+import { createShmFile, mapPeerFile, peerFileTarget, shmFilePattern, shmLibc, type SharedMapping, type ShmLibc } from './shm-file.js';
 
 /** futex(2)'s syscall number by architecture (unknown: no shared-memory path). */
 const SYS_FUTEX: Record<string, number> = { x64: 202, arm64: 98 };
@@ -33,76 +34,41 @@ const W_COUNT = 16, W_SEQ = 32;
 /** Polls of the counter before sleeping on the futex (env ATHANOR_SHM_SPIN): a few µs each, cheaper than a sleep and wake when the peer is about to arrive. */
 const SPIN = Number(process.env.ATHANOR_SHM_SPIN ?? 2000);
 
-interface Libc {
-  mmap(addr: null, len: number, prot: number, flags: number, fd: number, off: number): unknown;
-  munmap(addr: unknown, len: number): number;
-  posix_fallocate(fd: number, off: number, len: number): number;
-  syscall(...args: unknown[]): number | bigint;
-}
-let libc: Libc | null | undefined;
+type Libc = ShmLibc;
+/** libc with the futex's timespec type declared, where this architecture's futex number is known. */
+let timespec = false;
 function lib(): Libc | null {
-  if (libc !== undefined) return libc;
-  libc = null;
-  const k = koffi();
-  if (!k || process.platform !== 'linux' || SYS_FUTEX[process.arch] === undefined) return null;
-  try {
-    const l = k.load('libc.so.6');
-    k.struct('athn_timespec', { tv_sec: 'int64_t', tv_nsec: 'int64_t' });
-    libc = {
-      mmap: l.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
-      munmap: l.func('int munmap(void *addr, size_t len)'),
-      posix_fallocate: l.func('int posix_fallocate(int fd, int64_t off, int64_t len)'),
-      syscall: l.func('long syscall(long number, ...)'),
-    } as Libc;
-  } catch {
-    libc = null;
-  }
-  return libc;
+  const l = shmLibc();
+  if (!l || SYS_FUTEX[process.arch] === undefined) return null;
+  if (!timespec) { koffi()!.struct('athn_timespec', { tv_sec: 'int64_t', tv_nsec: 'int64_t' }); timespec = true; }
+  return l;
 }
 
-interface Mapping { ptr: unknown; addr: bigint; bytes: number; buf: ArrayBuffer; i32: Int32Array; unmap(): void }
+interface Mapping extends SharedMapping { bytes: number; i32: Int32Array }
 
-function mapFd(l: Libc, fd: number, bytes: number): Mapping | null {
-  const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1;
-  const p = l.mmap(null, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const k = koffi()!;
-  const addr = p === null ? 0n : BigInt(k.address(p) as bigint | number);
-  if (addr === 0n || addr === 0xffffffffffffffffn) return null; // MAP_FAILED
-  const buf = k.view(p, bytes) as ArrayBuffer;
-  let mapped = true;
-  return { ptr: p, addr, bytes, buf, i32: new Int32Array(buf, 0, HEADER / 4), unmap: () => { if (mapped) { mapped = false; l.munmap(p, bytes); } } };
+function withHeader(m: SharedMapping | null, bytes: number): Mapping | null {
+  return m ? { ...m, bytes, i32: new Int32Array(m.buf, 0, HEADER / 4) } : null;
 }
 
 /** This rank's region: the mapping plus what a peer needs to map it. */
 interface Own { map: Mapping; fd: number; nonce: Int32Array }
 
+const PREFIX = 'athanor-group';
+
 function createRegion(l: Libc, bytes: number): Own | null {
-  const path = `/dev/shm/athanor-group-${process.pid}-${randomBytes(8).toString('hex')}`;
-  let fd = -1;
-  try {
-    fd = openSync(path, 'wx+', 0o600);
-    unlinkSync(path);
-    // Every page reserved now: a full tmpfs fails here (and the group keeps the communication
-    // thread) instead of raising SIGBUS at the first write to a missing page.
-    if (l.posix_fallocate(fd, 0, bytes) !== 0) { closeSync(fd); return null; }
-    const map = mapFd(l, fd, bytes);
-    if (!map) { closeSync(fd); return null; }
-    const nonce = new Int32Array(randomBytes(16).buffer.slice(0, 16));
-    map.i32.set(nonce, 0);
-    return { map, fd, nonce };
-  } catch {
-    if (fd >= 0) { try { closeSync(fd); } catch { /* already closed */ } }
-    return null;
-  }
+  const made = createShmFile(l, PREFIX, bytes);
+  if (!made) return null;
+  const map = withHeader(made.map, bytes)!;
+  const nonce = new Int32Array(randomBytes(16).buffer.slice(0, 16));
+  map.i32.set(nonce, 0);
+  return { map, fd: made.fd, nonce };
 }
 
 function attachRegion(l: Libc, pid: number, fd: number, bytes: number, nonce: Int32Array): Mapping | null {
   try {
     // Only a region this runtime made in that process (not any file it happens to hold open).
-    if (!/^\/dev\/shm\/athanor-group-\d+-[0-9a-f]{16} \(deleted\)$/.test(readlinkSync(`/proc/${pid}/fd/${fd}`))) return null;
-    const f = openSync(`/proc/${pid}/fd/${fd}`, 'r+');
-    let map: Mapping | null;
-    try { map = mapFd(l, f, bytes); } finally { closeSync(f); }
+    if (!shmFilePattern(PREFIX).test(peerFileTarget(pid, fd))) return null;
+    const map = withHeader(mapPeerFile(l, pid, fd, bytes), bytes);
     if (!map) return null;
     for (let i = 0; i < 4; i++) if (map.i32[i] !== nonce[i]) { map.unmap(); return null; }
     return map;
