@@ -16,7 +16,10 @@ import { reshape, slice } from '../src/ops/index.js';
 
 const tiny = presetConfig('gpt-tiny').model;
 const opts = { seqLen: tiny.seqLen, dModel: tiny.dModel };
-const base = loadCluster('this-machine');
+// Without the calibrated framework-overhead terms (tested in plan-overhead.test.ts), so the
+// figures below are the compute rates alone, whatever this machine's file holds.
+const { overhead: _overhead, ...device } = loadCluster('this-machine').device;
+const base: ClusterSpec = { ...loadCluster('this-machine'), device };
 const grid = (rate: number): GemmPoint[] => [[512, 512, 512, rate], [2048, 2048, 2048, rate]];
 const withDevice = (d: Partial<ClusterSpec['device']>): ClusterSpec => ({ ...base, device: { ...base.device, ...d } });
 
