@@ -157,3 +157,24 @@ test('a restarted server maps the client region again; requests sent while it wa
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a client pointed at a forwarder (the latency proxy) stays behind it: no Unix-socket shortcut around the emulated network', { skip: SKIP }, async () => {
+  const { NetEmulatorProxy } = await import('../bench/net-emulator.js');
+  const s = await launchEmbeddingServers({ numShards: 1, config: CONFIG });
+  const ep = s.endpoints()[0]!;
+  const proxy = await NetEmulatorProxy.start({ host: ep.host, port: ep.port }, { rttMs: 0 });
+  const direct = await EmbeddingClient.connect({ servers: [ep], token: s.token, sharedMemoryBytes: 64 << 10 });
+  const behind = await EmbeddingClient.connect({ servers: [{ host: '127.0.0.1', port: proxy.port }], token: s.token, sharedMemoryBytes: 64 << 10 });
+  try {
+    assert.deepEqual(direct.unixSocket, [true], 'a direct client on this host takes the Unix socket');
+    assert.deepEqual(behind.unixSocket, [false], 'a client behind a forwarder stays on it');
+    const before = proxy.counters.bytesUp;
+    const ids = [1n, 2n, 3n];
+    assert.deepEqual(await behind.lookup(1, ids, { readOnly: true }), await direct.lookup(1, ids, { readOnly: true }));
+    assert.ok(proxy.counters.bytesUp > before, 'the request went through the proxy');
+  } finally {
+    direct.close(); behind.close();
+    await proxy.close();
+    await s.stop();
+  }
+});

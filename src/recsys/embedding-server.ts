@@ -47,6 +47,12 @@ export interface ServerInfo {
    * Unix socket costs less per message than TCP loopback. Absent off Linux or if it failed.
    */
   unixSocket?: string;
+  /**
+   * The TCP port this server listens on. A client whose endpoint names another port reached
+   * it through a forwarder (a latency-emulating proxy, a port forward) and stays on that path
+   * rather than taking the Unix socket around it.
+   */
+  tcpPort?: number;
 }
 
 export interface ServerCounters {
@@ -104,6 +110,7 @@ export class EmbeddingServer {
         resolve(typeof a === 'object' && a ? a.port : port);
       });
     });
+    this.tcpPort = p;
     // Abstract names need no file and vanish with the process; the random part keeps another
     // process from squatting a name a client would send its token to (clients learn it from
     // the hello of the TCP connection they were pointed at).
@@ -130,10 +137,13 @@ export class EmbeddingServer {
       protocolVersion: PROTOCOL_VERSION, shardIndex: s.shardIndex, numShards: s.numShards, maxFrameBytes: this.maxFrameBytes, step: s.step,
       groups: s.tables.filter((t) => !!t).map((t) => ({ id: t!.cfg.id, name: t!.cfg.name, dim: t!.dim })),
       ...(this.loadedFrom ? { loadedFrom: this.loadedFrom } : {}),
-      ...(this.unixName ? { unixSocket: this.unixName } : {}),
+      ...(this.unixName ? { unixSocket: this.unixName, tcpPort: this.tcpPort } : {}),
       optimizers: Object.fromEntries(s.tables.filter((t) => !!t).map((t) => [String(t!.cfg.id), t!.cfg.optimizer])),
     };
   }
+
+  /** The bound TCP port (ServerInfo.tcpPort). */
+  private tcpPort = 0;
 
   private onConnection(sock: Socket): void {
     sock.setNoDelay(true);

@@ -100,7 +100,9 @@ export class ServerConnection {
 
   private async openOn(tcp: Socket): Promise<ServerInfo> {
     let info = await this.hello(tcp);
-    if (this.useUnix && info.unixSocket && isLoopback(this.ep.host)) {
+    // Only a connection that reached the server itself: through a forwarder (another port) the
+    // client stays on the path it was given, so a proxy that emulates the network is not bypassed.
+    if (this.useUnix && info.unixSocket && isLoopback(this.ep.host) && info.tcpPort === this.ep.port) {
       let local: Socket | null = null;
       try {
         local = await openSocket({ path: info.unixSocket }, this.timeoutMs);
