@@ -16,6 +16,7 @@ import { attention } from '../src/ops/attention.js';
 import { crossEntropy, layerNorm, logSoftmax, rmsNorm, softmax, embedding, dropout } from '../src/ops/nn.js';
 import { backward } from '../src/autograd/tape.js';
 import { scope } from '../src/core/scope.js';
+import { closeToReference } from './helpers/close-to-reference.js';
 
 setNativeMinElements(0);
 const nat = nativeNn();
@@ -30,13 +31,7 @@ function randn(n: number, scale = 1): Float32Array {
 }
 const f64 = (a: Float32Array) => Float64Array.from(a);
 
-function close(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, rtol = 2e-5, atol = 2e-6): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  for (let i = 0; i < actual.length; i++) {
-    const a = actual[i]!, e = expected[i]!;
-    if (!(Math.abs(a - e) <= atol + rtol * Math.abs(e))) assert.fail(`${what}: element ${i}: native ${a} vs reference ${e}`);
-  }
-}
+const close = closeToReference;
 
 test('softmax / logSoftmax forward and backward (acc and overwrite)', { skip }, () => {
   for (const cols of COLS) {

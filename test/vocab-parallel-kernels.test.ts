@@ -16,19 +16,14 @@ import { vocabParallelCrossEntropy, type GroupCollectives } from '../src/ops/gro
 import { crossEntropy } from '../src/ops/nn.js';
 import { backward } from '../src/autograd/tape.js';
 import { scope } from '../src/core/scope.js';
+import { closeToReference } from './helpers/close-to-reference.js';
 
 setNativeMinElements(0);
 const skip = skipUnless(nativeKernels() !== null, 'native kernel library (node scripts/build-native.mjs)');
 const rng = new Rng(7);
 const randn = (n: number, scale: number): Float32Array => { const a = new Float32Array(n); rng.fillNormal(a, 0, scale); return a; };
 
-function close(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, rtol = 2e-5, atol = 2e-6): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  for (let i = 0; i < actual.length; i++) {
-    const a = actual[i]!, e = expected[i]!;
-    if (!(Math.abs(a - e) <= atol + rtol * Math.abs(e))) assert.fail(`${what}: element ${i}: native ${a} vs reference ${e}`);
-  }
-}
+const close = closeToReference;
 
 test('vocab-parallel cross-entropy row loops: native equals the float64 reference', { skip }, () => {
   for (const [N, Vl] of [[1, 1], [5, 7], [9, 33], [17, 1000]] as const) {
