@@ -168,10 +168,15 @@ test('a client pointed at a forwarder (the latency proxy) stays behind it: no Un
   try {
     assert.deepEqual(direct.unixSocket, [true], 'a direct client on this host takes the Unix socket');
     assert.deepEqual(behind.unixSocket, [false], 'a client behind a forwarder stays on it');
-    const before = proxy.counters.bytesUp;
-    const ids = [1n, 2n, 3n];
+    assert.deepEqual(direct.sharedMemory, [true], 'a direct client on this host shares memory with the server');
+    assert.deepEqual(behind.sharedMemory, [false], 'a client behind a forwarder does not: its rows must cross the forwarder');
+    const before = proxy.counters.bytesUp, beforeDown = proxy.counters.bytesDown;
+    const ids = Array.from({ length: 64 }, (_, i) => BigInt(i + 1));
     assert.deepEqual(await behind.lookup(1, ids, { readOnly: true }), await direct.lookup(1, ids, { readOnly: true }));
     assert.ok(proxy.counters.bytesUp > before, 'the request went through the proxy');
+    // The rows themselves came back through the proxy, not only a descriptor of them.
+    const rowBytes = ids.length * 8 * 2; // group 1 has dim 8; rows travel as bf16 by default
+    assert.ok(proxy.counters.bytesDown - beforeDown >= rowBytes, `the rows (${rowBytes} bytes) came through the proxy: ${proxy.counters.bytesDown - beforeDown} bytes`);
   } finally {
     direct.close(); behind.close();
     await proxy.close();

@@ -102,7 +102,7 @@ export class ServerConnection {
     let info = await this.hello(tcp);
     // Only a connection that reached the server itself: through a forwarder (another port) the
     // client stays on the path it was given, so a proxy that emulates the network is not bypassed.
-    if (this.useUnix && info.unixSocket && isLoopback(this.ep.host) && info.tcpPort === this.ep.port) {
+    if (this.useUnix && info.unixSocket && isLoopback(this.ep.host) && !forwarded(info, this.ep)) {
       let local: Socket | null = null;
       try {
         local = await openSocket({ path: info.unixSocket }, this.timeoutMs);
@@ -183,6 +183,9 @@ export class ServerConnection {
    * right after open().
    */
   async attachShm(bytes: number): Promise<boolean> {
+    // Through a forwarder the rows must cross the path the client was given (the latency
+    // proxy's bandwidth cap applies to them), so a server reached that way is treated as remote.
+    if (forwarded(this.info, this.ep)) return false;
     const region = createShmRegion(bytes);
     if (!region) return false;
     this.shm = { region, ring: new ShmRing(bytes) };
@@ -345,6 +348,14 @@ export class ServerConnection {
  * protocol.ts encodeShmRequest, in a small buffer from Node's shared pool rather than an
  * ArrayBuffer of its own: these go out once per field per server per step.
  */
+/**
+ * Whether the connection reached the server through a forwarder (a proxy, a port forward):
+ * the server's own TCP port (its hello) differs from the one the client dialled.
+ */
+function forwarded(info: ServerInfo, ep: EmbeddingEndpoint): boolean {
+  return info.tcpPort !== undefined && info.tcpPort !== ep.port;
+}
+
 function shmRequestFrame(type: number, requestId: number, d: ShmDescriptor): Buffer {
   const f = Buffer.allocUnsafe(HEADER_BYTES + 16);
   writeHeader(f, type, requestId, 16, FRAME_SHM);
