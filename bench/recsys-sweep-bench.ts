@@ -13,6 +13,7 @@
 //          [--correction on|off|both] [--reps N] (passes over the grid; medians reported)
 //          [--rank-link off|same] (same: the cell's RTT and cap also between trainer ranks,
 //          i.e. on the dense all-reduce, through ATHANOR_EMULATE_LINK; default off)
+//        node dist/bench/recsys-sweep-bench.js --summarize a.json,b.json  (tables of saved runs together)
 // --quick: 60k samples, vocab 10^5, 2 trainers, k in {0,4}, RTT in {0,5} ms, uncapped.
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -176,7 +177,48 @@ export function summarize(cells: SweepCell[]): string[] {
   return lines;
 }
 
-if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) {
+/**
+ * The speed-up surface, one block per (trainers, bandwidth cap): a row per RTT, a column per
+ * k, each cell "speed-up over k = 0 of the same row (ΔAUC in points)", medians over reps.
+ */
+export function surface(cells: SweepCell[]): string[] {
+  const med = new Map<string, { sps: number; auc: number }>();
+  const key = (t: number, bw: number, rtt: number, k: number): string => `${t}/${bw}/${rtt}/${k}`;
+  const uniq = (f: (c: SweepCell) => number): number[] => [...new Set(cells.map(f))].sort((a, b) => a - b);
+  for (const c of cells) {
+    const k = key(c.trainers, c.bwMBs, c.rttMs, c.k);
+    if (med.has(k)) continue;
+    const g = cells.filter((x) => key(x.trainers, x.bwMBs, x.rttMs, x.k) === k && x.correction === c.correction);
+    med.set(k, { sps: median(g.map((x) => x.samplesPerSec)), auc: median(g.map((x) => x.auc)) });
+  }
+  const ks = uniq((c) => c.k);
+  const lines: string[] = [];
+  for (const t of uniq((c) => c.trainers)) for (const bw of uniq((c) => c.bwMBs)) {
+    const rtts = uniq((c) => c.rttMs).filter((r) => ks.some((k) => med.has(key(t, bw, r, k))));
+    if (rtts.length === 0) continue;
+    lines.push('', `${t} trainers, ${bw ? `${bw} MB/s per direction per server` : 'uncapped'}: speed-up over k = 0 (ΔAUC, points); k = 0 in samples/s`, '',
+      `| RTT | ${ks.map((k) => `k = ${k}`).join(' | ')} |`, `|---|${ks.map(() => '---:').join('|')}|`);
+    for (const r of rtts) {
+      const base = med.get(key(t, bw, r, 0));
+      lines.push(`| ${r} ms | ${ks.map((k) => {
+        const m = med.get(key(t, bw, r, k));
+        if (!m) return '–';
+        if (k === 0) return `${m.sps.toFixed(0)}`;
+        if (!base) return `${m.sps.toFixed(0)} samples/s`;
+        const d = 100 * (m.auc - base.auc);
+        return `${(m.sps / base.sps).toFixed(2)}× (${d >= 0 ? '+' : '−'}${Math.abs(d).toFixed(2)})`;
+      }).join(' | ')} |`);
+    }
+  }
+  return lines;
+}
+
+if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url && process.argv[2] === '--summarize') {
+  // Re-print the tables from saved --out files (several runs of parts of the grid together).
+  const cells = (process.argv[3] ?? '').split(',').flatMap((f) => (JSON.parse(readFileSync(f, 'utf8')) as { cells: SweepCell[] }).cells);
+  for (const l of summarize(cells)) console.log(l);
+  for (const l of surface(cells)) console.log(l);
+} else if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) {
   const { o, out } = parseSweepArgs(process.argv.slice(2));
   const { machineInfo } = await import('./machine-info.js');
   const machine = await machineInfo(join(import.meta.dirname, '..', '..'));
@@ -188,5 +230,6 @@ if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) 
   const lines = summarize(r.cells);
   console.log(`\nrecsys sweep (${seconds.toFixed(0)} s; hidden model AUC ${r.groundTruthAUC.toFixed(4)}; ${o.shards} servers, batch ${o.batchSize}/trainer, dim ${o.embDim}, adagrad; link between trainer ranks: ${o.rankLink ? 'emulated too' : 'not emulated'}; load after ${loadavg().map((x) => x.toFixed(2)).join(' ')}):`);
   for (const l of lines) console.log(l);
+  for (const l of surface(r.cells)) console.log(l);
   if (out) { mkdirSync(dirname(out), { recursive: true }); writeFileSync(out, JSON.stringify({ options: o, machine, isaFlags: flags, seconds, ...r }, null, 1)); }
 }

@@ -2,7 +2,7 @@
 // and its table (medians over reps, speedup and AUC difference against k = 0 of the same cell).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseSweepArgs, summarize, type SweepCell } from '../bench/recsys-sweep-bench.js';
+import { parseSweepArgs, summarize, surface, type SweepCell } from '../bench/recsys-sweep-bench.js';
 
 test('sweep bench: full defaults meet the workload minimums; --quick is small; bad options are refused', () => {
   const full = parseSweepArgs([]).o;
@@ -33,4 +33,18 @@ test('sweep bench: the table takes medians over reps and compares with k = 0 of 
   const row = lines.find((l) => l.startsWith('| 2 | uncapped | 5 | 4 |'))!;
   assert.match(row, /\| 180 \(150–210, 3\) \| 1\.50 \| 0\.7000 \| 0\.00 \| 18\.0, 9\.0, 36\.0 \| 1\.8, 0\.9 \|$/);
   assert.match(lines.find((l) => l.startsWith('| 2 | uncapped | 0 | 0 |'))!, /\| 300 \(300–300, 1\) \| 1\.00 \|/);
+});
+
+test('sweep bench: the surface has a row per RTT and a column per k, speed-ups over k = 0 of the same row', () => {
+  const c = (rtt: number, k: number, sps: number, auc: number, rep: number, bw = 0): SweepCell => ({
+    trainers: 2, bwMBs: bw, rttMs: rtt, k, correction: false, rep, rankLink: false, samplesPerSec: sps, auc, logLoss: 0.5, steps: 10, seconds: 1, load: { before: [1], after: [1] },
+    cpu: { trainerMsPerStep: 1, serversMsPerStep: 1, jobMsPerStep: 1, jobSeconds: 1 }, waits: { lookupMsPerStep: 1, allReduceMsPerStep: 1 },
+  });
+  const lines = surface([c(0, 0, 300, 0.71, 0), c(0, 4, 330, 0.709, 0), c(5, 0, 100, 0.70, 0), c(5, 4, 150, 0.7003, 0), c(5, 0, 140, 0.70, 1), c(5, 4, 210, 0.7003, 1), c(5, 0, 50, 0.70, 0, 10)]);
+  assert.ok(lines.includes('| RTT | k = 0 | k = 4 |'));
+  assert.ok(lines.includes('| 0 ms | 300 | 1.10× (−0.10) |'), lines.join('\n'));
+  assert.ok(lines.includes('| 5 ms | 120 | 1.50× (+0.03) |'), lines.join('\n'));
+  // The capped block is its own table: its k = 4 is missing, not compared with the uncapped k = 0.
+  assert.ok(lines.some((l) => l.startsWith('2 trainers, 10 MB/s')));
+  assert.ok(lines.includes('| 5 ms | 50 | – |'), lines.join('\n'));
 });
