@@ -23,7 +23,7 @@ import { devices, parseLayout, layoutString } from '../src/plan/layout.js';
 import { traceForLayout } from '../src/plan/models.js';
 import { parseArgs } from '../src/train/overrides.js';
 import { calibrate } from '../src/plan/calibrate.js';
-import { epRoutingLoad } from './ep-routing-load.js';
+import { epRoutingLoad } from '../src/plan/ep-routing-load.js';
 
 /** `over`: config overrides (dotted keys) for both the run and the plan. */
 interface Case { preset: string; layout: string; over?: Record<string, string> }
@@ -179,7 +179,7 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
   const stepCounts = new Map(cases.map((c) => [c, o.steps ?? Math.min(MAX_STEPS, Math.max(steps, WARMUP + Math.ceil(target / Math.max(1e-3, ests.get(c)!.time.step))))]));
   const stepsFor = (c: Case): number => stepCounts.get(c)!;
   // ep cases: the plan's routing load (epLoad), the run's routing reproduced by training its
-  // global batch in one process (bench/ep-routing-load.ts; nothing timed, nothing read from
+  // global batch in one process (plan/ep-routing-load.ts; nothing timed, nothing read from
   // the runs). The estimates above (balanced) set the step counts; ep cases are re-estimated.
   const epLoads = new Map<Case, number>();
   try {

@@ -8,6 +8,7 @@ import { estimate, tracesRecompute, type Estimate } from '../plan/estimate.js';
 import { traceForLayout } from '../plan/models.js';
 import { searchLayouts } from '../plan/search.js';
 import { calibrate } from '../plan/calibrate.js';
+import { epRoutingLoad } from '../plan/ep-routing-load.js';
 import { planRecsys } from '../plan/recsys.js';
 import { loadRecsysConfig } from '../recsys/recsys-config.js';
 import { fmtBytes, layoutFromTrainConfig } from '../train/memory-plan.js';
@@ -26,6 +27,10 @@ options:
                    mb= (sequences per micro-batch),ga= (micro-batches per step),schedule=1f1b|gpipe|interleaved,vpp=,
                    epLoad= (ep: the busiest rank's received rows over its balanced share, default 1 = balanced routing);
                    unspecified fields come from the config
+  --measure-ep-load STEPS  (ep > 1, no epLoad= given) measure epLoad first: train the config's
+                   global batch in one process for STEPS steps from its seed, on its data, and take
+                   the busiest ep rank's received rows over the balanced share at the worst forward
+                   (the run's own routing; for models small enough to train here)
   --search         rank every valid layout that fits by predicted tokens/s (top 5, with why)
   --devices N      device count for --search (default: the layout's, else the whole cluster)
   --tokens N       also print the time (and energy) to train N tokens (default 1e9)
@@ -37,7 +42,7 @@ options:
                    co-running cores, all-reduce, the tensor-parallel path; about a minute when
                    idle) and write clusters/this-machine.json (or --out FILE)`;
 
-const KNOWN = ['preset', 'config', 'cluster', 'layout', 'json', 'search', 'devices', 'tokens', 'calibrate', 'out', 'quick', 'recsys', 'embedding-params'];
+const KNOWN = ['preset', 'config', 'cluster', 'layout', 'json', 'search', 'devices', 'tokens', 'calibrate', 'out', 'quick', 'recsys', 'embedding-params', 'measure-ep-load'];
 
 export async function runPlan(argv: string[]): Promise<number> {
   const { flags, positional } = parseArgs(argv, ['json', 'search', 'calibrate', 'quick']);
@@ -57,6 +62,7 @@ export async function runPlan(argv: string[]): Promise<number> {
   const tokens = flags.tokens !== undefined ? Number(flags.tokens) : 1e9;
   if (!(tokens > 0)) throw new Error(`plan: --tokens must be a positive number, got '${flags.tokens}'`);
   const json = 'json' in flags;
+  if ('search' in flags && flags['measure-ep-load'] !== undefined) throw new Error('plan: --measure-ep-load applies to one layout, not --search');
   if ('search' in flags) {
     const n = flags.devices !== undefined ? Number(flags.devices) : flags.layout ? devices(layout) : cluster.nodes.value * cluster.devicesPerNode.value;
     if (!Number.isInteger(n) || n < 1) throw new Error(`plan: --devices must be a positive integer, got '${flags.devices}'`);
@@ -73,6 +79,16 @@ export async function runPlan(argv: string[]): Promise<number> {
   }
   const problem = layoutProblem(layout, cfg.model);
   if (problem) throw new Error(`--layout: ${problem}`);
+  if (flags['measure-ep-load'] !== undefined) {
+    const steps = Number(flags['measure-ep-load']);
+    if (!Number.isInteger(steps) || steps < 1) throw new Error(`plan: --measure-ep-load must be a positive whole number of steps, got '${flags['measure-ep-load']}'`);
+    if (layout.ep <= 1) throw new Error('plan: --measure-ep-load needs a layout with ep > 1');
+    if (layout.epLoad !== undefined) throw new Error(`plan: --measure-ep-load and epLoad=${layout.epLoad} both give the routing load; keep one`);
+    const run: TrainConfig = { ...cfg, train: { ...cfg.train, microBatch: layout.mb, gradAccum: layout.ga } };
+    const r = await epRoutingLoad(run, layout.dp, layout.ep, steps);
+    layout.epLoad = Math.max(1, r.peak);
+    if (!json) console.log(`routing load measured: the busiest ep rank receives ${r.peak.toFixed(3)}× its balanced rows at the worst of ${r.forwards} forwards (mean ${r.mean.toFixed(3)}×), steps 1-${steps} trained in one process → epLoad=${layout.epLoad.toFixed(3)}`);
+  }
   const tr = traceForLayout(cfg.model, layout, cluster.allocator);
   const est = estimate(tr, layout, cluster, { seqLen: cfg.model.seqLen, dModel: cfg.model.dModel });
   const nodes = Math.ceil(est.devices / cluster.devicesPerNode.value);

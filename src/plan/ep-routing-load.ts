@@ -13,11 +13,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GPT } from '../src/nn/gpt.js';
-import { isGradEnabled } from '../src/autograd/tape.js';
-import { singleProcessLayer } from '../src/train/parallel-layer.js';
-import { train } from '../src/train/trainer.js';
-import type { TrainConfig } from '../src/train/config.js';
+import { GPT } from '../nn/gpt.js';
+import { isGradEnabled } from '../autograd/tape.js';
+import { singleProcessLayer } from '../train/parallel-layer.js';
+import { train } from '../train/trainer.js';
+import type { TrainConfig } from '../train/config.js';
 
 export interface RoutingLoad {
   /** Busiest ep rank's received rows over the balanced share, at the worst (step, layer). */
