@@ -4,7 +4,7 @@
 // round's own ratio. No timing asserted.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ColdArena, gemmTables, lastLevelCacheBytes } from '../src/plan/calibrate-compute.js';
+import { ColdArena, attentionTable, gemmTables, lastLevelCacheBytes } from '../src/plan/calibrate-compute.js';
 import { pairedRatio } from '../src/plan/calibrate-overhead.js';
 
 test('ColdArena: operands of a call are disjoint and 64-float aligned; reuse only after twice the cache', () => {
@@ -47,5 +47,14 @@ test('gemmTables on cold operands: every role and shape measured, finite positiv
   for (const role of ['nt', 'nn', 'tn'] as const) {
     assert.equal(t[role].length, 19);
     for (const [, , , r] of t[role]) assert.ok(Number.isFinite(r) && r > 0);
+  }
+});
+
+test('attentionTable on the model\'s operand layout: every [T, D] measured, shares of the ceiling finite and positive', () => {
+  const t = attentionTable(50e9, 1);
+  assert.equal(t.length, 9);
+  for (const [T, D, f, b] of t) {
+    assert.ok([128, 256, 512].includes(T) && [32, 64, 128].includes(D));
+    assert.ok(Number.isFinite(f) && f > 0 && Number.isFinite(b) && b > 0);
   }
 });
