@@ -86,6 +86,12 @@ export function pipelineActionCost(reps: number): number {
   return Math.max(0, median(diffs) / 2);
 }
 
+/** The median over rounds of together[i] / alone[i] (each round's two runs taken back to back). */
+export function pairedRatio(alone: readonly number[], together: readonly number[]): number {
+  if (alone.length !== together.length || !alone.length) throw new Error(`pairedRatio: ${alone.length} alone runs against ${together.length} together`);
+  return median(alone.map((a, i) => together[i]! / a));
+}
+
 /** Runs `k` probe processes that start their timed steps together; each one's median step (wall seconds). */
 async function probeRun(k: number, steps: number): Promise<{ step: number; cpu: number | null; helperPerStep: number | null }[]> {
   const script = join(projectRoot(), 'dist', 'src', 'plan', 'calibrate-overhead-probe.js');
@@ -146,7 +152,11 @@ export async function coRunSlowdown(reps: number, steps = 8): Promise<{ cores: n
   const probeCfg = presetConfig('gpt-tiny').model;
   const probeOps = traceGpt({ ...probeCfg, nLayer: PROBE.nLayer }, { microBatch: PROBE.microBatch }).ops.filter((o) => o.cls !== 'view').length;
   const helperPerOp = shares.length ? median(shares) / probeOps : null;
-  const cpuFactor = cores > 1 && cpuAlone.length && cpuTogether.length ? median(cpuTogether) / median(cpuAlone) : null;
+  // The median of each round's ratio (together over the alone run just before it), not the
+  // ratio of the two medians: another process's load that comes and goes between rounds then
+  // moves both runs of a round alike, where the ratio of medians paired an alone run of one
+  // load with a together run of another (quiet calibrations a minute apart read ×1.25 and ×1.1).
+  const cpuFactor = cores > 1 && cpuAlone.length && cpuAlone.length === cpuTogether.length ? pairedRatio(cpuAlone, cpuTogether) : null;
   // A ratio under 1 (co-running faster than alone) is the noise of a shared machine, not a speed-up: kept at 1.
   const factor = cpuFactor !== null ? Math.max(1, cpuFactor) : null;
   return { cores, factor, cpuFactor, wallFactor: cores > 1 ? t / a : null, alone: a, together: t, helperPerOp };

@@ -197,7 +197,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   log.push(`memory-bound kernels (GB/s): ${Object.entries(classBw).map(([k, v]) => `${k} ${(v / 1e9).toFixed(1)}`).join(', ')}; ${(tiny * 1e6).toFixed(2)} µs per small op`);
   // The framework's fixed cost per traced op and the co-running slowdown (overhead-terms.ts).
   const fixed = opFixedCosts(reps);
-  const co = await coRunSlowdown(o.quick ? 1 : 3, o.quick ? 8 : 16);
+  const co = await coRunSlowdown(o.quick ? 1 : 5, o.quick ? 8 : 16);
   const action = pipelineActionCost(reps);
   log.push(`framework overhead per traced op (a real GPT at compute ~0, ${fixed.opsForward} + ${fixed.opsBackward} ops): ${(fixed.forward * 1e6).toFixed(1)} µs forward, ${(fixed.backward * 1e6).toFixed(1)} µs backward; pipeline engine ${(action * 1e6).toFixed(1)} µs per action${co.factor !== null ? `; co-running on all ${co.cores} cores: main-thread CPU per probe step ×${co.cpuFactor!.toFixed(3)} (kept ×${co.factor.toFixed(3)}; wall ${(co.alone * 1e3).toFixed(1)} → ${(co.together * 1e3).toFixed(1)} ms, ×${co.wallFactor!.toFixed(3)}, which counts the machine's other load too)` : ''}${co.helperPerOp !== null ? `; V8 helper threads ${(co.helperPerOp * 1e6).toFixed(1)} CPU-µs per traced op` : ''}`);
     // 2-rank all-reduce through the launcher: α from 4 KiB, β from 16 MiB (ring: t = 2α + bytes/β for 2 ranks).
@@ -236,7 +236,7 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
         opForward: { value: fixed.forward, source: meas(`CPU seconds of a real GPT forward (d 16, T 8, 2 sequences: compute ~0) over its ${fixed.opsForward} traced non-view ops, median of ${reps} reps of 50 steps`) },
         opBackward: { value: fixed.backward, source: meas(`CPU seconds of its backward over its ${fixed.opsBackward} traced backward ops`) },
         pipelineAction: { value: action, source: meas('CPU seconds of a forward kept alive by the pipeline engine (forwardDetached) and its backward + release, less the same in one scope, per action, on the compute-~0 GPT, median of interleaved reps') },
-        ...(co.factor !== null ? { coRun: { source: meas(`main-thread CPU per step of the real GPT at gpt-tiny widths (2 blocks, 8 sequences, AdamW), ${co.cores} processes started together over 1 alone (medians of alternating runs), at least 1`), points: [[co.cores, co.factor]] as [number, number][] } } : {}),
+        ...(co.factor !== null ? { coRun: { source: meas(`main-thread CPU per step of the real GPT at gpt-tiny widths (2 blocks, 8 sequences, AdamW), ${co.cores} processes started together over 1 alone (median of the ratio of each round\'s two back-to-back runs, ${o.quick ? 1 : 5} rounds), at least 1`), points: [[co.cores, co.factor]] as [number, number][] } } : {}),
         ...(co.helperPerOp !== null ? { helperCpuPerOp: { value: co.helperPerOp, source: meas('CPU seconds per step of the probe process\'s threads other than the main thread (V8 GC and compiler workers), the probe alone, median of its runs, over the non-view ops of its traced step') } } : {}),
       },
       gemmTable: { source: meas('sgemm rate, median of interleaved rounds, 1 thread, at each [m, n, k]: points C = A·Bᵀ (forward), nn C = A·B (input gradient), tn C = Aᵀ·B accumulated (weight gradient)'), points, nn: tables.nn, tn: tables.tn },

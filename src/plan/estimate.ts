@@ -502,7 +502,9 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     const split = split0 > 1 || !(athanorSp && op.block >= 0 && op.block < L) ? split0 : tp;
     let t: number;
     if (op.cls === 'gemm' && op.dims) {
-      // Backward runs dA = G·Bᵀ (m, k, n) and dB = Aᵀ·G (k, n, m): price each at its own shape.
+      // Backward runs dA = G·W (m, k, n, NN) and dW = Gᵀ·X (n, k, m, TN: ops/matmul.ts's flatK
+      // path, C = n × k): price each at its own shape and orientation (the TN table's m is the
+      // forward's n; priced as (k, n, m), gpt-tiny's k = 128 weight gradients read 15-20% fast).
       // Under tp a column-parallel GEMM has n/tp outputs, a row-parallel one k/tp inputs.
       const rules = op.params.map(tpRule);
       // Under ep a rank's E/ep experts take the rows of all ep ranks: ep× taller blocks.
@@ -511,7 +513,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
       const n = op.dims[1]! / (split > 1 && (rules.includes('col') || rules.includes('vocab')) ? tp : 1);
       const k = op.dims[2]! / (split > 1 && rules.includes('row') ? tp : 1);
       t = op.phase === 'backward'
-        ? op.flops / 2 / split / gemmRate(m, k, n, 'gradA') + op.flops / 2 / split / gemmRate(k, n, m, 'gradB')
+        ? op.flops / 2 / split / gemmRate(m, k, n, 'gradA') + op.flops / 2 / split / gemmRate(n, k, m, 'gradB')
         : op.flops / split / gemmRate(m, n, k);
     } else if (op.cls === 'attention') {
       // A recomputed forward runs the forward kernel.
