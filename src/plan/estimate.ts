@@ -8,7 +8,7 @@ import type { ClusterSpec } from './cluster.js';
 import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
 import { SHARED_GROWTH } from '../parallel/expert-parallel-capacity.js';
-import { epRowTerms } from './ep-terms.js';
+import { epRowTerms, epSyncTerms } from './ep-terms.js';
 import { tpSyncTerms } from './tp-terms.js';
 import { spCollectives, spOpExtra, spSyncTerms } from './sp-terms.js';
 import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
@@ -631,8 +631,13 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     // The busiest rank (epLoad× its balanced rows, ep-terms.ts) paces every exchange.
     const bytes = (l.epLoad ?? 1) * layers.reduce((a, op) => a + tr.buffers[op.out]!.bytes * actScale, 0) / Math.max(1, layers.length);
     const a2a = allToAllTime(bytes, l, c);
-    comm[`ep all-to-all (${l.a2a}, ${a2a.cls})`] = 4 * layers.length * l.ga * a2a.time;
-    if (cpuLink) {
+    // Athanor's synchronous exchange where calibrated (ep-terms.ts): its measured wall and CPU per exchange (the row counts' too), and the ranks' skew.
+    // The counts exchange sends one int32 per expert of the layer (the experts' leading dimension).
+    const experts = tr.params.find((p) => isExpertParamName(p.name))?.shape[0] ?? l.ep;
+    const epSync = epSyncTerms(c, l.ep, a2a.cls === 'intra', layers.length, bytes, 4 * experts, tMb);
+    comm[`ep all-to-all (${l.a2a}, ${a2a.cls})`] = l.ga * (epSync ? epSync.wall : 4 * layers.length * a2a.time);
+    if (epSync) { comm['ep rank skew at the exchanges'] = l.ga * epSync.skew; commCpu += l.ga * epSync.cpu; }
+    else if (cpuLink) {
       const onCpu: ClusterSpec = { ...c, network: { intra: { alpha: c.commCpu!.alpha, beta: c.commCpu!.beta }, inter: { alpha: c.commCpu!.alpha, beta: c.commCpu!.beta } } };
       commCpu += 4 * layers.length * l.ga * allToAllTime(bytes, l, onCpu).time;
     }
