@@ -2,7 +2,8 @@
 // epSyncTerms): where the cluster spec carries the measured ep path (commCpu.epSync,
 // written by `athanor plan --calibrate`), ep=2 is priced with its wall and CPU per exchange
 // (4 row exchanges and 1 count exchange per MoE layer per micro-batch) plus the ranks'
-// skew; without it, the α–β model as before; bad tables are refused naming the field.
+// skew; without it, the α–β model as before; bad tables are refused naming the field. And
+// the row exchanges' staging pair, sized from the row capacity as the runtime sizes it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { presetConfig } from '../src/train/config.js';
@@ -10,6 +11,8 @@ import { traceGpt } from '../src/plan/models.js';
 import { estimate, interpLogLog } from '../src/plan/estimate.js';
 import { parseLayout } from '../src/plan/layout.js';
 import { loadCluster, validateCluster, type ClusterSpec } from '../src/plan/cluster.js';
+import { epStagingBytes } from '../src/plan/ep-terms.js';
+import { capacityRows } from '../src/parallel/expert-parallel-capacity.js';
 
 const moe = presetConfig('moe-tiny').model;
 const opts = { seqLen: moe.seqLen, dModel: moe.dModel };
@@ -60,4 +63,17 @@ test('a bad commCpu.epSync is refused naming the field', () => {
   const bad2 = JSON.parse(JSON.stringify(c)); delete bad2.commCpu.epSync.skew.source;
   assert.throws(() => validateCluster(bad2, 'c.json'), /field 'commCpu\.epSync\.skew\.source'/);
   assert.doesNotThrow(() => validateCluster(c, 'c.json'));
+});
+
+test("ep staging: two shared buffers of max(capacity, S) rows of C floats (the runtime's bound), growing with epLoad's capacity", () => {
+  const tr = traceGpt(moe, { microBatch: 4 });
+  const d = tr.ops.find((op) => op.op === 'moeDispatch' && op.phase === 'forward')!;
+  const [S, C] = tr.buffers[d.out]!.shape as [number, number];
+  const c = loadCluster('this-machine');
+  for (const load of [1, 1.438, 2]) {
+    const m = estimate(tr, parseLayout(`dp=2,ep=2,mb=4,epLoad=${load}`), c, opts).memory;
+    assert.equal(m.commBuffers, epStagingBytes(tr, load, () => true));
+    assert.equal(m.commBuffers, 2 * Math.max(capacityRows(Math.ceil(S * load)), S) * C * 4);
+  }
+  assert.ok(epStagingBytes(tr, 2, () => true) > epStagingBytes(tr, 1, () => true));
 });

@@ -20,6 +20,7 @@ import type { ShardRequest } from '../nn/materialize.js';
 import { allToAllV, type RowExchange } from '../ops/moe.js';
 import type { A2aAlgorithm, EpComm } from './expert-parallel-comm.js';
 import { RowCapacity } from './expert-parallel-capacity.js';
+import { pool } from '../core/buffer-pool.js';
 
 /** Parameter names that belong to the sharded experts. */
 export function isExpertParam(name: string): boolean {
@@ -68,6 +69,8 @@ export class ExpertParallel {
   readonly epRank: number;
   readonly stats: ExchangeStats = { calls: 0, rowsSent: 0, seconds: 0, rowsReceived: 0, forwards: 0, capacity: 0 };
   private readonly capacity = new RowCapacity();
+  /** The capacity of the last forward (0: none yet): when it moves, the old size's pooled buffers are let go. */
+  private lastCap = 0;
 
   constructor(readonly model: ExpertModel, readonly o: ExpertParallelOptions) {
     this.epSize = o.epRanks.length;
@@ -171,6 +174,8 @@ export class ExpertParallel {
     // In capacity mode no rank can receive more than every source's full share of every
     // local expert: the capacity never exceeds that (with SWIPE at capacity 1 it is exactly R).
     const cap = Math.max(R, Math.min(this.capacity.fit(R), P * El * maxPerExpert));
+    if (this.lastCap > 0 && cap !== this.lastCap) forgetCapacity(m, this.lastCap);
+    this.lastCap = cap;
     this.stats.forwards++;
     this.stats.rowsReceived += R;
     this.stats.capacity = cap;
@@ -194,8 +199,12 @@ export class ExpertParallel {
       const t0 = performance.now();
       const nIn = s.reduce((a, v) => a + v, 0) * C, nOut = r.reduce((a, v) => a + v, 0) * C;
       // One staging pair for every row exchange of every layer and direction: each exchange
-      // completes (waitSync) and is copied out before the next starts.
-      const inp = comm.shared('rows-in', nIn) as Float32Array, out = comm.shared('rows-out', nOut) as Float32Array;
+      // completes (waitSync) and is copied out before the next starts. Both sides hold at most
+      // max(cap, plainRows) rows, so the pair is sized by that bound when it must grow: it
+      // then grows only with the capacity (geometric grid, held over a window), and holds
+      // 2 · max(cap, plainRows) · C floats (what the planner prices, plan/ep-terms.ts).
+      const bound = Math.max(cap, plainRows) * C;
+      const inp = comm.shared('rows-in', nIn, 'f32', bound) as Float32Array, out = comm.shared('rows-out', nOut, 'f32', bound) as Float32Array;
       const xd = x.data as Float32Array;
       if (localIn) {
         for (let i = 0; i < blocks.length; i += 3) {
@@ -234,6 +243,19 @@ export class ExpertParallel {
       backward: (g) => go(g, recv, send, localSide === 'out', nodeBwd),
     };
   }
+}
+
+/**
+ * The row capacity moved from `cap` (grid capacities recur only after the window,
+ * expert-parallel-capacity.ts): the buffer pool's idle buffers of the old capacity's sizes
+ * (rows × each width of the expert MLP: received rows, hidden activations, their gradients)
+ * go now. The pool's step rule would keep them idle through the next step beside the new
+ * capacity's (moe-tiny dropless ep=2: tens of MiB at the peak); buffers of the old size still
+ * in use are released later as one-off sizes and dropped at the step's end.
+ */
+function forgetCapacity(m: MoeMlp, cap: number): void {
+  const w = m.experts.c_fc.weight.shape;
+  for (const width of new Set([w[1]!, w[2]!])) pool.forget(cap * width);
 }
 
 /** dst[i] = (src ? src[from + i] : dst[i]) · s: the 1/dp scale of expert gradients (a plain loop, monomorphic). */

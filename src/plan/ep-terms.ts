@@ -80,6 +80,22 @@ export function epRowTerms(tr: TraceResult, load = 1): EpRowTerms {
 }
 
 /**
+ * The row exchanges' staging pair (parallel/expert-parallel.ts, expert-parallel-comm.ts):
+ * two shared buffers sized by max(cap, S) rows of C float32 values (both sides of every
+ * row exchange fit in it), grown only with the capacity. The largest layer among those
+ * `inBlocks` selects, at routing load λ.
+ */
+export function epStagingBytes(tr: TraceResult, load: number, inBlocks: (block: number) => boolean): number {
+  let m = 0;
+  for (const o of tr.ops) {
+    if (o.op !== 'moeDispatch' || o.phase !== 'forward' || o.out < 0 || !inBlocks(o.block)) continue;
+    const [S = 0, C = 0] = tr.buffers[o.out]!.shape;
+    m = Math.max(m, 2 * Math.max(capacityRows(Math.ceil(S * load)), S) * C * 4);
+  }
+  return m;
+}
+
+/**
  * Expert parallelism's exchanges on the measured synchronous path (`commCpu.epSync`, measured
  * by `athanor plan --calibrate` through parallel/expert-parallel-comm.ts as the trainer runs
  * it): every exchange is waited for by the compute thread inside forward or backward, so its

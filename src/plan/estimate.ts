@@ -7,8 +7,7 @@ import { backwardFactor } from './trace.js';
 import type { ClusterSpec } from './cluster.js';
 import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
-import { SHARED_GROWTH } from '../parallel/expert-parallel-capacity.js';
-import { epRowTerms, epSyncTerms } from './ep-terms.js';
+import { epRowTerms, epStagingBytes, epSyncTerms } from './ep-terms.js';
 import { tpSyncTerms } from './tp-terms.js';
 import { spCollectives, spOpExtra, spSyncTerms } from './sp-terms.js';
 import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
@@ -308,8 +307,8 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     if (tp > 1) commBuffers += boundary;
     if (pp > 1) commBuffers += 2 * boundary;
     // Expert parallelism: one exchange's send and receive buffers (the dispatched rows).
-    // (Athanor's staging pair grows to SHARED_GROWTH times the first size asked for.)
-    if (l.ep > 1) commBuffers += 2 * (o.allocator === 'athanor-pool' ? SHARED_GROWTH : 1) * dispatchBytes(tr, (b) => sm.rank(b) === s) * bufScaleOf(l) * (l.epLoad ?? 1); // the busiest rank receives epLoad× its share
+    // (Athanor's staging pair is sized by the row capacity, ep-terms.ts epStagingBytes.)
+    if (l.ep > 1) commBuffers += o.allocator === 'athanor-pool' ? epStagingBytes(tr, l.epLoad ?? 1, (b) => sm.rank(b) === s) : 2 * dispatchBytes(tr, (b) => sm.rank(b) === s) * bufScaleOf(l) * (l.epLoad ?? 1); // the busiest rank receives epLoad× its share
     let workspace = Math.max(0, ...tr.ops.filter((op) => op.cls === 'attention').map((op) => (tr.buffers[op.out]?.shape[2] ?? 0) ** 2 * 4));
     // Without native 16-bit GEMMs, gemm-lowp.ts widens both operands into two grow-only
     // fp32 scratch buffers (sized by the largest GEMM's operands).
