@@ -52,3 +52,17 @@ test('buffer pool: endStep reports the bytes it dropped', () => {
   assert.equal(p.endStep(), 4000, 'unused for the whole next step: dropped');
   assert.equal(p.stats().pooledBytes, 0);
 });
+
+test('buffer pool: forget drops a steady size now (every dtype), and its later releases are one-off', () => {
+  const p = new BufferPool();
+  for (let s = 0; s < 2; s++) { p.release('float32', p.acquire('float32', 2000)); p.release('int32', p.acquire('int32', 2000)); p.release('float32', p.acquire('float32', 500)); p.endStep(); }
+  assert.equal(p.stats().pooledBytes, 8000 + 8000 + 2000, 'steady sizes kept');
+  const held = p.acquire('float32', 2000); // in use when forgotten: a hit, then released later
+  assert.equal(p.forget(2000), 8000, 'the idle int32 buffer of that size goes (the float32 one is in use)');
+  assert.equal(p.stats().pooledBytes, 2000, 'other sizes stay');
+  p.release('float32', held);
+  const m0 = p.stats().misses;
+  p.release('float32', p.acquire('float32', 500));
+  assert.equal(p.stats().misses, m0, 'the other size is still a hit');
+  assert.equal(p.endStep(), 8000, 'released after forget: one-off, dropped at the step end');
+});

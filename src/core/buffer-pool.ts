@@ -101,6 +101,25 @@ export class BufferPool {
     return dropped;
   }
 
+  /**
+   * Forgets a size now (every dtype): its idle buffers go to the GC, and buffers of it
+   * released later count as one-off (dropped at the next endStep). For a caller that knows
+   * a size will not recur soon: expert parallelism's row capacity after it moved
+   * (parallel/expert-parallel.ts), whose old-size buffers the step rule would otherwise keep
+   * idle through the whole next step beside the new size's. Returns the bytes dropped.
+   */
+  forget(n: number): number {
+    let dropped = 0;
+    for (const byLen of this.free.values()) {
+      const list = byLen.get(n);
+      if (!list) continue;
+      for (const b of list.bufs) dropped += b.byteLength;
+      byLen.delete(n);
+    }
+    this.s.pooledBytes -= dropped;
+    return dropped;
+  }
+
   stats(): PoolStats {
     return { ...this.s };
   }

@@ -1,7 +1,8 @@
 // The communication expert parallelism needs: all-to-all-v and all-reduce that block until
 // done, because tokens are exchanged inside forward and backward (synchronous code). They run
 // on the runtime's communication thread (sockets, or MPI under mpirun) and are waited for with
-// waitSync. Buffers live in reused, grow-only SharedArrayBuffers so the thread uses them in place.
+// waitSync. Buffers live in reused, grow-only SharedArrayBuffers so the thread uses them in place
+// (the row exchanges size theirs from the row capacity, expert-parallel.ts).
 import type { CommBuffer, ReduceOp } from '../runtime/communicator.js';
 import type { ProcessGroup } from '../runtime/init.js';
 import { CommThread, type ThreadComm } from '../runtime/comm-thread.js';
@@ -15,7 +16,8 @@ export interface EpComm {
   readonly rank: number;
   /** Ranks per node (consecutive global ranks share a node), for the hierarchical all-to-all. */
   readonly localWorldSize: number;
-  shared(slot: string, n: number, kind?: 'f32' | 'i32'): Float32Array | Int32Array;
+  /** `reserve` (≥ n): the size to grow to when the slot must grow (a bound the caller knows), instead of SHARED_GROWTH × n. */
+  shared(slot: string, n: number, kind?: 'f32' | 'i32', reserve?: number): Float32Array | Int32Array;
   /**
    * `nodeSendCounts` (hierarchical only): the send counts of every member of this rank's
    * node, nodeSize rows of P, when the caller knows them (saves a step inside the node).
@@ -30,9 +32,9 @@ export interface EpComm {
 /** Grow-only shared buffers by slot name (reused across exchanges; data is copied out at once). */
 class SharedPool {
   private readonly pools = new Map<string, SharedArrayBuffer>();
-  get(slot: string, n: number, kind: 'f32' | 'i32'): Float32Array | Int32Array {
+  get(slot: string, n: number, kind: 'f32' | 'i32', reserve?: number): Float32Array | Int32Array {
     let sab = this.pools.get(slot);
-    if (!sab || sab.byteLength < n * 4) { sab = new SharedArrayBuffer(Math.max(64, Math.ceil(n * SHARED_GROWTH) * 4)); this.pools.set(slot, sab); }
+    if (!sab || sab.byteLength < n * 4) { sab = new SharedArrayBuffer(Math.max(64, (reserve !== undefined && reserve >= n ? reserve : Math.ceil(n * SHARED_GROWTH)) * 4)); this.pools.set(slot, sab); }
     return kind === 'f32' ? new Float32Array(sab, 0, n) : new Int32Array(sab, 0, n);
   }
 }
@@ -58,8 +60,8 @@ export class ThreadEpComm implements EpComm {
     return g;
   }
 
-  shared(slot: string, n: number, kind: 'f32' | 'i32' = 'f32'): Float32Array | Int32Array {
-    return this.pool.get(slot, n, kind);
+  shared(slot: string, n: number, kind: 'f32' | 'i32' = 'f32', reserve?: number): Float32Array | Int32Array {
+    return this.pool.get(slot, n, kind, reserve);
   }
 
   allToAllV(ranks: number[], input: Float32Array | Int32Array, sendCounts: number[], output: Float32Array | Int32Array, recvCounts: number[], algo: A2aAlgorithm = 'flat', nodeSize = this.localWorldSize, nodeSendCounts?: Int32Array): void {

@@ -20,6 +20,7 @@ import type { ShardRequest } from '../nn/materialize.js';
 import { allToAllV, type RowExchange } from '../ops/moe.js';
 import type { A2aAlgorithm, EpComm } from './expert-parallel-comm.js';
 import { RowCapacity } from './expert-parallel-capacity.js';
+import { pool } from '../core/buffer-pool.js';
 
 /** Parameter names that belong to the sharded experts. */
 export function isExpertParam(name: string): boolean {
@@ -68,6 +69,8 @@ export class ExpertParallel {
   readonly epRank: number;
   readonly stats: ExchangeStats = { calls: 0, rowsSent: 0, seconds: 0, rowsReceived: 0, forwards: 0, capacity: 0 };
   private readonly capacity = new RowCapacity();
+  /** The capacity of the last forward (0: none yet): when it moves, the old size's pooled buffers are let go. */
+  private lastCap = 0;
 
   constructor(readonly model: ExpertModel, readonly o: ExpertParallelOptions) {
     this.epSize = o.epRanks.length;
@@ -171,6 +174,8 @@ export class ExpertParallel {
     // In capacity mode no rank can receive more than every source's full share of every
     // local expert: the capacity never exceeds that (with SWIPE at capacity 1 it is exactly R).
     const cap = Math.max(R, Math.min(this.capacity.fit(R), P * El * maxPerExpert));
+    if (this.lastCap > 0 && cap !== this.lastCap) forgetCapacity(m, this.lastCap);
+    this.lastCap = cap;
     this.stats.forwards++;
     this.stats.rowsReceived += R;
     this.stats.capacity = cap;
@@ -190,34 +195,55 @@ export class ExpertParallel {
    */
   private exchange(ranks: number[], send: number[], recv: number[], C: number, blocks: Int32Array, cap: number, plainRows: number, localSide: 'in' | 'out', nodeFwd?: Int32Array, nodeBwd?: Int32Array): RowExchange {
     const comm = this.o.comm, algo = this.o.a2a, nodeSize = this.o.nodeSize ?? comm.localWorldSize;
+    const P = ranks.length, me = this.epRank;
+    // The flat exchange leaves this rank's own share out: it goes from x to y in one copy
+    // (through the exchange it took three: into staging, the collective's own copy, out of
+    // staging). The hierarchical exchange's node counts include it, so it keeps the share.
+    const skipOwn = !(algo === 'hierarchical' && nodeSize > 1 && nodeSize < P && P % nodeSize === 0);
     const go = (x: Tensor, s: number[], r: number[], localIn: boolean, nodeRows?: Int32Array): Tensor => {
       const t0 = performance.now();
       const nIn = s.reduce((a, v) => a + v, 0) * C, nOut = r.reduce((a, v) => a + v, 0) * C;
+      // Rows before this rank's share on each side, and the share itself (s[me] = r[me]).
+      let sBefore = 0, rBefore = 0;
+      for (let p = 0; p < me; p++) { sBefore += s[p]!; rBefore += r[p]!; }
+      const own = skipOwn ? s[me]! * C : 0;
+      const sc = s.map((v, p) => (skipOwn && p === me ? 0 : v * C)), rc = r.map((v, p) => (skipOwn && p === me ? 0 : v * C));
       // One staging pair for every row exchange of every layer and direction: each exchange
-      // completes (waitSync) and is copied out before the next starts.
-      const inp = comm.shared('rows-in', nIn) as Float32Array, out = comm.shared('rows-out', nOut) as Float32Array;
+      // completes (waitSync) and is copied out before the next starts. Both sides hold at most
+      // max(cap, plainRows) rows, so the pair is sized by that bound when it must grow: it
+      // then grows only with the capacity (geometric grid, held over a window), and holds
+      // 2 · max(cap, plainRows) · C floats (what the planner prices, plan/ep-terms.ts).
+      const bound = Math.max(cap, plainRows) * C;
+      const inp = comm.shared('rows-in', nIn - own, 'f32', bound) as Float32Array, out = comm.shared('rows-out', nOut - own, 'f32', bound) as Float32Array;
       const xd = x.data as Float32Array;
-      if (localIn) {
-        for (let i = 0; i < blocks.length; i += 3) {
-          const at = x.offset + blocks[i + 1]! * C, n = blocks[i + 2]! * C;
-          if (n) inp.set(xd.subarray(at, at + n), blocks[i]! * C);
-        }
-      } else {
-        inp.set(xd.subarray(x.offset, x.offset + nIn));
-      }
-      comm.allToAllV(ranks, inp, s.map((v) => v * C), out, r.map((v) => v * C), algo, nodeSize, nodeRows);
       let y: Tensor;
       if (localIn) {
+        // Blocks are [local expert][source] (source = block index mod P); `from` counts rows
+        // in source order, this rank's share sitting at sBefore in the send order and at
+        // rBefore in y's (plain) order.
         y = empty([plainRows, C], 'float32');
         const yd = y.data as Float32Array;
-        yd.set(out);
+        for (let i = 0, k = 0; i < blocks.length; i += 3, k++) {
+          const at = x.offset + blocks[i + 1]! * C, n = blocks[i + 2]! * C, from = blocks[i]!;
+          if (!n) continue;
+          if (skipOwn && k % P === me) yd.set(xd.subarray(at, at + n), (rBefore + from - sBefore) * C);
+          else inp.set(xd.subarray(at, at + n), (skipOwn && k % P > me ? from - s[me]! : from) * C);
+        }
+        comm.allToAllV(ranks, inp, sc, out, rc, algo, nodeSize, nodeRows);
+        yd.set(out.subarray(0, rBefore * C));
+        yd.set(out.subarray(rBefore * C, nOut - own), rBefore * C + own);
         yd.fill(0, nOut, plainRows * C);
       } else {
+        inp.set(xd.subarray(x.offset, x.offset + sBefore * C));
+        inp.set(xd.subarray(x.offset + sBefore * C + own, x.offset + nIn), sBefore * C);
+        comm.allToAllV(ranks, inp, sc, out, rc, algo, nodeSize, nodeRows);
         y = empty([cap, C], 'float32');
         const yd = y.data as Float32Array;
-        for (let i = 0; i < blocks.length; i += 3) {
-          const n = blocks[i + 2]! * C, from = blocks[i]! * C;
-          if (n) yd.set(out.subarray(from, from + n), blocks[i + 1]! * C);
+        for (let i = 0, k = 0; i < blocks.length; i += 3, k++) {
+          const n = blocks[i + 2]! * C, from = blocks[i]!;
+          if (!n) continue;
+          if (skipOwn && k % P === me) { const at = x.offset + (sBefore + from - rBefore) * C; yd.set(xd.subarray(at, at + n), blocks[i + 1]! * C); }
+          else yd.set(out.subarray((skipOwn && k % P > me ? from - r[me]! : from) * C, (skipOwn && k % P > me ? from - r[me]! : from) * C + n), blocks[i + 1]! * C);
         }
         yd.fill(0, nOut, cap * C);
       }
@@ -234,6 +260,19 @@ export class ExpertParallel {
       backward: (g) => go(g, recv, send, localSide === 'out', nodeBwd),
     };
   }
+}
+
+/**
+ * The row capacity moved from `cap` (grid capacities recur only after the window,
+ * expert-parallel-capacity.ts): the buffer pool's idle buffers of the old capacity's sizes
+ * (rows × each width of the expert MLP: received rows, hidden activations, their gradients)
+ * go now. The pool's step rule would keep them idle through the next step beside the new
+ * capacity's (moe-tiny dropless ep=2: tens of MiB at the peak); buffers of the old size still
+ * in use are released later as one-off sizes and dropped at the step's end.
+ */
+function forgetCapacity(m: MoeMlp, cap: number): void {
+  const w = m.experts.c_fc.weight.shape;
+  for (const width of new Set([w[1]!, w[2]!])) pool.forget(cap * width);
 }
 
 /** dst[i] = (src ? src[from + i] : dst[i]) · s: the 1/dp scale of expert gradients (a plain loop, monomorphic). */

@@ -206,12 +206,13 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
   const r = spawnSync(process.execPath, [cli, 'launch', '--nproc-per-node', '2', '--', 'node', script], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ATHANOR_QUIET: '1' } });
   const m = /ATHANOR_CALIBRATE_COMM (\{.*\})/.exec(r.stdout ?? '');
   if (!m) throw new Error(`plan --calibrate: the all-reduce measurement failed:\n${((r.stdout ?? '') + (r.stderr ?? '')).slice(-1500)}`);
-  const c = JSON.parse(m[1]!) as { small: number; large: number; cpuSmall: number; cpuLarge: number; cpuPoints: [number, number][]; tpPath: string; tpWall: [number, number][]; tpCpu: [number, number][]; tpSkew: number };
+  const c = JSON.parse(m[1]!) as { small: number; large: number; cpuSmall: number; cpuLarge: number; cpuPoints: [number, number][]; tpPath: string; tpWall: [number, number][]; tpCpu: [number, number][]; tpSkew: number; epWall: [number, number][]; epCpu: [number, number][]; epSkew: number };
   const alpha = c.small / 2, beta = (16 * 2 ** 20) / Math.max(1e-9, c.large - 2 * alpha);
   // The same model for the CPU time a collective takes from a rank (all its threads).
   const cpuAlpha = c.cpuSmall / 2, cpuBeta = (16 * 2 ** 20) / Math.max(1e-9, c.cpuLarge - 2 * cpuAlpha);
   log.push(`all-reduce (2 ranks, same host): α ${(alpha * 1e6).toFixed(1)} µs, β ${(beta / 1e9).toFixed(2)} GB/s; CPU per rank α ${(cpuAlpha * 1e6).toFixed(1)} µs, β ${(cpuBeta / 1e9).toFixed(2)} GB/s`);
   log.push(`tensor-parallel all-reduce (${c.tpPath}): ${c.tpWall.map(([b, w], i) => `${b >= 2 ** 20 ? `${b / 2 ** 20} MiB` : `${b / 1024} KiB`} ${(w * 1e3).toFixed(3)} ms wall / ${(c.tpCpu[i]![1] * 1e3).toFixed(3)} ms CPU`).join(', ')}; ranks' skew ${(100 * c.tpSkew).toFixed(1)}% of the compute between collectives`);
+  log.push(`expert-parallel all-to-all (parallel/expert-parallel-comm.ts): ${c.epWall.map(([b, w], i) => `${b >= 2 ** 20 ? `${b / 2 ** 20} MiB` : `${b / 1024} KiB`} ${(w * 1e3).toFixed(3)} ms wall / ${(c.epCpu[i]![1] * 1e3).toFixed(3)} ms CPU`).join(', ')}; ranks' skew ${(100 * c.epSkew).toFixed(1)}% of the compute between exchanges`);
   const sorted = [...contention].sort((a, b) => a - b);
   log.push(`contention: the median rep sat ${(100 * sorted[sorted.length >> 1]!).toFixed(1)}% above the fastest (median over ${sorted.length} measurements; 90th percentile ${(100 * sorted[Math.floor(sorted.length * 0.9)]!).toFixed(1)}%); rates use the median`);
   const loadAfter = loadavg();
@@ -266,6 +267,11 @@ export async function calibrate(o: { out?: string; quick?: boolean } = {}): Prom
         source: meas(`tensor parallelism's synchronous collectives as the trainer builds them (parallel/thread-group.ts, path '${c.tpPath}'): mean wall and CPU seconds of the busier rank per 2-rank all-reduce at 4 KiB, 64 KiB, 1 MiB, 16 MiB, back to back`),
         path: c.tpPath, wall: c.tpWall, cpu: c.tpCpu,
         skew: { value: c.tpSkew, source: meas('time a rank waits at a 1 MiB synchronous all-reduce beyond its own duration, after equal 8-GEMM stretches on both ranks, as a share of the GEMM time (40 rounds, busier rank)') },
+      },
+      epSync: {
+        source: meas("expert parallelism's exchange as the trainer runs it (parallel/expert-parallel-comm.ts: synchronous all-to-all-v on its own communication thread, shared staging): mean wall and CPU seconds of the busier rank per balanced 2-rank exchange of 4 KiB, 64 KiB, 1 MiB, 16 MiB per rank, back to back"),
+        wall: c.epWall, cpu: c.epCpu,
+        skew: { value: c.epSkew, source: meas('time a rank waits at a 1 MiB expert exchange beyond its own duration, after equal 8-GEMM stretches on both ranks, as a share of the GEMM time (40 rounds, busier rank)') },
       },
     },
     commComputeShare: { value: 1, source: 'assumption: one device = one core, and the communication thread runs on the same cores (no DMA engine); bench/plan-validate-bench.ts shows its CPU time per step (ATHANOR_PLANVAL_THREADS=1)' },

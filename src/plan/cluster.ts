@@ -83,6 +83,8 @@ export interface ClusterSpec {
     allReduce2?: { source: string; points: [number, number][] };
     /** Tensor parallelism's synchronous path (tp-terms.ts): [bytes, seconds] wall and CPU per 2-rank all-reduce, and the ranks' skew as a share of compute. */
     tpSync?: { source: string; path: string; wall: [number, number][]; cpu: [number, number][]; skew: Figure };
+    /** Expert parallelism's synchronous exchange (ep-terms.ts): [bytes per rank, seconds] wall and CPU per balanced 2-rank all-to-all-v, and the ranks' skew at it as a share of compute. */
+    epSync?: { source: string; wall: [number, number][]; cpu: [number, number][]; skew: Figure };
   };
   hostMemoryBytesPerNode?: Figure;
   powerWattsPerNode?: Figure;
@@ -197,6 +199,14 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
         if (!Array.isArray(pts) || pts.length < 2 || pts.some((q) => !Array.isArray(q) || q.length !== 2 || q.some((v) => typeof v !== 'number' || !(v > 0)))) throw new Error(`${file}: field 'commCpu.tpSync.${k}' must be a list of at least two [bytes, seconds] pairs of positive numbers`);
       }
       fig(ts.skew, 'commCpu.tpSync.skew');
+    }
+    if (cc.epSync !== undefined) {
+      const es = obj(cc.epSync, 'commCpu.epSync');
+      for (const k of ['wall', 'cpu']) {
+        const pts = es[k];
+        if (!Array.isArray(pts) || pts.length < 2 || pts.some((q) => !Array.isArray(q) || q.length !== 2 || q.some((v) => typeof v !== 'number' || !(v > 0)))) throw new Error(`${file}: field 'commCpu.epSync.${k}' must be a list of at least two [bytes, seconds] pairs of positive numbers`);
+      }
+      fig(es.skew, 'commCpu.epSync.skew');
     }
   }
   fig(r.hostMemoryBytesPerNode, 'hostMemoryBytesPerNode', true);

@@ -19,6 +19,8 @@
 // factor: a property of the router and the data, not of the layout's shapes); it never
 // derives it from measured step times.
 import { capacityRows } from '../parallel/expert-parallel-capacity.js';
+import type { ClusterSpec } from './cluster.js';
+import { interpLogLog } from './estimate.js';
 import type { TraceResult, TracedBuffer, TracedOp } from './trace.js';
 
 /** Buffers of a layer's dispatched rows that expert parallelism adds: received rows (at capacity) and the combine exchange's output. */
@@ -74,5 +76,55 @@ export function epRowTerms(tr: TraceResult, load = 1): EpRowTerms {
       if (f === undefined) return 1;
       return op.op === 'groupedMatmul' || op.cls === 'gemm' ? load : f;
     },
+  };
+}
+
+/**
+ * The row exchanges' staging pair (parallel/expert-parallel.ts, expert-parallel-comm.ts):
+ * two shared buffers sized by max(cap, S) rows of C float32 values (both sides of every
+ * row exchange fit in it), grown only with the capacity. The largest layer among those
+ * `inBlocks` selects, at routing load λ.
+ */
+export function epStagingBytes(tr: TraceResult, load: number, inBlocks: (block: number) => boolean): number {
+  let m = 0;
+  for (const o of tr.ops) {
+    if (o.op !== 'moeDispatch' || o.phase !== 'forward' || o.out < 0 || !inBlocks(o.block)) continue;
+    const [S = 0, C = 0] = tr.buffers[o.out]!.shape;
+    m = Math.max(m, 2 * Math.max(capacityRows(Math.ceil(S * load)), S) * C * 4);
+  }
+  return m;
+}
+
+/**
+ * Expert parallelism's exchanges on the measured synchronous path (`commCpu.epSync`, measured
+ * by `athanor plan --calibrate` through parallel/expert-parallel-comm.ts as the trainer runs
+ * it): every exchange is waited for by the compute thread inside forward or backward, so its
+ * whole wall time is on the step's critical path, and each is a point where the ep ranks meet
+ * (the faster waits for the slower: skew share × compute, as tp-terms.ts prices tp).
+ */
+export interface EpSyncTerms {
+  /** Wall seconds of the exchanges per micro-batch. */
+  wall: number;
+  /** CPU seconds a rank spends in them per micro-batch (all its threads). */
+  cpu: number;
+  /** Seconds per micro-batch a rank waits for the others at the exchanges: skew share × its compute. */
+  skew: number;
+}
+
+/**
+ * The ep exchanges of one micro-batch, per MoE layer: one exchange of the row counts
+ * (`countBytes` per rank) and four of rows (dispatch and combine, forward and backward) of
+ * `rowBytes` per rank each (the busiest rank's), over a 2-rank group on one node; null where
+ * the spec has no such measurement (published clusters keep the α–β model) or the group is
+ * not what was measured. `compute`: the rank's compute seconds per micro-batch.
+ */
+export function epSyncTerms(c: ClusterSpec, ep: number, intraNode: boolean, layers: number, rowBytes: number, countBytes: number, compute: number): EpSyncTerms | null {
+  const t = c.commCpu?.epSync;
+  if (!t || ep !== 2 || !intraNode || layers === 0) return null;
+  const at = (pts: [number, number][], bytes: number): number => interpLogLog(pts, Math.max(bytes, Math.min(...pts.map((p) => p[0]))));
+  return {
+    wall: layers * (at(t.wall, countBytes) + 4 * at(t.wall, rowBytes)),
+    cpu: layers * (at(t.cpu, countBytes) + 4 * at(t.cpu, rowBytes)),
+    skew: t.skew.value * compute,
   };
 }

@@ -7,8 +7,7 @@ import { backwardFactor } from './trace.js';
 import type { ClusterSpec } from './cluster.js';
 import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
-import { SHARED_GROWTH } from '../parallel/expert-parallel-capacity.js';
-import { epRowTerms } from './ep-terms.js';
+import { epRowTerms, epStagingBytes, epSyncTerms } from './ep-terms.js';
 import { tpSyncTerms } from './tp-terms.js';
 import { spCollectives, spOpExtra, spSyncTerms } from './sp-terms.js';
 import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
@@ -308,8 +307,8 @@ export function estimateMemory(tr: TraceResult, l: Layout, o: { seqLen: number; 
     if (tp > 1) commBuffers += boundary;
     if (pp > 1) commBuffers += 2 * boundary;
     // Expert parallelism: one exchange's send and receive buffers (the dispatched rows).
-    // (Athanor's staging pair grows to SHARED_GROWTH times the first size asked for.)
-    if (l.ep > 1) commBuffers += 2 * (o.allocator === 'athanor-pool' ? SHARED_GROWTH : 1) * dispatchBytes(tr, (b) => sm.rank(b) === s) * bufScaleOf(l) * (l.epLoad ?? 1); // the busiest rank receives epLoad× its share
+    // (Athanor's staging pair is sized by the row capacity, ep-terms.ts epStagingBytes.)
+    if (l.ep > 1) commBuffers += o.allocator === 'athanor-pool' ? epStagingBytes(tr, l.epLoad ?? 1, (b) => sm.rank(b) === s) : 2 * dispatchBytes(tr, (b) => sm.rank(b) === s) * bufScaleOf(l) * (l.epLoad ?? 1); // the busiest rank receives epLoad× its share
     let workspace = Math.max(0, ...tr.ops.filter((op) => op.cls === 'attention').map((op) => (tr.buffers[op.out]?.shape[2] ?? 0) ** 2 * 4));
     // Without native 16-bit GEMMs, gemm-lowp.ts widens both operands into two grow-only
     // fp32 scratch buffers (sized by the largest GEMM's operands).
@@ -633,8 +632,13 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     // The busiest rank (epLoad× its balanced rows, ep-terms.ts) paces every exchange.
     const bytes = (l.epLoad ?? 1) * layers.reduce((a, op) => a + tr.buffers[op.out]!.bytes * actScale, 0) / Math.max(1, layers.length);
     const a2a = allToAllTime(bytes, l, c);
-    comm[`ep all-to-all (${l.a2a}, ${a2a.cls})`] = 4 * layers.length * l.ga * a2a.time;
-    if (cpuLink) {
+    // Athanor's synchronous exchange where calibrated (ep-terms.ts): its measured wall and CPU per exchange (the row counts' too), and the ranks' skew.
+    // The counts exchange sends one int32 per expert of the layer (the experts' leading dimension).
+    const experts = tr.params.find((p) => isExpertParamName(p.name))?.shape[0] ?? l.ep;
+    const epSync = epSyncTerms(c, l.ep, a2a.cls === 'intra', layers.length, bytes, 4 * experts, tMb);
+    comm[`ep all-to-all (${l.a2a}, ${a2a.cls})`] = l.ga * (epSync ? epSync.wall : 4 * layers.length * a2a.time);
+    if (epSync) { comm['ep rank skew at the exchanges'] = l.ga * epSync.skew; commCpu += l.ga * epSync.cpu; }
+    else if (cpuLink) {
       const onCpu: ClusterSpec = { ...c, network: { intra: { alpha: c.commCpu!.alpha, beta: c.commCpu!.beta }, inter: { alpha: c.commCpu!.alpha, beta: c.commCpu!.beta } } };
       commCpu += 4 * layers.length * l.ga * allToAllTime(bytes, l, onCpu).time;
     }
