@@ -13,6 +13,12 @@
 //          [--correction on|off|both] [--reps N] (passes over the grid; medians reported)
 //          [--rank-link off|same] (same: the cell's RTT and cap also between trainer ranks,
 //          i.e. on the dense all-reduce, through ATHANOR_EMULATE_LINK; default off)
+//          [--rows-path auto|socket] (auto, the default: a trainer on the servers' host shares
+//          memory with them, so only its requests cross the proxy and take its delay, the
+//          latency-only emulation of the issue's "delay added to each request"; a capped cell
+//          turns that off, as the cap must apply to the rows. socket: every cell's rows cross
+//          the proxy over TCP, paying the socket copies, on the same cores, of servers that
+//          would run elsewhere)
 //        node dist/bench/recsys-sweep-bench.js --summarize a.json,b.json  (tables of saved runs together)
 // --quick: 60k samples, vocab 10^5, 2 trainers, k in {0,4}, RTT in {0,5} ms, uncapped.
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -32,10 +38,14 @@ export interface SweepOptions {
   reps: number;
   /** Emulate the cell's link between trainer ranks too (the dense all-reduce), not only to the servers. */
   rankLink: boolean;
+  /** 'socket': rows always cross the proxy; 'auto': only in capped cells (elsewhere through shared memory). */
+  rowsPath: 'auto' | 'socket';
 }
 
 export interface SweepCell {
   trainers: number; bwMBs: number; rttMs: number; k: number; correction: boolean; rep: number; rankLink: boolean;
+  /** Whether the rows crossed the proxy (TCP) rather than shared memory. */
+  rowsOverSocket?: boolean;
   samplesPerSec: number; auc: number; logLoss: number; steps: number; seconds: number; load: { before: number[]; after: number[] };
   /**
    * CPU milliseconds per training step, load-independent: rank 0's trainer over its training
@@ -75,12 +85,14 @@ export function parseSweepArgs(argv: string[]): { o: SweepOptions; out: string |
     if (!k.startsWith('--') || argv[i + 1] === undefined) throw new Error(`recsys-sweep-bench: unexpected argument '${k}'`);
     a.set(k.slice(2), argv[++i]!);
   }
-  const known = ['out', 'rows', 'test-rows', 'vocab', 'trainers', 'ks', 'rtts', 'bw', 'correction', 'batch', 'reps', 'rank-link'];
+  const known = ['out', 'rows', 'test-rows', 'vocab', 'trainers', 'ks', 'rtts', 'bw', 'correction', 'batch', 'reps', 'rank-link', 'rows-path'];
   for (const k of a.keys()) if (!known.includes(k)) throw new Error(`recsys-sweep-bench: unknown option --${k}`);
   const corr = a.get('correction') ?? 'on';
   if (!['on', 'off', 'both'].includes(corr)) throw new Error(`recsys-sweep-bench: --correction must be on, off or both`);
   const rankLink = a.get('rank-link') ?? 'off';
   if (!['off', 'same'].includes(rankLink)) throw new Error(`recsys-sweep-bench: --rank-link must be off or same`);
+  const rowsPath = a.get('rows-path') ?? 'auto';
+  if (rowsPath !== 'auto' && rowsPath !== 'socket') throw new Error(`recsys-sweep-bench: --rows-path must be auto or socket`);
   const o: SweepOptions = {
     rows: list(a.get('rows'), [quick ? 60_000 : 1_000_000])[0]!,
     testRows: list(a.get('test-rows'), [quick ? 10_000 : 100_000])[0]!,
@@ -95,6 +107,7 @@ export function parseSweepArgs(argv: string[]): { o: SweepOptions; out: string |
     shards: 2,
     reps: Math.max(1, list(a.get('reps'), [1])[0]!),
     rankLink: rankLink === 'same',
+    rowsPath,
   };
   return { o, out: a.get('out') ?? null };
 }
@@ -112,12 +125,13 @@ export async function runRecsysSweep(o: SweepOptions, log: (s: string) => void =
     for (let rep = 0; rep < o.reps; rep++) for (const trainers of o.trainers) for (const bwMBs of o.bwMBs) for (const rttMs of o.rtts) for (const k of o.ks) for (const correction of o.corrections) {
       if (k === 0 && correction && o.corrections.length > 1) continue; // k = 0 has nothing to correct
       const work = join(dir, `run${n++}`);
+      const rowsOverSocket = o.rowsPath === 'socket' || bwMBs > 0;
       const cfg = {
         workDir: work,
         data: { train: join(dir, 'train.tsv'), test: join(dir, 'test.tsv') },
         servers: { numShards: o.shards, wireDtype: 'bfloat16', optimizer: { kind: 'adagrad', lr: 0.05 }, init: { kind: 'uniform', scale: 0.05 }, capacity: 1 << 24 },
         model: { embDim: o.embDim, bottom: [64], top: [64], seed: 1 },
-        train: { trainers, batchSize: o.batchSize, epochs: 1, staleness: k, stalenessCorrection: correction, dense: { kind: 'adamw', lr: 0.003 }, checkpointEvery: 0, logEvery: 1_000_000 },
+        train: { trainers, batchSize: o.batchSize, epochs: 1, staleness: k, stalenessCorrection: correction, dense: { kind: 'adamw', lr: 0.003 }, checkpointEvery: 0, logEvery: 1_000_000, ...(rowsOverSocket ? { sharedMemoryBytes: 0 } : {}) },
       };
       const path = join(dir, `run${n}.json`);
       writeFileSync(path, JSON.stringify(cfg));
@@ -130,7 +144,8 @@ export async function runRecsysSweep(o: SweepOptions, log: (s: string) => void =
       if (rankEmu) process.env[EMULATE_ENV] = `rtt=${rttMs},bw=${bwMBs * 1e6}`;
       let code: number;
       try {
-        code = await recsysMain([path], rttMs > 0 || bwMBs > 0 ? { trainerEndpoints: (eps) => emulateLinks(eps, link) } : {});
+        // Rows over the socket at 0 ms too go through the (zero-delay) proxy: TCP, as in the other cells.
+        code = await recsysMain([path], rttMs > 0 || bwMBs > 0 || rowsOverSocket ? { trainerEndpoints: (eps) => emulateLinks(eps, link) } : {});
       } finally {
         if (saved === undefined) delete process.env[EMULATE_ENV]; else process.env[EMULATE_ENV] = saved;
       }
@@ -139,13 +154,13 @@ export async function runRecsysSweep(o: SweepOptions, log: (s: string) => void =
       const cpu1 = cpuNow();
       const jobSeconds = cpu1.children - cpu0.children + cpu1.self - cpu0.self;
       const cell: SweepCell = {
-        trainers, bwMBs, rttMs, k, correction, rep, rankLink: rankEmu, samplesPerSec: r.samplesPerSec, auc: r.auc, logLoss: r.logLoss, steps: r.steps, seconds: r.seconds,
+        trainers, bwMBs, rttMs, k, correction, rep, rankLink: rankEmu, rowsOverSocket, samplesPerSec: r.samplesPerSec, auc: r.auc, logLoss: r.logLoss, steps: r.steps, seconds: r.seconds,
         load: { before, after: loadavg() },
         waits: { lookupMsPerStep: (1000 * r.lookupWaitSeconds) / r.steps, allReduceMsPerStep: (1000 * r.allReduceSeconds) / r.steps },
         cpu: { trainerMsPerStep: (1000 * r.trainerCpuSeconds) / r.steps, serversMsPerStep: (1000 * r.serverCpuSeconds) / r.steps, jobMsPerStep: (1000 * jobSeconds) / r.steps, jobSeconds },
       };
       cells.push(cell);
-      log(`  trainers ${trainers}  bw ${bwMBs || '-'} MB/s  rtt ${rttMs} ms  k ${k}${correction ? '+corr' : ''}: ${r.samplesPerSec.toFixed(0)} samples/s  AUC ${r.auc.toFixed(4)}  (${r.seconds.toFixed(1)} s, ${((1000 * r.seconds) / r.steps).toFixed(1)} ms/step; CPU ms/step: trainer ${cell.cpu.trainerMsPerStep.toFixed(1)}, servers ${cell.cpu.serversMsPerStep.toFixed(1)}, job ${cell.cpu.jobMsPerStep.toFixed(1)}; waits ms/step: rows ${cell.waits.lookupMsPerStep.toFixed(1)}, all-reduce ${cell.waits.allReduceMsPerStep.toFixed(1)}; load ${before[0]!.toFixed(1)} -> ${cell.load.after[0]!.toFixed(1)})`);
+      log(`  trainers ${trainers}  bw ${bwMBs || '-'} MB/s  rtt ${rttMs} ms  rows ${rowsOverSocket ? 'socket' : 'shm'}  k ${k}${correction ? '+corr' : ''}: ${r.samplesPerSec.toFixed(0)} samples/s  AUC ${r.auc.toFixed(4)}  (${r.seconds.toFixed(1)} s, ${((1000 * r.seconds) / r.steps).toFixed(1)} ms/step; CPU ms/step: trainer ${cell.cpu.trainerMsPerStep.toFixed(1)}, servers ${cell.cpu.serversMsPerStep.toFixed(1)}, job ${cell.cpu.jobMsPerStep.toFixed(1)}; waits ms/step: rows ${cell.waits.lookupMsPerStep.toFixed(1)}, all-reduce ${cell.waits.allReduceMsPerStep.toFixed(1)}; load ${before[0]!.toFixed(1)} -> ${cell.load.after[0]!.toFixed(1)})`);
       rmSync(work, { recursive: true, force: true });
     }
     return { groundTruthAUC: gt.groundTruthAUC, cells };
@@ -154,11 +169,15 @@ export async function runRecsysSweep(o: SweepOptions, log: (s: string) => void =
   }
 }
 
+/** Cells saved before rowsOverSocket was recorded: rows crossed the proxy wherever there was one. */
+const overSocket = (c: SweepCell): boolean => c.rowsOverSocket ?? (c.bwMBs > 0 || c.rttMs > 0);
+const pathName = (c: SweepCell): string => (overSocket(c) ? 'socket' : 'shm');
+
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
 
 /** One row per configuration (medians over reps): speedup over k = 0 (same trainers, bandwidth, RTT) and AUC difference in points. */
 export function summarize(cells: SweepCell[]): string[] {
-  const key = (c: SweepCell): string => `${c.trainers}/${c.bwMBs}/${c.rttMs}/${c.k}/${c.correction}`;
+  const key = (c: SweepCell): string => `${c.trainers}/${c.bwMBs}/${pathName(c)}/${c.rttMs}/${c.k}/${c.correction}`;
   const groups = new Map<string, SweepCell[]>();
   for (const c of cells) (groups.get(key(c)) ?? groups.set(key(c), []).get(key(c))!).push(c);
   const rows = [...groups.values()].map((g) => ({
@@ -166,13 +185,13 @@ export function summarize(cells: SweepCell[]): string[] {
     trainerCpu: median(g.map((x) => x.cpu.trainerMsPerStep)), serversCpu: median(g.map((x) => x.cpu.serversMsPerStep)), jobCpu: median(g.map((x) => x.cpu.jobMsPerStep)),
     rowWait: median(g.map((x) => x.waits.lookupMsPerStep)), arWait: median(g.map((x) => x.waits.allReduceMsPerStep)),
   }));
-  const lines: string[] = ['| trainers | bw MB/s | RTT ms | k | correction | samples/s (median, min–max, reps) | speedup vs k=0 | AUC | ΔAUC vs k=0 (points) | CPU ms/step: trainer, servers, job | wait ms/step: rows, all-reduce |', '|---|---|---|---|---|---|---|---|---|---|---|'];
+  const lines: string[] = ['| trainers | bw MB/s | rows | RTT ms | k | correction | samples/s (median, min–max, reps) | speedup vs k=0 | AUC | ΔAUC vs k=0 (points) | CPU ms/step: trainer, servers, job | wait ms/step: rows, all-reduce |', '|---|---|---|---|---|---|---|---|---|---|---|---|'];
   for (const r of rows) {
     const c = r.c;
-    const base = rows.find((b) => b.c.k === 0 && b.c.trainers === c.trainers && b.c.bwMBs === c.bwMBs && b.c.rttMs === c.rttMs);
+    const base = rows.find((b) => b.c.k === 0 && b.c.trainers === c.trainers && b.c.bwMBs === c.bwMBs && b.c.rttMs === c.rttMs && pathName(b.c) === pathName(c));
     const sp = base ? (r.sps / base.sps).toFixed(2) : '-';
     const d = base ? (100 * (r.auc - base.auc)).toFixed(2) : '-';
-    lines.push(`| ${c.trainers} | ${c.bwMBs || 'uncapped'} | ${c.rttMs} | ${c.k} | ${c.k === 0 ? '-' : c.correction ? 'on' : 'off'} | ${r.sps.toFixed(0)} (${r.lo.toFixed(0)}–${r.hi.toFixed(0)}, ${r.n}) | ${sp} | ${r.auc.toFixed(4)} | ${d} | ${r.trainerCpu.toFixed(1)}, ${r.serversCpu.toFixed(1)}, ${r.jobCpu.toFixed(1)} | ${r.rowWait.toFixed(1)}, ${r.arWait.toFixed(1)} |`);
+    lines.push(`| ${c.trainers} | ${c.bwMBs || 'uncapped'} | ${pathName(c)} | ${c.rttMs} | ${c.k} | ${c.k === 0 ? '-' : c.correction ? 'on' : 'off'} | ${r.sps.toFixed(0)} (${r.lo.toFixed(0)}–${r.hi.toFixed(0)}, ${r.n}) | ${sp} | ${r.auc.toFixed(4)} | ${d} | ${r.trainerCpu.toFixed(1)}, ${r.serversCpu.toFixed(1)}, ${r.jobCpu.toFixed(1)} | ${r.rowWait.toFixed(1)}, ${r.arWait.toFixed(1)} |`);
   }
   return lines;
 }
@@ -183,25 +202,27 @@ export function summarize(cells: SweepCell[]): string[] {
  */
 export function surface(cells: SweepCell[]): string[] {
   const med = new Map<string, { sps: number; auc: number }>();
-  const key = (t: number, bw: number, rtt: number, k: number): string => `${t}/${bw}/${rtt}/${k}`;
-  const uniq = (f: (c: SweepCell) => number): number[] => [...new Set(cells.map(f))].sort((a, b) => a - b);
+  const key = (t: number, bw: number, p: string, rtt: number, k: number): string => `${t}/${bw}/${p}/${rtt}/${k}`;
+  const keyOf = (c: SweepCell): string => key(c.trainers, c.bwMBs, pathName(c), c.rttMs, c.k);
+  const uniq = <T>(f: (c: SweepCell) => T): T[] => [...new Set(cells.map(f))].sort();
   for (const c of cells) {
-    const k = key(c.trainers, c.bwMBs, c.rttMs, c.k);
+    const k = keyOf(c);
     if (med.has(k)) continue;
-    const g = cells.filter((x) => key(x.trainers, x.bwMBs, x.rttMs, x.k) === k && x.correction === c.correction);
+    const g = cells.filter((x) => keyOf(x) === k && x.correction === c.correction);
     med.set(k, { sps: median(g.map((x) => x.samplesPerSec)), auc: median(g.map((x) => x.auc)) });
   }
-  const ks = uniq((c) => c.k);
+  const num = (f: (c: SweepCell) => number): number[] => [...new Set(cells.map(f))].sort((a, b) => a - b);
+  const ks = num((c) => c.k);
   const lines: string[] = [];
-  for (const t of uniq((c) => c.trainers)) for (const bw of uniq((c) => c.bwMBs)) {
-    const rtts = uniq((c) => c.rttMs).filter((r) => ks.some((k) => med.has(key(t, bw, r, k))));
+  for (const t of num((c) => c.trainers)) for (const bw of num((c) => c.bwMBs)) for (const p of uniq(pathName)) {
+    const rtts = num((c) => c.rttMs).filter((r) => ks.some((k) => med.has(key(t, bw, p, r, k))));
     if (rtts.length === 0) continue;
-    lines.push('', `${t} trainers, ${bw ? `${bw} MB/s per direction per server` : 'uncapped'}: speed-up over k = 0 (ΔAUC, points); k = 0 in samples/s`, '',
+    lines.push('', `${t} trainers, ${bw ? `${bw} MB/s per direction per server` : 'uncapped'}, rows ${p === 'shm' ? 'through shared memory (requests cross the proxy)' : 'over TCP through the proxy'}: speed-up over k = 0 (ΔAUC, points); k = 0 in samples/s`, '',
       `| RTT | ${ks.map((k) => `k = ${k}`).join(' | ')} |`, `|---|${ks.map(() => '---:').join('|')}|`);
     for (const r of rtts) {
-      const base = med.get(key(t, bw, r, 0));
+      const base = med.get(key(t, bw, p, r, 0));
       lines.push(`| ${r} ms | ${ks.map((k) => {
-        const m = med.get(key(t, bw, r, k));
+        const m = med.get(key(t, bw, p, r, k));
         if (!m) return '–';
         if (k === 0) return `${m.sps.toFixed(0)}`;
         if (!base) return `${m.sps.toFixed(0)} samples/s`;

@@ -43,6 +43,8 @@ test('recsys main: trains with 2 trainer processes, evaluates, and a rerun resum
 test('recsys config: errors name the field; --help documents every field', () => {
   assert.throws(() => parseRecsysConfig({ train: { batchSize: 0 } }, 'x.json'), /x\.json: train: field 'batchSize' must be an integer >= 1/);
   assert.throws(() => parseRecsysConfig({ bogus: 1 }, 'x.json'), /unknown field 'bogus'/);
+  assert.throws(() => parseRecsysConfig({ train: { sharedMemoryBytes: -1 } }, 'x.json'), /x\.json: train: field 'sharedMemoryBytes' must be an integer >= 0/);
+  assert.equal(parseRecsysConfig({ train: { sharedMemoryBytes: 0 } }, 'x.json').train.sharedMemoryBytes, 0);
   assert.throws(() => parseRecsysConfig({ servers: { optimizer: { kind: 'adam', lr: 0.01 } }, train: { stalenessCorrection: true } }, 'x.json'), /x\.json: train: field 'stalenessCorrection' needs servers\.optimizer\.kind/);
   assert.throws(() => parseRecsysConfig({ train: { stalenessCorrection: 1 } }, 'x.json'), /field 'stalenessCorrection' must be true or false/);
   assert.equal(parseRecsysConfig({}, 'x.json').train.stalenessCorrection, true);

@@ -158,27 +158,34 @@ test('a restarted server maps the client region again; requests sent while it wa
   }
 });
 
-test('a client pointed at a forwarder (the latency proxy) stays behind it: no Unix-socket shortcut around the emulated network', { skip: SKIP }, async () => {
+test('a client pointed at a forwarder (the latency proxy) stays behind it: no Unix-socket shortcut around the emulated network; with sharedMemoryBytes 0 its rows cross the forwarder too', { skip: SKIP }, async () => {
   const { NetEmulatorProxy } = await import('../bench/net-emulator.js');
   const s = await launchEmbeddingServers({ numShards: 1, config: CONFIG });
   const ep = s.endpoints()[0]!;
   const proxy = await NetEmulatorProxy.start({ host: ep.host, port: ep.port }, { rttMs: 0 });
   const direct = await EmbeddingClient.connect({ servers: [ep], token: s.token, sharedMemoryBytes: 64 << 10 });
   const behind = await EmbeddingClient.connect({ servers: [{ host: '127.0.0.1', port: proxy.port }], token: s.token, sharedMemoryBytes: 64 << 10 });
+  const wire = await EmbeddingClient.connect({ servers: [{ host: '127.0.0.1', port: proxy.port }], token: s.token, sharedMemoryBytes: 0 });
   try {
     assert.deepEqual(direct.unixSocket, [true], 'a direct client on this host takes the Unix socket');
     assert.deepEqual(behind.unixSocket, [false], 'a client behind a forwarder stays on it');
-    assert.deepEqual(direct.sharedMemory, [true], 'a direct client on this host shares memory with the server');
-    assert.deepEqual(behind.sharedMemory, [false], 'a client behind a forwarder does not: its rows must cross the forwarder');
-    const before = proxy.counters.bytesUp, beforeDown = proxy.counters.bytesDown;
+    assert.deepEqual(wire.unixSocket, [false]);
+    // Behind the forwarder, a client on the server's host may still share memory: the
+    // requests (descriptors) cross the forwarder, and so its delay; the rows do not.
+    assert.deepEqual(behind.sharedMemory, [true]);
+    assert.deepEqual(wire.sharedMemory, [false], 'sharedMemoryBytes 0: everything over the socket');
     const ids = Array.from({ length: 64 }, (_, i) => BigInt(i + 1));
-    assert.deepEqual(await behind.lookup(1, ids, { readOnly: true }), await direct.lookup(1, ids, { readOnly: true }));
-    assert.ok(proxy.counters.bytesUp > before, 'the request went through the proxy');
-    // The rows themselves came back through the proxy, not only a descriptor of them.
     const rowBytes = ids.length * 8 * 2; // group 1 has dim 8; rows travel as bf16 by default
-    assert.ok(proxy.counters.bytesDown - beforeDown >= rowBytes, `the rows (${rowBytes} bytes) came through the proxy: ${proxy.counters.bytesDown - beforeDown} bytes`);
+    const want = await direct.lookup(1, ids, { readOnly: true });
+    for (const [c, rowsCross] of [[behind, false], [wire, true]] as const) {
+      const up = proxy.counters.bytesUp, down = proxy.counters.bytesDown;
+      assert.deepEqual(await c.lookup(1, ids, { readOnly: true }), want);
+      assert.ok(proxy.counters.bytesUp > up, 'the request went through the proxy');
+      const got = proxy.counters.bytesDown - down;
+      assert.ok(rowsCross ? got >= rowBytes : got < rowBytes, `rows (${rowBytes} bytes) ${rowsCross ? 'came' : 'did not come'} through the proxy: ${got} bytes`);
+    }
   } finally {
-    direct.close(); behind.close();
+    direct.close(); behind.close(); wire.close();
     await proxy.close();
     await s.stop();
   }

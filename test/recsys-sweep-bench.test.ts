@@ -21,6 +21,9 @@ test('sweep bench: full defaults meet the workload minimums; --quick is small; b
   assert.equal(full.rankLink, false);
   assert.equal(parseSweepArgs(['--rank-link', 'same']).o.rankLink, true);
   assert.throws(() => parseSweepArgs(['--rank-link', 'both']), /--rank-link must be off or same/);
+  assert.equal(parseSweepArgs([]).o.rowsPath, 'auto');
+  assert.equal(parseSweepArgs(['--rows-path', 'socket']).o.rowsPath, 'socket');
+  assert.throws(() => parseSweepArgs(['--rows-path', 'tcp']), /--rows-path must be auto or socket/);
 });
 
 test('sweep bench: the table takes medians over reps and compares with k = 0 of the same cell', () => {
@@ -30,9 +33,9 @@ test('sweep bench: the table takes medians over reps and compares with k = 0 of 
     waits: { lookupMsPerStep: sps / 100, allReduceMsPerStep: sps / 200 },
   });
   const lines = summarize([c(5, 0, 100, 0.70, 0), c(5, 4, 150, 0.699, 0), c(0, 0, 300, 0.71, 0), c(5, 0, 140, 0.70, 1), c(5, 4, 210, 0.701, 1), c(5, 0, 120, 0.70, 2), c(5, 4, 180, 0.70, 2)]);
-  const row = lines.find((l) => l.startsWith('| 2 | uncapped | 5 | 4 |'))!;
+  const row = lines.find((l) => l.startsWith('| 2 | uncapped | socket | 5 | 4 |'))!;
   assert.match(row, /\| 180 \(150–210, 3\) \| 1\.50 \| 0\.7000 \| 0\.00 \| 18\.0, 9\.0, 36\.0 \| 1\.8, 0\.9 \|$/);
-  assert.match(lines.find((l) => l.startsWith('| 2 | uncapped | 0 | 0 |'))!, /\| 300 \(300–300, 1\) \| 1\.00 \|/);
+  assert.match(lines.find((l) => l.startsWith('| 2 | uncapped | shm | 0 | 0 |'))!, /\| 300 \(300–300, 1\) \| 1\.00 \|/);
 });
 
 test('sweep bench: the surface has a row per RTT and a column per k, speed-ups over k = 0 of the same row', () => {
@@ -44,6 +47,8 @@ test('sweep bench: the surface has a row per RTT and a column per k, speed-ups o
   assert.ok(lines.includes('| RTT | k = 0 | k = 4 |'));
   assert.ok(lines.includes('| 0 ms | 300 | 1.10× (−0.10) |'), lines.join('\n'));
   assert.ok(lines.includes('| 5 ms | 120 | 1.50× (+0.03) |'), lines.join('\n'));
+  // Rows through shared memory and over the socket are separate blocks, never compared.
+  assert.ok(lines.some((l) => l.includes('rows through shared memory')) && lines.some((l) => l.includes('rows over TCP')));
   // The capped block is its own table: its k = 4 is missing, not compared with the uncapped k = 0.
   assert.ok(lines.some((l) => l.startsWith('2 trainers, 10 MB/s')));
   assert.ok(lines.includes('| 5 ms | 50 | – |'), lines.join('\n'));

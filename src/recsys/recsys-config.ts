@@ -5,6 +5,7 @@ import type { EmbeddingServerConfigInput, InitConfig } from './embedding-config.
 import type { SparseOptimizerConfig } from './sparse-optimizer.js';
 import type { WireDType } from './protocol.js';
 import type { DenseOptimizerConfig } from './hybrid-trainer.js';
+import { DEFAULT_SHARED_MEMORY_BYTES } from './embedding-client.js';
 
 export interface RecsysConfig {
   workDir: string;
@@ -22,6 +23,7 @@ export interface RecsysConfig {
   train: {
     trainers: number; batchSize: number; epochs: number; maxSteps: number; staleness: number; stalenessCorrection: boolean; dense: DenseOptimizerConfig;
     checkpointEvery: number; keepCheckpoints: number; resume: boolean; maxRestarts: number; logEvery: number; backend: string;
+    sharedMemoryBytes: number;
   };
 }
 
@@ -82,6 +84,9 @@ Config fields (defaults in brackets; paths are relative to the config file):
   train.maxRestarts          times the job is restarted from its checkpoint after a process fails [1]
   train.logEvery             steps between progress lines (rank 0) [100]
   train.backend              collective backend for the dense allreduce ('auto', 'tcp', 'unix') [auto]
+  train.sharedMemoryBytes    region each trainer shares with each embedding server on its host: ids,
+                             gradients and rows skip the socket (0 = everything over the socket, e.g.
+                             where /dev/shm is small, as in a container's 64 MiB default) [8388608]
 
 Example: athanor recsys examples/recsys-small.json`;
 
@@ -169,6 +174,7 @@ export function parseRecsysConfig(raw: unknown, path: string): RecsysConfig {
       checkpointEvery: int(t, 'checkpointEvery', 0, tw), keepCheckpoints: int(t, 'keepCheckpoints', 2, tw, 1),
       resume: t.resume === undefined ? true : t.resume === true, maxRestarts: int(t, 'maxRestarts', 1, tw),
       logEvery: int(t, 'logEvery', 100, tw, 1), backend: typeof t.backend === 'string' ? t.backend : 'auto',
+      sharedMemoryBytes: int(t, 'sharedMemoryBytes', DEFAULT_SHARED_MEMORY_BYTES, tw),
     },
   };
 }

@@ -88,7 +88,7 @@ export async function runRecsysWorker(configPath: string): Promise<number> {
   const failovers: TrainerFailover[] = [];
   let trainerRef: HybridTrainer | null = null;
   const client = await EmbeddingClient.connect({
-    servers: JSON.parse(eps) as EmbeddingEndpoint[], token, wireDtype: c.servers.wireDtype,
+    servers: JSON.parse(eps) as EmbeddingEndpoint[], token, wireDtype: c.servers.wireDtype, sharedMemoryBytes: c.train.sharedMemoryBytes,
     reconnect: {
       timeoutMs: 120_000,
       ...(epFile ? { resolve: (shard: number) => (JSON.parse(readFileSync(epFile, 'utf8')) as EmbeddingEndpoint[])[shard]! } : {}),

@@ -183,9 +183,6 @@ export class ServerConnection {
    * right after open().
    */
   async attachShm(bytes: number): Promise<boolean> {
-    // Through a forwarder the rows must cross the path the client was given (the latency
-    // proxy's bandwidth cap applies to them), so a server reached that way is treated as remote.
-    if (forwarded(this.info, this.ep)) return false;
     const region = createShmRegion(bytes);
     if (!region) return false;
     this.shm = { region, ring: new ShmRing(bytes) };
