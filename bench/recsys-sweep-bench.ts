@@ -226,7 +226,8 @@ export function surface(cells: SweepCell[]): string[] {
         if (!m) return '–';
         if (k === 0) return `${m.sps.toFixed(0)}`;
         if (!base) return `${m.sps.toFixed(0)} samples/s`;
-        const d = 100 * (m.auc - base.auc);
+        // Rounded before the sign is chosen: no "−0.00".
+        const d = Math.round(10_000 * (m.auc - base.auc)) / 100;
         return `${(m.sps / base.sps).toFixed(2)}× (${d >= 0 ? '+' : '−'}${Math.abs(d).toFixed(2)})`;
       }).join(' | ')} |`);
     }
