@@ -188,25 +188,16 @@ export function validateCluster(x: unknown, file: string): ClusterSpec {
     const cc = obj(r.commCpu, 'commCpu');
     fig(cc.alpha, 'commCpu.alpha');
     fig(cc.beta, 'commCpu.beta', false, 1);
-    if (cc.allReduce2 !== undefined) {
-      const pts = obj(cc.allReduce2, 'commCpu.allReduce2').points;
-      if (!Array.isArray(pts) || pts.length < 2 || pts.some((q) => !Array.isArray(q) || q.length !== 2 || q.some((v) => typeof v !== 'number' || !(v > 0)))) throw new Error(`${file}: field 'commCpu.allReduce2.points' must be a list of at least two [bytes, seconds] pairs of positive numbers`);
-    }
-    if (cc.tpSync !== undefined) {
-      const ts = obj(cc.tpSync, 'commCpu.tpSync');
-      for (const k of ['wall', 'cpu']) {
-        const pts = ts[k];
-        if (!Array.isArray(pts) || pts.length < 2 || pts.some((q) => !Array.isArray(q) || q.length !== 2 || q.some((v) => typeof v !== 'number' || !(v > 0)))) throw new Error(`${file}: field 'commCpu.tpSync.${k}' must be a list of at least two [bytes, seconds] pairs of positive numbers`);
-      }
-      fig(ts.skew, 'commCpu.tpSync.skew');
-    }
-    if (cc.epSync !== undefined) {
-      const es = obj(cc.epSync, 'commCpu.epSync');
-      for (const k of ['wall', 'cpu']) {
-        const pts = es[k];
-        if (!Array.isArray(pts) || pts.length < 2 || pts.some((q) => !Array.isArray(q) || q.length !== 2 || q.some((v) => typeof v !== 'number' || !(v > 0)))) throw new Error(`${file}: field 'commCpu.epSync.${k}' must be a list of at least two [bytes, seconds] pairs of positive numbers`);
-      }
-      fig(es.skew, 'commCpu.epSync.skew');
+    const points = (pts: unknown, field: string): void => {
+      if (!Array.isArray(pts) || pts.length < 2 || pts.some((q) => !Array.isArray(q) || q.length !== 2 || q.some((v) => typeof v !== 'number' || !(v > 0)))) throw new Error(`${file}: field '${field}' must be a list of at least two [bytes, seconds] pairs of positive numbers`);
+    };
+    if (cc.allReduce2 !== undefined) points(obj(cc.allReduce2, 'commCpu.allReduce2').points, 'commCpu.allReduce2.points');
+    // The measured synchronous paths: tensor parallelism's all-reduce and expert parallelism's exchange.
+    for (const name of ['tpSync', 'epSync'] as const) {
+      if (cc[name] === undefined) continue;
+      const t = obj(cc[name], `commCpu.${name}`);
+      for (const k of ['wall', 'cpu']) points(t[k], `commCpu.${name}.${k}`);
+      fig(t.skew, `commCpu.${name}.skew`);
     }
   }
   fig(r.hostMemoryBytesPerNode, 'hostMemoryBytesPerNode', true);
