@@ -204,17 +204,16 @@ export function surface(cells: SweepCell[]): string[] {
   const med = new Map<string, { sps: number; auc: number }>();
   const key = (t: number, bw: number, p: string, rtt: number, k: number): string => `${t}/${bw}/${p}/${rtt}/${k}`;
   const keyOf = (c: SweepCell): string => key(c.trainers, c.bwMBs, pathName(c), c.rttMs, c.k);
-  const uniq = <T>(f: (c: SweepCell) => T): T[] => [...new Set(cells.map(f))].sort();
-  for (const c of cells) {
-    const k = keyOf(c);
-    if (med.has(k)) continue;
-    const g = cells.filter((x) => keyOf(x) === k && x.correction === c.correction);
-    med.set(k, { sps: median(g.map((x) => x.samplesPerSec)), auc: median(g.map((x) => x.auc)) });
-  }
+  // One pass: the cells of each (trainers, cap, path, RTT, k), then their medians.
+  const groups = new Map<string, SweepCell[]>();
+  // With --correction both, the surface shows the first correction setting swept (k = 0 has none).
+  const corr = cells.find((c) => c.k > 0)?.correction;
+  for (const c of cells) if (c.k === 0 || c.correction === corr) (groups.get(keyOf(c)) ?? groups.set(keyOf(c), []).get(keyOf(c))!).push(c);
+  for (const [k, g] of groups) med.set(k, { sps: median(g.map((x) => x.samplesPerSec)), auc: median(g.map((x) => x.auc)) });
   const num = (f: (c: SweepCell) => number): number[] => [...new Set(cells.map(f))].sort((a, b) => a - b);
   const ks = num((c) => c.k);
   const lines: string[] = [];
-  for (const t of num((c) => c.trainers)) for (const bw of num((c) => c.bwMBs)) for (const p of uniq(pathName)) {
+  for (const t of num((c) => c.trainers)) for (const bw of num((c) => c.bwMBs)) for (const p of [...new Set(cells.map(pathName))].sort()) {
     const rtts = num((c) => c.rttMs).filter((r) => ks.some((k) => med.has(key(t, bw, p, r, k))));
     if (rtts.length === 0) continue;
     lines.push('', `${t} trainers, ${bw ? `${bw} MB/s per direction per server` : 'uncapped'}, rows ${p === 'shm' ? 'through shared memory (requests cross the proxy)' : 'over TCP through the proxy'}: speed-up over k = 0 (ΔAUC, points); k = 0 in samples/s`, '',

@@ -243,7 +243,7 @@ export class ExpertParallel {
           const n = blocks[i + 2]! * C, from = blocks[i]!;
           if (!n) continue;
           if (skipOwn && k % P === me) { const at = x.offset + (sBefore + from - rBefore) * C; yd.set(xd.subarray(at, at + n), blocks[i + 1]! * C); }
-          else yd.set(out.subarray((skipOwn && k % P > me ? from - r[me]! : from) * C, (skipOwn && k % P > me ? from - r[me]! : from) * C + n), blocks[i + 1]! * C);
+          else { const at = (skipOwn && k % P > me ? from - r[me]! : from) * C; yd.set(out.subarray(at, at + n), blocks[i + 1]! * C); }
         }
         yd.fill(0, nOut, cap * C);
       }
