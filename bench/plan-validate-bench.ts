@@ -7,8 +7,14 @@
 // no bubble or waiting: what a loaded machine can still measure); and peak tensor memory
 // per rank (unreachable arrays collected at step boundaries, see the worker), with errors.
 //
-//   node dist/bench/plan-validate-bench.js [--quick] [--calibrate] [--steps N] [--rounds N] [--cluster FILE] [--only 'SUBSTR|SUBSTR']
+//   node dist/bench/plan-validate-bench.js [--quick] [--calibrate | --calibrate-each-round] [--steps N] [--rounds N] [--cluster FILE] [--only 'SUBSTR|SUBSTR']
 // --calibrate measures this machine first (as `athanor plan --calibrate`) into a temporary spec.
+// --calibrate-each-round calibrates again before every round, and a case's prediction is the
+// median over rounds of its prediction from the calibration just before that round. Why: this
+// VM's speed drifts with its neighbours (the same 1-thread GEMM read 50-71 GFLOP/s over 90 s,
+// and gpt-tiny's quiet step 0.38-0.53 s between invocations), so a calibration taken once
+// samples a minute of that drift while the measured medians sample the whole run; calibrating
+// per round makes the predictions sample the same period as the measurements.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir, cpus } from 'node:os';
@@ -18,7 +24,7 @@ import { projectRoot } from '../src/backend/native.js';
 import { Rng } from '../src/core/rng.js';
 import { configFromArgs } from '../src/cli/cmd-train.js';
 import { loadCluster } from '../src/plan/cluster.js';
-import { estimate } from '../src/plan/estimate.js';
+import { estimate, type Estimate } from '../src/plan/estimate.js';
 import { devices, parseLayout, layoutString } from '../src/plan/layout.js';
 import { traceForLayout } from '../src/plan/models.js';
 import { parseArgs } from '../src/train/overrides.js';
@@ -147,18 +153,18 @@ function measure(c: Case, dataDir: string, steps: number): { stepS: number; step
   };
 }
 
-export async function runPlanValidate(o: { quick?: boolean; steps?: number; rounds?: number; cluster?: string; only?: string; calibrate?: boolean; log?: (s: string) => void } = {}): Promise<{ rows: ValidateRow[]; load: { before: number[]; after: number[] }; cpu: string }> {
+export async function runPlanValidate(o: { quick?: boolean; steps?: number; rounds?: number; cluster?: string; only?: string; calibrate?: boolean; calibrateEachRound?: boolean; log?: (s: string) => void } = {}): Promise<{ rows: ValidateRow[]; load: { before: number[]; after: number[] }; cpu: string }> {
   const log = o.log ?? console.log;
-  let clusterFile = o.cluster ?? 'this-machine';
   const scratch: string[] = [];
-  if (o.calibrate) {
-    // Calibrate in the same invocation, so rates and runs see the same machine state.
-    clusterFile = join(mkdtempSync(join(tmpdir(), 'athanor-planval-cal-')), 'this-machine.json');
-    scratch.push(dirname(clusterFile));
-    const r = await calibrate({ out: clusterFile, quick: o.quick });
-    for (const line of r.log) log(`  calibration: ${line}`);
-  }
-  const cluster = loadCluster(clusterFile);
+  // Calibrate in the same invocation, so rates and runs see the same machine state.
+  const calibrated = async (round: number): Promise<ReturnType<typeof loadCluster>> => {
+    const file = join(mkdtempSync(join(tmpdir(), 'athanor-planval-cal-')), 'this-machine.json');
+    scratch.push(dirname(file));
+    const r = await calibrate({ out: file, quick: o.quick });
+    for (const line of r.log) log(`  calibration${o.calibrateEachRound ? ` before round ${round + 1}` : ''}: ${line}`);
+    return loadCluster(file);
+  };
+  let cluster = o.calibrate || o.calibrateEachRound ? await calibrated(0) : loadCluster(o.cluster ?? 'this-machine');
   const steps = o.steps ?? (o.quick ? 4 : 6);
   const rounds = o.rounds ?? (o.quick ? 1 : 2);
   // --only: substrings of "preset layout", '|'-separated (any one selects a case).
@@ -169,11 +175,16 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
   const before = loadavg();
   const meas = new Map<Case, { stepS: number[]; stepSpread: number[]; cpuS: number[]; memB: number[]; poolB: number[]; outB: number[] }>();
   // The plan's estimate of each case (also sets its step count: short steps get more of them).
-  const ests = new Map(cases.map((c) => {
+  const estimateCase = (c: Case): Estimate => {
     const model = configFromArgs({ preset: c.preset, ...c.over }).model;
     const l = parseLayout(c.layout);
-    return [c, estimate(traceForLayout(model, l, cluster.allocator), l, cluster, { seqLen: model.seqLen, dModel: model.dModel })] as const;
-  }));
+    if (epLoads.has(c)) l.epLoad = epLoads.get(c)!;
+    return estimate(traceForLayout(model, l, cluster.allocator), l, cluster, { seqLen: model.seqLen, dModel: model.dModel });
+  };
+  const epLoads = new Map<Case, number>();
+  const ests = new Map(cases.map((c) => [c, estimateCase(c)] as const));
+  // Every round's estimate of each case (one per calibration; one in all without --calibrate-each-round).
+  const roundEsts = new Map<Case, Estimate[]>(cases.map((c) => [c, []]));
   const target = o.quick ? TARGET_MEASURED_S / 2 : TARGET_MEASURED_S;
   // Fixed per case from the first (balanced) estimate: the ep cases' routing load is measured over these steps.
   const stepCounts = new Map(cases.map((c) => [c, o.steps ?? Math.min(MAX_STEPS, Math.max(steps, WARMUP + Math.ceil(target / Math.max(1e-3, ests.get(c)!.time.step))))]));
@@ -181,7 +192,6 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
   // ep cases: the plan's routing load (epLoad), the run's routing reproduced by training its
   // global batch in one process (plan/ep-routing-load.ts; nothing timed, nothing read from
   // the runs). The estimates above (balanced) set the step counts; ep cases are re-estimated.
-  const epLoads = new Map<Case, number>();
   try {
   data(dir);
   for (const c of cases) {
@@ -190,12 +200,12 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
     const cfg = configFromArgs({ preset: c.preset, ...c.over, 'data.dir': dir, 'train.microBatch': String(l.mb), 'train.gradAccum': String(l.ga) });
     const r = await epRoutingLoad(cfg, l.dp, l.ep, stepsFor(c));
     epLoads.set(c, r.peak);
-    l.epLoad = r.peak;
-    const model = configFromArgs({ preset: c.preset, ...c.over }).model;
-    ests.set(c, estimate(traceForLayout(model, l, cluster.allocator), l, cluster, { seqLen: model.seqLen, dModel: model.dModel }));
+    ests.set(c, estimateCase(c));
     log(`  routing load for ${caseName(c)}: busiest ep rank ${r.peak.toFixed(3)}× its balanced rows at the worst of ${r.forwards} forwards (mean ${r.mean.toFixed(3)}×), steps 1-${stepsFor(c)} trained in one process: the plan's epLoad`);
   }
   for (let round = 0; round < rounds; round++) {
+    if (o.calibrateEachRound && round > 0) cluster = await calibrated(round);
+    for (const c of cases) roundEsts.get(c)!.push(round === 0 ? ests.get(c)! : estimateCase(c));
     // Rotate the order each round so slow periods of the shared machine spread over the cases.
     const order = cases.map((_, i) => cases[(i + round) % cases.length]!);
     for (const c of order) {
@@ -213,7 +223,8 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
     // The data here is a 2048-token vocabulary for both presets; the model keeps its own V.
     const l = parseLayout(c.layout);
     if (epLoads.has(c)) l.epLoad = epLoads.get(c)!;
-    const est = ests.get(c)!;
+    const es = roundEsts.get(c)!;
+    const est = { time: { step: median(es.map((e) => e.time.step)), busy: median(es.map((e) => e.time.busy)) }, memory: { total: median(es.map((e) => e.memory.total)) } };
     const m = meas.get(c)!;
     const stepS = median(m.stepS), cpuS = median(m.cpuS), memB = median(m.memB);
     rows.push({
@@ -234,7 +245,7 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
 }
 
 if (process.argv[1] && /plan-validate-bench\.js$/.test(process.argv[1])) {
-  const { flags } = parseArgs(process.argv.slice(2), ['quick', 'calibrate']);
-  runPlanValidate({ quick: 'quick' in flags, calibrate: 'calibrate' in flags, steps: flags.steps ? Number(flags.steps) : undefined, rounds: flags.rounds ? Number(flags.rounds) : undefined, cluster: flags.cluster, only: flags.only })
+  const { flags } = parseArgs(process.argv.slice(2), ['quick', 'calibrate', 'calibrate-each-round']);
+  runPlanValidate({ quick: 'quick' in flags, calibrate: 'calibrate' in flags, calibrateEachRound: 'calibrate-each-round' in flags, steps: flags.steps ? Number(flags.steps) : undefined, rounds: flags.rounds ? Number(flags.rounds) : undefined, cluster: flags.cluster, only: flags.only })
     .catch((e: unknown) => { console.error(e); process.exit(1); });
 }
