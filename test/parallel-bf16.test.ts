@@ -99,6 +99,9 @@ test('bf16 with bf16 gradient communication (dp=2, ZeRO-0 and ZeRO-2), tp=2 and 
   compare('dp=2 ZeRO-2, gradDtype=bf16 (reduce-scatter)', z2, base);
   const tp = await run('bf16-tp2', 2, ['--parallel.tp=2']);
   compare('tp=2', tp, base);
+  // Sequence parallelism: its fused entry (ops/gather-linear.ts) runs its GEMMs through matmul's 16-bit path.
+  const sp = await run('bf16-tp2-sp', 2, ['--parallel.tp=2', '--parallel.sp=true']);
+  compare('tp=2 + sp', sp, base);
   const pp = await run('bf16-pp2', 2, ['--parallel.pp=2', '--train.microBatch=4', '--train.gradAccum=2']);
   compare('pp=2 (1f1b, 2 micro-batches)', pp, base);
 });

@@ -1,8 +1,8 @@
 // Sequence parallelism in the planner (src/plan/sp-terms.ts): the collectives it counts from
 // the trace are the ones the runtime's sp model issues (counted by running one rank of the
 // real buildTensorParallelGpt forward + backward against a group that records its calls),
-// and the estimate prices them, the sequence-axis reorders and the re-gathered GEMMs where
-// the spec carries Athanor's measured tp path; elsewhere sp keeps tp's terms.
+// and the estimate prices them and the sequence-axis reorders where the spec carries
+// Athanor's measured tp path; elsewhere sp keeps tp's terms.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { presetConfig } from '../src/train/config.js';
@@ -34,9 +34,9 @@ function recordingGroup(): GroupCollectives & { calls: { ag: number; rs: number;
   };
 }
 
-function runtimeCalls(sp: boolean): ReturnType<typeof recordingGroup>['calls'] {
+function runtimeCalls(sp: boolean, recompute = false): ReturnType<typeof recordingGroup>['calls'] {
   const g = recordingGroup();
-  const { model } = buildTensorParallelGpt(tiny, g, { seed: 1, recompute: false, sequenceParallel: sp });
+  const { model } = buildTensorParallelGpt(tiny, g, { seed: 1, recompute, sequenceParallel: sp });
   const ids = fromStorage(new Int32Array(B * tiny.seqLen).map((_, i) => (i * 31) % tiny.vocabSize), [B, tiny.seqLen], 'int32');
   const tg = fromStorage(new Int32Array(B * tiny.seqLen).map((_, i) => (i * 17 + 5) % tiny.vocabSize), [B, tiny.seqLen], 'int32');
   scope(() => backward(model.loss(ids, tg)));
@@ -57,6 +57,18 @@ test('sp-terms counts the gathers, reduce-scatters, re-gathers and gradient all-
   assert.equal(s.count, 2 * (tp.ar - lossStats) + 2 * tiny.nLayer);
 });
 
+test('sp-terms counts the collectives of recompute=full: each recomputed exit and entry once more', () => {
+  // The fused entry (ops/gather-linear.ts) inside a recomputed block: its recomputed forward
+  // gathers once, its backward re-gathers and reduce-scatters as without recomputation.
+  const tr = traceGpt(tiny, { microBatch: B, recompute: true });
+  const s = spCollectives(tr, () => true, 1);
+  const sp = runtimeCalls(true, true), plain = runtimeCalls(true, false);
+  assert.equal(s.count, sp.ag + sp.rs, `plan ${s.count} vs runtime ${sp.ag} all-gathers + ${sp.rs} reduce-scatters`);
+  assert.equal(s.bytes, sp.gatherBytes, 'full-size bytes of the gathers and reduce-scatters');
+  // Per block: 2 exits (attention and MLP projections) and 2 fused entries, each recomputed once.
+  assert.equal(sp.ag + sp.rs, plain.ag + plain.rs + 4 * tiny.nLayer);
+});
+
 function spec(copyRate?: number): ClusterSpec {
   const c = loadCluster('this-machine');
   const rates = { ...(c.device.classBandwidth?.rates ?? {}) };
@@ -69,7 +81,7 @@ function spec(copyRate?: number): ClusterSpec {
   };
 }
 
-test('the estimate prices sp from its own collectives, reorders and re-gathered GEMMs on the measured path only', () => {
+test('the estimate prices sp from its own collectives and reorders (no recomputed GEMM) on the measured path only', () => {
   const tr = traceGpt(tiny, { microBatch: B });
   const sp = parseLayout(`tp=2,sp=true,mb=${B}`), tp = parseLayout(`tp=2,mb=${B}`);
   const c = spec(4e9);
@@ -77,14 +89,15 @@ test('the estimate prices sp from its own collectives, reorders and re-gathered 
   const s = spCollectives(tr, () => true, 1);
   const want = s.count * interpLogLog(pts(1), s.bytes / s.count / 2) + s.gradCount * interpLogLog(pts(1), s.gradBytes / s.gradCount);
   assert.ok(Math.abs(a.time.comm['tp allreduce (intra)']! - want) < 1e-12, `${a.time.comm['tp allreduce (intra)']} vs ${want}`);
-  const re = a.time.compute['backward:sp re-gather (copies, recomputed GEMM)']!, fwd = a.time.compute['forward:sp sequence-axis copies']!;
+  const re = a.time.compute['backward:sp sequence-axis copies']!, fwd = a.time.compute['forward:sp sequence-axis copies']!;
   assert.ok(re > 0 && fwd > 0);
+  // Backward: every exit's all-gather and entry's reduce-scatter reorders once, a fused entry's re-gather once more.
+  assert.ok(re > fwd, `backward reorders ${re} vs forward ${fwd}`);
   const b = estimate(tr, sp, spec(8e9), opts);
   assert.ok(Math.abs(b.time.compute['forward:sp sequence-axis copies']! - fwd / 2) < 1e-12, 'twice the copy rate halves the forward reorders');
-  // Backward: the reorders halve, the recomputed GEMMs stay.
-  const gemm = 2 * b.time.compute['backward:sp re-gather (copies, recomputed GEMM)']! - re;
-  assert.ok(gemm > 0, `recomputed GEMM seconds ${gemm}`);
-  // sp costs more than tp per step here (the recomputed GEMMs and twice the collectives).
+  // ... and the backward's: they are only reorders (the fused entry recomputes no GEMM: ops/gather-linear.ts).
+  assert.ok(Math.abs(b.time.compute['backward:sp sequence-axis copies']! - re / 2) < 1e-12, 'twice the copy rate halves the backward reorders');
+  // sp costs more than tp per step here (twice the collectives, and their reorders).
   assert.ok(a.time.busy > t.time.busy && a.time.step > t.time.step);
   // Without the measured tp path (a published cluster): no sp terms, tp's communication volume.
   const bare: ClusterSpec = { ...c, commCpu: { alpha: fig(1e-4), beta: fig(1e9) } };

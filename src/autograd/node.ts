@@ -61,6 +61,7 @@ export interface OpAttrs {
   groupGather: { group: import('../ops/group.js').GroupCollectives; axis: number };
   groupScatter: { group: import('../ops/group.js').GroupCollectives; axis: number };
   vocabParallelCrossEntropy: { group: import('../ops/group.js').GroupCollectives; vocabStart: number; ignoreIndex: number };
+  gatherLinear: { group: import('../ops/group.js').GroupCollectives; axis: number };
   // activation recomputation (see checkpoint.ts)
   checkpoint: import('./checkpoint.js').CheckpointCtx;
 }

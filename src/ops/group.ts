@@ -246,3 +246,43 @@ export function vocabParallelCrossEntropyBackward(node: Node<'vocabParallelCross
   const scale = count > 0 ? gOut.item() / count : 0;
   vpceGrad(z, g, N, Vl, max, sum, targets, vocabStart, ignoreIndex, scale, fresh);
 }
+
+/**
+ * The data path of groupGather without the tape: a fresh tensor holding every rank's x
+ * along `axis` in rank order (ops/gather-linear.ts gathers in forward and again in backward).
+ */
+export function gatherAlong(x: Tensor, group: GroupCollectives, axis: number): Tensor {
+  const shape = [...x.shape];
+  shape[axis] = x.shape[axis]! * group.size;
+  const out = empty(shape, x.dtype);
+  const xd = dense(x);
+  if (group.size === 1) (out.data as F).set(floatData(xd).subarray(0, x.size));
+  else {
+    const { outer, inner } = axisParts(x.shape, axis);
+    const tmp = empty(shape, x.dtype);
+    group.allGather(floatData(xd).subarray(0, x.size), tmp.data as F, wire());
+    fromRankMajor(tmp.data as F, out.data as F, outer, group.size, x.shape[axis]! * inner);
+    tmp.dispose();
+  }
+  if (xd !== x) xd.dispose();
+  return out;
+}
+
+/**
+ * The data path of groupGatherBackward without the tape: this rank's slice (shape
+ * `local`) along `axis` of the sum over the group of every rank's g.
+ */
+export function reduceScatterAlong(g0: Tensor, local: readonly number[], group: GroupCollectives, axis: number): Tensor {
+  const out = empty(local, g0.dtype);
+  const g = dense(g0);
+  if (group.size === 1) (out.data as F).set(floatData(g).subarray(0, out.size));
+  else {
+    const { outer, inner } = axisParts(local, axis);
+    const tmp = empty(g0.shape, g0.dtype);
+    toRankMajor(floatData(g), tmp.data as F, outer, group.size, local[axis]! * inner);
+    group.reduceScatter(tmp.data as F, out.data as F, wire());
+    tmp.dispose();
+  }
+  if (g !== g0) g.dispose();
+  return out;
+}

@@ -16,8 +16,7 @@ import { wrapMethod, type Module } from '../nn/module.js';
 import { add, mul, embedding, linear, layerNorm } from '../ops/index.js';
 import { groupCopy, groupReduce, groupGather, groupScatter, releaseStorage, type GroupCollectives } from '../ops/group.js';
 import { int32Data } from '../backend/nn-kernels.js';
-import { checkpoint } from '../autograd/checkpoint.js';
-import { isGradEnabled } from '../autograd/tape.js';
+import { gatherLinear } from '../ops/gather-linear.js';
 
 /** The sequence axis of (B, T, C) activations: what sequence parallelism splits. */
 export const SEQ_AXIS = 1;
@@ -42,21 +41,12 @@ export function exitRegion(x: Tensor, group: GroupCollectives, sequenceParallel:
 
 /**
  * Sequence-parallel entry fused with a column-parallel linear (Megatron's all-gather in
- * front of QKV / fc1): the gathered full-sequence input is used by the GEMM and then freed;
- * backward re-gathers it from the saved sequence shard (activation recomputation of the
- * all-gather and this one GEMM), so only the shard is held between forward and backward.
+ * front of QKV / fc1) as one op (ops/gather-linear.ts): the gathered full-sequence input is
+ * used by the GEMM and then freed; backward re-gathers it from the saved sequence shard for
+ * the weight gradient and reduce-scatters the input gradient, without re-running the GEMM.
  */
 export function sequenceParallelColumn(m: Fwd, group: GroupCollectives): void {
-  wrapMethod(m, 'forward', () => ((x: Tensor) => {
-    const w = m.getParam('weight'), b = optParam(m, 'bias');
-    return checkpoint(([xs]) => {
-      const full = groupGather(xs!, group, SEQ_AXIS);
-      const y = linear(full, w, b);
-      // Recorded (the recomputation in backward): the GEMM's node still needs it.
-      if (!isGradEnabled()) full.dispose();
-      return y;
-    }, [x], b ? [w, b] : [w]);
-  }) as Fwd['forward']);
+  wrapMethod(m, 'forward', () => ((x: Tensor) => gatherLinear(x, m.getParam('weight'), optParam(m, 'bias'), group, SEQ_AXIS)) as Fwd['forward']);
 }
 
 /** Installs the region entry in front of a module's forward (its first argument is the activation). */

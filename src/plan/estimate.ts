@@ -543,10 +543,10 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     stageCompute[s]![key] = (stageCompute[s]![key] ?? 0) + t;
     vsCost[sm.chunk(op.block) * pp + s]![op.phase === 'forward' ? 'F' : 'B'] += t;
     if (athanorSp) {
-      // sp's sequence-axis reorders and its fused entries' recomputed GEMMs (sp-terms.ts).
-      const x = spOpExtra(op, tr, opCompute, actScale, c.device.classBandwidth?.rates.sequenceAxisCopy ?? bw);
+      // sp's sequence-axis reorders (sp-terms.ts).
+      const x = spOpExtra(op, tr, actScale, c.device.classBandwidth?.rates.sequenceAxisCopy ?? bw);
       if (x.forward) { stageCompute[s]!['forward:sp sequence-axis copies'] = (stageCompute[s]!['forward:sp sequence-axis copies'] ?? 0) + x.forward; vsCost[sm.chunk(op.block) * pp + s]!.F += x.forward; }
-      if (x.backward) { stageCompute[s]!['backward:sp re-gather (copies, recomputed GEMM)'] = (stageCompute[s]!['backward:sp re-gather (copies, recomputed GEMM)'] ?? 0) + x.backward; vsCost[sm.chunk(op.block) * pp + s]!.B += x.backward; }
+      if (x.backward) { stageCompute[s]!['backward:sp sequence-axis copies'] = (stageCompute[s]!['backward:sp sequence-axis copies'] ?? 0) + x.backward; vsCost[sm.chunk(op.block) * pp + s]!.B += x.backward; }
     }
   }
   const sum = (r: Record<string, number>): number => Object.values(r).reduce((a, b) => a + b, 0);

@@ -5,8 +5,8 @@
 //     along the sequence in forward, an all-gather in backward;
 //   - every region entry (column-parallel GEMM, the vocab-parallel head): an all-gather in
 //     forward, a reduce-scatter in backward; inside a block the entry is fused with its
-//     GEMM and the gathered input freed (sequenceParallelColumn), so backward gathers it
-//     again AND recomputes that GEMM's forward (a checkpoint of gather + GEMM);
+//     GEMM and the gathered input freed (sequenceParallelColumn, ops/gather-linear.ts), so
+//     backward gathers it again for the weight gradient (no forward GEMM is recomputed);
 //   - every replicated parameter (LayerNorms, the position table) and row-parallel bias is
 //     used on this rank's rows only: its gradient is all-reduced in backward (small);
 //   - every all-gather or reduce-scatter of a (B, T, C) activation along T reorders the
@@ -46,7 +46,8 @@ export interface SpCollectives {
 /**
  * sp's collectives of one micro-batch on the stage whose blocks `onStage` accepts; `scale`
  * turns traced bytes into the layout's (precision). The recomputed forward (recompute=full)
- * repeats its exits' and entries' forward collectives.
+ * repeats its exits' and entries' forward collectives (once: a fused entry re-gathers in its
+ * own backward, which the forward op's count already holds).
  */
 export function spCollectives(tr: TraceResult, onStage: (block: number) => boolean, scale: number): SpCollectives {
   let count = 0, bytes = 0, gradCount = 0, gradBytes = 0;
@@ -55,7 +56,7 @@ export function spCollectives(tr: TraceResult, onStage: (block: number) => boole
     if (!role || !onStage(op.block)) continue;
     const b = spBytes(op, tr, role) * scale;
     // forward + backward's conjugate (+ the fused entry's re-gather); a recomputed forward: its own again.
-    const n = op.phase === 'recompute' ? (role === 'fused-entry' ? 2 : 1) : role === 'fused-entry' ? 3 : 2;
+    const n = op.phase === 'recompute' ? 1 : role === 'fused-entry' ? 3 : 2;
     count += n; bytes += n * b;
   }
   for (const p of tr.params) {
@@ -78,16 +79,18 @@ export function spSyncTerms(c: ClusterSpec, tp: number, intraNode: boolean, s: S
 }
 
 /**
- * Compute sp adds to one traced forward op on Athanor's trainer (seconds), given the op's
- * own forward time `t`: the rank-major reorders of its collectives (forward and backward),
- * and for a fused entry the GEMM forward recomputed in backward. `copyRate`: bytes read +
- * written per second of the reorder (`classBandwidth.rates.sequenceAxisCopy`, measured by
- * plan --calibrate; the memory bandwidth where absent).
+ * Compute sp adds to one traced forward op on Athanor's trainer (seconds): the rank-major
+ * reorders of its collectives, forward and backward (a fused entry's backward: the
+ * re-gather's and the reduce-scatter's; a recomputed forward, run inside backward: its own
+ * forward one). The fused entry's GEMMs are the traced op's own (its forward, its backward):
+ * it recomputes none. `copyRate`: bytes read + written per second of the reorder
+ * (`classBandwidth.rates.sequenceAxisCopy`, measured by plan --calibrate; the memory
+ * bandwidth where absent).
  */
-export function spOpExtra(op: TracedOp, tr: TraceResult, t: number, scale: number, copyRate: number): { forward: number; backward: number } {
+export function spOpExtra(op: TracedOp, tr: TraceResult, scale: number, copyRate: number): { forward: number; backward: number } {
   const role = spRole(op, tr.nBlocks);
   if (!role) return { forward: 0, backward: 0 };
   const copy = (2 * spBytes(op, tr, role) * scale) / copyRate;
-  if (op.phase === 'recompute') return { forward: 0, backward: copy * (role === 'fused-entry' ? 2 : 1) + (role === 'fused-entry' ? t : 0) };
-  return { forward: copy, backward: role === 'fused-entry' ? 2 * copy + t : copy };
+  if (op.phase === 'recompute') return { forward: 0, backward: copy };
+  return { forward: copy, backward: role === 'fused-entry' ? 2 * copy : copy };
 }

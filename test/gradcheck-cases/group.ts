@@ -5,6 +5,7 @@ import { Rng } from '../../src/core/rng.js';
 import { mul } from '../../src/ops/index.js';
 import { groupCopy, groupReduce, groupGather, groupScatter, vocabParallelCrossEntropy, type GroupCollectives } from '../../src/ops/group.js';
 import type { F } from '../../src/backend/nn-kernels.js';
+import { gatherLinear } from '../../src/ops/gather-linear.js';
 
 let seed = 700;
 function rand(shape: number[]): Tensor {
@@ -42,4 +43,7 @@ export const groupCases: GradCase[] = [
   { op: 'groupScatter', name: 'consume a temporary, axis 1 of (2, 4, 3)', inputs: () => [rand([2, 4, 3]), w([2, 4, 3])], fn: ([x, k]) => mul(groupScatter(mul(x!, k!), one, 1, { consume: true }), k!) },
   { op: 'vocabParallelCrossEntropy', name: 'one rank, ignored target', inputs: () => [rand([4, 5]), ints([1, -100, 4, 0])], fn: ([l, t]) => vocabParallelCrossEntropy(l!, t!, one, 0, 5) },
   { op: 'vocabParallelCrossEntropy', name: 'vocabulary slice [2, 7): some targets held elsewhere', inputs: () => [rand([4, 5]), ints([1, 3, 6, 0])], fn: ([l, t]) => vocabParallelCrossEntropy(l!, t!, one, 2, 8) },
+  // sp's fused entry: gather along the sequence + linear, one node whose rule re-gathers and does not re-run the GEMM.
+  { op: 'gatherLinear', name: 'with bias, axis 1 of (2, 3, 4) → 5', inputs: () => [rand([2, 3, 4]), rand([5, 4]), rand([5]), w([2, 3, 5])], fn: ([x, wt, b, k]) => mul(gatherLinear(x!, wt!, b!, one, 1), k!) },
+  { op: 'gatherLinear', name: 'no bias, axis 0 of (3, 4) → 2', inputs: () => [rand([3, 4]), rand([2, 4]), w([3, 2])], fn: ([x, wt, k]) => mul(gatherLinear(x!, wt!, null, one, 0), k!) },
 ];
