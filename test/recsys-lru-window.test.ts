@@ -1,4 +1,4 @@
-// The store's windowed LRU (lru-list.ts, GroupTable in embedding-store.ts): a touch moves
+// The store's windowed LRU (lru-list.ts, GroupSlots in group-slots.ts): a touch moves
 // a row to the head only when capacity/8 links happened since its own; rows touched in the
 // running call are never its eviction victims; expiry runs on exact LRU; checkpoints list
 // rows by last touch. Each case runs on the native kernels and on the TypeScript loops.

@@ -13,81 +13,21 @@
 // the checkpoint every push is acknowledged and the servers hold exactly the state of
 // "all batches < step applied"; the servers dump, then rank 0 writes the dense file.
 import { mkdirSync } from 'node:fs';
-import { backward, noGrad } from '../autograd/tape.js';
-import { scope } from '../core/scope.js';
-import { fromStorage, type Tensor } from '../core/tensor.js';
+import type { Tensor } from '../core/tensor.js';
 import type { Communicator } from '../runtime/communicator.js';
-import { AdamW, Adagrad, SGD, type BaseHyper, type Optimizer } from '../optim/index.js';
+import type { BaseHyper, Optimizer } from '../optim/index.js';
 import type { EmbeddingClient, RoutedBatch } from './embedding-client.js';
 import type { RoutedFields } from './field-requests.js';
 import type { RecBatch } from './criteo.js';
-import { DLRM, bceWithLogits, embeddingBag, rowsLeaf } from './dlrm.js';
-import { aucExact, logLoss } from './metrics.js';
+import type { DLRM } from './dlrm.js';
 import { IdTable, PendingGradients, idsInFlight } from './stale-row-correction.js';
 import {
   checkpointSteps, dumpIdOf, embDirOf, latestCheckpoint, pruneCheckpoints, readDenseCheckpoint, writeDenseCheckpoint, type HybridCheckpointInfo,
 } from './hybrid-checkpoint.js';
+import { makeOptimizer, type BatchSource, type EvalReport, type HybridTrainerOptions, type TrainReport } from './hybrid-options.js';
+import { evaluateModel, forwardBackward, oneHot, type StepGrads } from './hybrid-compute.js';
 
-/** This trainer's batches; `open(step)` starts at the batch of global step `step` (resuming). */
-export interface BatchSource {
-  open(step: number): AsyncIterator<RecBatch>;
-}
-
-export interface DenseOptimizerConfig {
-  kind: 'adamw' | 'sgd' | 'adagrad';
-  lr: number;
-  weightDecay?: number;
-}
-
-export interface HybridTrainerOptions {
-  model: DLRM;
-  client: EmbeddingClient;
-  /** Dense gradient allreduce across trainers; null/absent = a single trainer. */
-  comm?: Communicator | null;
-  /** k: how many batches embedding lookups may run ahead of the applied gradients. */
-  staleness: number;
-  /**
-   * With k > 0: replay this trainer's own in-flight gradients on the stale rows it
-   * looked up, with the servers' optimizer (stale-row-correction.ts). Default false.
-   */
-  stalenessCorrection?: boolean;
-  /** Feature group of each sparse field (default: the field index). */
-  groups?: number[];
-  dense?: DenseOptimizerConfig;
-  /** Embedding gradients are multiplied by this before the push (default 1 / world: gradient of the global mean loss). */
-  embGradScale?: number;
-  checkpoint?: { dir: string; every: number; keep?: number };
-  /**
-   * Single-trainer fault tolerance: called when an embedding request fails; returns a
-   * connected client once the servers are back. Training then rolls back to the last
-   * checkpoint (dense state, every shard, data position) and goes on.
-   */
-  recover?: (err: Error) => Promise<EmbeddingClient>;
-  maxRecoveries?: number;
-  /** Called after every step (awaited). */
-  onStep?: (step: number, loss: number) => void | Promise<void>;
-  log?: (line: string) => void;
-}
-
-export interface TrainReport {
-  steps: number;
-  /** Local loss of every step run in this call, by global step (after a rollback, the re-run steps overwrite). */
-  losses: Map<number, number>;
-  samples: number;
-  seconds: number;
-  samplesPerSec: number;
-  recoveries: number;
-  /** Row updates replayed by the staleness correction (0 when off). */
-  correctedRows: number;
-  /** This process's CPU time (user + system) over the timed loop: CPU per step, whatever the machine's load. */
-  cpuSeconds: number;
-  /** Wall time steps spent waiting for their embedding rows (what staleness k hides). */
-  lookupWaitSeconds: number;
-  /** Wall time in the dense gradient all-reduce (waiting for the slowest trainer included). */
-  allReduceSeconds: number;
-}
-
-export interface EvalReport { auc: number; logLoss: number; samples: number; positives: number }
+export { arraySource, type BatchSource, type DenseOptimizerConfig, type EvalReport, type HybridTrainerOptions, type TrainReport } from './hybrid-options.js';
 
 interface Ticket {
   step: number;
@@ -112,19 +52,6 @@ interface Ticket {
   flat: Float32Array | null;
 }
 
-/** Every field has exactly one id per sample (no bags): the rows fit one (F, B, D) buffer. */
-function oneHot(b: RecBatch): boolean {
-  return !b.offsets || b.offsets.every((o) => o === undefined);
-}
-
-function makeOptimizer(params: Tensor[], c: DenseOptimizerConfig): Optimizer<BaseHyper> {
-  const wd = c.weightDecay ?? 0;
-  switch (c.kind) {
-    case 'adamw': return new AdamW(params, { lr: c.lr, weightDecay: wd }) as unknown as Optimizer<BaseHyper>;
-    case 'sgd': return new SGD(params, { lr: c.lr, weightDecay: wd }) as unknown as Optimizer<BaseHyper>;
-    case 'adagrad': return new Adagrad(params, { lr: c.lr, weightDecay: wd }) as unknown as Optimizer<BaseHyper>;
-  }
-}
 
 export class HybridTrainer {
   readonly model: DLRM;
@@ -236,53 +163,10 @@ export class HybridTrainer {
     if (this.asyncError) throw this.asyncError;
   }
 
-  /**
-   * Forward + backward of one batch; returns the loss and per-field row gradients, multiplied
-   * by `scale` before the push: here when `scaled` (the correction replays them), else by
-   * pushGrads while it sums them per server (one pass fewer over every gradient). With `flat`
-   * (one-hot fields, rows[f] are its blocks) the model takes all fields as one (F, B, D) leaf
-   * and the gradients come back as blocks of one buffer.
-   */
-  private compute(batch: RecBatch, rows: Float32Array[], scaled: boolean, flat: Float32Array | null, into: Float32Array | null): { loss: number; grads: Float32Array[]; all: Float32Array | null; scale: number } {
-    const B = batch.size, D = this.dim, F = this.groups.length;
-    const scale = this.o.embGradScale ?? 1 / this.world;
-    // A copy (the gradient buffer goes back to the pool): into `into` when given, else fresh.
-    const copyGrad = (g: Tensor | null, len: number, dst: Float32Array | null = null): Float32Array => {
-      const out = dst ?? new Float32Array(len);
-      if (!g) { if (dst) out.fill(0); return out; }
-      const d = g.data as Float32Array;
-      if (scaled) for (let i = 0; i < len; i++) out[i] = d[i]! * scale;
-      else out.set(d.subarray(0, len));
-      return out;
-    };
-    return scope(() => {
-      const dense = fromStorage(batch.dense, [B, this.model.cfg.numDense], 'float32');
-      const grads: Float32Array[] = [];
-      let lv: number, all: Float32Array | null = null;
-      if (flat) {
-        const leaf = fromStorage(flat, [F, B, D], 'float32');
-        leaf.requiresGrad = true;
-        const loss = bceWithLogits(this.model.forward(dense, leaf), batch.labels);
-        lv = loss.item();
-        backward(loss);
-        all = copyGrad(leaf.grad, F * B * D, into);
-        leaf.grad?.dispose();
-        leaf.grad = null;
-        for (let f = 0; f < F; f++) grads.push(all.subarray(f * B * D, (f + 1) * B * D));
-      } else {
-        const leaves = rows.map((r) => rowsLeaf(r, r.length / D, D));
-        const emb = leaves.map((l, f) => embeddingBag(l, batch.offsets?.[f], B, this.model.cfg.pooling ?? 'sum'));
-        const loss = bceWithLogits(this.model.forward(dense, emb), batch.labels);
-        lv = loss.item();
-        backward(loss);
-        for (let f = 0; f < F; f++) {
-          grads.push(copyGrad(leaves[f]!.grad, rows[f]!.length));
-          leaves[f]!.grad?.dispose();
-          leaves[f]!.grad = null;
-        }
-      }
-      return { loss: lv, grads, all, scale: scaled ? 1 : scale };
-    });
+
+  /** Forward + backward of one batch (hybrid-compute.ts), with this trainer's model, fields and gradient scale. */
+  private compute(batch: RecBatch, rows: Float32Array[], scaled: boolean, flat: Float32Array | null, into: Float32Array | null): StepGrads {
+    return forwardBackward(this.model, batch, rows, this.dim, this.groups.length, this.o.embGradScale ?? 1 / this.world, scaled, flat, into);
   }
 
   private async allReduceDense(): Promise<void> {
@@ -450,49 +334,9 @@ export class HybridTrainer {
       lookupWaitSeconds: this.waitMs.lookup / 1000, allReduceSeconds: this.waitMs.allReduce / 1000 };
   }
 
+
   /** AUC and log-loss over batches, with read-only lookups (the next batch's lookups overlap this batch's compute). */
   async evaluate(batches: AsyncIterable<RecBatch> | Iterable<RecBatch>): Promise<EvalReport> {
-    const scores: number[] = [], labels: number[] = [];
-    // One-hot batches are read into one (F, B, D) buffer, as in training.
-    type Looked = { b: RecBatch; rows: Promise<Float32Array[]>; flat: Float32Array | null };
-    const look = (b: RecBatch): Looked => {
-      const block = b.size * this.dim;
-      const flat = oneHot(b) ? new Float32Array(this.groups.length * block) : null;
-      const rows = flat ? this.client.lookupFields(this.client.routeFields(this.groups, b.sparse), flat, { readOnly: true }).then(() => [])
-        : Promise.all(this.groups.map((g, f) => this.client.lookup(g, b.sparse[f]!, { readOnly: true })));
-      return { b, rows, flat };
-    };
-    let prev: Looked | null = null;
-    const run = async (p: Looked): Promise<void> => {
-      const rows = await p.rows;
-      const B = p.b.size, D = this.dim, F = this.groups.length;
-      const logits = noGrad(() => scope(() => {
-        const emb = p.flat ? fromStorage(p.flat, [F, B, D], 'float32')
-          : rows.map((r, f) => embeddingBag(fromStorage(r, [r.length / D, D], 'float32'), p.b.offsets?.[f], B, this.model.cfg.pooling ?? 'sum'));
-        const y = this.model.forward(fromStorage(p.b.dense, [B, this.model.cfg.numDense], 'float32'), emb);
-        return Float32Array.from(y.data as Float32Array);
-      }));
-      for (let i = 0; i < B; i++) { scores.push(logits[i]!); labels.push(p.b.labels[i]!); }
-    };
-    for await (const b of batches as AsyncIterable<RecBatch>) {
-      const cur = look(b);
-      cur.rows.catch(() => undefined);
-      if (prev) await run(prev);
-      prev = cur;
-    }
-    if (prev) await run(prev);
-    let pos = 0;
-    for (const y of labels) pos += y;
-    return { auc: aucExact(scores, labels), logLoss: logLoss(scores, labels), samples: scores.length, positives: pos };
+    return evaluateModel(this.model, this.client, this.groups, this.dim, batches);
   }
-}
-
-/** A BatchSource over batches already in memory (tests, benchmarks); step s is batches[s % length]. */
-export function arraySource(batches: readonly RecBatch[]): BatchSource {
-  return {
-    open(step: number): AsyncIterator<RecBatch> {
-      let s = step;
-      return { next: async () => ({ done: false, value: batches[s++ % batches.length]! }) };
-    },
-  };
 }
