@@ -19,7 +19,7 @@ import type { MoeMlp } from '../nn/moe.js';
 import type { ShardRequest } from '../nn/materialize.js';
 import { allToAllV, type RowExchange } from '../ops/moe.js';
 import type { A2aAlgorithm, EpComm } from './expert-parallel-comm.js';
-import { RowCapacity } from './expert-parallel-capacity.js';
+import { RowCapacity, collectGarbage } from './expert-parallel-capacity.js';
 import { pool } from '../core/buffer-pool.js';
 
 /** Parameter names that belong to the sharded experts. */
@@ -174,7 +174,16 @@ export class ExpertParallel {
     // In capacity mode no rank can receive more than every source's full share of every
     // local expert: the capacity never exceeds that (with SWIPE at capacity 1 it is exactly R).
     const cap = Math.max(R, Math.min(this.capacity.fit(R), P * El * maxPerExpert));
-    if (this.lastCap > 0 && cap !== this.lastCap) forgetCapacity(m, this.lastCap);
+    if (this.lastCap > 0 && cap !== this.lastCap) {
+      forgetCapacity(m, this.lastCap);
+      // The staging pair grows to the new bound now (as the first exchange would), so that
+      // its old pair is dropped before the collection too; then the dropped buffers are
+      // freed at once instead of sitting beside the new capacity's until V8 collects them.
+      const bound = Math.max(cap, xp.shape[0]!) * C;
+      comm.shared('rows-in', bound, 'f32', bound);
+      comm.shared('rows-out', bound, 'f32', bound);
+      collectGarbage();
+    }
     this.lastCap = cap;
     this.stats.forwards++;
     this.stats.rowsReceived += R;
