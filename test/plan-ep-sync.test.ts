@@ -11,7 +11,7 @@ import { traceGpt } from '../src/plan/models.js';
 import { estimate, interpLogLog } from '../src/plan/estimate.js';
 import { parseLayout } from '../src/plan/layout.js';
 import { loadCluster, validateCluster, type ClusterSpec } from '../src/plan/cluster.js';
-import { epStagingBytes } from '../src/plan/ep-terms.js';
+import { epHelperStall, epStagingBytes } from '../src/plan/ep-terms.js';
 import { capacityRows } from '../src/parallel/expert-parallel-capacity.js';
 
 const moe = presetConfig('moe-tiny').model;
@@ -76,4 +76,34 @@ test("ep staging: two shared buffers of max(capacity, S) rows of C floats (the r
     assert.equal(m.commBuffers, 2 * Math.max(capacityRows(Math.ceil(S * load)), S) * C * 4);
   }
   assert.ok(epStagingBytes(tr, 2, () => true) > epStagingBytes(tr, 1, () => true));
+});
+
+test("ep=2 with every core of the node taken: the other rank's helper threads stall the group at the exchanges (step, not busy)", () => {
+  const tr = traceGpt(moe, { microBatch: 4 });
+  const l = parseLayout('dp=2,ep=2,mb=4,ga=2');
+  const base = spec(1, 1, 0);
+  const withHelpers = (h: number, cores: number): ClusterSpec => ({ ...base, devicesPerNode: fig(cores), device: { ...base.device, overhead: { ...base.device.overhead!, helperCpuPerOp: fig(h) } } });
+  const key = "ep: other ranks' helper threads at the exchanges";
+  const ops = tr.ops.filter((op) => op.cls !== 'view').length;
+  const none = estimate(tr, l, withHelpers(0, 2), opts), h = 1e-3;
+  const full = estimate(tr, l, withHelpers(h, 2), opts);
+  assert.equal(none.time.comm[key], undefined);
+  // ga micro-batches × (ep − 1) other ranks × the traced ops × the helpers' seconds per op.
+  assert.ok(Math.abs(full.time.comm[key]! - 2 * 1 * ops * h) < 1e-12, `${full.time.comm[key]} vs ${2 * ops * h}`);
+  // The step takes the rank's own helpers (in its compute) and the other rank's (this term): twice ops·h per micro-batch.
+  assert.ok(Math.abs(full.time.step - none.time.step - 2 * 2 * ops * h) < 1e-9, `step grew by ${full.time.step - none.time.step}`);
+  // Busy (the rank's own CPU: its helpers are in it) has no waiting: it does not take the other rank's.
+  assert.ok(Math.abs(full.time.busy - none.time.busy - 2 * ops * h) < 1e-9, `busy grew by ${full.time.busy - none.time.busy}`);
+  // A spare core on the node (4 cores, 2 ranks) runs the helpers: no stall.
+  assert.equal(estimate(tr, l, withHelpers(h, 4), opts).time.comm[key], undefined);
+  // Without the measured synchronous path (no commCpu.epSync) the term is not priced.
+  const noSync: ClusterSpec = { ...withHelpers(h, 2), commCpu: spec(1, 1, 0, false).commCpu };
+  assert.equal(estimate(tr, l, noSync, opts).time.comm[key], undefined);
+});
+
+test('epHelperStall: (ep − 1) × ops × seconds per op, nothing without ep', () => {
+  assert.equal(epHelperStall(2, 100, 1e-4), 100 * 1e-4);
+  assert.equal(epHelperStall(4, 100, 1e-4), 3 * 100 * 1e-4);
+  assert.equal(epHelperStall(1, 100, 1e-4), 0);
+  assert.equal(epHelperStall(2, 100, 0), 0);
 });

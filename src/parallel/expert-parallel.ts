@@ -19,7 +19,7 @@ import type { MoeMlp } from '../nn/moe.js';
 import type { ShardRequest } from '../nn/materialize.js';
 import { allToAllV, type RowExchange } from '../ops/moe.js';
 import type { A2aAlgorithm, EpComm } from './expert-parallel-comm.js';
-import { RowCapacity } from './expert-parallel-capacity.js';
+import { RowCapacity, collectGarbage } from './expert-parallel-capacity.js';
 import { pool } from '../core/buffer-pool.js';
 
 /** Parameter names that belong to the sharded experts. */
@@ -174,7 +174,18 @@ export class ExpertParallel {
     // In capacity mode no rank can receive more than every source's full share of every
     // local expert: the capacity never exceeds that (with SWIPE at capacity 1 it is exactly R).
     const cap = Math.max(R, Math.min(this.capacity.fit(R), P * El * maxPerExpert));
-    if (this.lastCap > 0 && cap !== this.lastCap) forgetCapacity(m, this.lastCap);
+    if (this.lastCap > 0 && cap !== this.lastCap) {
+      // Where idle buffers of the old capacity were let go (none when another layer of this
+      // step still holds them), the staging pair grows to the new bound now (as the first
+      // exchange would), so that its old pair is dropped too, and one collection frees them
+      // at once instead of leaving them beside the new capacity's until V8 collects them.
+      if (forgetCapacity(m, this.lastCap) > 0) {
+        const bound = Math.max(cap, xp.shape[0]!) * C;
+        comm.shared('rows-in', bound, 'f32', bound);
+        comm.shared('rows-out', bound, 'f32', bound);
+        collectGarbage();
+      }
+    }
     this.lastCap = cap;
     this.stats.forwards++;
     this.stats.rowsReceived += R;
@@ -268,11 +279,13 @@ export class ExpertParallel {
  * (rows × each width of the expert MLP: received rows, hidden activations, their gradients)
  * go now. The pool's step rule would keep them idle through the next step beside the new
  * capacity's (moe-tiny dropless ep=2: tens of MiB at the peak); buffers of the old size still
- * in use are released later as one-off sizes and dropped at the step's end.
+ * in use are released later as one-off sizes and dropped at the step's end. Returns the bytes let go.
  */
-function forgetCapacity(m: MoeMlp, cap: number): void {
+function forgetCapacity(m: MoeMlp, cap: number): number {
   const w = m.experts.c_fc.weight.shape;
-  for (const width of new Set([w[1]!, w[2]!])) pool.forget(cap * width);
+  let dropped = 0;
+  for (const width of new Set([w[1]!, w[2]!])) dropped += pool.forget(cap * width);
+  return dropped;
 }
 
 /** dst[i] = (src ? src[from + i] : dst[i]) · s: the 1/dp scale of expert gradients (a plain loop, monomorphic). */

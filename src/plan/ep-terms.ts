@@ -128,3 +128,19 @@ export function epSyncTerms(c: ClusterSpec, ep: number, intraNode: boolean, laye
     skew: t.skew.value * compute,
   };
 }
+
+/**
+ * The other ep ranks' helper threads at the synchronous exchanges, seconds per micro-batch.
+ * Where the ranks take every core of their node (overhead-terms.ts helpersInWall), a rank's
+ * helper threads (V8's GC and compiler workers: `helperWallPerOp` seconds per traced op,
+ * the calibrated device.overhead.helperCpuPerOp) find no idle core and take it from a main
+ * thread. Between two exchanges a stalled rank holds up its whole group (an exchange
+ * completes only when every member has reached it, and a step has 5 per MoE layer and
+ * micro-batch), so each rank's step takes, besides its own helpers' time (priced per op in
+ * its compute), the other ep − 1 members' helpers. The calibrated skew (commCpu.epSync.skew)
+ * does not hold this: it is measured after bare GEMM stretches, which allocate nothing and
+ * leave the helper threads idle. 0 where helpers are not in the wall (a spare core runs them).
+ */
+export function epHelperStall(ep: number, opsPerMicroBatch: number, helperWallPerOp: number): number {
+  return ep > 1 ? (ep - 1) * opsPerMicroBatch * helperWallPerOp : 0;
+}

@@ -7,7 +7,7 @@ import { backwardFactor } from './trace.js';
 import type { ClusterSpec } from './cluster.js';
 import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
-import { epRowTerms, epStagingBytes, epSyncTerms } from './ep-terms.js';
+import { epHelperStall, epRowTerms, epStagingBytes, epSyncTerms } from './ep-terms.js';
 import { tpSyncTerms } from './tp-terms.js';
 import { spCollectives, spOpExtra, spSyncTerms } from './sp-terms.js';
 import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
@@ -637,6 +637,7 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     const experts = tr.params.find((p) => isExpertParamName(p.name))?.shape[0] ?? l.ep;
     const epSync = epSyncTerms(c, l.ep, a2a.cls === 'intra', layers.length, bytes, 4 * experts, tMb);
     comm[`ep all-to-all (${l.a2a}, ${a2a.cls})`] = l.ga * (epSync ? epSync.wall : 4 * layers.length * a2a.time);
+    if (epSync && helpers.wall > 0) comm["ep: other ranks' helper threads at the exchanges"] = l.ga * epHelperStall(l.ep, stageOps[slow]!, helpers.wall);
     if (epSync) { comm['ep rank skew at the exchanges'] = l.ga * epSync.skew; commCpu += l.ga * epSync.cpu; }
     else if (cpuLink) {
       const onCpu: ClusterSpec = { ...c, network: { intra: { alpha: c.commCpu!.alpha, beta: c.commCpu!.beta }, inter: { alpha: c.commCpu!.alpha, beta: c.commCpu!.beta } } };
