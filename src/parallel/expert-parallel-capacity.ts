@@ -67,6 +67,7 @@ function findCollector(): () => void {
   if (typeof g === 'function') return g;
   v8.setFlagsFromString('--expose-gc');
   const f = runInNewContext('gc') as unknown;
-  if (typeof f !== 'function') throw new Error('expert parallel: this node does not provide a garbage collector to call (--expose-gc)');
-  return f as () => void;
+  // A runtime without a callable collector only loses the early release: the dropped buffers
+  // then go when V8 next collects, as before. Training must not stop over it.
+  return typeof f === 'function' ? (f as () => void) : () => undefined;
 }
