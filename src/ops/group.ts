@@ -120,19 +120,7 @@ function axisParts(shape: readonly number[], axis: number): { outer: number; inn
 export function groupGather(x: Tensor, group: GroupCollectives, axis: number): Tensor {
   checkFloat(x, 'groupGather');
   if (axis < 0 || axis >= x.ndim) throw new Error(`groupGather: axis ${axis} out of range for ${shapeStr(x.shape)}`);
-  const shape = [...x.shape];
-  shape[axis] = x.shape[axis]! * group.size;
-  const out = empty(shape, x.dtype);
-  const xd = dense(x);
-  if (group.size === 1) (out.data as F).set(floatData(xd).subarray(0, x.size));
-  else {
-    const { outer, inner } = axisParts(x.shape, axis);
-    const tmp = empty(shape, x.dtype);
-    group.allGather(floatData(xd).subarray(0, x.size), tmp.data as F, wire());
-    fromRankMajor(tmp.data as F, out.data as F, outer, group.size, x.shape[axis]! * inner);
-    tmp.dispose();
-  }
-  if (xd !== x) xd.dispose();
+  const out = gatherAlong(x, group, axis);
   return record('groupGather', { group, axis }, [x], out);
 }
 
@@ -140,17 +128,7 @@ export function groupGatherBackward(node: Node<'groupGather'>, gOut: Tensor): vo
   const x = node.inputs[0]!;
   if (!x.requiresGrad) return;
   const { group, axis } = node.attrs;
-  const g = dense(gOut);
-  const local = empty(x.shape, x.dtype);
-  if (group.size === 1) (local.data as F).set(floatData(g).subarray(0, x.size));
-  else {
-    const { outer, inner } = axisParts(x.shape, axis);
-    const tmp = empty(gOut.shape, x.dtype);
-    toRankMajor(floatData(g), tmp.data as F, outer, group.size, x.shape[axis]! * inner);
-    group.reduceScatter(tmp.data as F, local.data as F, wire());
-    tmp.dispose();
-  }
-  if (g !== gOut) g.dispose();
+  const local = reduceScatterAlong(gOut, x.shape, group, axis);
   accumulateGrad(x, local, true);
 }
 
