@@ -10,7 +10,8 @@ import { traceGpt } from '../src/plan/models.js';
 import { estimate, interpLogLog } from '../src/plan/estimate.js';
 import { parseLayout } from '../src/plan/layout.js';
 import { loadCluster, type ClusterSpec } from '../src/plan/cluster.js';
-import { spCollectives } from '../src/plan/sp-terms.js';
+import { spCollectives, tpRegionOps } from '../src/plan/sp-terms.js';
+import { GPT } from '../src/nn/gpt.js';
 import { buildTensorParallelGpt } from '../src/parallel/plans/gpt.js';
 import type { GroupCollectives } from '../src/ops/group.js';
 import { fromStorage } from '../src/core/tensor.js';
@@ -104,4 +105,41 @@ test('the estimate prices sp from its own collectives and reorders (no recompute
   const e = estimate(tr, sp, bare, opts);
   assert.equal(e.time.compute['forward:sp sequence-axis copies'], undefined);
   assert.equal(e.time.comm['tp allreduce (intra)'], estimate(tr, tp, bare, opts).time.comm['tp allreduce (intra)']);
+});
+
+/** Non-view tape nodes of one forward (the loss's graph): what the trainer runs forward and backward. */
+function tapeOps(model: { loss(i: import('../src/core/tensor.js').Tensor, t: import('../src/core/tensor.js').Tensor): import('../src/core/tensor.js').Tensor }): Map<string, number> {
+  const ids = fromStorage(new Int32Array(B * tiny.seqLen).map((_, i) => (i * 31) % tiny.vocabSize), [B, tiny.seqLen], 'int32');
+  const tg = fromStorage(new Int32Array(B * tiny.seqLen).map((_, i) => (i * 17 + 5) % tiny.vocabSize), [B, tiny.seqLen], 'int32');
+  const byOp = new Map<string, number>();
+  scope(() => {
+    const seen = new Set<unknown>();
+    const stack = [model.loss(ids, tg).node];
+    while (stack.length) {
+      const n = stack.pop();
+      if (!n || seen.has(n)) continue;
+      seen.add(n);
+      if (!['reshape', 'permute', 'slice', 'expand'].includes(n.op)) byOp.set(n.op, (byOp.get(n.op) ?? 0) + 1);
+      for (const t of n.inputs) stack.push(t.node);
+    }
+  });
+  return byOp;
+}
+
+test('tpRegionOps counts the tape ops the tp and sp transforms add to the plain model', () => {
+  const tr = traceGpt(tiny, { microBatch: B });
+  const total = (m: Map<string, number>): number => [...m.values()].reduce((a, b) => a + b, 0);
+  const plain = tapeOps(new GPT(tiny, { seed: 1 }));
+  for (const sp of [false, true]) {
+    const tpModel = buildTensorParallelGpt(tiny, recordingGroup(), { seed: 1, recompute: false, sequenceParallel: sp }).model;
+    const runtime = total(tapeOps(tpModel)) - total(plain);
+    const planned = tr.ops.reduce((a, op) => a + tpRegionOps(op, tr.nBlocks, sp), 0);
+    assert.equal(planned, runtime, `sp=${sp}: plan ${planned} vs runtime ${runtime} (tp ${JSON.stringify([...tapeOps(tpModel)])}, plain ${JSON.stringify([...plain])})`);
+  }
+  // Priced where the tp path is measured, forward and backward.
+  const c = spec(4e9);
+  const e = estimate(tr, parseLayout(`tp=2,sp=true,mb=${B}`), c, opts);
+  assert.ok(e.time.compute['forward:tp region ops']! > 0 && e.time.compute['backward:tp region ops']! > e.time.compute['forward:tp region ops']! * 0.5);
+  const bare: ClusterSpec = { ...c, commCpu: { alpha: fig(1e-4), beta: fig(1e9) } };
+  assert.equal(estimate(tr, parseLayout(`tp=2,sp=true,mb=${B}`), bare, opts).time.compute['forward:tp region ops'], undefined);
 });

@@ -9,7 +9,7 @@ import { devices, type Layout } from './layout.js';
 import { tpRule } from './shard-rules.js';
 import { epHelperStall, epRowTerms, epStagingBytes, epSyncTerms } from './ep-terms.js';
 import { tpSyncTerms } from './tp-terms.js';
-import { spCollectives, spOpExtra, spSyncTerms } from './sp-terms.js';
+import { spCollectives, spOpExtra, spSyncTerms, tpRegionOps } from './sp-terms.js';
 import { rankActions, scheduleShapeError } from '../parallel/pipeline/schedule.js';
 import { DEFAULT_CHUNK as OFFLOAD_CHUNK } from '../parallel/offload-store.js';
 import { attentionEfficiencyFn, gemmRateFn, opRateFor, optimizerSeconds } from './compute-rates.js';
@@ -493,7 +493,23 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   const stageCompute: Record<string, number>[] = Array.from({ length: pp }, () => ({}));
   // Per virtual stage (chunk·pp + rank): forward and backward (with recompute) seconds of one micro-batch, for the schedule replay.
   const vsCost = Array.from({ length: pp * sm.v }, () => ({ F: 0, B: 0 }));
+  // Athanor's tensor-parallel transforms add tape ops the plain trace has not (sp-terms.ts),
+  // priced where the tp path is measured: each runs forward and backward with its fixed costs.
+  const athanorTp = tp === 2 && !!c.commCpu?.tpSync;
   for (const op of tr.ops) {
+    if (athanorTp) {
+      const n = tpRegionOps(op, L, l.sp);
+      if (n) {
+        const s = sm.rank(op.block), vs = vsCost[sm.chunk(op.block) * pp + s]!;
+        const f = n * (opFixedSeconds(c, 'forward') + helpers.wall), b = n * (opFixedSeconds(c, 'backward') + helpers.wall);
+        stageCompute[s]!['forward:tp region ops'] = (stageCompute[s]!['forward:tp region ops'] ?? 0) + f;
+        // A recomputed op's region ops run forward again; their backward is the forward op's.
+        if (op.phase === 'forward') stageCompute[s]!['backward:tp region ops'] = (stageCompute[s]!['backward:tp region ops'] ?? 0) + b;
+        vs.F += op.phase === 'forward' ? f : 0;
+        vs.B += op.phase === 'forward' ? b : f;
+        stageOps[s]! += op.phase === 'forward' ? 2 * n : n;
+      }
+    }
     if (op.cls === 'view') continue;
     const s = sm.rank(op.block);
     const split0 = tp > 1 && (op.params.some((n) => tpRule(n) !== 'replicated' && tpRule(n) !== 'row-bias') || op.ins.some((i) => i >= 0 && sharded.has(i)) || sharded.has(op.out)) ? tp : 1;

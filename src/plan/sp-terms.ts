@@ -94,3 +94,26 @@ export function spOpExtra(op: TracedOp, tr: TraceResult, scale: number, copyRate
   if (op.phase === 'recompute') return { forward: 0, backward: copy };
   return { forward: copy, backward: role === 'fused-entry' ? 2 * copy : copy };
 }
+
+/**
+ * Tape ops the tensor-parallel transforms add around one traced forward (or recomputed) op
+ * of the plain model (parallel/tensor-parallel.ts, plans/gpt.ts), each of which the trainer
+ * runs forward and backward like any traced op, with its fixed per-op cost and its share of
+ * V8's helper threads:
+ *   - a region exit: its collective (groupReduce, or groupScatter under sp), plus the bias
+ *     add a row-parallel linear does after it, or the vocabulary mask's mul of the embedding;
+ *   - a region entry: its groupCopy (groupGather under sp); an in-block entry under sp is
+ *     fused with its GEMM (ops/gather-linear.ts), one op in place of the plain linear;
+ *   - under sp, a groupCopy for every parameter used on this rank's rows only (norms, the
+ *     position table, row-parallel biases), which sums its gradient over the group.
+ */
+export function tpRegionOps(op: TracedOp, nBlocks: number, sp: boolean): number {
+  if (op.phase !== 'forward' && op.phase !== 'recompute') return 0;
+  const role = spRole(op, nBlocks);
+  const rules = op.params.map(tpRule);
+  let n = 0;
+  if (role === 'exit') n += 1 + (op.op === 'embedding' ? 1 : 0) + (rules.includes('row-bias') ? 1 : 0);
+  else if (role === 'entry' || (role === 'fused-entry' && !sp)) n += 1;
+  if (sp) n += rules.filter((r) => r === 'replicated' || r === 'row-bias').length;
+  return n;
+}
