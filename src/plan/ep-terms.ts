@@ -20,7 +20,7 @@
 // derives it from measured step times.
 import { capacityRows } from '../parallel/expert-parallel-capacity.js';
 import type { ClusterSpec } from './cluster.js';
-import { interpLogLog } from './estimate.js';
+import { interpLogLog } from './comm-model.js';
 import type { TraceResult, TracedBuffer, TracedOp } from './trace.js';
 
 /** Buffers of a layer's dispatched rows that expert parallelism adds: received rows (at capacity) and the combine exchange's output. */

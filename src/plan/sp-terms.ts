@@ -18,7 +18,7 @@
 import type { ClusterSpec } from './cluster.js';
 import type { TraceResult, TracedOp } from './trace.js';
 import { tpRule } from './shard-rules.js';
-import { interpLogLog } from './estimate.js';
+import { interpLogLog } from './comm-model.js';
 
 /** Region exits and entries of the trace (forward ops), as tensor-parallel.ts wraps them. */
 export function spRole(op: TracedOp, nBlocks: number): 'exit' | 'entry' | 'fused-entry' | null {

@@ -9,7 +9,7 @@
 //     collective beyond the collective's own time, as a share of that work.
 // A cluster spec without the table (published clusters: GPUs, NCCL) keeps the α–β ring.
 import type { ClusterSpec } from './cluster.js';
-import { interpLogLog } from './estimate.js';
+import { interpLogLog } from './comm-model.js';
 
 export interface TpSyncTerms {
   /** Wall seconds of the collectives per micro-batch (each at its own mean size). */
