@@ -208,7 +208,12 @@ export function surface(cells: SweepCell[]): string[] {
   const groups = new Map<string, SweepCell[]>();
   // With --correction both, the surface shows the first correction setting swept (k = 0 has none).
   const corr = cells.find((c) => c.k > 0)?.correction;
-  for (const c of cells) if (c.k === 0 || c.correction === corr) (groups.get(keyOf(c)) ?? groups.set(keyOf(c), []).get(keyOf(c))!).push(c);
+  for (const c of cells) {
+    if (c.k > 0 && c.correction !== corr) continue;
+    const k = keyOf(c);
+    const g = groups.get(k);
+    if (g) g.push(c); else groups.set(k, [c]);
+  }
   for (const [k, g] of groups) med.set(k, { sps: median(g.map((x) => x.samplesPerSec)), auc: median(g.map((x) => x.auc)) });
   const num = (f: (c: SweepCell) => number): number[] => [...new Set(cells.map(f))].sort((a, b) => a - b);
   const ks = num((c) => c.k);

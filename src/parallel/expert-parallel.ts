@@ -180,9 +180,8 @@ export class ExpertParallel {
       // exchange would), so that its old pair is dropped too, and one collection frees them
       // at once instead of leaving them beside the new capacity's until V8 collects them.
       if (forgetCapacity(m, this.lastCap) > 0) {
-        const bound = Math.max(cap, xp.shape[0]!) * C;
-        comm.shared('rows-in', bound, 'f32', bound);
-        comm.shared('rows-out', bound, 'f32', bound);
+        const bound = stagingBound(cap, xp.shape[0]!, C);
+        stagingPair(comm, bound, bound, bound);
         collectGarbage();
       }
     }
@@ -224,8 +223,7 @@ export class ExpertParallel {
       // max(cap, plainRows) rows, so the pair is sized by that bound when it must grow: it
       // then grows only with the capacity (geometric grid, held over a window), and holds
       // 2 · max(cap, plainRows) · C floats (what the planner prices, plan/ep-terms.ts).
-      const bound = Math.max(cap, plainRows) * C;
-      const inp = comm.shared('rows-in', nIn - own, 'f32', bound) as Float32Array, out = comm.shared('rows-out', nOut - own, 'f32', bound) as Float32Array;
+      const [inp, out] = stagingPair(comm, nIn - own, nOut - own, stagingBound(cap, plainRows, C));
       const xd = x.data as Float32Array;
       let y: Tensor;
       if (localIn) {
@@ -286,6 +284,16 @@ function forgetCapacity(m: MoeMlp, cap: number): number {
   let dropped = 0;
   for (const width of new Set([w[1]!, w[2]!])) dropped += pool.forget(cap * width);
   return dropped;
+}
+
+/** Floats each buffer of the staging pair holds when it must grow: both sides of an exchange hold at most max(cap, plainRows) rows. */
+function stagingBound(cap: number, plainRows: number, C: number): number {
+  return Math.max(cap, plainRows) * C;
+}
+
+/** The one staging pair of every row exchange (send side, receive side), grown to `bound` floats when too small. */
+function stagingPair(comm: EpComm, nIn: number, nOut: number, bound: number): [Float32Array, Float32Array] {
+  return [comm.shared('rows-in', nIn, 'f32', bound) as Float32Array, comm.shared('rows-out', nOut, 'f32', bound) as Float32Array];
 }
 
 /** dst[i] = (src ? src[from + i] : dst[i]) · s: the 1/dp scale of expert gradients (a plain loop, monomorphic). */

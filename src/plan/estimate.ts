@@ -92,15 +92,16 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
   // Athanor's tensor-parallel transforms add tape ops the plain trace has not (sp-terms.ts),
   // priced where the tp path is measured: each runs forward and backward with its fixed costs.
   const athanorTp = tp === 2 && !!c.commCpu?.tpSync;
+  const charge = (s: number, key: string, v: number): void => { stageCompute[s]![key] = (stageCompute[s]![key] ?? 0) + v; };
   for (const op of tr.ops) {
     if (athanorTp) {
       const n = tpRegionOps(op, L, l.sp);
       if (n) {
         const s = sm.rank(op.block), vs = vsCost[sm.chunk(op.block) * pp + s]!;
         const f = n * (opFixedSeconds(c, 'forward') + helpers.wall), b = n * (opFixedSeconds(c, 'backward') + helpers.wall);
-        stageCompute[s]!['forward:tp region ops'] = (stageCompute[s]!['forward:tp region ops'] ?? 0) + f;
-        // A recomputed op's region ops run forward again; their backward is the forward op's.
-        if (op.phase === 'forward') stageCompute[s]!['backward:tp region ops'] = (stageCompute[s]!['backward:tp region ops'] ?? 0) + b;
+        // A recomputed op's region ops run forward again (inside backward); their backward is the forward op's.
+        charge(s, `${op.phase}:tp region ops`, f);
+        if (op.phase === 'forward') charge(s, 'backward:tp region ops', b);
         vs.F += op.phase === 'forward' ? f : 0;
         vs.B += op.phase === 'forward' ? b : f;
         stageOps[s]! += op.phase === 'forward' ? 2 * n : n;
@@ -157,8 +158,8 @@ export function estimate(tr: TraceResult, l: Layout, c: ClusterSpec, o: { seqLen
     if (athanorSp) {
       // sp's sequence-axis reorders (sp-terms.ts).
       const x = spOpExtra(op, tr, actScale, c.device.classBandwidth?.rates.sequenceAxisCopy ?? bw);
-      if (x.forward) { stageCompute[s]!['forward:sp sequence-axis copies'] = (stageCompute[s]!['forward:sp sequence-axis copies'] ?? 0) + x.forward; vsCost[sm.chunk(op.block) * pp + s]!.F += x.forward; }
-      if (x.backward) { stageCompute[s]!['backward:sp sequence-axis copies'] = (stageCompute[s]!['backward:sp sequence-axis copies'] ?? 0) + x.backward; vsCost[sm.chunk(op.block) * pp + s]!.B += x.backward; }
+      if (x.forward) { charge(s, 'forward:sp sequence-axis copies', x.forward); vsCost[sm.chunk(op.block) * pp + s]!.F += x.forward; }
+      if (x.backward) { charge(s, 'backward:sp sequence-axis copies', x.backward); vsCost[sm.chunk(op.block) * pp + s]!.B += x.backward; }
     }
   }
   const sum = (r: Record<string, number>): number => Object.values(r).reduce((a, b) => a + b, 0);
