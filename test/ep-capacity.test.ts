@@ -2,7 +2,8 @@
 // (parallel/expert-parallel-capacity.ts): a fixed geometric grid, held over a window.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CAPACITY_GROWTH, CAPACITY_WINDOW, RowCapacity, capacityRows, collectGarbage } from '../src/parallel/expert-parallel-capacity.js';
+import { CAPACITY_GROWTH, CAPACITY_WINDOW, RowCapacity, capacityRows } from '../src/parallel/expert-parallel-capacity.js';
+import { collectGarbage } from '../src/core/collect-garbage.js';
 import { BufferPool } from '../src/core/buffer-pool.js';
 
 test('capacityRows: a grid value that holds the rows with at most 1/8 padding, the same for every row count in a grid cell', () => {

@@ -19,7 +19,8 @@ import type { MoeMlp } from '../nn/moe.js';
 import type { ShardRequest } from '../nn/materialize.js';
 import { allToAllV, type RowExchange } from '../ops/moe.js';
 import type { A2aAlgorithm, EpComm } from './expert-parallel-comm.js';
-import { RowCapacity, collectGarbage } from './expert-parallel-capacity.js';
+import { RowCapacity } from './expert-parallel-capacity.js';
+import { collectGarbage } from '../core/collect-garbage.js';
 import { pool } from '../core/buffer-pool.js';
 
 /** Parameter names that belong to the sharded experts. */

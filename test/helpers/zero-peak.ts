@@ -4,8 +4,6 @@
 // process's array-buffer bytes over those steps (array-buffer-peak.ts) and the layer's
 // own accounting. SHARD_GROUP=S (with ZERO_STAGE=3) runs HSDP: ZeRO-3 inside groups of S
 // neighbouring ranks, shard gradients all-reduced over the replica groups (hsdp.ts).
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import type { ProcessGroup } from '../../src/runtime/init.js';
 import { CommThread } from '../../src/runtime/comm-thread.js';
 import { hsdpGroups } from '../../src/parallel/hsdp.js';
@@ -15,6 +13,7 @@ import { applyDataParallel } from '../../src/parallel/plans/gpt.js';
 import { newAdamW } from '../../src/train/optim-setup.js';
 import { presetConfig } from '../../src/train/config.js';
 import { accumulationSchedule, type MicroBatch } from '../../src/train/step-schedule.js';
+import { collectGarbage } from '../../src/core/collect-garbage.js';
 import { trackArrayBufferPeak, resetArrayBufferPeak, arrayBufferPeak, sampleArrayBuffers } from '../../src/core/array-buffer-peak.js';
 
 export const ZERO_PEAK_MODEL: GptConfig = {
@@ -23,8 +22,7 @@ export const ZERO_PEAK_MODEL: GptConfig = {
 
 export async function zeroPeak(pg: ProcessGroup): Promise<Record<string, unknown>> {
   const zero = Number(process.env.ZERO_STAGE ?? '3') as 0 | 3;
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as () => void;
+  const gc = collectGarbage;
   const ct = await CommThread.start(pg, { prefix: 'athanor/zero-peak' });
   try {
     const all = [...Array(pg.size).keys()];
