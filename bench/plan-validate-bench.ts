@@ -213,7 +213,7 @@ export async function runPlanValidate(o: { quick?: boolean; steps?: number; roun
       const acc = meas.get(c) ?? { stepS: [], stepSpread: [], cpuS: [], memB: [], poolB: [], outB: [] };
       acc.stepS.push(m.stepS); acc.stepSpread.push(m.stepSpread); acc.cpuS.push(m.cpuS); acc.memB.push(m.memB); acc.poolB.push(m.poolB); acc.outB.push(m.outB);
       meas.set(c, acc);
-      log(`  round ${round + 1}: ${caseName(c)}: ${m.stepS.toFixed(3)} s/step over ${stepsFor(c) - WARMUP} steps (IQR ${(100 * m.stepSpread).toFixed(0)}%; ${m.cpuS.toFixed(3)} CPU-s), ${(m.memB / 2 ** 20).toFixed(0)} MiB (pool live peak ${(m.poolB / 2 ** 20).toFixed(0)} MiB; load ${loadavg()[0]!.toFixed(1)})`);
+      log(`  round ${round + 1}: ${caseName(c)}: predicted ${roundEsts.get(c)![round]!.time.step.toFixed(3)} s (this round's calibration); measured ${m.stepS.toFixed(3)} s/step over ${stepsFor(c) - WARMUP} steps (IQR ${(100 * m.stepSpread).toFixed(0)}%; ${m.cpuS.toFixed(3)} CPU-s), ${(m.memB / 2 ** 20).toFixed(0)} MiB (pool live peak ${(m.poolB / 2 ** 20).toFixed(0)} MiB; load ${loadavg()[0]!.toFixed(1)})`);
     }
   }
   } finally { for (const d of scratch) rmSync(d, { recursive: true, force: true }); }
