@@ -22,7 +22,6 @@ export const ZERO_PEAK_MODEL: GptConfig = {
 
 export async function zeroPeak(pg: ProcessGroup): Promise<Record<string, unknown>> {
   const zero = Number(process.env.ZERO_STAGE ?? '3') as 0 | 3;
-  const gc = collectGarbage;
   const ct = await CommThread.start(pg, { prefix: 'athanor/zero-peak' });
   try {
     const all = [...Array(pg.size).keys()];
@@ -43,7 +42,7 @@ export async function zeroPeak(pg: ProcessGroup): Promise<Record<string, unknown
     });
     // What set-up left for the collector (ZeRO-0: the model's first parameter storage, now
     // copied into the flat buffer) is not training state: collect it, then measure 3 steps.
-    gc();
+    collectGarbage();
     resetArrayBufferPeak();
     const start = sampleArrayBuffers();
     const { seqLen: T, vocabSize: V } = ZERO_PEAK_MODEL;
